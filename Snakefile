@@ -1,0 +1,35 @@
+# Flukeline: identify individual animals from photographs.
+#   snakemake --cores 8 results/submission.csv
+# Stages (one rules file each): data -> detect -> align -> embed -> match.
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+configfile: Path(workflow.basedir) / "config.yaml"
+
+
+validate(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+
+# Rules call the package's CLI with the interpreter that runs Snakemake, so an activated or
+# un-activated venv behaves the same, locally and on cluster nodes.
+FLUKELINE = f"{shlex.quote(sys.executable)} -m flukeline"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/detect.smk"
+include: "workflow/rules/align.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/match.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/submission.csv",
+        "results/metrics.json",

@@ -1,0 +1,3 @@
+from flukeline.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,222 @@
+"""Command-line entry point: `flukeline <command>` (or `python -m flukeline`). The Snakemake
+rules call these commands; each one loads its inputs, calls one function of the package and
+writes its outputs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from flukeline.errors import InputError
+from flukeline.runtime import setup_logging
+
+log = logging.getLogger("flukeline")
+
+
+def _json(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from error
+
+
+def cmd_demo(a):
+    from flukeline.demo import generate_demo
+
+    summary = generate_demo(a.out, a.truth, preset=a.preset, seed=a.seed, workers=a.workers, overrides=a.overrides)
+    log.info("demo dataset: %s", json.dumps(summary, default=str))
+
+
+def cmd_contact_sheet(a):
+    from flukeline.demo import contact_sheet
+
+    contact_sheet(a.root, a.out)
+
+
+def cmd_ingest(a):
+    from flukeline.ingest import ingest
+    from flukeline.io import write_json_atomic
+
+    summary = ingest(
+        a.root, a.train, a.test, a.rejected, on_bad_image=a.on_bad_image, annotations=a.annotations or None,
+        n_folds=a.folds, seed=a.seed, threads=a.threads,
+    )
+    write_json_atomic(summary, a.summary)
+
+
+def cmd_baseline(a):
+    import pandas as pd
+
+    from flukeline.submission import all_new_whale
+
+    all_new_whale(pd.read_parquet(a.train), pd.read_parquet(a.test), a.submission, a.val_predictions)
+
+
+def cmd_detect(a):
+    from flukeline import detect
+
+    detect.run(a.train, a.test, a.out, a.params, a.threads)
+
+
+def cmd_align(a):
+    from flukeline import align
+
+    align.run(a.train, a.test, a.boxes, a.size, a.margin, a.table, a.crops, a.threads)
+
+
+def cmd_train(a):
+    from flukeline import train
+
+    train.run_train(a.train, a.align, a.fold, a.params, a.model, a.history, a.curves, a.threads)
+
+
+def cmd_embed(a):
+    from flukeline import train
+
+    train.run_embed(a.model, a.align, a.out, a.threads)
+
+
+def cmd_match(a):
+    import pandas as pd
+
+    from flukeline.io import write_parquet_atomic
+    from flukeline.match import match_member
+
+    folds = [int(f) for f in a.folds.split(",")]
+    if len(folds) != len(a.embeddings):
+        raise InputError(f"--folds names {len(folds)} folds but {len(a.embeddings)} embedding tables were given")
+    embeddings = {f: pd.read_parquet(p) for f, p in zip(folds, a.embeddings)}
+    val, test = match_member(pd.read_parquet(a.train), embeddings, a.params)
+    write_parquet_atomic(val, a.val_out)
+    write_parquet_atomic(test, a.test_out)
+
+
+def cmd_submit(a):
+    import pandas as pd
+
+    from flukeline.submission import write_submission
+
+    write_submission(pd.read_parquet(a.test), pd.read_parquet(a.predictions), a.out)
+
+
+def cmd_evaluate(a):
+    from flukeline.evaluate import evaluate
+    from flukeline.io import write_json_atomic
+
+    metrics = evaluate(a.baseline, a.members.split(","), a.member_predictions, a.submission, a.test_truth)
+    write_json_atomic(metrics, a.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flukeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="render the synthetic fluke dataset in the Kaggle layout")
+    p.add_argument("--out", required=True, help="data root to write (train.csv, train/, test/, annotations/)")
+    p.add_argument("--truth", required=True, help="CSV of the test identities (outside --out)")
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--overrides", type=_json, default={})
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("contact-sheet", help="grid of identities x sightings of a demo dataset")
+    p.add_argument("--root", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_contact_sheet)
+
+    p = sub.add_parser("ingest", help="validate a Kaggle-layout data root and write the image tables")
+    p.add_argument("--root", required=True)
+    p.add_argument("--train", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--rejected", required=True)
+    p.add_argument("--summary", required=True)
+    p.add_argument("--annotations", type=_json, default={})
+    p.add_argument("--on-bad-image", choices=["error", "skip"], default="error")
+    p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("baseline", help="the all-new_whale submission and its validation predictions")
+    p.add_argument("--train", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--submission", required=True)
+    p.add_argument("--val-predictions", required=True)
+    p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("detect", help="one fluke box per image")
+    p.add_argument("--train", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--params", type=_json, default={})
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("align", help="crop and resize every image to one size")
+    p.add_argument("--train", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--boxes", required=True)
+    p.add_argument("--size", required=True, help="WIDTHxHEIGHT")
+    p.add_argument("--margin", type=float, default=0.1)
+    p.add_argument("--table", required=True)
+    p.add_argument("--crops", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_align)
+
+    p = sub.add_parser("train", help="train one ensemble member without one validation fold")
+    p.add_argument("--train", required=True)
+    p.add_argument("--align", required=True)
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--params", type=_json, required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--history", required=True)
+    p.add_argument("--curves", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("embed", help="embeddings of every aligned crop with a trained member")
+    p.add_argument("--model", required=True)
+    p.add_argument("--align", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("match", help="validation and test predictions of one member")
+    p.add_argument("--train", required=True)
+    p.add_argument("--embeddings", nargs="+", required=True)
+    p.add_argument("--folds", required=True, help="comma-separated folds, one per embeddings table")
+    p.add_argument("--params", type=_json, default={})
+    p.add_argument("--val-out", required=True)
+    p.add_argument("--test-out", required=True)
+    p.set_defaults(func=cmd_match)
+
+    p = sub.add_parser("submit", help="write the Kaggle submission CSV")
+    p.add_argument("--test", required=True)
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("evaluate", help="cross-validated metrics (and demo test metrics)")
+    p.add_argument("--baseline", required=True)
+    p.add_argument("--members", required=True, help="comma-separated member names")
+    p.add_argument("--member-predictions", nargs="+", required=True)
+    p.add_argument("--submission", required=True)
+    p.add_argument("--test-truth", default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv=None) -> int:
+    setup_logging()
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except InputError as error:
+        # A problem with the user's data or config: the message says what and where.
+        print(f"flukeline {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0

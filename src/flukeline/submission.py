@@ -1,0 +1,53 @@
+"""The Kaggle submission file and the all-new_whale baseline."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from flukeline.folds import validation_truth
+from flukeline.io import write_csv_atomic, write_parquet_atomic
+from flukeline.metrics import NEW_WHALE
+
+log = logging.getLogger(__name__)
+
+
+def write_submission(test: pd.DataFrame, predictions: pd.DataFrame, out_path, k: int = 5) -> None:
+    """`Image,Id` rows in test order, k space-separated ids each."""
+    ids = predictions.set_index("image")["predicted"]
+    missing = sorted(set(test["image"]) - set(ids.index))
+    if missing:
+        raise ValueError(f"no prediction for {len(missing)} test images, e.g. {missing[:3]}")
+    rows = ids.loc[test["image"]]
+    short = [img for img, p in rows.items() if len(p.split()) != k]
+    if short:
+        raise ValueError(f"{len(short)} predictions do not have {k} ids, e.g. {short[:3]}")
+    write_csv_atomic(pd.DataFrame({"Image": test["image"].to_numpy(), "Id": rows.to_numpy()}), out_path)
+
+
+def all_new_whale(train: pd.DataFrame, test: pd.DataFrame, submission_path, val_predictions_path, k: int = 5) -> None:
+    """new_whale first, then the most frequent training identities to fill the k slots (Kaggle's
+    classic baseline). Validation predictions cover every fold, each with the other folds' counts."""
+    def ranking(gallery: pd.DataFrame) -> str:
+        frequent = gallery.loc[gallery["id"] != NEW_WHALE, "id"].value_counts(sort=False)
+        # Ties broken by name so that the baseline is deterministic.
+        top = sorted(frequent.items(), key=lambda item: (-item[1], item[0]))[: k - 1]
+        return " ".join([NEW_WHALE] + [name for name, _ in top])
+
+    write_csv_atomic(pd.DataFrame({"Image": test["image"].to_numpy(), "Id": ranking(train)}), submission_path)
+    rows = []
+    for fold in sorted(f for f in train["fold"].unique() if f >= 0):
+        in_fold = train["fold"] == fold
+        truth = validation_truth(train, fold)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "image": train.loc[in_fold, "image"].to_numpy(),
+                    "fold": int(fold),
+                    "truth": truth.loc[train.index[in_fold]].to_numpy(),
+                    "predicted": ranking(train[~in_fold]),
+                }
+            )
+        )
+    write_parquet_atomic(pd.concat(rows, ignore_index=True), val_predictions_path)

@@ -1,0 +1,50 @@
+# Shared helpers: config checks the schema cannot express, paths, and per-rule params.
+
+
+def _config_error(message):
+    raise WorkflowError(f"config.yaml: {message}")
+
+
+for _name, _member in config["embed"]["members"].items():
+    if list(_member["size"]) not in [list(s) for s in config["align"]["sizes"]]:
+        _config_error(
+            f"embed.members.{_name}.size {_member['size']} is not one of align.sizes {config['align']['sizes']}"
+        )
+for _fold in config["embed"]["cv_folds"]:
+    if _fold >= config["data"]["folds"]:
+        _config_error(f"embed.cv_folds contains {_fold}, but data.folds is {config['data']['folds']}")
+
+
+def size_name(size):
+    """[128, 64] -> '128x64' (the wildcard used in align/embed paths)."""
+    return f"{size[0]}x{size[1]}"
+
+
+def params_json(*values):
+    """Serialise the config values a rule consumes, keys sorted, so that Snakemake's params
+    trigger reruns a rule exactly when one of its own settings changes."""
+    return json.dumps(values[0] if len(values) == 1 else list(values), sort_keys=True)
+
+
+DEMO = config["data"]["source"] == "demo"
+if DEMO:
+    DEMO_DIR = f"resources/demo/{config['data']['demo']['preset']}-seed{config['seed']}"
+    DATA_ROOT = f"{DEMO_DIR}/kaggle"
+    # Test identities live outside the data root: only the evaluate rule reads them.
+    TEST_TRUTH = f"{DEMO_DIR}/test_truth.csv"
+    ANNOTATIONS = {
+        "masks": "annotations/masks",
+        "keypoints": "annotations/keypoints.csv",
+        "boxes": "annotations/boxes.csv",
+    }
+else:
+    DATA_ROOT = config["data"]["root"]
+    TEST_TRUTH = None
+    ANNOTATIONS = {k: v for k, v in config["data"]["annotations"].items() if v}
+
+MEMBERS = sorted(config["embed"]["members"])
+CV_FOLDS = sorted(config["embed"]["cv_folds"])
+
+
+def member_size(member):
+    return size_name(config["embed"]["members"][member]["size"])

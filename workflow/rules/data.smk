@@ -1,0 +1,88 @@
+# Data stage: the demo dataset (when data.source is demo), ingest, and the all-new_whale baseline.
+
+if DEMO:
+
+    rule demo_dataset:
+        output:
+            root=directory(DATA_ROOT),
+            truth=TEST_TRUTH,
+        params:
+            preset=config["data"]["demo"]["preset"],
+            overrides=params_json(config["data"]["demo"].get("overrides", {})),
+            seed=config["seed"],
+        threads: 2
+        resources:
+            mem_mb=2000,
+            runtime=30,
+        log:
+            "results/logs/demo_dataset.log",
+        benchmark:
+            "results/benchmarks/demo_dataset.tsv"
+        shell:
+            "{FLUKELINE} demo --out {output.root:q} --truth {output.truth:q}"
+            " --preset {params.preset} --seed {params.seed} --overrides {params.overrides:q}"
+            " --workers {threads} > {log:q} 2>&1"
+
+    rule demo_contact_sheet:
+        input:
+            root=DATA_ROOT,
+        output:
+            "results/data/demo_contact_sheet.png",
+        log:
+            "results/logs/demo_contact_sheet.log",
+        benchmark:
+            "results/benchmarks/demo_contact_sheet.tsv"
+        shell:
+            "{FLUKELINE} contact-sheet --root {input.root:q} --out {output:q} > {log:q} 2>&1"
+
+
+def ingest_input(wildcards):
+    # The demo root is a rule output (a directory); a user's data root is an existing folder.
+    return {"root": DATA_ROOT} if DEMO else {"train_csv": f"{DATA_ROOT}/train.csv"}
+
+
+rule ingest:
+    input:
+        unpack(ingest_input),
+    output:
+        train="results/data/train.parquet",
+        test="results/data/test.parquet",
+        keypoints="results/data/keypoints.parquet",
+        boxes="results/data/boxes.parquet",
+        rejected="results/data/rejected.csv",
+        summary="results/data/summary.json",
+    params:
+        root=DATA_ROOT,
+        annotations=params_json(ANNOTATIONS),
+        on_bad_image=config["data"]["on_bad_image"],
+        folds=config["data"]["folds"],
+        seed=config["seed"],
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    log:
+        "results/logs/ingest.log",
+    benchmark:
+        "results/benchmarks/ingest.tsv"
+    shell:
+        "{FLUKELINE} ingest --root {params.root:q} --train {output.train:q} --test {output.test:q}"
+        " --rejected {output.rejected:q} --summary {output.summary:q}"
+        " --annotations {params.annotations:q} --on-bad-image {params.on_bad_image}"
+        " --folds {params.folds} --seed {params.seed} --threads {threads} > {log:q} 2>&1"
+
+
+rule baseline_all_new_whale:
+    input:
+        train="results/data/train.parquet",
+        test="results/data/test.parquet",
+    output:
+        submission="results/baseline/all_new_whale_submission.csv",
+        predictions="results/baseline/all_new_whale_val_predictions.parquet",
+    log:
+        "results/logs/baseline_all_new_whale.log",
+    benchmark:
+        "results/benchmarks/baseline_all_new_whale.tsv"
+    shell:
+        "{FLUKELINE} baseline --train {input.train:q} --test {input.test:q}"
+        " --submission {output.submission:q} --val-predictions {output.predictions:q} > {log:q} 2>&1"
