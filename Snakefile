@@ -33,3 +33,4 @@ rule all:
     input:
         "results/submission.csv",
         "results/metrics.json",
+        "results/data/demo_contact_sheet.png" if DEMO else [],

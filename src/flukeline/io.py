@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from flukeline.errors import UnreadableImageError
 
@@ -65,8 +65,11 @@ def decode_image_rgb(data: bytes, source: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as img:
             img.load()  # full decode now: truncation only shows up here
             upright = ImageOps.exif_transpose(img)
+    except UnidentifiedImageError as exc:
+        raise UnreadableImageError(source, "is not a recognised image file") from exc
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise UnreadableImageError(source, f"cannot be decoded as an image ({exc})") from exc
+        damage = "is truncated" if "truncated" in str(exc).lower() else "cannot be decoded as an image"
+        raise UnreadableImageError(source, f"{damage} ({exc})") from exc
     return _to_rgb_array(upright)
 
 

@@ -1,0 +1,36 @@
+"""Config validation: a wrong key or type stops Snakemake with a message naming it."""
+
+import yaml
+
+from conftest import snakemake
+
+
+def _dry_run_with(tmp_path, override):
+    path = tmp_path / "override.yaml"
+    path.write_text(yaml.safe_dump(override))
+    return snakemake(tmp_path, "-n", "--cores", "1", configfiles=(path,), check=False)
+
+
+def test_unknown_key_is_named(tmp_path):
+    result = _dry_run_with(tmp_path, {"embed": {"epochz": 3}})
+    assert result.returncode != 0
+    assert "epochz" in result.stderr
+
+
+def test_wrong_type_is_named(tmp_path):
+    result = _dry_run_with(tmp_path, {"data": {"folds": "four"}})
+    assert result.returncode != 0
+    assert "four" in result.stderr and "folds" in result.stderr
+
+
+def test_member_size_must_be_an_aligned_size(tmp_path):
+    result = _dry_run_with(tmp_path, {"embed": {"members": {"r18": {"backbone": "resnet18", "size": [99, 33]}}}})
+    assert result.returncode != 0
+    assert "embed.members.r18.size" in result.stderr
+
+
+def test_default_config_dry_run_plans_every_stage(tmp_path):
+    result = snakemake(tmp_path, "-n", "--cores", "8", configfiles=())
+    out = result.stdout
+    for rule in ("demo_dataset", "ingest", "detect", "align", "train_member", "embed_member", "match_member", "submission", "evaluate"):
+        assert rule in out, rule

@@ -1,0 +1,48 @@
+"""End to end: the real Snakemake DAG on the tiny demo preset."""
+
+import json
+
+import pandas as pd
+
+from conftest import snakemake
+
+
+def test_submission_has_one_row_per_test_image_with_five_ids(tiny_run):
+    workdir, _ = tiny_run
+    submission = pd.read_csv(workdir / "results/submission.csv", dtype=str, keep_default_na=False)
+    test = pd.read_parquet(workdir / "results/data/test.parquet")
+    assert list(submission.columns) == ["Image", "Id"]
+    assert submission["Image"].tolist() == test["image"].tolist()
+    assert len(submission) > 0
+    for ids in submission["Id"]:
+        assert len(ids.split(" ")) == 5, ids
+    # Known identities are predicted, not only new_whale.
+    known = set(pd.read_parquet(workdir / "results/data/train.parquet")["id"])
+    predicted = {i for ids in submission["Id"] for i in ids.split()}
+    assert len(predicted - {"new_whale"}) > 10 and predicted <= known | {"new_whale"}
+
+
+def test_metrics_compare_the_model_with_the_all_new_whale_baseline(tiny_run):
+    workdir, _ = tiny_run
+    metrics = json.loads((workdir / "results/metrics.json").read_text())
+    baseline = metrics["cv"]["all_new_whale"]
+    member = metrics["cv"]["members"]["r18"]
+    for entry in (baseline, member, metrics["test"]["submission"], metrics["test"]["all_new_whale"]):
+        assert 0.0 <= entry["map5"] <= 1.0 and entry["n"] > 0
+    # The trained pipeline must beat ranking new_whale first for everyone, on the same images.
+    assert member["map5"] > member["all_new_whale_same_folds"]["map5"]
+    assert metrics["test"]["submission"]["map5"] > metrics["test"]["all_new_whale"]["map5"]
+
+
+def test_every_rule_logged_and_benchmarked(tiny_run):
+    workdir, _ = tiny_run
+    for rule in ("ingest", "detect", "baseline_all_new_whale", "submission", "evaluate"):
+        assert (workdir / f"results/benchmarks/{rule}.tsv").stat().st_size > 0
+        assert (workdir / f"results/logs/{rule}.log").exists()
+    assert (workdir / "results/embed/r18/fold0/curves.png").stat().st_size > 0
+
+
+def test_complete_run_schedules_nothing_on_rerun(tiny_run):
+    workdir, _ = tiny_run
+    result = snakemake(workdir, "-n", "--cores", "2")
+    assert "Nothing to be done" in result.stdout + result.stderr
