@@ -69,15 +69,20 @@ def threshold_box(rgb: np.ndarray, min_area_fraction: float = 0.01) -> Box:
 
 
 def _detect_one(task):
-    path, min_area_fraction = task
+    path, method, min_area_fraction = task
     cv2.setNumThreads(1)
-    return threshold_box(read_image_rgb(path), min_area_fraction)
+    rgb = read_image_rgb(path)
+    if method == "none":
+        # No detection: the whole photo, as a plain classifier on resized images would see it.
+        return Box(0, 0, rgb.shape[1], rgb.shape[0], "whole_image", 0.0)
+    return threshold_box(rgb, min_area_fraction)
 
 
 def detect_boxes(train: pd.DataFrame, test: pd.DataFrame, params: dict, threads: int = 1) -> pd.DataFrame:
     images = pd.concat([train[["image", "split", "path"]], test[["image", "split", "path"]]], ignore_index=True)
+    method = params.get("method", "threshold")
     min_area = float(params.get("min_area_fraction", 0.01))
-    tasks = [(p, min_area) for p in images["path"]]
+    tasks = [(p, method, min_area) for p in images["path"]]
     workers = worker_count(threads)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:

@@ -35,6 +35,11 @@ ANNOTATION_KINDS = ("masks", "keypoints", "boxes")
 REJECTED_COLUMNS = ["split", "image", "problem"]
 KEYPOINT_COLUMNS = ["Image", "keypoint", "x", "y", "visible"]
 BOX_COLUMNS = ["Image", "x0", "y0", "x1", "y1"]
+# Column types of the annotation tables written next to the train table (empty when absent).
+ANNOTATION_COLUMNS = {
+    "keypoints": {"image": "string", "keypoint": "string", "x": "float64", "y": "float64", "visible": "bool"},
+    "boxes": {"image": "string", "x0": "float64", "y0": "float64", "x1": "float64", "y1": "float64"},
+}
 
 
 @dataclass(frozen=True)
@@ -90,18 +95,18 @@ def ingest(
         raise InputError(f"test_order must be one of {TEST_ORDERS}, got {test_order!r}")
     if threads < 1:
         raise InputError(f"threads must be >= 1, got {threads}")
+    if n_folds < 2:
+        raise InputError(f"n_folds must be >= 2, got {n_folds}")
     root = Path(root).resolve()
     if not root.is_dir():
         raise InputError(f"data root {root} does not exist or is not a folder")
-    annotations = {kind: value for kind, value in (annotations or {}).items() if value}
-    unknown_kinds = sorted(set(annotations) - set(ANNOTATION_KINDS))
-    if unknown_kinds:
-        raise InputError(
-            f"annotations: unknown kind(s) {', '.join(unknown_kinds)} (expected {', '.join(ANNOTATION_KINDS)})"
-        )
 
     train_entries = _list_train(root)
     test_entries = _list_test(root, test_order)
+    # Annotation mistakes are configuration errors: report them before the long image decoding.
+    masks_dir, annotation_tables = _load_annotations(
+        root, annotations or {}, listed={entry.image for entry in train_entries + test_entries}
+    )
     _flag_images_in_both_splits(train_entries, test_entries)
     _inspect_images(train_entries + test_entries, threads)
 
@@ -124,23 +129,22 @@ def ingest(
     test_df = _table(kept_test, "test")
 
     summary = _summarise(train_df, test_df, len(rejected), n_folds)
-    if "masks" in annotations:
-        masks_dir = _annotation_path(root, "masks", annotations["masks"], want_dir=True)
+    kept = set(train_df["image"]) | set(test_df["image"])
+    for kind, table in annotation_tables.items():
+        annotation_tables[kind] = table[table["image"].isin(kept)].reset_index(drop=True)
+        summary[f"n_{kind}"] = len(annotation_tables[kind])
+    if masks_dir is not None:
         for df in (train_df, test_df):
             df["mask_path"] = _mask_paths(masks_dir, df["image"])
         summary["n_masks"] = int(train_df["mask_path"].notna().sum() + test_df["mask_path"].notna().sum())
-    listed = {entry.image for entry in train_entries + test_entries}
-    kept = set(train_df["image"]) | set(test_df["image"])
-    annotation_tables = {}
-    for kind, reader in (("keypoints", _read_keypoints), ("boxes", _read_boxes)):
-        if kind in annotations:
-            table = reader(_annotation_path(root, kind, annotations[kind], want_dir=False), listed)
-            annotation_tables[kind] = table[table["image"].isin(kept)].reset_index(drop=True)
-            summary[f"n_{kind}"] = len(annotation_tables[kind])
-
+    else:
+        # Downstream stages read one schema whether or not annotations exist.
+        for df in (train_df, test_df):
+            df["mask_path"] = pd.Series([None] * len(df), dtype="string")
     write_parquet_atomic(train_df, out_train)
     write_parquet_atomic(test_df, out_test)
-    for kind, table in annotation_tables.items():
+    for kind, columns in ANNOTATION_COLUMNS.items():
+        table = annotation_tables.get(kind, pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()}))
         write_parquet_atomic(table, Path(out_train).parent / f"{kind}.parquet")
     write_csv_atomic(_rejected_table(rejected), out_rejected)
     if rejected:
@@ -355,6 +359,25 @@ def _summarise(train_df: pd.DataFrame, test_df: pd.DataFrame, n_rejected: int, n
 # --- annotations ---------------------------------------------------------------------------------
 
 
+def _load_annotations(
+    root: Path, annotations: Mapping[str, str | os.PathLike | None], listed: set[str]
+) -> tuple[Path | None, dict[str, pd.DataFrame]]:
+    """The masks folder (or None) and the validated keypoints/boxes tables, keyed by kind."""
+    sources = {kind: value for kind, value in annotations.items() if value}
+    unknown_kinds = sorted(set(sources) - set(ANNOTATION_KINDS))
+    if unknown_kinds:
+        raise InputError(
+            f"annotations: unknown kind(s) {', '.join(unknown_kinds)} (expected {', '.join(ANNOTATION_KINDS)})"
+        )
+    masks_dir = _annotation_path(root, "masks", sources["masks"], want_dir=True) if "masks" in sources else None
+    tables = {
+        kind: reader(_annotation_path(root, kind, sources[kind], want_dir=False), listed)
+        for kind, reader in (("keypoints", _read_keypoints), ("boxes", _read_boxes))
+        if kind in sources
+    }
+    return masks_dir, tables
+
+
 def _annotation_path(root: Path, kind: str, value: str | os.PathLike, *, want_dir: bool) -> Path:
     path = Path(value)
     path = path if path.is_absolute() else root / path
@@ -365,9 +388,11 @@ def _annotation_path(root: Path, kind: str, value: str | os.PathLike, *, want_di
     return path.resolve()
 
 
-def _mask_paths(masks_dir: Path, images: pd.Series) -> list[str | None]:
+def _mask_paths(masks_dir: Path, images: pd.Series) -> pd.Series:
     candidates = (masks_dir / f"{PurePath(image).stem}.png" for image in images)
-    return [str(path) if path.is_file() else None for path in candidates]
+    # A string dtype even when every value is missing, so the Parquet column is never type "null".
+    paths = [str(path) if path.is_file() else None for path in candidates]
+    return pd.Series(paths, index=images.index, dtype=str)
 
 
 def _numeric(table: pd.DataFrame, column: str) -> pd.Series:

@@ -64,13 +64,14 @@ def decode_image_rgb(data: bytes, source: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()  # full decode now: truncation only shows up here
-            upright = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)
+            return _to_rgb_array(img)
     except UnidentifiedImageError as exc:
         raise UnreadableImageError(source, "is not a recognised image file") from exc
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        damage = "is truncated" if "truncated" in str(exc).lower() else "cannot be decoded as an image"
-        raise UnreadableImageError(source, f"{damage} ({exc})") from exc
-    return _to_rgb_array(upright)
+        if "truncated" in str(exc).lower():
+            raise UnreadableImageError(source, "is truncated (image data ends early)") from exc
+        raise UnreadableImageError(source, f"cannot be decoded as an image ({exc})") from exc
 
 
 def _to_rgb_array(img: Image.Image) -> np.ndarray:

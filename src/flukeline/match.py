@@ -80,7 +80,7 @@ def match_member(train: pd.DataFrame, embeddings: dict[int, pd.DataFrame], param
                 {
                     "image": queries["image"].to_numpy(),
                     "fold": fold,
-                    "truth": truth.loc[queries.index].to_numpy(),
+                    "truth": truth.loc[queries["image"]].to_numpy(),
                     "predicted": [" ".join(r) for r in ranked],
                     "best_similarity": best,
                 }

@@ -45,7 +45,7 @@ def all_new_whale(train: pd.DataFrame, test: pd.DataFrame, submission_path, val_
                 {
                     "image": train.loc[in_fold, "image"].to_numpy(),
                     "fold": int(fold),
-                    "truth": truth.loc[train.index[in_fold]].to_numpy(),
+                    "truth": truth.loc[train.loc[in_fold, "image"]].to_numpy(),
                     "predicted": ranking(train[~in_fold]),
                 }
             )

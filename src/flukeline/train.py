@@ -72,7 +72,7 @@ def train_member(train: pd.DataFrame, align: pd.DataFrame, fold: int, params: di
 
     # Validation: the fold's images against centres of every other training image.
     val = train[train["fold"] == fold]
-    val_truth = validation_truth(train, fold).loc[val.index].to_numpy()
+    val_truth = validation_truth(train, fold).loc[val["image"]].to_numpy()
     gallery = train[train["fold"] != fold]
     val_images, gallery_images = load_crops(crops.loc[val["image"]]), load_crops(crops.loc[gallery["image"]])
 
