@@ -124,7 +124,7 @@ def _bezier(points: np.ndarray, n: int) -> np.ndarray:
 
 def _sample_outline(rng: np.random.Generator, similarity: float):
     """Fluke outline in span units: trailing edge on top with a median notch, tips at the upper
-    left and right, convex leading edges sweeping down into the peduncle.
+    left and right, leading edges running down and in to a concave fillet on the peduncle.
 
     Identity lives in the trailing edge: serration pattern, nicks, bites, tip shapes; each half
     gets its own marks so a mirrored fluke is a different animal."""
@@ -133,16 +133,16 @@ def _sample_outline(rng: np.random.Generator, similarity: float):
     def vary(mean, sd, lo, hi):
         return float(np.clip(mean + spread * rng.normal(0.0, sd), lo, hi))
 
-    chord = vary(0.33, 0.035, 0.25, 0.42)
-    ped_half = vary(0.062, 0.01, 0.045, 0.085)
+    chord = vary(0.31, 0.03, 0.24, 0.38)
+    ped_half = vary(0.062, 0.008, 0.045, 0.08)
     notch_depth = vary(0.04, 0.012, 0.015, 0.07)
     notch_width = vary(0.035, 0.008, 0.02, 0.055)
     tip_height = vary(0.06, 0.025, 0.0, 0.13)
     tip_exp = vary(1.8, 0.5, 1.1, 3.0)
     lobe = vary(0.025, 0.012, 0.0, 0.05)
     lobe_pos = vary(0.35, 0.08, 0.2, 0.55)
-    le_drop = vary(0.14, 0.03, 0.08, 0.2)
-    le_bulge = vary(0.16, 0.035, 0.08, 0.24)
+    le_bulge = vary(0.06, 0.025, 0.0, 0.11)
+    fillet = vary(0.07, 0.02, 0.03, 0.11)
     serration = vary(0.006, 0.003, 0.001, 0.012)
     serration_count = int(round(vary(26, 7, 12, 40)))
     nick_rate = 1.6 * spread
@@ -179,12 +179,14 @@ def _sample_outline(rng: np.random.Generator, similarity: float):
         y += drop * np.clip((u - (1 - round_w)) / round_w, 0, 1) ** 2
         tip = np.array([side * half_span, y[-1]])
         junction = np.array([side * ped_half, chord])
+        chord_dir = junction - tip
+        outward = side * np.array([chord_dir[1], -chord_dir[0]]) / np.linalg.norm(chord_dir)
         leading = _bezier(
             np.array(
                 [
                     tip,
-                    tip + (-side * 0.02 * rng.uniform(0, 1), le_drop * rng.uniform(0.85, 1.15)),
-                    junction + (side * le_bulge * rng.uniform(0.85, 1.15), 0.0),
+                    tip + 0.4 * chord_dir + le_bulge * rng.uniform(0.7, 1.3) * outward,
+                    junction + (side * fillet * 0.3, -fillet * rng.uniform(0.8, 1.2)),
                     junction,
                 ]
             ),
@@ -201,8 +203,8 @@ def _sample_outline(rng: np.random.Generator, similarity: float):
     polygon, peduncle_bottom = [], []
     for side in (-1, 1):
         trailing, leading, junction = halves[side]
-        bottom = np.array([side * ped_half * 1.5, bottom_y])
-        peduncle = _bezier(np.array([junction, junction + (-side * 0.1 * ped_half, 0.2), bottom]), 40)
+        bottom = np.array([side * ped_half * 1.7, bottom_y])
+        peduncle = _bezier(np.array([junction, junction + (-side * 0.03 * ped_half, 0.2), bottom]), 40)
         peduncle_bottom.append(bottom)
         if side < 0:  # bottom-left, up the peduncle, leading edge to the tip, trailing edge to the notch
             polygon += [peduncle[::-1], leading[::-1], trailing[::-1]]
@@ -237,7 +239,7 @@ def _canonical_grid(frame: CanonicalFrame) -> tuple[np.ndarray, np.ndarray]:
 def _smooth_field(grid: np.ndarray, frame: CanonicalFrame) -> np.ndarray:
     """Upsample a coarse random grid to the canonical raster: resolution-independent patterns."""
     out = cv2.resize(grid.astype(np.float32), (frame.width, frame.height), interpolation=cv2.INTER_CUBIC)
-    return out / max(float(out.std()), 1e-6)
+    return out * np.float32(1 / max(float(out[::4, ::4].std()), 1e-6))
 
 
 def _blend(own: np.ndarray, shared: np.ndarray, similarity: float) -> np.ndarray:
@@ -252,13 +254,16 @@ def make_individual(
     frame = CanonicalFrame.for_span(span_px)
     outline, keypoints, trailing_edge, peduncle_bottom = _sample_outline(rng, similarity)
     spread = 1.0 - similarity
-    xs, ys = _canonical_grid(frame)
 
     alpha_u8 = np.zeros((frame.height, frame.width), np.uint8)
     pts = np.round(frame.to_pixels(outline) * 16).astype(np.int32)
     cv2.fillPoly(alpha_u8, [pts], 255, lineType=cv2.LINE_AA, shift=4)
-    inside = alpha_u8 >= 128
-    dist_edge = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 3) / frame.span_px
+
+    # The smooth pigmentation field is computed at half resolution (it has no fine detail).
+    half = frame.halved()
+    xs, ys = _canonical_grid(half)
+    inside = cv2.resize(alpha_u8, (half.width, half.height), interpolation=cv2.INTER_AREA) >= 128
+    dist_edge = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 3) / np.float32(half.span_px)
 
     # Large-scale pattern: partly mirror-symmetric (as on real flukes), partly not.
     def pattern(grid_shape, shared):
@@ -266,24 +271,28 @@ def make_individual(
         sym_weight = rng.uniform(0.35, 0.8)
         mirrored = (own + own[:, ::-1]) / math.sqrt(2)
         mixed = sym_weight * mirrored + math.sqrt(1 - sym_weight**2) * rng.standard_normal(grid_shape)
-        return _smooth_field(_blend(mixed, shared, similarity), frame)
+        return _smooth_field(_blend(mixed, shared, similarity), half)
 
-    field_ = 1.0 * pattern(COARSE_GRID, population.coarse) + 0.55 * pattern(MEDIUM_GRID, population.medium)
-    field_ += rng.uniform(0.15, 0.6) * _smooth_field(_blend(rng.standard_normal(FINE_GRID), population.fine, similarity), frame)
+    field_ = pattern(COARSE_GRID, population.coarse) + np.float32(0.55) * pattern(MEDIUM_GRID, population.medium)
+    fine = _smooth_field(_blend(rng.standard_normal(FINE_GRID), population.fine, similarity), half)
+    field_ += np.float32(rng.uniform(0.15, 0.6)) * fine
 
     # Anatomical priors: dark margins along the edges (strongest on the trailing edge), an
     # optional dark median stripe under the notch, a darker peduncle.
     te_y = np.interp(xs, trailing_edge[:, 0], trailing_edge[:, 1]).astype(np.float32)
-    below_te = np.clip(ys[:, None] - te_y[None, :], 0, None)
-    field_ -= rng.uniform(0.3, 1.6) * np.exp(-dist_edge / rng.uniform(0.008, 0.035))
-    field_ -= rng.uniform(0.0, 2.0) * np.exp(-below_te / rng.uniform(0.015, 0.08))
-    field_ -= rng.uniform(-0.5, 1.8) * np.exp(-((xs[None, :] / rng.uniform(0.03, 0.12)) ** 2))
-    field_ -= rng.uniform(0.0, 2.0) * np.clip((ys[:, None] - keypoints[5, 1] + 0.05) / 0.12, 0, 1)
+    below_te = np.maximum(ys[:, None] - te_y[None, :], 0)
+    f32 = np.float32
+    field_ -= f32(rng.uniform(0.3, 1.6)) * np.exp(dist_edge * f32(-1 / rng.uniform(0.008, 0.035)))
+    field_ -= f32(rng.uniform(0.0, 2.0)) * np.exp(below_te * f32(-1 / rng.uniform(0.015, 0.08)))
+    stripe = f32(rng.uniform(-0.5, 1.8)) * np.exp(-((xs / f32(rng.uniform(0.03, 0.12))) ** 2))
+    peduncle = f32(rng.uniform(0.0, 2.0)) * np.clip((ys - f32(keypoints[5, 1] - 0.05)) / f32(0.12), 0, 1)
+    field_ -= stripe[None, :] + peduncle[:, None]
 
     white_share = float(np.clip(0.5 + spread * (rng.uniform(0.03, 0.97) - 0.5), 0.02, 0.98))
     threshold = np.quantile(field_[inside], 1 - white_share)
     softness = rng.uniform(0.04, 0.3)
-    whiteness = 1.0 / (1.0 + np.exp(-(field_ - threshold) / softness))
+    whiteness = np.tanh((field_ - f32(threshold)) * f32(1 / (2 * softness))) * f32(0.5) + f32(0.5)
+    whiteness = cv2.resize(whiteness, (frame.width, frame.height), interpolation=cv2.INTER_LINEAR)
 
     # Personal marks, drawn in span units so they look the same at any resolution.
     mark_strength = 0.35 + 0.65 * spread
@@ -293,7 +302,7 @@ def make_individual(
         centre = frame.to_pixels(np.array([rng.uniform(-0.48, 0.48), rng.uniform(-0.1, 0.4)]))
         axes = (max(1, int(px * rng.uniform(0.003, 0.018))), max(1, int(px * rng.uniform(0.003, 0.014))))
         cv2.ellipse(spots, (int(centre[0]), int(centre[1])), axes, rng.uniform(0, 180), 0, 360, 255, -1, cv2.LINE_AA)
-    whiteness *= 1 - mark_strength * spots.astype(np.float32) / 255
+    whiteness *= 1 - np.float32(mark_strength / 255) * spots
 
     scars = np.zeros_like(alpha_u8)
     for _ in range(rng.poisson(rng.uniform(0, 14) * spread)):
@@ -312,24 +321,24 @@ def make_individual(
         for k in range(rng.integers(2, 5)):
             line = start + normal * k * rng.uniform(0.008, 0.016) + t * direction * length + normal * bend * np.sin(np.pi * t)
             cv2.polylines(scars, [np.round(frame.to_pixels(line) * 16).astype(np.int32)], False, 255, max(1, int(px * 0.003)), cv2.LINE_AA, shift=4)
-    whiteness += (1 - whiteness) * (0.85 * mark_strength) * scars.astype(np.float32) / 255
+    whiteness += (1 - whiteness) * np.float32(0.85 * mark_strength / 255) * scars
 
+    # Colour = black + (white - black) * whiteness per channel: whites carry a faint yellow-brown
+    # diatom film on some animals, blacks are blue-grey. Premultiplied by alpha.
     black, white = rng.uniform(0.05, 0.14), rng.uniform(0.78, 0.95)
-    intensity = black + (white - black) * whiteness
-    # Whites carry a faint yellow-brown diatom film on some animals; blacks are blue-grey.
-    white_tint = np.array([1.0 - rng.uniform(0, 0.12), 1.0 - rng.uniform(0, 0.04), 1.0], np.float32)
-    black_tint = np.array([1.12, 1.04, 0.95], np.float32)
-    tint = black_tint + (white_tint - black_tint) * whiteness[..., None]
-    alpha = alpha_u8.astype(np.float32) / 255
+    white_bgr = white * np.array([1.0 - rng.uniform(0, 0.12), 1.0 - rng.uniform(0, 0.04), 1.0])
+    black_bgr = black * np.array([1.12, 1.04, 0.95])
+    alpha = alpha_u8.astype(np.float32) * np.float32(1 / 255)
     bgra = np.empty((frame.height, frame.width, 4), np.float32)
-    bgra[..., :3] = intensity[..., None] * tint * alpha[..., None]
+    for c in range(3):
+        bgra[..., c] = (f32(black_bgr[c]) + f32(white_bgr[c] - black_bgr[c]) * whiteness) * alpha
     bgra[..., 3] = alpha
 
     levels, frames = [bgra], [frame]
     while frames[-1].span_px > 48:
         levels.append(cv2.pyrDown(levels[-1]))
         frames.append(frames[-1].halved())
-    return Individual(levels, frames, keypoints, outline, trailing_edge, peduncle_bottom, whiteness.astype(np.float32))
+    return Individual(levels, frames, keypoints, outline, trailing_edge, peduncle_bottom, whiteness)
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,17 +360,23 @@ class Pose:
     yaw_deg: float
     pitch_deg: float
 
-    def flex(self, pts: np.ndarray) -> np.ndarray:
-        x, y = pts[..., 0], pts[..., 1]
+    def _flex_x(self, x):
         r = np.minimum(np.abs(2 * x), 1.3)
-        bend = np.where(x < 0, self.bend_left, self.bend_right)
-        return np.stack([x - 0.06 * bend * x * r, y - 0.06 * self.curl * r**2], axis=-1)
+        return x - 0.06 * np.where(x < 0, self.bend_left, self.bend_right) * x * r
 
-    def unflex(self, pts: np.ndarray) -> np.ndarray:
-        guess = pts
-        for _ in range(4):  # fixed point: flex is a small smooth displacement
-            guess = pts - (self.flex(guess) - guess)
-        return guess
+    def _curl_y(self, x):
+        return -0.06 * self.curl * np.minimum(np.abs(2 * x), 1.3) ** 2
+
+    def flex(self, pts: np.ndarray) -> np.ndarray:
+        """Bend the blade (span units): each half compresses as if turned away, tips curl."""
+        x, y = pts[..., 0], pts[..., 1]
+        return np.stack([self._flex_x(x), y + self._curl_y(x)], axis=-1)
+
+    def unflex_xy(self, fx: np.ndarray, fy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Inverse of `flex`: x' = g(x) is monotonic, so invert it by 1-D interpolation."""
+        grid = np.linspace(-0.7, 0.7, 561)
+        x = np.interp(fx, self._flex_x(grid), grid).astype(np.float32)
+        return x, fy - self._curl_y(x).astype(np.float32)
 
     def project(self, pts: np.ndarray) -> np.ndarray:
         flexed = self.flex(np.asarray(pts, np.float64))
@@ -437,14 +452,14 @@ def warp_individual(ind: Individual, pose: Pose, height: int, width: int):
     while level + 1 < len(ind.levels) and ind.frames[level + 1].span_px >= 1.1 * pose.span_px:
         level += 1
     frame = ind.frames[level]
-    gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
-    inv = np.linalg.inv(pose.homography)
-    hx = inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]
-    hy = inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]
-    hw = inv[2, 0] * gx + inv[2, 1] * gy + inv[2, 2]
-    span = pose.unflex(np.stack([hx / hw, hy / hw], axis=-1))
-    map_x = (span[..., 0] * frame.span_px + frame.origin_x).astype(np.float32)
-    map_y = (span[..., 1] * frame.span_px + frame.origin_y).astype(np.float32)
+    inv = np.linalg.inv(pose.homography).astype(np.float32)
+    gx = np.arange(x0, x1, dtype=np.float32)[None, :]
+    gy = np.arange(y0, y1, dtype=np.float32)[:, None]
+    hw = 1 / (inv[2, 0] * gx + inv[2, 1] * gy + inv[2, 2])
+    span_x, span_y = pose.unflex_xy((inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]) * hw,
+                                    (inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]) * hw)
+    map_x = span_x * np.float32(frame.span_px) + np.float32(frame.origin_x)
+    map_y = span_y * np.float32(frame.span_px) + np.float32(frame.origin_y)
     patch = cv2.remap(ind.levels[level], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return patch, (x0, y0, x1, y1)
 
@@ -454,9 +469,46 @@ def warp_individual(ind: Individual, pose: Pose, height: int, width: int):
 # --------------------------------------------------------------------------------------------
 
 
+def _lerp_to(img: np.ndarray, alpha: np.ndarray, colour) -> np.ndarray:
+    """img * (1 - alpha) + colour * alpha for an HxW alpha; colour is a BGR triple or HxWx3.
+    (Same-shape OpenCV/numpy ops: broadcasting over a trailing axis of 3 is ~10x slower.)"""
+    a3 = cv2.merge([alpha, alpha, alpha])
+    if np.ndim(colour) == 1:
+        target = cv2.multiply(a3, (float(colour[0]), float(colour[1]), float(colour[2]), 0.0))
+    else:
+        target = a3 * colour
+    return img - img * a3 + target
+
+
 def _noise(rng, shape_hw, grid_hw, interpolation=cv2.INTER_CUBIC):
     small = rng.standard_normal(grid_hw).astype(np.float32)
     return cv2.resize(small, (shape_hw[1], shape_hw[0]), interpolation=interpolation)
+
+
+def _periodic_noise(rng, height, width, sigma_x, sigma_y):
+    """Tileable Gaussian-filtered noise (filtered in Fourier space, so it wraps seamlessly)."""
+    spectrum = np.fft.rfft2(rng.standard_normal((height, width)))
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    spectrum *= np.exp(-2 * math.pi**2 * ((fx * sigma_x) ** 2 + (fy * sigma_y) ** 2))
+    tex = np.fft.irfft2(spectrum, s=(height, width)).astype(np.float32)
+    return tex / max(float(tex.std()), 1e-6)
+
+
+_WAVE_OCTAVES = ((10.0, 2.5, 0.35, 1.0), (5.0, 1.5, 0.12, 0.6), (2.5, 1.0, 0.04, 0.35))  # sigma_x, sigma_y, feature, weight
+_WAVE_TEXTURE_SHAPE = (96, 256)
+_WAVE_BANK_SIZE = 6
+
+
+@lru_cache(maxsize=1)
+def _wave_bank() -> tuple[tuple[np.ndarray, ...], ...]:
+    """A fixed (seed-independent) bank of tileable wave textures per octave; each image picks
+    one and shifts/scales it, which is as varied as fresh noise and much cheaper."""
+    rng = np.random.default_rng(20190228)
+    return tuple(
+        tuple(_periodic_noise(rng, *_WAVE_TEXTURE_SHAPE, sx, sy) for _ in range(_WAVE_BANK_SIZE))
+        for sx, sy, _, _ in _WAVE_OCTAVES
+    )
 
 
 def _sea_colour(rng):
@@ -473,50 +525,61 @@ def render_background(rng, height, width, horizon_y, cfg):
     # Perspective ground plane: a row's distance grows as it nears the horizon.
     virtual_horizon = horizon_y if horizon_y is not None else -rng.uniform(0.3, 3.0) * height
     depth = np.maximum(ys - virtual_horizon, 1.0)
-    texture_h, texture_w = 96, 256
+    bottom_depth = height - virtual_horizon
+    texture_h, texture_w = _WAVE_TEXTURE_SHAPE
+    xs = np.arange(width, dtype=np.float32)[None, :] - np.float32(width / 2)
     sea = np.zeros((height, width), np.float32)
-    for octave, (sigma_x, sigma_y, weight) in enumerate(((10.0, 2.2, 1.0), (4.0, 1.2, 0.55), (1.6, 0.7, 0.3))):
-        tex = rng.standard_normal((texture_h, texture_w)).astype(np.float32)
-        tex = cv2.GaussianBlur(tex, (0, 0), sigmaX=sigma_x, sigmaY=sigma_y, borderType=cv2.BORDER_WRAP)
-        tex /= max(float(tex.std()), 1e-6)
-        zoom = rng.uniform(0.6, 1.6) * height / (2 ** octave * 0.8)
-        map_x = ((np.arange(width, dtype=np.float32)[None, :] - width / 2) / depth[:, None] * zoom * 0.35
-                 + rng.uniform(0, texture_w)) % texture_w
-        map_y = np.broadcast_to((zoom * 8.0 / depth[:, None] + rng.uniform(0, texture_h)) % texture_h, (height, width))
-        sea += weight * cv2.remap(tex, map_x.astype(np.float32), np.ascontiguousarray(map_y, np.float32),
-                                  cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
-    chop = rng.uniform(0.04, 0.16) * (0.5 + clutter)
+    # Swell, waves, ripples: tileable noise laid on the sea plane, so features shrink and
+    # flatten towards the horizon. `feature` is a wave's width at the bottom of the frame.
+    for bank, (sigma_x, _, feature, weight) in zip(_wave_bank(), _WAVE_OCTAVES):
+        tex = bank[rng.integers(len(bank))]
+        texels_per_px = 2.5 * sigma_x / (feature * width * rng.uniform(0.7, 1.4))
+        foreshortening = rng.uniform(1.0, 2.5)
+        inv_depth = (1.0 / depth).astype(np.float32)
+        map_x = xs * (inv_depth[:, None] * np.float32(texels_per_px * bottom_depth)) + np.float32(rng.uniform(0, texture_w))
+        map_y = inv_depth * np.float32(texels_per_px * foreshortening * bottom_depth**2) + np.float32(rng.uniform(0, texture_h))
+        map_y = np.broadcast_to((map_y % texture_h)[:, None], (height, width))
+        sea += np.float32(weight) * cv2.remap(tex, map_x % np.float32(texture_w), np.ascontiguousarray(map_y),
+                                              cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+    if horizon_y is not None:  # far rows alias; distance flattens them anyway
+        sea *= np.clip(depth / (0.15 * height), 0, 1)[:, None]
+    f32 = np.float32
+    chop = rng.uniform(0.05, 0.2) * (0.5 + clutter)
     colour = _sea_colour(rng)
-    # Distance haze: the sea lightens and flattens towards the horizon.
-    far = np.exp(-(depth - 1) / (0.6 * height))[:, None, None] if horizon_y is not None else 0.0
-    light = 1.0 + chop * np.tanh(sea)[..., None] + rng.uniform(-0.15, 0.15) * (ys / height - 0.5)[:, None, None]
-    sky_colour = np.clip(np.array([0.85, 0.8, 0.72], np.float32) * rng.uniform(0.75, 1.1) + rng.normal(0, 0.04, 3), 0, 1)
-    img = colour * light
-    img = img * (1 - 0.6 * far) + sky_colour * 0.8 * 0.6 * far
-    # Sun glitter and whitecaps.
-    if rng.random() < 0.4 * clutter + 0.1:
-        glint = np.clip((sea - rng.uniform(1.6, 2.4)) * 2.0, 0, 1)
-        img += glint[..., None] * rng.uniform(0.3, 0.9)
+    sky_colour = np.clip(np.array([0.85, 0.8, 0.72]) * rng.uniform(0.75, 1.1) + rng.normal(0, 0.04, 3), 0, 1).astype(f32)
+    # Brightness: waves plus a gentle vertical gradient, then colour.
+    lum = np.tanh(sea) * f32(chop) + (f32(1) + f32(rng.uniform(-0.15, 0.15)) * (ys / f32(height) - f32(0.5)))[:, None]
+    if rng.random() < 0.4 * clutter + 0.1:  # sun glitter
+        lum += np.clip((sea - f32(rng.uniform(1.6, 2.4))) * f32(2.0), 0, 1) * f32(rng.uniform(0.3, 0.9) / colour.mean())
+    # Colour by one cv2.transform over channels [sea, haze, foam] -> BGR.
+    far = np.zeros(height, f32)
+    if horizon_y is not None:  # distance haze: the sea lightens and flattens towards the horizon
+        far = (0.6 * np.exp(-(depth - 1) / (0.6 * height))).astype(f32)
+    foam = np.zeros((height, width), f32)
     if rng.random() < 0.5 * clutter:
-        foam = np.clip((_noise(rng, (height, width), (6, 10)) - rng.uniform(1.2, 2.0)) * 1.5, 0, 1) * np.clip(sea * 0.5 + 0.5, 0, 1)
-        img = img * (1 - foam[..., None] * 0.7) + 0.85 * foam[..., None] * 0.7
+        # Whitecaps: horizontally stretched patches broken up by the wave texture.
+        foam = np.clip((_noise(rng, (height, width), (28, 9)) - f32(rng.uniform(1.6, 2.4))) * f32(1.5), 0, 1)
+        foam *= np.clip(sea - f32(0.3), 0, 1) * f32(0.6)
+    keep = 1 - foam
+    weights = cv2.merge([lum * (1 - far)[:, None] * keep, np.broadcast_to(far[:, None], (height, width)) * keep, foam])
+    img = cv2.transform(weights, np.stack([colour, 0.8 * sky_colour, np.full(3, 0.85, f32)], axis=1))
     if horizon_y is not None and horizon_y > 0:
         sky_rows = int(min(height, math.ceil(horizon_y)))
-        t = (ys[:sky_rows] / max(horizon_y, 1))[:, None, None]
-        top = np.clip(sky_colour * np.array([1.05, 0.92, 0.8]) * rng.uniform(0.75, 1.05), 0, 1)
-        sky = top * (1 - t) + sky_colour * t
-        clouds = np.clip(_noise(rng, (sky_rows, width), (3, 6)) * 0.5 + rng.uniform(-0.6, 0.4), 0, 1)
-        sky = sky * (1 - 0.6 * clouds[..., None]) + 0.92 * 0.6 * clouds[..., None]
+        t = np.broadcast_to((ys[:sky_rows] / f32(max(horizon_y, 1)))[:, None], (sky_rows, width))
+        top = np.clip(sky_colour * np.array([1.05, 0.92, 0.8]) * rng.uniform(0.75, 1.05), 0, 1).astype(f32)
+        # Clouds: horizontally stretched soft blobs.
+        clouds = np.clip(_noise(rng, (sky_rows, width), (5, 3)) * f32(0.5) + f32(rng.uniform(-0.6, 0.4)), 0, 1) * f32(0.6)
+        weights = cv2.merge([(1 - t) * (1 - clouds), t * (1 - clouds), clouds])
+        sky = cv2.transform(weights, np.stack([top, sky_colour, np.full(3, 0.92, f32)], axis=1))
         if rng.random() < 0.45:
             # Distant coastline or mountains sitting on the horizon.
-            ridge = np.cumsum(rng.normal(0, 1, width // 4 + 2)).astype(np.float32)
+            ridge = np.cumsum(rng.normal(0, 1, width // 4 + 2)).astype(f32)
             ridge = cv2.resize(ridge[None, :], (width, 1), interpolation=cv2.INTER_LINEAR)[0]
             ridge = (ridge - ridge.min()) / max(float(np.ptp(ridge)), 1e-6)
             ridge_h = horizon_y - ridge * rng.uniform(0.03, 0.25) * height - 1
-            land = (ys[:sky_rows, None] > ridge_h[None, :]).astype(np.float32)
-            land_colour = np.clip(np.array([0.25, 0.32, 0.3], np.float32) * rng.uniform(0.5, 1.6), 0, 1)
-            land_colour = land_colour * 0.6 + sky_colour * 0.4
-            sky = sky * (1 - land[..., None]) + land_colour * land[..., None]
+            land = ys[:sky_rows, None] > ridge_h[None, :]
+            land_colour = np.clip(np.array([0.25, 0.32, 0.3]) * rng.uniform(0.5, 1.6), 0, 1) * 0.6 + sky_colour * 0.4
+            sky[land] = land_colour.astype(f32)
         img[:sky_rows] = sky
     return np.clip(img, 0, 1)
 
@@ -534,7 +597,7 @@ def add_spray(rng, canvas_hw, pose: Pose, ind: Individual, strength: float):
     alpha = np.zeros((height, width), np.float32)
     edge = pose.project(ind.trailing_edge[::3])
     scale = max(pose.span_px / 256, 0.4)
-    n_streaks = int(rng.integers(15, 90))
+    n_streaks = int(rng.integers(8, 60))
     idx = rng.integers(0, len(edge), n_streaks)
     starts = edge[idx] + rng.normal(0, 2 * scale, (n_streaks, 2))
     gravity = np.array([math.sin(math.radians(rng.normal(0, 8))), 1.0])
@@ -543,7 +606,7 @@ def add_spray(rng, canvas_hw, pose: Pose, ind: Individual, strength: float):
     for start, length in zip(starts, lengths):
         end = start + gravity * length + rng.normal(0, 1.5 * scale, 2)
         cv2.line(layer, (int(start[0] * 16), int(start[1] * 16)), (int(end[0] * 16), int(end[1] * 16)),
-                 int(rng.uniform(90, 255)), max(1, int(round(scale * rng.uniform(0.6, 2)))), cv2.LINE_AA, shift=4)
+                 int(rng.uniform(50, 200)), max(1, int(round(scale * rng.uniform(0.5, 1.5)))), cv2.LINE_AA, shift=4)
     alpha += cv2.GaussianBlur(layer.astype(np.float32) / 255, (0, 0), 0.6 * scale + 0.3)
     if rng.random() < 0.6:
         mist = np.zeros((height, width), np.uint8)
@@ -552,7 +615,7 @@ def add_spray(rng, canvas_hw, pose: Pose, ind: Individual, strength: float):
         cv2.ellipse(mist, (int(centre[0]), int(centre[1] + axes[1] * 0.5)), axes, rng.uniform(-20, 20), 0, 360, 255, -1)
         mist_f = cv2.GaussianBlur(mist.astype(np.float32) / 255, (0, 0), max(axes) * 0.35 + 1)
         mist_f *= np.clip(_noise(rng, (height, width), (8, 12)) * 0.4 + 0.7, 0, 1)
-        alpha = np.maximum(alpha, mist_f * rng.uniform(0.3, 0.8))
+        alpha = np.maximum(alpha, mist_f * rng.uniform(0.2, 0.6))
     return np.clip(alpha * strength, 0, 1)
 
 
@@ -591,9 +654,16 @@ def add_occluders(rng, height, width):
             cv2.fillPoly(layer, [np.round((c + wing @ rot.T * size) * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
         colour[:] = rng.choice([0.08, 0.85]) * rng.uniform(0.8, 1.1)
     elif kind == "whale_back":
-        c = (int(rng.uniform(0, width)), int(height * rng.uniform(0.75, 1.05)))
-        axes = (int(width * rng.uniform(0.12, 0.4)), int(height * rng.uniform(0.06, 0.2)))
-        cv2.ellipse(layer, c, axes, rng.uniform(-10, 10), 180, 360, 255, -1, cv2.LINE_AA)
+        # Another whale surfacing near the boat: a long low hump with a small dorsal fin.
+        c = np.array([rng.uniform(0, width), height * rng.uniform(0.8, 1.02)])
+        length, rise = width * rng.uniform(0.2, 0.5), height * rng.uniform(0.05, 0.14)
+        t = np.linspace(-1, 1, 40)
+        hump = np.stack([c[0] + t * length / 2, c[1] - rise * (1 - t**2) ** 0.7], axis=1)
+        fin_at = rng.uniform(-0.2, 0.4)
+        fin_base = np.array([c[0] + fin_at * length / 2, c[1] - rise * (1 - fin_at**2) ** 0.7])
+        fin = fin_base + np.array([[-0.06, 0.0], [0.02, -0.09], [0.06, 0.0]]) * length * rng.uniform(0.6, 1.1) * [1, 0.7]
+        for poly in (hump, fin):
+            cv2.fillPoly(layer, [np.round(poly * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
         colour[:] = rng.uniform(0.06, 0.16)
     else:
         p0 = (int(rng.uniform(0, width)), 0)
@@ -617,7 +687,7 @@ def add_text(rng, colour, alpha, height, width):
     a = layer.astype(np.float32) / 255
     shade = rng.choice([0.95, 0.05, 0.9])
     tint = np.array([0.2, 0.9, 1.0]) if shade == 0.9 else np.ones(3)
-    colour[:] = colour * (1 - a[..., None]) + (shade * tint).astype(np.float32) * a[..., None]
+    colour[:] = _lerp_to(colour, a, shade * tint)
     return np.maximum(alpha, a)
 
 
@@ -636,12 +706,14 @@ class Scene:
 
 
 def _composite_fluke(canvas, patch, roi, light, cover):
-    """Blend a premultiplied BGRA patch into canvas; `cover` (ROI-sized) hides parts (water)."""
+    """Blend a premultiplied BGRA patch into canvas under an HxW `light` factor; `cover`
+    (ROI-sized) hides parts (water). Returns the effective alpha."""
     x0, y0, x1, y1 = roi
     a = patch[..., 3] * cover
+    gain = cover * light
     region = canvas[y0:y1, x0:x1]
-    region *= 1 - a[..., None]
-    region += patch[..., :3] * cover[..., None] * light
+    colour = cv2.cvtColor(patch, cv2.COLOR_BGRA2BGR) * cv2.merge([gain, gain, gain])
+    region[:] = region - region * cv2.merge([a, a, a]) + colour
     return a
 
 
@@ -693,8 +765,9 @@ def render_scene(rng, height, width, ind: Individual, cfg, companion: Individual
             c_level = c_pose.project(np.array([0.0, companion.keypoints[5, 1] + 0.08]))
             cx0, cy0, cx1, cy1 = c_roi
             c_above = np.clip(c_level[1] - np.arange(cy0, cy1, dtype=np.float32)[:, None] + 0.5, 0, 1)
-            c_above = np.broadcast_to(c_above, (cy1 - cy0, cx1 - cx0))
-            _composite_fluke(canvas, c_patch, c_roi, rng.uniform(0.6, 1.1), c_above)
+            c_above = np.ascontiguousarray(np.broadcast_to(c_above, (cy1 - cy0, cx1 - cx0)))
+            c_light = np.full(c_above.shape, rng.uniform(0.6, 1.1), np.float32)
+            _composite_fluke(canvas, c_patch, c_roi, c_light, c_above)
             attributes["companion"] = True
 
     # Light on the fluke: exposure relative to the scene (backlit flukes are dark), a gradient
@@ -705,23 +778,22 @@ def render_scene(rng, height, width, ind: Individual, cfg, companion: Individual
     direction = rng.uniform(0, 2 * math.pi)
     gx = (np.arange(rw, dtype=np.float32) / max(rw, 1) - 0.5)[None, :]
     gy = (np.arange(rh, dtype=np.float32) / max(rh, 1) - 0.5)[:, None]
-    light = exposure * (1 + rng.uniform(0, 0.5) * cfg["lighting"] * (math.cos(direction) * gx + math.sin(direction) * gy))
+    light = np.float32(exposure) * (1 + np.float32(rng.uniform(0, 0.5) * cfg["lighting"]) * (
+        np.float32(math.cos(direction)) * gx + np.float32(math.sin(direction)) * gy))
     jitter = cfg["appearance_jitter"]
     if jitter > 0:
         light = light * (1 + 0.25 * jitter * _noise(rng, (rh, rw), (4, 6)))
         sheen = np.clip(_noise(rng, (rh, rw), (10, 16)) - rng.uniform(1.2, 2.2), 0, None) * 0.5 * jitter
         light = light + sheen
-    light = light[..., None]
-    fluke_alpha = _composite_fluke(canvas, patch, roi, light, above)
+    fluke_alpha = _composite_fluke(canvas, patch, roi, light.astype(np.float32), above)
 
     # Foam where the peduncle breaks the surface, then the water in front.
     foam_rows = np.arange(y0, y1, dtype=np.float32)[:, None]
     near_line = np.exp(-((foam_rows - line_roi[None, :]) / (0.012 * pose.span_px + 1)) ** 2)
     entry = np.clip(patch[..., 3] * 3, 0, 1)
     entry = cv2.GaussianBlur(entry, (0, 0), 0.03 * pose.span_px + 1)
-    foam = near_line * entry * np.clip(0.6 + 0.5 * _noise(rng, (rh, rw), (3, 12)), 0, 1) * rng.uniform(0.3, 0.9)
-    region = canvas[y0:y1, x0:x1]
-    region[:] = region * (1 - foam[..., None]) + 0.9 * foam[..., None]
+    foam = near_line * entry * np.clip(0.6 + 0.5 * _noise(rng, (rh, rw), (3, 12)), 0, 1) * np.float32(rng.uniform(0.3, 0.9))
+    canvas[y0:y1, x0:x1] = _lerp_to(canvas[y0:y1, x0:x1], foam.astype(np.float32), (0.9, 0.9, 0.9))
 
     mask = np.zeros((height, width), bool)
     mask[y0:y1, x0:x1] = fluke_alpha >= 0.5
@@ -731,7 +803,7 @@ def render_scene(rng, height, width, ind: Individual, cfg, companion: Individual
     has_spray = rng.random() < cfg["spray_prob"] if spray is None else spray
     if has_spray:
         spray_alpha = add_spray(rng, (height, width), pose, ind, rng.uniform(0.5, 1.0))
-        canvas = canvas * (1 - spray_alpha[..., None]) + np.float32(0.92) * spray_alpha[..., None]
+        canvas = _lerp_to(canvas, spray_alpha, (0.92, 0.92, 0.92))
         hidden |= spray_alpha > 0.75
     attributes["spray"] = bool(has_spray)
 
@@ -750,7 +822,7 @@ def render_scene(rng, height, width, ind: Individual, cfg, companion: Individual
         if has_text:
             occ_alpha = add_text(rng, occ_colour, occ_alpha, height, width)
             occ_kinds.append("text")
-        canvas = canvas * (1 - occ_alpha[..., None]) + occ_colour * occ_alpha[..., None]
+        canvas = _lerp_to(canvas, occ_alpha, occ_colour)
         hidden |= occ_alpha >= 0.5
     attributes["occluders"] = "+".join(occ_kinds)
     if (mask & ~hidden).sum() >= 0.3 * mask.sum():
@@ -798,44 +870,67 @@ def sample_image_size(rng, image_width, extreme_ratio: bool) -> tuple[int, int]:
     return max(16, int(round(h * scale))), max(16, int(round(w * scale)))
 
 
+@lru_cache(maxsize=1)
+def _grain_bank() -> np.ndarray:
+    """Fixed unit sensor grain (luminance + weaker chroma) that images crop at random offsets."""
+    rng = np.random.default_rng(1050700)
+    shape = (600, 1100)
+    return (rng.standard_normal((*shape, 1), dtype=np.float32) * 0.6
+            + rng.standard_normal((*shape, 3), dtype=np.float32) * 0.5)
+
+
+def _grain(rng, height, width) -> np.ndarray:
+    bank = _grain_bank()
+    if height > bank.shape[0] or width > bank.shape[1]:
+        return (rng.standard_normal((height, width, 1), dtype=np.float32) * 0.6
+                + rng.standard_normal((height, width, 3), dtype=np.float32) * 0.5)
+    y, x = rng.integers(0, bank.shape[0] - height + 1), rng.integers(0, bank.shape[1] - width + 1)
+    return bank[y:y + height, x:x + width]
+
+
 def camera_effects(rng, image, cfg, grayscale: bool):
-    """Exposure, contrast, white balance, haze, vignetting, blur, sensor noise, grayscale.
+    """Exposure, contrast, white balance, haze, vignetting, gamma, blur, sensor noise, grayscale.
     Returns uint8 (HxW for grayscale, HxWx3 otherwise) and a dict of what was applied."""
     height, width = image.shape[:2]
     lighting = cfg["lighting"]
-    res = width / 256
-    img = image * np.exp(rng.normal(0, 0.12, 3) * lighting).astype(np.float32)  # white balance
+    # White balance, haze, exposure and contrast are per-channel affine maps: fuse them.
+    gain = np.exp(rng.normal(0, 0.12, 3) * lighting)
+    offset = np.zeros(3)
     if rng.random() < 0.3 * lighting:
         haze = rng.uniform(0.05, 0.35)
-        img = img * (1 - haze) + np.float32(haze * rng.uniform(0.6, 0.9))
-    mean = float(img.mean())
+        gain, offset = gain * (1 - haze), offset + haze * rng.uniform(0.6, 0.9)
+    mean = float((np.array(cv2.mean(image)[:3]) * gain + offset).mean())
     contrast = math.exp(rng.normal(0, 0.25 * lighting))
-    img = (img - mean) * contrast + mean * math.exp(rng.normal(0, 0.25 * lighting))
+    brightness = math.exp(rng.normal(0, 0.25 * lighting))
+    scale = 255 * gain * contrast
+    shift = 255 * ((offset - mean) * contrast + mean * brightness) + 0.5
+    img = cv2.transform(image, np.column_stack([np.diag(scale), shift]).astype(np.float32))
     if rng.random() < 0.25:
         yy, xx = np.ogrid[:height, :width]
         r2 = ((xx - width / 2) / (width / 2)) ** 2 + ((yy - height / 2) / (height / 2)) ** 2
-        img = img * (1 - rng.uniform(0.1, 0.4) * r2 / 2)[..., None].astype(np.float32)
-    img = np.clip(img, 0, 1) ** np.float32(math.exp(rng.normal(0, 0.15 * lighting)))
+        vignette = (1 - rng.uniform(0.1, 0.4) * r2 / 2).astype(np.float32)
+        img *= cv2.merge([vignette, vignette, vignette])
+    out = np.clip(img, 0, 255).astype(np.uint8)
+    gamma = math.exp(rng.normal(0, 0.15 * lighting))
+    out = cv2.LUT(out, np.round(255 * (np.arange(256) / 255) ** gamma).astype(np.uint8))
     applied = {}
     blur = 0.0
     if rng.random() < cfg["blur_prob"]:
-        blur = rng.uniform(0.3, 1.0) * cfg["blur_max"] * res
-        if rng.random() < 0.3:
+        blur = rng.uniform(0.3, 1.0) * cfg["blur_max"] * width / 256
+        if rng.random() < 0.3:  # motion blur along a random direction
             length = max(3, int(round(blur * 3)) | 1)
             kernel = np.zeros((length, length), np.float32)
             kernel[length // 2, :] = 1 / length
             rot = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), rng.uniform(0, 180), 1.0)
             kernel = cv2.warpAffine(kernel, rot, (length, length))
-            img = cv2.filter2D(img, -1, kernel / max(kernel.sum(), 1e-6))
+            out = cv2.filter2D(out, -1, kernel / max(float(kernel.sum()), 1e-6))
         else:
-            img = cv2.GaussianBlur(img, (0, 0), blur)
+            out = cv2.GaussianBlur(out, (0, 0), blur)
     applied["blur"] = round(blur, 2)
-    noise = rng.uniform(0, cfg["noise_max"]) / 255
-    if noise > 0:
-        img = img + rng.standard_normal(img.shape[:2] + (1,), dtype=np.float32) * np.float32(noise * 0.6)
-        img = img + rng.standard_normal(img.shape, dtype=np.float32) * np.float32(noise * 0.5)
-    applied["noise"] = round(noise * 255, 2)
-    out = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+    noise = rng.uniform(0, cfg["noise_max"])
+    if noise > 0.5:  # luminance noise plus weaker chroma noise
+        out = np.clip(out + _grain(rng, height, width) * np.float32(noise), 0, 255).astype(np.uint8)
+    applied["noise"] = round(noise, 2)
     if grayscale:
         out = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
     return out, applied

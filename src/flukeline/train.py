@@ -124,7 +124,7 @@ def train_member(train: pd.DataFrame, align: pd.DataFrame, fold: int, params: di
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         val_map5 = _validation_map5(model, val_images, val_truth, gallery_images, gallery["id"].to_numpy(), device)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": lr, "val_map5": val_map5, "seconds": time.time() - started})
         log.info("epoch %d: loss %.4f, validation MAP@5 %.4f (%.1f s)", epoch + 1, history[-1]["loss"], val_map5, history[-1]["seconds"])
