@@ -14,19 +14,19 @@ def _dry_run_with(tmp_path, override):
 def test_unknown_key_is_named(tmp_path):
     result = _dry_run_with(tmp_path, {"embed": {"epochz": 3}})
     assert result.returncode != 0
-    assert "epochz" in result.stderr
+    assert "epochz" in result.stdout + result.stderr
 
 
 def test_wrong_type_is_named(tmp_path):
     result = _dry_run_with(tmp_path, {"data": {"folds": "four"}})
     assert result.returncode != 0
-    assert "four" in result.stderr and "folds" in result.stderr
+    assert "four" in result.stdout + result.stderr and "folds" in result.stdout + result.stderr
 
 
 def test_member_size_must_be_an_aligned_size(tmp_path):
     result = _dry_run_with(tmp_path, {"embed": {"members": {"r18": {"backbone": "resnet18", "size": [99, 33]}}}})
     assert result.returncode != 0
-    assert "embed.members.r18.size" in result.stderr
+    assert "embed.members.r18.size" in result.stdout + result.stderr
 
 
 def test_default_config_dry_run_plans_every_stage(tmp_path):

@@ -24,7 +24,9 @@ class EmbeddingNet(nn.Module):
         super().__init__()
         # pretrained=False: nothing is downloaded at run time.
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, in_chans=in_chans)
-        self.projection = nn.Linear(self.backbone.num_features, embedding_dim)
+        # Some families (MobileNetV3, LCNet) end in a conv head wider than num_features.
+        features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.projection = nn.Linear(features, embedding_dim)
         self.norm = nn.BatchNorm1d(embedding_dim)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
