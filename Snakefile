@@ -34,3 +34,4 @@ rule all:
         "results/submission.csv",
         "results/metrics.json",
         "results/data/demo_contact_sheet.png" if DEMO else [],
+        "results/detect/metrics.json" if config["detect"]["method"] == "learned" else [],

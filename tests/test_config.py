@@ -34,3 +34,11 @@ def test_default_config_dry_run_plans_every_stage(tmp_path):
     out = result.stdout
     for rule in ("demo_dataset", "ingest", "detect", "align", "train_member", "embed_member", "match_member", "submission", "evaluate"):
         assert rule in out, rule
+
+
+def test_learned_detection_without_annotations_is_refused_with_the_way_out(tmp_path):
+    result = _dry_run_with(tmp_path, {"data": {"source": "kaggle", "root": str(tmp_path)}})
+    assert result.returncode != 0
+    assert "detect.method: threshold" in result.stdout + result.stderr
+    ok = _dry_run_with(tmp_path, {"data": {"source": "kaggle", "root": str(tmp_path)}, "detect": {"method": "threshold"}})
+    assert "detect.method" not in ok.stdout + ok.stderr

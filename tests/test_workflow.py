@@ -41,7 +41,7 @@ def test_metrics_compare_the_model_with_the_all_new_whale_baseline(tiny_run):
 
 def test_every_rule_logged_and_benchmarked(tiny_run):
     workdir, _ = tiny_run
-    for rule in ("ingest", "detect", "baseline_all_new_whale", "submission", "evaluate"):
+    for rule in ("ingest", "detect_train", "detect_predict", "detect_evaluate", "baseline_all_new_whale", "submission", "evaluate"):
         assert (workdir / f"results/benchmarks/{rule}.tsv").stat().st_size > 0
         assert (workdir / f"results/logs/{rule}.log").exists()
     assert (workdir / "results/embed/r18/fold0/curves.png").stat().st_size > 0
@@ -51,3 +51,22 @@ def test_complete_run_schedules_nothing_on_rerun(tiny_run):
     workdir, _ = tiny_run
     result = snakemake(workdir, "-n", "--cores", "2")
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_detection_writes_masks_keypoints_boxes_and_held_out_metrics(tiny_run):
+    workdir, _ = tiny_run
+    detect = workdir / "results/detect"
+    train = pd.read_parquet(workdir / "results/data/train.parquet")
+    test = pd.read_parquet(workdir / "results/data/test.parquet")
+    n_images = len(train) + len(test)
+    masks = pd.read_parquet(detect / "masks.parquet")
+    keypoints = pd.read_parquet(detect / "keypoints.parquet")
+    boxes = pd.read_parquet(detect / "boxes.parquet")
+    assert len(masks) == len(boxes) == n_images
+    assert len(keypoints) == 6 * n_images and keypoints["confidence"].between(0, 1).all()
+    assert all((detect / "masks").joinpath(p).exists() for p in masks["mask_path"].map(lambda p: p.split("results/detect/masks/")[-1]))
+    metrics = json.loads((detect / "metrics.json").read_text())
+    assert metrics["n_holdout"] > 0
+    for key in ("mask_iou", "box_iou", "pck@0.05", "pck@0.1"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert (detect / "overlays.png").stat().st_size > 0

@@ -57,13 +57,37 @@ def cmd_baseline(a):
 def cmd_detect(a):
     from flukeline import detect
 
-    detect.run(a.train, a.test, a.out, a.params, a.threads)
+    detect.run(a.train, a.test, a.out, a.params, a.threads, a.keypoints_out, a.masks_out)
+
+
+def cmd_detect_train(a):
+    from flukeline import detector
+
+    detector.run_train(a.train, a.keypoints, a.params, a.seed, a.model, a.history, a.threads)
+
+
+def cmd_detect_predict(a):
+    from flukeline import detector
+
+    detector.run_predict(a.model, a.train, a.test, a.params, a.masks_dir, a.masks, a.keypoints, a.boxes, a.threads)
+
+
+def cmd_detect_evaluate(a):
+    from flukeline import detector
+
+    detector.run_evaluate(a.model, a.train, a.gt_keypoints, a.gt_boxes, a.masks, a.keypoints, a.boxes, a.metrics, a.overlays)
+
+
+def cmd_align_transforms(a):
+    from flukeline import align
+
+    align.run_transforms(a.train, a.test, a.keypoints, a.boxes, a.params, a.out, a.contact_sheet)
 
 
 def cmd_align(a):
     from flukeline import align
 
-    align.run(a.train, a.test, a.boxes, a.size, a.margin, a.table, a.crops, a.threads)
+    align.run(a.train, a.test, a.transforms, a.masks, a.size, a.margin, a.table, a.crops, a.threads)
 
 
 def cmd_train(a):
@@ -147,18 +171,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-predictions", required=True)
     p.set_defaults(func=cmd_baseline)
 
-    p = sub.add_parser("detect", help="one fluke box per image")
+    p = sub.add_parser("detect", help="classical detection (detect.method threshold or none): one box per image")
     p.add_argument("--train", required=True)
     p.add_argument("--test", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="boxes.parquet")
+    p.add_argument("--keypoints-out", default=None, help="keypoints.parquet (empty: no landmarks)")
+    p.add_argument("--masks-out", default=None, help="masks.parquet (empty: no masks)")
     p.add_argument("--params", type=_json, default={})
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser("align", help="crop and resize every image to one size")
+    p = sub.add_parser("detect-train", help="train the U-Net mask + keypoint-heatmap detector on annotated images")
+    p.add_argument("--train", required=True)
+    p.add_argument("--keypoints", required=True, help="annotation keypoints from ingest")
+    p.add_argument("--params", type=_json, required=True, help="detect.model settings plus detect.keypoints (JSON)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", required=True)
+    p.add_argument("--history", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_detect_train)
+
+    p = sub.add_parser("detect-predict", help="masks, keypoints and boxes of every image with the trained detector")
+    p.add_argument("--model", required=True)
     p.add_argument("--train", required=True)
     p.add_argument("--test", required=True)
+    p.add_argument("--params", type=_json, default={}, help="detect.boxes settings (JSON)")
+    p.add_argument("--masks-dir", required=True)
+    p.add_argument("--masks", required=True)
+    p.add_argument("--keypoints", required=True)
     p.add_argument("--boxes", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_detect_predict)
+
+    p = sub.add_parser("detect-evaluate", help="mask IoU, box IoU and PCK on held-out annotated images; overlays")
+    p.add_argument("--model", required=True)
+    p.add_argument("--train", required=True)
+    p.add_argument("--gt-keypoints", required=True)
+    p.add_argument("--gt-boxes", required=True)
+    p.add_argument("--masks", required=True)
+    p.add_argument("--keypoints", required=True)
+    p.add_argument("--boxes", required=True)
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--overlays", required=True)
+    p.set_defaults(func=cmd_detect_evaluate)
+
+    p = sub.add_parser("align-transforms", help="per image: landmark (or box) transform onto the template")
+    p.add_argument("--train", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--keypoints", required=True)
+    p.add_argument("--boxes", required=True)
+    p.add_argument("--params", type=_json, default={}, help="the align.* settings (JSON)")
+    p.add_argument("--out", required=True, help="align.parquet to write")
+    p.add_argument("--contact-sheet", required=True, help="PNG: photos with landmarks -> aligned and box crops")
+    p.set_defaults(func=cmd_align_transforms)
+
+    p = sub.add_parser("align", help="aligned and box crops (and masks) of every image at one size")
+    p.add_argument("--train", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--transforms", required=True, help="align.parquet from align-transforms")
+    p.add_argument("--masks", default=None, help="detect's masks.parquet (optional)")
     p.add_argument("--size", required=True, help="WIDTHxHEIGHT")
     p.add_argument("--margin", type=float, default=0.1)
     p.add_argument("--table", required=True)

@@ -96,6 +96,17 @@ def detect_boxes(train: pd.DataFrame, test: pd.DataFrame, params: dict, threads:
     return table
 
 
-def run(train_path, test_path, out_path, params: dict, threads: int = 1) -> None:
+KEYPOINT_COLUMNS = ["image", "split", "keypoint", "x", "y", "confidence"]
+MASK_COLUMNS = ["image", "split", "mask_path", "area", "score"]
+
+
+def run(train_path, test_path, out_path, params: dict, threads: int = 1, keypoints_out=None, masks_out=None) -> None:
     table = detect_boxes(pd.read_parquet(train_path), pd.read_parquet(test_path), params, threads)
     write_parquet_atomic(table, out_path)
+    # Same tables as the learned detector writes, empty: downstream falls back to the boxes.
+    if keypoints_out:
+        empty = pd.DataFrame({c: pd.Series(dtype="float64" if c in ("x", "y", "confidence") else "str") for c in KEYPOINT_COLUMNS})
+        write_parquet_atomic(empty, keypoints_out)
+    if masks_out:
+        empty = pd.DataFrame({c: pd.Series(dtype={"area": "int64", "score": "float64"}.get(c, "str")) for c in MASK_COLUMNS})
+        write_parquet_atomic(empty, masks_out)

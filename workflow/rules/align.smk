@@ -1,13 +1,45 @@
-# Align stage: crop each detected box with a margin and resize to every configured size.
+# Align stage: one transform per image onto the landmark template (box-derived when the landmarks
+# are not usable), then aligned and box crops (and warped masks) at every configured size.
 
 ALIGN_SIZES = [size_name(s) for s in config["align"]["sizes"]]
+# The align.* keys the transform step consumes (the margin only shapes its contact sheet).
+ALIGN_TRANSFORM_KEYS = (
+    "template", "transform", "min_keypoint_confidence", "min_landmarks", "max_residual", "max_scale_ratio",
+    "max_rotation_deg", "margin",
+)
+
+
+rule align_transforms:
+    input:
+        train="results/data/train.parquet",
+        test="results/data/test.parquet",
+        keypoints="results/detect/keypoints.parquet",
+        boxes="results/detect/boxes.parquet",
+    output:
+        table="results/align/align.parquet",
+        contact_sheet="results/align/contact_sheet.png",
+    params:
+        align=params_json({k: config["align"][k] for k in ALIGN_TRANSFORM_KEYS if k in config["align"]}),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    log:
+        "results/logs/align_transforms.log",
+    benchmark:
+        "results/benchmarks/align_transforms.tsv"
+    shell:
+        "{FLUKELINE} align-transforms --train {input.train:q} --test {input.test:q}"
+        " --keypoints {input.keypoints:q} --boxes {input.boxes:q} --params {params.align:q}"
+        " --out {output.table:q} --contact-sheet {output.contact_sheet:q} > {log:q} 2>&1"
 
 
 rule align:
     input:
         train="results/data/train.parquet",
         test="results/data/test.parquet",
-        boxes="results/detect/boxes.parquet",
+        transforms="results/align/align.parquet",
+        masks="results/detect/masks.parquet",
     output:
         table="results/align/{size}/align.parquet",
         crops=directory("results/align/{size}/crops"),
@@ -24,6 +56,6 @@ rule align:
     benchmark:
         "results/benchmarks/align_{size}.tsv"
     shell:
-        "{FLUKELINE} align --train {input.train:q} --test {input.test:q} --boxes {input.boxes:q}"
-        " --size {wildcards.size} --margin {params.margin} --table {output.table:q}"
-        " --crops {output.crops:q} --threads {threads} > {log:q} 2>&1"
+        "{FLUKELINE} align --train {input.train:q} --test {input.test:q} --transforms {input.transforms:q}"
+        " --masks {input.masks:q} --size {wildcards.size} --margin {params.margin}"
+        " --table {output.table:q} --crops {output.crops:q} --threads {threads} > {log:q} 2>&1"

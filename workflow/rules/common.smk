@@ -42,6 +42,12 @@ else:
     TEST_TRUTH = None
     ANNOTATIONS = {k: v for k, v in config["data"]["annotations"].items() if v}
 
+if config["detect"]["method"] == "learned" and not (ANNOTATIONS.get("masks") or ANNOTATIONS.get("keypoints")):
+    _config_error(
+        "detect.method learned trains on mask or keypoint annotations, and data.annotations names none;"
+        " add them or set detect.method: threshold"
+    )
+
 MEMBERS = sorted(config["embed"]["members"])
 CV_FOLDS = sorted(config["embed"]["cv_folds"])
 

@@ -1,22 +1,100 @@
-# Detect stage: one box per image (the skeleton's threshold detector).
+# Detect stage: fluke masks, keypoints and boxes for every image.
+# detect.method learned: a U-Net (mask + keypoint heatmaps) trained on the annotated images;
+# threshold / none: the classical detector (no masks, no keypoints; align uses the boxes).
 
+DETECT_OUTPUTS = {
+    "boxes": "results/detect/boxes.parquet",
+    "keypoints": "results/detect/keypoints.parquet",
+    "masks": "results/detect/masks.parquet",
+}
 
-rule detect:
-    input:
-        train="results/data/train.parquet",
-        test="results/data/test.parquet",
-    output:
-        boxes="results/detect/boxes.parquet",
-    params:
-        detect=params_json(config["detect"]),
-    threads: 2
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    log:
-        "results/logs/detect.log",
-    benchmark:
-        "results/benchmarks/detect.tsv"
-    shell:
-        "{FLUKELINE} detect --train {input.train:q} --test {input.test:q} --out {output.boxes:q}"
-        " --params {params.detect:q} --threads {threads} > {log:q} 2>&1"
+if config["detect"]["method"] == "learned":
+
+    rule detect_train:
+        input:
+            train="results/data/train.parquet",
+            keypoints="results/data/keypoints.parquet",
+        output:
+            model="results/detect/model.safetensors",
+            history="results/detect/history.csv",
+        params:
+            model=params_json({**config["detect"]["model"], "keypoints": config["detect"]["keypoints"]}),
+            seed=config["seed"],
+        threads: 4
+        resources:
+            mem_mb=6000,
+            runtime=120,
+        log:
+            "results/logs/detect_train.log",
+        benchmark:
+            "results/benchmarks/detect_train.tsv"
+        shell:
+            "{FLUKELINE} detect-train --train {input.train:q} --keypoints {input.keypoints:q}"
+            " --params {params.model:q} --seed {params.seed} --model {output.model:q}"
+            " --history {output.history:q} --threads {threads} > {log:q} 2>&1"
+
+    rule detect_predict:
+        input:
+            model="results/detect/model.safetensors",
+            train="results/data/train.parquet",
+            test="results/data/test.parquet",
+        output:
+            masks_dir=directory("results/detect/masks"),
+            **DETECT_OUTPUTS,
+        params:
+            boxes=params_json({**config["detect"]["boxes"], "min_area_fraction": config["detect"]["min_area_fraction"]}),
+        threads: 4
+        resources:
+            mem_mb=4000,
+            runtime=60,
+        log:
+            "results/logs/detect_predict.log",
+        benchmark:
+            "results/benchmarks/detect_predict.tsv"
+        shell:
+            "{FLUKELINE} detect-predict --model {input.model:q} --train {input.train:q} --test {input.test:q}"
+            " --params {params.boxes:q} --masks-dir {output.masks_dir:q} --masks {output.masks:q}"
+            " --keypoints {output.keypoints:q} --boxes {output.boxes:q} --threads {threads} > {log:q} 2>&1"
+
+    rule detect_evaluate:
+        input:
+            model="results/detect/model.safetensors",
+            train="results/data/train.parquet",
+            gt_keypoints="results/data/keypoints.parquet",
+            gt_boxes="results/data/boxes.parquet",
+            **DETECT_OUTPUTS,
+        output:
+            metrics="results/detect/metrics.json",
+            overlays="results/detect/overlays.png",
+        log:
+            "results/logs/detect_evaluate.log",
+        benchmark:
+            "results/benchmarks/detect_evaluate.tsv"
+        shell:
+            "{FLUKELINE} detect-evaluate --model {input.model:q} --train {input.train:q}"
+            " --gt-keypoints {input.gt_keypoints:q} --gt-boxes {input.gt_boxes:q} --masks {input.masks:q}"
+            " --keypoints {input.keypoints:q} --boxes {input.boxes:q} --metrics {output.metrics:q}"
+            " --overlays {output.overlays:q} > {log:q} 2>&1"
+
+else:
+
+    rule detect:
+        input:
+            train="results/data/train.parquet",
+            test="results/data/test.parquet",
+        output:
+            **DETECT_OUTPUTS,
+        params:
+            detect=params_json({"method": config["detect"]["method"], "min_area_fraction": config["detect"]["min_area_fraction"]}),
+        threads: 2
+        resources:
+            mem_mb=2000,
+            runtime=30,
+        log:
+            "results/logs/detect.log",
+        benchmark:
+            "results/benchmarks/detect.tsv"
+        shell:
+            "{FLUKELINE} detect --train {input.train:q} --test {input.test:q} --out {output.boxes:q}"
+            " --keypoints-out {output.keypoints:q} --masks-out {output.masks:q}"
+            " --params {params.detect:q} --threads {threads} > {log:q} 2>&1"
