@@ -42,3 +42,9 @@ def test_learned_detection_without_annotations_is_refused_with_the_way_out(tmp_p
     assert "detect.method: threshold" in result.stdout + result.stderr
     ok = _dry_run_with(tmp_path, {"data": {"source": "kaggle", "root": str(tmp_path)}, "detect": {"method": "threshold"}})
     assert "detect.method" not in ok.stdout + ok.stderr
+
+
+def test_template_must_share_landmarks_with_the_detector(tmp_path):
+    result = _dry_run_with(tmp_path, {"detect": {"keypoints": ["nose", "left_eye", "right_eye"]}})
+    assert result.returncode != 0
+    assert "align.template" in result.stdout + result.stderr

@@ -48,6 +48,14 @@ if config["detect"]["method"] == "learned" and not (ANNOTATIONS.get("masks") or 
         " add them or set detect.method: threshold"
     )
 
+if config["detect"]["method"] == "learned":
+    _shared = set(config["align"]["template"]) & set(config["detect"]["keypoints"])
+    if len(_shared) < config["align"].get("min_landmarks", 3):
+        _config_error(
+            f"align.template names {sorted(config['align']['template'])} share only {sorted(_shared)} with"
+            f" detect.keypoints {config['detect']['keypoints']}: too few to align on (align.min_landmarks)"
+        )
+
 MEMBERS = sorted(config["embed"]["members"])
 CV_FOLDS = sorted(config["embed"]["cv_folds"])
 
