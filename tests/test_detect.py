@@ -137,16 +137,16 @@ def test_training_resumes_from_its_checkpoint_and_predicts_every_image(tmp_path,
     train, keypoints = _toy_dataset(tmp_path)
     model_path = tmp_path / "det.safetensors"
     # Kill the run after the first epoch's checkpoint.
-    original = detector._save_checkpoint
+    original = detector.save_training_state
 
     def save_then_die(*args, **kwargs):
         original(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(detector, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(detector, "save_training_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         detector.train_detector(train, keypoints, PARAMS, 0, model_path, tmp_path / "h.csv")
-    monkeypatch.setattr(detector, "_save_checkpoint", original)
+    monkeypatch.setattr(detector, "save_training_state", original)
     assert not model_path.exists() and (tmp_path / "det.safetensors.checkpoint.pt").exists()
     meta = detector.train_detector(train, keypoints, PARAMS, 0, model_path, tmp_path / "h.csv")
     history = pd.read_csv(tmp_path / "h.csv")

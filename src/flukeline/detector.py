@@ -25,6 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from flukeline.checkpoint import checkpoint_path, resume_training_state, save_training_state
 from flukeline.detect import Box, threshold_box
 from flukeline.errors import InputError
 from flukeline.heatmap import decode_peaks, gaussian_targets
@@ -198,17 +199,9 @@ def train_detector(train: pd.DataFrame, keypoints: pd.DataFrame, params: dict, s
     sigma = float(params.get("heatmap_sigma", 2.0))
     digest = params_digest({"params": params, "seed": seed, "n": len(fit)})
 
-    checkpoint = Path(str(model_path) + ".checkpoint.pt")
-    history, start = [], 0
-    if checkpoint.exists():
-        state = torch_.load(checkpoint, map_location="cpu", weights_only=True)
-        if state.get("digest") == digest:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            generator.set_state(state["generator"])
-            history, start = json.loads(state["history"]), int(state["epoch"])
-            log.info("resuming detector training after epoch %d", start)
+    checkpoint = checkpoint_path(model_path)
+    stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "generator": generator}
+    start, history = resume_training_state(checkpoint, digest, **stateful)
 
     for epoch in range(start, epochs):
         augment.set_random_seed(seed + epoch)
@@ -230,7 +223,7 @@ def train_detector(train: pd.DataFrame, keypoints: pd.DataFrame, params: dict, s
             losses.append(loss.item())
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.time() - started})
         log.info("detector epoch %d: loss %.4f (%.1f s)", epoch + 1, history[-1]["loss"], history[-1]["seconds"])
-        _save_checkpoint(checkpoint, model, optimizer, scheduler, generator, epoch + 1, history, digest)
+        save_training_state(checkpoint, epoch + 1, history, digest, **stateful)
 
     meta = {"params": params, "seed": seed, "n_train": len(fit), "holdout": sorted(annotated.loc[held, "image"])}
     _save_model(model.cpu(), model_path, meta)
@@ -294,14 +287,6 @@ def peak_mass(prob: np.ndarray, points: np.ndarray, radius: int) -> np.ndarray:
             x, y = int(round(points[i, j, 0])), int(round(points[i, j, 1]))
             out[i, j] = prob[i, j, max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1].sum()
     return np.clip(out, 0.0, 1.0)
-
-
-def _save_checkpoint(path, model, optimizer, scheduler, generator, epoch, history, digest) -> None:
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "generator": generator.get_state(), "epoch": epoch, "history": json.dumps(history), "digest": digest}
-    tmp = Path(str(path) + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
 
 
 def _save_model(model, path, meta) -> None:

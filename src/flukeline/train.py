@@ -18,6 +18,7 @@ import torch
 from pytorch_metric_learning.losses import ArcFaceLoss
 from tqdm import tqdm
 
+from flukeline.checkpoint import checkpoint_path, resume_training_state, save_training_state
 from flukeline.folds import validation_truth
 from flukeline.io import write_csv_atomic, write_parquet_atomic
 from flukeline.match import predict
@@ -96,18 +97,9 @@ def train_member(train: pd.DataFrame, align: pd.DataFrame, fold: int, params: di
     generator = torch_.Generator().manual_seed(seed)
 
     meta = {"backbone": member["backbone"], "embedding_dim": dim, "size": list(member["size"]), "fold": fold, "params": params_digest(params)}
-    checkpoint_path = Path(str(model_path) + ".checkpoint.pt")
-    history, start_epoch = [], 0
-    if checkpoint_path.exists():
-        state = torch_.load(checkpoint_path, map_location="cpu", weights_only=True)
-        if state.get("params") == meta["params"]:
-            model.load_state_dict(state["model"])
-            loss_fn.load_state_dict(state["loss"])
-            optimizer.load_state_dict(state["optimizer"])
-            generator.set_state(state["generator"])
-            augment.set_random_seed(seed + int(state["epoch"]))
-            history, start_epoch = json.loads(state["history"]), int(state["epoch"])
-            log.info("resuming from the checkpoint after epoch %d", start_epoch)
+    checkpoint = checkpoint_path(model_path)
+    stateful = {"model": model, "loss": loss_fn, "optimizer": optimizer, "generator": generator}
+    start_epoch, history = resume_training_state(checkpoint, meta["params"], **stateful)
 
     for epoch in range(start_epoch, epochs):
         augment.set_random_seed(seed + epoch)
@@ -128,12 +120,12 @@ def train_member(train: pd.DataFrame, align: pd.DataFrame, fold: int, params: di
         val_map5 = _validation_map5(model, val_images, val_truth, gallery_images, gallery["id"].to_numpy(), device)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": lr, "val_map5": val_map5, "seconds": time.time() - started})
         log.info("epoch %d: loss %.4f, validation MAP@5 %.4f (%.1f s)", epoch + 1, history[-1]["loss"], val_map5, history[-1]["seconds"])
-        _save_checkpoint(checkpoint_path, model, loss_fn, optimizer, generator, epoch + 1, history, meta["params"])
+        save_training_state(checkpoint, epoch + 1, history, meta["params"], **stateful)
 
     save_model(model.cpu(), model_path, meta)
     write_csv_atomic(pd.DataFrame(history), history_path)
     plot_curves(history, curves_path, title=f"{member['backbone']} fold {fold}")
-    checkpoint_path.unlink(missing_ok=True)
+    checkpoint.unlink(missing_ok=True)
 
 
 def _validation_map5(model, val_images, val_truth, gallery_images, gallery_ids, device) -> float:
@@ -144,21 +136,6 @@ def _validation_map5(model, val_images, val_truth, gallery_images, gallery_ids, 
     # A fixed 0.5 threshold keeps the curve comparable across epochs.
     ranked, _ = predict(val_emb, gallery_emb, gallery_ids, threshold=0.5)
     return map_at_k(val_truth, ranked)
-
-
-def _save_checkpoint(path, model, loss_fn, optimizer, generator, epoch, history, digest) -> None:
-    state = {
-        "model": model.state_dict(),
-        "loss": loss_fn.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "generator": generator.get_state(),
-        "epoch": epoch,
-        "history": json.dumps(history),
-        "params": digest,
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
 
 
 def plot_curves(history: list[dict], path, title: str) -> None:
