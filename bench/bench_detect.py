@@ -17,6 +17,7 @@ import yaml
 
 from flukeline import detector
 from flukeline.demo import generate_demo
+from flukeline.model import save_weights
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +41,8 @@ def main() -> None:
         model_path = args.model
         if model_path is None:
             model_path = tmp / "random.safetensors"
-            detector._save_model(detector.build_detector(params), model_path, {"params": params, "holdout": []})
+            save_weights(detector.build_detector(params), model_path, {"params": params, "holdout": []},
+                         key=detector.WEIGHTS_KEY)
         started = time.perf_counter()
         masks, _, boxes = detector.predict_all(model_path, frame, frame.iloc[0:0], config["boxes"], tmp / "masks",
                                                threads=args.threads)

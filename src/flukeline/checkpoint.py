@@ -3,6 +3,7 @@ training resumes after its last finished epoch, and only when its settings are u
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -10,6 +11,11 @@ from pathlib import Path
 import torch
 
 log = logging.getLogger(__name__)
+
+
+def settings_digest(settings) -> str:
+    """Short stable hash of JSON-able settings: a checkpoint is resumed only under the same one."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def checkpoint_path(model_path) -> Path:

@@ -21,21 +21,22 @@ import numpy as np
 import pandas as pd
 import segmentation_models_pytorch as smp
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm import tqdm
 
-from flukeline.checkpoint import checkpoint_path, resume_training_state, save_training_state
+from flukeline.checkpoint import checkpoint_path, resume_training_state, save_training_state, settings_digest
 from flukeline.detect import Box, threshold_box
 from flukeline.errors import InputError
 from flukeline.heatmap import decode_peaks, gaussian_targets
 from flukeline.io import read_image_rgb, write_csv_atomic, write_parquet_atomic
 from flukeline.letterbox import Letterbox
-from flukeline.model import MEAN, STD
+from flukeline.model import MEAN, read_weights, save_weights, to_tensor
 from flukeline.runtime import configure_torch, select_device
 
 log = logging.getLogger(__name__)
 
+# The detector's safetensors metadata key (embedding members use "flukeline").
+WEIGHTS_KEY = "flukeline_detector"
 # Pixels of a letterboxed input that are padding get this grey (the normalised zero).
 PAD_RGB = tuple(int(round(255 * m)) for m in MEAN)
 
@@ -77,15 +78,6 @@ def load_encoder_weights(model: torch.nn.Module, path) -> None:
         raise InputError(f"detect.encoder_weights: no tensor of {path} fits encoder {type(model.encoder).__name__}")
     model.encoder.load_state_dict(matched, strict=False)
     log.info("encoder weights: %d of %d tensors loaded from %s", len(matched), len(own), path)
-
-
-def to_input_tensor(batch_uint8: np.ndarray) -> torch.Tensor:
-    x = (batch_uint8.astype(np.float32) / 255.0 - MEAN) / STD
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-
-
-def params_digest(params: dict) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- data
@@ -197,7 +189,7 @@ def train_detector(train: pd.DataFrame, keypoints: pd.DataFrame, params: dict, s
     amp = device.type == "cuda"
     scaler = torch_.amp.GradScaler("cuda", enabled=amp)
     sigma = float(params.get("heatmap_sigma", 2.0))
-    digest = params_digest({"params": params, "seed": seed, "n": len(fit)})
+    digest = settings_digest({"params": params, "seed": seed, "n": len(fit)})
 
     checkpoint = checkpoint_path(model_path)
     stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "generator": generator}
@@ -226,7 +218,7 @@ def train_detector(train: pd.DataFrame, keypoints: pd.DataFrame, params: dict, s
         save_training_state(checkpoint, epoch + 1, history, digest, **stateful)
 
     meta = {"params": params, "seed": seed, "n_train": len(fit), "holdout": sorted(annotated.loc[held, "image"])}
-    _save_model(model.cpu(), model_path, meta)
+    save_weights(model.cpu(), model_path, meta, key=WEIGHTS_KEY)
     write_csv_atomic(pd.DataFrame(history), history_path)
     checkpoint.unlink(missing_ok=True)
     return meta
@@ -246,7 +238,7 @@ def _make_batch(batch, images, masks, has_mask, points, visible, augment, sigma)
         targets.append(np.concatenate([out["mask"][None].astype(np.float32), heat]))
         # Channel weights: the mask counts when annotated; a keypoint when labelled and in frame.
         weights.append(np.concatenate([[float(has_mask[i])], inside.astype(np.float32)]))
-    return (to_input_tensor(np.stack(xs)), torch.from_numpy(np.stack(targets)),
+    return (to_tensor(np.stack(xs)), torch.from_numpy(np.stack(targets)),
             torch.from_numpy(np.stack(weights).astype(np.float32)).reshape(len(batch), 1 + k, 1, 1))
 
 
@@ -289,18 +281,8 @@ def peak_mass(prob: np.ndarray, points: np.ndarray, radius: int) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-def _save_model(model, path, meta) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp),
-              metadata={"flukeline_detector": json.dumps(meta, sort_keys=True)})
-    tmp.replace(path)
-
-
 def load_detector(path, device="cpu") -> tuple[torch.nn.Module, dict]:
-    with safe_open(str(path), framework="pt", device="cpu") as handle:
-        meta = json.loads(handle.metadata()["flukeline_detector"])
-        state = {k: handle.get_tensor(k) for k in handle.keys()}
+    state, meta = read_weights(path, key=WEIGHTS_KEY)
     params = dict(meta["params"], encoder_weights=None)  # the trained weights replace them
     model = build_detector(params)
     model.load_state_dict(state)
@@ -313,7 +295,7 @@ def load_detector(path, device="cpu") -> tuple[torch.nn.Module, dict]:
 def predict_batch(model, rgbs: list[np.ndarray], size, sigma: float, device) -> list[dict]:
     """Mask probability (original pixels), keypoints (original pixels) and confidences."""
     boxes = [Letterbox.fit(rgb.shape[1], rgb.shape[0], *size) for rgb in rgbs]
-    x = to_input_tensor(np.stack([b.apply(rgb, fill=PAD_RGB) for b, rgb in zip(boxes, rgbs)])).to(device)
+    x = to_tensor(np.stack([b.apply(rgb, fill=PAD_RGB) for b, rgb in zip(boxes, rgbs)])).to(device)
     with torch.no_grad(), torch.autocast(device_type=device.type, enabled=device.type == "cuda"):
         logits = model(x).float().cpu().numpy()
     mask_prob = 1 / (1 + np.exp(-logits[:, 0]))
@@ -558,8 +540,7 @@ def run_predict(model_path, train_path, test_path, params, masks_dir, masks_out,
 
 def run_evaluate(model_path, train_path, gt_keypoints_path, gt_boxes_path, masks_path, keypoints_path, boxes_path,
                  metrics_out, overlays_out) -> None:
-    with safe_open(str(model_path), framework="pt", device="cpu") as handle:
-        meta = json.loads(handle.metadata()["flukeline_detector"])
+    _, meta = read_weights(model_path, key=WEIGHTS_KEY, tensors=False)
     names = list(meta["params"]["keypoints"])
     train = pd.read_parquet(train_path)
     masks, keypoints, boxes = (pd.read_parquet(p) for p in (masks_path, keypoints_path, boxes_path))

@@ -39,19 +39,30 @@ def to_tensor(batch_uint8: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
-def save_model(model: EmbeddingNet, path, meta: dict) -> None:
-    """Weights and their description in one safetensors file (no pickle), written atomically."""
+def save_weights(model: nn.Module, path, meta: dict, key: str = "flukeline") -> None:
+    """Weights and their description (JSON under metadata `key`) in one safetensors file (no
+    pickle), written atomically."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"flukeline": json.dumps(meta, sort_keys=True)})
+    save_file(state, str(tmp), metadata={key: json.dumps(meta, sort_keys=True)})
     tmp.replace(path)
 
 
-def load_model(path, device="cpu") -> tuple[EmbeddingNet, dict]:
+def read_weights(path, key: str = "flukeline", tensors: bool = True) -> tuple[dict, dict]:
+    """(state dict, description) of a file written by save_weights; no tensors when not asked."""
     with safe_open(str(path), framework="pt", device="cpu") as handle:
-        meta = json.loads(handle.metadata()["flukeline"])
-        state = {k: handle.get_tensor(k) for k in handle.keys()}
+        meta = json.loads(handle.metadata()[key])
+        state = {k: handle.get_tensor(k) for k in handle.keys()} if tensors else {}
+    return state, meta
+
+
+def save_model(model: EmbeddingNet, path, meta: dict) -> None:
+    save_weights(model, path, meta)
+
+
+def load_model(path, device="cpu") -> tuple[EmbeddingNet, dict]:
+    state, meta = read_weights(path)
     model = EmbeddingNet(meta["backbone"], meta["embedding_dim"])
     model.load_state_dict(state)
     return model.to(device).eval(), meta

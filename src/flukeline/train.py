@@ -3,8 +3,6 @@ and embed every aligned crop with it."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import time
@@ -14,11 +12,10 @@ import albumentations as A
 import cv2
 import numpy as np
 import pandas as pd
-import torch
 from pytorch_metric_learning.losses import ArcFaceLoss
 from tqdm import tqdm
 
-from flukeline.checkpoint import checkpoint_path, resume_training_state, save_training_state
+from flukeline.checkpoint import checkpoint_path, resume_training_state, save_training_state, settings_digest
 from flukeline.folds import validation_truth
 from flukeline.io import write_csv_atomic, write_parquet_atomic
 from flukeline.match import predict
@@ -54,10 +51,6 @@ def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
         return base * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return base * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def params_digest(params: dict) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def train_member(train: pd.DataFrame, align: pd.DataFrame, fold: int, params: dict, model_path, history_path, curves_path, threads: int = 1):
@@ -96,7 +89,7 @@ def train_member(train: pd.DataFrame, align: pd.DataFrame, fold: int, params: di
     augment = build_augmentation(seed)
     generator = torch_.Generator().manual_seed(seed)
 
-    meta = {"backbone": member["backbone"], "embedding_dim": dim, "size": list(member["size"]), "fold": fold, "params": params_digest(params)}
+    meta = {"backbone": member["backbone"], "embedding_dim": dim, "size": list(member["size"]), "fold": fold, "params": settings_digest(params)}
     checkpoint = checkpoint_path(model_path)
     stateful = {"model": model, "loss": loss_fn, "optimizer": optimizer, "generator": generator}
     start_epoch, history = resume_training_state(checkpoint, meta["params"], **stateful)
