@@ -29,6 +29,36 @@ def cmd_demo(a):
     log.info("demo dataset: %s", json.dumps(summary, default=str))
 
 
+def cmd_omniglot(a):
+    from flukeline.omniglot import convert_omniglot
+
+    summary = convert_omniglot(a.zip, a.out, a.truth, seed=a.seed, settings=a.settings)
+    log.info("omniglot dataset: %s", json.dumps(summary))
+
+
+def cmd_pixel_baseline(a):
+    import pandas as pd
+
+    from flukeline import baselines
+    from flukeline.io import write_csv_atomic, write_json_atomic
+
+    train, test = baselines.read_kaggle_root(a.root)
+    threshold = a.threshold if a.threshold == "loo" else float(a.threshold)
+    predictions, info = baselines.raw_pixel_1nn(train, test, size=a.size, threshold=threshold, k=a.k)
+    result = {"method": "raw_pixel_1nn", **info, "n_test": len(test)}
+    if a.truth:
+        # Scoring against held-out identities: an evaluation, like the evaluate rule's.
+        truth = pd.read_csv(a.truth, dtype=str, keep_default_na=False)
+        result["test_map5"] = baselines.score(predictions, truth, a.k)
+        ranking = " ".join(baselines.all_new_whale_ranking(train["id"].tolist(), a.k))
+        result["all_new_whale_test_map5"] = baselines.score(predictions.assign(predicted=ranking), truth, a.k)
+    if a.predictions:
+        write_csv_atomic(predictions.rename(columns={"image": "Image", "predicted": "Id"}), a.predictions)
+    if a.out:
+        write_json_atomic(result, a.out)
+    print(json.dumps(result, indent=2))
+
+
 def cmd_contact_sheet(a):
     from flukeline.demo import contact_sheet
 
@@ -145,6 +175,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--overrides", type=_json, default={})
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("omniglot", help="convert the Omniglot zip into the Kaggle layout (identity = character)")
+    p.add_argument("--zip", required=True, help="e.g. images_background_small1.zip")
+    p.add_argument("--out", required=True, help="data root to write (train.csv, train/, test/)")
+    p.add_argument("--truth", required=True, help="CSV of the test identities (outside --out)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--settings", type=_json, default={}, help="data.omniglot split settings (JSON), see flukeline.omniglot.DEFAULTS")
+    p.set_defaults(func=cmd_omniglot)
+
+    p = sub.add_parser("pixel-baseline", help="1-nearest-neighbour on raw pixels of a Kaggle-layout folder (no training)")
+    p.add_argument("--root", required=True, help="Kaggle-layout data root")
+    p.add_argument("--truth", default=None, help="CSV Image,Id of the test identities: adds test MAP@5 (and all-new_whale's)")
+    p.add_argument("--size", type=int, default=32, help="images are resized to SIZE x SIZE grayscale")
+    p.add_argument("--threshold", default="loo", help="new_whale similarity threshold, or 'loo' (chosen on train leave-one-out)")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--predictions", default=None, help="write the predictions as a submission CSV (Image,Id)")
+    p.add_argument("--out", default=None, help="write the scores as JSON")
+    p.set_defaults(func=cmd_pixel_baseline)
 
     p = sub.add_parser("contact-sheet", help="grid of identities x sightings of a demo dataset")
     p.add_argument("--root", required=True)

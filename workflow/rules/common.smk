@@ -26,7 +26,11 @@ def params_json(*values):
     return json.dumps(values[0] if len(values) == 1 else list(values), sort_keys=True)
 
 
-DEMO = config["data"]["source"] == "demo"
+SOURCE = config["data"]["source"]
+DEMO = SOURCE == "demo"
+OMNIGLOT = SOURCE == "omniglot"
+# demo and omniglot: the data root is written by a rule (and the test identities beside it).
+GENERATED_DATA = DEMO or OMNIGLOT
 if DEMO:
     DEMO_DIR = f"resources/demo/{config['data']['demo']['preset']}-seed{config['seed']}"
     DATA_ROOT = f"{DEMO_DIR}/kaggle"
@@ -37,11 +41,32 @@ if DEMO:
         "keypoints": "annotations/keypoints.csv",
         "boxes": "annotations/boxes.csv",
     }
+elif OMNIGLOT:
+    _omniglot = config["data"]["omniglot"]
+    # A relative zip path is relative to the project folder (the Snakefile's), not the working
+    # directory, so the default finds ../shared/data/ from any --directory.
+    OMNIGLOT_ZIP = str((Path(workflow.basedir) / _omniglot["zip"]).resolve())
+    if not Path(OMNIGLOT_ZIP).is_file():
+        _config_error(
+            f"data.omniglot.zip {_omniglot['zip']!r} is not a file ({OMNIGLOT_ZIP}; a relative path is"
+            f" relative to the project folder {workflow.basedir})"
+        )
+    if _omniglot["train_drawers"][0] > _omniglot["train_drawers"][1]:
+        _config_error(f"data.omniglot.train_drawers {_omniglot['train_drawers']} must be [lo, hi] with lo <= hi")
+    OMNIGLOT_DIR = f"resources/omniglot/seed{config['seed']}"
+    DATA_ROOT = f"{OMNIGLOT_DIR}/kaggle"
+    TEST_TRUTH = f"{OMNIGLOT_DIR}/test_truth.csv"
+    ANNOTATIONS = {}  # no masks, keypoints or boxes: run with detect.method none or threshold
 else:
     DATA_ROOT = config["data"]["root"]
     TEST_TRUTH = None
     ANNOTATIONS = {k: v for k, v in config["data"]["annotations"].items() if v}
 
+if config["detect"]["method"] == "learned" and OMNIGLOT:
+    _config_error(
+        "detect.method learned trains on annotations, and data.source omniglot has none;"
+        " set detect.method: none (the whole image, as workflow/presets/omniglot.yaml does) or threshold"
+    )
 if config["detect"]["method"] == "learned" and not (ANNOTATIONS.get("masks") or ANNOTATIONS.get("keypoints")):
     _config_error(
         "detect.method learned trains on mask or keypoint annotations, and data.annotations names none;"

@@ -1,4 +1,5 @@
-# Data stage: the demo dataset (when data.source is demo), ingest, and the all-new_whale baseline.
+# Data stage: the demo dataset (data.source demo) or the converted Omniglot characters (omniglot),
+# ingest, and the all-new_whale baseline.
 
 if DEMO:
 
@@ -36,9 +37,32 @@ if DEMO:
             "{FLUKELINE} contact-sheet --root {input.root:q} --out {output:q} > {log:q} 2>&1"
 
 
+if OMNIGLOT:
+
+    rule omniglot_dataset:
+        input:
+            zip=OMNIGLOT_ZIP,
+        output:
+            root=directory(DATA_ROOT),
+            truth=TEST_TRUTH,
+        params:
+            settings=params_json({k: v for k, v in config["data"]["omniglot"].items() if k != "zip"}),
+            seed=config["seed"],
+        resources:
+            mem_mb=1000,
+            runtime=10,
+        log:
+            "results/logs/omniglot_dataset.log",
+        benchmark:
+            "results/benchmarks/omniglot_dataset.tsv"
+        shell:
+            "{FLUKELINE} omniglot --zip {input.zip:q} --out {output.root:q} --truth {output.truth:q}"
+            " --seed {params.seed} --settings {params.settings:q} > {log:q} 2>&1"
+
+
 def ingest_input(wildcards):
-    # The demo root is a rule output (a directory); a user's data root is an existing folder.
-    return {"root": DATA_ROOT} if DEMO else {"train_csv": f"{DATA_ROOT}/train.csv"}
+    # A generated root is a rule output (a directory); a user's data root is an existing folder.
+    return {"root": DATA_ROOT} if GENERATED_DATA else {"train_csv": f"{DATA_ROOT}/train.csv"}
 
 
 rule ingest:
