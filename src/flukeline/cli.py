@@ -123,7 +123,7 @@ def cmd_align(a):
 def cmd_train(a):
     from flukeline import train
 
-    train.run_train(a.train, a.align, a.fold, a.params, a.model, a.history, a.curves, a.threads)
+    train.run_train(a.train, a.align, a.fold, a.params, a.model, a.history, a.curves, a.threads, a.pseudo_labels)
 
 
 def cmd_embed(a):
@@ -133,18 +133,17 @@ def cmd_embed(a):
 
 
 def cmd_match(a):
-    import pandas as pd
+    from flukeline.ensemble import run_member
 
-    from flukeline.io import write_parquet_atomic
-    from flukeline.match import match_member
+    run_member(a.train, a.embeddings, [int(f) for f in a.folds.split(",")], a.params, a.out_dir)
 
-    folds = [int(f) for f in a.folds.split(",")]
-    if len(folds) != len(a.embeddings):
-        raise InputError(f"--folds names {len(folds)} folds but {len(a.embeddings)} embedding tables were given")
-    embeddings = {f: pd.read_parquet(p) for f, p in zip(folds, a.embeddings)}
-    val, test = match_member(pd.read_parquet(a.train), embeddings, a.params)
-    write_parquet_atomic(val, a.val_out)
-    write_parquet_atomic(test, a.test_out)
+
+def cmd_ensemble(a):
+    from flukeline.ensemble import run_ensemble
+
+    if len(a.members) != len(a.weights):
+        raise InputError(f"{len(a.members)} member folders but {len(a.weights)} weights")
+    run_ensemble(a.members, a.weights, a.params, a.round, a.out_dir, a.pseudo_labels)
 
 
 def cmd_submit(a):
@@ -159,7 +158,7 @@ def cmd_evaluate(a):
     from flukeline.evaluate import evaluate
     from flukeline.io import write_json_atomic
 
-    metrics = evaluate(a.baseline, a.members.split(","), a.member_predictions, a.submission, a.test_truth)
+    metrics = evaluate(a.baseline, a.method or [], a.submission, a.test_truth)
     write_json_atomic(metrics, a.out)
 
 
@@ -293,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--history", required=True)
     p.add_argument("--curves", required=True)
+    p.add_argument("--pseudo-labels", help="test images (image, id) the previous round matched confidently: extra training data")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_train)
 
@@ -303,14 +303,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("match", help="validation and test predictions of one member")
+    p = sub.add_parser("match", help="one member's top-k candidates, calibrated threshold and predictions")
     p.add_argument("--train", required=True)
     p.add_argument("--embeddings", nargs="+", required=True)
     p.add_argument("--folds", required=True, help="comma-separated folds, one per embeddings table")
     p.add_argument("--params", type=_json, default={})
-    p.add_argument("--val-out", required=True)
-    p.add_argument("--test-out", required=True)
+    p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_match)
+
+    p = sub.add_parser("ensemble", help="combine members (weighted average or vote) and pick pseudo-labels")
+    p.add_argument("--members", nargs="+", required=True, help="member match folders")
+    p.add_argument("--weights", nargs="+", type=float, required=True, help="one weight per member folder")
+    p.add_argument("--params", type=_json, default={})
+    p.add_argument("--round", type=int, required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--pseudo-labels", required=True, help="Parquet of test images taken for the next round")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("submit", help="write the Kaggle submission CSV")
     p.add_argument("--test", required=True)
@@ -320,8 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="cross-validated metrics (and demo test metrics)")
     p.add_argument("--baseline", required=True)
-    p.add_argument("--members", required=True, help="comma-separated member names")
-    p.add_argument("--member-predictions", nargs="+", required=True)
+    p.add_argument("--method", nargs=3, action="append", metavar=("NAME", "VAL_PREDICTIONS", "TEST_PREDICTIONS"),
+                   help="a scored method (member or ensemble); repeat for each")
     p.add_argument("--submission", required=True)
     p.add_argument("--test-truth", default=None)
     p.add_argument("--out", required=True)

@@ -37,28 +37,28 @@ def score_submission(submission: pd.DataFrame, truth: pd.DataFrame) -> dict:
     return summarise(merged["Id_truth"].tolist(), _split_ids(merged["Id_predicted"]))
 
 
-def evaluate(baseline_predictions, member_names, member_predictions, submission_path, test_truth_path=None) -> dict:
+def evaluate(baseline_predictions, methods, submission_path, test_truth_path=None) -> dict:
+    """methods: (name, validation predictions, test predictions) of every member and ensemble."""
     baseline = pd.read_parquet(baseline_predictions)
     metrics = {
-        "cv": {
-            "folds": sorted(int(f) for f in baseline["fold"].unique()),
-            "all_new_whale": cv_summary(baseline),
-            "members": {},
-        }
+        "cv": {"folds": sorted(int(f) for f in baseline["fold"].unique()), "all_new_whale": cv_summary(baseline), "methods": {}},
     }
-    for name, path in zip(member_names, member_predictions, strict=True):
-        predictions = pd.read_parquet(path)
-        metrics["cv"]["members"][name] = cv_summary(predictions)
-        # The baseline on exactly the member's validation images, for a like-for-like comparison.
-        same_images = baseline[baseline["fold"].isin(predictions["fold"].unique())]
-        metrics["cv"]["members"][name]["all_new_whale_same_folds"] = summarise(
-            same_images["truth"].tolist(), _split_ids(same_images["predicted"])
-        )
-    if test_truth_path:
-        truth = pd.read_csv(test_truth_path, dtype=str, keep_default_na=False)
+    truth = pd.read_csv(test_truth_path, dtype=str, keep_default_na=False) if test_truth_path else None
+    if truth is not None:
         submission = pd.read_csv(submission_path, dtype=str, keep_default_na=False)
-        all_new = submission.assign(Id=NEW_WHALE)
-        metrics["test"] = {"submission": score_submission(submission, truth), "all_new_whale": score_submission(all_new, truth)}
-    for name, entry in metrics["cv"]["members"].items():
-        log.info("member %s: CV MAP@5 %.4f", name, entry["map5"])
+        metrics["test"] = {
+            "submission": score_submission(submission, truth),
+            "all_new_whale": score_submission(submission.assign(Id=NEW_WHALE), truth),
+            "methods": {},
+        }
+    for name, val_path, test_path in methods:
+        predictions = pd.read_parquet(val_path)
+        entry = metrics["cv"]["methods"][name] = cv_summary(predictions)
+        # The baseline on exactly the method's validation images, for a like-for-like comparison.
+        same_images = baseline[baseline["fold"].isin(predictions["fold"].unique())]
+        entry["all_new_whale_same_folds"] = summarise(same_images["truth"].tolist(), _split_ids(same_images["predicted"]))
+        log.info("%s: CV MAP@5 %.4f", name, entry["map5"])
+        if truth is not None:
+            test = pd.read_parquet(test_path)
+            metrics["test"]["methods"][name] = score_submission(pd.DataFrame({"Image": test["image"], "Id": test["predicted"]}), truth)
     return metrics

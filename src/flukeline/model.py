@@ -18,24 +18,38 @@ STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 class EmbeddingNet(nn.Module):
-    """timm backbone (global pooled features) -> linear projection -> batch norm."""
+    """timm backbone (global pooled features) -> BN -> dropout -> FC -> BN (3rd place's head).
 
-    def __init__(self, backbone: str, embedding_dim: int, in_chans: int = 3):
+    `in_chans` 4 = RGB + fluke mask. The backbone starts from random weights; callers initialise
+    it (flukeline.pretrained) when a config asks for pretrained weights: nothing is downloaded here.
+    """
+
+    def __init__(self, backbone: str, embedding_dim: int, in_chans: int = 3, dropout: float = 0.0):
         super().__init__()
-        # pretrained=False: nothing is downloaded at run time.
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, in_chans=in_chans)
         # Some families (MobileNetV3, LCNet) end in a conv head wider than num_features.
         features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
-        self.projection = nn.Linear(features, embedding_dim)
-        self.norm = nn.BatchNorm1d(embedding_dim)
+        self.head = nn.Sequential(
+            nn.BatchNorm1d(features),
+            nn.Dropout(dropout),
+            nn.Linear(features, embedding_dim),
+            nn.BatchNorm1d(embedding_dim),
+        )
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.head[-1].num_features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.projection(self.backbone(images)))
+        return self.head(self.backbone(images))
 
 
-def to_tensor(batch_uint8: np.ndarray) -> torch.Tensor:
-    """N x H x W x 3 uint8 -> normalised N x 3 x H x W float tensor."""
+def to_tensor(batch_uint8: np.ndarray, masks: np.ndarray | None = None) -> torch.Tensor:
+    """N x H x W x 3 uint8 (and optional N x H x W uint8 masks, 0/255) -> normalised
+    N x C x H x W float tensor; the mask becomes a 4th channel in [-1, 1]."""
     x = (batch_uint8.astype(np.float32) / 255.0 - MEAN) / STD
+    if masks is not None:
+        x = np.concatenate([x, (masks.astype(np.float32)[..., None] / 127.5 - 1.0)], axis=3)
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
@@ -63,19 +77,29 @@ def save_model(model: EmbeddingNet, path, meta: dict) -> None:
 
 def load_model(path, device="cpu") -> tuple[EmbeddingNet, dict]:
     state, meta = read_weights(path)
-    model = EmbeddingNet(meta["backbone"], meta["embedding_dim"])
+    model = EmbeddingNet(meta["backbone"], meta["embedding_dim"], meta.get("in_chans", 3), meta.get("dropout", 0.0))
     model.load_state_dict(state)
     return model.to(device).eval(), meta
 
 
 @torch.no_grad()
-def embed_images(model: EmbeddingNet, images: np.ndarray, batch_size: int = 128, device="cpu") -> np.ndarray:
-    """L2-normalised float32 embeddings of N x H x W x 3 uint8 images."""
+def embed_images(
+    model: EmbeddingNet, images: np.ndarray, masks: np.ndarray | None = None, batch_size: int = 128, device="cpu", flip: bool = False
+) -> np.ndarray:
+    """L2-normalised float32 embeddings of N x H x W x 3 uint8 images (masks: N x H x W, for
+    4-channel models); `flip` embeds the mirror images (the flipped identities' view)."""
     model.eval()
     out = []
+    use_amp = torch.device(device).type == "cuda"
     for start in range(0, len(images), batch_size):
-        batch = to_tensor(images[start : start + batch_size]).to(device)
-        out.append(nn.functional.normalize(model(batch).float(), dim=1).cpu().numpy())
+        batch_images = images[start : start + batch_size]
+        batch_masks = None if masks is None else masks[start : start + batch_size]
+        if flip:
+            batch_images = batch_images[:, :, ::-1]
+            batch_masks = None if batch_masks is None else batch_masks[:, :, ::-1]
+        batch = to_tensor(batch_images, batch_masks).to(device)
+        with torch.autocast(device_type="cuda", enabled=use_amp):
+            out.append(nn.functional.normalize(model(batch).float(), dim=1).cpu().numpy())
     if not out:
-        return np.zeros((0, model.norm.num_features), dtype=np.float32)
+        return np.zeros((0, model.embedding_dim), dtype=np.float32)
     return np.concatenate(out).astype(np.float32)

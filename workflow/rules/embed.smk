@@ -1,56 +1,69 @@
-# Embed stage: one model per ensemble member and validation fold, then embeddings of every image.
-
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "embedding_dim", "arcface")
+# Embed stage: one model per ensemble member, pseudo-label round and validation fold (each its own
+# job: members train in parallel locally or as separate cluster jobs), then embeddings of every
+# crop and its mirror image.
 
 
 def train_params(wildcards):
+    """This member's settings over the shared embed settings: another member's edit leaves it alone."""
+    shared = {k: v for k, v in config["embed"].items() if k not in ("members", "cv_folds")}
     member = config["embed"]["members"][wildcards.member]
-    training = {k: config["embed"][k] for k in TRAIN_KEYS if k in config["embed"]}
-    return params_json({"member": member, "training": training, "seed": config["seed"]})
+    return params_json({"member": member, "training": shared, "seed": config["seed"]})
+
+
+def train_inputs(wildcards):
+    inputs = {
+        "train": "results/data/train.parquet",
+        "align": f"results/align/{member_size(wildcards.member)}/align.parquet",
+    }
+    if int(wildcards.round) > 0:
+        inputs["pseudo_labels"] = f"results/match/round{int(wildcards.round) - 1}/pseudo_labels.parquet"
+    return inputs
 
 
 rule train_member:
     input:
-        train="results/data/train.parquet",
-        align=lambda w: f"results/align/{member_size(w.member)}/align.parquet",
+        unpack(train_inputs),
     output:
-        model="results/embed/{member}/fold{fold}/model.safetensors",
-        history="results/embed/{member}/fold{fold}/history.csv",
-        curves="results/embed/{member}/fold{fold}/curves.png",
+        model="results/embed/round{round}/{member}/fold{fold}/model.safetensors",
+        history="results/embed/round{round}/{member}/fold{fold}/history.csv",
+        curves="results/embed/round{round}/{member}/fold{fold}/curves.png",
     wildcard_constraints:
         fold=r"\d+",
+        round=r"\d+",
     params:
         train=train_params,
+        pseudo=lambda w, input: f"--pseudo-labels {shlex.quote(input.pseudo_labels)}" if "pseudo_labels" in input.keys() else "",
     threads: 4
     resources:
         mem_mb=6000,
         runtime=120,
     log:
-        "results/logs/train_{member}_fold{fold}.log",
+        "results/logs/train_round{round}_{member}_fold{fold}.log",
     benchmark:
-        "results/benchmarks/train_{member}_fold{fold}.tsv"
+        "results/benchmarks/train_round{round}_{member}_fold{fold}.tsv"
     shell:
         "{FLUKELINE} train --train {input.train:q} --align {input.align:q} --fold {wildcards.fold}"
-        " --params {params.train:q} --model {output.model:q} --history {output.history:q}"
+        " --params {params.train:q} {params.pseudo} --model {output.model:q} --history {output.history:q}"
         " --curves {output.curves:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule embed_member:
     input:
-        model="results/embed/{member}/fold{fold}/model.safetensors",
+        model="results/embed/round{round}/{member}/fold{fold}/model.safetensors",
         align=lambda w: f"results/align/{member_size(w.member)}/align.parquet",
     output:
-        embeddings="results/embed/{member}/fold{fold}/embeddings.parquet",
+        embeddings="results/embed/round{round}/{member}/fold{fold}/embeddings.parquet",
     wildcard_constraints:
         fold=r"\d+",
+        round=r"\d+",
     threads: 4
     resources:
         mem_mb=4000,
         runtime=60,
     log:
-        "results/logs/embed_{member}_fold{fold}.log",
+        "results/logs/embed_round{round}_{member}_fold{fold}.log",
     benchmark:
-        "results/benchmarks/embed_{member}_fold{fold}.tsv"
+        "results/benchmarks/embed_round{round}_{member}_fold{fold}.tsv"
     shell:
         "{FLUKELINE} embed --model {input.model:q} --align {input.align:q}"
         " --out {output.embeddings:q} --threads {threads} > {log:q} 2>&1"

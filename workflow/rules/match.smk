@@ -1,34 +1,96 @@
-# Match stage: nearest identity centre per member, the submission, and the metrics.
+# Match stage: each member's candidates and calibrated threshold, the ensemble of a pseudo-label
+# round (members of that round and the ones before), the submission and the metrics.
+
+PSEUDO_ROUNDS = config["match"]["pseudo_labels"]["rounds"]
+ROUNDS = list(range(PSEUDO_ROUNDS + 1))
+FINAL_ROUND = ROUNDS[-1]
+MATCH_KEYS = ("top_k", "candidates", "templates", "centres", "flip_fusion", "ann_above", "hnsw_m", "ef_search",
+              "new_whale_threshold", "threshold_grid")
+
+
+def match_params():
+    return params_json({k: config["match"][k] for k in MATCH_KEYS if k in config["match"]})
+
+
+def ensemble_members(round_):
+    """Members of rounds 0..round_: (match folder, weight); pseudo-labelled members' weights are
+    multiplied by match.ensemble.pseudo_label_weight (2nd place gave them 2)."""
+    boost = config["match"]["ensemble"]["pseudo_label_weight"]
+    return [
+        (f"results/match/round{r}/{m}", config["embed"]["members"][m].get("weight", 1.0) * (boost if r > 0 else 1.0))
+        for r in range(round_ + 1)
+        for m in MEMBERS
+    ]
 
 
 rule match_member:
     input:
         train="results/data/train.parquet",
-        embeddings=expand("results/embed/{{member}}/fold{fold}/embeddings.parquet", fold=CV_FOLDS),
+        embeddings=expand("results/embed/round{{round}}/{{member}}/fold{fold}/embeddings.parquet", fold=CV_FOLDS),
     output:
-        val="results/match/{member}/val_predictions.parquet",
-        test="results/match/{member}/test_predictions.parquet",
+        val_topk="results/match/round{round}/{member}/val_topk.parquet",
+        test_topk="results/match/round{round}/{member}/test_topk.parquet",
+        val="results/match/round{round}/{member}/val_predictions.parquet",
+        test="results/match/round{round}/{member}/test_predictions.parquet",
+        calibration="results/match/round{round}/{member}/calibration.csv",
+        curve="results/match/round{round}/{member}/calibration.png",
+        summary="results/match/round{round}/{member}/summary.json",
+    wildcard_constraints:
+        round=r"\d+",
+        member="|".join(MEMBERS),
     params:
-        match=params_json(config["match"]),
+        match=match_params(),
         folds=",".join(map(str, CV_FOLDS)),
+        out_dir=lambda w: f"results/match/round{w.round}/{w.member}",
     threads: 2
     resources:
-        mem_mb=2000,
+        mem_mb=4000,
         runtime=30,
     log:
-        "results/logs/match_{member}.log",
+        "results/logs/match_round{round}_{member}.log",
     benchmark:
-        "results/benchmarks/match_{member}.tsv"
+        "results/benchmarks/match_round{round}_{member}.tsv"
     shell:
         "{FLUKELINE} match --train {input.train:q} --embeddings {input.embeddings:q}"
-        " --folds {params.folds} --params {params.match:q}"
-        " --val-out {output.val:q} --test-out {output.test:q} > {log:q} 2>&1"
+        " --folds {params.folds} --params {params.match:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule ensemble:
+    input:
+        lambda w: [f"{d}/{name}" for d, _ in ensemble_members(int(w.round))
+                   for name in ("val_topk.parquet", "test_topk.parquet", "val_predictions.parquet", "test_predictions.parquet", "summary.json")],
+    output:
+        val="results/match/round{round}/ensemble/val_predictions.parquet",
+        test="results/match/round{round}/ensemble/test_predictions.parquet",
+        calibration="results/match/round{round}/ensemble/calibration.csv",
+        curve="results/match/round{round}/ensemble/calibration.png",
+        summary="results/match/round{round}/ensemble/summary.json",
+        pseudo_labels="results/match/round{round}/pseudo_labels.parquet",
+    wildcard_constraints:
+        round=r"\d+",
+    params:
+        match=params_json({**{k: config["match"][k] for k in MATCH_KEYS if k in config["match"]},
+                           "ensemble": config["match"]["ensemble"], "pseudo_labels": config["match"]["pseudo_labels"]}),
+        members=lambda w: " ".join(shlex.quote(d) for d, _ in ensemble_members(int(w.round))),
+        weights=lambda w: " ".join(str(wt) for _, wt in ensemble_members(int(w.round))),
+        out_dir=lambda w: f"results/match/round{w.round}/ensemble",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    log:
+        "results/logs/ensemble_round{round}.log",
+    benchmark:
+        "results/benchmarks/ensemble_round{round}.tsv"
+    shell:
+        "{FLUKELINE} ensemble --members {params.members} --weights {params.weights} --params {params.match:q}"
+        " --round {wildcards.round} --out-dir {params.out_dir:q} --pseudo-labels {output.pseudo_labels:q} > {log:q} 2>&1"
 
 
 rule submission:
     input:
         test="results/data/test.parquet",
-        predictions=f"results/match/{MEMBERS[0]}/test_predictions.parquet",
+        predictions=f"results/match/round{FINAL_ROUND}/ensemble/test_predictions.parquet",
     output:
         "results/submission.csv",
     log:
@@ -40,10 +102,15 @@ rule submission:
         " --out {output:q} > {log:q} 2>&1"
 
 
+SCORED = [(f"{m}@round{r}", f"results/match/round{r}/{m}") for r in ROUNDS for m in MEMBERS] + [
+    (f"ensemble@round{r}", f"results/match/round{r}/ensemble") for r in ROUNDS
+]
+
+
 def evaluate_input(wildcards):
     inputs = {
         "baseline": "results/baseline/all_new_whale_val_predictions.parquet",
-        "members": expand("results/match/{member}/val_predictions.parquet", member=MEMBERS),
+        "methods": [f"{d}/{s}_predictions.parquet" for _, d in SCORED for s in ("val", "test")],
         "submission": "results/submission.csv",
     }
     if TEST_TRUTH:
@@ -59,12 +126,11 @@ rule evaluate:
         "results/metrics.json",
     params:
         truth=f"--test-truth {shlex.quote(TEST_TRUTH)}" if TEST_TRUTH else "",
-        members=",".join(MEMBERS),
+        methods=" ".join(f"--method {n} {shlex.quote(d + '/val_predictions.parquet')} {shlex.quote(d + '/test_predictions.parquet')}" for n, d in SCORED),
     log:
         "results/logs/evaluate.log",
     benchmark:
         "results/benchmarks/evaluate.tsv"
     shell:
-        "{FLUKELINE} evaluate --baseline {input.baseline:q} --members {params.members}"
-        " --member-predictions {input.members:q} --submission {input.submission:q}"
-        " {params.truth} --out {output:q} > {log:q} 2>&1"
+        "{FLUKELINE} evaluate --baseline {input.baseline:q} {params.methods}"
+        " --submission {input.submission:q} {params.truth} --out {output:q} > {log:q} 2>&1"
