@@ -25,8 +25,10 @@ def snakemake(workdir, *args, configfiles=(TINY,), check=True, timeout=900):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """One full run of the workflow on the tiny demo preset, shared by the end-to-end tests."""
-    workdir = tmp_path_factory.mktemp("tiny_run")
+    """One full run of the workflow on the tiny demo preset, shared by the end-to-end tests.
+    FLUKELINE_TINY_RUN=<folder> reuses (and completes) a run there, for quick iteration."""
+    reuse = os.environ.get("FLUKELINE_TINY_RUN")
+    workdir = Path(reuse) if reuse else tmp_path_factory.mktemp("tiny_run")
     result = snakemake(workdir, "--cores", "2")
     return workdir, result
 

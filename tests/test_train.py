@@ -179,3 +179,42 @@ def test_a_member_trains_with_every_recipe_option_and_embeds_plain_and_mirrored(
     assert plain.shape == mirrored.shape == (len(align), 16)
     np.testing.assert_allclose(np.linalg.norm(plain, axis=1), 1.0, atol=1e-5)
     assert not np.allclose(plain, mirrored)
+
+
+def test_a_killed_training_resumes_after_its_last_epoch_and_ends_with_the_same_weights(tmp_path, monkeypatch):
+    from flukeline import train as train_module
+    from flukeline.model import read_weights
+
+    train, align = _write_crops(tmp_path)
+    params = {
+        "seed": 1,
+        "member": {"backbone": "resnet18", "size": [32, 16]},
+        "training": {"epochs": 2, "sampler": {"identities": 2, "images_per_identity": 2}, "new_whale_negatives": 0.5,
+                     "box_crop_probability": 0.5, "embedding": {"dim": 8, "dropout": 0.2},
+                     "augmentation": [{"transform": "Affine", "p": 0.5, "rotate": [-5, 5]}]},
+    }
+
+    def run(folder):
+        folder.mkdir()
+        train_member(train, align, 0, params, folder / "model.safetensors", folder / "history.csv", folder / "curves.png")
+        return folder / "model.safetensors"
+
+    uninterrupted = run(tmp_path / "whole")
+    real_save = train_module.save_training_state
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt("killed after the first epoch's checkpoint")
+
+    monkeypatch.setattr(train_module, "save_training_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed")
+    assert (tmp_path / "killed" / "model.safetensors.checkpoint.pt").exists()
+    monkeypatch.setattr(train_module, "save_training_state", real_save)
+    train_member(train, align, 0, params, tmp_path / "killed" / "model.safetensors", tmp_path / "killed" / "history.csv", tmp_path / "killed" / "curves.png")
+    resumed, _ = read_weights(tmp_path / "killed" / "model.safetensors")
+    whole, _ = read_weights(uninterrupted)
+    assert resumed.keys() == whole.keys()
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], rtol=0, atol=0, msg=name)
+    assert pd.read_csv(tmp_path / "killed" / "history.csv")["epoch"].tolist() == [1, 2]

@@ -289,8 +289,14 @@ def train_member(
     model.to(device)
     loss_fn = MemberLoss(settings.get("loss", {}), len(class_names), dim).to(device)
     base_lr = float(settings.get("lr", 1e-3))
+    # The new layers (embedding head, margin-loss class weights) learn faster than the backbone:
+    # with pretrained features, a shared rate either wrecks them or leaves the head crawling.
+    head_factor = float(settings.get("head_lr_factor", 1.0))
     optimizer = torch.optim.AdamW(
-        [{"params": model.parameters()}, {"params": loss_fn.parameters()}],
+        [
+            {"params": model.backbone.parameters(), "lr_factor": 1.0},
+            {"params": list(model.head.parameters()) + list(loss_fn.parameters()), "lr_factor": head_factor},
+        ],
         lr=base_lr, weight_decay=float(settings.get("weight_decay", 1e-4)),
     )
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -320,8 +326,10 @@ def train_member(
     frozen = False
     for epoch in range(start_epoch, epochs):
         lr = learning_rate(epoch, schedule, base_lr, epochs, swa_start)
+        # Every random stream restarts from (seed, epoch): a resumed run repeats the epoch exactly.
         rng = np.random.default_rng([seed, epoch])
         augment.set_random_seed(seed * 1000 + epoch)
+        torch.manual_seed(seed * 1000 + epoch)
         in_stage_one = epoch < stage_one_epochs
         allowed = set(np.flatnonzero(images_per_class >= int(staged.get("min_images", 1))).tolist()) if in_stage_one else None
         if stage_one_epochs and epoch >= stage_one_epochs and not frozen:
@@ -333,7 +341,7 @@ def train_member(
         for step, batch in enumerate(tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", mininterval=10)):
             lr = learning_rate(epoch + step / len(batches), schedule, base_lr, epochs, swa_start)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_factor"]
             x, y = _augmented_batch(fit_set, batch, item_image, item_flipped, item_label, augment, rng, box_share, settings)
             with torch.autocast(device_type="cuda", enabled=use_amp):
                 embeddings = model(x.to(device))
