@@ -24,7 +24,7 @@ def test_wrong_type_is_named(tmp_path):
 
 
 def test_member_size_must_be_an_aligned_size(tmp_path):
-    result = _dry_run_with(tmp_path, {"embed": {"members": {"r18": {"backbone": "resnet18", "size": [99, 33]}}}})
+    result = _dry_run_with(tmp_path, {"embed": {"members": {"r18": {"backbone": "resnet18", "size": [99, 33]}}, "active_members": ["r18"]}})
     assert result.returncode != 0
     assert "embed.members.r18.size" in result.stdout + result.stderr
 
@@ -48,3 +48,25 @@ def test_template_must_share_landmarks_with_the_detector(tmp_path):
     result = _dry_run_with(tmp_path, {"detect": {"keypoints": ["nose", "left_eye", "right_eye"]}})
     assert result.returncode != 0
     assert "align.template" in result.stdout + result.stderr
+
+
+def test_every_preset_validates_and_plans(tmp_path):
+    from conftest import REPO
+
+    for preset in sorted((REPO / "workflow" / "presets").glob("*.yaml")):
+        result = snakemake(tmp_path / preset.stem, "-n", "--cores", "8", configfiles=(preset,), check=False)
+        assert result.returncode == 0, f"{preset.name}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        assert "train_member" in result.stdout and "ensemble" in result.stdout, preset.name
+
+
+def test_imagenet_weights_for_a_backbone_without_offline_weights_are_refused(tmp_path):
+    result = _dry_run_with(tmp_path, {"embed": {"members": {"r50": {"backbone": "resnet50", "size": [128, 64], "pretrained": "imagenet"}}, "active_members": ["r50"]}})
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "embed.members.r50" in out and "resnet50" in out and "mobilenetv2_100" in out
+
+
+def test_active_members_must_be_defined(tmp_path):
+    result = _dry_run_with(tmp_path, {"embed": {"active_members": ["mnv2", "vit_huge"]}})
+    assert result.returncode != 0
+    assert "embed.active_members names 'vit_huge'" in result.stdout + result.stderr

@@ -218,3 +218,17 @@ def test_a_killed_training_resumes_after_its_last_epoch_and_ends_with_the_same_w
     for name in whole:
         torch.testing.assert_close(resumed[name], whole[name], rtol=0, atol=0, msg=name)
     assert pd.read_csv(tmp_path / "killed" / "history.csv")["epoch"].tolist() == [1, 2]
+
+
+def test_early_stopping_counts_validations_without_gain():
+    from flukeline.train import _stalled
+
+    def history(scores):
+        return [{"val_map5": s} for s in scores]
+
+    assert not _stalled(history([0.1, 0.2, 0.3]), patience=2)
+    assert _stalled(history([0.1, 0.4, 0.3, 0.35]), patience=2)
+    assert not _stalled(history([0.1, 0.4, 0.3, 0.41]), patience=2)
+    # Epochs without validation (validate_every > 1) do not count.
+    assert not _stalled(history([0.1, float("nan"), 0.4, float("nan"), 0.3]), patience=2)
+    assert _stalled(history([0.4, float("nan"), 0.3, float("nan"), 0.35]), patience=2)

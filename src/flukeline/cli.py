@@ -5,6 +5,7 @@ writes its outputs."""
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import logging
 import sys
@@ -338,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    # Idle OpenMP threads sleep instead of spinning: when Snakemake runs two jobs on the same
+    # cores, spinning threads slowed training ~10x here (set before torch loads libgomp).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     setup_logging()
     args = build_parser().parse_args(argv)
     try:

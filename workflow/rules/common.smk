@@ -5,11 +5,31 @@ def _config_error(message):
     raise WorkflowError(f"config.yaml: {message}")
 
 
-for _name, _member in config["embed"]["members"].items():
+# Presets merge over config.yaml (dicts merge, lists replace): `members` is a catalogue that
+# presets extend, and the `active_members` list says which of them train.
+for _name in config["embed"]["active_members"]:
+    if _name not in config["embed"]["members"]:
+        _config_error(f"embed.active_members names {_name!r}, which embed.members does not define ({sorted(config['embed']['members'])})")
+    if _name == "ensemble":
+        _config_error("embed.active_members: 'ensemble' is reserved for the match stage's combined result")
+ACTIVE = {name: config["embed"]["members"][name] for name in config["embed"]["active_members"]}
+for _name, _member in ACTIVE.items():
     if list(_member["size"]) not in [list(s) for s in config["align"]["sizes"]]:
         _config_error(
             f"embed.members.{_name}.size {_member['size']} is not one of align.sizes {config['align']['sizes']}"
         )
+for _name, _member in ACTIVE.items():
+    _pretrained = _member.get("pretrained", config["embed"].get("pretrained", "none"))
+    if _pretrained == "imagenet":
+        from flukeline.pretrained import IMAGENET_SOURCES, timm_name
+
+        if timm_name(_member["backbone"]) not in IMAGENET_SOURCES:
+            _config_error(
+                f"embed.members.{_name}: pretrained imagenet is available offline for {sorted(IMAGENET_SOURCES)},"
+                f" not {_member['backbone']}; use one of them, pretrained: hub (internet), a local weights file, or none"
+            )
+    elif _pretrained not in ("none", "hub") and not Path(_pretrained).is_file():
+        _config_error(f"embed.members.{_name}: pretrained weights file {_pretrained} does not exist")
 for _fold in config["embed"]["cv_folds"]:
     if _fold >= config["data"]["folds"]:
         _config_error(f"embed.cv_folds contains {_fold}, but data.folds is {config['data']['folds']}")
@@ -18,6 +38,13 @@ for _fold in config["embed"]["cv_folds"]:
 def size_name(size):
     """[128, 64] -> '128x64' (the wildcard used in align/embed paths)."""
     return f"{size[0]}x{size[1]}"
+
+
+def by_attempt(base):
+    """A mem_mb/runtime resource that doubles with each retry (`retries:` in profiles/slurm), so
+    a job killed for memory or time is resubmitted with more. The bases are the demo preset's
+    measured peak memory and wall time (results/benchmarks/, 2 CPU cores) with headroom."""
+    return lambda wildcards, attempt: base * attempt
 
 
 def params_json(*values):
@@ -81,7 +108,7 @@ if config["detect"]["method"] == "learned":
             f" detect.keypoints {config['detect']['keypoints']}: too few to align on (align.min_landmarks)"
         )
 
-MEMBERS = sorted(config["embed"]["members"])
+MEMBERS = sorted(ACTIVE)
 CV_FOLDS = sorted(config["embed"]["cv_folds"])
 
 
