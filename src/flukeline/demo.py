@@ -219,7 +219,8 @@ class PlannedImage:
     extreme_ratio: bool
 
 
-def _unique_hex(rng, n, digits, taken=()):
+def unique_hex(rng, n, digits, taken=()):
+    """n distinct random lowercase hex strings of `digits` digits (Kaggle-style names)."""
     seen, out = set(taken), []
     while len(out) < n:
         for value in rng.integers(0, 16**digits, size=n - len(out)):
@@ -239,7 +240,7 @@ def plan_dataset(cfg: dict, seed: int) -> list[PlannedImage]:
     n_known = len(sizes)
     n_test_new = round(n_test * cfg["test_new_share"])
     n_test_known = n_test - n_test_new
-    ids = ["w_" + h for h in _unique_hex(rng, n_known, 7)]
+    ids = ["w_" + h for h in unique_hex(rng, n_known, 7)]
 
     slots = []  # (split, individual, label)
     for individual, size in enumerate(sizes):
@@ -252,7 +253,7 @@ def plan_dataset(cfg: dict, seed: int) -> list[PlannedImage]:
     slots += [("test", first_test_new + k, "new_whale") for k in range(n_test_new)]
 
     n = len(slots)
-    names = _unique_hex(rng, n, 9)
+    names = unique_hex(rng, n, 9)
 
     def exact_share(share):
         flags = np.zeros(n, bool)

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from flukeline.demo import unique_hex
 from flukeline.errors import InputError
 from flukeline.io import write_csv_atomic
 from flukeline.metrics import NEW_WHALE
@@ -153,18 +154,6 @@ def resolve_settings(settings: dict | None) -> dict:
     return resolved
 
 
-def _unique_hex(rng: np.random.Generator, n: int, digits: int = 9) -> list[str]:
-    seen: set[str] = set()
-    out: list[str] = []
-    while len(out) < n:
-        for value in rng.integers(0, 16**digits, size=n - len(out)):
-            text = f"{int(value):0{digits}x}"
-            if text not in seen:
-                seen.add(text)
-                out.append(text)
-    return out
-
-
 def plan_split(characters: dict[str, dict], settings: dict | None = None, seed: int = 0) -> list[OmniglotImage]:
     """Every image of the converted dataset with its split and label (see the module docstring)."""
     cfg = resolve_settings(settings)
@@ -210,7 +199,7 @@ def plan_split(characters: dict[str, dict], settings: dict | None = None, seed: 
         for split, drawers in (("train", train_drawers), ("test", test_drawers)):
             for drawer in drawers:
                 rows.append((split, NEW_WHALE if is_new else key, key, info["alphabet"], drawer, info["drawers"][drawer]))
-    names = _unique_hex(_rng(seed, _STREAM_NAMES), len(rows))
+    names = unique_hex(_rng(seed, _STREAM_NAMES), len(rows), 9)
     images = [OmniglotImage(f"{name}.png", *row) for name, row in zip(names, rows)]
     return sorted(images, key=lambda image: image.name)
 

@@ -44,24 +44,25 @@ NO_LABEL = -1  # new_whale: a negative for the triplet loss, no class for the ma
 THRESHOLD_GRID = np.round(np.arange(-0.2, 1.0001, 0.02), 2)
 
 
+def _read_all(paths, flag: int, what: str) -> list[np.ndarray]:
+    images = []
+    for path in paths:
+        image = cv2.imread(str(path), flag)
+        if image is None:
+            raise InputError(f"{path}: {what} missing or unreadable; rerun the align stage")
+        images.append(image)
+    return images
+
+
 def read_crops(paths) -> np.ndarray:
     """Crops (all one size) as an N x H x W x 3 uint8 RGB array."""
-    crops = []
-    for path in paths:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise InputError(f"{path}: crop missing or unreadable; rerun the align stage")
-        crops.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    crops = [cv2.cvtColor(c, cv2.COLOR_BGR2RGB) for c in _read_all(paths, cv2.IMREAD_COLOR, "crop")]
     return np.stack(crops) if crops else np.zeros((0, 1, 1, 3), np.uint8)
 
 
 def read_masks(paths) -> np.ndarray:
-    masks = []
-    for path in paths:
-        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if mask is None:
-            raise InputError(f"{path}: mask crop missing or unreadable; rerun the align stage")
-        masks.append(mask)
+    """Mask crops as an N x H x W uint8 array (0/255)."""
+    masks = _read_all(paths, cv2.IMREAD_GRAYSCALE, "mask crop")
     return np.stack(masks) if masks else np.zeros((0, 1, 1), np.uint8)
 
 
