@@ -221,7 +221,7 @@ def test_pixel_baseline_cli_on_a_kaggle_root(tmp_path):
 def test_preset_plans_the_omniglot_dag_and_only_evaluate_reads_the_truth(tmp_path):
     result = snakemake(tmp_path, "-n", "--forceall", "--printshellcmds", "--cores", "1", configfiles=(PRESET,))
     out = result.stdout
-    for rule in ("omniglot_dataset", "ingest", "detect", "align", "train_member", "match_member", "evaluate"):
+    for rule in ("omniglot_dataset", "ingest", "detect", "align_transforms", "align_crops", "train_member", "match_member", "evaluate"):
         assert f"rule {rule}:" in out, rule
     assert "detect_train" not in out and "demo_dataset" not in out
     jobs = re.split(r"\n(?=(?:local)?rule \w+:)", out)

@@ -22,8 +22,8 @@ rule align_transforms:
         align=params_json({k: config["align"][k] for k in ALIGN_TRANSFORM_KEYS if k in config["align"]}),
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=by_attempt(1000),  # demo preset: 0.2 GB, 2 s
+        runtime=by_attempt(10),
     log:
         "results/logs/align_transforms.log",
     benchmark:
@@ -34,7 +34,7 @@ rule align_transforms:
         " --out {output.table:q} --contact-sheet {output.contact_sheet:q} > {log:q} 2>&1"
 
 
-rule align:
+rule align_crops:
     input:
         train="results/data/train.parquet",
         test="results/data/test.parquet",
@@ -49,8 +49,8 @@ rule align:
         margin=config["align"].get("margin", 0.1),
     threads: 2
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=by_attempt(1000),  # demo preset (128x64): 0.4 GB, 4-6 s
+        runtime=by_attempt(10),
     log:
         "results/logs/align_{size}.log",
     benchmark:
@@ -59,3 +59,11 @@ rule align:
         "{FLUKELINE} align --train {input.train:q} --test {input.test:q} --transforms {input.transforms:q}"
         " --masks {input.masks:q} --size {wildcards.size} --margin {params.margin}"
         " --table {output.table:q} --crops {output.crops:q} --threads {threads} > {log:q} 2>&1"
+
+
+# Stage target: `snakemake --cores 2 align` (transforms and the crops at every align.sizes).
+rule align:
+    localrule: True
+    input:
+        "results/align/align.parquet",
+        expand("results/align/{size}/align.parquet", size=ALIGN_SIZES),

@@ -13,8 +13,8 @@ if DEMO:
             seed=config["seed"],
         threads: 2
         resources:
-            mem_mb=2000,
-            runtime=30,
+            mem_mb=by_attempt(1000),  # demo preset: 0.46 GB, 15-32 s
+            runtime=by_attempt(10),
         log:
             "results/logs/demo_dataset.log",
         benchmark:
@@ -29,6 +29,9 @@ if DEMO:
             root=DATA_ROOT,
         output:
             "results/data/demo_contact_sheet.png",
+        resources:
+            mem_mb=by_attempt(500),  # 0.14 GB, 1-2 s
+            runtime=by_attempt(5),
         log:
             "results/logs/demo_contact_sheet.log",
         benchmark:
@@ -49,8 +52,8 @@ if OMNIGLOT:
             settings=params_json({k: v for k, v in config["data"]["omniglot"].items() if k != "zip"}),
             seed=config["seed"],
         resources:
-            mem_mb=1000,
-            runtime=10,
+            mem_mb=by_attempt(1000),
+            runtime=by_attempt(10),
         log:
             "results/logs/omniglot_dataset.log",
         benchmark:
@@ -83,8 +86,8 @@ rule ingest:
         seed=config["seed"],
     threads: 2
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=by_attempt(1000),  # demo preset: 0.16 GB, 2 s
+        runtime=by_attempt(10),
     log:
         "results/logs/ingest.log",
     benchmark:
@@ -103,6 +106,9 @@ rule baseline_all_new_whale:
     output:
         submission="results/baseline/all_new_whale_submission.csv",
         predictions="results/baseline/all_new_whale_val_predictions.parquet",
+    resources:
+        mem_mb=by_attempt(500),  # 0.15 GB, 1-2 s
+        runtime=by_attempt(5),
     log:
         "results/logs/baseline_all_new_whale.log",
     benchmark:
@@ -110,3 +116,13 @@ rule baseline_all_new_whale:
     shell:
         "{FLUKELINE} baseline --train {input.train:q} --test {input.test:q}"
         " --submission {output.submission:q} --val-predictions {output.predictions:q} > {log:q} 2>&1"
+
+
+# Stage target: `snakemake --cores 2 data` builds the image tables (and the demo's contact sheet).
+rule data:
+    localrule: True
+    input:
+        "results/data/train.parquet",
+        "results/data/test.parquet",
+        "results/baseline/all_new_whale_val_predictions.parquet",
+        "results/data/demo_contact_sheet.png" if DEMO else [],

@@ -22,8 +22,8 @@ if config["detect"]["method"] == "learned":
             seed=config["seed"],
         threads: 4
         resources:
-            mem_mb=6000,
-            runtime=120,
+            mem_mb=by_attempt(3000),  # demo preset: 1.3 GB, 137-186 s on 2 CPU cores
+            runtime=by_attempt(30),
         log:
             "results/logs/detect_train.log",
         benchmark:
@@ -45,8 +45,8 @@ if config["detect"]["method"] == "learned":
             boxes=params_json({**config["detect"]["boxes"], "min_area_fraction": config["detect"]["min_area_fraction"]}),
         threads: 4
         resources:
-            mem_mb=4000,
-            runtime=60,
+            mem_mb=by_attempt(2000),  # 1.1 GB, 25-28 s (87 images/s)
+            runtime=by_attempt(15),
         log:
             "results/logs/detect_predict.log",
         benchmark:
@@ -66,6 +66,9 @@ if config["detect"]["method"] == "learned":
         output:
             metrics="results/detect/metrics.json",
             overlays="results/detect/overlays.png",
+        resources:
+            mem_mb=by_attempt(2000),  # 1.0 GB, 9 s
+            runtime=by_attempt(10),
         log:
             "results/logs/detect_evaluate.log",
         benchmark:
@@ -76,8 +79,16 @@ if config["detect"]["method"] == "learned":
             " --keypoints {input.keypoints:q} --boxes {input.boxes:q} --metrics {output.metrics:q}"
             " --overlays {output.overlays:q} > {log:q} 2>&1"
 
+    # Stage target: `snakemake --cores 2 detect` (with threshold / none the rule below is `detect`).
+    rule detect:
+        localrule: True
+        input:
+            "results/detect/metrics.json",
+            *DETECT_OUTPUTS.values(),
+
 else:
 
+    # Also the stage target: `snakemake --cores 2 detect`.
     rule detect:
         input:
             train="results/data/train.parquet",
@@ -88,8 +99,8 @@ else:
             detect=params_json({"method": config["detect"]["method"], "min_area_fraction": config["detect"]["min_area_fraction"]}),
         threads: 2
         resources:
-            mem_mb=2000,
-            runtime=30,
+            mem_mb=by_attempt(1000),  # 0.4 GB, 6 s
+            runtime=by_attempt(10),
         log:
             "results/logs/detect.log",
         benchmark:

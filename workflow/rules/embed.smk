@@ -4,9 +4,11 @@
 
 
 def train_params(wildcards):
-    """This member's settings over the shared embed settings: another member's edit leaves it alone."""
-    shared = {k: v for k, v in config["embed"].items() if k not in ("members", "cv_folds")}
-    member = config["embed"]["members"][wildcards.member]
+    """This member's settings over the shared embed settings: another member's edit leaves it alone.
+    Its ensemble `weight` is the match stage's (ensemble rule), not training's; which members and
+    folds exist (members, active_members, cv_folds) shapes the DAG, not a member's training."""
+    shared = {k: v for k, v in config["embed"].items() if k not in ("members", "active_members", "cv_folds")}
+    member = {k: v for k, v in config["embed"]["members"][wildcards.member].items() if k != "weight"}
     return params_json({"member": member, "training": shared, "seed": config["seed"]})
 
 
@@ -35,8 +37,8 @@ rule train_member:
         pseudo=lambda w, input: f"--pseudo-labels {shlex.quote(input.pseudo_labels)}" if "pseudo_labels" in input.keys() else "",
     threads: 4
     resources:
-        mem_mb=6000,
-        runtime=120,
+        mem_mb=by_attempt(4000),  # demo preset (mnv2 / lite0, 6 epochs, both at once on 2 CPU cores): 1.8 GB, 370-520 s
+        runtime=by_attempt(60),
     log:
         "results/logs/train_round{round}_{member}_fold{fold}.log",
     benchmark:
@@ -58,8 +60,8 @@ rule embed_member:
         round=r"\d+",
     threads: 4
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=by_attempt(2000),  # demo preset: 1.2 GB, 60-130 s
+        runtime=by_attempt(15),
     log:
         "results/logs/embed_round{round}_{member}_fold{fold}.log",
     benchmark:
@@ -67,3 +69,14 @@ rule embed_member:
     shell:
         "{FLUKELINE} embed --model {input.model:q} --align {input.align:q}"
         " --out {output.embeddings:q} --threads {threads} > {log:q} 2>&1"
+
+
+# Stage target: `snakemake --cores 2 embed`, every member's embeddings of every round and fold
+# (rounds after the first need the previous round's match: match.pseudo_labels.rounds).
+rule embed:
+    localrule: True
+    input:
+        expand(
+            "results/embed/round{round}/{member}/fold{fold}/embeddings.parquet",
+            round=range(config["match"]["pseudo_labels"]["rounds"] + 1), member=MEMBERS, fold=CV_FOLDS,
+        ),

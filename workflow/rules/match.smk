@@ -6,10 +6,23 @@ ROUNDS = list(range(PSEUDO_ROUNDS + 1))
 FINAL_ROUND = ROUNDS[-1]
 MATCH_KEYS = ("top_k", "candidates", "templates", "centres", "flip_fusion", "ann_above", "hnsw_m", "ef_search",
               "new_whale_threshold", "threshold_grid")
+# The ensemble combines the members' top-k tables: it does not search (templates, centres, flip
+# fusion, index), it ranks, calibrates and picks pseudo-labels. `pseudo_labels.rounds` only shapes
+# the DAG (which rounds exist), and the weights reach the rule as its `weights` param.
+ENSEMBLE_KEYS = ("top_k", "candidates", "new_whale_threshold", "threshold_grid")
 
 
 def match_params():
     return params_json({k: config["match"][k] for k in MATCH_KEYS if k in config["match"]})
+
+
+def ensemble_params():
+    match = config["match"]
+    return params_json({
+        **{k: match[k] for k in ENSEMBLE_KEYS if k in match},
+        "ensemble": {k: v for k, v in match["ensemble"].items() if k != "pseudo_label_weight"},
+        "pseudo_labels": {k: v for k, v in match["pseudo_labels"].items() if k != "rounds"},
+    })
 
 
 def ensemble_members(round_):
@@ -44,8 +57,8 @@ rule match_member:
         out_dir=lambda w: f"results/match/round{w.round}/{w.member}",
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=by_attempt(1000),  # demo preset: 0.27 GB, 2-5 s
+        runtime=by_attempt(10),
     log:
         "results/logs/match_round{round}_{member}.log",
     benchmark:
@@ -69,15 +82,14 @@ rule ensemble:
     wildcard_constraints:
         round=r"\d+",
     params:
-        match=params_json({**{k: config["match"][k] for k in MATCH_KEYS if k in config["match"]},
-                           "ensemble": config["match"]["ensemble"], "pseudo_labels": config["match"]["pseudo_labels"]}),
+        match=ensemble_params(),
         members=lambda w: " ".join(shlex.quote(d) for d, _ in ensemble_members(int(w.round))),
         weights=lambda w: " ".join(str(wt) for _, wt in ensemble_members(int(w.round))),
         out_dir=lambda w: f"results/match/round{w.round}/ensemble",
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=by_attempt(1000),  # demo preset: 0.2 GB, 2 s
+        runtime=by_attempt(10),
     log:
         "results/logs/ensemble_round{round}.log",
     benchmark:
@@ -93,6 +105,9 @@ rule submission:
         predictions=f"results/match/round{FINAL_ROUND}/ensemble/test_predictions.parquet",
     output:
         "results/submission.csv",
+    resources:
+        mem_mb=by_attempt(500),  # 0.13 GB, 1 s
+        runtime=by_attempt(5),
     log:
         "results/logs/submission.log",
     benchmark:
@@ -124,6 +139,9 @@ rule evaluate:
         unpack(evaluate_input),
     output:
         "results/metrics.json",
+    resources:
+        mem_mb=by_attempt(500),  # 0.14 GB, 1 s
+        runtime=by_attempt(5),
     params:
         truth=f"--test-truth {shlex.quote(TEST_TRUTH)}" if TEST_TRUTH else "",
         methods=" ".join(f"--method {n} {shlex.quote(d + '/val_predictions.parquet')} {shlex.quote(d + '/test_predictions.parquet')}" for n, d in SCORED),
@@ -134,3 +152,11 @@ rule evaluate:
     shell:
         "{FLUKELINE} evaluate --baseline {input.baseline:q} {params.methods}"
         " --submission {input.submission:q} {params.truth} --out {output:q} > {log:q} 2>&1"
+
+
+# Stage target: `snakemake --cores 2 match`, the submission and the metrics (and what they need).
+rule match:
+    localrule: True
+    input:
+        "results/submission.csv",
+        "results/metrics.json",
