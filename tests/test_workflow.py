@@ -42,10 +42,15 @@ def test_metrics_compare_members_and_ensembles_with_the_all_new_whale_baseline(t
     # The submission is the last round's ensemble.
     assert metrics["test"]["submission"] == metrics["test"]["methods"]["ensemble@round1"]
     # The tiny preset is too small for the model to generalise (the demo preset is where MAP@5 is
-    # compared, see README); here each member must at least have learnt its training set.
-    for member in ("r18", "lcnet4"):
-        history = pd.read_csv(workdir / f"results/embed/round0/{member}/fold0/history.csv")
-        assert len(history) == 3 and history["loss"].iloc[-1] < history["loss"].iloc[0], member
+    # compared, see README); here the plain member must at least have learnt its training set.
+    history = pd.read_csv(workdir / "results/embed/round0/r18/fold0/history.csv")
+    assert len(history) == 3 and history["loss"].iloc[-1] < history["loss"].iloc[0]
+    # lcnet4 runs the staged recipe (stage 1 on identities with >= 2 images, then all of them with
+    # early layers frozen) and SWA: its losses are not comparable across stages, so check the steps ran.
+    history = pd.read_csv(workdir / "results/embed/round0/lcnet4/fold0/history.csv")
+    log = (workdir / "results/logs/train_round0_lcnet4_fold0.log").read_text()
+    assert len(history) == 3 and history["loss"].notna().all()
+    assert "stage 2: all identities" in log and "final model: SWA average of 1 epochs" in log
 
 
 def test_match_writes_flip_embeddings_calibration_and_pseudo_labels(tiny_run):
