@@ -53,8 +53,16 @@ def test_template_must_share_landmarks_with_the_detector(tmp_path):
 def test_every_preset_validates_and_plans(tmp_path):
     from conftest import REPO
 
+    # A dry run only plans: where the team's Omniglot zip is not beside the clone, a stand-in file
+    # satisfies the config check that the zip exists.
+    stand_in = tmp_path / "omniglot.zip"
+    stand_in.write_bytes(b"")
+    zip_override = tmp_path / "zip.yaml"
+    zip_override.write_text(yaml.safe_dump({"data": {"omniglot": {"zip": str(stand_in)}}}))
+    has_zip = (REPO.parent / "shared" / "data" / "omniglot" / "images_background_small1.zip").is_file()
     for preset in sorted((REPO / "workflow" / "presets").glob("*.yaml")):
-        result = snakemake(tmp_path / preset.stem, "-n", "--cores", "8", configfiles=(preset,), check=False)
+        extra = () if has_zip or "omniglot" not in preset.read_text() else (zip_override,)
+        result = snakemake(tmp_path / preset.stem, "-n", "--cores", "8", configfiles=(preset, *extra), check=False)
         assert result.returncode == 0, f"{preset.name}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
         assert "train_member" in result.stdout and "ensemble" in result.stdout, preset.name
 
