@@ -238,7 +238,10 @@ def test_config_errors_name_the_zip_and_the_way_out(tmp_path):
     result = snakemake(tmp_path, "-n", "--cores", "1", configfiles=(PRESET, override), check=False)
     assert result.returncode != 0
     assert "nowhere/omniglot.zip" in result.stdout + result.stderr
-    override.write_text(yaml.safe_dump({"data": {"source": "omniglot"}}))  # default detect.method learned
+    # Default detect.method learned; a stand-in zip so that this check is reached without the data.
+    stand_in = tmp_path / "stand_in.zip"
+    stand_in.write_bytes(b"")
+    override.write_text(yaml.safe_dump({"data": {"source": "omniglot", "omniglot": {"zip": str(stand_in)}}}))
     result = snakemake(tmp_path, "-n", "--cores", "1", configfiles=(override,), check=False)
     assert result.returncode != 0
     assert "detect.method: none" in result.stdout + result.stderr
