@@ -18,10 +18,8 @@ are byte-identical for any number of workers.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import re
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ from flukeline.demo_render import (
     make_population,
     render_image,
 )
+from flukeline.io import write_bytes_atomic
 
 __all__ = ["PRESETS", "KEYPOINT_NAMES", "CANONICAL_KEYPOINTS", "generate_demo", "contact_sheet", "plan_dataset",
            "resolve_config", "build_individual"]
@@ -287,15 +286,6 @@ def build_individual(cfg: dict, seed: int, individual: int) -> Individual:
                            _population(seed), float(cfg["identity_similarity"]))
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _render_task(task):
     cfg, seed, out_root, individual, images = task
     ind = build_individual(cfg, seed, individual)
@@ -325,7 +315,7 @@ def _worker_init():
 
 def _write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_bytes_atomic(path, df.to_csv(index=False, lineterminator="\n").encode())
+    write_bytes_atomic(path, df.to_csv(index=False, lineterminator="\n").encode())
 
 
 def attributes_path(truth_path) -> Path:
@@ -467,4 +457,4 @@ def contact_sheet(out_root, out_png, n_identities=8, n_sightings=6) -> None:
         raise RuntimeError("OpenCV failed to encode the contact sheet")
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    _write_bytes_atomic(out_png, png.tobytes())
+    write_bytes_atomic(out_png, png.tobytes())

@@ -37,6 +37,11 @@ def _write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Non
         tmp.unlink(missing_ok=True)
 
 
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    _write_atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
 def write_parquet_atomic(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write `df` (without its index) as Parquet to `path` atomically."""
     _write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))

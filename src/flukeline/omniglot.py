@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ import pandas as pd
 
 from flukeline.demo import unique_hex
 from flukeline.errors import InputError
-from flukeline.io import write_csv_atomic
+from flukeline.io import write_bytes_atomic, write_csv_atomic
 from flukeline.metrics import NEW_WHALE
 
 __all__ = ["DEFAULTS", "OmniglotImage", "read_archive", "plan_split", "convert_omniglot", "sources_path"]
@@ -209,15 +208,6 @@ def sources_path(truth_path: str | os.PathLike) -> Path:
     return truth_path.with_name(f"{truth_path.stem}_sources.csv")
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def convert_omniglot(zip_path, out_root, truth_path, seed: int = 0, settings: dict | None = None) -> dict:
     """Write the Kaggle layout under `out_root` and the test identities at `truth_path` (which
     must lie outside `out_root`). Returns a JSON-safe summary of the split."""
@@ -233,7 +223,7 @@ def convert_omniglot(zip_path, out_root, truth_path, seed: int = 0, settings: di
     truth_path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(zip_path) as archive:
         for image in plan:
-            _write_bytes_atomic(out_root / image.split / image.name, archive.read(image.member))
+            write_bytes_atomic(out_root / image.split / image.name, archive.read(image.member))
     # Images of an earlier conversion into the same folder (only files named like ours).
     keep = {(image.split, image.name) for image in plan}
     for split in ("train", "test"):
