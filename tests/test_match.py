@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from flukeline.match import combine_fold_embeddings, identity_centres, l2_normalise, predict, rank_with_new_whale, search
+from flukeline.match import fuse_views, identity_centres, l2_normalise, predict, rank_with_new_whale, search
 
 
 def test_identity_centres_are_normalised_means_of_normalised_vectors():
@@ -60,8 +60,8 @@ def test_combined_fold_embeddings_give_the_mean_cosine():
     a1, a2 = l2_normalise(rng.normal(size=(3, 4))), l2_normalise(rng.normal(size=(3, 4)))
     b1, b2 = l2_normalise(rng.normal(size=(5, 6))), l2_normalise(rng.normal(size=(5, 6)))
     # Fold models may differ in dimension; queries and gallery of the same fold are compared.
-    q = combine_fold_embeddings([a1, b1[:3]])
-    g = combine_fold_embeddings([a2, b2[:3]])
+    q = fuse_views(a1, b1[:3])
+    g = fuse_views(a2, b2[:3])
     np.testing.assert_allclose(q @ g.T, ((a1 @ a2.T) + (b1[:3] @ b2[:3].T)) / 2, atol=1e-6)
 
 

@@ -123,10 +123,6 @@ def fuse_views(*views: np.ndarray) -> np.ndarray:
     return np.concatenate([l2_normalise(v) for v in views], axis=1) / np.sqrt(len(views))
 
 
-def combine_fold_embeddings(per_fold: list[np.ndarray]) -> np.ndarray:
-    return fuse_views(*per_fold)
-
-
 def identity_topk(queries: np.ndarray, gallery: np.ndarray, gallery_ids, k: int, params: dict) -> tuple[np.ndarray, np.ndarray]:
     """Per query, the k best identities (ids, similarities, descending). Templates: trimmed
     centres, or every gallery image with an identity scored by its best image (`templates: images`)."""
