@@ -23,3 +23,21 @@ for pin in tomllib.load(open("pyproject.toml", "rb")).get("tool", {}).get("fluke
     fi
     echo "$want" > "$stamp"
 fi
+
+# Headless Chromium for the review page's browser test (tests/test_review.py drives
+# /usr/bin/chromium through Playwright; Playwright's own browser download is never used).
+# Optional: installed only when missing, as root with apt-get; set-up never fails for it.
+if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    :
+elif [ "$(id -u)" != 0 ]; then
+    echo "setup: not installing chromium/chromium-driver (not running as root); the review page's browser test will skip"
+elif ! command -v apt-get >/dev/null; then
+    echo "setup: not installing chromium/chromium-driver (no apt-get); the review page's browser test will skip"
+else
+    apt_log=$(mktemp)
+    if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver) >"$apt_log" 2>&1; then
+        rm -f "$apt_log"
+    else
+        echo "setup: apt-get could not install chromium/chromium-driver (log: $apt_log); the review page's browser test will skip"
+    fi
+fi
