@@ -60,6 +60,25 @@ def cmd_pixel_baseline(a):
     print(json.dumps(result, indent=2))
 
 
+def cmd_classifier_baseline(a):
+    import pandas as pd
+
+    from flukeline import baselines
+    from flukeline.io import write_json_atomic, write_parquet_atomic
+
+    width, height = (int(v) for v in a.size.split("x"))
+    val, test, info = baselines.softmax_classifier(
+        pd.read_parquet(a.train), pd.read_parquet(a.test), backbone=a.backbone, pretrained=a.pretrained,
+        size=(width, height), fold=a.fold, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, threads=a.threads,
+        seed=a.seed,
+    )
+    write_parquet_atomic(val, a.val_predictions)
+    write_parquet_atomic(test, a.test_predictions)
+    if a.out:
+        write_json_atomic(info, a.out)
+    print(json.dumps(info, indent=2))
+
+
 def cmd_contact_sheet(a):
     from flukeline.demo import contact_sheet
 
@@ -163,6 +182,40 @@ def cmd_evaluate(a):
     write_json_atomic(metrics, a.out)
 
 
+def cmd_gallery(a):
+    from flukeline.gallery import manifest_from_run
+
+    manifest_from_run(a.out_dir, **a.params)
+
+
+def cmd_gallery_new(a):
+    from flukeline.gallery import new_gallery
+
+    new_gallery(a.gallery, a.backbone, None if a.pretrained == "none" else a.pretrained, a.size, a.threshold)
+    print(f"empty gallery in {a.gallery}: add sightings with `flukeline add PHOTO... --id ID --gallery {a.gallery}`")
+
+
+def cmd_identify(a):
+    from flukeline import gallery
+    from flukeline.io import write_csv_atomic
+    from flukeline.runtime import configure_torch
+
+    configure_torch(a.threads)
+    results = gallery.identify(a.gallery, a.photos, a.top, a.threads)
+    print(gallery.format_results(results))
+    if a.out:
+        write_csv_atomic(results, a.out)
+
+
+def cmd_add(a):
+    from flukeline.gallery import add_sightings
+    from flukeline.runtime import configure_torch
+
+    configure_torch(a.threads)
+    added = add_sightings(a.gallery, a.photos, a.id, a.threads)
+    print(f"{len(added['photo'].unique()) if len(added) else 0} new sighting(s) of {a.id} in {a.gallery}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flukeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,6 +246,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", default=None, help="write the predictions as a submission CSV (Image,Id)")
     p.add_argument("--out", default=None, help="write the scores as JSON")
     p.set_defaults(func=cmd_pixel_baseline)
+
+    p = sub.add_parser("classifier-baseline", help="softmax classifier on whole resized images (no detection, alignment or metric learning)")
+    p.add_argument("--train", required=True, help="ingest's train.parquet (image, id, fold, path)")
+    p.add_argument("--test", required=True, help="ingest's test.parquet")
+    p.add_argument("--backbone", default="mobilenetv2_100", help="timm model name")
+    p.add_argument("--pretrained", default="imagenet", help="none | imagenet | hub | a weights file (as embed.pretrained)")
+    p.add_argument("--size", default="128x64", help="WIDTHxHEIGHT the whole images are resized to")
+    p.add_argument("--fold", type=int, default=0, help="validation fold: not trained on, calibrates the new_whale threshold")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--val-predictions", required=True, help="Parquet: image, predicted, best_probability, fold, truth")
+    p.add_argument("--test-predictions", required=True, help="Parquet: image, predicted, best_probability")
+    p.add_argument("--out", default=None, help="write the settings, threshold and losses as JSON")
+    p.set_defaults(func=cmd_classifier_baseline)
 
     p = sub.add_parser("contact-sheet", help="grid of identities x sightings of a demo dataset")
     p.add_argument("--root", required=True)
@@ -335,6 +405,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-truth", default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("identify", help="top identities (and the new_whale decision) of new photos against a gallery")
+    p.add_argument("photos", nargs="+", metavar="PHOTO")
+    p.add_argument("--gallery", default="results/gallery", help="gallery folder (default: the workflow's, results/gallery)")
+    p.add_argument("--top", type=int, default=5, help="identities listed per photo, new_whale included (default 5)")
+    p.add_argument("--out", help="also write the lists as CSV (photo, rank, id, similarity, threshold)")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_identify)
+
+    p = sub.add_parser("add", help="add confirmed sightings of one individual to a gallery (no retraining)")
+    p.add_argument("photos", nargs="+", metavar="PHOTO")
+    p.add_argument("--id", required=True, help="the individual's id")
+    p.add_argument("--gallery", default="results/gallery")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("gallery-new", help="an empty gallery with an untrained ImageNet backbone (no workflow run needed)")
+    p.add_argument("gallery", help="folder to create")
+    p.add_argument("--backbone", default="mobilenetv2_100", help="timm architecture (ImageNet offline: mobilenetv2_100, efficientnet_lite0, tf_efficientnet_lite0)")
+    p.add_argument("--pretrained", default="imagenet", help="imagenet | hub | none | a local weights file")
+    p.add_argument("--size", default="224x224", help="crop size WxH the photos are resized to")
+    p.add_argument("--threshold", type=float, default=0.5, help="new_whale below this cosine similarity")
+    p.set_defaults(func=cmd_gallery_new)
+
+    p = sub.add_parser("gallery", help="(workflow rule) the gallery manifest of a finished run")
+    p.add_argument("--params", type=_json, required=True)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_gallery)
     return parser
 
 
