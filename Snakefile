@@ -26,6 +26,7 @@ include: "workflow/rules/detect.smk"
 include: "workflow/rules/align.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/match.smk"
+include: "workflow/rules/review.smk"
 
 
 rule all:
@@ -33,5 +34,6 @@ rule all:
     input:
         "results/submission.csv",
         "results/metrics.json",
+        "results/review/index.html",
         "results/data/demo_contact_sheet.png" if DEMO else [],
         "results/detect/metrics.json" if config["detect"]["method"] == "learned" else [],

@@ -216,6 +216,13 @@ def cmd_add(a):
     print(f"{len(added['photo'].unique()) if len(added) else 0} new sighting(s) of {a.id} in {a.gallery}")
 
 
+def cmd_review(a):
+    from flukeline.review import run
+
+    run(a.train, a.test, a.align, a.predictions, a.summary, a.member_topk, a.out, thumb=a.thumb,
+        low_confidence=a.low_confidence, threads=a.threads)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flukeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -405,6 +412,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-truth", default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("review", help="static HTML page to review the final candidates and export decisions as CSV")
+    p.add_argument("--train", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--align", required=True, help="align.parquet of one crop size (its crop_path column)")
+    p.add_argument("--predictions", required=True, help="the final ensemble's test_predictions.parquet")
+    p.add_argument("--summary", required=True, help="the final ensemble's summary.json (threshold, member weights)")
+    p.add_argument("--member-topk", nargs="+", required=True, help="test_topk.parquet of every member the ensemble combines")
+    p.add_argument("--out", required=True, help="index.html to write")
+    p.add_argument("--thumb", type=int, default=160, help="thumbnail size: longer side in pixels")
+    p.add_argument("--low-confidence", type=float, default=0.05,
+                   help="flag queries whose top similarity is this close to the threshold, or whose margin is below it")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_review)
 
     p = sub.add_parser("identify", help="top identities (and the new_whale decision) of new photos against a gallery")
     p.add_argument("photos", nargs="+", metavar="PHOTO")

@@ -1,0 +1,31 @@
+# Review stage: a static HTML page (no server) showing each test image beside the final
+# ensemble's top-5 candidates, for a person to mark match / new / unsure and export as CSV.
+
+# The crops of the first active member's size (the page shows one aligned crop per image).
+REVIEW_SIZE = member_size(MEMBERS[0])
+
+
+rule review:
+    input:
+        train="results/data/train.parquet",
+        test="results/data/test.parquet",
+        align=f"results/align/{REVIEW_SIZE}/align.parquet",
+        crops=f"results/align/{REVIEW_SIZE}/crops",
+        predictions=f"results/match/round{FINAL_ROUND}/ensemble/test_predictions.parquet",
+        summary=f"results/match/round{FINAL_ROUND}/ensemble/summary.json",
+        # The ensemble's similarities are rebuilt from its members' top-k tables.
+        member_topk=[f"{d}/test_topk.parquet" for d, _ in ensemble_members(FINAL_ROUND)],
+    output:
+        "results/review/index.html",
+    threads: 2
+    resources:
+        mem_mb=by_attempt(1000),  # tiny preset: 64 queries, 0.4 MB page, 3 s
+        runtime=by_attempt(10),
+    log:
+        "results/logs/review.log",
+    benchmark:
+        "results/benchmarks/review.tsv"
+    shell:
+        "{FLUKELINE} review --train {input.train:q} --test {input.test:q} --align {input.align:q}"
+        " --predictions {input.predictions:q} --summary {input.summary:q} --member-topk {input.member_topk:q}"
+        " --out {output:q} --threads {threads} > {log:q} 2>&1"
