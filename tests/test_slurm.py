@@ -26,7 +26,7 @@ THREADS = 2
 SUBMITTED_RULES = {
     "demo_dataset", "demo_contact_sheet", "ingest", "baseline_all_new_whale", "detect_train", "detect_predict",
     "detect_evaluate", "align_transforms", "align_crops", "train_member", "embed_member", "match_member",
-    "ensemble", "submission", "evaluate",
+    "ensemble", "submission", "evaluate", "review",
 }
 GPU_RULES = {"train_member", "detect_train"}  # gpu: 1 in profiles/slurm
 
