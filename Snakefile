@@ -20,6 +20,10 @@ validate(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 FLUKELINE = f"{shlex.quote(sys.executable)} -m flukeline"
 
 
+# `snakemake --report results/report.html`: the outputs marked report(...) by stage, with this description.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/detect.smk"
@@ -34,6 +38,8 @@ rule all:
     input:
         "results/submission.csv",
         "results/metrics.json",
+        "results/metrics.html",
+        "results/data/summary.png",
         "results/review/index.html",
         "results/data/demo_contact_sheet.png" if DEMO else [],
         "results/detect/metrics.json" if config["detect"]["method"] == "learned" else [],

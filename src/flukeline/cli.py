@@ -85,6 +85,18 @@ def cmd_contact_sheet(a):
     contact_sheet(a.root, a.out)
 
 
+def cmd_data_summary(a):
+    from flukeline.report import run_data_summary
+
+    run_data_summary(a.train, a.test, a.out)
+
+
+def cmd_metrics_table(a):
+    from flukeline.report import run_metrics_table
+
+    run_metrics_table(a.metrics, a.summary or [], a.out)
+
+
 def cmd_ingest(a):
     from flukeline.ingest import ingest
     from flukeline.io import write_json_atomic
@@ -275,6 +287,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_contact_sheet)
+
+    p = sub.add_parser("data-summary", help="figure for the report: images per identity, image sizes, grayscale share")
+    p.add_argument("--train", required=True, help="ingest's train.parquet")
+    p.add_argument("--test", required=True, help="ingest's test.parquet")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.set_defaults(func=cmd_data_summary)
+
+    p = sub.add_parser("metrics-table", help="HTML table for the report: CV (and demo test) MAP@5 and threshold per member and ensemble")
+    p.add_argument("--metrics", required=True, help="evaluate's metrics.json")
+    p.add_argument("--summary", nargs=2, action="append", metavar=("NAME", "SUMMARY_JSON"),
+                   help="a scored method's name in metrics.json and its match summary.json; repeat for each")
+    p.add_argument("--out", required=True, help="HTML to write")
+    p.set_defaults(func=cmd_metrics_table)
 
     p = sub.add_parser("ingest", help="validate a Kaggle-layout data root and write the image tables")
     p.add_argument("--root", required=True)

@@ -17,7 +17,7 @@ rule align_transforms:
         boxes="results/detect/boxes.parquet",
     output:
         table="results/align/align.parquet",
-        contact_sheet="results/align/contact_sheet.png",
+        contact_sheet=report("results/align/contact_sheet.png", caption="../report/align_contact_sheet.rst", category="3 align"),
     params:
         align=params_json({k: config["align"][k] for k in ALIGN_TRANSFORM_KEYS if k in config["align"]}),
     threads: 1

@@ -28,7 +28,7 @@ if DEMO:
         input:
             root=DATA_ROOT,
         output:
-            "results/data/demo_contact_sheet.png",
+            report("results/data/demo_contact_sheet.png", caption="../report/demo_contact_sheet.rst", category="1 data"),
         resources:
             mem_mb=by_attempt(500),  # 0.14 GB, 1-2 s
             runtime=by_attempt(5),
@@ -99,6 +99,26 @@ rule ingest:
         " --folds {params.folds} --seed {params.seed} --threads {threads} > {log:q} 2>&1"
 
 
+# The data summary figure of the report (`snakemake --report`). A second of plotting: run where
+# Snakemake runs, not queued as a cluster job.
+rule data_summary:
+    localrule: True
+    input:
+        train="results/data/train.parquet",
+        test="results/data/test.parquet",
+    output:
+        report("results/data/summary.png", caption="../report/data_summary.rst", category="1 data"),
+    resources:
+        mem_mb=by_attempt(500),  # tiny preset: 0.2 GB, 2 s
+        runtime=by_attempt(5),
+    log:
+        "results/logs/data_summary.log",
+    benchmark:
+        "results/benchmarks/data_summary.tsv"
+    shell:
+        "{FLUKELINE} data-summary --train {input.train:q} --test {input.test:q} --out {output:q} > {log:q} 2>&1"
+
+
 rule baseline_all_new_whale:
     input:
         train="results/data/train.parquet",
@@ -125,4 +145,5 @@ rule data:
         "results/data/train.parquet",
         "results/data/test.parquet",
         "results/baseline/all_new_whale_val_predictions.parquet",
+        "results/data/summary.png",
         "results/data/demo_contact_sheet.png" if DEMO else [],

@@ -65,7 +65,7 @@ if config["detect"]["method"] == "learned":
             **DETECT_OUTPUTS,
         output:
             metrics="results/detect/metrics.json",
-            overlays="results/detect/overlays.png",
+            overlays=report("results/detect/overlays.png", caption="../report/detect_overlays.rst", category="2 detect"),
         resources:
             mem_mb=by_attempt(2000),  # 1.0 GB, 9 s
             runtime=by_attempt(10),

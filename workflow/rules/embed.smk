@@ -28,7 +28,10 @@ rule train_member:
     output:
         model="results/embed/round{round}/{member}/fold{fold}/model.safetensors",
         history="results/embed/round{round}/{member}/fold{fold}/history.csv",
-        curves="results/embed/round{round}/{member}/fold{fold}/curves.png",
+        curves=report(
+            "results/embed/round{round}/{member}/fold{fold}/curves.png", caption="../report/training_curves.rst",
+            category="4 embed", subcategory="training curves", labels={"member": "{member}", "round": "{round}", "fold": "{fold}"},
+        ),
     wildcard_constraints:
         fold=r"\d+",
         round=r"\d+",

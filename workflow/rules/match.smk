@@ -46,7 +46,10 @@ rule match_member:
         val="results/match/round{round}/{member}/val_predictions.parquet",
         test="results/match/round{round}/{member}/test_predictions.parquet",
         calibration="results/match/round{round}/{member}/calibration.csv",
-        curve="results/match/round{round}/{member}/calibration.png",
+        curve=report(
+            "results/match/round{round}/{member}/calibration.png", caption="../report/calibration.rst",
+            category="5 match", subcategory="threshold calibration", labels={"method": "{member}", "round": "{round}"},
+        ),
         summary="results/match/round{round}/{member}/summary.json",
     wildcard_constraints:
         round=r"\d+",
@@ -76,7 +79,10 @@ rule ensemble:
         val="results/match/round{round}/ensemble/val_predictions.parquet",
         test="results/match/round{round}/ensemble/test_predictions.parquet",
         calibration="results/match/round{round}/ensemble/calibration.csv",
-        curve="results/match/round{round}/ensemble/calibration.png",
+        curve=report(
+            "results/match/round{round}/ensemble/calibration.png", caption="../report/calibration.rst",
+            category="5 match", subcategory="threshold calibration", labels={"method": "ensemble", "round": "{round}"},
+        ),
         summary="results/match/round{round}/ensemble/summary.json",
         pseudo_labels="results/match/round{round}/pseudo_labels.parquet",
     wildcard_constraints:
@@ -154,9 +160,32 @@ rule evaluate:
         " --submission {input.submission:q} {params.truth} --out {output:q} > {log:q} 2>&1"
 
 
+# The report's metrics table (`snakemake --report`): metrics.json with each method's threshold.
+# Run where Snakemake runs, not queued as a cluster job (a second of work).
+rule metrics_table:
+    localrule: True
+    input:
+        metrics="results/metrics.json",
+        summaries=[f"{d}/summary.json" for _, d in SCORED],
+    output:
+        report("results/metrics.html", caption="../report/metrics_table.rst", category="5 match", subcategory="metrics"),
+    params:
+        summaries=" ".join(f"--summary {n} {shlex.quote(d + '/summary.json')}" for n, d in SCORED),
+    resources:
+        mem_mb=by_attempt(500),
+        runtime=by_attempt(5),
+    log:
+        "results/logs/metrics_table.log",
+    benchmark:
+        "results/benchmarks/metrics_table.tsv"
+    shell:
+        "{FLUKELINE} metrics-table --metrics {input.metrics:q} {params.summaries} --out {output:q} > {log:q} 2>&1"
+
+
 # Stage target: `snakemake --cores 2 match`, the submission and the metrics (and what they need).
 rule match:
     localrule: True
     input:
         "results/submission.csv",
         "results/metrics.json",
+        "results/metrics.html",
