@@ -30,6 +30,7 @@ include: "workflow/rules/detect.smk"
 include: "workflow/rules/align.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/match.smk"
+include: "workflow/rules/gallery.smk"
 include: "workflow/rules/review.smk"
 
 
@@ -38,6 +39,7 @@ rule all:
     input:
         "results/submission.csv",
         "results/metrics.json",
+        "results/gallery/gallery.json",
         "results/metrics.html",
         "results/data/summary.png",
         "results/review/index.html",

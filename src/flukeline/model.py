@@ -22,6 +22,8 @@ class EmbeddingNet(nn.Module):
 
     `in_chans` 4 = RGB + fluke mask. The backbone starts from random weights; callers initialise
     it (flukeline.pretrained) when a config asks for pretrained weights: nothing is downloaded here.
+    `embedding_dim` 0: no head, the pooled backbone features are the embedding (an ImageNet
+    backbone used untrained, as `flukeline gallery-new` does: a random projection would only blur it).
     """
 
     def __init__(self, backbone: str, embedding_dim: int, in_chans: int = 3, dropout: float = 0.0):
@@ -29,6 +31,10 @@ class EmbeddingNet(nn.Module):
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, in_chans=in_chans)
         # Some families (MobileNetV3, LCNet) end in a conv head wider than num_features.
         features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.feature_dim = int(features)
+        if embedding_dim == 0:
+            self.head = nn.Identity()
+            return
         self.head = nn.Sequential(
             nn.BatchNorm1d(features),
             nn.Dropout(dropout),
@@ -38,7 +44,7 @@ class EmbeddingNet(nn.Module):
 
     @property
     def embedding_dim(self) -> int:
-        return self.head[-1].num_features
+        return self.feature_dim if isinstance(self.head, nn.Identity) else self.head[-1].num_features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images))
