@@ -42,7 +42,7 @@ def _tables():
 
 def test_assemble_review_follows_the_test_table_and_the_predicted_lists():
     train, test, predictions, topk = _tables()
-    data = assemble_review(test, train, predictions, topk, threshold=0.9, low_confidence=0.05)
+    data = assemble_review(test, train, predictions, topk, threshold=0.9, near_threshold=0.05, min_margin=0.1)
     assert data["threshold"] == 0.9
     assert [q["image"] for q in data["queries"]] == ["q2.jpg", "q1.jpg"]  # test-table order
     q2, q1 = data["queries"]
@@ -54,8 +54,13 @@ def test_assemble_review_follows_the_test_table_and_the_predicted_lists():
     assert q1["predicted_new"] is False and q2["predicted_new"] is True
     # Ranks, not row order, decide the best identity: q2's best is w_b (rank 0).
     assert q2["top_similarity"] == 0.88 and q2["margin"] == pytest.approx(0.18)
-    # q2: top 0.88 is within 0.05 of the threshold 0.9; q1: 0.97 is not, and its margin is wide.
+    # q2: top 0.88 is within 0.05 of the threshold 0.9; q1: 0.97 is not, and its margin 0.47 is wide.
     assert q2["low_confidence"] is True and q1["low_confidence"] is False
+    # A narrow margin alone makes a close call too.
+    narrow = assemble_review(test, train, predictions, topk, threshold=0.9, near_threshold=0.01, min_margin=0.5)
+    assert [q["low_confidence"] for q in narrow["queries"]] == [True, True]
+    wide = assemble_review(test, train, predictions, topk, threshold=0.9, near_threshold=0.01, min_margin=0.1)
+    assert [q["low_confidence"] for q in wide["queries"]] == [False, False]
     # Reference photos: the largest train image of the identity, never a new_whale image.
     assert q1["candidates"][0]["reference"] == "t2.jpg" and q1["candidates"][2]["reference"] == "t3.jpg"
     assert q1["candidates"][1]["reference"] is None

@@ -232,7 +232,7 @@ def cmd_review(a):
     from flukeline.review import run
 
     run(a.train, a.test, a.align, a.predictions, a.summary, a.member_topk, a.out, thumb=a.thumb,
-        low_confidence=a.low_confidence, threads=a.threads)
+        near_threshold=a.near_threshold, min_margin=a.min_margin, threads=a.threads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -447,8 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--member-topk", nargs="+", required=True, help="test_topk.parquet of every member the ensemble combines")
     p.add_argument("--out", required=True, help="index.html to write")
     p.add_argument("--thumb", type=int, default=160, help="thumbnail size: longer side in pixels")
-    p.add_argument("--low-confidence", type=float, default=0.05,
-                   help="flag queries whose top similarity is this close to the threshold, or whose margin is below it")
+    p.add_argument("--near-threshold", type=float, default=0.02,
+                   help="low confidence: top similarity this close to the new_whale threshold")
+    p.add_argument("--min-margin", type=float, default=0.01,
+                   help="low confidence: best identity ahead of the second by less than this")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_review)
 

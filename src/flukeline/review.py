@@ -48,12 +48,13 @@ def representative_images(train: pd.DataFrame) -> dict[str, str]:
 
 def assemble_review(
     test: pd.DataFrame, train: pd.DataFrame, predictions: pd.DataFrame, topk: pd.DataFrame, threshold: float,
-    low_confidence: float = 0.05,
+    near_threshold: float = 0.02, min_margin: float = 0.01,
 ) -> dict:
     """The page's data without pictures: per test image (in test-table order) its predicted list
     with the ensemble similarity of each identity, top similarity and margin, whether new_whale
-    is the first guess, and whether it is a close call (top similarity within `low_confidence` of
-    the threshold, or margin below it). Pictures are referred to by image name."""
+    is the first guess, and whether it is a close call: top similarity within `near_threshold` of
+    the threshold (new or known could go either way) or margin to the runner-up below
+    `min_margin` (which identity). Pictures are referred to by image name."""
     _require_columns(test, ["image", "path"], "test table")
     _require_columns(train, ["image", "path", "id", "width", "height"], "train table")
     _require_columns(predictions, ["image", "predicted"], "test predictions")
@@ -83,7 +84,7 @@ def assemble_review(
                 "similarity": None if value is None or not np.isfinite(value) else round(float(value), 4),
                 "reference": reference.get(identity),
             })
-        close = top is not None and (abs(top - threshold) < low_confidence or (margin is not None and margin < low_confidence))
+        close = top is not None and (abs(top - threshold) < near_threshold or (margin is not None and margin < min_margin))
         queries.append({
             "image": image,
             "top_similarity": None if top is None else round(top, 4),
@@ -92,7 +93,7 @@ def assemble_review(
             "low_confidence": bool(close),
             "candidates": candidates,
         })
-    return {"threshold": float(threshold), "low_confidence": float(low_confidence), "queries": queries}
+    return {"threshold": float(threshold), "near_threshold": float(near_threshold), "min_margin": float(min_margin), "queries": queries}
 
 
 def thumbnail_data_uri(path: str | Path, max_side: int, quality: int = 80) -> str:
@@ -115,7 +116,7 @@ def render_page(data: dict) -> str:
 
 
 def run(train_path, test_path, align_path, predictions_path, summary_path, member_topk_paths, out,
-        thumb=160, crop_thumb=160, low_confidence=0.05, threads=1) -> dict:
+        thumb=160, near_threshold=0.02, min_margin=0.01, threads=1) -> dict:
     """Build results/review/index.html from a finished run; returns a short summary."""
     train = pd.read_parquet(train_path)
     test = pd.read_parquet(test_path)
@@ -137,7 +138,7 @@ def run(train_path, test_path, align_path, predictions_path, summary_path, membe
         raise InputError(f"{summary_path} lists members {sorted(weights)}, but top-k tables were given for {sorted(members)}")
     k = max(len(p.split()) for p in predictions["predicted"]) if len(predictions) else 5
     topk = ensemble_topk(members, depth=k)
-    data = assemble_review(test, train, predictions, topk, float(summary["threshold"]), low_confidence)
+    data = assemble_review(test, train, predictions, topk, float(summary["threshold"]), near_threshold, min_margin)
 
     _require_columns(align, ["image", "split", "crop_path"], str(align_path))
     crop_of = align.set_index(["split", "image"])["crop_path"]
@@ -150,7 +151,7 @@ def run(train_path, test_path, align_path, predictions_path, summary_path, membe
         if (split, image) not in crop_of.index:
             raise InputError(f"{align_path}: no aligned crop for {split} image {image}")
         jobs[f"{split}/{image}/photo"] = (photo_of[(split, image)], thumb)
-        jobs[f"{split}/{image}/crop"] = (crop_of[(split, image)], crop_thumb)
+        jobs[f"{split}/{image}/crop"] = (crop_of[(split, image)], thumb)
     with ThreadPoolExecutor(max(1, int(threads))) as pool:
         uris = dict(zip(jobs, pool.map(lambda job: thumbnail_data_uri(*job), jobs.values())))
     data["images"] = uris
