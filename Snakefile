@@ -13,6 +13,12 @@ min_version("9.0")
 configfile: Path(workflow.basedir) / "config.yaml"
 
 
+from flukeline.config_check import config_problems
+
+# Our own messages first (key path + problem); Snakemake's validate then fills in the defaults.
+_problems = config_problems(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+if _problems:
+    raise WorkflowError("config: " + "; ".join(_problems))
 validate(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 
 # Rules call the package's CLI with the interpreter that runs Snakemake, so an activated or

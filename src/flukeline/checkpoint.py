@@ -10,6 +10,9 @@ from pathlib import Path
 
 import torch
 
+from flukeline.errors import InputError
+from flukeline.io import write_atomic
+
 log = logging.getLogger(__name__)
 
 
@@ -27,10 +30,7 @@ def save_training_state(path, epoch: int, history: list[dict], digest: str, **st
     torch generators: get_state()) atomically, so a kill mid-write leaves the last good one."""
     state = {name: (obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()) for name, obj in stateful.items()}
     state.update(epoch=epoch, history=json.dumps(history), digest=digest)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def resume_training_state(path, digest: str, **stateful) -> tuple[int, list[dict]]:
@@ -39,7 +39,14 @@ def resume_training_state(path, digest: str, **stateful) -> tuple[int, list[dict
     path = Path(path)
     if not path.exists():
         return 0, []
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        # weights_only: tensors and plain containers only; a pickled object is refused, never run.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise InputError(
+            f"{path}: refused as a training checkpoint: not a torch file of tensors and plain values"
+            f" ({type(error).__name__}); delete it to train from the start"
+        ) from None
     if state.get("digest") != digest:
         log.info("ignoring %s: written with other settings", path)
         return 0, []

@@ -28,7 +28,7 @@ from flukeline.checkpoint import checkpoint_path, resume_training_state, save_tr
 from flukeline.detect import Box, threshold_box
 from flukeline.errors import InputError
 from flukeline.heatmap import decode_peaks, gaussian_targets
-from flukeline.io import read_image_rgb, write_csv_atomic, write_parquet_atomic
+from flukeline.io import read_image_rgb, write_csv_atomic, write_json_atomic, write_parquet_atomic, write_png_atomic
 from flukeline.letterbox import Letterbox
 from flukeline.model import MEAN, read_weights, save_weights, to_tensor
 from flukeline.runtime import configure_torch, select_device
@@ -517,9 +517,7 @@ def overlay_sheet(frame: pd.DataFrame, masks, keypoints, boxes, names, out_png, 
     while len(tiles) % 4:
         tiles.append(np.full_like(tiles[0], 255))
     rows = [np.hstack(tiles[i : i + 4]) for i in range(0, len(tiles), 4)]
-    sheet = cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(out_png), sheet):
-        raise OSError(f"could not write {out_png}")
+    write_png_atomic(out_png, np.vstack(rows))
 
 
 # ----------------------------------------------------------------------------- CLI entry points
@@ -546,7 +544,7 @@ def run_evaluate(model_path, train_path, gt_keypoints_path, gt_boxes_path, masks
     masks, keypoints, boxes = (pd.read_parquet(p) for p in (masks_path, keypoints_path, boxes_path))
     metrics = evaluate_detection(train, pd.read_parquet(gt_keypoints_path), pd.read_parquet(gt_boxes_path), masks,
                                  keypoints, boxes, meta["holdout"], names)
-    Path(metrics_out).write_text(json.dumps(metrics, indent=2))
+    write_json_atomic(metrics, metrics_out)
     log.info("detection on %d held-out images: %s", metrics["n_holdout"], json.dumps(metrics))
     sample = train[train["image"].isin(set(meta["holdout"]))]
     if sample.empty:

@@ -122,6 +122,12 @@ def ingest(
         raise InputError(f"no usable training images left in {root / 'train.csv'}" + _listing(rejected))
     if not kept_test:
         raise InputError(f"no usable test images left under {root / 'test'}" + _listing(rejected))
+    if all(entry.id == NEW_WHALE for entry in kept_train):
+        # Matching ranks known identities; with none, every prediction could only be new_whale.
+        raise InputError(
+            f"{root / 'train.csv'}: all {len(kept_train)} usable training row(s) have Id {NEW_WHALE!r};"
+            " at least one known identity is needed to match against"
+        )
 
     train_df = _table(kept_train, "train")
     train_df.insert(2, "id", [entry.id for entry in kept_train])

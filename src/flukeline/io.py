@@ -20,8 +20,9 @@ from flukeline.errors import UnreadableImageError
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
 
 
-def _write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Run `write` on a temporary file beside `path`, then move it into place.
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Run `write` on a temporary file beside `path`, then move it into place (the temporary
+    name ends in `.tmp`: writers that pick a format from the suffix need it given explicitly).
 
     Readers (and Snakemake) never see a half-written file, and a failed write leaves the previous
     version intact.
@@ -39,23 +40,35 @@ def _write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Non
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` atomically."""
-    _write_atomic(path, lambda tmp: tmp.write_bytes(data))
+    write_atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_png_atomic(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write an HxW or HxWx3 uint8 RGB image as PNG to `path` atomically."""
+    import cv2
+
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"OpenCV could not encode {path} as PNG")
+    write_bytes_atomic(path, encoded.tobytes())
 
 
 def write_parquet_atomic(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write `df` (without its index) as Parquet to `path` atomically."""
-    _write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+    write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write `df` (without its index) as CSV to `path` atomically."""
-    _write_atomic(path, lambda tmp: df.to_csv(tmp, index=False))
+    write_atomic(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
     """Write `obj` as indented, strict JSON (NaN/inf rejected) to `path` atomically."""
     text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
-    _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def decode_image_rgb(data: bytes, source: str) -> np.ndarray:

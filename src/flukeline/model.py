@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import timm
@@ -11,6 +10,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from flukeline.io import write_atomic
 
 # ImageNet statistics: the convention timm backbones are trained with.
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -62,11 +63,8 @@ def to_tensor(batch_uint8: np.ndarray, masks: np.ndarray | None = None) -> torch
 def save_weights(model: nn.Module, path, meta: dict, key: str = "flukeline") -> None:
     """Weights and their description (JSON under metadata `key`) in one safetensors file (no
     pickle), written atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={key: json.dumps(meta, sort_keys=True)})
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata={key: json.dumps(meta, sort_keys=True)}))
 
 
 def read_weights(path, key: str = "flukeline", tensors: bool = True) -> tuple[dict, dict]:
