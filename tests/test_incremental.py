@@ -9,7 +9,7 @@ import yaml
 from conftest import REPO, snakemake
 from small_run import ACTIVE_MEMBERS, merge, small_run
 
-MATCH = {"match_member", "ensemble", "submission", "evaluate", "metrics_table", "review", "all"}
+MATCH = {"match_member", "ensemble", "submission", "evaluate", "metrics_table", "review", "gallery", "all"}
 EMBED = {"train_member", "embed_member"} | MATCH
 ALIGN = {"align_transforms", "align_crops"} | EMBED
 DETECT = {"detect_train", "detect_predict", "detect_evaluate"} | ALIGN
@@ -91,7 +91,7 @@ def test_adding_a_member_trains_only_that_member(complete_run, tmp_path):
     stats = scheduled(workdir, config, tmp_path, {"embed": {"active_members": ["r18", "lcnet4"]}})
     # lcnet4 trains, embeds and matches; r18 is not retrained (the ensemble and what follows rerun).
     assert stats == {"train_member": 1, "embed_member": 1, "match_member": 1, "ensemble": 1, "submission": 1,
-                     "evaluate": 1, "metrics_table": 1, "review": 1, "all": 1}
+                     "evaluate": 1, "metrics_table": 1, "review": 1, "gallery": 1, "all": 1}
 
 
 @pytest.mark.parametrize(

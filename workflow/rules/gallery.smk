@@ -34,6 +34,8 @@ def gallery_settings():
 
 
 rule gallery:
+    # Writes one small JSON: not worth a cluster job.
+    localrule: True
     input:
         train="results/data/train.parquet",
         summary=f"results/match/round{FINAL_ROUND}/ensemble/summary.json",
