@@ -1,0 +1,95 @@
+"""The benchmark suite, one command: `.venv/bin/python -m bench [--quick] [--only PARTS] [--out DIR]`.
+
+Parts (run in this order; each writes <out>/<part>.json and <part>.md, and <out>/summary.md
+collects every part's table found in <out>):
+  speed        per-stage wall time and peak RSS of the reference demo run on --cores (2), from
+               Snakemake's benchmark files; images/s of detection, alignment and embedding
+  incremental  wall time of `snakemake` rerun in the reference's folder with no change, and after
+               editing one match key (match.templates)
+  accuracy     MAP@5, top-1 and new_whale F1 (validation fold and demo test) of the all-new_whale
+               and softmax-classifier baselines, each member, the ensemble, and ablations (no
+               alignment, flip-as-new-identity, flip fusion, pseudo-labels), each ablation a
+               hard-linked copy of the reference folder with one config override, so that only
+               the stages it changes rerun
+  search       bench/bench_search.py: 10k queries x 100k and 1M gallery, FAISS exact, HNSW, IVF,
+               NumPy brute force, and the matmul ceiling measured in the same run
+The reference run is the demo DAG (config.yaml) in <workdir>/reference, run once and reused;
+--quick: the tiny preset cut to one member and one epoch, and bench_search --quick (minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from bench import suite
+from bench.common import REPO, environment, write_part
+
+PARTS = ["speed", "incremental", "accuracy", "search"]
+
+
+def summary(out: Path, command: str) -> str:
+    """summary.md: every part's table found in `out`, with the machine and the command."""
+    sections = []
+    for part in ["accuracy", "speed", "incremental", "search"]:
+        if (out / f"{part}.json").exists() and (out / f"{part}.md").exists():
+            meta = json.loads((out / f"{part}.json").read_text())
+            when = meta.get("environment", {}).get("date") or ""
+            sections.append(f"### {part.capitalize()}\n\n{(out / f'{part}.md').read_text().rstrip()}\n"
+                            + (f"\n(measured {when})\n" if when else ""))
+    env = environment()
+    head = (f"Benchmarks: `{command}`; machine: {env['cpu']}, {env['cores_usable']} usable cores; "
+            f"commit {env['git_commit']}.\n")
+    text = head + "\n" + "\n".join(sections)
+    (out / "summary.md").write_text(text)
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="toy scale, every part and row (CI)")
+    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {PARTS}")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results folder (default bench/results, bench/results/quick with --quick)")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/flukeline-bench"),
+                        help="work folder for the Snakemake runs (outside the checkout; reused between calls)")
+    parser.add_argument("--seed-from", type=Path, default=None,
+                        help="a finished run of the same config to start the reference from (hard links; "
+                             "the tests pass the shared tiny run)")
+    parser.add_argument("--cores", type=int, default=2)
+    args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"--only: unknown part(s) {unknown}; choose from {PARTS}")
+    workdir = args.workdir.resolve() / ("quick" if args.quick else "demo")
+    if REPO in workdir.parents or workdir == REPO:
+        parser.error(f"--workdir {args.workdir} is inside the checkout {REPO}; use a folder outside it")
+    out = (args.out or REPO / "bench" / "results" / ("quick" if args.quick else "")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    reference = suite.Reference(workdir, args.quick, args.seed_from, args.cores)
+    for part in [p for p in PARTS if p in parts]:
+        started = time.perf_counter()
+        print(f"== {part}", flush=True)
+        if part == "search":
+            suite.search(out, args.quick, args.cores)  # bench_search writes search.json/.md itself
+        else:
+            result, table = getattr(suite, part)(reference)
+            result["command"] = command
+            write_part(out, part, result, table)
+            print(table, flush=True)
+        print(f"== {part} done in {time.perf_counter() - started:.0f} s", flush=True)
+        summary(out, command)
+    print(f"summary: {out / 'summary.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""`python -m bench --quick` keeps working: every part runs on the shared tiny run (seeded by hard
+links, which must leave that run untouched) and writes its JSON and Markdown with every row; the
+ablations and incremental reruns rerun only what their config change touches. No timing is
+asserted."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import REPO
+
+ACCURACY_ROWS = ["all_new_whale", "softmax_classifier", "lcnet4", "ensemble", "ensemble, no_alignment",
+                 "ensemble, flip_as_new_identity", "ensemble, flip_fusion", "ensemble, pseudo_labels"]
+
+
+def _snapshot(run):
+    """Contents of the files a careless copy could write through: logs, benchmarks, metadata."""
+    paths = [*(run / "results" / "logs").glob("*.log"), *(run / "results" / "benchmarks").glob("*.tsv"),
+             *(run / ".snakemake" / "metadata").glob("*")]
+    return {str(p): p.read_bytes() for p in paths}
+
+
+@pytest.mark.timeout(900)
+def test_quick_suite_writes_every_part_and_row(tiny_run, tmp_path):
+    run, _ = tiny_run
+    before = _snapshot(run)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--seed-from", str(run), "--workdir", str(tmp_path / "work"),
+         "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert _snapshot(run) == before
+
+    accuracy = json.loads((out / "accuracy.json").read_text())
+    assert list(accuracy["rows"]) == ACCURACY_ROWS
+    for name, row in accuracy["rows"].items():
+        for split in ("val", "test"):
+            assert 0.0 <= row[split]["map5"] <= 1.0 and 0.0 <= row[split]["top1"] <= row[split]["map5"], name
+    # The all-new_whale baseline's top-1 is the share of validation images whose truth is new_whale.
+    val = pd.read_parquet(tmp_path / "work/quick/reference/results/match/round0/ensemble/val_predictions.parquet")
+    assert accuracy["rows"]["all_new_whale"]["val"]["top1"] == pytest.approx((val["truth"] == "new_whale").mean())
+    assert accuracy["rows"]["all_new_whale"]["val"]["n"] == len(val)
+    jobs = {name: set(a["run"]["jobs"]) for name, a in accuracy["ablations"].items()}
+    assert jobs["flip_fusion"] == {"match_member", "ensemble"}  # only the match stage reruns
+    assert {"align_transforms", "align_crops", "train_member"} <= jobs["no_alignment"]
+    assert "train_member" in jobs["flip_as_new_identity"] and not jobs["flip_as_new_identity"] & {"align_crops", "detect_predict"}
+    assert accuracy["ablations"]["pseudo_labels"]["final_round"] == 1
+    assert accuracy["ablations"]["no_alignment"]["landmark_share"] == 0.0
+
+    incremental = json.loads((out / "incremental.json").read_text())
+    no_change, edited = incremental["runs"].values()
+    assert no_change["nothing_to_do"] and no_change["jobs"] == {}
+    assert "match_member" in edited["jobs"] and "train_member" not in edited["jobs"]
+
+    speed = json.loads((out / "speed.json").read_text())
+    assert {"data", "detect", "align", "train", "embed", "match"} <= set(speed["stages"])
+    steps = " ".join(r["step"] for r in speed["throughput"])
+    assert "detection" in steps and "alignment" in steps and "embedding" in steps
+
+    search = json.loads((out / "search.json").read_text())
+    assert {r["method"] for r in search["rows"]} >= {"faiss_flat", "numpy", "faiss_hnsw", "faiss_ivf"}
+
+    summary = (out / "summary.md").read_text()
+    for heading in ("### Accuracy", "### Speed", "### Incremental", "### Search"):
+        assert heading in summary
+    for name in ACCURACY_ROWS:
+        assert f"| {name} |" in summary
