@@ -78,3 +78,12 @@ def test_active_members_must_be_defined(tmp_path):
     result = _dry_run_with(tmp_path, {"embed": {"active_members": ["mnv2", "vit_huge"]}})
     assert result.returncode != 0
     assert "embed.active_members names 'vit_huge'" in result.stdout + result.stderr
+
+
+def test_detector_imagenet_weights_need_an_offline_encoder(tmp_path):
+    result = _dry_run_with(tmp_path, {"detect": {"model": {"encoder": "tu-lcnet_100", "encoder_weights": "imagenet"}}})
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "detect.model.encoder_weights: imagenet is available offline for" in out and "not tu-lcnet_100" in out
+    ok = _dry_run_with(tmp_path, {"detect": {"model": {"encoder": "tu-efficientnet_lite0", "encoder_weights": "imagenet"}}})
+    assert ok.returncode == 0, ok.stderr[-2000:]

