@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from flukeline.match import fuse_views, identity_centres, l2_normalise, predict, rank_with_new_whale, search
+from flukeline.match import fuse_views, identity_centres, identity_topk, l2_normalise, rank_with_new_whale, search
 
 
 def test_identity_centres_are_normalised_means_of_normalised_vectors():
@@ -42,14 +42,16 @@ def test_new_whale_goes_last_when_fewer_candidates_than_k():
     assert rank_with_new_whale([ids], [np.array([0.9, 0.8])], threshold=0.5) == [["a", "b", "new_whale"]]
 
 
-def test_predict_finds_the_identity_of_a_noisy_copy_and_ignores_new_whale_gallery_images():
+def test_centre_templates_find_the_identity_of_a_noisy_copy_and_ignore_new_whale_gallery_images():
     rng = np.random.default_rng(1)
     centres = l2_normalise(rng.normal(size=(20, 16)))
     gallery = np.repeat(centres, 3, axis=0) + 0.05 * rng.normal(size=(60, 16))
     ids = np.repeat([f"w_{i}" for i in range(20)], 3)
     ids[0] = "new_whale"  # never a candidate
     queries = centres[[4, 9]] + 0.05 * rng.normal(size=(2, 16))
-    ranked, best = predict(queries, gallery, ids, threshold=0.2)
+    candidates, sims = identity_topk(l2_normalise(queries), l2_normalise(gallery), ids, 5, {"templates": "centres", "centres": {"min_images": 10}})
+    ranked, best = rank_with_new_whale(candidates, sims, threshold=0.2), sims[:, 0]
+    assert "new_whale" not in set(candidates.ravel())
     assert [r[0] for r in ranked] == ["w_4", "w_9"]
     assert all(len(r) == 5 for r in ranked) and (best > 0.9).all()
     assert all("new_whale" not in r[:1] for r in ranked)

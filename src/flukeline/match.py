@@ -63,15 +63,6 @@ def rank_with_new_whale(candidate_ids, candidate_sims, threshold: float, k: int 
     return ranked
 
 
-def predict(query_emb, gallery_emb, gallery_ids, threshold: float, k: int = 5):
-    """Top-k predicted ids per query and each query's best similarity."""
-    known = np.asarray(gallery_ids) != NEW_WHALE
-    names, centres = identity_centres(gallery_emb[known], np.asarray(gallery_ids)[known])
-    sims, idx = search(l2_normalise(query_emb), centres, k)
-    ranked = rank_with_new_whale(names[idx], sims, threshold, k)
-    return ranked, sims[:, 0]
-
-
 def map5_by_threshold(truth, candidate_ids: np.ndarray, candidate_sims: np.ndarray, thresholds, k: int = 5) -> np.ndarray:
     """MAP@k of `rank_with_new_whale` for every threshold at once, without building the lists.
 
