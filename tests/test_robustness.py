@@ -25,7 +25,7 @@ from conftest import TINY, snakemake
 from flukeline.checkpoint import resume_training_state, save_training_state
 from flukeline.errors import InputError
 from flukeline.ingest import ingest
-from flukeline.io import read_image_rgb, write_json_atomic, write_parquet_atomic
+from flukeline.io import read_image_rgb, write_parquet_atomic
 from flukeline.model import read_weights, save_weights
 
 # --- image makers --------------------------------------------------------------------------------
