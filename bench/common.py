@@ -69,8 +69,9 @@ def timed_command(command: list[str], log: Path, env: dict | None = None) -> dic
 def run_snakemake(workdir: Path, configfiles, log: Path, *targets: str, cores: int = 2) -> dict:
     """The repo's workflow in `workdir` with these config files; timed_command's result plus the
     jobs Snakemake planned (rule -> count, from its 'Job stats' table; {} when nothing to do)."""
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--cores", str(cores), "--configfile", *map(str, configfiles), *targets]
+    # Targets before the options: --configfile takes every argument after it.
+    command = [sys.executable, "-m", "snakemake", *targets, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--cores", str(cores), "--configfile", *map(str, configfiles)]
     result = timed_command(command, log, env=dict(os.environ, PYTHONHASHSEED="0"))
     text = Path(log).read_text(errors="replace")
     if result["returncode"] != 0:
