@@ -183,7 +183,9 @@ def cmd_submit(a):
 
     from flukeline.submission import write_submission
 
-    write_submission(pd.read_parquet(a.test), pd.read_parquet(a.predictions), a.out)
+    rejected = pd.read_csv(a.rejected, dtype=str, keep_default_na=False) if a.rejected else None
+    train = pd.read_parquet(a.train) if a.train else None
+    write_submission(pd.read_parquet(a.test), pd.read_parquet(a.predictions), a.out, rejected=rejected, train=train)
 
 
 def cmd_evaluate(a):
@@ -427,6 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", required=True)
     p.add_argument("--predictions", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--rejected", help="rejected.csv of ingest: skipped test images get the baseline's row")
+    p.add_argument("--train", help="train.parquet (the baseline's most frequent ids), with --rejected")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("evaluate", help="cross-validated metrics (and demo test metrics)")

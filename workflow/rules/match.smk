@@ -108,6 +108,8 @@ rule ensemble:
 rule submission:
     input:
         test="results/data/test.parquet",
+        train="results/data/train.parquet",
+        rejected="results/data/rejected.csv",
         predictions=f"results/match/round{FINAL_ROUND}/ensemble/test_predictions.parquet",
     output:
         "results/submission.csv",
@@ -120,7 +122,7 @@ rule submission:
         "results/benchmarks/submission.tsv"
     shell:
         "{FLUKELINE} submit --test {input.test:q} --predictions {input.predictions:q}"
-        " --out {output:q} > {log:q} 2>&1"
+        " --rejected {input.rejected:q} --train {input.train:q} --out {output:q} > {log:q} 2>&1"
 
 
 SCORED = [(f"{m}@round{r}", f"results/match/round{r}/{m}") for r in ROUNDS for m in MEMBERS] + [
