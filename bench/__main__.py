@@ -62,6 +62,8 @@ def main(argv=None) -> int:
                         help="a finished run of the same config to start the reference from (hard links; "
                              "the tests pass the shared tiny run)")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--config", type=Path, default=REPO / "config.yaml",
+                        help="the reference config (default config.yaml); a snapshot is used for every run")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
@@ -74,7 +76,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     workdir.mkdir(parents=True, exist_ok=True)
     command = "python -m bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    reference = suite.Reference(workdir, args.quick, args.seed_from, args.cores)
+    reference = suite.Reference(workdir, args.quick, args.seed_from, args.cores, args.config.resolve())
     for part in [p for p in PARTS if p in parts]:
         started = time.perf_counter()
         print(f"== {part}", flush=True)

@@ -71,7 +71,7 @@ def run_snakemake(workdir: Path, configfiles, log: Path, *targets: str, cores: i
     jobs Snakemake planned (rule -> count, from its 'Job stats' table; {} when nothing to do)."""
     # Targets before the options: --configfile takes every argument after it.
     command = [sys.executable, "-m", "snakemake", *targets, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--cores", str(cores), "--configfile", *map(str, configfiles)]
+               "--cores", str(cores), "--rerun-incomplete", "--configfile", *map(str, configfiles)]
     result = timed_command(command, log, env=dict(os.environ, PYTHONHASHSEED="0"))
     text = Path(log).read_text(errors="replace")
     if result["returncode"] != 0:
