@@ -11,6 +11,8 @@ collects every part's table found in <out>):
                alignment, flip-as-new-identity, flip fusion, pseudo-labels), each ablation a
                hard-linked copy of the reference folder with one config override, so that only
                the stages it changes rerun
+  detector     held-out mask IoU, box IoU, PCK and training time of the learned detector with its
+               U-Net encoder from ImageNet (offline) or from scratch, and the LCNet encoder
   search       bench/bench_search.py: 10k queries x 100k and 1M gallery, FAISS exact, HNSW, IVF,
                NumPy brute force, and the matmul ceiling measured in the same run
 The reference run is the demo DAG (config.yaml) in <workdir>/reference, run once and reused;
@@ -29,13 +31,13 @@ from pathlib import Path
 from bench import suite
 from bench.common import REPO, environment, write_part
 
-PARTS = ["speed", "incremental", "accuracy", "search"]
+PARTS = ["speed", "incremental", "accuracy", "detector", "search"]
 
 
 def summary(out: Path, command: str) -> str:
     """summary.md: every part's table found in `out`, with the machine and the command."""
     sections = []
-    for part in ["accuracy", "speed", "incremental", "search"]:
+    for part in ["accuracy", "detector", "speed", "incremental", "search"]:
         if (out / f"{part}.json").exists() and (out / f"{part}.md").exists():
             meta = json.loads((out / f"{part}.json").read_text())
             when = meta.get("environment", {}).get("date") or ""

@@ -301,3 +301,51 @@ def search(out: Path, quick: bool, threads: int) -> tuple[dict, str]:
     result = bench_search.main(argv)
     return result, (out / "search.md").read_text()
 
+
+
+# ----------------------------------------------------------------------------------- detector
+
+# U-Net encoders compared at the reference's recipe (epochs, input size, training images): the
+# offline ImageNet initialisation against the same encoder from scratch and the tiny LCNet.
+DETECTOR_VARIANTS = {
+    "mobilenetv2_imagenet": ("tu-mobilenetv2_100", "imagenet"),
+    "mobilenetv2_scratch": ("tu-mobilenetv2_100", None),
+    "lcnet_scratch": ("tu-lcnet_100", None),
+}
+DETECT_METRICS = ("mask_iou", "box_iou", "pck@0.05", "pck@0.1", "n_holdout")
+
+
+def detector(reference: Reference) -> tuple[dict, str]:
+    """Held-out mask IoU, box IoU and PCK of the learned detector per encoder initialisation, with
+    its training time: each variant a copy of the reference folder with its encoder override,
+    built up to results/detect/metrics.json (a variant equal to the reference reruns nothing)."""
+    if not (reference.dir / "results" / "data").is_dir():
+        reference.ensure()
+    model = reference.config["detect"]["model"]
+    rows = {}
+    for name, (encoder, weights) in DETECTOR_VARIANTS.items():
+        workdir = reference.workdir / f"detector_{name}"
+        seed_workdir(reference.dir, workdir)
+        override = write_yaml(reference.workdir / "configs" / f"detector_{name}.yaml",
+                              {"detect": {"model": {"encoder": encoder, "encoder_weights": weights}}})
+        run = run_snakemake(workdir, reference.configfiles + [override], reference.workdir / "logs" / f"detector_{name}.log",
+                            "results/detect/metrics.json", cores=reference.cores)
+        metrics = json.loads((workdir / "results" / "detect" / "metrics.json").read_text())
+        jobs = {b["job"]: b for b in read_benchmarks(workdir / "results")}
+        rows[name] = {"encoder": encoder, "encoder_weights": weights, "run": run,
+                      **{k: metrics[k] for k in DETECT_METRICS},
+                      "train_wall_s": jobs.get("detect_train", {}).get("wall_s"),
+                      "train_cpu_s": jobs.get("detect_train", {}).get("cpu_s"),
+                      "predict_wall_s": jobs.get("detect_predict", {}).get("wall_s")}
+    result = {"part": "detector", "quick": reference.quick, "environment": environment(), "rows": rows,
+              "recipe": {k: model.get(k) for k in ("input_size", "epochs", "max_train_images", "holdout_fraction")}}
+    table = markdown_table(
+        ["encoder", "weights", "mask IoU", "box IoU", "PCK@0.05", "PCK@0.1", "train wall s", "train CPU s", "predict wall s"],
+        [[r["encoder"], r["encoder_weights"] or "scratch", f"{r['mask_iou']:.3f}", f"{r['box_iou']:.3f}",
+          f"{r['pck@0.05']:.3f}", f"{r['pck@0.1']:.3f}", r["train_wall_s"], r["train_cpu_s"], r["predict_wall_s"]]
+         for r in rows.values()], right_from=2)
+    recipe = result["recipe"]
+    note = (f"Held-out annotated train images ({next(iter(rows.values()))['n_holdout']}), the reference recipe: "
+            f"input {recipe['input_size']}, {recipe['epochs']} epochs, at most {recipe['max_train_images']} training images. "
+            "PCK@f: share of keypoints within f x the fluke span of the truth.")
+    return result, table + "\n" + note + "\n"

@@ -60,11 +60,18 @@ def test_quick_suite_writes_every_part_and_row(tiny_run, tmp_path):
     steps = " ".join(r["step"] for r in speed["throughput"])
     assert "detection" in steps and "alignment" in steps and "embedding" in steps
 
+    detector = json.loads((out / "detector.json").read_text())
+    assert set(detector["rows"]) == {"mobilenetv2_imagenet", "mobilenetv2_scratch", "lcnet_scratch"}
+    assert detector["rows"]["lcnet_scratch"]["run"]["jobs"] == {}  # the tiny preset's own detector: reused
+    assert "detect_train" in detector["rows"]["mobilenetv2_imagenet"]["run"]["jobs"]
+    for row in detector["rows"].values():
+        assert 0.0 <= row["pck@0.05"] <= row["pck@0.1"] <= 1.0 and 0.0 <= row["mask_iou"] <= 1.0
+
     search = json.loads((out / "search.json").read_text())
     assert {r["method"] for r in search["rows"]} >= {"faiss_flat", "numpy", "faiss_hnsw", "faiss_ivf"}
 
     summary = (out / "summary.md").read_text()
-    for heading in ("### Accuracy", "### Speed", "### Incremental", "### Search"):
+    for heading in ("### Accuracy", "### Detector", "### Speed", "### Incremental", "### Search"):
         assert heading in summary
     for name in ACCURACY_ROWS:
         assert f"| {name} |" in summary
