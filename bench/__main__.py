@@ -8,7 +8,7 @@ collects every part's table found in <out>):
                editing one match key (match.templates)
   accuracy     MAP@5, top-1 and new_whale F1 (validation fold and demo test) of the all-new_whale
                and softmax-classifier baselines, each member, the ensemble, and ablations (no
-               alignment, flip-as-new-identity, flip fusion, pseudo-labels), each ablation a
+               alignment, flip-as-new-identity, flip fusion, pseudo-labels, ImageNet init), each ablation a
                hard-linked copy of the reference folder with one config override, so that only
                the stages it changes rerun
   detector     held-out mask IoU, box IoU, PCK and training time of the learned detector with its

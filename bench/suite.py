@@ -59,6 +59,10 @@ def _toggle_overrides(config: dict) -> dict[str, tuple[str, dict]]:
     flip = bool(config["embed"].get("flip_as_new_identity", True))
     fusion = bool(config["match"].get("flip_fusion", True))
     rounds = int(config["match"]["pseudo_labels"]["rounds"])
+    # Only where the reference starts from ImageNet: the other way round would need offline weights
+    # for every member's backbone (the quick preset's LCNet has none).
+    imagenet = {"no_imagenet": ("embed.pretrained none (reference imagenet): every member from scratch, same epochs",
+                                {"embed": {"pretrained": "none"}})} if config["embed"].get("pretrained") == "imagenet" else {}
     return {
         # Every fit rejected (its residual is above ~0): each image gets the box transform, i.e. the
         # detector's box crop instead of the landmark-aligned crop (align.parquet method 'box').
@@ -70,6 +74,7 @@ def _toggle_overrides(config: dict) -> dict[str, tuple[str, dict]]:
                         {"match": {"flip_fusion": not fusion}}),
         "pseudo_labels": (f"match.pseudo_labels.rounds {1 if rounds == 0 else 0} (reference {rounds})",
                           {"match": {"pseudo_labels": {"rounds": 1 if rounds == 0 else 0}}}),
+        **imagenet,
     }
 
 
