@@ -73,6 +73,7 @@ import pandas as pd
 
 from flukeline.ensemble import decide_threshold
 from flukeline.match import (
+    calibrate_pseudo_label_similarity,
     calibrate_threshold,
     ensemble_topk,
     fuse_views,
@@ -214,3 +215,72 @@ def test_pseudo_labels_need_similarity_threshold_and_margin():
     assert taken["image"].tolist() == ["sure", "single"]
     assert taken["id"].tolist() == ["a", "c"] and (taken["round"] == 0).all()
     assert "0.950 >= 0.800" in taken["reason"].iloc[0]
+
+
+def _validation_table(top1, truths, margins=None, threshold_ok=True):
+    """Validation top-k table: image i's top-1 is id "a" at similarity top1[i], runner-up "b"."""
+    n = len(top1)
+    margins = np.full(n, 0.5) if margins is None else np.asarray(margins)
+    images = [f"v{i:02d}" for i in range(n)]
+    ids = np.array([["a", "b"]] * n, dtype=object)
+    sims = np.stack([np.asarray(top1), np.asarray(top1) - margins], axis=1)
+    return pd.concat([to_long([im], ids[i:i + 1], sims[i:i + 1], truth=t, fold=0) for i, (im, t) in enumerate(zip(images, truths))])
+
+
+def test_pseudo_label_similarity_is_the_lowest_cut_reaching_the_precision_on_enough_images():
+    top1 = np.linspace(0.95, 0.0, 20)
+    truths = ["a"] * 12 + ["c"] * 8
+    truths[2] = "new_whale"  # taking a new individual as "a" is a wrong pseudo-label
+    similarity, curve = calibrate_pseudo_label_similarity(_validation_table(top1, truths), threshold=-1.0, min_precision=0.9, min_margin=0.1, min_support=10)
+    # 12 taken: 11 right (0.917); 13 taken: 11 right (0.846).
+    assert similarity == pytest.approx(top1[11], abs=1e-6)
+    assert curve["taken"].tolist() == list(range(1, 21))
+    assert curve.loc[curve["taken"] == 12, "precision"].item() == pytest.approx(11 / 12)
+    assert curve.loc[curve["taken"] == 3, "precision"].item() == pytest.approx(2 / 3)
+    # A stricter precision needs a higher cut; none reaches 0.95 on 10 images (10 taken: 9 right).
+    assert calibrate_pseudo_label_similarity(_validation_table(top1, truths), -1.0, 0.95, 0.1, 10)[0] == float("inf")
+    assert calibrate_pseudo_label_similarity(_validation_table(top1, truths), -1.0, 0.95, 0.1, 1)[0] == pytest.approx(top1[1], abs=1e-6)
+
+
+def test_pseudo_label_calibration_ignores_images_below_the_threshold_or_margin():
+    top1 = np.linspace(0.95, 0.5, 12)
+    truths = ["a"] * 12
+    margins = np.full(12, 0.5)
+    margins[:3] = 0.01  # close calls are never taken, so they do not count
+    similarity, curve = calibrate_pseudo_label_similarity(_validation_table(top1, truths, margins), threshold=0.6, min_precision=0.9, min_margin=0.1, min_support=5)
+    assert curve["taken"].max() == int((top1[3:] >= 0.6).sum())
+    assert curve["similarity"].max() == pytest.approx(top1[3], abs=1e-6)
+    assert similarity == pytest.approx(top1[top1 >= 0.6].min(), abs=1e-6)
+    # Too few eligible images for the support: nothing qualifies.
+    assert calibrate_pseudo_label_similarity(_validation_table(top1, truths, margins), 0.6, 0.9, 0.1, 50)[0] == float("inf")
+
+
+def test_ensemble_takes_test_pseudo_labels_at_the_similarity_the_validation_folds_support(tmp_path):
+    import json
+
+    from flukeline.ensemble import run_ensemble
+
+    top1 = np.linspace(0.95, 0.05, 19)
+    truths = ["a"] * 10 + ["c"] * 9  # right down to 0.95 - 9 * 0.05 = 0.5
+    val = _validation_table(top1, truths)
+    test = pd.concat([
+        to_long([f"t{i}"], np.array([["a", "b"]], dtype=object), np.array([[s, s - 0.5]]), fold=-1)
+        for i, s in enumerate([0.9, 0.55, 0.45, 0.2])
+    ])
+    member = tmp_path / "round0" / "m"
+    member.mkdir(parents=True)
+    val.to_parquet(member / "val_topk.parquet")
+    test.to_parquet(member / "test_topk.parquet")
+    params = {"new_whale_threshold": -1.0, "pseudo_labels": {"min_similarity": "auto", "min_precision": 0.9, "min_margin": 0.1}}
+    run_ensemble([member], [1.0], params, 0, tmp_path / "ensemble", tmp_path / "pseudo.parquet")
+    summary = json.loads((tmp_path / "ensemble" / "summary.json").read_text())
+    # 10 right of 10 at 0.5; 11th (0.45) makes 10/11 = 0.909; 12th (0.4) 10/12 = 0.833.
+    assert summary["pseudo_label_min_similarity"] == pytest.approx(top1[10], abs=1e-6)
+    assert summary["pseudo_label_calibration"]["validation_taken"] == 11
+    assert summary["pseudo_label_calibration"]["validation_precision"] == pytest.approx(10 / 11)
+    assert pd.read_parquet(tmp_path / "pseudo.parquet")["image"].tolist() == ["t0", "t1", "t2"]
+    # A fixed similarity is used as given.
+    params["pseudo_labels"]["min_similarity"] = 0.5
+    run_ensemble([member], [1.0], params, 0, tmp_path / "ensemble", tmp_path / "pseudo.parquet")
+    assert pd.read_parquet(tmp_path / "pseudo.parquet")["image"].tolist() == ["t0", "t1"]
+    assert json.loads((tmp_path / "ensemble" / "summary.json").read_text())["pseudo_label_calibration"] is None

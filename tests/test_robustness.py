@@ -299,6 +299,20 @@ def test_config_mistakes_are_all_named_in_one_short_message(tmp_path):
     assert "Failed validating" not in output and len(output) < 3000  # no schema dump
 
 
+def test_config_choice_mistakes_name_every_alternative():
+    from flukeline.config_check import config_problems
+
+    schema = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+    config = yaml.safe_load((schema.parents[2] / "config.yaml").read_text())
+    assert config_problems(config, schema) == []
+    config["match"]["pseudo_labels"]["min_similarity"] = "sometimes"
+    config["match"]["new_whale_threshold"] = 1.5
+    assert config_problems(config, schema) == [
+        "match.new_whale_threshold: 1.5 is not 'calibrate' or a number from -1 to 1",
+        "match.pseudo_labels.min_similarity: 'sometimes' is not a number from -1 to 1 or 'auto'",
+    ]
+
+
 def read_schema() -> dict:
     return yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml").read_text())
 

@@ -21,7 +21,29 @@ def _describe(error) -> str:
         keys = ", ".join(f"{where}.{key}" if error.absolute_path else key for key in unknown)
         hint = f" (known keys here: {', '.join(allowed)})" if allowed else ""
         return f"unknown key {keys}{hint}"
+    if error.validator in ("oneOf", "anyOf"):
+        choices = " or ".join(_choice(option) for option in error.validator_value)
+        return f"{where}: {error.instance!r} is not {choices}"
     return f"{where}: {error.message}"
+
+
+def _choice(schema: dict) -> str:
+    """One alternative of a oneOf, in words: 'auto', 'a number from -1 to 1', ..."""
+    if "const" in schema:
+        return repr(schema["const"])
+    if "enum" in schema:
+        return "one of " + ", ".join(map(repr, schema["enum"]))
+    kind = {"number": "a number", "integer": "an integer", "string": "a string", "boolean": "true/false",
+            "array": "a list", "object": "a mapping", "null": "null"}.get(schema.get("type"), "a value")
+    low = schema.get("minimum", schema.get("exclusiveMinimum"))
+    high = schema.get("maximum", schema.get("exclusiveMaximum"))
+    if low is not None and high is not None:
+        return f"{kind} from {low} to {high}"
+    if low is not None:
+        return f"{kind} >= {low}"
+    if high is not None:
+        return f"{kind} <= {high}"
+    return kind
 
 
 def config_problems(config: dict, schema_path: str | os.PathLike) -> list[str]:

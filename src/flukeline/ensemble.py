@@ -11,6 +11,8 @@ import pandas as pd
 
 from flukeline.io import write_csv_atomic, write_json_atomic, write_parquet_atomic
 from flukeline.match import (
+    PSEUDO_LABEL_MIN_SUPPORT,
+    calibrate_pseudo_label_similarity,
     calibrate_threshold,
     ensemble_topk,
     member_topk,
@@ -95,14 +97,43 @@ def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_la
     write_parquet_atomic(val_predictions, out / "val_predictions.parquet")
     write_parquet_atomic(test_predictions, out / "test_predictions.parquet")
     pseudo = params.get("pseudo_labels", {})
-    labels = select_pseudo_labels(test_topk, threshold, float(pseudo.get("min_similarity", 0.8)), float(pseudo.get("min_margin", 0.1)), round_)
+    min_margin = float(pseudo.get("min_margin", 0.1))
+    min_similarity, pseudo_calibration = pseudo.get("min_similarity", "auto"), None
+    if min_similarity == "auto":
+        if method != "average":
+            val_topk = ensemble_topk({n: (pd.read_parquet(d / "val_topk.parquet"), w) for n, (d, w) in members.items()}, depth)
+        min_similarity, pseudo_calibration = _calibrate_pseudo_labels(val_topk, threshold, float(pseudo.get("min_precision", 0.9)), min_margin)
+    labels = select_pseudo_labels(test_topk, threshold, float(min_similarity), min_margin, round_)
     write_parquet_atomic(labels, pseudo_labels_path)
     summary = {
         "method": method, "threshold": threshold, "members": {n: w for n, (_, w) in members.items()},
         "cv": _scores(val_predictions), "test_new_whale_top1": _new_top1(test_predictions), "pseudo_labels": len(labels),
+        "pseudo_label_min_similarity": float(min_similarity) if np.isfinite(float(min_similarity)) else None,
+        "pseudo_label_calibration": pseudo_calibration,
     }
     write_json_atomic(summary, out / "summary.json")
     log.info("ensemble round %d (%s): threshold %.3f, CV MAP@5 %.4f, %d pseudo-labels", round_, method, threshold, summary["cv"]["map5"], len(labels))
+
+
+def _calibrate_pseudo_labels(val_topk: pd.DataFrame, threshold: float, min_precision: float, min_margin: float) -> tuple[float, dict]:
+    """match.pseudo_labels.min_similarity: auto -- the cut the validation folds support, and what
+    it took there (inf and a logged reason when no cut reaches the precision)."""
+    similarity, curve = calibrate_pseudo_label_similarity(val_topk, threshold, min_precision, min_margin)
+    at = curve[curve["similarity"] >= similarity]
+    found = bool(np.isfinite(similarity))
+    report = {
+        "min_precision": min_precision, "min_support": PSEUDO_LABEL_MIN_SUPPORT, "validation_images": int(val_topk["image"].nunique()),
+        "validation_taken": int(at["taken"].max()) if found else 0,
+        "validation_precision": float(at["precision"].iloc[-1]) if found else None,
+    }
+    if found:
+        log.info("pseudo-labels: similarity >= %.3f takes %d validation images at precision %.3f (>= %.2f asked)",
+                 similarity, report["validation_taken"], report["validation_precision"], min_precision)
+    else:
+        best = curve[curve["taken"] >= PSEUDO_LABEL_MIN_SUPPORT]["precision"].max() if len(curve) else float("nan")
+        log.warning("pseudo-labels: no similarity cut reaches precision %.2f on >= %d validation images (best %.3f); "
+                    "none taken", min_precision, PSEUDO_LABEL_MIN_SUPPORT, best)
+    return similarity, report
 
 
 def _new_top1(predictions: pd.DataFrame) -> float:

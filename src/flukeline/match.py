@@ -307,3 +307,33 @@ def select_pseudo_labels(test_topk: pd.DataFrame, threshold: float, min_similari
         "round": int(round_),
         "reason": [f"top-1 similarity {s:.3f} >= {floor:.3f} and margin {m:.3f} >= {min_margin:.3f}" for s, m in zip(sims[taken, 0], margin[taken])],
     })
+
+
+# A precision measured on fewer validation images than this is noise, not a calibration.
+PSEUDO_LABEL_MIN_SUPPORT = 10
+
+
+def calibrate_pseudo_label_similarity(val_topk: pd.DataFrame, threshold: float, min_precision: float,
+                                      min_margin: float, min_support: int = PSEUDO_LABEL_MIN_SUPPORT) -> tuple[float, pd.DataFrame]:
+    """The lowest top-1 similarity at which the validation folds' would-be pseudo-labels (top-1
+    identity above the new_whale threshold, `min_margin` ahead of the runner-up) are right at least
+    `min_precision` of the time, counted on at least `min_support` images; a new_whale image that
+    would be taken counts as wrong. Returns (similarity, or inf when no cut qualifies, and the
+    curve: similarity, taken, precision at every cut), so the rule can say why nothing was taken."""
+    if "truth" not in val_topk:
+        raise ValueError("pseudo-label calibration needs the validation truth ('truth' column of the top-k table)")
+    images, ids, sims = to_wide(val_topk, 2)
+    truth = val_topk.drop_duplicates("image").set_index("image")["truth"].loc[images].to_numpy()
+    second = np.where(np.isfinite(sims[:, 1]), sims[:, 1], -1.0)
+    eligible = (sims[:, 0] >= float(threshold)) & (sims[:, 0] - second >= float(min_margin)) & (ids[:, 0] != "")
+    top = sims[eligible, 0]
+    right = (ids[eligible, 0] == truth[eligible])
+    order = np.argsort(-top, kind="stable")
+    top, right = top[order], right[order]
+    taken = np.arange(1, len(top) + 1)
+    precision = np.cumsum(right) / np.maximum(taken, 1)
+    # A cut can only fall between different similarities: ties are taken together.
+    cut = np.r_[top[1:] != top[:-1], True] if len(top) else np.zeros(0, dtype=bool)
+    curve = pd.DataFrame({"similarity": top[cut], "taken": taken[cut], "precision": precision[cut]})
+    good = curve[(curve["taken"] >= int(min_support)) & (curve["precision"] >= float(min_precision))]
+    return (float(good["similarity"].min()) if len(good) else float("inf")), curve
