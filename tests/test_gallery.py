@@ -1,4 +1,4 @@
-"""`flukeline identify` / `flukeline add` / `flukeline gallery-new`: new photos against a gallery.
+"""`flukeline identify` / `add` / `gallery-new` / `calibrate-gallery`: new photos against a gallery.
 
 On the tiny run: a test photo identified from scratch gets the run's own ensemble list; an added
 sighting joins the templates without retraining. On real photos (tests/data/manta-demo, 4 named
@@ -103,6 +103,38 @@ def test_mantas_untrained_imagenet_backbone(tmp_path):
     # per query; measured: 4 of 5 (candy-test-02 ranks April first).
     right = sum(ids[0] == truth[photo] for photo, ids in lists.items())
     assert right >= 3, lists.to_dict()
+
+    # Leave-one-out over the 6 sightings: Candy and April (2 each) give 4 known queries, Jel and
+    # Valentine (1 each) 2 new ones.
+    result = flukeline("calibrate-gallery", "--gallery", folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "over 4 known and 2 new queries" in result.stdout
+    manifest = gallery.read_manifest(folder)
+    found = manifest["threshold_calibration"]
+    assert (found["known_queries"], found["new_queries"], found["previous_threshold"]) == (4, 2, 0.5)
+    assert found["map5"] >= found["previous_map5"]
+    assert f"new_whale threshold {manifest['threshold']:.3f} (was 0.500)" in result.stdout
+
+
+def test_leave_one_out_holds_each_sighting_out_and_calls_single_sightings_new():
+    rng = np.random.default_rng(0)
+    axes = np.eye(8, dtype=np.float32)
+    ids = ["a", "a", "a", "b", "b", "c", NEW_WHALE]
+    vectors = np.stack([axes[0], axes[0], axes[0], axes[1], axes[1], axes[0] + axes[2], axes[3]]) + rng.normal(0, 0.05, (7, 8))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # embeddings are unit vectors
+    sightings = pd.DataFrame({"member": "m", "id": ids, "embedding": list(vectors.astype(np.float32))})
+    manifest = {"train": None, "folder": "/nowhere", "members": [{"name": "m", "weight": 1.0}],
+                "match": {"templates": "images", "flip_fusion": False, "candidates": 20}}
+    topk = gallery.leave_one_out_topk(manifest, sightings)
+    first = topk[topk["rank"] == 0].set_index("image")
+    assert first["truth"].tolist() == ["a", "a", "a", "b", "b", NEW_WHALE, NEW_WHALE]
+    # Held out, each a/b sighting still finds its own individual; c (seen once) finds a at ~0.7.
+    assert first["id"].tolist()[:5] == ["a", "a", "a", "b", "b"] and first["id"].iloc[5] == "a"
+    assert (first["similarity"].iloc[:5] > 0.9).all() and 0.6 < first["similarity"].iloc[5] < 0.8
+    assert not (topk["id"] == NEW_WHALE).any()  # a new_whale sighting is never a candidate
+    from flukeline.match import calibrate_threshold
+    threshold, _ = calibrate_threshold(topk, np.round(np.arange(0, 1.001, 0.01), 6))
+    assert first["similarity"].iloc[5] < threshold <= first["similarity"].iloc[:5].min()
 
 
 def test_new_gallery_refuses_new_whale_id(tmp_path):

@@ -230,6 +230,17 @@ def cmd_add(a):
     print(f"{len(added['photo'].unique()) if len(added) else 0} new sighting(s) of {a.id} in {a.gallery}")
 
 
+def cmd_calibrate_gallery(a):
+    from flukeline.gallery import calibrate_gallery
+    from flukeline.runtime import configure_torch
+
+    configure_torch(a.threads)
+    found = calibrate_gallery(a.gallery, a.threads, a.max_queries)
+    print(f"new_whale threshold {found['threshold']:.3f} (was {found['previous_threshold']:.3f}): leave-one-out MAP@5 "
+          f"{found['map5']:.3f} (was {found['previous_map5']:.3f}) over {found['known_queries']} known and "
+          f"{found['new_queries']} new queries")
+
+
 def cmd_review(a):
     from flukeline.review import run
 
@@ -472,6 +483,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery", default="results/gallery")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("calibrate-gallery", help="set a gallery's new_whale threshold by leave-one-out over its sightings")
+    p.add_argument("--gallery", default="results/gallery")
+    p.add_argument("--max-queries", type=int, default=2000, help="sightings held out in turn (a seeded sample above this)")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_calibrate_gallery)
 
     p = sub.add_parser("gallery-new", help="an empty gallery with an untrained ImageNet backbone (no workflow run needed)")
     p.add_argument("gallery", help="folder to create")
