@@ -217,7 +217,7 @@ def test_pseudo_labels_need_similarity_threshold_and_margin():
     assert "0.950 >= 0.800" in taken["reason"].iloc[0]
 
 
-def _validation_table(top1, truths, margins=None, threshold_ok=True):
+def _validation_table(top1, truths, margins=None):
     """Validation top-k table: image i's top-1 is id "a" at similarity top1[i], runner-up "b"."""
     n = len(top1)
     margins = np.full(n, 0.5) if margins is None else np.asarray(margins)

@@ -297,16 +297,26 @@ def select_pseudo_labels(test_topk: pd.DataFrame, threshold: float, min_similari
     """Test images whose best identity is confident enough to train the next round's members:
     top-1 similarity >= max(min_similarity, the new_whale threshold) and ahead of the runner-up
     by >= min_margin. The table says why each image was taken."""
-    images, ids, sims = to_wide(test_topk, 2)
+    images, top_ids, top_sims, margin, eligible = _pseudo_label_candidates(test_topk, threshold, min_margin)
+    floor = max(float(min_similarity), float(threshold))
+    taken = eligible & (top_sims >= floor)
+    return pd.DataFrame({
+        "image": images[taken], "id": top_ids[taken].astype(str), "similarity": top_sims[taken], "margin": margin[taken],
+        "round": int(round_),
+        "reason": [f"top-1 similarity {s:.3f} >= {floor:.3f} and margin {m:.3f} >= {min_margin:.3f}" for s, m in zip(top_sims[taken], margin[taken])],
+    })
+
+
+def _pseudo_label_candidates(topk: pd.DataFrame, threshold: float, min_margin: float):
+    """Per query: image, top-1 id and similarity, margin over the runner-up, and whether it could
+    be a pseudo-label at all (an identity above the new_whale threshold, `min_margin` ahead). The
+    selection and its calibration share this rule, so the cut is calibrated on the same kind of
+    images it takes."""
+    images, ids, sims = to_wide(topk, 2)
     second = np.where(np.isfinite(sims[:, 1]), sims[:, 1], -1.0)
     margin = sims[:, 0] - second
-    floor = max(float(min_similarity), float(threshold))
-    taken = (sims[:, 0] >= floor) & (margin >= float(min_margin)) & (ids[:, 0] != "")
-    return pd.DataFrame({
-        "image": images[taken], "id": ids[taken, 0].astype(str), "similarity": sims[taken, 0], "margin": margin[taken],
-        "round": int(round_),
-        "reason": [f"top-1 similarity {s:.3f} >= {floor:.3f} and margin {m:.3f} >= {min_margin:.3f}" for s, m in zip(sims[taken, 0], margin[taken])],
-    })
+    eligible = (sims[:, 0] >= float(threshold)) & (margin >= float(min_margin)) & (ids[:, 0] != "")
+    return images, ids[:, 0], sims[:, 0], margin, eligible
 
 
 # A precision measured on fewer validation images than this is noise, not a calibration.
@@ -322,12 +332,10 @@ def calibrate_pseudo_label_similarity(val_topk: pd.DataFrame, threshold: float, 
     curve: similarity, taken, precision at every cut), so the rule can say why nothing was taken."""
     if "truth" not in val_topk:
         raise ValueError("pseudo-label calibration needs the validation truth ('truth' column of the top-k table)")
-    images, ids, sims = to_wide(val_topk, 2)
+    images, top_ids, top_sims, _, eligible = _pseudo_label_candidates(val_topk, threshold, min_margin)
     truth = val_topk.drop_duplicates("image").set_index("image")["truth"].loc[images].to_numpy()
-    second = np.where(np.isfinite(sims[:, 1]), sims[:, 1], -1.0)
-    eligible = (sims[:, 0] >= float(threshold)) & (sims[:, 0] - second >= float(min_margin)) & (ids[:, 0] != "")
-    top = sims[eligible, 0]
-    right = (ids[eligible, 0] == truth[eligible])
+    top = top_sims[eligible]
+    right = top_ids[eligible] == truth[eligible]
     order = np.argsort(-top, kind="stable")
     top, right = top[order], right[order]
     taken = np.arange(1, len(top) + 1)
