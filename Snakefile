@@ -13,7 +13,7 @@ min_version("9.0")
 configfile: Path(workflow.basedir) / "config.yaml"
 
 
-from flukeline.config_check import config_problems
+from flukeline.core.config_check import config_problems
 
 # Our own messages first (key path + problem); Snakemake's validate then fills in the defaults.
 _problems = config_problems(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")

@@ -18,13 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flukeline import align
+from flukeline.align.crops import crop_images
+from flukeline.align.settings import AlignSettings
+from flukeline.align.transforms import estimate_transforms, image_table
 
 
 def demo_tables(data_dir: Path, limit: int | None):
     """Images, and keypoints/boxes/masks in detect's table format, from ingest's ground truth."""
     train, test = pd.read_parquet(data_dir / "train.parquet"), pd.read_parquet(data_dir / "test.parquet")
-    images = align._image_table(train, test)
+    images = image_table(train, test)
     if limit:
         images = images.iloc[:limit]
     split = images[["image", "split"]]
@@ -41,8 +43,8 @@ def demo_tables(data_dir: Path, limit: int | None):
 
 
 def render_demo(tmp: Path, n_train: int, seed: int) -> Path:
-    from flukeline.demo import generate_demo
-    from flukeline.ingest import ingest
+    from flukeline.data.demo.generate import generate_demo
+    from flukeline.data.ingest import ingest
 
     root = tmp / "kaggle"
     generate_demo(root, tmp / "truth.csv", preset="demo", seed=seed, workers=2,
@@ -67,9 +69,9 @@ def main() -> None:
         tmp = Path(tmp)
         data = args.data if args.data is not None else render_demo(tmp, args.n_train, args.seed)
         images, keypoints, boxes, masks = demo_tables(data, args.limit)
-        settings = align.AlignSettings.from_params({})
+        settings = AlignSettings.from_params({})
         start = time.perf_counter()
-        transforms = align.estimate_transforms(images, keypoints, boxes, settings)
+        transforms = estimate_transforms(images, keypoints, boxes, settings)
         seconds = time.perf_counter() - start
         print(json.dumps({"step": "transforms", "workers": 1, "images": len(images), "seconds": round(seconds, 2),
                           "images_per_s": round(len(images) / seconds, 1),
@@ -78,7 +80,7 @@ def main() -> None:
             for workers in args.workers:
                 out = tmp / f"crops_{size}_{workers}"
                 start, cpu = time.perf_counter(), time.process_time()
-                align.crop_images(images, transforms, masks, size, 0.1, out, threads=workers)
+                crop_images(images, transforms, masks, size, 0.1, out, threads=workers)
                 seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
                 # Each image: aligned + box crop, and both warped masks (4 PNGs).
                 row = {"step": "crops", "size": size, "workers": workers, "images": len(images),

@@ -9,7 +9,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from flukeline.demo import generate_demo
+from flukeline.data.demo.generate import generate_demo
 
 
 def main() -> None:

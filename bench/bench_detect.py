@@ -15,9 +15,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from flukeline import detector
-from flukeline.demo import generate_demo
-from flukeline.model import save_weights
+from flukeline.core.weights import save_weights
+from flukeline.data.demo.generate import generate_demo
+from flukeline.detect.predict import predict_all
+from flukeline.detect.unet import WEIGHTS_KEY, build_detector
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,10 +42,10 @@ def main() -> None:
         model_path = args.model
         if model_path is None:
             model_path = tmp / "random.safetensors"
-            save_weights(detector.build_detector(params), model_path, {"params": params, "holdout": []},
-                         key=detector.WEIGHTS_KEY)
+            save_weights(build_detector(params), model_path, {"params": params, "holdout": []},
+                         key=WEIGHTS_KEY)
         started = time.perf_counter()
-        masks, _, boxes = detector.predict_all(model_path, frame, frame.iloc[0:0], config["boxes"], tmp / "masks",
+        masks, _, boxes = predict_all(model_path, frame, frame.iloc[0:0], config["boxes"], tmp / "masks",
                                                threads=args.threads)
         seconds = time.perf_counter() - started
     print(json.dumps({"images": len(masks), "threads": args.threads, "seconds": round(seconds, 2),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from flukeline.model import EmbeddingNet
+from flukeline.embed.model import EmbeddingNet
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

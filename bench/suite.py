@@ -11,9 +11,20 @@ from pathlib import Path
 import pandas as pd
 
 from bench import bench_search
-from bench.common import (CONFIG, REPO, environment, first_snakemake_wall, load_config, markdown_table,
-                          read_benchmarks, run_snakemake, seed_workdir, timed_command, write_yaml)
-from flukeline.evaluate import cv_summary, score_submission
+from bench.common import (
+    CONFIG,
+    REPO,
+    environment,
+    first_snakemake_wall,
+    load_config,
+    markdown_table,
+    read_benchmarks,
+    run_snakemake,
+    seed_workdir,
+    timed_command,
+    write_yaml,
+)
+from flukeline.evaluate.scores import cv_summary, score_submission
 
 TINY = REPO / "workflow" / "presets" / "tiny.yaml"
 # --quick: the tiny preset cut to one small member, one epoch and no pseudo-label round, so that

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import yaml
-
 from conftest import REPO, TINY, snakemake
 
 MEMBER = "r18"

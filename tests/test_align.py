@@ -8,14 +8,28 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from flukeline import align
-from flukeline.align import AlignSettings, DEFAULT_TEMPLATE
+from flukeline.align.crops import _file_names, crop_images
+from flukeline.align.geometry import (
+    BOX_COLUMNS,
+    FRAME_COLUMNS,
+    MATRIX_COLUMNS,
+    apply,
+    box_transform,
+    crop_matrix,
+    crop_region,
+    region_to_output,
+    template_frame,
+    transform_of,
+)
+from flukeline.align.settings import DEFAULT_TEMPLATE, AlignSettings, parse_size
+from flukeline.align.transforms import estimate_transforms
+from flukeline.align.warp import warp
 from flukeline.cli import main
 
 TEMPLATE = DEFAULT_TEMPLATE
 NAMES = list(TEMPLATE)
 TEMPLATE_XY = np.array([TEMPLATE[n] for n in NAMES])
-FRAME = align.template_frame(TEMPLATE)
+FRAME = template_frame(TEMPLATE)
 
 
 def similarity(scale, degrees, tx, ty):
@@ -70,11 +84,11 @@ def transforms_for(image, width, height, keypoints, box, **settings):
     images = pd.DataFrame({"image": [image], "split": ["train"], "width": [width], "height": [height]})
     boxes = pd.DataFrame({"image": [image], "split": ["train"], "x0": [box[0]], "y0": [box[1]], "x1": [box[2]],
                           "y1": [box[3]], "method": ["test"], "score": [1.0]})
-    return align.estimate_transforms(images, keypoints, boxes, AlignSettings.from_params(settings))
+    return estimate_transforms(images, keypoints, boxes, AlignSettings.from_params(settings))
 
 
 def expected_output(out_size, margin=0.1, points=TEMPLATE_XY):
-    return align.apply(align.region_to_output(align.crop_region(FRAME, margin, out_size), out_size), points)
+    return apply(region_to_output(crop_region(FRAME, margin, out_size), out_size), points)
 
 
 # ------------------------------------------------------------------------------------------
@@ -93,7 +107,7 @@ def expected_output(out_size, margin=0.1, points=TEMPLATE_XY):
 )
 def test_warp_with_a_known_transform_puts_the_landmarks_on_the_template_within_1px(width, height, scale, degrees, out_size):
     to_image = similarity(scale, degrees, width / 2 + 7.3, height / 2 - 0.135 * scale)
-    points = align.apply(to_image, TEMPLATE_XY)
+    points = apply(to_image, TEMPLATE_XY)
     sigma = max(2.5, 0.012 * scale)
     photo = blobs(width, height, points, sigma)
     table = transforms_for("a.jpg", width, height, keypoint_table("a.jpg", points), box_around(points, 5, width, height))
@@ -101,10 +115,10 @@ def test_warp_with_a_known_transform_puts_the_landmarks_on_the_template_within_1
     assert row["method"] == "landmarks" and row["reason"] == "ok" and row["n_landmarks"] == 6
     assert row["residual"] < 1e-6
     assert row["span_px"] == pytest.approx(scale) and row["rotation_deg"] == pytest.approx(degrees, abs=1e-4)
-    matrix = align.crop_matrix(align.transform_of(row), FRAME, 0.1, out_size)
+    matrix = crop_matrix(transform_of(row), FRAME, 0.1, out_size)
     expected = expected_output(out_size)
-    np.testing.assert_allclose(align.apply(matrix, points), expected, atol=1e-3)  # the geometry
-    crop = align.warp(photo, matrix, out_size)  # and the pixels: OpenCV's conventions agree
+    np.testing.assert_allclose(apply(matrix, points), expected, atol=1e-3)  # the geometry
+    crop = warp(photo, matrix, out_size)  # and the pixels: OpenCV's conventions agree
     assert crop.shape == (out_size[1], out_size[0], 3)
     out_sigma = sigma * matrix[0, 0] / math.cos(math.radians(degrees))
     for target in expected:
@@ -114,14 +128,14 @@ def test_warp_with_a_known_transform_puts_the_landmarks_on_the_template_within_1
 
 def test_affine_setting_recovers_a_sheared_pose():
     to_image = np.array([[260.0, 40.0, 400.0], [-25.0, 180.0, 240.0]])  # foreshortened and sheared
-    points = align.apply(to_image, TEMPLATE_XY)
+    points = apply(to_image, TEMPLATE_XY)
     photo = blobs(800, 500, points, 3.0)
     keypoints = keypoint_table("a.jpg", points)
     box = box_around(points)
     row = transforms_for("a.jpg", 800, 500, keypoints, box, transform="affine").iloc[0]
     assert row["method"] == "landmarks" and row["residual"] < 1e-6
-    matrix = align.crop_matrix(align.transform_of(row), FRAME, 0.1, (512, 256))
-    crop = align.warp(photo, matrix, (512, 256))
+    matrix = crop_matrix(transform_of(row), FRAME, 0.1, (512, 256))
+    crop = warp(photo, matrix, (512, 256))
     for target in expected_output((512, 256)):
         assert np.hypot(*np.subtract(centroid(crop[:, :, 0], target, 12), target)) < 1.0
     # A similarity cannot absorb the shear: the same landmarks leave a residual.
@@ -131,18 +145,18 @@ def test_affine_setting_recovers_a_sheared_pose():
 
 def test_an_outlying_landmark_is_left_out_of_the_fit():
     to_image = similarity(250, 10, 400, 250)
-    points = align.apply(to_image, TEMPLATE_XY)
+    points = apply(to_image, TEMPLATE_XY)
     wrong = points.copy()
     wrong[NAMES.index("peduncle")] += (0, 0.4 * 250)  # mislocated by 0.4 span
     row = transforms_for("a.jpg", 800, 500, keypoint_table("a.jpg", wrong), box_around(points)).iloc[0]
     assert row["method"] == "landmarks" and row["n_landmarks"] == 5
-    np.testing.assert_allclose(align.apply(align.transform_of(row), points[:5]), TEMPLATE_XY[:5], atol=1e-4)
+    np.testing.assert_allclose(apply(transform_of(row), points[:5]), TEMPLATE_XY[:5], atol=1e-4)
 
 
 def test_noisy_landmarks_fit_in_least_squares():
     rng = np.random.default_rng(0)
     to_image = similarity(250, -5, 400, 250)
-    noisy = align.apply(to_image, TEMPLATE_XY) + rng.normal(0, 3, (6, 2))  # ~0.01 span
+    noisy = apply(to_image, TEMPLATE_XY) + rng.normal(0, 3, (6, 2))  # ~0.01 span
     row = transforms_for("a.jpg", 800, 500, keypoint_table("a.jpg", noisy), box_around(noisy)).iloc[0]
     assert row["method"] == "landmarks" and row["n_landmarks"] == 6
     assert 0.002 < row["residual"] < 0.03
@@ -160,14 +174,14 @@ def _fit(xy, confidence=1.0, box=None, names=NAMES, **settings):
     return transforms_for("a.jpg", 4000, 3000, keypoint_table("a.jpg", xy, confidence, names), box, **settings).iloc[0]
 
 
-GOOD = align.apply(similarity(250, 0, 500, 300), TEMPLATE_XY)
+GOOD = apply(similarity(250, 0, 500, 300), TEMPLATE_XY)
 
 
 def test_low_confidence_keypoints_fall_back_to_the_box():
     row = _fit(GOOD, confidence=0.2)
     assert (row["method"], row["reason"], row["n_landmarks"]) == ("box", "few_landmarks", 0)
     box = (row["box_x0"], row["box_y0"], row["box_x1"], row["box_y1"])
-    np.testing.assert_allclose(align.transform_of(row), align.box_transform(box, FRAME))
+    np.testing.assert_allclose(transform_of(row), box_transform(box, FRAME))
     assert math.isnan(row["residual"])
     # Two confident landmarks are fewer than min_landmarks (3) ...
     row = _fit(GOOD, confidence=[1, 0.1, 1, 0.1, 0.1, 0.1])
@@ -185,15 +199,15 @@ def test_images_without_keypoint_rows_use_their_box():
     boxes = pd.DataFrame({"image": ["a.jpg", "b.jpg"], "split": ["train", "test"], "x0": [10, 0], "y0": [5, 0],
                           "x1": [60, 100], "y1": [30, 50], "method": "t", "score": 1.0})
     keypoints = keypoint_table("zzz.jpg", GOOD)  # another image's keypoints only
-    table = align.estimate_transforms(images, keypoints, boxes, AlignSettings.from_params({}))
+    table = estimate_transforms(images, keypoints, boxes, AlignSettings.from_params({}))
     assert table["method"].tolist() == ["box", "box"] and table["image"].tolist() == ["a.jpg", "b.jpg"]
     # The box crop maps the box's centre onto the template frame's centre at one scale.
-    transform = align.transform_of(table.iloc[0])
-    centre = align.apply(transform, [[(10 + 60 - 1) / 2, (5 + 30 - 1) / 2]])[0]
+    transform = transform_of(table.iloc[0])
+    centre = apply(transform, [[(10 + 60 - 1) / 2, (5 + 30 - 1) / 2]])[0]
     np.testing.assert_allclose(centre, [(FRAME[0] + FRAME[2]) / 2, (FRAME[1] + FRAME[3]) / 2])
     assert transform[0, 1] == transform[1, 0] == 0 and transform[0, 0] == transform[1, 1]
     with pytest.raises(ValueError, match="no box"):
-        align.estimate_transforms(images, keypoints, boxes.iloc[:1], AlignSettings.from_params({}))
+        estimate_transforms(images, keypoints, boxes.iloc[:1], AlignSettings.from_params({}))
 
 
 def test_implausible_fits_fall_back_to_the_box():
@@ -249,30 +263,30 @@ def test_settings_are_checked():
 @pytest.mark.parametrize("out_size", [(128, 64), (512, 512), (64, 32)])
 def test_box_crop_keeps_the_whole_box_centred_with_its_margin_unstretched(box, out_size):
     # In the span frame the box is centred on the template frame and fills it in one dimension.
-    transform = align.box_transform(box, FRAME)
-    (u0, v0), (u1, v1) = align.apply(transform, [[box[0] - 0.5, box[1] - 0.5], [box[2] - 0.5, box[3] - 0.5]])
+    transform = box_transform(box, FRAME)
+    (u0, v0), (u1, v1) = apply(transform, [[box[0] - 0.5, box[1] - 0.5], [box[2] - 0.5, box[3] - 0.5]])
     assert (u0 + u1) / 2 == pytest.approx((FRAME[0] + FRAME[2]) / 2) and (v0 + v1) / 2 == pytest.approx((FRAME[1] + FRAME[3]) / 2)
     shares = ((u1 - u0) / (FRAME[2] - FRAME[0]), (v1 - v0) / (FRAME[3] - FRAME[1]))
     assert max(shares) == pytest.approx(1.0) and min(shares) <= 1 + 1e-9
     # In the crop: centred, unstretched, with at least the margin (10% of the frame) on each side.
-    matrix = align.crop_matrix(transform, FRAME, 0.1, out_size)
+    matrix = crop_matrix(transform, FRAME, 0.1, out_size)
     assert matrix[0, 0] == pytest.approx(matrix[1, 1]) and matrix[0, 1] == matrix[1, 0] == 0
-    (x0, y0), (x1, y1) = align.apply(matrix, [[box[0] - 0.5, box[1] - 0.5], [box[2] - 0.5, box[3] - 0.5]])
+    (x0, y0), (x1, y1) = apply(matrix, [[box[0] - 0.5, box[1] - 0.5], [box[2] - 0.5, box[3] - 0.5]])
     width, height = out_size
     assert (x0 + x1) / 2 == pytest.approx(width / 2 - 0.5) and (y0 + y1) / 2 == pytest.approx(height / 2 - 0.5)
     assert x1 - x0 <= width / 1.2 + 1e-6 and y1 - y0 <= height / 1.2 + 1e-6
     # The crop region is the frame grown by the margin, widened to the output's aspect.
-    r0, s0, r1, s1 = align.crop_region(FRAME, 0.1, out_size)
+    r0, s0, r1, s1 = crop_region(FRAME, 0.1, out_size)
     assert (r1 - r0) / (s1 - s0) == pytest.approx(width / height)
     assert r0 <= FRAME[0] - 0.1 * (FRAME[2] - FRAME[0]) + 1e-9 and s1 >= FRAME[3] + 0.1 * (FRAME[3] - FRAME[1]) - 1e-9
 
 
 def test_warp_outside_the_photo_replicates_its_border_and_blanks_masks():
     photo = np.full((10, 10, 3), 200, np.uint8)
-    matrix = align.crop_matrix(align.box_transform((-20, -20, 30, 30), FRAME), FRAME, 0.1, (64, 32))
-    assert align.warp(photo, matrix, (64, 32)).min() == 200
+    matrix = crop_matrix(box_transform((-20, -20, 30, 30), FRAME), FRAME, 0.1, (64, 32))
+    assert warp(photo, matrix, (64, 32)).min() == 200
     mask = np.full((10, 10), 255, np.uint8)
-    warped = align.warp(mask, matrix, (64, 32), cv2.BORDER_CONSTANT, 0)
+    warped = warp(mask, matrix, (64, 32), cv2.BORDER_CONSTANT, 0)
     assert warped.max() == 255 and warped.min() == 0
 
 
@@ -280,7 +294,7 @@ def test_heavy_shrinking_is_anti_aliased():
     # A one-pixel checkerboard shrunk 10x must become mid-grey, not a moire of black and white.
     checker = ((np.indices((1000, 2000)).sum(axis=0) % 2) * 255).astype(np.uint8)
     matrix = np.array([[0.1, 0.0, 0.0], [0.0, 0.1, 0.0]])
-    out = align.warp(checker, matrix, (200, 100))
+    out = warp(checker, matrix, (200, 100))
     assert abs(float(out[5:-5, 5:-5].mean()) - 127.5) < 3 and out[5:-5, 5:-5].std() < 3
 
 
@@ -291,11 +305,11 @@ def test_heavy_shrinking_is_anti_aliased():
 
 def _scene(tmp_path, name, width, height, to_image, mode="RGB", confidence=1.0, split="train", mask=True):
     """A photo (and its mask) with a bright fluke-like ellipse and blobs at the landmarks."""
-    points = align.apply(to_image, TEMPLATE_XY)
+    points = apply(to_image, TEMPLATE_XY)
     scale = math.sqrt(abs(np.linalg.det(to_image[:, :2])))
     photo = blobs(width, height, points, max(1.0, 0.01 * scale))
     fluke = np.zeros((height, width), np.uint8)
-    centre = align.apply(to_image, [[0.0, 0.1]])[0]
+    centre = apply(to_image, [[0.0, 0.1]])[0]
     angle = math.degrees(math.atan2(to_image[1, 0], to_image[0, 0]))
     axes = (max(1, int(0.5 * scale)), max(1, int(0.12 * scale)))
     cv2.ellipse(fluke, (int(round(centre[0])), int(round(centre[1]))), axes, angle, 0, 360, 255, -1)
@@ -340,13 +354,13 @@ def test_crops_of_tiny_huge_extreme_and_grayscale_photos(tmp_path):
         _scene(tmp_path, "grey.png", 300, 200, similarity(200, 12, 150, 80), mode="L", split="test", mask=False),
     ]
     images, boxes, keypoints, masks = _tables(scenes)
-    transforms = align.estimate_transforms(images, keypoints, boxes, AlignSettings.from_params({}))
+    transforms = estimate_transforms(images, keypoints, boxes, AlignSettings.from_params({}))
     assert transforms.set_index("image")["method"].to_dict() == {
         "tiny.png": "box", "tinylm.png": "landmarks", "huge.jpg": "landmarks", "wide.jpg": "landmarks",
         "tall.jpg": "landmarks", "grey.png": "landmarks"}
     for size in ("64x32", "512x512"):
-        width, height = align.parse_size(size)
-        table = align.crop_images(images, transforms, masks, size, 0.1, tmp_path / size)
+        width, height = parse_size(size)
+        table = crop_images(images, transforms, masks, size, 0.1, tmp_path / size)
         assert table["image"].tolist() == images["image"].tolist()
         for row in table.itertuples():
             for path in (row.crop_path, row.box_crop_path):
@@ -359,7 +373,7 @@ def test_crops_of_tiny_huge_extreme_and_grayscale_photos(tmp_path):
                 assert _read(row.mask_crop_path).shape == (height, width)
             assert (row.crop_path == row.box_crop_path) == (row.method == "box")
     # The huge photo's aligned crop shows the fluke centred where the template says.
-    table = align.crop_images(images, transforms, masks, "128x64", 0.1, tmp_path / "again")
+    table = crop_images(images, transforms, masks, "128x64", 0.1, tmp_path / "again")
     huge = table.set_index("image").loc["huge.jpg"]
     mask = _read(huge["mask_crop_path"])
     ys, xs = np.nonzero(mask > 127)
@@ -376,8 +390,8 @@ def test_masks_are_warped_with_their_crops(tmp_path):
     full = _read(scenes[1]["mask"])
     cv2.imwrite(str(half), cv2.resize(full, (320, 200), interpolation=cv2.INTER_AREA))
     masks.loc[1, "mask_path"] = str(half)
-    transforms = align.estimate_transforms(images, keypoints, boxes, AlignSettings.from_params({}))
-    table = align.crop_images(images, transforms, masks, "256x128", 0.1, tmp_path / "crops")
+    transforms = estimate_transforms(images, keypoints, boxes, AlignSettings.from_params({}))
+    table = crop_images(images, transforms, masks, "256x128", 0.1, tmp_path / "crops")
     for row in table.itertuples():
         for crop_path, mask_path in ((row.crop_path, row.mask_crop_path), (row.box_crop_path, row.box_mask_crop_path)):
             crop, mask = _read(crop_path), _read(mask_path)
@@ -390,11 +404,11 @@ def test_masks_are_warped_with_their_crops(tmp_path):
 def test_crops_are_deterministic_and_independent_of_workers(tmp_path):
     scenes = [_scene(tmp_path, f"{i}.jpg", 320, 200, similarity(150 + 10 * i, 5 * i - 10, 160, 90)) for i in range(6)]
     images, boxes, keypoints, masks = _tables(scenes)
-    first = align.estimate_transforms(images, keypoints, boxes, AlignSettings.from_params({}))
-    second = align.estimate_transforms(images, keypoints.sample(frac=1, random_state=0), boxes, AlignSettings.from_params({}))
+    first = estimate_transforms(images, keypoints, boxes, AlignSettings.from_params({}))
+    second = estimate_transforms(images, keypoints.sample(frac=1, random_state=0), boxes, AlignSettings.from_params({}))
     pd.testing.assert_frame_equal(first, second)
-    one = align.crop_images(images, first, masks, "64x32", 0.1, tmp_path / "one", threads=1)
-    two = align.crop_images(images, first, masks, "64x32", 0.1, tmp_path / "two", threads=2)
+    one = crop_images(images, first, masks, "64x32", 0.1, tmp_path / "one", threads=1)
+    two = crop_images(images, first, masks, "64x32", 0.1, tmp_path / "two", threads=2)
     for column in ("crop_path", "box_crop_path", "mask_crop_path", "box_mask_crop_path"):
         for a, b in zip(one[column], two[column]):
             assert a != b and open(a, "rb").read() == open(b, "rb").read()
@@ -402,7 +416,7 @@ def test_crops_are_deterministic_and_independent_of_workers(tmp_path):
 
 def test_crop_file_names_stay_unique():
     images = pd.DataFrame({"image": ["a.jpg", "a.png", "b.jpg", "a.jpg"], "split": ["train", "train", "train", "test"]})
-    assert align._file_names(images) == ["a_jpg.png", "a_png.png", "b.png", "a.png"]
+    assert _file_names(images) == ["a_jpg.png", "a_png.png", "b.png", "a.png"]
 
 
 def test_cli_writes_the_tables_crops_and_contact_sheet(tmp_path):
@@ -422,7 +436,7 @@ def test_cli_writes_the_tables_crops_and_contact_sheet(tmp_path):
                  "--keypoints", str(paths["keypoints"]), "--boxes", str(paths["boxes"]), "--params", params,
                  "--out", str(out / "align.parquet"), "--contact-sheet", str(out / "contact_sheet.png")]) == 0
     transforms = pd.read_parquet(out / "align.parquet")
-    assert set(align.MATRIX_COLUMNS + align.BOX_COLUMNS + align.FRAME_COLUMNS) < set(transforms.columns)
+    assert set(MATRIX_COLUMNS + BOX_COLUMNS + FRAME_COLUMNS) < set(transforms.columns)
     assert transforms["method"].value_counts().to_dict() == {"landmarks": 4, "box": 2}
     sheet = _read(out / "contact_sheet.png")
     assert sheet.ndim == 3 and sheet.shape[0] > 100

@@ -1,8 +1,8 @@
 import cv2
 import numpy as np
 
-from flukeline.align import parse_size
-from flukeline.detect import threshold_box
+from flukeline.align.settings import parse_size
+from flukeline.detect.threshold import threshold_box
 
 
 def test_parse_size():

@@ -9,7 +9,6 @@ import sys
 
 import pandas as pd
 import pytest
-
 from conftest import REPO
 
 ACCURACY_ROWS = ["all_new_whale", "softmax_classifier", "lcnet4", "ensemble", "ensemble, no_alignment",

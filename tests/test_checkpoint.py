@@ -2,7 +2,7 @@
 
 import torch
 
-from flukeline.checkpoint import resume_training_state, save_training_state
+from flukeline.core.checkpoint import resume_training_state, save_training_state
 
 
 def test_state_round_trips_and_other_settings_start_over(tmp_path):

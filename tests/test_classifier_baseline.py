@@ -1,4 +1,4 @@
-"""The seed-000-style softmax baseline (flukeline.baselines.softmax_classifier) through its CLI:
+"""The seed-000-style softmax baseline (flukeline.evaluate.classifier_baseline.softmax_classifier) through its CLI:
 on three colour-coded identities it learns to tell them apart, ranks the right one first on the
 validation fold and on test, and writes predictions in the members' format."""
 

@@ -1,7 +1,6 @@
 """Config validation: a wrong key or type stops Snakemake with a message naming it."""
 
 import yaml
-
 from conftest import snakemake
 
 

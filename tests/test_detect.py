@@ -1,6 +1,5 @@
 """Learned detection: letterbox geometry, heatmap decoding, box fusion, metrics, weights, resume."""
 
-import json
 
 import cv2
 import numpy as np
@@ -9,10 +8,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from flukeline import detector
-from flukeline.errors import InputError
-from flukeline.heatmap import decode_peaks, gaussian_targets
-from flukeline.letterbox import Letterbox
+import flukeline.detect.train as detect_train
+from flukeline.core.errors import InputError
+from flukeline.detect.evaluate import box_iou, fluke_span, mask_iou, pck
+from flukeline.detect.heatmap import decode_peaks, gaussian_targets
+from flukeline.detect.letterbox import Letterbox
+from flukeline.detect.predict import fuse_box, predict_all
+from flukeline.detect.train import detector_loss, train_detector
+from flukeline.detect.unet import build_detector
 
 NAMES = ["left_tip", "notch", "right_tip"]
 PARAMS = {"encoder": "tu-lcnet_100", "input_size": [64, 48], "decoder_channels": [16, 16, 8, 8, 8], "epochs": 2,
@@ -53,7 +56,7 @@ def test_mask_survives_the_round_trip():
     cv2.ellipse(mask, (450, 150), (300, 90), 10, 0, 360, 1.0, -1)
     box = Letterbox.fit(900, 300, 128, 96)
     back = box.map_back(box.apply(mask, interpolation=cv2.INTER_AREA)) > 0.5
-    assert detector.mask_iou(back, mask > 0.5) > 0.97
+    assert mask_iou(back, mask > 0.5) > 0.97
 
 
 def test_heatmap_peaks_decode_to_sub_pixel_positions():
@@ -74,32 +77,32 @@ def test_box_fusion_falls_back_step_by_step():
     points = np.array([[45.0, 42.0], [100.0, 58.0], [160.0, 41.0]])  # the right tip pokes out of the mask
     confident = np.array([0.9, 0.9, 0.9])
     params = {"min_mask_score": 0.6, "min_keypoint_confidence": 0.3, "min_area_fraction": 0.01}
-    fused = detector.fuse_box(mask, 0.9, points, confident, rgb, params)
+    fused = fuse_box(mask, 0.9, points, confident, rgb, params)
     assert fused.method == "mask+keypoints" and (fused.x0, fused.y0, fused.x1, fused.y1) == (45, 40, 161, 60)
-    assert detector.fuse_box(mask, 0.9, points, confident * 0, rgb, params).method == "mask"
-    from_points = detector.fuse_box(mask, 0.2, points, confident, rgb, params)
+    assert fuse_box(mask, 0.9, points, confident * 0, rgb, params).method == "mask"
+    from_points = fuse_box(mask, 0.2, points, confident, rgb, params)
     assert from_points.method == "keypoints"
     # 1.2 x the keypoint box about its centre.
     assert from_points.x1 - from_points.x0 == pytest.approx(1.2 * 115 + 1, abs=2)
-    fallback = detector.fuse_box(mask, 0.2, points, confident * 0, rgb, params)
+    fallback = fuse_box(mask, 0.2, points, confident * 0, rgb, params)
     assert fallback.method in ("threshold", "whole_image")
 
 
 def test_detection_metrics_by_hand():
-    assert detector.box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
     a = np.zeros((4, 4), bool)
     a[:2] = True
     b = np.zeros((4, 4), bool)
     b[:, :2] = True
-    assert detector.mask_iou(a, b) == pytest.approx(4 / 12)
+    assert mask_iou(a, b) == pytest.approx(4 / 12)
     truth = np.array([[0.0, 0.0], [50.0, 5.0], [100.0, 0.0]])
-    span = detector.fluke_span(truth, NAMES)
+    span = fluke_span(truth, NAMES)
     assert span == 100.0
     pred = truth + np.array([[4.0, 0.0], [0.0, 9.0], [20.0, 0.0]])
-    assert detector.pck(pred, truth, span, 0.05) == (1, 3)
-    assert detector.pck(pred, truth, span, 0.1) == (2, 3)
+    assert pck(pred, truth, span, 0.05) == (1, 3)
+    assert pck(pred, truth, span, 0.1) == (2, 3)
     truth[1] = np.nan  # unlabelled points do not count
-    assert detector.pck(pred, truth, span, 0.1) == (1, 2)
+    assert pck(pred, truth, span, 0.1) == (1, 2)
 
 
 def test_loss_ignores_unannotated_channels():
@@ -108,11 +111,11 @@ def test_loss_ignores_unannotated_channels():
     target[:, 0, 2:6, 2:6] = 1
     no_annotation = torch.zeros(2, 4, 1, 1)
     weights = torch.ones(2, 4, 1, 1)
-    assert detector.detector_loss(logits, target, no_annotation).item() == pytest.approx(0.0, abs=1e-6)
-    assert detector.detector_loss(logits, target, weights).item() > 0.5
+    assert detector_loss(logits, target, no_annotation).item() == pytest.approx(0.0, abs=1e-6)
+    assert detector_loss(logits, target, weights).item() > 0.5
     better = logits.clone()
     better[:, 0] = (target[:, 0] * 2 - 1) * 5
-    assert detector.detector_loss(better, target, weights) < detector.detector_loss(logits, target, weights)
+    assert detector_loss(better, target, weights) < detector_loss(logits, target, weights)
 
 
 def _toy_dataset(tmp_path, n=8):
@@ -137,24 +140,24 @@ def test_training_resumes_from_its_checkpoint_and_predicts_every_image(tmp_path,
     train, keypoints = _toy_dataset(tmp_path)
     model_path = tmp_path / "det.safetensors"
     # Kill the run after the first epoch's checkpoint.
-    original = detector.save_training_state
+    original = detect_train.save_training_state
 
     def save_then_die(*args, **kwargs):
         original(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(detector, "save_training_state", save_then_die)
+    monkeypatch.setattr(detect_train, "save_training_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        detector.train_detector(train, keypoints, PARAMS, 0, model_path, tmp_path / "h.csv")
-    monkeypatch.setattr(detector, "save_training_state", original)
+        train_detector(train, keypoints, PARAMS, 0, model_path, tmp_path / "h.csv")
+    monkeypatch.setattr(detect_train, "save_training_state", original)
     assert not model_path.exists() and (tmp_path / "det.safetensors.checkpoint.pt").exists()
-    meta = detector.train_detector(train, keypoints, PARAMS, 0, model_path, tmp_path / "h.csv")
+    meta = train_detector(train, keypoints, PARAMS, 0, model_path, tmp_path / "h.csv")
     history = pd.read_csv(tmp_path / "h.csv")
     assert history["epoch"].tolist() == [1, 2] and not (tmp_path / "det.safetensors.checkpoint.pt").exists()
     assert len(meta["holdout"]) >= 1
 
     test = train.iloc[:2].assign(split="test")
-    masks, kps, boxes = detector.predict_all(model_path, train, test, {}, tmp_path / "masks")
+    masks, kps, boxes = predict_all(model_path, train, test, {}, tmp_path / "masks")
     assert len(masks) == len(boxes) == len(train) + 2 and len(kps) == 3 * (len(train) + 2)
     for row in masks.itertuples():
         image = cv2.imread(train.set_index("image").loc[row.image, "path"])
@@ -164,18 +167,18 @@ def test_training_resumes_from_its_checkpoint_and_predicts_every_image(tmp_path,
 
 
 def test_encoder_weights_load_from_a_local_file_and_missing_files_are_named(tmp_path):
-    source = detector.build_detector(PARAMS)
+    source = build_detector(PARAMS)
     path = tmp_path / "encoder.safetensors"
     save_file({k: v.contiguous() for k, v in source.encoder.state_dict().items()}, str(path))
-    loaded = detector.build_detector(dict(PARAMS, encoder_weights=str(path)))
+    loaded = build_detector(dict(PARAMS, encoder_weights=str(path)))
     for key, value in source.encoder.state_dict().items():
         assert torch.equal(loaded.encoder.state_dict()[key], value), key
     with pytest.raises(InputError, match="nowhere.pt"):
-        detector.build_detector(dict(PARAMS, encoder_weights=str(tmp_path / "nowhere.pt")))
+        build_detector(dict(PARAMS, encoder_weights=str(tmp_path / "nowhere.pt")))
 
 
 def test_training_without_annotations_says_what_to_do(tmp_path):
     train, keypoints = _toy_dataset(tmp_path, n=2)
     train["mask_path"] = None
     with pytest.raises(InputError, match="detect.method: threshold"):
-        detector.train_detector(train, keypoints.iloc[0:0], PARAMS, 0, tmp_path / "m.safetensors", tmp_path / "h.csv")
+        train_detector(train, keypoints.iloc[0:0], PARAMS, 0, tmp_path / "m.safetensors", tmp_path / "h.csv")

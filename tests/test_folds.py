@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flukeline.folds import ALWAYS_TRAIN, assign_folds, validation_truth
-from flukeline.metrics import NEW_WHALE
+from flukeline.core.folds import ALWAYS_TRAIN, assign_folds, validation_truth
+from flukeline.core.metrics import NEW_WHALE
 
 
 def kaggle_like_ids(seed: int = 1) -> list[str]:

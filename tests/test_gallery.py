@@ -13,8 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flukeline import gallery
-from flukeline.metrics import NEW_WHALE
+from flukeline.core.errors import InputError
+from flukeline.core.metrics import NEW_WHALE
+from flukeline.gallery.calibrate import leave_one_out_topk
+from flukeline.gallery.identify import identify
+from flukeline.gallery.manifest import new_gallery, read_manifest, write_manifest
+from flukeline.gallery.sightings import add_sightings, read_sightings
 
 MANTAS = Path(__file__).parent / "data" / "manta-demo"
 
@@ -48,25 +52,25 @@ def test_identify_gives_the_runs_own_lists(tiny_run, tmp_path):
 
 def test_added_sighting_joins_the_templates(tiny_run, tmp_path):
     workdir, _ = tiny_run
-    manifest = gallery.read_manifest(workdir / "results/gallery")
+    manifest = read_manifest(workdir / "results/gallery")
     folder = tmp_path / "gallery"
     # The run's manifest with absolute paths: a private copy the test may add sightings to.
-    gallery.write_manifest(folder, {k: v for k, v in manifest.items() if k not in ("format", "folder")})
+    write_manifest(folder, {k: v for k, v in manifest.items() if k not in ("format", "folder")})
     photo = pd.read_parquet(workdir / "results/data/test.parquet")["path"].iloc[0]
-    before = gallery.identify(folder, [photo], top=5)
+    before = identify(folder, [photo], top=5)
     assert "zz_added" not in set(before["id"])
 
-    added = gallery.add_sightings(folder, [photo], "zz_added")
+    added = add_sightings(folder, [photo], "zz_added")
     assert len(added) == len(manifest["members"])  # one embedding per member
-    after = gallery.identify(folder, [photo], top=5)
+    after = identify(folder, [photo], top=5)
     assert after["id"].iloc[0] == "zz_added"
     assert after["similarity"].iloc[0] == pytest.approx(1.0, abs=1e-3)  # the very photo
 
     # Adding it again is a no-op; under another id it is refused, naming the photo.
-    assert gallery.add_sightings(folder, [photo], "zz_added").empty
-    with pytest.raises(gallery.InputError, match=r"already in the gallery as 'zz_added'"):
-        gallery.add_sightings(folder, [photo], "someone_else")
-    assert len(gallery.read_sightings(gallery.read_manifest(folder))) == len(manifest["members"])
+    assert add_sightings(folder, [photo], "zz_added").empty
+    with pytest.raises(InputError, match=r"already in the gallery as 'zz_added'"):
+        add_sightings(folder, [photo], "someone_else")
+    assert len(read_sightings(read_manifest(folder))) == len(manifest["members"])
 
 
 def test_bad_photo_is_named(tmp_path, tiny_run):
@@ -109,7 +113,7 @@ def test_mantas_untrained_imagenet_backbone(tmp_path):
     result = flukeline("calibrate-gallery", "--gallery", folder)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "over 4 known and 2 new queries" in result.stdout
-    manifest = gallery.read_manifest(folder)
+    manifest = read_manifest(folder)
     found = manifest["threshold_calibration"]
     assert (found["known_queries"], found["new_queries"], found["previous_threshold"]) == (4, 2, 0.5)
     assert found["map5"] >= found["previous_map5"]
@@ -125,31 +129,31 @@ def test_leave_one_out_holds_each_sighting_out_and_calls_single_sightings_new():
     sightings = pd.DataFrame({"member": "m", "id": ids, "embedding": list(vectors.astype(np.float32))})
     manifest = {"train": None, "folder": "/nowhere", "members": [{"name": "m", "weight": 1.0}],
                 "match": {"templates": "images", "flip_fusion": False, "candidates": 20}}
-    topk = gallery.leave_one_out_topk(manifest, sightings)
+    topk = leave_one_out_topk(manifest, sightings)
     first = topk[topk["rank"] == 0].set_index("image")
     assert first["truth"].tolist() == ["a", "a", "a", "b", "b", NEW_WHALE, NEW_WHALE]
     # Held out, each a/b sighting still finds its own individual; c (seen once) finds a at ~0.7.
     assert first["id"].tolist()[:5] == ["a", "a", "a", "b", "b"] and first["id"].iloc[5] == "a"
     assert (first["similarity"].iloc[:5] > 0.9).all() and 0.6 < first["similarity"].iloc[5] < 0.8
     assert not (topk["id"] == NEW_WHALE).any()  # a new_whale sighting is never a candidate
-    from flukeline.match import calibrate_threshold
+    from flukeline.match.calibration import calibrate_threshold
     threshold, _ = calibrate_threshold(topk, np.round(np.arange(0, 1.001, 0.01), 6))
     assert first["similarity"].iloc[5] < threshold <= first["similarity"].iloc[:5].min()
 
 
 def test_new_gallery_refuses_new_whale_id(tmp_path):
     folder = tmp_path / "g"
-    gallery.new_gallery(folder, "mobilenetv2_100", None, "64x64", 0.5)
-    with pytest.raises(gallery.InputError, match="must name a known individual"):
-        gallery.add_sightings(folder, [next((MANTAS / "test").glob("*.png"))], NEW_WHALE)
-    with pytest.raises(gallery.InputError, match="no sightings yet"):
-        gallery.identify(folder, [next((MANTAS / "test").glob("*.png"))])
+    new_gallery(folder, "mobilenetv2_100", None, "64x64", 0.5)
+    with pytest.raises(InputError, match="must name a known individual"):
+        add_sightings(folder, [next((MANTAS / "test").glob("*.png"))], NEW_WHALE)
+    with pytest.raises(InputError, match="no sightings yet"):
+        identify(folder, [next((MANTAS / "test").glob("*.png"))])
 
 
 def test_embedding_net_without_head_is_the_pooled_backbone():
     import torch
 
-    from flukeline.model import EmbeddingNet
+    from flukeline.embed.model import EmbeddingNet
 
     net = EmbeddingNet("mobilenetv2_100", embedding_dim=0).eval()
     assert net.embedding_dim == net.backbone.num_features == 1280

@@ -5,7 +5,6 @@ import re
 
 import pytest
 import yaml
-
 from conftest import REPO, snakemake
 from small_run import ACTIVE_MEMBERS, merge, small_run
 

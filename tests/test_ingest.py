@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from flukeline.errors import InputError
-from flukeline.folds import ALWAYS_TRAIN
-from flukeline.ingest import ingest
-from flukeline.io import is_grayscale, read_image_rgb, write_json_atomic, write_parquet_atomic
+from flukeline.core.errors import InputError
+from flukeline.core.folds import ALWAYS_TRAIN
+from flukeline.core.images import is_grayscale, read_image_rgb
+from flukeline.core.io import write_json_atomic, write_parquet_atomic
+from flukeline.data.ingest import ingest
 
 TRAIN_COLUMNS = ["image", "path", "id", "width", "height", "grayscale", "sha1", "fold", "split", "mask_path"]
 TEST_COLUMNS = ["image", "path", "width", "height", "grayscale", "sha1", "split", "mask_path"]

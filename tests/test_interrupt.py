@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 import yaml
-
 from conftest import REPO, TINY, snakemake
 
 

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from flukeline.match import fuse_views, identity_centres, identity_topk, l2_normalise, rank_with_new_whale, search
+from flukeline.core.retrieval import identity_centres, l2_normalise, rank_with_new_whale, search
+from flukeline.match.templates import fuse_views, identity_topk
 
 
 def test_identity_centres_are_normalised_means_of_normalised_vectors():
@@ -71,22 +72,14 @@ def test_combined_fold_embeddings_give_the_mean_cosine():
 
 import pandas as pd
 
-from flukeline.ensemble import decide_threshold
-from flukeline.match import (
-    calibrate_pseudo_label_similarity,
-    calibrate_threshold,
-    ensemble_topk,
-    fuse_views,
-    identity_topk,
-    map5_by_threshold,
-    member_topk,
-    ranked_predictions,
-    select_pseudo_labels,
-    to_long,
-    trimmed_centres,
-    vote_predictions,
-)
-from flukeline.metrics import map_at_k
+from flukeline.core.metrics import map_at_k
+from flukeline.core.retrieval import map5_by_threshold
+from flukeline.match.calibration import calibrate_threshold, decide_threshold, ranked_predictions
+from flukeline.match.ensemble import ensemble_topk, vote_predictions
+from flukeline.match.member import member_topk
+from flukeline.match.pseudo_labels import calibrate_pseudo_label_similarity, select_pseudo_labels
+from flukeline.match.tables import to_long
+from flukeline.match.templates import trimmed_centres
 
 
 def test_map5_by_threshold_equals_scoring_the_ranked_lists():
@@ -258,7 +251,7 @@ def test_pseudo_label_calibration_ignores_images_below_the_threshold_or_margin()
 def test_ensemble_takes_test_pseudo_labels_at_the_similarity_the_validation_folds_support(tmp_path):
     import json
 
-    from flukeline.ensemble import run_ensemble
+    from flukeline.match.ensemble import run_ensemble
 
     top1 = np.linspace(0.95, 0.05, 19)
     truths = ["a"] * 10 + ["c"] * 9  # right down to 0.95 - 9 * 0.05 = 0.5

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from flukeline.metrics import (
+from flukeline.core.metrics import (
     NEW_WHALE,
     average_precision_at_k,
     map_at_k,

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from flukeline.model import EmbeddingNet, embed_images, load_model, save_model
+from flukeline.embed.model import EmbeddingNet, embed_images, load_model, save_model
 
 
 def test_safetensors_round_trip_keeps_weights_and_embeddings(tmp_path):

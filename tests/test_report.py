@@ -8,12 +8,13 @@ import re
 import pandas as pd
 import pytest
 import yaml
-from PIL import Image
-
 from conftest import REPO, TINY, snakemake
-from flukeline.errors import InputError
-from flukeline.report import metrics_html, metrics_rows, plot_data_summary, run_data_summary, run_metrics_table
+from PIL import Image
 from small_run import merge
+
+from flukeline.core.errors import InputError
+from flukeline.evaluate.data_summary import plot_data_summary, run_data_summary
+from flukeline.evaluate.metrics_table import metrics_html, metrics_rows, run_metrics_table
 
 
 def _frames():

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from flukeline.errors import InputError
-from flukeline.review import assemble_review, render_page, representative_images, run
+from flukeline.core.errors import InputError
+from flukeline.review.page import assemble_review, render_page, representative_images, run
 
 CHROMIUM = Path("/usr/bin/chromium")
 

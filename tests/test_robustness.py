@@ -19,14 +19,15 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import TINY, snakemake
 from PIL import Image
 
-from conftest import TINY, snakemake
-from flukeline.checkpoint import resume_training_state, save_training_state
-from flukeline.errors import InputError
-from flukeline.ingest import ingest
-from flukeline.io import read_image_rgb, write_parquet_atomic
-from flukeline.model import read_weights, save_weights
+from flukeline.core.checkpoint import resume_training_state, save_training_state
+from flukeline.core.errors import InputError
+from flukeline.core.images import read_image_rgb
+from flukeline.core.io import write_parquet_atomic
+from flukeline.core.weights import read_weights, save_weights
+from flukeline.data.ingest import ingest
 
 # --- image makers --------------------------------------------------------------------------------
 
@@ -300,7 +301,7 @@ def test_config_mistakes_are_all_named_in_one_short_message(tmp_path):
 
 
 def test_config_choice_mistakes_name_every_alternative():
-    from flukeline.config_check import config_problems
+    from flukeline.core.config_check import config_problems
 
     schema = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
     config = yaml.safe_load((schema.parents[2] / "config.yaml").read_text())
@@ -380,7 +381,7 @@ def test_checkpoint_round_trip_still_resumes(tmp_path):
 def test_no_unsafe_loading_in_the_package():
     """Every torch.load passes weights_only=True; no pickle, eval/exec or yaml.load of files."""
     source = Path(__file__).resolve().parents[1] / "src" / "flukeline"
-    for path in source.glob("*.py"):
+    for path in source.rglob("*.py"):
         text = path.read_text()
         for line in text.splitlines():
             if "torch.load(" in line:
@@ -430,32 +431,32 @@ def test_a_crash_while_saving_weights_leaves_no_model_file(tmp_path, monkeypatch
     import safetensors.torch
 
     weights = tmp_path / "model.safetensors"
-    monkeypatch.setattr("flukeline.model.save_file", lambda state, path, metadata: (Path(path).write_bytes(b"half"), 1 / 0))
+    monkeypatch.setattr("flukeline.core.weights.save_file", lambda state, path, metadata: (Path(path).write_bytes(b"half"), 1 / 0))
     with pytest.raises(ZeroDivisionError):
         save_weights(torch.nn.Linear(3, 2), weights, {"fold": 0})
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr("flukeline.model.save_file", safetensors.torch.save_file)
+    monkeypatch.setattr("flukeline.core.weights.save_file", safetensors.torch.save_file)
     save_weights(torch.nn.Linear(3, 2), weights, {"fold": 0})
     assert read_weights(weights, tensors=False)[1] == {"fold": 0}
 
 
 def test_every_writer_of_the_package_writes_atomically():
-    """Files are written through flukeline.io's temp + rename helpers (or to a temporary name or
+    """Files are written through flukeline.core.io's temp + rename helpers (or to a temporary name or
     an in-memory buffer); the only direct writes go into directory() outputs, which Snakemake
     deletes whole when their job fails."""
     source = Path(__file__).resolve().parents[1] / "src" / "flukeline"
     calls = ("to_parquet(", "to_csv(", ".write_text(", ".write_bytes(", "torch.save(", "save_file(", "cv2.imwrite(",
              "savefig(", "json.dump(", "np.save(", ".save(")
     into_directory_outputs = {
-        ("demo.py", ".write_bytes("),  # demo images and masks: the demo_dataset rule's directory
-        ("align.py", "cv2.imwrite("),  # crops (directory) and, via a temporary name, the contact sheet
-        ("detector.py", "cv2.imwrite("),  # mask PNGs: the detect_predict rule's directory
+        ("data/demo/generate.py", ".write_bytes("),  # demo images and masks: the demo_dataset rule's directory
+        ("align/warp.py", "cv2.imwrite("),  # crops (directory) and, via a temporary name, the contact sheet
+        ("detect/predict.py", "cv2.imwrite("),  # mask PNGs: the detect_predict rule's directory
     }
     direct = set()
-    for path in sorted(source.glob("*.py")):
+    for path in sorted(source.rglob("*.py")):
         for line in path.read_text().splitlines():
             for call in calls:
                 through_helper = "write_atomic(" in line or re.search(rf"{re.escape(call)}(tmp|buffer)\b", line)
                 if call in line and not through_helper and "to_csv(index=" not in line:
-                    direct.add((path.name, call))
+                    direct.add((path.relative_to(source).as_posix(), call))
     assert direct == into_directory_outputs

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from flukeline.submission import baseline_ranking, write_submission
+from flukeline.evaluate.submission import baseline_ranking, write_submission
 
 
 def test_skipped_test_images_get_the_baseline_row(tmp_path):

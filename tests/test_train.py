@@ -9,10 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from flukeline.augment import build_augmentation
-from flukeline.errors import InputError
-from flukeline.model import EmbeddingNet, load_model
-from flukeline.train import NO_LABEL, MemberLoss, embed_all, freeze_early_layers, learning_rate, pk_batches, train_member, training_items
+from flukeline.core.augmentation import build_augmentation
+from flukeline.core.errors import InputError
+from flukeline.embed.inference import embed_all
+from flukeline.embed.losses import MemberLoss
+from flukeline.embed.model import EmbeddingNet, load_model
+from flukeline.embed.recipe import NO_LABEL, freeze_early_layers, learning_rate, pk_batches, training_items
+from flukeline.embed.train import train_member
 
 
 def test_mirrored_twins_are_new_classes_and_new_whale_stays_unlabelled():
@@ -182,8 +185,9 @@ def test_a_member_trains_with_every_recipe_option_and_embeds_plain_and_mirrored(
 
 
 def test_a_killed_training_resumes_after_its_last_epoch_and_ends_with_the_same_weights(tmp_path, monkeypatch):
-    from flukeline import train as train_module
-    from flukeline.model import read_weights
+
+    import flukeline.embed.train as train_module
+    from flukeline.core.weights import read_weights
 
     train, align = _write_crops(tmp_path)
     params = {
@@ -221,7 +225,7 @@ def test_a_killed_training_resumes_after_its_last_epoch_and_ends_with_the_same_w
 
 
 def test_early_stopping_counts_validations_without_gain():
-    from flukeline.train import _stalled
+    from flukeline.embed.train import _stalled
 
     def history(scores):
         return [{"val_map5": s} for s in scores]

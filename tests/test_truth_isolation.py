@@ -24,5 +24,8 @@ def test_truth_lives_outside_the_data_root(tmp_path):
 
 
 def test_no_training_or_matching_module_names_the_truth_file():
-    readers = sorted(p.name for p in (REPO / "src" / "flukeline").glob("*.py") if "test_truth" in p.read_text())
-    assert set(readers) <= {"evaluate.py", "cli.py", "demo.py", "demo_render.py"}, readers
+    package = REPO / "src" / "flukeline"
+    readers = sorted(p.relative_to(package).as_posix() for p in package.rglob("*.py") if "test_truth" in p.read_text())
+    # evaluate/scores.py scores against it; the CLI names the flag; the generators write it.
+    assert set(readers) <= {"evaluate/scores.py", "cli.py", "data/demo/generate.py", "data/omniglot.py"}, readers
+    assert readers, "the scan found no module at all: the package moved?"

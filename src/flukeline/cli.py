@@ -5,13 +5,13 @@ writes its outputs."""
 from __future__ import annotations
 
 import argparse
-import os
 import json
 import logging
+import os
 import sys
 
-from flukeline.errors import InputError
-from flukeline.runtime import setup_logging
+from flukeline.core.errors import InputError
+from flukeline.core.runtime import setup_logging
 
 log = logging.getLogger("flukeline")
 
@@ -24,14 +24,14 @@ def _json(text: str):
 
 
 def cmd_demo(a):
-    from flukeline.demo import generate_demo
+    from flukeline.data.demo.generate import generate_demo
 
     summary = generate_demo(a.out, a.truth, preset=a.preset, seed=a.seed, workers=a.workers, overrides=a.overrides)
     log.info("demo dataset: %s", json.dumps(summary, default=str))
 
 
 def cmd_omniglot(a):
-    from flukeline.omniglot import convert_omniglot
+    from flukeline.data.omniglot import convert_omniglot
 
     summary = convert_omniglot(a.zip, a.out, a.truth, seed=a.seed, settings=a.settings)
     log.info("omniglot dataset: %s", json.dumps(summary))
@@ -40,19 +40,19 @@ def cmd_omniglot(a):
 def cmd_pixel_baseline(a):
     import pandas as pd
 
-    from flukeline import baselines
-    from flukeline.io import write_csv_atomic, write_json_atomic
+    from flukeline.core.io import write_csv_atomic, write_json_atomic
+    from flukeline.evaluate.pixel_baseline import all_new_whale_ranking, raw_pixel_1nn, read_kaggle_root, score
 
-    train, test = baselines.read_kaggle_root(a.root)
+    train, test = read_kaggle_root(a.root)
     threshold = a.threshold if a.threshold == "loo" else float(a.threshold)
-    predictions, info = baselines.raw_pixel_1nn(train, test, size=a.size, threshold=threshold, k=a.k)
+    predictions, info = raw_pixel_1nn(train, test, size=a.size, threshold=threshold, k=a.k)
     result = {"method": "raw_pixel_1nn", **info, "n_test": len(test)}
     if a.truth:
         # Scoring against held-out identities: an evaluation, like the evaluate rule's.
         truth = pd.read_csv(a.truth, dtype=str, keep_default_na=False)
-        result["test_map5"] = baselines.score(predictions, truth, a.k)
-        ranking = " ".join(baselines.all_new_whale_ranking(train["id"].tolist(), a.k))
-        result["all_new_whale_test_map5"] = baselines.score(predictions.assign(predicted=ranking), truth, a.k)
+        result["test_map5"] = score(predictions, truth, a.k)
+        ranking = " ".join(all_new_whale_ranking(train["id"].tolist(), a.k))
+        result["all_new_whale_test_map5"] = score(predictions.assign(predicted=ranking), truth, a.k)
     if a.predictions:
         write_csv_atomic(predictions.rename(columns={"image": "Image", "predicted": "Id"}), a.predictions)
     if a.out:
@@ -63,11 +63,11 @@ def cmd_pixel_baseline(a):
 def cmd_classifier_baseline(a):
     import pandas as pd
 
-    from flukeline import baselines
-    from flukeline.io import write_json_atomic, write_parquet_atomic
+    from flukeline.core.io import write_json_atomic, write_parquet_atomic
+    from flukeline.evaluate.classifier_baseline import softmax_classifier
 
     width, height = (int(v) for v in a.size.split("x"))
-    val, test, info = baselines.softmax_classifier(
+    val, test, info = softmax_classifier(
         pd.read_parquet(a.train), pd.read_parquet(a.test), backbone=a.backbone, pretrained=a.pretrained,
         size=(width, height), fold=a.fold, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, threads=a.threads,
         seed=a.seed,
@@ -80,26 +80,26 @@ def cmd_classifier_baseline(a):
 
 
 def cmd_contact_sheet(a):
-    from flukeline.demo import contact_sheet
+    from flukeline.data.demo.contact_sheet import contact_sheet
 
     contact_sheet(a.root, a.out)
 
 
 def cmd_data_summary(a):
-    from flukeline.report import run_data_summary
+    from flukeline.evaluate.data_summary import run_data_summary
 
     run_data_summary(a.train, a.test, a.out)
 
 
 def cmd_metrics_table(a):
-    from flukeline.report import run_metrics_table
+    from flukeline.evaluate.metrics_table import run_metrics_table
 
     run_metrics_table(a.metrics, a.summary or [], a.out)
 
 
 def cmd_ingest(a):
-    from flukeline.ingest import ingest
-    from flukeline.io import write_json_atomic
+    from flukeline.core.io import write_json_atomic
+    from flukeline.data.ingest import ingest
 
     summary = ingest(
         a.root, a.train, a.test, a.rejected, on_bad_image=a.on_bad_image, annotations=a.annotations or None,
@@ -111,67 +111,59 @@ def cmd_ingest(a):
 def cmd_baseline(a):
     import pandas as pd
 
-    from flukeline.submission import all_new_whale
+    from flukeline.evaluate.submission import all_new_whale
 
     all_new_whale(pd.read_parquet(a.train), pd.read_parquet(a.test), a.submission, a.val_predictions)
 
 
 def cmd_detect(a):
-    from flukeline import detect
-
-    detect.run(a.train, a.test, a.out, a.params, a.threads, a.keypoints_out, a.masks_out)
+    from flukeline.detect.threshold import run
+    run(a.train, a.test, a.out, a.params, a.threads, a.keypoints_out, a.masks_out)
 
 
 def cmd_detect_train(a):
-    from flukeline import detector
-
-    detector.run_train(a.train, a.keypoints, a.params, a.seed, a.model, a.history, a.threads)
+    from flukeline.detect.train import run_train
+    run_train(a.train, a.keypoints, a.params, a.seed, a.model, a.history, a.threads)
 
 
 def cmd_detect_predict(a):
-    from flukeline import detector
-
-    detector.run_predict(a.model, a.train, a.test, a.params, a.masks_dir, a.masks, a.keypoints, a.boxes, a.threads)
+    from flukeline.detect.predict import run_predict
+    run_predict(a.model, a.train, a.test, a.params, a.masks_dir, a.masks, a.keypoints, a.boxes, a.threads)
 
 
 def cmd_detect_evaluate(a):
-    from flukeline import detector
-
-    detector.run_evaluate(a.model, a.train, a.gt_keypoints, a.gt_boxes, a.masks, a.keypoints, a.boxes, a.metrics, a.overlays)
+    from flukeline.detect.evaluate import run_evaluate
+    run_evaluate(a.model, a.train, a.gt_keypoints, a.gt_boxes, a.masks, a.keypoints, a.boxes, a.metrics, a.overlays)
 
 
 def cmd_align_transforms(a):
-    from flukeline import align
-
-    align.run_transforms(a.train, a.test, a.keypoints, a.boxes, a.params, a.out, a.contact_sheet)
+    from flukeline.align.transforms import run_transforms
+    run_transforms(a.train, a.test, a.keypoints, a.boxes, a.params, a.out, a.contact_sheet)
 
 
 def cmd_align(a):
-    from flukeline import align
-
-    align.run(a.train, a.test, a.transforms, a.masks, a.size, a.margin, a.table, a.crops, a.threads)
+    from flukeline.align.crops import run
+    run(a.train, a.test, a.transforms, a.masks, a.size, a.margin, a.table, a.crops, a.threads)
 
 
 def cmd_train(a):
-    from flukeline import train
-
-    train.run_train(a.train, a.align, a.fold, a.params, a.model, a.history, a.curves, a.threads, a.pseudo_labels)
+    from flukeline.embed.train import run_train
+    run_train(a.train, a.align, a.fold, a.params, a.model, a.history, a.curves, a.threads, a.pseudo_labels)
 
 
 def cmd_embed(a):
-    from flukeline import train
-
-    train.run_embed(a.model, a.align, a.out, a.threads)
+    from flukeline.embed.inference import run_embed
+    run_embed(a.model, a.align, a.out, a.threads)
 
 
 def cmd_match(a):
-    from flukeline.ensemble import run_member
+    from flukeline.match.member import run_member
 
     run_member(a.train, a.embeddings, [int(f) for f in a.folds.split(",")], a.params, a.out_dir)
 
 
 def cmd_ensemble(a):
-    from flukeline.ensemble import run_ensemble
+    from flukeline.match.ensemble import run_ensemble
 
     if len(a.members) != len(a.weights):
         raise InputError(f"{len(a.members)} member folders but {len(a.weights)} weights")
@@ -181,7 +173,7 @@ def cmd_ensemble(a):
 def cmd_submit(a):
     import pandas as pd
 
-    from flukeline.submission import write_submission
+    from flukeline.evaluate.submission import write_submission
 
     rejected = pd.read_csv(a.rejected, dtype=str, keep_default_na=False) if a.rejected else None
     train = pd.read_parquet(a.train) if a.train else None
@@ -189,41 +181,41 @@ def cmd_submit(a):
 
 
 def cmd_evaluate(a):
-    from flukeline.evaluate import evaluate
-    from flukeline.io import write_json_atomic
+    from flukeline.core.io import write_json_atomic
+    from flukeline.evaluate.scores import evaluate
 
     metrics = evaluate(a.baseline, a.method or [], a.submission, a.test_truth)
     write_json_atomic(metrics, a.out)
 
 
 def cmd_gallery(a):
-    from flukeline.gallery import manifest_from_run
+    from flukeline.gallery.manifest import manifest_from_run
 
     manifest_from_run(a.out_dir, **a.params)
 
 
 def cmd_gallery_new(a):
-    from flukeline.gallery import new_gallery
+    from flukeline.gallery.manifest import new_gallery
 
     new_gallery(a.gallery, a.backbone, None if a.pretrained == "none" else a.pretrained, a.size, a.threshold)
     print(f"empty gallery in {a.gallery}: add sightings with `flukeline add PHOTO... --id ID --gallery {a.gallery}`")
 
 
 def cmd_identify(a):
-    from flukeline import gallery
-    from flukeline.io import write_csv_atomic
-    from flukeline.runtime import configure_torch
+    from flukeline.core.io import write_csv_atomic
+    from flukeline.core.runtime import configure_torch
+    from flukeline.gallery.identify import format_results, identify
 
     configure_torch(a.threads)
-    results = gallery.identify(a.gallery, a.photos, a.top, a.threads)
-    print(gallery.format_results(results))
+    results = identify(a.gallery, a.photos, a.top, a.threads)
+    print(format_results(results))
     if a.out:
         write_csv_atomic(results, a.out)
 
 
 def cmd_add(a):
-    from flukeline.gallery import add_sightings
-    from flukeline.runtime import configure_torch
+    from flukeline.core.runtime import configure_torch
+    from flukeline.gallery.sightings import add_sightings
 
     configure_torch(a.threads)
     added = add_sightings(a.gallery, a.photos, a.id, a.threads)
@@ -231,8 +223,8 @@ def cmd_add(a):
 
 
 def cmd_calibrate_gallery(a):
-    from flukeline.gallery import calibrate_gallery
-    from flukeline.runtime import configure_torch
+    from flukeline.core.runtime import configure_torch
+    from flukeline.gallery.calibrate import calibrate_gallery
 
     configure_torch(a.threads)
     found = calibrate_gallery(a.gallery, a.threads, a.max_queries)
@@ -242,7 +234,7 @@ def cmd_calibrate_gallery(a):
 
 
 def cmd_review(a):
-    from flukeline.review import run
+    from flukeline.review.page import run
 
     run(a.train, a.test, a.align, a.predictions, a.summary, a.member_topk, a.out, thumb=a.thumb,
         near_threshold=a.near_threshold, min_margin=a.min_margin, threads=a.threads)
@@ -266,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="data root to write (train.csv, train/, test/)")
     p.add_argument("--truth", required=True, help="CSV of the test identities (outside --out)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--settings", type=_json, default={}, help="data.omniglot split settings (JSON), see flukeline.omniglot.DEFAULTS")
+    p.add_argument("--settings", type=_json, default={}, help="data.omniglot split settings (JSON), see flukeline.data.omniglot.DEFAULTS")
     p.set_defaults(func=cmd_omniglot)
 
     p = sub.add_parser("pixel-baseline", help="1-nearest-neighbour on raw pixels of a Kaggle-layout folder (no training)")

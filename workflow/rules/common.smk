@@ -21,7 +21,7 @@ for _name, _member in ACTIVE.items():
 for _name, _member in ACTIVE.items():
     _pretrained = _member.get("pretrained", config["embed"].get("pretrained", "none"))
     if _pretrained == "imagenet":
-        from flukeline.pretrained import IMAGENET_SOURCES, timm_name
+        from flukeline.core.pretrained import IMAGENET_SOURCES, timm_name
 
         if timm_name(_member["backbone"]) not in IMAGENET_SOURCES:
             _config_error(
@@ -32,7 +32,7 @@ for _name, _member in ACTIVE.items():
         _config_error(f"embed.members.{_name}: pretrained weights file {_pretrained} does not exist")
 _detect_weights = config["detect"]["model"].get("encoder_weights")
 if config["detect"]["method"] == "learned" and _detect_weights == "imagenet":
-    from flukeline.pretrained import IMAGENET_SOURCES, timm_name
+    from flukeline.core.pretrained import IMAGENET_SOURCES, timm_name
 
     _encoder = config["detect"]["model"]["encoder"]
     if not _encoder.startswith("tu-") or timm_name(_encoder) not in IMAGENET_SOURCES:

@@ -1,0 +1,112 @@
+"""Align stage: map every fluke onto a landmark template, then crop it at each configured size.
+
+Two steps, one rule each:
+
+- transforms (`align_transforms`, one job): per image a 2x3 transform from original pixels to
+  the canonical *span frame* (fluke tips at x = -0.5 and +0.5, notch near y = 0, y down), fitted
+  to detect's landmarks, or derived from detect's box when the landmarks are too few, too
+  uncertain or fit implausibly. Both paths end in the same kind of transform, so cropping has a
+  single code path. Written to results/align/align.parquet with a contact sheet.
+- crops (`align`, one job per size): the template's bounding box grown by the margin, widened or
+  heightened to the output's aspect (never stretched), composed with the image's transform: one
+  warpAffine from the original photo per crop. Every image also gets a box-only crop, and its
+  detect mask warped both ways when there is one (a 4th channel for the embed stage).
+
+Coordinates: pixel centres at integer coordinates in the original image and in every crop (the
+convention of cv2.warpAffine and of detect's keypoints); boxes are x0, y0 inclusive, x1, y1
+exclusive.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from flukeline.align.geometry import (
+    apply,
+    box_of,
+    box_transform,
+    crop_matrix,
+    crop_region,
+    frame_of,
+    region_to_output,
+    transform_of,
+)
+from flukeline.align.settings import AlignSettings
+from flukeline.align.warp import warp, write_png
+from flukeline.core.images import read_image_rgb
+
+_GREEN, _RED, _BLUE, _YELLOW = (40, 200, 40), (230, 40, 40), (60, 120, 255), (255, 220, 0)
+
+def _sample_rows(table: pd.DataFrame, n_rows: int) -> pd.DataFrame:
+    """Evenly spaced by name: mostly landmark fits, up to a third box fallbacks when present."""
+    table = table.sort_values(["split", "image"], kind="stable")
+    fallback = table[table["method"] == "box"]
+    n_box = min(len(fallback), n_rows // 3)
+    landmark = table[table["method"] == "landmarks"]
+    n_landmark = min(len(landmark), n_rows - n_box)
+    n_box = min(len(fallback), n_rows - n_landmark)
+
+    def spaced(df, n):
+        return df.iloc[np.linspace(0, len(df) - 1, n).round().astype(int)] if n else df.iloc[:0]
+
+    return pd.concat([spaced(landmark, n_landmark), spaced(fallback, n_box)])
+
+def contact_sheet(table: pd.DataFrame, paths: dict, keypoints: pd.DataFrame, settings: AlignSettings, out_png, n_rows: int = 12) -> None:
+    """PNG: per sampled image, the photo with its box and landmarks (green: used, red: below the
+    confidence threshold), its aligned crop with the template points (yellow crosses) and the
+    detected landmarks mapped in, and its box crop."""
+    crop_size, cell_w, cell_h, label_h, pad = (256, 128), 256, 150, 16, 6
+    rows = _sample_rows(table, n_rows)
+    col_w = [cell_w, crop_size[0], crop_size[0]]
+    sheet_w = pad + sum(w + pad for w in col_w)
+    row_h = label_h + max(cell_h, crop_size[1]) + pad
+    sheet = np.full((pad + 20 + max(1, len(rows)) * row_h, sheet_w, 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    x_cols = np.cumsum([pad] + [w + pad for w in col_w[:-1]])
+    for x, title in zip(x_cols, ["photo, box, landmarks", "aligned crop (template +)", "box crop"]):
+        cv2.putText(sheet, title, (int(x), pad + 12), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    for i, row in enumerate(rows.itertuples(index=False)):
+        top = pad + 20 + i * row_h
+        label = f"{row.image}  {row.method}"
+        label += f" ({row.reason})" if row.method == "box" else f"  n={row.n_landmarks} rms={row.residual:.3f}"
+        cv2.putText(sheet, label, (pad, top + 11), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        top += label_h
+        rgb = read_image_rgb(paths[(row.image, row.split)])
+        points = keypoints[(keypoints["image"] == row.image) & (keypoints["split"] == row.split)]
+        xy = points[["x", "y"]].to_numpy(np.float64)
+        used = (points["confidence"].to_numpy(np.float64) >= settings.min_keypoint_confidence) & points[
+            "keypoint"].isin(list(settings.template)).to_numpy()
+        # Photo thumbnail with the box and landmarks drawn at thumbnail scale.
+        scale = min(cell_w / rgb.shape[1], cell_h / rgb.shape[0])
+        thumb_matrix = np.array([[scale, 0, 0.5 * scale - 0.5], [0, scale, 0.5 * scale - 0.5]])
+        tw, th = max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))
+        thumb = warp(rgb, thumb_matrix, (tw, th))
+        bx = apply(thumb_matrix, [[row.box_x0 - 0.5, row.box_y0 - 0.5], [row.box_x1 - 0.5, row.box_y1 - 0.5]]).round().astype(int)
+        cv2.rectangle(thumb, tuple(bx[0]), tuple(bx[1]), _BLUE, 1)
+        for (px, py), ok in zip(apply(thumb_matrix, xy), used):
+            if np.isfinite([px, py]).all():
+                cv2.circle(thumb, (int(round(px)), int(round(py))), 3, _GREEN if ok else _RED, -1, cv2.LINE_AA)
+        sheet[top:top + th, x_cols[0]:x_cols[0] + tw] = thumb
+        crops = []
+        for transform in (transform_of(row), box_transform(box_of(row), frame_of(row))):
+            matrix = crop_matrix(transform, frame_of(row), settings.margin, crop_size)
+            crop = warp(rgb, matrix, crop_size)
+            for px, py in apply(matrix, xy[used]):
+                if np.isfinite([px, py]).all():
+                    cv2.circle(crop, (int(round(px)), int(round(py))), 2, _GREEN, -1, cv2.LINE_AA)
+            targets = apply(region_to_output(crop_region(frame_of(row), settings.margin, crop_size), crop_size),
+                            list(settings.template.values()))
+            for px, py in targets:
+                cv2.drawMarker(crop, (int(round(px)), int(round(py))), _YELLOW, cv2.MARKER_CROSS, 7, 1)
+            crops.append(crop)
+        for x, crop in zip(x_cols[1:], crops):
+            sheet[top:top + crop_size[1], x:x + crop_size[0]] = crop
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
+    write_png(str(tmp), sheet)
+    tmp.replace(out_png)

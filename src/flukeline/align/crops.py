@@ -1,0 +1,123 @@
+"""Align stage: map every fluke onto a landmark template, then crop it at each configured size.
+
+Two steps, one rule each:
+
+- transforms (`align_transforms`, one job): per image a 2x3 transform from original pixels to
+  the canonical *span frame* (fluke tips at x = -0.5 and +0.5, notch near y = 0, y down), fitted
+  to detect's landmarks, or derived from detect's box when the landmarks are too few, too
+  uncertain or fit implausibly. Both paths end in the same kind of transform, so cropping has a
+  single code path. Written to results/align/align.parquet with a contact sheet.
+- crops (`align`, one job per size): the template's bounding box grown by the margin, widened or
+  heightened to the output's aspect (never stretched), composed with the image's transform: one
+  warpAffine from the original photo per crop. Every image also gets a box-only crop, and its
+  detect mask warped both ways when there is one (a 4th channel for the embed stage).
+
+Coordinates: pixel centres at integer coordinates in the original image and in every crop (the
+convention of cv2.warpAffine and of detect's keypoints); boxes are x0, y0 inclusive, x1, y1
+exclusive.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from flukeline.align.geometry import BOX_COLUMNS, FRAME_COLUMNS, MATRIX_COLUMNS, box_transforms, compose, crop_matrix
+from flukeline.align.settings import parse_size
+from flukeline.align.transforms import image_table
+from flukeline.align.warp import warp, write_png
+from flukeline.core.images import read_image_rgb
+from flukeline.core.io import write_parquet_atomic
+from flukeline.core.runtime import worker_count
+
+log = logging.getLogger(__name__)
+
+
+def _crop_one(task):
+    """Read one photo (and mask), write its aligned and box crops (and warped masks)."""
+    path, aligned, box, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png = task
+    cv2.setNumThreads(1)  # parallelism is over images
+    rgb = read_image_rgb(path)
+    write_png(box_png, warp(rgb, box, out_size))
+    if crop_png != box_png:
+        write_png(crop_png, warp(rgb, aligned, out_size))
+    if mask_path is None:
+        return
+    mask = cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise OSError(f"cannot read mask {mask_path}")
+    # Masks are stored at the photo's resolution (identity here); one that is not is rescaled.
+    rx, ry = rgb.shape[1] / mask.shape[1], rgb.shape[0] / mask.shape[0]
+    mask_to_photo = np.array([[rx, 0.0, 0.5 * rx - 0.5], [0.0, ry, 0.5 * ry - 0.5]])
+    # Outside the photo there is no fluke to see: constant 0 rather than a replicated edge.
+    write_png(box_mask_png, warp(mask, compose(box, mask_to_photo), out_size, cv2.BORDER_CONSTANT, 0))
+    if mask_png != box_mask_png:
+        write_png(mask_png, warp(mask, compose(aligned, mask_to_photo), out_size, cv2.BORDER_CONSTANT, 0))
+
+def _file_names(images: pd.DataFrame) -> list[str]:
+    """<stem>.png per image; the full name where two images of a split share a stem."""
+    stems = pd.Series([Path(i).stem for i in images["image"]], index=images.index)
+    clash = pd.DataFrame({"split": images["split"], "stem": stems}).duplicated(keep=False).to_numpy()
+    return [f"{image.replace('.', '_')}.png" if c else f"{stem}.png" for image, stem, c in zip(images["image"], stems, clash)]
+
+def crop_images(images: pd.DataFrame, transforms: pd.DataFrame, masks: pd.DataFrame | None, size: str, margin: float,
+                crops_dir, threads: int = 1) -> pd.DataFrame:
+    """Write every image's crops at one size; returns the table the embed stage reads."""
+    out_size = parse_size(size)
+    table = images[["image", "split", "path"]].merge(transforms, on=["image", "split"], how="left", validate="one_to_one")
+    if table["method"].isna().any():
+        missing = table.loc[table["method"].isna(), "image"].tolist()[:5]
+        raise ValueError(f"align table has no transform for {missing} ...")
+    mask_paths = [None] * len(table)
+    if masks is not None and len(masks):
+        found = masks.dropna(subset=["mask_path"])
+        if "area" in found:
+            found = found[found["area"] > 0]
+        lookup = {(i, s): str(p) for i, s, p in found[["image", "split", "mask_path"]].itertuples(index=False)}
+        mask_paths = [lookup.get((i, s)) for i, s in zip(table["image"], table["split"])]
+    crops_dir = Path(crops_dir).resolve()
+    names = _file_names(table)
+    folders = {kind: crops_dir / kind for kind in ("aligned", "box", "aligned_mask", "box_mask")}
+    for folder in folders.values():
+        for split in table["split"].unique():
+            (folder / split).mkdir(parents=True, exist_ok=True)
+    frames = table[FRAME_COLUMNS].drop_duplicates().to_numpy(np.float64)
+    if len(frames) > 1:
+        raise ValueError(f"align table mixes template frames {frames.tolist()}")
+    frame = tuple(frames[0]) if len(frames) else (0.0, 0.0, 1.0, 1.0)
+    transforms = table[MATRIX_COLUMNS].to_numpy(np.float64).reshape(-1, 2, 3)
+    aligned_matrices = crop_matrix(transforms, frame, margin, out_size)
+    box_matrices = crop_matrix(box_transforms(table[BOX_COLUMNS].to_numpy(np.float64), frame), frame, margin, out_size)
+    tasks, rows = [], []
+    for row, name, mask_path, aligned, box in zip(table.itertuples(index=False), names, mask_paths, aligned_matrices, box_matrices):
+        box_png = str(folders["box"] / row.split / name)
+        crop_png = str(folders["aligned"] / row.split / name) if row.method == "landmarks" else box_png
+        box_mask_png = str(folders["box_mask"] / row.split / name) if mask_path else None
+        mask_png = (str(folders["aligned_mask"] / row.split / name) if row.method == "landmarks" else box_mask_png) if mask_path else None
+        tasks.append((row.path, aligned, box, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png))
+        rows.append((row.image, row.split, row.method, row.n_landmarks, row.residual, crop_png, box_png, mask_png, box_mask_png))
+    workers = min(worker_count(threads), max(1, len(tasks)))
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(_crop_one, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers)))))
+    else:
+        for task in tasks:
+            _crop_one(task)
+    out = pd.DataFrame(rows, columns=["image", "split", "method", "n_landmarks", "residual", "crop_path", "box_crop_path",
+                                      "mask_crop_path", "box_mask_crop_path"])
+    out = out.astype({"image": "string", "split": "string", "method": "string", "n_landmarks": "int64", "residual": "float64",
+                      "crop_path": "string", "box_crop_path": "string", "mask_crop_path": "string", "box_mask_crop_path": "string"})
+    log.info("cropped %d images to %s (%d aligned, %d with masks)", len(out), size,
+             int((out["method"] == "landmarks").sum()), int(out["mask_crop_path"].notna().sum()))
+    return out
+
+def run(train_path, test_path, transforms_path, masks_path, size, margin, table_path, crops_dir, threads=1) -> None:
+    images = image_table(pd.read_parquet(train_path), pd.read_parquet(test_path))
+    masks = pd.read_parquet(masks_path) if masks_path else None
+    table = crop_images(images, pd.read_parquet(transforms_path), masks, size, margin, crops_dir, threads)
+    write_parquet_atomic(table, table_path)

@@ -1,0 +1,78 @@
+"""Align stage: map every fluke onto a landmark template, then crop it at each configured size.
+
+Two steps, one rule each:
+
+- transforms (`align_transforms`, one job): per image a 2x3 transform from original pixels to
+  the canonical *span frame* (fluke tips at x = -0.5 and +0.5, notch near y = 0, y down), fitted
+  to detect's landmarks, or derived from detect's box when the landmarks are too few, too
+  uncertain or fit implausibly. Both paths end in the same kind of transform, so cropping has a
+  single code path. Written to results/align/align.parquet with a contact sheet.
+- crops (`align`, one job per size): the template's bounding box grown by the margin, widened or
+  heightened to the output's aspect (never stretched), composed with the image's transform: one
+  warpAffine from the original photo per crop. Every image also gets a box-only crop, and its
+  detect mask warped both ways when there is one (a 4th channel for the embed stage).
+
+Coordinates: pixel centres at integer coordinates in the original image and in every crop (the
+convention of cv2.warpAffine and of detect's keypoints); boxes are x0, y0 inclusive, x1, y1
+exclusive.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+
+def warp(image: np.ndarray, matrix: np.ndarray, out_size, border=cv2.BORDER_REPLICATE, value=0) -> np.ndarray:
+    """cv2.warpAffine of `image` by `matrix` (source pixels -> output pixels) into out_size.
+
+    Only the part of the image the output samples is touched, and when the warp shrinks by more
+    than 2x that part is first reduced with INTER_AREA, so the bilinear warp does not alias fine
+    trailing-edge detail. Both steps leave BORDER_REPLICATE/CONSTANT semantics unchanged.
+    """
+    (a, b, c), (d, e, f) = np.asarray(matrix, np.float64)[:2].tolist()
+    height, width = image.shape[:2]
+    out_w, out_h = int(out_size[0]), int(out_size[1])
+    det = a * e - b * d
+    if det == 0 or not math.isfinite(det):
+        raise ValueError(f"singular crop matrix {matrix}")
+    # Source footprint of the output: its corners mapped back through the inverse.
+    xs, ys = [], []
+    for u in (-0.5, out_w - 0.5):
+        for v in (-0.5, out_h - 0.5):
+            xs.append((e * (u - c) - b * (v - f)) / det)
+            ys.append((-d * (u - c) + a * (v - f)) / det)
+    # Smallest singular value of the 2x2 part: output pixels per source pixel along the most
+    # shrunk direction.
+    q = a * a + b * b + d * d + e * e
+    shrink = math.sqrt(max(0.0, (q - math.sqrt(max(0.0, q * q - 4 * det * det))) / 2))
+    reduce = min(1.0, 2.0 * shrink)
+    pad = int(math.ceil(2.0 / max(reduce, 1e-6))) + 2
+    # Clamping keeps at least one pixel: replicating the border of the clamped window is the same
+    # as replicating the image's, and constant borders are outside the image either way.
+    x0 = min(max(math.floor(min(xs)) - pad, 0), width - 1)
+    x1 = min(max(math.ceil(max(xs)) + pad, 0), width - 1) + 1
+    y0 = min(max(math.floor(min(ys)) - pad, 0), height - 1)
+    y1 = min(max(math.ceil(max(ys)) + pad, 0), height - 1) + 1
+    source = image[y0:y1, x0:x1]
+    c, f = c + a * x0 + b * y0, f + d * x0 + e * y0
+    if reduce < 0.999:
+        small_w = max(1, round(source.shape[1] * reduce))
+        small_h = max(1, round(source.shape[0] * reduce))
+        rx, ry = small_w / source.shape[1], small_h / source.shape[0]
+        source = cv2.resize(source, (small_w, small_h), interpolation=cv2.INTER_AREA)
+        # resize maps pixel centres x -> (x + 0.5) * r - 0.5; undo that before the warp.
+        ox, oy = 0.5 / rx - 0.5, 0.5 / ry - 0.5
+        c, f = c + a * ox + b * oy, f + d * ox + e * oy
+        a, d, b, e = a / rx, d / rx, b / ry, e / ry
+    warp_matrix = np.array([[a, b, c], [d, e, f]], np.float64)
+    return cv2.warpAffine(source, warp_matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=value)
+
+def write_png(path: str, image: np.ndarray) -> None:
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    # OpenCV's default PNG settings encode fastest here (faster than compression level 1).
+    if not cv2.imwrite(path, image):
+        raise OSError(f"OpenCV could not write {path}")

@@ -1,0 +1,40 @@
+"""Ingest a Kaggle Humpback Whale Identification layout into validated per-image tables.
+
+Layout under the data root: `train.csv` (Image,Id), `train/` and `test/` image folders, and
+optionally `sample_submission.csv`, whose Image column fixes the test order.
+
+Every per-image problem is collected before anything is decided, so one run reports them all.
+CSV locations are given as "<file> line N", N counting the header as line 1 (as editors do).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from flukeline.core.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+def read_csv(path: Path, required: Sequence[str], known: Iterable[str] = ()) -> pd.DataFrame:
+    """All cells as strings, empty cells as "" (no NaN guessing: an Id "NA" stays "NA")."""
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot be read as CSV ({exc})") from exc
+    missing = [column for column in required if column not in df.columns]
+    if missing:
+        raise InputError(
+            f"{path}: missing column {missing[0]!r} (found columns: {', '.join(map(str, df.columns))})"
+        )
+    unknown = [column for column in df.columns if column not in (*required, *known)]
+    if unknown:
+        logger.warning("%s: ignoring unknown column(s) %s", path, ", ".join(map(str, unknown)))
+    return df
+
+def csv_line(path: Path, row_position: int) -> str:
+    return f"{path.name} line {row_position + 2}"  # +1 for the header, +1 for counting from 1

@@ -1,0 +1,315 @@
+"""Ingest a Kaggle Humpback Whale Identification layout into validated per-image tables.
+
+Layout under the data root: `train.csv` (Image,Id), `train/` and `test/` image folders, and
+optionally `sample_submission.csv`, whose Image column fixes the test order.
+
+Every per-image problem is collected before anything is decided, so one run reports them all.
+CSV locations are given as "<file> line N", N counting the header as line 1 (as editors do).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+
+import numpy as np
+import pandas as pd
+
+from flukeline.core.errors import InputError, UnreadableImageError
+from flukeline.core.folds import ALWAYS_TRAIN, assign_folds
+from flukeline.core.images import decode_image_rgb, is_grayscale
+from flukeline.core.io import write_csv_atomic, write_parquet_atomic
+from flukeline.core.metrics import NEW_WHALE
+from flukeline.data.annotations import ANNOTATION_COLUMNS, _mask_paths, load_annotations
+from flukeline.data.csv_rows import csv_line, read_csv
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+BAD_IMAGE_POLICIES = ("error", "skip")
+
+TEST_ORDERS = ("auto", "sample_submission", "sorted")
+
+REJECTED_COLUMNS = ["split", "image", "problem"]
+
+@dataclass(frozen=True)
+class ImageFacts:
+    width: int
+    height: int
+    grayscale: bool
+    sha1: str
+
+@dataclass
+class _Entry:
+    """One listed image (a train.csv row or a test image) and everything found wrong with it."""
+
+    split: str
+    image: str
+    where: str  # "train.csv line 18", "test folder", ...
+    id: str | None = None
+    path: Path | None = None  # resolved, set only when it is an existing file inside the split folder
+    facts: ImageFacts | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def describe_problems(self) -> str:
+        return f"{self.where}: image {self.image!r} " + "; ".join(self.problems)
+
+def ingest(
+    root: str | os.PathLike,
+    out_train: str | os.PathLike,
+    out_test: str | os.PathLike,
+    out_rejected: str | os.PathLike,
+    *,
+    on_bad_image: str = "error",
+    annotations: Mapping[str, str | os.PathLike | None] | None = None,
+    n_folds: int = 4,
+    seed: int = 0,
+    threads: int = 1,
+    test_order: str = "auto",
+) -> dict:
+    """Validate the data under `root` and write the train/test/rejected tables.
+
+    on_bad_image: "error" raises one InputError listing every bad row; "skip" drops bad rows,
+    records them in `out_rejected` (split,image,problem) and logs one warning.
+    annotations: optional {"masks": folder of <stem>.png, "keypoints": CSV, "boxes": CSV}, each
+    relative to `root` or absolute.
+    test_order: "auto" (sample_submission.csv if present, else sorted test/ file names),
+    "sample_submission" (required) or "sorted".
+    Returns a JSON-safe summary dict.
+    """
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise InputError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
+    if test_order not in TEST_ORDERS:
+        raise InputError(f"test_order must be one of {TEST_ORDERS}, got {test_order!r}")
+    if threads < 1:
+        raise InputError(f"threads must be >= 1, got {threads}")
+    if n_folds < 2:
+        raise InputError(f"n_folds must be >= 2, got {n_folds}")
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise InputError(f"data root {root} does not exist or is not a folder")
+
+    train_entries = _list_train(root)
+    test_entries = _list_test(root, test_order)
+    # Annotation mistakes are configuration errors: report them before the long image decoding.
+    masks_dir, annotation_tables = load_annotations(
+        root, annotations or {}, listed={entry.image for entry in train_entries + test_entries}
+    )
+    _flag_images_in_both_splits(train_entries, test_entries)
+    _inspect_images(train_entries + test_entries, threads)
+
+    rejected = [entry for entry in train_entries + test_entries if entry.problems]
+    if rejected and on_bad_image == "error":
+        raise InputError(
+            f"{len(rejected)} bad image row(s) under {root} (set on_bad_image to 'skip' to drop them):\n"
+            + "\n".join(entry.describe_problems() for entry in rejected)
+        )
+    kept_train = [entry for entry in train_entries if not entry.problems]
+    kept_test = [entry for entry in test_entries if not entry.problems]
+    if not kept_train:
+        raise InputError(f"no usable training images left in {root / 'train.csv'}" + _listing(rejected))
+    if not kept_test:
+        raise InputError(f"no usable test images left under {root / 'test'}" + _listing(rejected))
+    if all(entry.id == NEW_WHALE for entry in kept_train):
+        # Matching ranks known identities; with none, every prediction could only be new_whale.
+        raise InputError(
+            f"{root / 'train.csv'}: all {len(kept_train)} usable training row(s) have Id {NEW_WHALE!r};"
+            " at least one known identity is needed to match against"
+        )
+
+    train_df = _table(kept_train, "train")
+    train_df.insert(2, "id", [entry.id for entry in kept_train])
+    train_df.insert(len(train_df.columns) - 1, "fold", assign_folds(train_df["id"].tolist(), n_folds, seed))
+    test_df = _table(kept_test, "test")
+
+    summary = _summarise(train_df, test_df, len(rejected), n_folds)
+    kept = set(train_df["image"]) | set(test_df["image"])
+    for kind, table in annotation_tables.items():
+        annotation_tables[kind] = table[table["image"].isin(kept)].reset_index(drop=True)
+        summary[f"n_{kind}"] = len(annotation_tables[kind])
+    if masks_dir is not None:
+        for df in (train_df, test_df):
+            df["mask_path"] = _mask_paths(masks_dir, df["image"])
+        summary["n_masks"] = int(train_df["mask_path"].notna().sum() + test_df["mask_path"].notna().sum())
+    else:
+        # Downstream stages read one schema whether or not annotations exist.
+        for df in (train_df, test_df):
+            df["mask_path"] = pd.Series([None] * len(df), dtype="string")
+    write_parquet_atomic(train_df, out_train)
+    write_parquet_atomic(test_df, out_test)
+    for kind, columns in ANNOTATION_COLUMNS.items():
+        table = annotation_tables.get(kind, pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()}))
+        write_parquet_atomic(table, Path(out_train).parent / f"{kind}.parquet")
+    write_csv_atomic(_rejected_table(rejected), out_rejected)
+    if rejected:
+        logger.warning("skipped %d bad image row(s); see %s", len(rejected), out_rejected)
+    logger.info("ingested %d training and %d test images from %s", len(train_df), len(test_df), root)
+    return summary
+
+def _locate(folder: Path, name: str) -> tuple[Path | None, str | None]:
+    """Resolve an image name inside `folder` (already resolved): (path, None) or (None, problem)."""
+    if not name.strip():
+        return None, "has an empty Image value"
+    if PurePath(name).is_absolute():
+        return None, f"is an absolute path (names must be relative to {folder})"
+    if ".." in PurePath(name).parts:
+        return None, f"contains '..' and would escape {folder}"
+    path = (folder / name).resolve()
+    if not path.is_relative_to(folder):
+        return None, f"resolves outside {folder} (to {path})"
+    if not path.is_file():
+        return None, f"does not exist under {folder}"
+    return path, None
+
+def _new_entry(split: str, folder: Path, image: str, where: str, label: str | None = None) -> _Entry:
+    path, problem = _locate(folder, image)
+    entry = _Entry(split=split, image=image, where=where, id=label, path=path)
+    if problem:
+        entry.problems.append(problem)
+    return entry
+
+def _list_train(root: Path) -> list[_Entry]:
+    csv_path = root / "train.csv"
+    if not csv_path.is_file():
+        raise InputError(f"missing {csv_path} (the Kaggle layout needs train.csv with columns Image,Id)")
+    if not (root / "train").is_dir():
+        raise InputError(f"missing training image folder {root / 'train'}")
+    folder = (root / "train").resolve()
+    table = read_csv(csv_path, required=["Image", "Id"])
+    entries = []
+    for position, (image, label) in enumerate(zip(table["Image"].tolist(), table["Id"].tolist())):
+        entry = _new_entry("train", folder, image, csv_line(csv_path, position), label)
+        if not label.strip():
+            entry.problems.append("has an empty Id")
+        entries.append(entry)
+    _flag_duplicates(entries)
+    return entries
+
+def _list_test(root: Path, test_order: str) -> list[_Entry]:
+    submission = root / "sample_submission.csv"
+    if not (root / "test").is_dir():
+        raise InputError(f"missing test image folder {root / 'test'}")
+    folder = (root / "test").resolve()
+    files_in_folder = sorted(
+        path.name for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+    )
+    use_submission = test_order == "sample_submission" or (test_order == "auto" and submission.is_file())
+    if use_submission:
+        if not submission.is_file():
+            raise InputError(f"test_order is 'sample_submission' but {submission} does not exist")
+        names = read_csv(submission, required=["Image"], known=["Id"])["Image"].tolist()
+        if not names:
+            raise InputError(f"{submission} lists no test images")
+        entries = [
+            _new_entry("test", folder, name, csv_line(submission, position))
+            for position, name in enumerate(names)
+        ]
+        unlisted = len(set(files_in_folder) - set(names))
+        if unlisted:
+            logger.warning("%d image(s) in %s are not listed in %s and are ignored", unlisted, folder, submission)
+    else:
+        if not files_in_folder:
+            raise InputError(f"test folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        entries = [_new_entry("test", folder, name, "test folder") for name in files_in_folder]
+    _flag_duplicates(entries)
+    return entries
+
+def _flag_duplicates(entries: list[_Entry]) -> None:
+    """Later listings of a name are duplicates; the first one too when the listings disagree on Id."""
+    listings = defaultdict(list)
+    for entry in entries:
+        if entry.image.strip():
+            listings[entry.image].append(entry)
+    for same_name in listings.values():
+        first, *repeats = same_name
+        for repeat in repeats:
+            repeat.problems.append(f"is a duplicate of {first.where}")
+        if len({entry.id for entry in same_name}) > 1:
+            lines = ", ".join(repeat.where for repeat in repeats)
+            first.problems.append(f"is listed again with a different Id ({lines})")
+
+def _flag_images_in_both_splits(train_entries: list[_Entry], test_entries: list[_Entry]) -> None:
+    # Image names key every downstream table (and mask files), so they must be unique across splits.
+    # Only the train row is flagged: dropping a test image would leave a hole in the submission.
+    test_names = {entry.image for entry in test_entries}
+    for entry in train_entries:
+        if entry.image in test_names:
+            entry.problems.append("is also listed in the test set")
+
+def inspect_image(path: Path) -> ImageFacts | str:
+    """Facts about one image file (full decode, EXIF-upright size), or the problem as text."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    try:
+        rgb = decode_image_rgb(data, str(path))
+    except UnreadableImageError as exc:
+        return exc.reason
+    return ImageFacts(
+        width=int(rgb.shape[1]),
+        height=int(rgb.shape[0]),
+        grayscale=is_grayscale(rgb),
+        sha1=hashlib.sha1(data).hexdigest(),
+    )
+
+def _inspect_images(entries: list[_Entry], threads: int) -> None:
+    """Decode every locatable image; threads suffice since PIL decoding and hashing drop the GIL."""
+    todo = [entry for entry in entries if entry.path is not None]
+    paths = [entry.path for entry in todo]
+    if threads == 1:
+        results = map(inspect_image, paths)
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            results = list(pool.map(inspect_image, paths))
+    for entry, result in zip(todo, results):
+        if isinstance(result, ImageFacts):
+            entry.facts = result
+        else:
+            entry.problems.append(result)
+
+def _table(entries: list[_Entry], split: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "image": [entry.image for entry in entries],
+            "path": [str(entry.path) for entry in entries],
+            "width": np.array([entry.facts.width for entry in entries], dtype=np.int64),
+            "height": np.array([entry.facts.height for entry in entries], dtype=np.int64),
+            "grayscale": np.array([entry.facts.grayscale for entry in entries], dtype=bool),
+            "sha1": [entry.facts.sha1 for entry in entries],
+            "split": split,
+        }
+    )
+
+def _rejected_table(rejected: list[_Entry]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(entry.split, entry.image, f"{'; '.join(entry.problems)} ({entry.where})") for entry in rejected],
+        columns=REJECTED_COLUMNS,
+    )
+
+def _listing(rejected: list[_Entry]) -> str:
+    if not rejected:
+        return ""
+    return "; rejected rows:\n" + "\n".join(entry.describe_problems() for entry in rejected)
+
+def _summarise(train_df: pd.DataFrame, test_df: pd.DataFrame, n_rejected: int, n_folds: int) -> dict:
+    images_per_id = train_df.loc[train_df["id"] != NEW_WHALE, "id"].value_counts()
+    folds = train_df["fold"].to_numpy()
+    return {
+        "n_train": len(train_df),
+        "n_test": len(test_df),
+        "n_rejected": n_rejected,
+        "n_identities": len(images_per_id),
+        "n_single_image_identities": int((images_per_id == 1).sum()),
+        "new_whale_share": float((train_df["id"] == NEW_WHALE).mean()),
+        "grayscale_share": float(np.concatenate([train_df["grayscale"], test_df["grayscale"]]).mean()),
+        "fold_sizes": np.bincount(folds[folds != ALWAYS_TRAIN], minlength=n_folds).tolist(),
+        "n_always_train": int((folds == ALWAYS_TRAIN).sum()),
+    }

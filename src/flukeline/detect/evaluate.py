@@ -1,0 +1,140 @@
+"""Learned detection: one segmentation-models-pytorch U-Net predicts the fluke mask and K keypoint
+heatmaps (1 + K output channels, one shared encoder: the 1st Kaggle solution's masks and the
+2nd/3rd's landmarks at the cost of one network on a CPU). Boxes follow from masks and keypoints.
+
+Everything is predicted on a letterboxed copy at `detect.input_size` and mapped back to original
+pixels (flukeline.detect.letterbox).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from flukeline.core.images import read_image_rgb
+from flukeline.core.io import write_json_atomic, write_png_atomic
+from flukeline.core.weights import read_weights
+from flukeline.detect.examples import keypoint_array
+from flukeline.detect.unet import WEIGHTS_KEY
+
+log = logging.getLogger(__name__)
+
+
+def box_iou(a, b) -> float:
+    """IoU of (x0, y0, x1, y1) boxes with exclusive ends."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+def fluke_span(points: np.ndarray, names: list[str]) -> float:
+    """Tip-to-tip distance when both tips are labelled, else the widest labelled pair."""
+    if "left_tip" in names and "right_tip" in names:
+        left, right = points[names.index("left_tip")], points[names.index("right_tip")]
+        if np.isfinite(left).all() and np.isfinite(right).all():
+            return float(np.linalg.norm(left - right))
+    good = points[np.isfinite(points).all(axis=1)]
+    if len(good) < 2:
+        return float("nan")
+    return float(max(np.linalg.norm(p - q) for p in good for q in good))
+
+def pck(pred: np.ndarray, truth: np.ndarray, span: float, fraction: float) -> tuple[int, int]:
+    """(correct, labelled): predictions within fraction x span of the labelled points."""
+    labelled = np.isfinite(truth).all(axis=1)
+    if not labelled.any() or not np.isfinite(span) or span <= 0:
+        return 0, 0
+    distance = np.linalg.norm(pred[labelled] - truth[labelled], axis=1)
+    return int((distance <= fraction * span).sum()), int(labelled.sum())
+
+def evaluate_detection(train, gt_keypoints, gt_boxes, masks, keypoints, boxes, holdout: list[str], names) -> dict:
+    """Mask IoU, box IoU and PCK@0.05/0.1 of the fluke span on held-out annotated images."""
+    held = train[train["image"].isin(set(holdout))]
+    masks, boxes = masks.set_index("image"), boxes.set_index("image")
+    gt_boxes = gt_boxes.set_index("image") if len(gt_boxes) else gt_boxes
+    truth_points, _ = keypoint_array(gt_keypoints, held["image"], names)
+    pred_kp = keypoints.pivot_table(index="image", columns="keypoint", values=["x", "y"])
+    mask_ious, box_ious, hits = [], [], {0.05: [0, 0], 0.1: [0, 0]}
+    per_keypoint = {n: [0, 0] for n in names}
+    for i, row in enumerate(held.itertuples(index=False)):
+        if isinstance(row.mask_path, str):
+            truth_mask = cv2.imread(row.mask_path, cv2.IMREAD_GRAYSCALE) > 127
+            pred_mask = cv2.imread(masks.loc[row.image, "mask_path"], cv2.IMREAD_GRAYSCALE) > 127
+            mask_ious.append(mask_iou(pred_mask, truth_mask))
+        if len(gt_boxes) and row.image in gt_boxes.index:
+            g = gt_boxes.loc[row.image]
+            truth_box = (g.x0, g.y0, g.x1 + 1, g.y1 + 1)  # annotation boxes are inclusive
+            p = boxes.loc[row.image]
+            box_ious.append(box_iou((p.x0, p.y0, p.x1, p.y1), truth_box))
+        pred = np.stack([pred_kp.loc[row.image, ("x", n)] for n in names]), np.stack([pred_kp.loc[row.image, ("y", n)] for n in names])
+        pred = np.stack(pred, axis=1)
+        span = fluke_span(truth_points[i], names)
+        for fraction in hits:
+            ok, n = pck(pred, truth_points[i], span, fraction)
+            hits[fraction][0] += ok
+            hits[fraction][1] += n
+        for k, name in enumerate(names):
+            ok, n = pck(pred[k : k + 1], truth_points[i][k : k + 1], span, 0.1)
+            per_keypoint[name][0] += ok
+            per_keypoint[name][1] += n
+
+    def mean(values):
+        return float(np.mean(values)) if values else None
+
+    return {
+        "n_holdout": int(len(held)),
+        "mask_iou": mean(mask_ious),
+        "box_iou": mean(box_ious),
+        "pck@0.05": hits[0.05][0] / hits[0.05][1] if hits[0.05][1] else None,
+        "pck@0.1": hits[0.1][0] / hits[0.1][1] if hits[0.1][1] else None,
+        "pck@0.1_per_keypoint": {n: (ok / total if total else None) for n, (ok, total) in per_keypoint.items()},
+        "box_methods": boxes["method"].value_counts().to_dict(),
+    }
+
+def overlay_sheet(frame: pd.DataFrame, masks, keypoints, boxes, names, out_png, n: int = 12, tile_width: int = 256) -> None:
+    """Grid of photos with the predicted mask outline (green), box (yellow) and keypoints."""
+    masks, boxes = masks.set_index("image"), boxes.set_index("image")
+    colours = [(255, 64, 64), (64, 255, 64), (64, 128, 255), (255, 200, 0), (255, 0, 255), (0, 255, 255),
+               (255, 128, 0), (128, 0, 255)]
+    tiles = []
+    for row in frame.head(n).itertuples(index=False):
+        rgb = read_image_rgb(row.path).copy()
+        mask = cv2.imread(masks.loc[row.image, "mask_path"], cv2.IMREAD_GRAYSCALE)
+        contours, _ = cv2.findContours((mask > 127).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(rgb, contours, -1, (0, 255, 0), 1)
+        b = boxes.loc[row.image]
+        cv2.rectangle(rgb, (int(b.x0), int(b.y0)), (int(b.x1) - 1, int(b.y1) - 1), (255, 255, 0), 1)
+        for k, r in enumerate(keypoints[keypoints["image"] == row.image].set_index("keypoint").loc[names].itertuples()):
+            cv2.circle(rgb, (int(round(r.x)), int(round(r.y))), 3, colours[k % len(colours)], -1 if r.confidence >= 0.3 else 1)
+        scale = tile_width / rgb.shape[1]
+        tile = cv2.resize(rgb, (tile_width, max(1, round(rgb.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+        tile = cv2.copyMakeBorder(tile, 0, max(0, 200 - tile.shape[0]), 0, 0, cv2.BORDER_CONSTANT, value=(255, 255, 255))[:200]
+        cv2.putText(tile, b.method, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    while len(tiles) % 4:
+        tiles.append(np.full_like(tiles[0], 255))
+    rows = [np.hstack(tiles[i : i + 4]) for i in range(0, len(tiles), 4)]
+    write_png_atomic(out_png, np.vstack(rows))
+
+def run_evaluate(model_path, train_path, gt_keypoints_path, gt_boxes_path, masks_path, keypoints_path, boxes_path,
+                 metrics_out, overlays_out) -> None:
+    _, meta = read_weights(model_path, key=WEIGHTS_KEY, tensors=False)
+    names = list(meta["params"]["keypoints"])
+    train = pd.read_parquet(train_path)
+    masks, keypoints, boxes = (pd.read_parquet(p) for p in (masks_path, keypoints_path, boxes_path))
+    metrics = evaluate_detection(train, pd.read_parquet(gt_keypoints_path), pd.read_parquet(gt_boxes_path), masks,
+                                 keypoints, boxes, meta["holdout"], names)
+    write_json_atomic(metrics, metrics_out)
+    log.info("detection on %d held-out images: %s", metrics["n_holdout"], json.dumps(metrics))
+    sample = train[train["image"].isin(set(meta["holdout"]))]
+    if sample.empty:
+        sample = train
+    overlay_sheet(sample, masks, keypoints, boxes, names, overlays_out)

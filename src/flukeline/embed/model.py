@@ -1,0 +1,75 @@
+"""Embedding network (timm backbone + projection) and its safetensors checkpoint format."""
+
+from __future__ import annotations
+
+import numpy as np
+import timm
+import torch
+from torch import nn
+
+from flukeline.core.tensors import to_tensor
+from flukeline.core.weights import read_weights, save_weights
+
+
+class EmbeddingNet(nn.Module):
+    """timm backbone (global pooled features) -> BN -> dropout -> FC -> BN (3rd place's head).
+
+    `in_chans` 4 = RGB + fluke mask. The backbone starts from random weights; callers initialise
+    it (flukeline.core.pretrained) when a config asks for pretrained weights: nothing is downloaded here.
+    `embedding_dim` 0: no head, the pooled backbone features are the embedding (an ImageNet
+    backbone used untrained, as `flukeline gallery-new` does: a random projection would only blur it).
+    """
+
+    def __init__(self, backbone: str, embedding_dim: int, in_chans: int = 3, dropout: float = 0.0):
+        super().__init__()
+        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, in_chans=in_chans)
+        # Some families (MobileNetV3, LCNet) end in a conv head wider than num_features.
+        features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.feature_dim = int(features)
+        if embedding_dim == 0:
+            self.head = nn.Identity()
+            return
+        self.head = nn.Sequential(
+            nn.BatchNorm1d(features),
+            nn.Dropout(dropout),
+            nn.Linear(features, embedding_dim),
+            nn.BatchNorm1d(embedding_dim),
+        )
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.feature_dim if isinstance(self.head, nn.Identity) else self.head[-1].num_features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))
+
+def save_model(model: EmbeddingNet, path, meta: dict) -> None:
+    save_weights(model, path, meta)
+
+def load_model(path, device="cpu") -> tuple[EmbeddingNet, dict]:
+    state, meta = read_weights(path)
+    model = EmbeddingNet(meta["backbone"], meta["embedding_dim"], meta.get("in_chans", 3), meta.get("dropout", 0.0))
+    model.load_state_dict(state)
+    return model.to(device).eval(), meta
+
+@torch.no_grad()
+def embed_images(
+    model: EmbeddingNet, images: np.ndarray, masks: np.ndarray | None = None, batch_size: int = 128, device="cpu", flip: bool = False
+) -> np.ndarray:
+    """L2-normalised float32 embeddings of N x H x W x 3 uint8 images (masks: N x H x W, for
+    4-channel models); `flip` embeds the mirror images (the flipped identities' view)."""
+    model.eval()
+    out = []
+    use_amp = torch.device(device).type == "cuda"
+    for start in range(0, len(images), batch_size):
+        batch_images = images[start : start + batch_size]
+        batch_masks = None if masks is None else masks[start : start + batch_size]
+        if flip:
+            batch_images = batch_images[:, :, ::-1]
+            batch_masks = None if batch_masks is None else batch_masks[:, :, ::-1]
+        batch = to_tensor(batch_images, batch_masks).to(device)
+        with torch.autocast(device_type="cuda", enabled=use_amp):
+            out.append(nn.functional.normalize(model(batch).float(), dim=1).cpu().numpy())
+    if not out:
+        return np.zeros((0, model.embedding_dim), dtype=np.float32)
+    return np.concatenate(out).astype(np.float32)

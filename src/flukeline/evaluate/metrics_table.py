@@ -1,0 +1,86 @@
+"""Material for Snakemake's HTML report (`snakemake --report results/report.html`): the data
+summary figure (images per identity, image sizes, grayscale share) and the metrics table (CV
+MAP@5 and threshold of every member and ensemble, demo test MAP@5)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from flukeline.core.errors import InputError
+from flukeline.core.io import write_bytes_atomic
+
+
+def _read_json(path, what: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: cannot read {what} ({error})") from error
+
+def metrics_rows(metrics: dict, summaries: dict[str, dict]) -> pd.DataFrame:
+    """One row per scored method ("<member>@round<r>" or "ensemble@round<r>") of metrics.json,
+    ordered by round, members before the ensemble. summaries: {method: its match summary.json}."""
+    methods = metrics["cv"]["methods"]
+    test = metrics.get("test", {}).get("methods")
+    rows = []
+    for name, cv in methods.items():
+        if name not in summaries:
+            raise InputError(f"metrics.json scores {name!r}, but no match summary was given for it (--summary {name} PATH)")
+        member, _, round_ = name.rpartition("@round")
+        if not member or not round_.isdigit():
+            raise InputError(f"metrics.json: method name {name!r} is not <member>@round<N>")
+        row = {
+            "round": int(round_),
+            "method": member,
+            "CV MAP@5": cv["map5"],
+            "CV top-1": cv["top1"],
+            "all-new_whale CV MAP@5 (same images)": cv["all_new_whale_same_folds"]["map5"],
+            "CV images": cv["n"],
+            "new_whale threshold": summaries[name]["threshold"],
+        }
+        if test is not None:
+            row["test MAP@5"] = test[name]["map5"]
+        rows.append(row)
+    for name in summaries:
+        if name not in methods:
+            raise InputError(f"a match summary was given for {name!r}, which metrics.json does not score")
+    table = pd.DataFrame(rows)
+    order = table["method"].eq("ensemble").astype(int)
+    return table.assign(_ensemble=order).sort_values(["round", "_ensemble", "method"]).drop(columns="_ensemble").reset_index(drop=True)
+
+def metrics_html(metrics: dict, summaries: dict[str, dict]) -> str:
+    """A small self-contained HTML page: the metrics table and the baselines beneath it."""
+    table = metrics_rows(metrics, summaries)
+    baseline = metrics["cv"]["all_new_whale"]
+    notes = [
+        f"CV: validation folds {', '.join(map(str, metrics['cv']['folds']))} of train; a member or ensemble is scored on "
+        f"the folds it was validated on. all-new_whale CV MAP@5 on every fold: {baseline['map5']:.4f} ({baseline['n']} images)."
+    ]
+    if "test" in metrics:
+        notes.append(
+            f"Test (demo identities): submission MAP@5 {metrics['test']['submission']['map5']:.4f},"
+            f" all-new_whale {metrics['test']['all_new_whale']['map5']:.4f}."
+        )
+    body = table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0, classes="metrics")
+    notes_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Flukeline metrics</title><style>"
+        "body{font-family:sans-serif;font-size:14px}table.metrics{border-collapse:collapse}"
+        "table.metrics th,table.metrics td{padding:3px 10px;border-bottom:1px solid #ccc;text-align:right}"
+        "</style></head><body>\n<h3>MAP@5 per member and ensemble</h3>\n" + body + "\n" + notes_html + "\n</body></html>\n"
+    )
+
+def run_metrics_table(metrics_path, summaries: list[tuple[str, str]], out_path) -> pd.DataFrame:
+    metrics = _read_json(metrics_path, "the metrics")
+    loaded = {}
+    for name, path in summaries:
+        summary = _read_json(path, f"the match summary of {name}")
+        if "threshold" not in summary:
+            raise InputError(f"{path}: no 'threshold' key (the match stage's summary.json has one)")
+        loaded[name] = summary
+    page = metrics_html(metrics, loaded)
+    write_bytes_atomic(out_path, page.encode("utf-8"))
+    return metrics_rows(metrics, loaded)

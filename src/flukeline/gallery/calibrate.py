@@ -1,0 +1,102 @@
+"""Identify new photos against the known individuals, and add confirmed sightings without
+retraining: `flukeline identify PHOTO...` and `flukeline add PHOTO... --id ID`; `flukeline
+calibrate-gallery` sets the new_whale threshold from the sightings (leave one out).
+
+A gallery is a folder holding
+- `gallery.json`: how a photo becomes embeddings (detector, alignment, each member's fold models
+  and crop size) and how embeddings are matched (templates, ensemble weights, the new_whale
+  threshold), with paths relative to the folder;
+- `sightings.parquet`: confirmed sightings added by `add` (photo, id, one embedding per member,
+  the key of the models that made it).
+The workflow's `gallery` rule writes `results/gallery/` from a finished run, whose training
+images are the gallery's base sightings; `flukeline gallery-new` starts an empty gallery from an
+ImageNet-initialised backbone used untrained (any species, no detector, no training).
+
+New photos go through the same code as the workflow's images (detection, alignment, crops,
+embedding with flip and fold fusion, identity templates, weighted ensemble), so a photo scores
+the same here as it would as a test image of the run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flukeline.core.errors import InputError
+from flukeline.core.io import write_json_atomic
+from flukeline.core.metrics import NEW_WHALE
+from flukeline.gallery.identify import gallery_embeddings
+from flukeline.gallery.manifest import MANIFEST, read_manifest
+from flukeline.gallery.sightings import current_sightings
+
+log = logging.getLogger(__name__)
+
+
+def leave_one_out_topk(manifest: dict, sightings: pd.DataFrame, max_queries: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Every sighting (a seeded sample of `max_queries` in large galleries) searched against all
+    the others, with the gallery's own templates and ensemble: the top-k table of a validation
+    fold. Its truth is the sighting's id when another sighting of that individual remains, else
+    new_whale (an individual seen once is a new one once its only sighting is held out)."""
+    from flukeline.match.ensemble import ensemble_topk
+    from flukeline.match.tables import to_long
+    from flukeline.match.templates import identity_topk
+
+    ids, vectors = gallery_embeddings(manifest, sightings)
+    any_ids = next(iter(ids.values()))
+    counts = pd.Series(any_ids).value_counts()
+    order = np.arange(len(any_ids))
+    if len(order) > max_queries:
+        order = np.sort(np.random.default_rng(seed).choice(order, max_queries, replace=False))
+    params = dict(manifest["match"])
+    depth = int(params.get("candidates", 20))
+    members = {m["name"]: [] for m in manifest["members"]}
+    for i in order:
+        keep = np.arange(len(any_ids)) != i
+        for member in manifest["members"]:
+            name = member["name"]
+            cand_ids, cand_sims = identity_topk(vectors[name][i:i + 1], vectors[name][keep], ids[name][keep], depth, params)
+            members[name].append(to_long([f"sighting{i}"], cand_ids, cand_sims))
+    weights = {m["name"]: float(m["weight"]) for m in manifest["members"]}
+    topk = ensemble_topk({name: (pd.concat(tables, ignore_index=True), weights[name]) for name, tables in members.items()}, depth)
+    truth = {f"sighting{i}": (any_ids[i] if any_ids[i] != NEW_WHALE and counts[any_ids[i]] > 1 else NEW_WHALE) for i in order}
+    return topk.assign(truth=topk["image"].map(truth))
+
+def calibrate_gallery(gallery, threads: int = 1, max_queries: int = 2000) -> dict:
+    """Set the gallery's new_whale threshold to the one maximising leave-one-out MAP@5 over its
+    sightings (the workflow's calibration, with the sightings as the validation fold). Needs an
+    individual with two sightings (a known query) and one seen once or a new_whale sighting (a new
+    one). Returns what it found; gallery.json keeps the threshold and how it was chosen."""
+    from flukeline.core.retrieval import map5_by_threshold, threshold_grid
+    from flukeline.match.calibration import calibrate_threshold
+    from flukeline.match.tables import to_wide
+
+    manifest = read_manifest(gallery)
+    sightings = current_sightings(manifest, threads)
+    topk = leave_one_out_topk(manifest, sightings, max_queries)
+    truth = topk.drop_duplicates("image")["truth"]
+    known, new = int((truth != NEW_WHALE).sum()), int((truth == NEW_WHALE).sum())
+    if not known or not new:
+        raise InputError(f"{manifest['folder']}: calibrating the threshold needs an individual with at least two "
+                         f"sightings and one seen once (or new_whale sightings); this gallery gives {known} known "
+                         f"and {new} new leave-one-out queries")
+    threshold, curve = calibrate_threshold(topk, threshold_grid(manifest["match"]), int(manifest["match"].get("top_k", 5)))
+
+    images, cand_ids, cand_sims = to_wide(topk, 5)
+    truth_of = topk.drop_duplicates("image").set_index("image")["truth"].loc[images].to_numpy()
+
+    def map5(at: float) -> float:
+        # Not through Kaggle's space-joined lists: gallery ids may contain spaces ("0353 Candy").
+        return float(map5_by_threshold(truth_of, cand_ids, cand_sims, [at], 5)[0])
+
+    report = {"threshold": threshold, "previous_threshold": float(manifest["threshold"]), "known_queries": known,
+              "new_queries": new, "map5": map5(threshold), "previous_map5": map5(float(manifest["threshold"]))}
+    path = Path(manifest["folder"]) / MANIFEST
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw.update(threshold=threshold, threshold_calibration={k: v for k, v in report.items() if k != "threshold"})
+    write_json_atomic(raw, path)
+    log.info("gallery threshold %.3f (was %.3f): leave-one-out MAP@5 %.3f (was %.3f) over %d known and %d new queries",
+             threshold, report["previous_threshold"], report["map5"], report["previous_map5"], known, new)
+    return report

@@ -1,0 +1,123 @@
+"""Identify new photos against the known individuals, and add confirmed sightings without
+retraining: `flukeline identify PHOTO...` and `flukeline add PHOTO... --id ID`; `flukeline
+calibrate-gallery` sets the new_whale threshold from the sightings (leave one out).
+
+A gallery is a folder holding
+- `gallery.json`: how a photo becomes embeddings (detector, alignment, each member's fold models
+  and crop size) and how embeddings are matched (templates, ensemble weights, the new_whale
+  threshold), with paths relative to the folder;
+- `sightings.parquet`: confirmed sightings added by `add` (photo, id, one embedding per member,
+  the key of the models that made it).
+The workflow's `gallery` rule writes `results/gallery/` from a finished run, whose training
+images are the gallery's base sightings; `flukeline gallery-new` starts an empty gallery from an
+ImageNet-initialised backbone used untrained (any species, no detector, no training).
+
+New photos go through the same code as the workflow's images (detection, alignment, crops,
+embedding with flip and fold fusion, identity templates, weighted ensemble), so a photo scores
+the same here as it would as a test image of the run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from flukeline.core.errors import InputError
+from flukeline.core.io import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "gallery.json"
+
+FORMAT = 1
+
+# The whole photo as the box, fitted into a square frame (as the Omniglot preset does): for a
+# gallery without a detector or landmarks.
+SQUARE_TEMPLATE = {"frame_top_left": [-0.5, -0.5], "frame_bottom_right": [0.5, 0.5]}
+
+def relative_path(path, folder: Path) -> str:
+    return os.path.relpath(Path(path).resolve(), folder.resolve())
+
+def write_manifest(folder, manifest: dict) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / MANIFEST
+    write_json_atomic({"format": FORMAT, **manifest}, path)
+    return path
+
+def read_manifest(folder) -> dict:
+    """gallery.json of `folder` (or the file itself), with its paths made absolute."""
+    path = Path(folder)
+    path = path / MANIFEST if path.is_dir() or not path.suffix else path
+    if not path.is_file():
+        raise InputError(f"{path}: no gallery here; build one with `snakemake results/gallery/gallery.json` "
+                         f"(from a workflow run) or `flukeline gallery-new {path.parent}`")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not a gallery manifest ({error})") from error
+    if manifest.get("format") != FORMAT:
+        raise InputError(f"{path}: gallery format {manifest.get('format')!r}, this Flukeline reads format {FORMAT}")
+    root = path.parent.resolve()
+
+    def absolute(p):
+        return None if p is None else str((root / p).resolve())
+
+    manifest["folder"] = str(root)
+    manifest["train"] = absolute(manifest.get("train"))
+    if manifest["detect"].get("model"):
+        manifest["detect"]["model"] = absolute(manifest["detect"]["model"])
+    for member in manifest["members"]:
+        member["models"] = [absolute(p) for p in member["models"]]
+        member["embeddings"] = [absolute(p) for p in member.get("embeddings", [])]
+    return manifest
+
+def manifest_from_run(out_dir, train, detect: dict, detect_model, align: dict, match: dict, members: list[dict],
+                      ensemble_summary) -> Path:
+    """gallery.json for a workflow run. members: {name, size, weight, models, embeddings} with
+    one model and one embeddings table per fold; the threshold is the final ensemble's."""
+    out_dir = Path(out_dir)
+    summary = json.loads(Path(ensemble_summary).read_text())
+    manifest = {
+        "source": "workflow run",
+        "train": relative_path(train, out_dir),
+        "detect": {**detect, "model": relative_path(detect_model, out_dir) if detect_model else None},
+        "align": align,
+        "match": match,
+        "threshold": float(summary["threshold"]),
+        "members": [
+            {"name": m["name"], "size": m["size"], "weight": float(m["weight"]),
+             "models": [relative_path(p, out_dir) for p in m["models"]],
+             "embeddings": [relative_path(p, out_dir) for p in m["embeddings"]]}
+            for m in members
+        ],
+    }
+    return write_manifest(out_dir, manifest)
+
+def new_gallery(out_dir, backbone: str, pretrained: str | None, size: str, threshold: float) -> Path:
+    """An empty gallery whose one member is `backbone` with ImageNet (or local) weights and no
+    training: the pooled features are the embedding. Photos are matched whole (no detector)."""
+    from flukeline.core.pretrained import initialise
+    from flukeline.embed.model import EmbeddingNet, save_model
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = EmbeddingNet(backbone, embedding_dim=0)
+    report = initialise(model.backbone, backbone, pretrained)
+    log.info("gallery backbone %s: %s", backbone, report)
+    model_path = out_dir / "model.safetensors"
+    save_model(model.eval(), model_path, {"backbone": backbone, "embedding_dim": 0, "in_chans": 3, "dropout": 0.0,
+                                          "pretrained": pretrained})
+    return write_manifest(out_dir, {
+        "source": f"{backbone} ({pretrained or 'random'} weights, untrained)",
+        "train": None,
+        "detect": {"method": "none", "min_area_fraction": 0.01, "model": None},
+        "align": {"template": SQUARE_TEMPLATE, "margin": 0.0},
+        # Every sighting is a template: a few photos per individual, nothing to average away. No
+        # flip fusion: marks are chiral and an untrained backbone was not taught that a mirrored
+        # pattern is the same animal (manta-demo: 4 of 5 right at rank 1 without, 3 with).
+        "match": {"templates": "images", "flip_fusion": False, "top_k": 5, "candidates": 20},
+        "threshold": float(threshold),
+        "members": [{"name": backbone, "size": size, "weight": 1.0, "models": [relative_path(model_path, out_dir)], "embeddings": []}],
+    })

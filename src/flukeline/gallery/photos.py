@@ -1,0 +1,118 @@
+"""Identify new photos against the known individuals, and add confirmed sightings without
+retraining: `flukeline identify PHOTO...` and `flukeline add PHOTO... --id ID`; `flukeline
+calibrate-gallery` sets the new_whale threshold from the sightings (leave one out).
+
+A gallery is a folder holding
+- `gallery.json`: how a photo becomes embeddings (detector, alignment, each member's fold models
+  and crop size) and how embeddings are matched (templates, ensemble weights, the new_whale
+  threshold), with paths relative to the folder;
+- `sightings.parquet`: confirmed sightings added by `add` (photo, id, one embedding per member,
+  the key of the models that made it).
+The workflow's `gallery` rule writes `results/gallery/` from a finished run, whose training
+images are the gallery's base sightings; `flukeline gallery-new` starts an empty gallery from an
+ImageNet-initialised backbone used untrained (any species, no detector, no training).
+
+New photos go through the same code as the workflow's images (detection, alignment, crops,
+embedding with flip and fold fusion, identity templates, weighted ensemble), so a photo scores
+the same here as it would as a test image of the run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flukeline.core.errors import InputError
+from flukeline.core.images import read_image_rgb
+
+
+def photo_table(photos) -> pd.DataFrame:
+    """One row per photo (image key, split, path, width, height); an unreadable photo stops here
+    with its path and the problem."""
+    rows, seen = [], set()
+    for i, photo in enumerate(photos):
+        path = Path(photo)
+        if not path.is_file():
+            raise InputError(f"{photo}: no such photo")
+        resolved = str(path.resolve())
+        if resolved in seen:
+            raise InputError(f"{photo}: given twice")
+        seen.add(resolved)
+        rgb = read_image_rgb(path)
+        # A key unique per call: two photos may share a file name in different folders.
+        rows.append((f"{i:05d}_{path.name}", "test", resolved, rgb.shape[1], rgb.shape[0], str(photo)))
+    return pd.DataFrame(rows, columns=["image", "split", "path", "width", "height", "photo"])
+
+def crop_photos(images: pd.DataFrame, manifest: dict, work_dir, threads: int = 1) -> dict[str, pd.DataFrame]:
+    """Detection, alignment and crops of `images` at every member size, as the workflow does
+    for test images: size -> the align table embed reads."""
+    from flukeline.align.crops import crop_images
+    from flukeline.align.settings import AlignSettings
+    from flukeline.align.transforms import estimate_transforms
+    from flukeline.detect.threshold import KEYPOINT_COLUMNS, detect_boxes
+
+    work_dir = Path(work_dir)
+    settings = dict(manifest["detect"])
+    method = settings.pop("method")
+    model = settings.pop("model", None)
+    empty = images.iloc[0:0]
+    if method == "learned":
+        from flukeline.detect.predict import predict_all
+
+        masks, keypoints, boxes = predict_all(model, empty, images, settings, work_dir / "masks", threads)
+    else:
+        boxes = detect_boxes(empty, images, {"method": method, **settings}, threads)
+        keypoints = pd.DataFrame({c: pd.Series(dtype="float64" if c in ("x", "y", "confidence") else "str") for c in KEYPOINT_COLUMNS})
+        masks = None
+    align = dict(manifest["align"])
+    margin = float(align.get("margin", 0.1))
+    transforms = estimate_transforms(images, keypoints, boxes, AlignSettings.from_params(align))
+    sizes = sorted({m["size"] for m in manifest["members"]})
+    return {size: crop_images(images, transforms, masks, size, margin, work_dir / size, threads) for size in sizes}
+
+def member_key(member: dict, manifest: dict) -> str:
+    """Identifies how an embedding was made (the models, flip fusion): a retrained member or a
+    changed recipe re-embeds the sightings."""
+    digest = hashlib.sha1(json.dumps({"flip": bool(manifest["match"].get("flip_fusion", True)), "size": member["size"]}).encode())
+    for path in member["models"]:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]
+
+def fused_embeddings(tables: list[pd.DataFrame], images, split: str, flip: bool) -> np.ndarray:
+    """Flip fusion within each fold model, then fold fusion: the vectors member_topk searches."""
+    from flukeline.match.member import embedding_lookup
+    from flukeline.match.templates import fuse_views
+
+    return fuse_views(*[embedding_lookup(table, flip)(images, split) for table in tables])
+
+def embed_crops(member: dict, crops: pd.DataFrame, flip: bool, threads: int = 1) -> np.ndarray:
+    from flukeline.embed.inference import embed_all
+
+    tables = [embed_all(model, crops, threads) for model in member["models"]]
+    return fused_embeddings(tables, crops["image"], "test", flip)
+
+def embed_photos(photos, manifest: dict, threads: int = 1) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """(photo table, member name -> fused embeddings in photo order)."""
+    images = photo_table(photos)
+    flip = bool(manifest["match"].get("flip_fusion", True))
+    with tempfile.TemporaryDirectory(prefix="flukeline-identify-") as work:
+        crops = crop_photos(images, manifest, work, threads)
+        vectors = {m["name"]: embed_crops(m, crops[m["size"]], flip, threads) for m in manifest["members"]}
+    return images, vectors
+
+def base_sightings(manifest: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The run's training images: (ids, member -> fused embeddings), as match_member builds its
+    test-time gallery."""
+    if not manifest.get("train"):
+        return np.array([], dtype=object), {m["name"]: None for m in manifest["members"]}
+    train = pd.read_parquet(manifest["train"])
+    flip = bool(manifest["match"].get("flip_fusion", True))
+    vectors = {}
+    for member in manifest["members"]:
+        tables = [pd.read_parquet(p) for p in member["embeddings"]]
+        vectors[member["name"]] = fused_embeddings(tables, train["image"], "train", flip)
+    return train["id"].to_numpy(dtype=object), vectors

@@ -1,0 +1,74 @@
+"""Match-stage rules: one member's candidates and calibrated predictions, and the ensemble of the
+members of a pseudo-label round (with the pseudo-labels for the next round)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flukeline.core.io import write_csv_atomic
+from flukeline.core.metrics import NEW_WHALE, summarise
+from flukeline.core.retrieval import map5_by_threshold, rank_with_new_whale, threshold_grid
+from flukeline.match.tables import to_wide
+
+
+def calibrate_threshold(val_topk: pd.DataFrame, grid, k: int = 5) -> tuple[float, pd.DataFrame]:
+    """The threshold maximising validation MAP@k (ties: the lowest), and the whole curve with
+    each threshold's share of validation images whose top-1 is new_whale."""
+    truth = val_topk.drop_duplicates("image").set_index("image")["truth"]
+    images, ids, sims = to_wide(val_topk, k)
+    grid = np.asarray(grid, dtype=np.float64)
+    scores = map5_by_threshold(truth.loc[images].to_numpy(), ids, sims, grid, k)
+    new_top1 = [(sims[:, 0] < t).mean() for t in grid]
+    curve = pd.DataFrame({"threshold": grid, "map5": scores, "new_whale_top1": new_top1})
+    return float(grid[int(np.nanargmax(scores))]), curve
+
+def ranked_predictions(topk: pd.DataFrame, threshold: float, k: int = 5) -> pd.DataFrame:
+    """Kaggle lists: candidates with new_whale inserted at the threshold (image, predicted, best)."""
+    images, ids, sims = to_wide(topk, k)
+    ranked = rank_with_new_whale([[i for i in row if i] for row in ids], [row[np.isfinite(row)] for row in sims], threshold, k)
+    out = pd.DataFrame({"image": images, "predicted": [" ".join(r) for r in ranked], "best_similarity": sims[:, 0]})
+    extra = [c for c in ("fold", "truth") if c in topk]
+    if extra:
+        out = out.merge(topk.drop_duplicates("image")[["image", *extra]], on="image", how="left")
+    return out
+
+def decide_threshold(val_topk: pd.DataFrame, params: dict) -> tuple[float, pd.DataFrame]:
+    """Calibrated on the validation folds (max MAP@5), or the fixed config value."""
+    k = int(params.get("top_k", 5))
+    calibrated, curve = calibrate_threshold(val_topk, threshold_grid(params), k)
+    setting = params.get("new_whale_threshold", "calibrate")
+    return (calibrated if setting == "calibrate" else float(setting)), curve
+
+def prediction_scores(predictions: pd.DataFrame) -> dict:
+    return summarise(predictions["truth"].tolist(), [p.split() for p in predictions["predicted"]])
+
+def new_whale_top1_share(predictions: pd.DataFrame) -> float:
+    """Share of images whose first guess is new_whale (3rd place: ~27.6% on Kaggle's test set)."""
+    return float(np.mean([p.split()[0] == NEW_WHALE for p in predictions["predicted"]])) if len(predictions) else float("nan")
+
+def write_calibration(curve: pd.DataFrame, threshold: float, out: Path, title: str) -> None:
+    write_csv_atomic(curve, out / "calibration.csv")
+    plot_calibration(curve, threshold, out / "calibration.png", title)
+
+def plot_calibration(curve: pd.DataFrame, threshold: float, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(curve["threshold"], curve["map5"], label="validation MAP@5")
+    ax.plot(curve["threshold"], curve["new_whale_top1"], label="new_whale top-1 share", linestyle="--")
+    ax.axvline(threshold, color="grey", linewidth=1)
+    ax.set_xlabel("new_whale threshold (cosine similarity)")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{title}: threshold {threshold:.2f}")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,76 @@
+"""Match stage: identity templates (trimmed centres or single images), FAISS top-k search with
+flip fusion, the calibrated new_whale threshold, the ensemble of members, and pseudo-labels.
+
+Candidates travel between rules as long top-k tables (query, rank, id, similarity), never as
+full similarity matrices, so the stage scales with the gallery."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from flukeline.core.metrics import NEW_WHALE
+from flukeline.core.retrieval import l2_normalise, search
+
+
+def trimmed_centres(embeddings: np.ndarray, ids, min_images: int = 4, drop_share: float = 0.25, repeats: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """3rd place's identity templates: the mean of an identity's normalised embeddings; with at
+    least `min_images` images, the farthest `drop_share` (lowest cosine to the mean) is dropped
+    and the mean recomputed, once more while more than 3 remain. Returns (ids, centres)."""
+    ids = np.asarray(ids)
+    vectors = l2_normalise(embeddings)
+    names, inverse = np.unique(ids, return_inverse=True)
+    centres = np.zeros((len(names), vectors.shape[1]), dtype=np.float32)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(names) + 1))
+    for position in range(len(names)):  # one pass per identity, vectorised within it
+        kept = vectors[order[bounds[position] : bounds[position + 1]]]
+        centre = l2_normalise(kept.mean(axis=0, keepdims=True))[0]
+        if len(kept) >= min_images:
+            for _ in range(repeats):
+                if len(kept) <= 3:
+                    break
+                keep = len(kept) - int(np.floor(drop_share * len(kept)))
+                kept = kept[np.argsort(-(kept @ centre), kind="stable")[:keep]]
+                centre = l2_normalise(kept.mean(axis=0, keepdims=True))[0]
+        centres[position] = centre
+    return names, centres
+
+def fuse_views(*views: np.ndarray) -> np.ndarray:
+    """Concatenate normalised views (plain + mirrored crop, or several fold models) scaled so that
+    the inner product of two fused vectors is the mean of the views' cosines: flip fusion and
+    fold averaging become one exact FAISS search."""
+    return np.concatenate([l2_normalise(v) for v in views], axis=1) / np.sqrt(len(views))
+
+def identity_topk(queries: np.ndarray, gallery: np.ndarray, gallery_ids, k: int, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, the k best identities (ids, similarities, descending). Templates: trimmed
+    centres, or every gallery image with an identity scored by its best image (`templates: images`)."""
+    gallery_ids = np.asarray(gallery_ids)
+    known = gallery_ids != NEW_WHALE
+    index_options = {"ann_above": params.get("ann_above"), "hnsw_m": params.get("hnsw_m", 32), "ef_search": params.get("ef_search", 128)}
+    if params.get("templates", "centres") == "centres":
+        centre = params.get("centres", {})
+        names, vectors = trimmed_centres(gallery[known], gallery_ids[known], int(centre.get("min_images", 4)), float(centre.get("drop_share", 0.25)))
+        sims, idx = search(queries, vectors, k, **index_options)
+        return pad_candidates(names[np.maximum(idx, 0)], sims, idx < 0, k)
+    names, vectors = gallery_ids[known], gallery[known]
+    depth = min(len(vectors), k * int(params.get("images_per_identity_depth", 10)))
+    sims, idx = search(queries, vectors, depth, **index_options)
+    long = pd.DataFrame({"query": np.repeat(np.arange(len(queries)), sims.shape[1]), "id": names[np.maximum(idx, 0)].ravel(), "sim": sims.ravel(), "valid": (idx >= 0).ravel()})
+    best = long[long["valid"]].drop_duplicates(["query", "id"]).groupby("query", sort=True).head(k)
+    best = best.assign(rank=best.groupby("query").cumcount())
+    ids = np.full((len(queries), k), "", dtype=object)
+    out = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    ids[best["query"], best["rank"]] = best["id"]
+    out[best["query"], best["rank"]] = best["sim"]
+    return pad_candidates(ids, out, ids == "", k)
+
+def pad_candidates(ids, sims, missing, k):
+    """Fewer identities than k: empty ids with similarity -inf fill the rest."""
+    ids = np.where(missing, "", ids).astype(object)
+    sims = np.where(missing, -np.inf, sims).astype(np.float32)
+    if ids.shape[1] < k:
+        extra = k - ids.shape[1]
+        ids = np.concatenate([ids, np.full((len(ids), extra), "", dtype=object)], axis=1)
+        sims = np.concatenate([sims, np.full((len(sims), extra), -np.inf, dtype=np.float32)], axis=1)
+    return ids, sims
