@@ -19,8 +19,6 @@ exclusive.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pandas as pd
@@ -36,8 +34,9 @@ from flukeline.align.geometry import (
     transform_of,
 )
 from flukeline.align.settings import AlignSettings
-from flukeline.align.warp import warp, write_png
+from flukeline.align.warp import warp
 from flukeline.core.images import read_image_rgb
+from flukeline.core.io import write_png_atomic
 
 _GREEN, _RED, _BLUE, _YELLOW = (40, 200, 40), (230, 40, 40), (60, 120, 255), (255, 220, 0)
 
@@ -105,8 +104,4 @@ def contact_sheet(table: pd.DataFrame, paths: dict, keypoints: pd.DataFrame, set
             crops.append(crop)
         for x, crop in zip(x_cols[1:], crops):
             sheet[top:top + crop_size[1], x:x + crop_size[0]] = crop
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
-    write_png(str(tmp), sheet)
-    tmp.replace(out_png)
+    write_png_atomic(out_png, sheet)

@@ -20,7 +20,6 @@ exclusive.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -33,7 +32,7 @@ from flukeline.align.transforms import image_table
 from flukeline.align.warp import warp, write_png
 from flukeline.core.images import read_image_rgb
 from flukeline.core.io import write_parquet_atomic
-from flukeline.core.runtime import worker_count
+from flukeline.core.runtime import parallel_map, worker_count
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +100,8 @@ def crop_images(images: pd.DataFrame, transforms: pd.DataFrame, masks: pd.DataFr
         mask_png = (str(folders["aligned_mask"] / row.split / name) if row.method == "landmarks" else box_mask_png) if mask_path else None
         tasks.append((row.path, aligned, box, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png))
         rows.append((row.image, row.split, row.method, row.n_landmarks, row.residual, crop_png, box_png, mask_png, box_mask_png))
-    workers = min(worker_count(threads), max(1, len(tasks)))
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            list(pool.map(_crop_one, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers)))))
-    else:
-        for task in tasks:
-            _crop_one(task)
+    workers = worker_count(threads)
+    parallel_map(_crop_one, tasks, threads, processes=True, chunksize=min(16, len(tasks) // (4 * workers)))
     out = pd.DataFrame(rows, columns=["image", "split", "method", "n_landmarks", "residual", "crop_path", "box_crop_path",
                                       "mask_crop_path", "box_mask_crop_path"])
     out = out.astype({"image": "string", "split": "string", "method": "string", "n_landmarks": "int64", "residual": "float64",

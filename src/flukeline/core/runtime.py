@@ -1,12 +1,20 @@
-"""Process-level settings shared by the stages: logging, CPU threads, device, seeding."""
+"""Process-level settings shared by the stages: logging, CPU threads, device, seeding, and the
+one worker pool every stage uses (parallel_map)."""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import random
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -38,3 +46,23 @@ def select_device():
     import torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def parallel_map(function: Callable[[T], R], items: Iterable[T], threads: int, *, processes: bool = False,
+                 chunksize: int = 1, initializer: Callable[[], None] | None = None, spawn: bool = False) -> list[R]:
+    """`[function(item) for item in items]`, in order, on up to `threads` workers (never more than
+    the CPUs this process may use, see worker_count): threads for work that releases the GIL
+    (OpenCV, image decoding, file I/O), processes for pure-Python or numpy-bound work. One worker,
+    or one item, runs in this process with no pool. `spawn` starts fresh interpreters instead of
+    forking, which is safe when the caller already runs threads (torch, Snakemake); `initializer`
+    runs once in each worker process."""
+    items = list(items)
+    workers = min(worker_count(threads), max(1, len(items)))
+    if workers <= 1:
+        return [function(item) for item in items]
+    if not processes:
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(function, items))
+    context = multiprocessing.get_context("spawn") if spawn else None
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=initializer) as pool:
+        return list(pool.map(function, items, chunksize=max(1, int(chunksize))))

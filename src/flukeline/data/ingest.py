@@ -14,7 +14,6 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
@@ -26,6 +25,7 @@ from flukeline.core.folds import ALWAYS_TRAIN, assign_folds
 from flukeline.core.images import decode_image_rgb, is_grayscale
 from flukeline.core.io import write_csv_atomic, write_parquet_atomic
 from flukeline.core.metrics import NEW_WHALE
+from flukeline.core.runtime import parallel_map
 from flukeline.data.annotations import ANNOTATION_COLUMNS, _mask_paths, load_annotations
 from flukeline.data.csv_rows import csv_line, read_csv
 
@@ -264,11 +264,7 @@ def _inspect_images(entries: list[_Entry], threads: int) -> None:
     """Decode every locatable image; threads suffice since PIL decoding and hashing drop the GIL."""
     todo = [entry for entry in entries if entry.path is not None]
     paths = [entry.path for entry in todo]
-    if threads == 1:
-        results = map(inspect_image, paths)
-    else:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            results = list(pool.map(inspect_image, paths))
+    results = parallel_map(inspect_image, paths, threads)
     for entry, result in zip(todo, results):
         if isinstance(result, ImageFacts):
             entry.facts = result

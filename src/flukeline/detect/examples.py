@@ -9,7 +9,6 @@ pixels (flukeline.detect.letterbox).
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
 
 import albumentations as A
 import cv2
@@ -18,6 +17,7 @@ import pandas as pd
 
 from flukeline.core.errors import InputError
 from flukeline.core.images import read_image_rgb
+from flukeline.core.runtime import parallel_map
 from flukeline.detect.letterbox import Letterbox
 from flukeline.detect.unet import PAD_RGB
 
@@ -65,8 +65,7 @@ def _load_example(task):
 
 def load_examples(frame: pd.DataFrame, size, workers: int = 1):
     tasks = [(p, m, tuple(size)) for p, m in zip(frame["path"], frame["mask_path"])]
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        out = list(pool.map(_load_example, tasks))
+    out = parallel_map(_load_example, tasks, workers)
     images = np.stack([o[0] for o in out]) if out else np.zeros((0, size[1], size[0], 3), np.uint8)
     masks = np.stack([o[1] for o in out]) if out else np.zeros((0, size[1], size[0]), np.uint8)
     return images, masks, np.array([o[2] for o in out], bool), [o[3] for o in out]

@@ -9,7 +9,6 @@ pixels (flukeline.detect.letterbox).
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -20,7 +19,7 @@ from tqdm import tqdm
 
 from flukeline.core.images import read_image_rgb
 from flukeline.core.io import write_parquet_atomic
-from flukeline.core.runtime import configure_torch, select_device
+from flukeline.core.runtime import configure_torch, parallel_map, select_device
 from flukeline.core.tensors import to_tensor
 from flukeline.detect.boxes import Box, clip_box, keypoint_box, largest_component, mask_box
 from flukeline.detect.heatmap import decode_peaks, heatmap_probabilities, peak_mass
@@ -99,16 +98,15 @@ def predict_all(model_path, train: pd.DataFrame, test: pd.DataFrame, params: dic
         box = fuse_box(mask, pred["mask_score"], pred["keypoints"], pred["confidence"], rgb, params)
         return row, str(mask_path), int(mask.sum()), pred, box
 
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        for start in tqdm(range(0, len(images), batch_size), desc="detect", mininterval=5):
-            chunk = images.iloc[start : start + batch_size]
-            rgbs = list(pool.map(read_image_rgb, chunk["path"]))
-            predictions = predict_batch(model, rgbs, size, sigma, device)
-            for row, mask_path, area, pred, box in pool.map(finish, zip(chunk.itertuples(index=False), rgbs, predictions)):
-                mask_rows.append((row.image, row.split, mask_path, area, pred["mask_score"]))
-                for name, (x, y), c in zip(names, pred["keypoints"], pred["confidence"]):
-                    kp_rows.append((row.image, row.split, name, float(x), float(y), float(c)))
-                box_rows.append((row.image, row.split, box.x0, box.y0, box.x1, box.y1, box.method, box.score))
+    for start in tqdm(range(0, len(images), batch_size), desc="detect", mininterval=5):
+        chunk = images.iloc[start : start + batch_size]
+        rgbs = parallel_map(read_image_rgb, chunk["path"], threads)
+        predictions = predict_batch(model, rgbs, size, sigma, device)
+        for row, mask_path, area, pred, box in parallel_map(finish, zip(chunk.itertuples(index=False), rgbs, predictions), threads):
+            mask_rows.append((row.image, row.split, mask_path, area, pred["mask_score"]))
+            for name, (x, y), c in zip(names, pred["keypoints"], pred["confidence"]):
+                kp_rows.append((row.image, row.split, name, float(x), float(y), float(c)))
+            box_rows.append((row.image, row.split, box.x0, box.y0, box.x1, box.y1, box.method, box.score))
     masks = pd.DataFrame(mask_rows, columns=["image", "split", "mask_path", "area", "score"])
     keypoints = pd.DataFrame(kp_rows, columns=["image", "split", "keypoint", "x", "y", "confidence"])
     boxes = pd.DataFrame(box_rows, columns=["image", "split", "x0", "y0", "x1", "y1", "method", "score"])

@@ -7,7 +7,6 @@ the fluke is the largest blob that differs from it (Otsu threshold, as seed 000 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ProcessPoolExecutor
 
 import cv2
 import numpy as np
@@ -15,7 +14,7 @@ import pandas as pd
 
 from flukeline.core.images import read_image_rgb
 from flukeline.core.io import write_parquet_atomic
-from flukeline.core.runtime import worker_count
+from flukeline.core.runtime import parallel_map
 from flukeline.detect.boxes import Box
 
 log = logging.getLogger(__name__)
@@ -71,12 +70,7 @@ def detect_boxes(train: pd.DataFrame, test: pd.DataFrame, params: dict, threads:
     method = params.get("method", "threshold")
     min_area = float(params.get("min_area_fraction", 0.01))
     tasks = [(p, method, min_area) for p in images["path"]]
-    workers = worker_count(threads)
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            boxes = list(pool.map(_detect_one, tasks, chunksize=16))
-    else:
-        boxes = [_detect_one(t) for t in tasks]
+    boxes = parallel_map(_detect_one, tasks, threads, processes=True, chunksize=16)
     table = pd.DataFrame([b.__dict__ for b in boxes])
     table.insert(0, "split", images["split"].to_numpy())
     table.insert(0, "image", images["image"].to_numpy())

@@ -15,19 +15,14 @@ The recipe follows the Humpback top solutions (seed 004, 3.3 / 4.3 / 5.3):
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
+
+from flukeline.core.figures import new_figure, save_figure
 
 
 def plot_curves(history: list[dict], path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     frame = pd.DataFrame(history)
-    fig, ax_loss = plt.subplots(figsize=(6, 3.5))
+    fig, ax_loss = new_figure(figsize=(6, 3.5))
     ax_loss.plot(frame["epoch"], frame["loss"], color="tab:blue", marker="o", label="training loss")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("training loss", color="tab:blue")
@@ -37,7 +32,4 @@ def plot_curves(history: list[dict], path, title: str) -> None:
     ax_map.set_ylim(0, 1)
     ax_loss.set_title(title)
     fig.tight_layout()
-    tmp = Path(str(path) + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from flukeline.core.errors import InputError
-from flukeline.core.io import write_bytes_atomic
+from flukeline.core.figures import new_figure, save_figure
 from flukeline.core.metrics import NEW_WHALE
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,9 @@ def data_counts(train: pd.DataFrame, test: pd.DataFrame) -> dict:
 
 def plot_data_summary(train: pd.DataFrame, test: pd.DataFrame, path) -> dict:
     """Write the three-panel data summary PNG to `path`; returns data_counts()."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     counts = data_counts(train, test)
     colours = {"train": "tab:pink", "test": "tab:green"}
-    fig, (ax_ids, ax_sizes, ax_gray) = plt.subplots(1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1.4, 1.2, 0.7]})
+    fig, (ax_ids, ax_sizes, ax_gray) = new_figure(1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1.4, 1.2, 0.7]})
 
     # (a) Identities by number of train images; new_whale is not an identity, counted apart.
     by_images = counts["identities_by_images"]
@@ -114,17 +109,9 @@ def plot_data_summary(train: pd.DataFrame, test: pd.DataFrame, path) -> dict:
     ax_gray.set_title("grayscale images")
 
     fig.tight_layout()
-    _save_png(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)
     return counts
 
-def _save_png(fig, path) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    # No timestamp in the PNG: the same data give the same bytes.
-    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    write_bytes_atomic(path, buffer.getvalue())
 
 def run_data_summary(train_path, test_path, out_path) -> dict:
     train = _read_table(train_path, ("id", *IMAGE_COLUMNS))

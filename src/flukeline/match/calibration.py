@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from flukeline.core.figures import new_figure, save_figure
 from flukeline.core.io import write_csv_atomic
 from flukeline.core.metrics import NEW_WHALE, summarise
 from flukeline.core.retrieval import map5_by_threshold, rank_with_new_whale, threshold_grid
@@ -54,12 +55,7 @@ def write_calibration(curve: pd.DataFrame, threshold: float, out: Path, title: s
     plot_calibration(curve, threshold, out / "calibration.png", title)
 
 def plot_calibration(curve: pd.DataFrame, threshold: float, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = new_figure(figsize=(6, 3.5))
     ax.plot(curve["threshold"], curve["map5"], label="validation MAP@5")
     ax.plot(curve["threshold"], curve["new_whale_top1"], label="new_whale top-1 share", linestyle="--")
     ax.axvline(threshold, color="grey", linewidth=1)
@@ -68,7 +64,4 @@ def plot_calibration(curve: pd.DataFrame, threshold: float, path: Path, title: s
     ax.set_title(f"{title}: threshold {threshold:.2f}")
     ax.legend(loc="best")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)

@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from flukeline.core.errors import InputError
 from flukeline.core.images import read_image_rgb
 from flukeline.core.io import write_bytes_atomic
 from flukeline.core.metrics import NEW_WHALE
+from flukeline.core.runtime import parallel_map
 from flukeline.match.ensemble import ensemble_topk
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,7 @@ def run(train_path, test_path, align_path, predictions_path, summary_path, membe
             raise InputError(f"{align_path}: no aligned crop for {split} image {image}")
         jobs[f"{split}/{image}/photo"] = (photo_of[(split, image)], thumb)
         jobs[f"{split}/{image}/crop"] = (crop_of[(split, image)], thumb)
-    with ThreadPoolExecutor(max(1, int(threads))) as pool:
-        uris = dict(zip(jobs, pool.map(lambda job: thumbnail_data_uri(*job), jobs.values())))
+    uris = dict(zip(jobs, parallel_map(lambda job: thumbnail_data_uri(*job), jobs.values(), threads)))
     data["images"] = uris
     # Decisions are stored in the browser per run: a new set of predictions starts afresh.
     digest = hashlib.sha1(Path(predictions_path).read_bytes() + json.dumps(summary, sort_keys=True).encode())

@@ -17,7 +17,6 @@ are byte-identical for any number of workers.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,6 +25,7 @@ import cv2
 import pandas as pd
 
 from flukeline.core.io import write_bytes_atomic
+from flukeline.core.runtime import parallel_map
 from flukeline.data.demo.camera import render_image
 from flukeline.data.demo.individual import KEYPOINT_NAMES, Individual, Population, make_individual, make_population
 from flukeline.data.demo.plan import (
@@ -113,9 +113,8 @@ def generate_demo(out_root, truth_path, preset="demo", seed=0, workers=1, overri
             cv2.setNumThreads(threads)
     else:
         # spawn: safe even when the caller has threads (torch, Snakemake) running.
-        with multiprocessing.get_context("spawn").Pool(int(workers), initializer=_worker_init) as pool:
-            for rows in pool.imap_unordered(_render_task, tasks, chunksize=4):
-                results += rows
+        for rows in parallel_map(_render_task, tasks, workers, processes=True, chunksize=4, initializer=_worker_init, spawn=True):
+            results += rows
     results.sort(key=lambda row: row[0].name)
 
     _write_tables(out_root, truth_path, cfg, results)

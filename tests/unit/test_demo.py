@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from flukeline.data.demo.individual import KEYPOINT_NAMES
 
 from flukeline.data.demo.contact_sheet import contact_sheet
 from flukeline.data.demo.generate import build_individual, generate_demo
+from flukeline.data.demo.individual import KEYPOINT_NAMES
 from flukeline.data.demo.presets import PRESETS, resolve_config
 
 SMALL = {"n_train": 60, "n_test": 20, "max_images_per_id": 8}

@@ -20,7 +20,7 @@ from flukeline.gallery.identify import identify
 from flukeline.gallery.manifest import new_gallery, read_manifest, write_manifest
 from flukeline.gallery.sightings import add_sightings, read_sightings
 
-MANTAS = Path(__file__).parent / "data" / "manta-demo"
+MANTAS = Path(__file__).resolve().parents[1] / "data" / "manta-demo"
 
 
 def flukeline(*args, cwd=None):

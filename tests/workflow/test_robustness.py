@@ -303,7 +303,7 @@ def test_config_mistakes_are_all_named_in_one_short_message(tmp_path):
 def test_config_choice_mistakes_name_every_alternative():
     from flukeline.core.config_check import config_problems
 
-    schema = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+    schema = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
     config = yaml.safe_load((schema.parents[2] / "config.yaml").read_text())
     assert config_problems(config, schema) == []
     config["match"]["pseudo_labels"]["min_similarity"] = "sometimes"
@@ -315,7 +315,7 @@ def test_config_choice_mistakes_name_every_alternative():
 
 
 def read_schema() -> dict:
-    return yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    return yaml.safe_load((Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml").read_text())
 
 
 def test_unusual_images_and_a_skipped_one_go_through_detect_and_align(tmp_path):
@@ -380,7 +380,7 @@ def test_checkpoint_round_trip_still_resumes(tmp_path):
 
 def test_no_unsafe_loading_in_the_package():
     """Every torch.load passes weights_only=True; no pickle, eval/exec or yaml.load of files."""
-    source = Path(__file__).resolve().parents[1] / "src" / "flukeline"
+    source = Path(__file__).resolve().parents[2] / "src" / "flukeline"
     for path in source.rglob("*.py"):
         text = path.read_text()
         for line in text.splitlines():
@@ -444,7 +444,7 @@ def test_every_writer_of_the_package_writes_atomically():
     """Files are written through flukeline.core.io's temp + rename helpers (or to a temporary name or
     an in-memory buffer); the only direct writes go into directory() outputs, which Snakemake
     deletes whole when their job fails."""
-    source = Path(__file__).resolve().parents[1] / "src" / "flukeline"
+    source = Path(__file__).resolve().parents[2] / "src" / "flukeline"
     calls = ("to_parquet(", "to_csv(", ".write_text(", ".write_bytes(", "torch.save(", "save_file(", "cv2.imwrite(",
              "savefig(", "json.dump(", "np.save(", ".save(")
     into_directory_outputs = {
