@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import flukeline.detect.train as detect_train
+import flukeline.core.training as detect_train
 from flukeline.core.errors import InputError
 from flukeline.detect.evaluate import box_iou, fluke_span, mask_iou, pck
 from flukeline.detect.heatmap import decode_peaks, gaussian_targets

@@ -6,8 +6,11 @@
 def train_params(wildcards):
     """This member's settings over the shared embed settings: another member's edit leaves it alone.
     Its ensemble `weight` is the match stage's (ensemble rule), not training's; which members and
-    folds exist (members, active_members, cv_folds) shapes the DAG, not a member's training."""
+    folds exist (members, active_members, cv_folds) shapes the DAG, not a member's training.
+    match.threshold_grid is training's too: validation scores MAP@5 on it."""
     shared = {k: v for k, v in config["embed"].items() if k not in ("members", "active_members", "cv_folds")}
+    # Validation picks the best epoch (and stops early) on the grid the match stage calibrates on.
+    shared["threshold_grid"] = config["match"]["threshold_grid"]
     member = {k: v for k, v in config["embed"]["members"][wildcards.member].items() if k != "weight"}
     return params_json({"member": member, "training": shared, "seed": config["seed"]})
 

@@ -71,3 +71,14 @@ def map5_by_threshold(truth, candidate_ids: np.ndarray, candidate_sims: np.ndarr
 def threshold_grid(params: dict) -> np.ndarray:
     low, high, step = params.get("threshold_grid", [-0.2, 1.0, 0.01])
     return np.round(np.arange(low, high + step / 2, step), 6)
+
+
+def best_threshold(truth, candidate_ids: np.ndarray, candidate_sims: np.ndarray, grid, k: int = 5) -> tuple[float, float, np.ndarray]:
+    """(threshold, its MAP@k, MAP@k at every grid point): the new_whale threshold maximising MAP@k
+    over `grid` (ties: the lowest). The match stage calibrates with it and the embed stage's
+    validation (best epoch, early stopping) scores with it, on the same config grid, so both
+    optimise the same decision."""
+    grid = np.asarray(grid, dtype=np.float64)
+    scores = map5_by_threshold(truth, candidate_ids, candidate_sims, grid, k)
+    best = int(np.nanargmax(scores))
+    return float(grid[best]), float(scores[best]), scores

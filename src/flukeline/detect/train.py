@@ -9,18 +9,17 @@ pixels (flukeline.detect.letterbox).
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
-from flukeline.core.checkpoint import checkpoint_path, resume_training_state, save_training_state, settings_digest
+from flukeline.core.checkpoint import checkpoint_path, settings_digest
 from flukeline.core.errors import InputError
 from flukeline.core.io import write_csv_atomic
 from flukeline.core.runtime import configure_torch, select_device
 from flukeline.core.tensors import to_tensor
+from flukeline.core.training import TrainingLoop, autocast
 from flukeline.core.weights import save_weights
 from flukeline.detect.examples import (
     annotated_images,
@@ -64,42 +63,34 @@ def train_detector(train: pd.DataFrame, keypoints: pd.DataFrame, params: dict, s
     steps_per_epoch = max(1, len(fit) // batch_size)
     scheduler = torch_.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
     augment = detector_augmentation(seed)
+    # The batch order comes from a generator of its own, saved in the checkpoint.
     generator = torch_.Generator().manual_seed(seed)
-    amp = device.type == "cuda"
-    scaler = torch_.amp.GradScaler("cuda", enabled=amp)
     sigma = float(params.get("heatmap_sigma", 2.0))
+    heatmap_weight = float(params.get("heatmap_weight", 1.0))
     digest = settings_digest({"params": params, "seed": seed, "n": len(fit)})
 
-    checkpoint = checkpoint_path(model_path)
-    stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "generator": generator}
-    start, history = resume_training_state(checkpoint, digest, **stateful)
-
-    for epoch in range(start, epochs):
+    def plan_epoch(epoch, rng):
         augment.set_random_seed(seed + epoch)
-        model.train()
-        started, losses = time.time(), []
         order = torch_.randperm(len(fit), generator=generator).numpy()
-        for step in tqdm(range(steps_per_epoch), desc=f"detector epoch {epoch + 1}/{epochs}", mininterval=5):
-            batch = order[step * batch_size : (step + 1) * batch_size]
-            x, target, weight = _make_batch(batch, images, masks, has_mask, points, visible, augment, sigma)
-            x, target, weight = x.to(device), target.to(device), weight.to(device)
-            with torch_.autocast(device_type=device.type, enabled=amp):
-                logits = model(x)
-            loss = detector_loss(logits.float(), target, weight, float(params.get("heatmap_weight", 1.0)))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            losses.append(loss.item())
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.time() - started})
-        log.info("detector epoch %d: loss %.4f (%.1f s)", epoch + 1, history[-1]["loss"], history[-1]["seconds"])
-        save_training_state(checkpoint, epoch + 1, history, digest, **stateful)
+        return [order[step * batch_size : (step + 1) * batch_size] for step in range(steps_per_epoch)]
+
+    def batch_loss(batch):
+        x, target, weight = _make_batch(batch, images, masks, has_mask, points, visible, augment, sigma)
+        with autocast(device):
+            logits = model(x.to(device))
+        return detector_loss(logits.float(), target.to(device), weight.to(device), heatmap_weight)
+
+    history = TrainingLoop(
+        model=model, optimizer=optimizer, device=device, epochs=epochs, seed=seed, plan_epoch=plan_epoch,
+        batch_loss=batch_loss, checkpoint=checkpoint_path(model_path), digest=digest,
+        stateful={"scheduler": scheduler, "generator": generator}, after_step=scheduler.step,
+        desc="detector epoch", progress_seconds=5,
+    ).train()
 
     meta = {"params": params, "seed": seed, "n_train": len(fit), "holdout": sorted(annotated.loc[held, "image"])}
     save_weights(model.cpu(), model_path, meta, key=WEIGHTS_KEY)
     write_csv_atomic(pd.DataFrame(history), history_path)
-    checkpoint.unlink(missing_ok=True)
+    checkpoint_path(model_path).unlink(missing_ok=True)
     return meta
 
 def _make_batch(batch, images, masks, has_mask, points, visible, augment, sigma):

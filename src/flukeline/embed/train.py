@@ -17,20 +17,20 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from flukeline.core.augmentation import build_augmentation
-from flukeline.core.checkpoint import checkpoint_path, resume_training_state, save_training_state, settings_digest
+from flukeline.core.checkpoint import checkpoint_path, settings_digest
 from flukeline.core.folds import validation_truth
 from flukeline.core.io import write_csv_atomic
 from flukeline.core.metrics import NEW_WHALE
+from flukeline.core.retrieval import threshold_grid
 from flukeline.core.runtime import configure_torch, select_device
 from flukeline.core.tensors import to_tensor
+from flukeline.core.training import TrainingLoop, autocast
 from flukeline.embed.crops import CropSet
 from flukeline.embed.curves import plot_curves
 from flukeline.embed.losses import MemberLoss
@@ -56,7 +56,6 @@ def train_member(
     configure_torch(threads, seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     device = select_device()
-    use_amp = device.type == "cuda"
     in_chans = int(settings.get("in_chans", 3))
     box_share = float(settings.get("box_crop_probability", 0.0))
 
@@ -106,7 +105,6 @@ def train_member(
         ],
         lr=base_lr, weight_decay=float(settings.get("weight_decay", 1e-4)),
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     epochs = int(settings.get("epochs", 12))
     schedule = settings.get("schedule", {})
     swa_epochs = int(settings.get("swa", {}).get("epochs", 0))
@@ -121,63 +119,65 @@ def train_member(
     augment = build_augmentation(settings.get("augmentation", []), seed)
     patience = int(settings.get("early_stopping", {}).get("patience", 0))
     validate_every = int(settings.get("validate_every", 1))
+    grid = threshold_grid(settings)
 
     meta = {
-        "backbone": settings["backbone"], "embedding_dim": dim, "in_chans": in_chans, "dropout": float(embedding.get("dropout", 0.0)),
-        "size": list(settings["size"]), "fold": fold,
+        "backbone": settings["backbone"], "embedding_dim": dim, "in_chans": in_chans,
+        "dropout": float(embedding.get("dropout", 0.0)), "size": list(settings["size"]), "fold": fold,
         "params": settings_digest([params, [] if pseudo_labels is None else pseudo_labels[["image", "id"]].to_numpy().tolist()]),
     }
-    checkpoint = checkpoint_path(model_path)
-    stateful = {"model": model, "loss": loss_fn, "optimizer": optimizer, "scaler": scaler, "swa": swa_model, "best": best_model}
-    start_epoch, history = resume_training_state(checkpoint, meta["params"], **stateful)
+    # What one epoch shares between its plan, its steps and its end: its random stream, the
+    # learning rate of the last step, and whether stage 2 has frozen the early layers.
+    epoch_state = {"rng": None, "lr": base_lr, "frozen": False}
 
-    frozen = False
-    for epoch in range(start_epoch, epochs):
-        lr = learning_rate(epoch, schedule, base_lr, epochs, swa_start)
-        # Every random stream restarts from (seed, epoch): a resumed run repeats the epoch exactly.
-        rng = np.random.default_rng([seed, epoch])
+    def plan_epoch(epoch, rng):
+        epoch_state["rng"] = rng
+        epoch_state["lr"] = learning_rate(epoch, schedule, base_lr, epochs, swa_start)
         augment.set_random_seed(seed * 1000 + epoch)
-        torch.manual_seed(seed * 1000 + epoch)
         in_stage_one = epoch < stage_one_epochs
         allowed = set(np.flatnonzero(images_per_class >= int(staged.get("min_images", 1))).tolist()) if in_stage_one else None
-        if stage_one_epochs and epoch >= stage_one_epochs and not frozen:
-            frozen = True
-            log.info("stage 2: all identities, %d early parameter tensors frozen", freeze_early_layers(model.backbone, int(staged.get("trainable_groups", 2))))
-        batches = pk_batches(item_label, p, k, extra_negatives, rng, allowed)
-        model.train()
-        started, losses = time.time(), []
-        for step, batch in enumerate(tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", mininterval=10)):
-            lr = learning_rate(epoch + step / len(batches), schedule, base_lr, epochs, swa_start)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_factor"]
-            x, y = _augmented_batch(fit_set, batch, item_image, item_flipped, item_label, augment, rng, box_share, settings)
-            with torch.autocast(device_type="cuda", enabled=use_amp):
-                embeddings = model(x.to(device))
-            loss = loss_fn(embeddings, y.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            losses.append(loss.item())
+        if stage_one_epochs and epoch >= stage_one_epochs and not epoch_state["frozen"]:
+            epoch_state["frozen"] = True
+            frozen = freeze_early_layers(model.backbone, int(staged.get("trainable_groups", 2)))
+            log.info("stage 2: all identities, %d early parameter tensors frozen", frozen)
+        return pk_batches(item_label, p, k, extra_negatives, rng, allowed)
+
+    def set_learning_rate(epoch, step, steps):
+        epoch_state["lr"] = learning_rate(epoch + step / steps, schedule, base_lr, epochs, swa_start)
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_state["lr"] * group["lr_factor"]
+
+    def batch_loss(batch):
+        x, y = _augmented_batch(fit_set, batch, item_image, item_flipped, item_label, augment, epoch_state["rng"],
+                                box_share, settings)
+        with autocast(device):
+            embeddings = model(x.to(device))
+        return loss_fn(embeddings, y.to(device))
+
+    def end_epoch(epoch, history):
         if swa_start is not None and epoch >= swa_start:
             swa_model.update_parameters(model)
         # Validation embeds the whole fold and its gallery: on a CPU, every few epochs is enough.
+        val_map5, val_threshold = float("nan"), float("nan")
         if (epoch + 1) % validate_every == 0 or epoch + 1 == epochs:
-            val_map5, val_threshold = validation_map5(model, val_set, val_truth, gallery_set, gallery["id"], device)
-        else:
-            val_map5, val_threshold = float("nan"), float("nan")
+            val_map5, val_threshold = validation_map5(model, val_set, val_truth, gallery_set, gallery["id"], device, grid)
         scores = [h["val_map5"] for h in history if not np.isnan(h["val_map5"])]
         if not np.isnan(val_map5) and (not scores or val_map5 > max(scores)):
             best_model.load_state_dict(model.state_dict())
-        history.append({
-            "epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"), "lr": lr,
-            "val_map5": val_map5, "val_threshold": val_threshold, "seconds": time.time() - started,
-        })
-        log.info("epoch %d: loss %.4f, validation MAP@5 %.4f at threshold %.2f (%.1f s)", epoch + 1, history[-1]["loss"], val_map5, val_threshold, history[-1]["seconds"])
-        save_training_state(checkpoint, epoch + 1, history, meta["params"], **stateful)
-        if patience and not np.isnan(val_map5) and _stalled(history, patience) and (swa_start is None or epoch < swa_start):
-            log.info("early stopping: no validation gain in %d epochs", patience)
-            break
+        return {"lr": epoch_state["lr"], "val_map5": val_map5, "val_threshold": val_threshold}
+
+    def should_stop(history):
+        last = history[-1]
+        before_swa = swa_start is None or last["epoch"] - 1 < swa_start
+        return bool(patience) and not np.isnan(last["val_map5"]) and _stalled(history, patience) and before_swa
+
+    checkpoint = checkpoint_path(model_path)
+    history = TrainingLoop(
+        model=model, optimizer=optimizer, device=device, epochs=epochs, seed=seed, plan_epoch=plan_epoch,
+        batch_loss=batch_loss, checkpoint=checkpoint, digest=meta["params"],
+        stateful={"loss": loss_fn, "swa": swa_model, "best": best_model}, before_step=set_learning_rate,
+        end_epoch=end_epoch, should_stop=should_stop, desc=f"{settings['backbone']} fold {fold} epoch",
+    ).train()
 
     final = _final_model(model, swa_model, best_model, fit_set, history, device, swa_start)
     save_model(final.cpu(), model_path, meta)

@@ -18,23 +18,23 @@ from __future__ import annotations
 import numpy as np
 
 from flukeline.core.metrics import NEW_WHALE
-from flukeline.core.retrieval import identity_centres, map5_by_threshold, search
+from flukeline.core.retrieval import best_threshold, identity_centres, search
 from flukeline.embed.crops import CropSet
 from flukeline.embed.model import embed_images
 
-THRESHOLD_GRID = np.round(np.arange(-0.2, 1.0001, 0.02), 2)
 
-def validation_map5(model, val_set: CropSet, val_truth, gallery_set: CropSet, gallery_ids, device) -> tuple[float, float]:
-    """(best MAP@5 over the threshold grid, that threshold) of the fold's images against the
-    identity centres of the training side: the same decision the match stage calibrates."""
+def validation_map5(model, val_set: CropSet, val_truth, gallery_set: CropSet, gallery_ids, device, grid) -> tuple[float, float]:
+    """(best MAP@5 over the new_whale threshold `grid`, that threshold) of the fold's images against
+    the identity centres of the training side, with the match stage's own search and calibration
+    (core.retrieval) on the config's match.threshold_grid."""
     if len(val_set) == 0:
         return float("nan"), float("nan")
     gallery_ids = np.asarray(gallery_ids)
     known = gallery_ids != NEW_WHALE
-    gallery = embed_images(model, gallery_set.aligned[known], gallery_set.aligned_mask[known] if gallery_set.aligned_mask is not None else None, device=device)
+    masks = gallery_set.aligned_mask[known] if gallery_set.aligned_mask is not None else None
+    gallery = embed_images(model, gallery_set.aligned[known], masks, device=device)
     names, centres = identity_centres(gallery, gallery_ids[known])
     queries = embed_images(model, val_set.aligned, val_set.aligned_mask, device=device)
     sims, idx = search(queries, centres, 5)
-    scores = map5_by_threshold(val_truth, names[idx], sims, THRESHOLD_GRID)
-    best = int(np.nanargmax(scores))
-    return float(scores[best]), float(THRESHOLD_GRID[best])
+    threshold, map5, _ = best_threshold(val_truth, names[idx], sims, grid)
+    return map5, threshold

@@ -52,7 +52,8 @@ def softmax_classifier(
     from torch import nn
 
     from flukeline.core.folds import validation_truth
-    from flukeline.core.runtime import configure_torch
+    from flukeline.core.runtime import configure_torch, select_device
+    from flukeline.core.training import TrainingLoop, autocast
     from flukeline.core.tensors import to_tensor
 
     configure_torch(threads, seed)
@@ -82,22 +83,24 @@ def softmax_classifier(
                                                     pct_start=min(0.3, 1 / max(epochs, 1)))
     generator = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
-    losses = []
-    model.train()
-    for _ in range(epochs):
+    device = select_device()
+    model.to(device)
+
+    def plan_epoch(epoch, rng):
         order = torch.randperm(len(fit), generator=generator)
-        total = 0.0
-        for start in range(0, len(fit), batch_size):
-            batch = order[start:start + batch_size]
-            if len(batch) < 2:  # BatchNorm needs two samples
-                continue
-            loss = loss_fn(model(fit_x[batch]), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += float(loss.detach()) * len(batch)
-        losses.append(round(total / len(fit), 4))
+        batches = [order[start:start + batch_size] for start in range(0, len(fit), batch_size)]
+        return [batch for batch in batches if len(batch) >= 2]  # BatchNorm needs two samples
+
+    def batch_loss(batch):
+        with autocast(device):
+            logits = model(fit_x[batch].to(device))
+        return loss_fn(logits.float(), labels[batch].to(device))
+
+    history = TrainingLoop(model=model, optimizer=optimizer, device=device, epochs=epochs, seed=seed,
+                           plan_epoch=plan_epoch, batch_loss=batch_loss, after_step=scheduler.step,
+                           desc="classifier epoch").train()
+    losses = [round(row["loss"], 4) for row in history]
+    model.cpu()
 
     @torch.no_grad()
     def ranked(table: pd.DataFrame) -> list[list[tuple[str, float]]]:

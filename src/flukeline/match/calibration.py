@@ -11,7 +11,7 @@ import pandas as pd
 from flukeline.core.figures import new_figure, save_figure
 from flukeline.core.io import write_csv_atomic
 from flukeline.core.metrics import NEW_WHALE, summarise
-from flukeline.core.retrieval import map5_by_threshold, rank_with_new_whale, threshold_grid
+from flukeline.core.retrieval import best_threshold, rank_with_new_whale, threshold_grid
 from flukeline.match.tables import to_wide
 
 
@@ -21,10 +21,10 @@ def calibrate_threshold(val_topk: pd.DataFrame, grid, k: int = 5) -> tuple[float
     truth = val_topk.drop_duplicates("image").set_index("image")["truth"]
     images, ids, sims = to_wide(val_topk, k)
     grid = np.asarray(grid, dtype=np.float64)
-    scores = map5_by_threshold(truth.loc[images].to_numpy(), ids, sims, grid, k)
+    threshold, _, scores = best_threshold(truth.loc[images].to_numpy(), ids, sims, grid, k)
     new_top1 = [(sims[:, 0] < t).mean() for t in grid]
     curve = pd.DataFrame({"threshold": grid, "map5": scores, "new_whale_top1": new_top1})
-    return float(grid[int(np.nanargmax(scores))]), curve
+    return threshold, curve
 
 def ranked_predictions(topk: pd.DataFrame, threshold: float, k: int = 5) -> pd.DataFrame:
     """Kaggle lists: candidates with new_whale inserted at the threshold (image, predicted, best)."""
