@@ -1,21 +1,9 @@
-"""Align stage: map every fluke onto a landmark template, then crop it at each configured size.
-
-Two steps, one rule each:
-
-- transforms (`align_transforms`, one job): per image a 2x3 transform from original pixels to
-  the canonical *span frame* (fluke tips at x = -0.5 and +0.5, notch near y = 0, y down), fitted
-  to detect's landmarks, or derived from detect's box when the landmarks are too few, too
-  uncertain or fit implausibly. Both paths end in the same kind of transform, so cropping has a
-  single code path. Written to results/align/align.parquet with a contact sheet.
-- crops (`align`, one job per size): the template's bounding box grown by the margin, widened or
-  heightened to the output's aspect (never stretched), composed with the image's transform: one
-  warpAffine from the original photo per crop. Every image also gets a box-only crop, and its
-  detect mask warped both ways when there is one (a 4th channel for the embed stage).
-
-Coordinates: pixel centres at integer coordinates in the original image and in every crop (the
-convention of cv2.warpAffine and of detect's keypoints); boxes are x0, y0 inclusive, x1, y1
-exclusive.
-"""
+"""One image's transform onto the landmark template (`fit_image` -> `Fit`): a similarity or
+affine fit of detect's confident landmarks (OpenCV RANSAC, image -> template, so the threshold and
+the residual are in span units at any resolution). The fit is rejected for too few landmarks,
+outliers, poor coverage of the template's width, a degenerate or mirrored fit, a large residual,
+an upside-down rotation or a scale that disagrees with detect's box; the image then gets its
+box-derived transform, with the reason recorded."""
 
 from __future__ import annotations
 

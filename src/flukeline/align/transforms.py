@@ -1,20 +1,11 @@
-"""Align stage: map every fluke onto a landmark template, then crop it at each configured size.
+"""Align step 1 (`align_transforms`, one job): per image a 2x3 transform from original pixels to
+the canonical *span frame* (fluke tips at x = -0.5 and +0.5, notch near y = 0, y down), fitted to
+detect's landmarks (flukeline.align.fit), or derived from detect's box when the landmarks are too
+few, too uncertain or fit implausibly. Both paths end in the same kind of transform, so cropping
+has a single code path.
 
-Two steps, one rule each:
-
-- transforms (`align_transforms`, one job): per image a 2x3 transform from original pixels to
-  the canonical *span frame* (fluke tips at x = -0.5 and +0.5, notch near y = 0, y down), fitted
-  to detect's landmarks, or derived from detect's box when the landmarks are too few, too
-  uncertain or fit implausibly. Both paths end in the same kind of transform, so cropping has a
-  single code path. Written to results/align/align.parquet with a contact sheet.
-- crops (`align`, one job per size): the template's bounding box grown by the margin, widened or
-  heightened to the output's aspect (never stretched), composed with the image's transform: one
-  warpAffine from the original photo per crop. Every image also gets a box-only crop, and its
-  detect mask warped both ways when there is one (a 4th channel for the embed stage).
-
-Coordinates: pixel centres at integer coordinates in the original image and in every crop (the
-convention of cv2.warpAffine and of detect's keypoints); boxes are x0, y0 inclusive, x1, y1
-exclusive.
+Written to results/align/align.parquet (image, split, method, reason, n_landmarks, residual,
+span_px, rotation_deg, t00..t12, box_x0..box_y1, frame_x0..frame_y1) with a contact sheet.
 """
 
 from __future__ import annotations

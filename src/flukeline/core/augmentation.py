@@ -1,9 +1,11 @@
-"""Training augmentation, built from config.yaml by albumentations class name.
+"""Training augmentation built from config.yaml by albumentations class name (`embed.augmentation`,
+for the embedding members).
 
 config: a list of `{transform: <albumentations class>, p: <probability>, <its arguments>...}`;
-albumentations validates the arguments, and any error is reported with the list position so a
-typo in config.yaml names its entry. Geometric transforms also move the mask (4th channel);
-pixel-level ones leave it alone.
+`OneOf` / `SomeOf` / `Sequential` entries hold their own `transforms:` list. albumentations
+validates the arguments, and any error is reported with the list position so a typo in
+config.yaml names its entry. Geometric transforms also move the mask (4th channel); pixel-level
+ones leave it alone.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Small I/O helpers shared by the package: atomic table/JSON writes and robust image decoding."""
+"""Image decoding shared by every stage that reads photos: the whole file is decoded (truncation
+shows up only then) into an HxWx3 uint8 RGB array, upright per its EXIF orientation (16-bit,
+CMYK, palette and grayscale images become 8-bit RGB; alpha is dropped). Empty, truncated or
+undecodable data raise `UnreadableImageError` naming the file."""
 
 from __future__ import annotations
 

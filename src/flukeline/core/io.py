@@ -1,4 +1,7 @@
-"""Small I/O helpers shared by the package: atomic table/JSON writes and robust image decoding."""
+"""Atomic writers: every table, CSV, JSON, PNG and byte file of the package is written to a
+temporary name beside its target (`.<name>.<uuid>.tmp`) and renamed into place, so readers (and
+Snakemake) never see a half-written file and a failed write leaves the previous version intact.
+JSON is strict (NaN and inf are refused)."""
 
 from __future__ import annotations
 

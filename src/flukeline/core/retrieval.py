@@ -1,5 +1,8 @@
-"""Match-stage rules: one member's candidates and calibrated predictions, and the ensemble of the
-members of a pseudo-label round (with the pseudo-labels for the next round)."""
+"""Search and new_whale-threshold primitives shared by embed's validation, the match stage and the
+gallery: L2 normalisation, identity centres, FAISS inner-product top-k (exact, or HNSW above
+`ann_above` vectors), new_whale inserted before the first candidate below the threshold, MAP@5 at
+every threshold of a grid at once, and the best threshold on the config's grid. They live in core
+so that embed scores a fold the way match calibrates without importing match."""
 
 from __future__ import annotations
 

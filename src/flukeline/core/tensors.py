@@ -1,4 +1,6 @@
-"""Embedding network (timm backbone + projection) and its safetensors checkpoint format."""
+"""Model input tensors: uint8 image batches (with optional 0/255 masks as a 4th channel in
+[-1, 1]) normalised with the ImageNet statistics timm backbones are trained with (`MEAN`, `STD`),
+shared by the embedding members, the detector and the classifier baseline."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Embedding network (timm backbone + projection) and its safetensors checkpoint format."""
+"""The package's model file: weights and their JSON description (under a safetensors metadata
+key: "flukeline" for embedding members, "flukeline_detector" for the detector) in one safetensors
+file, no pickle, written atomically."""
 
 from __future__ import annotations
 

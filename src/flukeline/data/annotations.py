@@ -1,10 +1,13 @@
-"""Ingest a Kaggle Humpback Whale Identification layout into validated per-image tables.
+"""Optional annotations of a Kaggle-layout data root, read and validated for ingest
+(`data.annotations`, each path relative to the data root or absolute): a folder of binary mask PNGs
+named `<stem>.png` like the photos, a keypoints CSV (Image,keypoint,x,y,visible; an invisible
+keypoint may leave x and y empty) and a boxes CSV (Image,x0,y0,x1,y1, several boxes per image
+allowed).
 
-Layout under the data root: `train.csv` (Image,Id), `train/` and `test/` image folders, and
-optionally `sample_submission.csv`, whose Image column fixes the test order.
-
-Every per-image problem is collected before anything is decided, so one run reports them all.
-CSV locations are given as "<file> line N", N counting the header as line 1 (as editors do).
+Every bad row of a file is collected before anything is raised, so one message lists them all,
+each as "<file> line N"; an annotated image must be in train.csv or the test set. Ingest writes the
+validated tables as results/data/keypoints.parquet and boxes.parquet (`ANNOTATION_COLUMNS`, empty
+when absent).
 """
 
 from __future__ import annotations

@@ -3,8 +3,14 @@
 Layout under the data root: `train.csv` (Image,Id), `train/` and `test/` image folders, and
 optionally `sample_submission.csv`, whose Image column fixes the test order.
 
-Every per-image problem is collected before anything is decided, so one run reports them all.
-CSV locations are given as "<file> line N", N counting the header as line 1 (as editors do).
+Every per-image problem is collected before anything is decided, so one run reports them all
+(`on_bad_image: error`) or drops and lists them (`skip`). CSV locations are given as
+"<file> line N", N counting the header as line 1 (as editors do).
+
+Written (the `ingest` rule puts them in results/data/): train.parquet (image, path, id, width,
+height, grayscale, sha1, fold, split, mask_path), test.parquet (the same without id and fold),
+rejected.csv (split, image, problem) and, beside the train table, keypoints.parquet and
+boxes.parquet from the annotations (flukeline.data.annotations).
 """
 
 from __future__ import annotations

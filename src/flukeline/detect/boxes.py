@@ -1,8 +1,7 @@
-"""Detect stage (skeleton): one fluke box per image from a background-difference threshold.
-
-Sea and sky change mostly with height, so each row's median colour is a fair background model;
-the fluke is the largest blob that differs from it (Otsu threshold, as seed 000 thresholded).
-"""
+"""Fluke boxes: the `Box` every detector returns (x0, y0 inclusive, x1, y1 exclusive, in
+original pixels, with the method that produced it and a score), and the box geometry of the learned
+detector's fusion: the largest mask component, a mask's box, the box of the confident keypoints
+grown x1.2 about its centre (2nd Kaggle place), clipping to the image."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
-"""Learned detection: one segmentation-models-pytorch U-Net predicts the fluke mask and K keypoint
-heatmaps (1 + K output channels, one shared encoder: the 1st Kaggle solution's masks and the
-2nd/3rd's landmarks at the cost of one network on a CPU). Boxes follow from masks and keypoints.
-
-Everything is predicted on a letterboxed copy at `detect.input_size` and mapped back to original
-pixels (flukeline.detect.letterbox).
-"""
+"""The learned detector's held-out check (`detect_evaluate`): mask IoU, box IoU and PCK@0.05 / 0.1
+of the fluke span on the annotated train images that training held out (listed in the model
+file), written to results/detect/metrics.json, and an overlay sheet (results/detect/overlays.png)
+of photos with the predicted mask outline, box and keypoints."""
 
 from __future__ import annotations
 

@@ -1,10 +1,8 @@
-"""Learned detection: one segmentation-models-pytorch U-Net predicts the fluke mask and K keypoint
-heatmaps (1 + K output channels, one shared encoder: the 1st Kaggle solution's masks and the
-2nd/3rd's landmarks at the cost of one network on a CPU). Boxes follow from masks and keypoints.
-
-Everything is predicted on a letterboxed copy at `detect.input_size` and mapped back to original
-pixels (flukeline.detect.letterbox).
-"""
+"""The detector's training examples: the annotated train images (a mask and/or a visible
+configured keypoint), a stable held-out share (hash of seed and name) for detect-evaluate, keypoint
+arrays with visibility flags, photos and masks letterboxed to `detect.model.input_size`
+(flukeline.detect.letterbox), and the pose and photometric augmentation that moves masks and
+keypoints with the image."""
 
 from __future__ import annotations
 

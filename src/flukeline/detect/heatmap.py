@@ -1,10 +1,6 @@
-"""Learned detection: one segmentation-models-pytorch U-Net predicts the fluke mask and K keypoint
-heatmaps (1 + K output channels, one shared encoder: the 1st Kaggle solution's masks and the
-2nd/3rd's landmarks at the cost of one network on a CPU). Boxes follow from masks and keypoints.
-
-Everything is predicted on a letterboxed copy at `detect.input_size` and mapped back to original
-pixels (flukeline.detect.letterbox).
-"""
+"""Keypoint heatmaps of the learned detector: Gaussian training targets, the spatial softmax of
+the heatmap logits, peak decoding with sub-pixel refinement (a parabola through the log values,
+exact for Gaussian peaks), and each keypoint's confidence as the probability mass near its peak."""
 
 from __future__ import annotations
 

@@ -1,9 +1,12 @@
-"""Learned detection: one segmentation-models-pytorch U-Net predicts the fluke mask and K keypoint
-heatmaps (1 + K output channels, one shared encoder: the 1st Kaggle solution's masks and the
-2nd/3rd's landmarks at the cost of one network on a CPU). Boxes follow from masks and keypoints.
+"""Learned detection of every train and test image (`detect_predict`).
 
-Everything is predicted on a letterboxed copy at `detect.input_size` and mapped back to original
-pixels (flukeline.detect.letterbox).
+The U-Net runs on a letterboxed copy at `detect.model.input_size`, and its outputs are mapped back
+to original pixels (flukeline.detect.letterbox). Per image: the mask's largest component (a PNG
+under results/detect/masks/), the K keypoints with confidences, and a box from the fallback chain
+mask box widened to the confident keypoints -> mask box -> keypoint box x1.2 -> threshold detector
+-> whole image (method recorded). Written: masks.parquet (image, split, mask_path, area, score),
+keypoints.parquet (image, split, keypoint, x, y, confidence) and boxes.parquet (image, split, x0,
+y0, x1, y1, method, score).
 """
 
 from __future__ import annotations

@@ -1,7 +1,12 @@
-"""Detect stage (skeleton): one fluke box per image from a background-difference threshold.
+"""Classical detection (`detect.method: threshold` or `none`, the `detect` rule): one fluke box
+per image from a background-difference threshold; also the learned detector's last fallback before
+the whole image.
 
 Sea and sky change mostly with height, so each row's median colour is a fair background model;
-the fluke is the largest blob that differs from it (Otsu threshold, as seed 000 thresholded).
+the fluke is the largest blob that differs from it (Otsu threshold, as seed 000 thresholded),
+found on a copy at most 256 px on a side. `none` boxes the whole image. `run` writes
+results/detect/boxes.parquet (image, split, x0, y0, x1, y1, method, score) and the learned
+detector's keypoints and masks tables, empty, so that align reads one schema and uses the boxes.
 """
 
 from __future__ import annotations

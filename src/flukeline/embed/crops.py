@@ -1,17 +1,6 @@
-"""Embed stage: train one ensemble member (timm backbone + metric-learning losses) without one
-validation fold, and embed every crop (and its mirror image) with it.
-
-The recipe follows the Humpback top solutions (seed 004, 3.3 / 4.3 / 5.3):
-- P x K batches (P identities x K images) plus a share of new_whale images as extra negatives;
-- margin loss (ArcFace, sub-center ArcFace or CosFace from pytorch-metric-learning) on identified
-  images, plus a batch-hard triplet loss on all of them, weights from config;
-- flip-as-new-identity: a mirrored fluke is another animal's fluke, so each identity gets a
-  mirrored twin class (mirrored new_whale stays new_whale);
-- aligned or box-only crop chosen at random per sample; optional mask channel;
-- linear warm-up, then cosine or multistep decay; optional staged training (identities with
-  enough images first, then all with the early layers frozen); SWA over the last epochs;
-  early stopping on the fold's validation MAP@5 (new_whale threshold tuned on that fold).
-"""
+"""A member's input crops, read from the align stage's per-size table into memory (`CropSet`):
+aligned crops (always), box-only crops (when the recipe mixes them in) and the matching mask crops
+(4-channel members). A missing crop asks for the align stage to be rerun."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Embedding network (timm backbone + projection) and its safetensors checkpoint format."""
+"""The embedding network (`EmbeddingNet`): a timm backbone (global pooled features; 4 input
+channels = RGB + fluke mask) with the 3rd place's BN -> dropout -> FC -> BN head, or with no head
+(`embedding_dim` 0: the pooled features, as `flukeline gallery-new` uses an ImageNet backbone
+untrained). `save_model` / `load_model` use the safetensors format of flukeline.core.weights, and
+`embed_images` gives L2-normalised embeddings of uint8 crops or of their mirror images."""
 
 from __future__ import annotations
 

@@ -44,6 +44,7 @@ from flukeline.embed.recipe import (
     training_items,
 )
 from flukeline.embed.validation import validation_map5
+from flukeline.embed.zero_shot import write_zero_shot_member
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ def train_member(
     threads: int = 1, pseudo_labels: pd.DataFrame | None = None,
 ):
     settings = member_settings(params)
+    if settings.get("type", "trained") == "zero_shot":
+        write_zero_shot_member(train, align, fold, {**settings, "seed": params["seed"]}, model_path, history_path,
+                               curves_path, threads)
+        return
     seed = int(params["seed"]) + fold
     configure_torch(threads, seed)
     torch.use_deterministic_algorithms(True, warn_only=True)

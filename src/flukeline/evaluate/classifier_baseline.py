@@ -1,15 +1,8 @@
-"""Reference scores: 1-nearest-neighbour on raw pixels (no training), and a plain softmax
-classifier on whole images (`softmax_classifier`, the seed-000-style baseline of bench/).
-
-`raw_pixel_1nn` resizes every image to a small grayscale square, subtracts the image's mean and
-L2-normalises it (so the inner product is the Pearson correlation of the pixels: insensitive to
-brightness, contrast and the polarity of the background), and ranks the training identities of
-each test image by their most similar training image (exact search, faiss IndexFlatIP).
-`new_whale` is ranked before the first identity whose similarity is below a threshold: a fixed
-number, or (threshold="loo") the one that maximises MAP@5 of leave-one-out on the training side,
-where each training image queries all the others and its truth is its id if that id has another
-training image, else new_whale (train images labelled new_whale are queries only, never gallery).
-"""
+"""The seed-000-style reference: a plain softmax classifier over the known identities, trained on
+whole resized images (no detection, alignment or metric learning; `flukeline classifier-baseline`,
+bench/'s accuracy part). new_whale is ranked before the first identity whose softmax probability
+falls below the threshold that maximises MAP@5 on the validation fold. It trains through the
+package's one training loop (core.training)."""
 
 from __future__ import annotations
 

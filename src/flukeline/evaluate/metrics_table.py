@@ -1,6 +1,7 @@
-"""Material for Snakemake's HTML report (`snakemake --report results/report.html`): the data
-summary figure (images per identity, image sizes, grayscale share) and the metrics table (CV
-MAP@5 and threshold of every member and ensemble, demo test MAP@5)."""
+"""The metrics table for Snakemake's HTML report (the `metrics_table` rule, results/metrics.html,
+"5 match"): one row per member and ensemble of every round with CV MAP@5 and top-1, the
+all-new_whale baseline on the same images, the calibrated threshold from its summary.json and,
+where the test identities are known, test MAP@5; the baselines beneath."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Reference scores: 1-nearest-neighbour on raw pixels (no training), and a plain softmax
-classifier on whole images (`softmax_classifier`, the seed-000-style baseline of bench/).
+"""Reference scores without training (`flukeline pixel-baseline`): 1-nearest-neighbour on the raw
+pixels of a Kaggle-layout folder, and Kaggle's all-new_whale ranking. The softmax classifier
+baseline is in flukeline.evaluate.classifier_baseline.
 
 `raw_pixel_1nn` resizes every image to a small grayscale square, subtracts the image's mean and
 L2-normalises it (so the inner product is the Pearson correlation of the pixels: insensitive to

@@ -1,7 +1,10 @@
-"""Metrics for results/metrics.json: cross-validated scores of every method, and, for the demo
-dataset only, the submission scored against the test identities.
+"""results/metrics.json (the `evaluate` rule): cross-validated scores (MAP@5, top-1, new_whale
+precision/recall/F1, overall and per fold) of the all-new_whale baseline and of every member and
+ensemble, and, where the run knows the test identities (the demo, Omniglot), the submission and
+every method scored against them.
 
-This is the only module that reads a test-truth file (tests/test_truth_isolation.py checks it).
+This is the only module that reads a test-truth file (tests/workflow/test_truth_isolation.py
+checks it).
 """
 
 from __future__ import annotations

@@ -1,5 +1,10 @@
-"""Match-stage rules: one member's candidates and calibrated predictions, and the ensemble of the
-members of a pseudo-label round (with the pseudo-labels for the next round)."""
+"""`match_member`: one ensemble member's matching. Validation candidates of every fold (that fold's
+model, gallery = the other folds) and test candidates (all fold models fused, gallery = every
+training image), with flip fusion; then the calibrated threshold and the member's own predictions.
+
+Written to results/match/round<r>/<member>/: {val,test}_topk.parquet,
+{val,test}_predictions.parquet, calibration.{csv,png} and summary.json.
+"""
 
 from __future__ import annotations
 

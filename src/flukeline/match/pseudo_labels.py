@@ -1,5 +1,12 @@
-"""Match-stage rules: one member's candidates and calibrated predictions, and the ensemble of the
-members of a pseudo-label round (with the pseudo-labels for the next round)."""
+"""Pseudo-labels for the next round (`match.pseudo_labels`): test images whose ensemble top-1
+identity is above the new_whale threshold, at least `min_margin` ahead of the runner-up and at or
+above a similarity cut, each with the reason it was taken (results/match/round<r>/
+pseudo_labels.parquet: image, id, similarity, margin, round, reason).
+
+The cut is fixed, or calibrated (`min_similarity: auto`): the lowest similarity at which the
+validation folds' would-be pseudo-labels are right `min_precision` of the time on at least 10
+images. Selection and calibration share one eligibility rule.
+"""
 
 from __future__ import annotations
 

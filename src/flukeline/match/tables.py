@@ -1,8 +1,10 @@
-"""Match stage: identity templates (trimmed centres or single images), FAISS top-k search with
-flip fusion, the calibrated new_whale threshold, the ensemble of members, and pseudo-labels.
+"""The match stage's candidate tables: Q x k candidate arrays to and from the long top-k table
+(image, rank, id, similarity; validation rows add fold and truth) that is written as
+{val,test}_topk.parquet.
 
-Candidates travel between rules as long top-k tables (query, rank, id, similarity), never as
-full similarity matrices, so the stage scales with the gallery."""
+Candidates travel between rules as these long tables, never as full similarity matrices, so the
+stage scales with the gallery. A missing candidate is an empty id with similarity -inf.
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""Match stage: identity templates (trimmed centres or single images), FAISS top-k search with
-flip fusion, the calibrated new_whale threshold, the ensemble of members, and pseudo-labels.
-
-Candidates travel between rules as long top-k tables (query, rank, id, similarity), never as
-full similarity matrices, so the stage scales with the gallery."""
+"""Identity templates and their top-k search (`identity_topk`): trimmed centres (3rd place) or
+every gallery image, an identity scored by its best image (`match.templates`), searched with FAISS
+through flukeline.core.retrieval (exact, HNSW above `match.ann_above`). `fuse_views` concatenates
+normalised views (plain + mirrored crop, several fold models) so that one inner product is the
+mean of their cosines: flip fusion and fold averaging in one exact search."""
 
 from __future__ import annotations
 

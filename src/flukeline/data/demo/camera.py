@@ -1,11 +1,8 @@
-"""Procedural renderer behind `flukeline.data.demo`: individuals, scenes and camera effects.
-
-An *individual* is rendered once in a canonical frame (span-normalised units: tips at x = ±0.5,
-notch at the origin, y down) as a premultiplied BGRA texture with a small pyramid. A *sighting*
-places it in a scene with one homography (plus a gentle non-rigid flex), then adds the water it
-emerges from, spray, occluders and camera effects. Everything is vectorised numpy/OpenCV; all
-randomness comes from the numpy Generator passed in.
-"""
+"""One whole demo photo (`render_image` -> `RenderedImage`: JPEG, mask PNG, keypoints, box and
+rendering attributes): the frame size (Kaggle 2019's size mix, rare panoramas), the layout (one
+fluke, another whale behind, or a two-photo collage of the same animal), the scene(s) and the
+camera effects (exposure, contrast, white balance, haze, vignetting, gamma, blur, sensor noise and
+grain, grayscale), then the JPEG quality. All randomness comes from the numpy Generator passed in."""
 
 from __future__ import annotations
 

@@ -1,19 +1,6 @@
-"""Synthetic humpback fluke dataset in the Kaggle 2019 layout, with full ground truth.
-
-`generate_demo` renders persistent individuals (own fluke outline and ventral pigmentation, left
-and right halves different) in many sightings (scale, rotation, perspective tilt, submersion,
-spray, occluders, lighting, blur, noise, JPEG, grayscale, varied frame sizes, rare pathologies),
-with Kaggle's long tail of images per identity and ~38% `new_whale` in train.
-
-Written under `out_root`: train.csv, sample_submission.csv, train/*.jpg, test/*.jpg,
-annotations/masks/<stem>.png, annotations/keypoints.csv, annotations/boxes.csv.
-Written at `truth_path` (outside out_root; only the evaluation may read it): the test identities,
-plus `<truth stem>_attributes.csv` beside it with per-image rendering attributes.
-
-Determinism: the dataset's structure (counts, long tail) depends on the preset only; every random
-choice comes from `seed` through per-individual and per-image numpy SeedSequences, so the files
-are byte-identical for any number of workers.
-"""
+"""The demo's contact sheet (`flukeline contact-sheet`, results/data/demo_contact_sheet.png): a
+PNG grid read from a generated data root's train.csv, one row per identity with the most train
+images, its sightings in the columns."""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
-"""Synthetic humpback fluke dataset in the Kaggle 2019 layout, with full ground truth.
+"""`generate_demo`, the demo generator's entry point (`flukeline demo`, rule `demo_dataset`): the
+synthetic humpback fluke dataset in the Kaggle 2019 layout, with full ground truth.
 
-`generate_demo` renders persistent individuals (own fluke outline and ventral pigmentation, left
-and right halves different) in many sightings (scale, rotation, perspective tilt, submersion,
-spray, occluders, lighting, blur, noise, JPEG, grayscale, varied frame sizes, rare pathologies),
-with Kaggle's long tail of images per identity and ~38% `new_whale` in train.
+It renders persistent individuals (own fluke outline and ventral pigmentation, left and right
+halves different) in many sightings (scale, rotation, perspective tilt, submersion, spray,
+occluders, lighting, blur, noise, JPEG, grayscale, varied frame sizes, rare pathologies), with
+Kaggle's long tail of images per identity and ~38% `new_whale` in train, one task per individual
+(in spawned worker processes when `workers` > 1).
 
 Written under `out_root`: train.csv, sample_submission.csv, train/*.jpg, test/*.jpg,
 annotations/masks/<stem>.png, annotations/keypoints.csv, annotations/boxes.csv.

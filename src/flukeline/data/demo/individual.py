@@ -1,10 +1,12 @@
-"""Procedural renderer behind `flukeline.data.demo`: individuals, scenes and camera effects.
+"""One demo individual, drawn once and rendered in the canonical frame (span-normalised units:
+tips at x = ±0.5, notch at the origin, y down) as a premultiplied BGRA texture with a small pyramid.
 
-An *individual* is rendered once in a canonical frame (span-normalised units: tips at x = ±0.5,
-notch at the origin, y down) as a premultiplied BGRA texture with a small pyramid. A *sighting*
-places it in a scene with one homography (plus a gentle non-rigid flex), then adds the water it
-emerges from, spray, occluders and camera effects. Everything is vectorised numpy/OpenCV; all
-randomness comes from the numpy Generator passed in.
+Identity lives in the fluke outline's trailing edge (serration, nicks, bites, tip shapes; each half
+its own, so a mirrored fluke is a different animal) and in the ventral pigmentation (white/black
+proportion, patches, spots, barnacle scars, rake marks). `Population` is what all individuals of
+one dataset share; `identity_similarity` pulls everybody towards it. Also the keypoint names, the
+canonical box and Kaggle 2019's image sizes. All randomness comes from the numpy Generator passed
+in.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
-"""Synthetic humpback fluke dataset in the Kaggle 2019 layout, with full ground truth.
+"""The demo dataset's plan: every image to render (`PlannedImage`: Kaggle-style hex name, split,
+individual, label, and the exact-share pathologies grayscale, two flukes and extreme aspect ratio),
+decided before any pixel is drawn.
 
-`generate_demo` renders persistent individuals (own fluke outline and ventral pigmentation, left
-and right halves different) in many sightings (scale, rotation, perspective tilt, submersion,
-spray, occluders, lighting, blur, noise, JPEG, grayscale, varied frame sizes, rare pathologies),
-with Kaggle's long tail of images per identity and ~38% `new_whale` in train.
-
-Written under `out_root`: train.csv, sample_submission.csv, train/*.jpg, test/*.jpg,
-annotations/masks/<stem>.png, annotations/keypoints.csv, annotations/boxes.csv.
-Written at `truth_path` (outside out_root; only the evaluation may read it): the test identities,
-plus `<truth stem>_attributes.csv` beside it with per-image rendering attributes.
-
-Determinism: the dataset's structure (counts, long tail) depends on the preset only; every random
-choice comes from `seed` through per-individual and per-image numpy SeedSequences, so the files
-are byte-identical for any number of workers.
+Train identities follow the preset's long tail (~38% `new_whale`); known animals come back in test
+roughly in proportion to how often train saw them, beside individuals train never saw. Every random
+choice comes from `seed` through independent numpy SeedSequence streams (`stream_rng`: population,
+individual, image, structure), so the structure depends on the preset only.
 """
 
 from __future__ import annotations

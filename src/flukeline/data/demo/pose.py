@@ -1,11 +1,7 @@
-"""Procedural renderer behind `flukeline.data.demo`: individuals, scenes and camera effects.
-
-An *individual* is rendered once in a canonical frame (span-normalised units: tips at x = ±0.5,
-notch at the origin, y down) as a premultiplied BGRA texture with a small pyramid. A *sighting*
-places it in a scene with one homography (plus a gentle non-rigid flex), then adds the water it
-emerges from, spray, occluders and camera effects. Everything is vectorised numpy/OpenCV; all
-randomness comes from the numpy Generator passed in.
-"""
+"""Where a sighting puts an individual in its frame: `Pose`, a pinhole-camera homography from
+span units to pixels (scale, in-plane roll, out-of-plane yaw and pitch) plus a gentle non-rigid
+flex of the blade; `sample_pose`, drawn from the preset's framing knobs; and `warp_individual`,
+which maps the pre-rendered texture into the frame with one cv2.remap."""
 
 from __future__ import annotations
 

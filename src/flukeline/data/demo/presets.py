@@ -1,18 +1,10 @@
-"""Synthetic humpback fluke dataset in the Kaggle 2019 layout, with full ground truth.
+"""The demo generator's knobs: `PRESETS` (tiny, demo, large: image counts, long-tail cap,
+resolution) over the knobs they share (identities, framing, scene, camera, annotations; each one
+documented where defined), merged with `data.demo.overrides` and checked by `resolve_config`.
 
-`generate_demo` renders persistent individuals (own fluke outline and ventral pigmentation, left
-and right halves different) in many sightings (scale, rotation, perspective tilt, submersion,
-spray, occluders, lighting, blur, noise, JPEG, grayscale, varied frame sizes, rare pathologies),
-with Kaggle's long tail of images per identity and ~38% `new_whale` in train.
-
-Written under `out_root`: train.csv, sample_submission.csv, train/*.jpg, test/*.jpg,
-annotations/masks/<stem>.png, annotations/keypoints.csv, annotations/boxes.csv.
-Written at `truth_path` (outside out_root; only the evaluation may read it): the test identities,
-plus `<truth stem>_attributes.csv` beside it with per-image rendering attributes.
-
-Determinism: the dataset's structure (counts, long tail) depends on the preset only; every random
-choice comes from `seed` through per-individual and per-image numpy SeedSequences, so the files
-are byte-identical for any number of workers.
+Also the population's mean keypoint positions in the canonical frame (`CANONICAL_KEYPOINTS`, a
+target for landmark alignment) and Kaggle 2019's images-per-identity distribution, which
+`identity_sizes` samples deterministically for a preset's train set.
 """
 
 from __future__ import annotations

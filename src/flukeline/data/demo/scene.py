@@ -1,11 +1,9 @@
-"""Procedural renderer behind `flukeline.data.demo`: individuals, scenes and camera effects.
-
-An *individual* is rendered once in a canonical frame (span-normalised units: tips at x = ±0.5,
-notch at the origin, y down) as a premultiplied BGRA texture with a small pyramid. A *sighting*
-places it in a scene with one homography (plus a gentle non-rigid flex), then adds the water it
-emerges from, spray, occluders and camera effects. Everything is vectorised numpy/OpenCV; all
-randomness comes from the numpy Generator passed in.
-"""
+"""One demo sighting's scene (`render_scene` -> `Scene`: image, visible fluke mask, keypoints):
+the sea (perspective waves, optional horizon with sky, clouds and coastline), the water line the
+fluke emerges from, spray off the trailing edge, occluders (boat parts, birds, another whale's
+back, a rope) and burnt-in catalogue labels, with the posed fluke composited in (optionally a
+second whale behind it). Everything is vectorised numpy/OpenCV; all randomness comes from the
+numpy Generator passed in."""
 
 from __future__ import annotations
 

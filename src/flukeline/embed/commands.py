@@ -1,0 +1,35 @@
+"""Embed stage commands (workflow/rules/embed.smk): train one ensemble member, then embed every
+aligned crop with it. The runners are imported inside the commands (torch, timm)."""
+
+from __future__ import annotations
+
+from flukeline.core.cli_args import add_command, add_params, add_required, add_threads
+
+
+def cmd_train(args):
+    from flukeline.embed.train import run_train
+
+    run_train(train_path=args.train, align_path=args.align, fold=args.fold, params=args.params,
+              model_path=args.model, history_path=args.history, curves_path=args.curves, threads=args.threads,
+              pseudo_labels_path=args.pseudo_labels)
+
+
+def cmd_embed(args):
+    from flukeline.embed.inference import run_embed
+
+    run_embed(model_path=args.model, align_path=args.align, out_path=args.out, threads=args.threads)
+
+
+def register(subparsers) -> None:
+    p = add_command(subparsers, "train", cmd_train, "train one ensemble member without one validation fold")
+    add_required(p, "--train", "--align")
+    p.add_argument("--fold", type=int, required=True)
+    add_params(p, required=True)
+    add_required(p, "--model", "--history", "--curves")
+    p.add_argument("--pseudo-labels",
+                   help="test images (image, id) the previous round matched confidently: extra training data")
+    add_threads(p)
+
+    p = add_command(subparsers, "embed", cmd_embed, "embeddings of every aligned crop with a trained member")
+    add_required(p, "--model", "--align", "--out")
+    add_threads(p)

@@ -1,0 +1,168 @@
+"""Evaluate stage commands: the rules' baseline, submission, scores and report figures
+(workflow/rules/data.smk and match.smk), and two baselines people run by hand on a data root
+(pixel-baseline, classifier-baseline). The runners are imported inside the commands (pandas, torch)."""
+
+from __future__ import annotations
+
+import json
+
+from flukeline.core.cli_args import add_command, add_seed, add_threads, add_train_test
+
+
+def cmd_pixel_baseline(args):
+    import pandas as pd
+
+    from flukeline.core.io import write_csv_atomic, write_json_atomic
+    from flukeline.evaluate.pixel_baseline import all_new_whale_ranking, raw_pixel_1nn, read_kaggle_root, score
+
+    train, test = read_kaggle_root(root=args.root)
+    threshold = args.threshold if args.threshold == "loo" else float(args.threshold)
+    predictions, info = raw_pixel_1nn(train=train, test=test, size=args.size, threshold=threshold, k=args.k)
+    result = {"method": "raw_pixel_1nn", **info, "n_test": len(test)}
+    if args.truth:
+        # Scoring against held-out identities: an evaluation, like the evaluate rule's.
+        truth = pd.read_csv(args.truth, dtype=str, keep_default_na=False)
+        result["test_map5"] = score(predictions=predictions, truth=truth, k=args.k)
+        ranking = " ".join(all_new_whale_ranking(train_ids=train["id"].tolist(), k=args.k))
+        result["all_new_whale_test_map5"] = score(predictions=predictions.assign(predicted=ranking), truth=truth,
+                                                  k=args.k)
+    if args.predictions:
+        write_csv_atomic(predictions.rename(columns={"image": "Image", "predicted": "Id"}), args.predictions)
+    if args.out:
+        write_json_atomic(result, args.out)
+    print(json.dumps(result, indent=2))
+
+
+def cmd_classifier_baseline(args):
+    import pandas as pd
+
+    from flukeline.core.io import write_json_atomic, write_parquet_atomic
+    from flukeline.evaluate.classifier_baseline import softmax_classifier
+
+    width, height = (int(v) for v in args.size.split("x"))
+    val, test, info = softmax_classifier(
+        train=pd.read_parquet(args.train), test=pd.read_parquet(args.test), backbone=args.backbone,
+        pretrained=args.pretrained, size=(width, height), fold=args.fold, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, threads=args.threads, seed=args.seed,
+    )
+    write_parquet_atomic(val, args.val_predictions)
+    write_parquet_atomic(test, args.test_predictions)
+    if args.out:
+        write_json_atomic(info, args.out)
+    print(json.dumps(info, indent=2))
+
+
+def cmd_data_summary(args):
+    from flukeline.evaluate.data_summary import run_data_summary
+
+    run_data_summary(train_path=args.train, test_path=args.test, out_path=args.out)
+
+
+def cmd_metrics_table(args):
+    from flukeline.evaluate.metrics_table import run_metrics_table
+
+    run_metrics_table(metrics_path=args.metrics, summaries=args.summary or [], out_path=args.out)
+
+
+def cmd_baseline(args):
+    import pandas as pd
+
+    from flukeline.evaluate.submission import all_new_whale
+
+    all_new_whale(train=pd.read_parquet(args.train), test=pd.read_parquet(args.test),
+                  submission_path=args.submission, val_predictions_path=args.val_predictions)
+
+
+def cmd_submit(args):
+    import pandas as pd
+
+    from flukeline.evaluate.submission import write_submission
+
+    rejected = pd.read_csv(args.rejected, dtype=str, keep_default_na=False) if args.rejected else None
+    train = pd.read_parquet(args.train) if args.train else None
+    write_submission(test=pd.read_parquet(args.test), predictions=pd.read_parquet(args.predictions),
+                     out_path=args.out, rejected=rejected, train=train)
+
+
+def cmd_evaluate(args):
+    from flukeline.core.io import write_json_atomic
+    from flukeline.evaluate.scores import evaluate
+
+    metrics = evaluate(baseline_predictions=args.baseline, methods=args.method or [], submission_path=args.submission,
+                       test_truth_path=args.test_truth)
+    write_json_atomic(metrics, args.out)
+
+
+def register(subparsers) -> None:
+    _register_workflow_commands(subparsers)
+    _register_pixel_baseline(subparsers)
+    _register_classifier_baseline(subparsers)
+
+
+def _register_workflow_commands(subparsers) -> None:
+    p = add_command(subparsers, "data-summary", cmd_data_summary,
+                    "figure for the report: images per identity, image sizes, grayscale share")
+    add_train_test(p, "ingest's train.parquet", "ingest's test.parquet")
+    p.add_argument("--out", required=True, help="PNG to write")
+
+    p = add_command(subparsers, "metrics-table", cmd_metrics_table,
+                    "HTML table for the report: CV (and demo test) MAP@5 and threshold per member and ensemble")
+    p.add_argument("--metrics", required=True, help="evaluate's metrics.json")
+    p.add_argument("--summary", nargs=2, action="append", metavar=("NAME", "SUMMARY_JSON"),
+                   help="a scored method's name in metrics.json and its match summary.json; repeat for each")
+    p.add_argument("--out", required=True, help="HTML to write")
+
+    p = add_command(subparsers, "baseline", cmd_baseline, "the all-new_whale submission and its validation predictions")
+    add_train_test(p)
+    p.add_argument("--submission", required=True)
+    p.add_argument("--val-predictions", required=True)
+
+    p = add_command(subparsers, "submit", cmd_submit, "write the Kaggle submission CSV")
+    p.add_argument("--test", required=True)
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--rejected", help="rejected.csv of ingest: skipped test images get the baseline's row")
+    p.add_argument("--train", help="train.parquet (the baseline's most frequent ids), with --rejected")
+
+    p = add_command(subparsers, "evaluate", cmd_evaluate, "cross-validated metrics (and demo test metrics)")
+    p.add_argument("--baseline", required=True)
+    p.add_argument("--method", nargs=3, action="append", metavar=("NAME", "VAL_PREDICTIONS", "TEST_PREDICTIONS"),
+                   help="a scored method (member or ensemble); repeat for each")
+    p.add_argument("--submission", required=True)
+    p.add_argument("--test-truth", default=None)
+    p.add_argument("--out", required=True)
+
+
+def _register_pixel_baseline(subparsers) -> None:
+    p = add_command(subparsers, "pixel-baseline", cmd_pixel_baseline,
+                    "1-nearest-neighbour on raw pixels of a Kaggle-layout folder (no training)", user=True)
+    p.add_argument("--root", required=True, help="Kaggle-layout data root")
+    p.add_argument("--truth", default=None,
+                   help="CSV Image,Id of the test identities: adds test MAP@5 (and all-new_whale's)")
+    p.add_argument("--size", type=int, default=32, help="images are resized to SIZE x SIZE grayscale")
+    p.add_argument("--threshold", default="loo",
+                   help="new_whale similarity threshold, or 'loo' (chosen on train leave-one-out)")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--predictions", default=None, help="write the predictions as a submission CSV (Image,Id)")
+    p.add_argument("--out", default=None, help="write the scores as JSON")
+
+
+def _register_classifier_baseline(subparsers) -> None:
+    p = add_command(subparsers, "classifier-baseline", cmd_classifier_baseline,
+                    "softmax classifier on whole resized images (no detection, alignment or metric learning)",
+                    user=True)
+    add_train_test(p, "ingest's train.parquet (image, id, fold, path)", "ingest's test.parquet")
+    p.add_argument("--backbone", default="mobilenetv2_100", help="timm model name")
+    p.add_argument("--pretrained", default="imagenet",
+                   help="none | imagenet | hub | a weights file (as embed.pretrained)")
+    p.add_argument("--size", default="128x64", help="WIDTHxHEIGHT the whole images are resized to")
+    p.add_argument("--fold", type=int, default=0,
+                   help="validation fold: not trained on, calibrates the new_whale threshold")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    add_seed(p)
+    add_threads(p)
+    p.add_argument("--val-predictions", required=True, help="Parquet: image, predicted, best_probability, fold, truth")
+    p.add_argument("--test-predictions", required=True, help="Parquet: image, predicted, best_probability")
+    p.add_argument("--out", default=None, help="write the settings, threshold and losses as JSON")
