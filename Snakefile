@@ -35,6 +35,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/detect.smk"
 include: "workflow/rules/align.smk"
 include: "workflow/rules/embed.smk"
+include: "workflow/rules/baselines.smk"
 include: "workflow/rules/match.smk"
 include: "workflow/rules/gallery.smk"
 include: "workflow/rules/review.smk"
@@ -51,3 +52,11 @@ rule all:
         "results/review/index.html",
         "results/data/demo_contact_sheet.png" if DEMO else [],
         "results/detect/metrics.json" if config["detect"]["method"] == "learned" else [],
+
+
+# The warnings of evaluate (results/metrics.json), where a user sees them: at the end of the run.
+onsuccess:
+    _metrics = Path("results/metrics.json")
+    if _metrics.is_file():
+        for _warning in json.loads(_metrics.read_text()).get("warnings", []):
+            print(f"\nFlukeline warning: {_warning}\n(also in results/metrics.html)", file=sys.stderr)

@@ -15,6 +15,9 @@ collects every part's table found in <out>):
                U-Net encoder from ImageNet (offline) or from scratch, and the LCNet encoder
   search       bench/bench_search.py: 10k queries x 100k and 1M gallery, FAISS exact, HNSW, IVF,
                NumPy brute force, and the matmul ceiling measured in the same run
+  real         real photos (bench/real_data.py): the omniglot preset for split seeds 0 and 1
+               (references without training, every member, the ensemble; validation and test
+               MAP@5 and known-identity top-1), and the manta photos through gallery-new/identify
 The reference run is the demo DAG (config.yaml) in <workdir>/reference, run once and reused;
 --quick: the tiny preset cut to one member and one epoch, and bench_search --quick (minutes).
 """
@@ -28,16 +31,16 @@ import sys
 import time
 from pathlib import Path
 
-from bench import suite
+from bench import real_data, suite
 from bench.common import REPO, environment, write_part
 
-PARTS = ["speed", "incremental", "accuracy", "detector", "search"]
+PARTS = ["speed", "incremental", "accuracy", "detector", "search", "real"]
 
 
 def summary(out: Path, command: str) -> str:
     """summary.md: every part's table found in `out`, with the machine and the command."""
     sections = []
-    for part in ["accuracy", "detector", "speed", "incremental", "search"]:
+    for part in ["real", "accuracy", "detector", "speed", "incremental", "search"]:
         if (out / f"{part}.json").exists() and (out / f"{part}.md").exists():
             meta = json.loads((out / f"{part}.json").read_text())
             when = meta.get("environment", {}).get("date") or ""
@@ -85,7 +88,7 @@ def main(argv=None) -> int:
         if part == "search":
             suite.search(out, args.quick, args.cores)  # bench_search writes search.json/.md itself
         else:
-            result, table = getattr(suite, part)(reference)
+            result, table = (real_data.real if part == "real" else getattr(suite, part))(reference)
             result["command"] = command
             write_part(out, part, result, table)
             print(table, flush=True)

@@ -173,6 +173,13 @@ def test_tables_from_a_good_layout(tmp_path):
             int((train["fold"] == 1).sum()),
         ],
         "n_always_train": 1,
+        # The layout's test t3.png is a byte copy of the training alpha.png (issue 24: a leak).
+        "n_duplicate_groups": 1,
+        "n_duplicate_images": 2,
+        "n_exact_duplicate_groups": 1,
+        "n_near_duplicate_groups": 0,
+        "n_conflicting_id_groups": 0,
+        "n_leaked_test_images": 1,
     }
     assert sorted(summary["fold_sizes"]) == [3, 4]
 

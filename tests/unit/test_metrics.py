@@ -120,15 +120,19 @@ def test_summarise_is_json_safe():
     assert summary == {
         "map5": pytest.approx((1 + 1 / 2 + 1 + 1 / 2) / 4),
         "top1": 0.5,
+        # Of the two known individuals, A is found first and B is not.
+        "known_top1": 0.5,
         "new_whale_precision": 0.5,
         "new_whale_recall": 0.5,
         "new_whale_f1": 0.5,
         "n": 4,
+        "n_known": 2,
     }
     json.dumps(summary, allow_nan=False)
 
 
 def test_summarise_maps_undefined_to_none():
+    assert summarise([NEW_WHALE], [[NEW_WHALE]])["known_top1"] is None  # no known individual to find
     summary = summarise(["A"], [["A"]])
     assert summary["new_whale_precision"] is None
     assert summary["new_whale_recall"] is None

@@ -329,7 +329,10 @@ def test_unusual_images_and_a_skipped_one_go_through_detect_and_align(tmp_path):
     root = write_layout(tmp_path / "data", rows, files, test_files=test_files)
     config = tmp_path / "kaggle.yaml"
     config.write_text(yaml.safe_dump(
-        {"data": {"source": "kaggle", "root": str(root), "on_bad_image": "skip"}, "detect": {"method": "threshold"}}
+        # min_image_side 0: the 16x16 thumbnail must go through (tests/unit/test_ingest_hygiene.py
+        # covers the small-photo check), and only the zero-byte file be skipped.
+        {"data": {"source": "kaggle", "root": str(root), "on_bad_image": "skip", "min_image_side": 0},
+         "detect": {"method": "threshold"}}
     ))
     work = tmp_path / "work"
     snakemake(work, "--cores", "2", "align", configfiles=(TINY, config))

@@ -77,6 +77,8 @@ rule ingest:
         keypoints="results/data/keypoints.parquet",
         boxes="results/data/boxes.parquet",
         rejected="results/data/rejected.csv",
+        # Exact and near-duplicate photos across train and test (ingest writes it beside rejected.csv).
+        duplicates="results/data/duplicates.csv",
         summary="results/data/summary.json",
     params:
         root=DATA_ROOT,
@@ -84,9 +86,10 @@ rule ingest:
         on_bad_image=config["data"]["on_bad_image"],
         folds=config["data"]["folds"],
         seed=config["seed"],
+        min_image_side=config["data"]["min_image_side"],
     threads: 2
     resources:
-        mem_mb=by_attempt(1000),  # demo preset: 0.16 GB, 2 s
+        mem_mb=by_attempt(1000),  # demo preset: 0.20 GB, 5-10 s (half of it the perceptual hashes)
         runtime=by_attempt(10),
     log:
         "results/logs/ingest.log",
@@ -96,7 +99,8 @@ rule ingest:
         "{FLUKELINE} ingest --root {params.root:q} --train {output.train:q} --test {output.test:q}"
         " --rejected {output.rejected:q} --summary {output.summary:q}"
         " --annotations {params.annotations:q} --on-bad-image {params.on_bad_image}"
-        " --folds {params.folds} --seed {params.seed} --threads {threads} > {log:q} 2>&1"
+        " --folds {params.folds} --seed {params.seed} --min-image-side {params.min_image_side}"
+        " --duplicates {output.duplicates:q} --threads {threads} > {log:q} 2>&1"
 
 
 # The data summary figure of the report (`snakemake --report`). A second of plotting: run where

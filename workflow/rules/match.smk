@@ -134,6 +134,7 @@ def evaluate_input(wildcards):
     inputs = {
         "baseline": "results/baseline/all_new_whale_val_predictions.parquet",
         "methods": [f"{d}/{s}_predictions.parquet" for _, d in SCORED for s in ("val", "test")],
+        "baselines": [f"results/baseline/{b}/{s}_predictions.parquet" for b in BASELINES for s in ("val", "test")],
         "submission": "results/submission.csv",
     }
     if TEST_TRUTH:
@@ -153,13 +154,19 @@ rule evaluate:
     params:
         truth=f"--test-truth {shlex.quote(TEST_TRUTH)}" if TEST_TRUTH else "",
         methods=" ".join(f"--method {n} {shlex.quote(d + '/val_predictions.parquet')} {shlex.quote(d + '/test_predictions.parquet')}" for n, d in SCORED),
+        baselines=" ".join(
+            f"--baseline-method {b} results/baseline/{b}/val_predictions.parquet results/baseline/{b}/test_predictions.parquet"
+            for b in BASELINES
+        ),
+        submission_method=f"ensemble@round{FINAL_ROUND}",
     log:
         "results/logs/evaluate.log",
     benchmark:
         "results/benchmarks/evaluate.tsv"
     shell:
-        "{FLUKELINE} evaluate --baseline {input.baseline:q} {params.methods}"
-        " --submission {input.submission:q} {params.truth} --out {output:q} > {log:q} 2>&1"
+        "{FLUKELINE} evaluate --baseline {input.baseline:q} {params.methods} {params.baselines}"
+        " --submission-method {params.submission_method} --submission {input.submission:q} {params.truth}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 # The report's metrics table (`snakemake --report`): metrics.json with each method's threshold.

@@ -92,15 +92,20 @@ def summarise(
 ) -> dict[str, float | int | None]:
     """All metrics in one JSON-safe dict (undefined values are None, never NaN).
 
-    Keys: map5 (MAP@k; k is 5 unless overridden), top1, new_whale_precision, new_whale_recall,
-    new_whale_f1, n (number of images).
+    Keys: map5 (MAP@k; k is 5 unless overridden), top1, known_top1 (top-1 accuracy on the images
+    of known individuals only: how often a catalogued animal is found first; None without any),
+    new_whale_precision, new_whale_recall, new_whale_f1, n (number of images), n_known.
     """
     precision, recall = new_whale_precision_recall(truths, predictions)
+    known = [i for i, truth in enumerate(truths) if truth != NEW_WHALE]
+    known_top1 = top1_accuracy([truths[i] for i in known], [predictions[i] for i in known]) if known else math.nan
     return {
         "map5": map_at_k(truths, predictions, k),
         "top1": top1_accuracy(truths, predictions),
+        "known_top1": _json_safe(known_top1),
         "new_whale_precision": _json_safe(precision),
         "new_whale_recall": _json_safe(recall),
         "new_whale_f1": _json_safe(_f1(precision, recall)),
         "n": len(truths),
+        "n_known": len(known),
     }

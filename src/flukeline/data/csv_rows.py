@@ -1,11 +1,7 @@
-"""Ingest a Kaggle Humpback Whale Identification layout into validated per-image tables.
-
-Layout under the data root: `train.csv` (Image,Id), `train/` and `test/` image folders, and
-optionally `sample_submission.csv`, whose Image column fixes the test order.
-
-Every per-image problem is collected before anything is decided, so one run reports them all.
-CSV locations are given as "<file> line N", N counting the header as line 1 (as editors do).
-"""
+"""CSV reading shared by ingest and the annotation readers: every cell a string and empty cells
+"" (no NaN guessing: an Id "NA" stays "NA"), required columns checked, unknown columns ignored with
+a warning, and row locations given as "<file> line N", N counting the header as line 1 (as editors
+do)."""
 
 from __future__ import annotations
 

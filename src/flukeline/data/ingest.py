@@ -7,10 +7,16 @@ Every per-image problem is collected before anything is decided, so one run repo
 (`on_bad_image: error`) or drops and lists them (`skip`). CSV locations are given as
 "<file> line N", N counting the header as line 1 (as editors do).
 
+Ids are stripped of surrounding whitespace (logged); an Id that is empty, or holds a comma or
+whitespace inside, is a bad row (the submission separates ids by spaces). Ids that differ only in
+case, photos smaller than `min_image_side` (a bad row with `skip`), exact and near duplicates
+(flukeline.data.duplicates), conflicting labels and train/test leaks are logged as warnings.
+
 Written (the `ingest` rule puts them in results/data/): train.parquet (image, path, id, width,
 height, grayscale, sha1, fold, split, mask_path), test.parquet (the same without id and fold),
-rejected.csv (split, image, problem) and, beside the train table, keypoints.parquet and
-boxes.parquet from the annotations (flukeline.data.annotations).
+rejected.csv (split, image, problem), duplicates.csv (beside it unless given; group, split, image,
+id, kind, distance) and, beside the train table, keypoints.parquet and boxes.parquet from the
+annotations (flukeline.data.annotations).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from flukeline.core.metrics import NEW_WHALE
 from flukeline.core.runtime import parallel_map
 from flukeline.data.annotations import ANNOTATION_COLUMNS, _mask_paths, load_annotations
 from flukeline.data.csv_rows import csv_line, read_csv
+from flukeline.data.duplicates import Photo, duplicates_table, find_groups, perceptual_hash, report_groups
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +52,16 @@ TEST_ORDERS = ("auto", "sample_submission", "sorted")
 
 REJECTED_COLUMNS = ["split", "image", "problem"]
 
+# Rows named in one warning (stripped ids, small photos); a catalogue with many lists the first ones.
+MAX_NAMED_ROWS = 20
+
 @dataclass(frozen=True)
 class ImageFacts:
     width: int
     height: int
     grayscale: bool
     sha1: str
+    phash: bytes | None = None  # perceptual hash (flukeline.data.duplicates); None for a flat photo
 
 @dataclass
 class _Entry:
@@ -79,6 +90,8 @@ def ingest(
     seed: int = 0,
     threads: int = 1,
     test_order: str = "auto",
+    min_image_side: int = 0,
+    out_duplicates: str | os.PathLike | None = None,
 ) -> dict:
     """Validate the data under `root` and write the train/test/rejected tables.
 
@@ -88,6 +101,9 @@ def ingest(
     relative to `root` or absolute.
     test_order: "auto" (sample_submission.csv if present, else sorted test/ file names),
     "sample_submission" (required) or "sorted".
+    min_image_side: photos with a side under this many pixels are named in a warning (a bad row
+    with "skip"); 0 checks nothing. The workflow passes data.min_image_side (32).
+    out_duplicates: the duplicate groups' table; default duplicates.csv beside `out_rejected`.
     Returns a JSON-safe summary dict.
     """
     if on_bad_image not in BAD_IMAGE_POLICIES:
@@ -98,6 +114,8 @@ def ingest(
         raise InputError(f"threads must be >= 1, got {threads}")
     if n_folds < 2:
         raise InputError(f"n_folds must be >= 2, got {n_folds}")
+    if min_image_side < 0:
+        raise InputError(f"min_image_side must be >= 0, got {min_image_side}")
     root = Path(root).resolve()
     if not root.is_dir():
         raise InputError(f"data root {root} does not exist or is not a folder")
@@ -110,6 +128,7 @@ def ingest(
     )
     _flag_images_in_both_splits(train_entries, test_entries)
     _inspect_images(train_entries + test_entries, threads)
+    _flag_small_images(train_entries + test_entries, min_image_side, as_problem=on_bad_image == "skip")
 
     rejected = [entry for entry in train_entries + test_entries if entry.problems]
     if rejected and on_bad_image == "error":
@@ -135,7 +154,11 @@ def ingest(
     train_df.insert(len(train_df.columns) - 1, "fold", assign_folds(train_df["id"].tolist(), n_folds, seed))
     test_df = _table(kept_test, "test")
 
+    out_duplicates = Path(out_rejected).parent / "duplicates.csv" if out_duplicates is None else out_duplicates
+    photos = [_photo(entry) for entry in kept_train + kept_test]
+    groups = find_groups(photos, threads)
     summary = _summarise(train_df, test_df, len(rejected), n_folds)
+    summary.update(report_groups(photos, groups, out_duplicates))
     kept = set(train_df["image"]) | set(test_df["image"])
     for kind, table in annotation_tables.items():
         annotation_tables[kind] = table[table["image"].isin(kept)].reset_index(drop=True)
@@ -154,6 +177,7 @@ def ingest(
         table = annotation_tables.get(kind, pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()}))
         write_parquet_atomic(table, Path(out_train).parent / f"{kind}.parquet")
     write_csv_atomic(_rejected_table(rejected), out_rejected)
+    write_csv_atomic(duplicates_table(photos, groups), out_duplicates)
     if rejected:
         logger.warning("skipped %d bad image row(s); see %s", len(rejected), out_rejected)
     logger.info("ingested %d training and %d test images from %s", len(train_df), len(test_df), root)
@@ -189,14 +213,53 @@ def _list_train(root: Path) -> list[_Entry]:
         raise InputError(f"missing training image folder {root / 'train'}")
     folder = (root / "train").resolve()
     table = read_csv(csv_path, required=["Image", "Id"])
-    entries = []
+    entries, stripped = [], []
     for position, (image, label) in enumerate(zip(table["Image"].tolist(), table["Id"].tolist())):
-        entry = _new_entry("train", folder, image, csv_line(csv_path, position), label)
-        if not label.strip():
-            entry.problems.append("has an empty Id")
+        entry = _new_entry("train", folder, image, csv_line(csv_path, position), label.strip())
+        problem = _id_problem(label)
+        if problem:
+            entry.problems.append(problem)
+        elif entry.id != label:
+            stripped.append(f"{entry.where} ({label!r})")
         entries.append(entry)
+    if stripped:
+        logger.warning("removed whitespace around the Id of %d row(s): %s", len(stripped), _named(stripped))
+    _warn_ids_differing_in_case([entry for entry in entries if not entry.problems])
     _flag_duplicates(entries)
     return entries
+
+def _id_problem(label: str) -> str | None:
+    # Submissions list five ids separated by spaces, so an id must be one word; a comma is refused
+    # too, since it splits the id wherever the CSV is written or read without quoting.
+    label = label.strip()
+    if not label:
+        return "has an empty Id"
+    if "," in label:
+        return f"has an Id with a comma in it ({label!r})"
+    if "\n" in label or "\r" in label:
+        return f"has an Id with a line break in it ({label!r})"
+    if any(character.isspace() for character in label):
+        return f"has an Id with a space in it ({label!r}); the submission separates ids by spaces"
+    return None
+
+def _warn_ids_differing_in_case(entries: list[_Entry]) -> None:
+    """One warning per set of ids that differ only in case: likely one animal, kept apart as written."""
+    rows_by_id = defaultdict(list)
+    for entry in entries:
+        rows_by_id[entry.id].append(entry)
+    spellings = defaultdict(list)
+    for label in rows_by_id:
+        spellings[label.casefold()].append(label)
+    for labels in spellings.values():
+        if len(labels) > 1:
+            listing = ", ".join(
+                f"{label!r} ({len(rows_by_id[label])} row(s), first {rows_by_id[label][0].where})" for label in labels
+            )
+            logger.warning("Ids that differ only in case are kept as different animals: %s", listing)
+
+def _named(items: list[str]) -> str:
+    more = len(items) - MAX_NAMED_ROWS
+    return ", ".join(items[:MAX_NAMED_ROWS]) + (f" and {more} more" if more > 0 else "")
 
 def _list_test(root: Path, test_order: str) -> list[_Entry]:
     submission = root / "sample_submission.csv"
@@ -250,7 +313,8 @@ def _flag_images_in_both_splits(train_entries: list[_Entry], test_entries: list[
             entry.problems.append("is also listed in the test set")
 
 def inspect_image(path: Path) -> ImageFacts | str:
-    """Facts about one image file (full decode, EXIF-upright size), or the problem as text."""
+    """Facts about one image file (full decode, EXIF-upright size, perceptual hash from the same
+    decoded pixels), or the problem as text."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -264,6 +328,7 @@ def inspect_image(path: Path) -> ImageFacts | str:
         height=int(rgb.shape[0]),
         grayscale=is_grayscale(rgb),
         sha1=hashlib.sha1(data).hexdigest(),
+        phash=perceptual_hash(rgb),
     )
 
 def _inspect_images(entries: list[_Entry], threads: int) -> None:
@@ -276,6 +341,23 @@ def _inspect_images(entries: list[_Entry], threads: int) -> None:
             entry.facts = result
         else:
             entry.problems.append(result)
+
+def _flag_small_images(entries: list[_Entry], min_side: int, *, as_problem: bool) -> None:
+    """Photos with a side under `min_side` px: a bad row when `as_problem` (on_bad_image: skip),
+    else named in one warning (they are kept: a small photo may still be matched)."""
+    small = [entry for entry in entries if entry.facts and min(entry.facts.width, entry.facts.height) < min_side]
+    if as_problem:
+        for entry in small:
+            size = f"{entry.facts.width}x{entry.facts.height}"
+            entry.problems.append(f"is {size} px, under the minimum side of {min_side} px")
+    elif small:
+        named = [f"{entry.where} {entry.image!r} ({entry.facts.width}x{entry.facts.height})" for entry in small]
+        logger.warning(
+            "%d image(s) have a side under %d px (data.min_image_side): %s", len(small), min_side, _named(named)
+        )
+
+def _photo(entry: _Entry) -> Photo:
+    return Photo(entry.split, entry.image, entry.id, entry.where, entry.facts.sha1, entry.facts.phash)
 
 def _table(entries: list[_Entry], split: str) -> pd.DataFrame:
     return pd.DataFrame(

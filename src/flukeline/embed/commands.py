@@ -20,6 +20,14 @@ def cmd_embed(args):
     run_embed(model_path=args.model, align_path=args.align, out_path=args.out, threads=args.threads)
 
 
+def cmd_zero_shot_model(args):
+    from flukeline.embed.model import save_model
+    from flukeline.embed.zero_shot import zero_shot_model
+
+    model, meta = zero_shot_model(backbone=args.backbone, pretrained=args.pretrained)
+    save_model(model=model, path=args.out, meta={**meta, "size": args.size})
+
+
 def register(subparsers) -> None:
     p = add_command(subparsers, "train", cmd_train, "train one ensemble member without one validation fold")
     add_required(p, "--train", "--align")
@@ -33,3 +41,10 @@ def register(subparsers) -> None:
     p = add_command(subparsers, "embed", cmd_embed, "embeddings of every aligned crop with a trained member")
     add_required(p, "--model", "--align", "--out")
     add_threads(p)
+
+    p = add_command(subparsers, "zero-shot-model",
+                    cmd_zero_shot_model, "an ImageNet backbone used untrained (the zero-shot baseline's model)")
+    p.add_argument("--backbone", required=True, help="timm architecture with offline weights, e.g. mobilenetv2_100")
+    p.add_argument("--pretrained", default="imagenet", help="imagenet | hub | a local weights file")
+    p.add_argument("--size", type=int, nargs=2, required=True, metavar=("WIDTH", "HEIGHT"), help="the crops' size")
+    add_required(p, "--out")

@@ -84,12 +84,24 @@ def cmd_submit(args):
                      out_path=args.out, rejected=rejected, train=train)
 
 
+def cmd_pixel_embeddings(args):
+    import pandas as pd
+
+    from flukeline.core.io import write_parquet_atomic
+    from flukeline.evaluate.pixel_baseline import pixel_embeddings
+
+    table = pixel_embeddings(train=pd.read_parquet(args.train), test=pd.read_parquet(args.test), size=args.size,
+                             threads=args.threads)
+    write_parquet_atomic(table, args.out)
+
+
 def cmd_evaluate(args):
     from flukeline.core.io import write_json_atomic
     from flukeline.evaluate.scores import evaluate
 
     metrics = evaluate(baseline_predictions=args.baseline, methods=args.method or [], submission_path=args.submission,
-                       test_truth_path=args.test_truth)
+                       test_truth_path=args.test_truth, baselines=args.baseline_method or [],
+                       submission_method=args.submission_method)
     write_json_atomic(metrics, args.out)
 
 
@@ -97,6 +109,12 @@ def register(subparsers) -> None:
     _register_workflow_commands(subparsers)
     _register_pixel_baseline(subparsers)
     _register_classifier_baseline(subparsers)
+    p = add_command(subparsers, "pixel-embeddings", cmd_pixel_embeddings,
+                    "raw pixels of every photo as an embeddings table (the raw-pixel 1-NN baseline)")
+    add_train_test(p, "ingest's train.parquet", "ingest's test.parquet")
+    p.add_argument("--size", type=int, default=32, help="images are resized to SIZE x SIZE grayscale")
+    p.add_argument("--out", required=True, help="embeddings.parquet to write")
+    add_threads(p)
 
 
 def _register_workflow_commands(subparsers) -> None:
@@ -128,6 +146,10 @@ def _register_workflow_commands(subparsers) -> None:
     p.add_argument("--baseline", required=True)
     p.add_argument("--method", nargs=3, action="append", metavar=("NAME", "VAL_PREDICTIONS", "TEST_PREDICTIONS"),
                    help="a scored method (member or ensemble); repeat for each")
+    p.add_argument("--baseline-method", nargs=3, action="append", metavar=("NAME", "VAL_PREDICTIONS", "TEST_PREDICTIONS"),
+                   help="a reference without training (raw-pixel or zero-shot 1-NN), scored like a method; repeat")
+    p.add_argument("--submission-method", default=None,
+                   help="the scored method the submission is (the final ensemble): warned about when a baseline beats it")
     p.add_argument("--submission", required=True)
     p.add_argument("--test-truth", default=None)
     p.add_argument("--out", required=True)

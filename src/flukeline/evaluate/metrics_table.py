@@ -38,6 +38,7 @@ def metrics_rows(metrics: dict, summaries: dict[str, dict]) -> pd.DataFrame:
             "method": member,
             "CV MAP@5": cv["map5"],
             "CV top-1": cv["top1"],
+            "CV known top-1": cv.get("known_top1"),
             "all-new_whale CV MAP@5 (same images)": cv["all_new_whale_same_folds"]["map5"],
             "CV images": cv["n"],
             "new_whale threshold": summaries[name]["threshold"],
@@ -52,8 +53,23 @@ def metrics_rows(metrics: dict, summaries: dict[str, dict]) -> pd.DataFrame:
     order = table["method"].eq("ensemble").astype(int)
     return table.assign(_ensemble=order).sort_values(["round", "_ensemble", "method"]).drop(columns="_ensemble").reset_index(drop=True)
 
+def baseline_rows(metrics: dict) -> pd.DataFrame:
+    """The references without training (all-new_whale, raw-pixel 1-NN, zero-shot 1-NN), one row each."""
+    test = metrics.get("test", {})
+    rows = [{"reference": "all-new_whale", "CV MAP@5": metrics["cv"]["all_new_whale"]["map5"],
+             "CV known top-1": metrics["cv"]["all_new_whale"].get("known_top1"),
+             **({"test MAP@5": test["all_new_whale"]["map5"]} if test else {})}]
+    for name, cv in metrics["cv"].get("baselines", {}).items():
+        row = {"reference": name, "CV MAP@5": cv["map5"], "CV known top-1": cv.get("known_top1")}
+        if test:
+            row["test MAP@5"] = test["baselines"][name]["map5"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def metrics_html(metrics: dict, summaries: dict[str, dict]) -> str:
-    """A small self-contained HTML page: the metrics table and the baselines beneath it."""
+    """A small self-contained HTML page: any warning first (in red), the metrics table, and the
+    references without training beneath it."""
     table = metrics_rows(metrics, summaries)
     baseline = metrics["cv"]["all_new_whale"]
     notes = [
@@ -65,14 +81,21 @@ def metrics_html(metrics: dict, summaries: dict[str, dict]) -> str:
             f"Test (demo identities): submission MAP@5 {metrics['test']['submission']['map5']:.4f},"
             f" all-new_whale {metrics['test']['all_new_whale']['map5']:.4f}."
         )
-    body = table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0, classes="metrics")
+    def as_html(frame):
+        return frame.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0, classes="metrics", na_rep="-")
+
+    warnings = "".join(f"<p class=\"warning\">Warning: {html.escape(w)}</p>\n" for w in metrics.get("warnings", []))
     notes_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
     return (
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Flukeline metrics</title><style>"
         "body{font-family:sans-serif;font-size:14px}table.metrics{border-collapse:collapse}"
         "table.metrics th,table.metrics td{padding:3px 10px;border-bottom:1px solid #ccc;text-align:right}"
-        "</style></head><body>\n<h3>MAP@5 per member and ensemble</h3>\n" + body + "\n" + notes_html + "\n</body></html>\n"
+        ".warning{color:#a00;font-weight:bold;border:2px solid #a00;padding:6px}"
+        "</style></head><body>\n" + warnings + "<h3>MAP@5 per member and ensemble</h3>\n" + as_html(table) + "\n"
+        + notes_html + "\n<h3>References without training (same validation images)</h3>\n"
+        + as_html(baseline_rows(metrics)) + "\n</body></html>\n"
     )
+
 
 def run_metrics_table(metrics_path, summaries: list[tuple[str, str]], out_path) -> pd.DataFrame:
     metrics = _read_json(metrics_path, "the metrics")

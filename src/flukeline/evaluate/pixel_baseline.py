@@ -172,3 +172,17 @@ def score(predictions: pd.DataFrame, truth: pd.DataFrame, k: int = 5) -> float:
     if not (merged["_merge"] == "both").all():
         raise InputError("predictions and truth do not list the same images")
     return map_at_k(merged["truth"].tolist(), merged["predicted"].tolist(), k)
+
+
+def pixel_embeddings(train: pd.DataFrame, test: pd.DataFrame, size: int = 32, threads: int = 1) -> pd.DataFrame:
+    """Raw pixels as an embeddings table (image, split, embedding, embedding_flip), the format of a
+    member's embeddings: the workflow matches it with the match stage's own command, so the
+    raw-pixel 1-NN baseline is scored on exactly the members' validation folds and threshold grid."""
+    from flukeline.core.runtime import parallel_map
+
+    images = pd.concat([train[["image", "split", "path"]], test[["image", "split", "path"]]], ignore_index=True)
+    photos = parallel_map(read_image_rgb, images["path"], threads)
+    plain = pixel_vectors(photos, size)
+    mirrored = pixel_vectors([photo[:, ::-1] for photo in photos], size)
+    return pd.DataFrame({"image": images["image"].to_numpy(), "split": images["split"].to_numpy(),
+                         "embedding": list(plain), "embedding_flip": list(mirrored)})

@@ -36,11 +36,17 @@ def score_submission(submission: pd.DataFrame, truth: pd.DataFrame) -> dict:
         raise InputError("submission and test truth do not list the same images")
     return summarise(merged["Id_truth"].tolist(), _split_ids(merged["Id_predicted"]))
 
-def evaluate(baseline_predictions, methods, submission_path, test_truth_path=None) -> dict:
-    """methods: (name, validation predictions, test predictions) of every member and ensemble."""
+def evaluate(baseline_predictions, methods, submission_path, test_truth_path=None, baselines=(),
+             submission_method: str | None = None) -> dict:
+    """methods: (name, validation predictions, test predictions) of every member and ensemble;
+    baselines: the same for the references without training (raw-pixel and zero-shot 1-NN), scored
+    on the same images; submission_method: the method the submission is, which is warned about
+    (metrics["warnings"], the log) when it does not beat the best baseline on validation."""
     baseline = pd.read_parquet(baseline_predictions)
     metrics = {
-        "cv": {"folds": sorted(int(f) for f in baseline["fold"].unique()), "all_new_whale": cv_summary(baseline), "methods": {}},
+        "cv": {"folds": sorted(int(f) for f in baseline["fold"].unique()), "all_new_whale": cv_summary(baseline),
+               "methods": {}, "baselines": {}},
+        "warnings": [],
     }
     truth = pd.read_csv(test_truth_path, dtype=str, keep_default_na=False) if test_truth_path else None
     if truth is not None:
@@ -49,15 +55,46 @@ def evaluate(baseline_predictions, methods, submission_path, test_truth_path=Non
             "submission": score_submission(submission, truth),
             "all_new_whale": score_submission(submission.assign(Id=NEW_WHALE), truth),
             "methods": {},
+            "baselines": {},
         }
-    for name, val_path, test_path in methods:
-        predictions = pd.read_parquet(val_path)
-        entry = metrics["cv"]["methods"][name] = cv_summary(predictions)
-        # The baseline on exactly the method's validation images, for a like-for-like comparison.
-        same_images = baseline[baseline["fold"].isin(predictions["fold"].unique())]
-        entry["all_new_whale_same_folds"] = summarise(same_images["truth"].tolist(), _split_ids(same_images["predicted"]))
-        log.info("%s: CV MAP@5 %.4f", name, entry["map5"])
-        if truth is not None:
-            test = pd.read_parquet(test_path)
-            metrics["test"]["methods"][name] = score_submission(pd.DataFrame({"Image": test["image"], "Id": test["predicted"]}), truth)
+    for group, entries in (("methods", methods), ("baselines", baselines)):
+        for name, val_path, test_path in entries:
+            predictions = pd.read_parquet(val_path)
+            entry = metrics["cv"][group][name] = cv_summary(predictions)
+            # The baseline on exactly the method's validation images, for a like-for-like comparison.
+            same_images = baseline[baseline["fold"].isin(predictions["fold"].unique())]
+            entry["all_new_whale_same_folds"] = summarise(same_images["truth"].tolist(), _split_ids(same_images["predicted"]))
+            log.info("%s: CV MAP@5 %.4f", name, entry["map5"])
+            if truth is not None:
+                test = pd.read_parquet(test_path)
+                scored = score_submission(pd.DataFrame({"Image": test["image"], "Id": test["predicted"]}), truth)
+                metrics["test"][group][name] = scored
+    if submission_method is not None:
+        metrics["warnings"] = baseline_warnings(metrics, submission_method)
+        for warning in metrics["warnings"]:
+            log.warning("%s", warning)
     return metrics
+
+
+# What to try when training did not beat a reference without training (README: Your own data).
+WHAT_TO_TRY = (
+    "try: a zero-shot member in embed.active_members (type: zero_shot), a larger crop in align.sizes, "
+    "more epochs or a lower backbone lr; check the align contact sheet (do the crops hold the animal?)"
+)
+
+
+def baseline_warnings(metrics: dict, submission_method: str) -> list[str]:
+    """One warning when the submission's method does not beat the best reference without training
+    (all-new_whale, raw-pixel 1-NN, zero-shot 1-NN) on validation MAP@5, on the same images."""
+    method = metrics["cv"]["methods"].get(submission_method)
+    if method is None:
+        raise InputError(f"--submission-method {submission_method!r} is not among the scored methods "
+                         f"{sorted(metrics['cv']['methods'])}")
+    references = {"all-new_whale": method["all_new_whale_same_folds"]["map5"]}
+    references.update({name: entry["map5"] for name, entry in metrics["cv"]["baselines"].items()})
+    best = max(references, key=references.get)
+    if method["map5"] > references[best]:
+        return []
+    return [f"the submission ({submission_method}) scores validation MAP@5 {method['map5']:.3f}, not above the "
+            f"{best} baseline's {references[best]:.3f} on the same images: training did not beat a reference "
+            f"without training; {WHAT_TO_TRY}"]

@@ -1,4 +1,8 @@
-"""The Kaggle submission file and the all-new_whale baseline."""
+"""The Kaggle submission and the all-new_whale baseline. `write_submission` (the `submission` rule):
+results/submission.csv, `Image,Id` in test order with five space-separated ids per image; test
+images that ingest skipped still get a row, with the baseline's list. `all_new_whale`
+(`baseline_all_new_whale`): new_whale and then the 4 most frequent training identities, as a
+submission and as validation predictions for every fold (results/baseline/)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,106 @@
+# References without training, scored in every run beside the members (results/metrics.json,
+# results/metrics.html, the report): raw-pixel 1-NN and zero-shot backbone 1-NN. Each is an
+# embeddings table matched by the match stage's own command, so it is scored on exactly the
+# members' validation folds and threshold grid; 1-NN: every train image is a template, no flips.
+
+BASELINES = ["pixel_1nn", "zero_shot_1nn"]
+# The zero-shot baseline sees the crops the members see, at the first configured size.
+ZERO_SHOT_SIZE = size_name(config["align"]["sizes"][0])
+
+
+def baseline_match_params():
+    settings = {k: config["match"][k] for k in MATCH_KEYS if k in config["match"]}
+    return params_json({**settings, "templates": "images", "flip_fusion": False})
+
+
+rule baseline_pixel_embeddings:
+    input:
+        train="results/data/train.parquet",
+        test="results/data/test.parquet",
+    output:
+        "results/baseline/pixel_1nn/embeddings.parquet",
+    params:
+        size=config["baselines"]["pixel_size"],
+    threads: 2
+    resources:
+        mem_mb=by_attempt(1000),
+        runtime=by_attempt(10),
+    log:
+        "results/logs/baseline_pixel_embeddings.log",
+    benchmark:
+        "results/benchmarks/baseline_pixel_embeddings.tsv"
+    shell:
+        "{FLUKELINE} pixel-embeddings --train {input.train:q} --test {input.test:q} --size {params.size}"
+        " --out {output:q} --threads {threads} > {log:q} 2>&1"
+
+
+rule baseline_zero_shot_model:
+    output:
+        "results/baseline/zero_shot_1nn/model.safetensors",
+    params:
+        backbone=config["baselines"]["zero_shot"]["backbone"],
+        pretrained=config["baselines"]["zero_shot"]["pretrained"],
+        size=ZERO_SHOT_SIZE.replace("x", " "),
+    resources:
+        mem_mb=by_attempt(1000),
+        runtime=by_attempt(10),
+    log:
+        "results/logs/baseline_zero_shot_model.log",
+    benchmark:
+        "results/benchmarks/baseline_zero_shot_model.tsv"
+    shell:
+        "{FLUKELINE} zero-shot-model --backbone {params.backbone:q} --pretrained {params.pretrained:q}"
+        " --size {params.size} --out {output:q} > {log:q} 2>&1"
+
+
+rule baseline_zero_shot_embeddings:
+    input:
+        model="results/baseline/zero_shot_1nn/model.safetensors",
+        align=f"results/align/{ZERO_SHOT_SIZE}/align.parquet",
+    output:
+        "results/baseline/zero_shot_1nn/embeddings.parquet",
+    threads: 4
+    resources:
+        mem_mb=by_attempt(2000),
+        runtime=by_attempt(15),
+    log:
+        "results/logs/baseline_zero_shot_embeddings.log",
+    benchmark:
+        "results/benchmarks/baseline_zero_shot_embeddings.tsv"
+    shell:
+        "{FLUKELINE} embed --model {input.model:q} --align {input.align:q} --out {output:q} --threads {threads}"
+        " > {log:q} 2>&1"
+
+
+rule match_baseline:
+    input:
+        train="results/data/train.parquet",
+        embeddings="results/baseline/{baseline}/embeddings.parquet",
+    output:
+        val_topk="results/baseline/{baseline}/val_topk.parquet",
+        test_topk="results/baseline/{baseline}/test_topk.parquet",
+        val="results/baseline/{baseline}/val_predictions.parquet",
+        test="results/baseline/{baseline}/test_predictions.parquet",
+        calibration="results/baseline/{baseline}/calibration.csv",
+        curve="results/baseline/{baseline}/calibration.png",
+        summary="results/baseline/{baseline}/summary.json",
+    wildcard_constraints:
+        baseline="|".join(BASELINES),
+    params:
+        # A function: match.smk, included after this file, defines MATCH_KEYS.
+        match=lambda w: baseline_match_params(),
+        folds=",".join(map(str, CV_FOLDS)),
+        # The same table stands for every fold's model: a baseline has nothing to train per fold.
+        embeddings=lambda w, input: " ".join([shlex.quote(input.embeddings)] * len(CV_FOLDS)),
+        out_dir=lambda w: f"results/baseline/{w.baseline}",
+    threads: 2
+    resources:
+        mem_mb=by_attempt(1000),
+        runtime=by_attempt(10),
+    log:
+        "results/logs/match_baseline_{baseline}.log",
+    benchmark:
+        "results/benchmarks/match_baseline_{baseline}.tsv"
+    shell:
+        "{FLUKELINE} match --train {input.train:q} --embeddings {params.embeddings}"
+        " --folds {params.folds} --params {params.match:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
