@@ -70,6 +70,8 @@ def test_combined_fold_embeddings_give_the_mean_cosine():
 
 # --- match stage (issue 7) ---------------------------------------------------------------------
 
+import json
+
 import pandas as pd
 
 from flukeline.core.metrics import map_at_k
@@ -249,8 +251,6 @@ def test_pseudo_label_calibration_ignores_images_below_the_threshold_or_margin()
 
 
 def test_ensemble_takes_test_pseudo_labels_at_the_similarity_the_validation_folds_support(tmp_path):
-    import json
-
     from flukeline.match.ensemble import run_ensemble
 
     top1 = np.linspace(0.95, 0.05, 19)
@@ -277,3 +277,57 @@ def test_ensemble_takes_test_pseudo_labels_at_the_similarity_the_validation_fold
     run_ensemble([member], [1.0], params, 0, tmp_path / "ensemble", tmp_path / "pseudo.parquet")
     assert pd.read_parquet(tmp_path / "pseudo.parquet")["image"].tolist() == ["t0", "t1"]
     assert json.loads((tmp_path / "ensemble" / "summary.json").read_text())["pseudo_label_calibration"] is None
+    # The average's own tables: the weighted mean similarities it ranked and calibrated on.
+    assert json.loads((tmp_path / "ensemble" / "summary.json").read_text())["score"] == "similarity"
+    for split, table in (("val", val), ("test", test)):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ensemble" / f"{split}_topk.parquet"),
+                                      ensemble_topk({"m@round0": (table, 1.0)}, depth=20))
+
+
+def _voting_member(folder, threshold, val_lists, test_lists):
+    """A member folder as match_member writes it, from hand-written Kaggle lists."""
+    folder.mkdir(parents=True)
+    val = pd.DataFrame({"image": list(val_lists), "predicted": list(val_lists.values()), "fold": 0, "truth": "x"})
+    val.to_parquet(folder / "val_predictions.parquet")
+    test = pd.DataFrame({"image": list(test_lists), "predicted": list(test_lists.values())})
+    test.to_parquet(folder / "test_predictions.parquet")
+    # Similarity tables for the pseudo-labels (a vote has none of its own): every listed id at 0.5.
+    ids = {image: [i for i in lists.split() if i != "new_whale"] for image, lists in test_lists.items()}
+    rows = [to_long([image], np.array([row], dtype=object), np.full((1, len(row)), 0.5)) for image, row in ids.items()]
+    pd.concat(rows).to_parquet(folder / "test_topk.parquet")
+    (folder / "summary.json").write_text(json.dumps({"threshold": threshold}))
+    return folder
+
+
+def test_a_vote_ensemble_writes_the_votes_it_ranked_by(tmp_path):
+    from flukeline.match.ensemble import run_ensemble
+
+    # top_k 3: rank 0, 1, 2 earn 3, 2, 1 votes times the weight; the most an id can get is 3 x (1 + 2) = 9.
+    a = _voting_member(tmp_path / "round0" / "a", 0.4, {"v0": "x y"}, {"t0": "x new_whale y", "t1": "y x z"})
+    b = _voting_member(tmp_path / "round0" / "b", 0.6, {"v0": "y x"}, {"t0": "new_whale x z", "t1": "y z x"})
+    params = {"top_k": 3, "ensemble": {"method": "vote"}, "pseudo_labels": {"min_similarity": 0.9}}
+    out = tmp_path / "ensemble"
+    run_ensemble([a, b], [1.0, 2.0], params, 0, out, tmp_path / "pseudo.parquet")
+
+    test_topk = pd.read_parquet(out / "test_topk.parquet")
+    assert list(test_topk.columns) == ["image", "rank", "id", "similarity"]
+    # t0: new_whale 1 x 2 + 2 x 3 = 8, x 3 + 4 = 7, z 2, y 1; t1: y 9, z 1 + 4 = 5, x 2 + 2 = 4.
+    assert test_topk["image"].tolist() == ["t0"] * 4 + ["t1"] * 3
+    assert test_topk["rank"].tolist() == [0, 1, 2, 3, 0, 1, 2]
+    assert test_topk["id"].tolist() == ["new_whale", "x", "z", "y", "y", "z", "x"]
+    np.testing.assert_allclose(test_topk["similarity"], np.array([8, 7, 2, 1, 9, 5, 4]) / 9, atol=1e-6)
+    # The lists are the tables' first three ids; new_whale won t0's vote.
+    predicted = pd.read_parquet(out / "test_predictions.parquet").set_index("image")["predicted"]
+    assert predicted.to_dict() == {"t0": "new_whale x z", "t1": "y z x"}
+
+    # Validation: v0 gets y 1 x 2 + 2 x 3 = 8, x 3 + 2 x 2 = 7, with its fold and truth.
+    val_topk = pd.read_parquet(out / "val_topk.parquet")
+    assert list(val_topk.columns) == ["image", "rank", "id", "similarity", "fold", "truth"]
+    assert val_topk["id"].tolist() == ["y", "x"] and val_topk["truth"].tolist() == ["x", "x"]
+    np.testing.assert_allclose(val_topk["similarity"], [8 / 9, 7 / 9], atol=1e-6)
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "vote" and summary["score"] == "votes"
+    assert summary["threshold"] == pytest.approx(0.5)  # the members' own thresholds, averaged
+    # The pseudo-label cut is on similarity: every listed id at 0.5 is below 0.9, none taken.
+    assert summary["pseudo_labels"] == 0

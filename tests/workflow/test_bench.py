@@ -69,8 +69,17 @@ def test_quick_suite_writes_every_part_and_row(tiny_run, tmp_path):
     search = json.loads((out / "search.json").read_text())
     assert {r["method"] for r in search["rows"]} >= {"faiss_flat", "numpy", "faiss_hnsw", "faiss_ivf"}
 
+    real = json.loads((out / "real.json").read_text())
+    # 4 individuals: rank 1 is the real check (chance 1 in 4); README reports 4 of 5.
+    assert real["mantas"]["queries"] == 5 and real["mantas"]["rank1_hits"] >= 3
+    if real["omniglot"] is not None:  # ../shared beside the checkout
+        rows = real["omniglot"]["seed0"]["rows"]
+        assert list(rows)[:3] == ["all-new_whale", "pixel_1nn", "zero_shot_1nn"] and "ensemble@round0" in rows
+        for name, row in rows.items():
+            assert 0.0 <= row["val"]["map5"] <= 1.0 and 0.0 <= row["test"]["map5"] <= 1.0, name
+
     summary = (out / "summary.md").read_text()
-    for heading in ("### Accuracy", "### Detector", "### Speed", "### Incremental", "### Search"):
+    for heading in ("### Real", "### Accuracy", "### Detector", "### Speed", "### Incremental", "### Search"):
         assert heading in summary
     for name in ACCURACY_ROWS:
         assert f"| {name} |" in summary

@@ -4,6 +4,7 @@ On the tiny run: a test photo identified from scratch gets the run's own ensembl
 sighting joins the templates without retraining. On real photos (tests/data/manta-demo, 4 named
 mantas): an untrained ImageNet backbone puts each query's true name in its top 5."""
 
+import json
 import os
 import subprocess
 import sys
@@ -46,6 +47,14 @@ def test_identify_gives_the_runs_own_lists(tiny_run, tmp_path):
     expected = pd.read_parquet(final_round(workdir) / "ensemble/test_predictions.parquet").set_index("image")["predicted"]
     for image, path in zip(test["image"], test["path"]):
         assert got.loc[got["photo"] == path, "id"].tolist() == expected[image].split(), image
+    # And the same scores as the ensemble's own table (an average's similarities; votes are not redone here).
+    ensemble = final_round(workdir) / "ensemble"
+    if json.loads((ensemble / "summary.json").read_text())["score"] == "similarity":
+        scores = pd.read_parquet(ensemble / "test_topk.parquet").set_index(["image", "id"])["similarity"]
+        for image, path in zip(test["image"], test["path"]):
+            listed = got[(got["photo"] == path) & (got["id"] != NEW_WHALE)]
+            want = [float(scores[(image, i)]) for i in listed["id"]]
+            np.testing.assert_allclose(listed["similarity"].astype(float), want, atol=1e-3, err_msg=image)
     # Printed for people too: the first photo's verdict line names it.
     assert f"{test['path'].iloc[0]}: " in result.stdout
 

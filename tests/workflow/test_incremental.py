@@ -10,7 +10,8 @@ from small_run import ACTIVE_MEMBERS, merge, small_run
 
 MATCH = {"match_member", "ensemble", "submission", "evaluate", "metrics_table", "review", "gallery", "all"}
 EMBED = {"train_member", "embed_member"} | MATCH
-ALIGN = {"align_transforms", "align_crops"} | EMBED
+# New crops change the zero-shot baseline's embeddings (the raw-pixel one reads the photos).
+ALIGN = {"align_transforms", "align_crops", "baseline_zero_shot_embeddings", "match_baseline"} | EMBED
 DETECT = {"detect_train", "detect_predict", "detect_evaluate"} | ALIGN
 
 
@@ -62,8 +63,9 @@ def test_nothing_changed_schedules_nothing(complete_run, tmp_path):
 @pytest.mark.parametrize(
     "edit, rules",
     [
-        pytest.param({"match": {"new_whale_threshold": 0.5}}, MATCH, id="match.new_whale_threshold"),
-        # The other template kind than the one the run used.
+        # The baselines are matched with the run's threshold setting too.
+        pytest.param({"match": {"new_whale_threshold": 0.5}}, MATCH | {"match_baseline"}, id="match.new_whale_threshold"),
+        # The other template kind than the one the run used (the baselines fix theirs: images).
         pytest.param(lambda c: {"match": {"templates": {"images": "centres"}.get(c["match"]["templates"], "images")}},
                      MATCH, id="match.templates"),
         # The ensemble alone combines the members' tables: the members' matching is not redone.
@@ -103,7 +105,8 @@ def test_adding_a_member_trains_only_that_member(complete_run, tmp_path):
                    "train_member", "embed_member", "embed"}),
         ("match", {"demo_dataset", "ingest", "baseline_all_new_whale", "detect_train", "detect_predict",
                    "align_transforms", "align_crops", "train_member", "embed_member", "match_member", "ensemble",
-                   "submission", "evaluate", "metrics_table", "match"}),
+                   "submission", "evaluate", "metrics_table", "match", "baseline_pixel_embeddings",
+                   "baseline_zero_shot_model", "baseline_zero_shot_embeddings", "match_baseline"}),
     ],
 )
 def test_stage_targets_build_their_stage_and_what_it_needs(complete_run, tmp_path, target, rules):

@@ -84,23 +84,74 @@ def test_render_page_escapes_script_end_tags_in_the_data():
     assert json.loads(blob)["queries"][0]["image"] == "</script><b>x"
 
 
-def test_run_names_members_missing_from_the_ensemble_summary(tmp_path):
-    train, test, predictions, topk = _tables()
-    for name, table in {"train": train, "test": test, "predictions": predictions, "align": pd.DataFrame({"image": []})}.items():
-        table.to_parquet(tmp_path / f"{name}.parquet")
-    member = tmp_path / "round0" / "r18"
-    member.mkdir(parents=True)
-    topk.to_parquet(member / "test_topk.parquet")
-    (tmp_path / "summary.json").write_text(json.dumps({"threshold": 0.9, "members": {"lcnet4@round0": 1.0}}))
-    with pytest.raises(InputError, match=r"member 'r18@round0' is not in .*summary\.json members \['lcnet4@round0'\]"):
-        run(tmp_path / "train.parquet", tmp_path / "test.parquet", tmp_path / "align.parquet", tmp_path / "predictions.parquet",
-            tmp_path / "summary.json", [member / "test_topk.parquet"], tmp_path / "index.html")
+def _vote_topk():
+    """A vote ensemble's test top-k table: vote shares, new_whale voted for like any identity."""
+    return pd.DataFrame({
+        "image": ["q1.jpg", "q1.jpg", "q1.jpg", "q2.jpg", "q2.jpg", "q2.jpg"],
+        "rank": [0, 1, 2, 0, 1, 2],
+        "id": ["w_a", "new_whale", "w_b", "new_whale", "w_b", "w_a"],
+        "similarity": [0.9, 0.5, 0.2, 0.6, 0.55, 0.3],
+    })
+
+
+def test_assemble_review_of_votes_shows_new_whales_share_and_ignores_the_similarity_threshold():
+    train, test, predictions, _ = _tables()
+    data = assemble_review(test, train, predictions, _vote_topk(), threshold=0.6, near_threshold=0.05, min_margin=0.1,
+                           score="votes")
+    assert data["score"] == "votes"
+    q2, q1 = data["queries"]
+    assert [c["similarity"] for c in q1["candidates"]] == [0.9, 0.5, 0.2]  # new_whale has its votes too
+    assert q1["candidates"][1]["new"] is True and q1["candidates"][1]["reference"] is None
+    assert q2["top_similarity"] == 0.6 and q2["margin"] == pytest.approx(0.05)
+    # q2's top share 0.6 equals the (similarity) threshold: no close call for that; its margin 0.05 is one.
+    assert q2["low_confidence"] is True and q1["low_confidence"] is False
+    with pytest.raises(InputError, match=r"score 'odds'"):
+        assemble_review(test, train, predictions, _vote_topk(), threshold=0.6, score="odds")
+
+
+def _synthetic_run(folder: Path, topk: pd.DataFrame, summary: dict) -> dict:
+    """The review rule's inputs from _tables(), with a small photo per image (photo = its crop)."""
+    train, test, predictions, _ = _tables()
+    paths = {}
+    for image in [*train["image"], *test["image"]]:
+        paths[image] = folder / image
+        Image.new("RGB", (40, 30), (len(paths) * 30, 90, 160)).save(paths[image])
+    train["path"], test["path"] = train["image"].map(paths).astype(str), test["image"].map(paths).astype(str)
+    splits = ["train"] * len(train) + ["test"] * len(test)
+    align = pd.DataFrame({"image": [*train["image"], *test["image"]], "split": splits})
+    align["crop_path"] = align["image"].map(paths).astype(str)
+    inputs = {"train": train, "test": test, "predictions": predictions, "align": align, "topk": topk}
+    for name, table in inputs.items():
+        table.to_parquet(folder / f"{name}.parquet")
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return {"train_path": folder / "train.parquet", "test_path": folder / "test.parquet",
+            "align_path": folder / "align.parquet", "predictions_path": folder / "predictions.parquet",
+            "summary_path": folder / "summary.json", "topk_path": folder / "topk.parquet", "out": folder / "index.html"}
+
+
+def test_run_reads_the_ensembles_own_table_and_its_kind_of_score(tmp_path):
+    paths = _synthetic_run(tmp_path, _vote_topk(), {"threshold": 0.6, "score": "votes", "method": "vote"})
+    info = run(**paths)
+    assert info["score"] == "votes" and info["queries"] == 2
+    data = _page_data(paths["out"])
+    assert data["score"] == "votes"
+    assert [c["similarity"] for c in data["queries"][1]["candidates"]] == [0.9, 0.5, 0.2]
+
+
+def test_run_names_a_summary_without_the_score_kind(tmp_path):
+    paths = _synthetic_run(tmp_path, _tables()[3], {"threshold": 0.9, "members": {"lcnet4@round0": 1.0}})
+    with pytest.raises(InputError, match=r"summary\.json: no 'score' key"):
+        run(**paths)
 
 
 def _page_data(page: Path) -> dict:
     text = page.read_text(encoding="utf-8")
     blob = re.search(r'<script id="review-data" type="application/json">(.*?)</script>', text, re.S).group(1)
     return json.loads(blob)
+
+
+def _round(path: Path) -> int:
+    return int(path.parent.parent.name.removeprefix("round"))
 
 
 def test_tiny_run_page_has_every_test_image_with_its_submission_candidates(tiny_run):
@@ -114,13 +165,20 @@ def test_tiny_run_page_has_every_test_image_with_its_submission_candidates(tiny_
     for query, ids in zip(data["queries"], submission["Id"]):
         assert [c["id"] for c in query["candidates"]] == ids.split()
         assert query["predicted_new"] == (ids.split()[0] == "new_whale")
-    # The similarities rebuilt from the members equal the ensemble's own best similarity.
-    final = sorted((workdir / "results/match").glob("round*/ensemble/test_predictions.parquet"))[-1]
-    best = pd.read_parquet(final).set_index("image")["best_similarity"]
-    for query in data["queries"]:
-        assert query["top_similarity"] == pytest.approx(float(best[query["image"]]), abs=1e-4)
+    # The scores are the final ensemble's own table's, whose best similarity its lists were cut at.
+    final = sorted((workdir / "results/match").glob("round*/ensemble/test_predictions.parquet"), key=_round)[-1]
     summary = json.loads((final.parent / "summary.json").read_text())
-    assert data["threshold"] == summary["threshold"]
+    assert data["threshold"] == summary["threshold"] and data["score"] == summary["score"]
+    score = pd.read_parquet(final.parent / "test_topk.parquet").set_index(["image", "id"])["similarity"]
+    for query in data["queries"]:
+        for candidate in query["candidates"]:
+            if candidate["similarity"] is not None:
+                expected = float(score[(query["image"], candidate["id"])])
+                assert candidate["similarity"] == pytest.approx(expected, abs=1e-4)
+    if summary["score"] == "similarity":
+        best = pd.read_parquet(final).set_index("image")["best_similarity"]
+        for query in data["queries"]:
+            assert query["top_similarity"] == pytest.approx(float(best[query["image"]]), abs=1e-4)
     # Every picture the page refers to is embedded, as a JPEG of at most 160 px.
     wanted = {f"test/{q['image']}/{kind}" for q in data["queries"] for kind in ("photo", "crop")}
     wanted |= {f"train/{c['reference']}/{kind}" for q in data["queries"] for c in q["candidates"] if c["reference"] for kind in ("photo", "crop")}
@@ -220,5 +278,23 @@ def test_review_page_in_headless_chromium(tiny_run, chromium):
     # Decisions survive a reload (localStorage, keyed by run).
     page.reload()
     assert {row[0]: row[1:] for row in _export(page)[1:]} == expected
+    assert errors == []
+    context.close()
+
+
+def test_vote_page_labels_its_scores_as_vote_shares(tmp_path, chromium):
+    paths = _synthetic_run(tmp_path, _vote_topk(), {"threshold": 0.6, "score": "votes", "method": "vote"})
+    run(**paths)
+    context = chromium.new_context()
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(paths["out"].as_uri())
+    q1 = 'li.query[data-image="q1.jpg"]'
+    assert "top vote share 0.900" in page.inner_text(f"{q1} .query-head")
+    assert page.inner_text(f'{q1} .card[data-k="1"] p') == "vote share 0.900"
+    assert "voted here by the members (vote share 0.500)" in page.inner_text(f'{q1} .card[data-k="2"] p')
+    assert page.inner_text('#sort option[value="top-asc"]') == "top vote share, lowest first"
+    assert "each member placed it by its own threshold" in page.text_content("#threshold-help")
     assert errors == []
     context.close()

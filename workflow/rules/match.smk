@@ -76,6 +76,9 @@ rule ensemble:
         lambda w: [f"{d}/{name}" for d, _ in ensemble_members(int(w.round))
                    for name in ("val_topk.parquet", "test_topk.parquet", "val_predictions.parquet", "test_predictions.parquet", "summary.json")],
     output:
+        # The candidates and the score the ensemble ranked by (summary.json "score": similarity or votes).
+        val_topk="results/match/round{round}/ensemble/val_topk.parquet",
+        test_topk="results/match/round{round}/ensemble/test_topk.parquet",
         val="results/match/round{round}/ensemble/val_predictions.parquet",
         test="results/match/round{round}/ensemble/test_predictions.parquet",
         calibration="results/match/round{round}/ensemble/calibration.csv",

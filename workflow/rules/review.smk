@@ -12,9 +12,9 @@ rule review:
         align=f"results/align/{REVIEW_SIZE}/align.parquet",
         crops=f"results/align/{REVIEW_SIZE}/crops",
         predictions=f"results/match/round{FINAL_ROUND}/ensemble/test_predictions.parquet",
+        # The scores the ensemble ranked by (similarities or votes: summary.json "score" says which).
+        topk=f"results/match/round{FINAL_ROUND}/ensemble/test_topk.parquet",
         summary=f"results/match/round{FINAL_ROUND}/ensemble/summary.json",
-        # The ensemble's similarities are rebuilt from its members' top-k tables.
-        member_topk=[f"{d}/test_topk.parquet" for d, _ in ensemble_members(FINAL_ROUND)],
     output:
         "results/review/index.html",
     threads: 2
@@ -27,5 +27,5 @@ rule review:
         "results/benchmarks/review.tsv"
     shell:
         "{FLUKELINE} review --train {input.train:q} --test {input.test:q} --align {input.align:q}"
-        " --predictions {input.predictions:q} --summary {input.summary:q} --member-topk {input.member_topk:q}"
+        " --predictions {input.predictions:q} --summary {input.summary:q} --topk {input.topk:q}"
         " --out {output:q} --threads {threads} > {log:q} 2>&1"

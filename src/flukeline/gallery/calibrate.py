@@ -1,20 +1,9 @@
-"""Identify new photos against the known individuals, and add confirmed sightings without
-retraining: `flukeline identify PHOTO...` and `flukeline add PHOTO... --id ID`; `flukeline
-calibrate-gallery` sets the new_whale threshold from the sightings (leave one out).
-
-A gallery is a folder holding
-- `gallery.json`: how a photo becomes embeddings (detector, alignment, each member's fold models
-  and crop size) and how embeddings are matched (templates, ensemble weights, the new_whale
-  threshold), with paths relative to the folder;
-- `sightings.parquet`: confirmed sightings added by `add` (photo, id, one embedding per member,
-  the key of the models that made it).
-The workflow's `gallery` rule writes `results/gallery/` from a finished run, whose training
-images are the gallery's base sightings; `flukeline gallery-new` starts an empty gallery from an
-ImageNet-initialised backbone used untrained (any species, no detector, no training).
-
-New photos go through the same code as the workflow's images (detection, alignment, crops,
-embedding with flip and fold fusion, identity templates, weighted ensemble), so a photo scores
-the same here as it would as a test image of the run."""
+"""`flukeline calibrate-gallery`: a gallery's new_whale threshold from its own sightings. Each
+sighting (a seeded sample in large galleries) is searched against all the others with the
+gallery's templates and weighted ensemble (a validation fold's top-k table, leave one out), and
+the threshold maximising MAP@5 over them is written back to gallery.json with how it was found.
+The run's validation top-k tables cannot stand in: their galleries are the other folds, searched
+with one fold's model, and they know nothing of the sightings added since."""
 
 from __future__ import annotations
 
@@ -57,11 +46,14 @@ def leave_one_out_topk(manifest: dict, sightings: pd.DataFrame, max_queries: int
         keep = np.arange(len(any_ids)) != i
         for member in manifest["members"]:
             name = member["name"]
-            cand_ids, cand_sims = identity_topk(vectors[name][i:i + 1], vectors[name][keep], ids[name][keep], depth, params)
+            cand_ids, cand_sims = identity_topk(vectors[name][i:i + 1], vectors[name][keep], ids[name][keep], depth,
+                                                params)
             members[name].append(to_long([f"sighting{i}"], cand_ids, cand_sims))
     weights = {m["name"]: float(m["weight"]) for m in manifest["members"]}
-    topk = ensemble_topk({name: (pd.concat(tables, ignore_index=True), weights[name]) for name, tables in members.items()}, depth)
-    truth = {f"sighting{i}": (any_ids[i] if any_ids[i] != NEW_WHALE and counts[any_ids[i]] > 1 else NEW_WHALE) for i in order}
+    tables = {name: (pd.concat(parts, ignore_index=True), weights[name]) for name, parts in members.items()}
+    topk = ensemble_topk(tables, depth)
+    truth = {f"sighting{i}": (any_ids[i] if any_ids[i] != NEW_WHALE and counts[any_ids[i]] > 1 else NEW_WHALE)
+             for i in order}
     return topk.assign(truth=topk["image"].map(truth))
 
 def calibrate_gallery(gallery, threads: int = 1, max_queries: int = 2000) -> dict:
@@ -82,7 +74,8 @@ def calibrate_gallery(gallery, threads: int = 1, max_queries: int = 2000) -> dic
         raise InputError(f"{manifest['folder']}: calibrating the threshold needs an individual with at least two "
                          f"sightings and one seen once (or new_whale sightings); this gallery gives {known} known "
                          f"and {new} new leave-one-out queries")
-    threshold, curve = calibrate_threshold(topk, threshold_grid(manifest["match"]), int(manifest["match"].get("top_k", 5)))
+    k = int(manifest["match"].get("top_k", 5))
+    threshold, curve = calibrate_threshold(topk, threshold_grid(manifest["match"]), k)
 
     images, cand_ids, cand_sims = to_wide(topk, 5)
     truth_of = topk.drop_duplicates("image").set_index("image")["truth"].loc[images].to_numpy()

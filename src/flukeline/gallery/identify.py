@@ -1,20 +1,9 @@
-"""Identify new photos against the known individuals, and add confirmed sightings without
-retraining: `flukeline identify PHOTO...` and `flukeline add PHOTO... --id ID`; `flukeline
-calibrate-gallery` sets the new_whale threshold from the sightings (leave one out).
-
-A gallery is a folder holding
-- `gallery.json`: how a photo becomes embeddings (detector, alignment, each member's fold models
-  and crop size) and how embeddings are matched (templates, ensemble weights, the new_whale
-  threshold), with paths relative to the folder;
-- `sightings.parquet`: confirmed sightings added by `add` (photo, id, one embedding per member,
-  the key of the models that made it).
-The workflow's `gallery` rule writes `results/gallery/` from a finished run, whose training
-images are the gallery's base sightings; `flukeline gallery-new` starts an empty gallery from an
-ImageNet-initialised backbone used untrained (any species, no detector, no training).
-
-New photos go through the same code as the workflow's images (detection, alignment, crops,
-embedding with flip and fold fusion, identity templates, weighted ensemble), so a photo scores
-the same here as it would as a test image of the run."""
+"""`flukeline identify`: new photos against a gallery. The gallery's embeddings (the run's
+training images plus the added sightings, per member), each new photo's candidates per member
+(identity templates), combined by the members' weighted mean similarity as the ensemble rule's
+`average` does, with new_whale inserted at the gallery's threshold; and the results as text for
+the terminal. New photos are embedded here, so the members are combined here too: the ensemble
+rule's tables hold the run's test images only."""
 
 from __future__ import annotations
 
@@ -35,7 +24,8 @@ def gallery_embeddings(manifest: dict, sightings: pd.DataFrame) -> tuple[dict[st
     for member in manifest["members"]:
         name = member["name"]
         added = sightings[sightings["member"] == name]
-        parts = [v for v in (base[name], np.stack(added["embedding"].to_numpy()).astype(np.float32) if len(added) else None) if v is not None]
+        added_vectors = np.stack(added["embedding"].to_numpy()).astype(np.float32) if len(added) else None
+        parts = [v for v in (base[name], added_vectors) if v is not None]
         if not parts:
             raise InputError(f"{manifest['folder']}: the gallery has no sightings yet; add some with "
                              f"`flukeline add PHOTO... --id ID --gallery {manifest['folder']}`")
@@ -67,7 +57,9 @@ def identify(gallery, photos, top: int = 5, threads: int = 1) -> pd.DataFrame:
     # Lists, not Kaggle's space-joined strings: gallery ids may contain spaces ("0353 Candy").
     images_in_order, cand_ids, cand_sims = to_wide(topk, depth)
     valid = [np.isfinite(row) for row in cand_sims]
-    ranked = rank_with_new_whale([ids[ok] for ids, ok in zip(cand_ids, valid)], [sims[ok] for sims, ok in zip(cand_sims, valid)], threshold, top)
+    listed_ids = [row[ok] for row, ok in zip(cand_ids, valid)]
+    listed_sims = [row[ok] for row, ok in zip(cand_sims, valid)]
+    ranked = rank_with_new_whale(listed_ids, listed_sims, threshold, top)
     similarity = {(image, i): s for image, i, s in zip(topk["image"], topk["id"], topk["similarity"])}
     photo_of = dict(zip(images["image"], images["photo"]))
     rows = []

@@ -1,20 +1,17 @@
-"""Identify new photos against the known individuals, and add confirmed sightings without
-retraining: `flukeline identify PHOTO...` and `flukeline add PHOTO... --id ID`; `flukeline
-calibrate-gallery` sets the new_whale threshold from the sightings (leave one out).
+"""The gallery manifest, gallery.json: reading it (paths made absolute) and writing it, the
+manifest of a finished workflow run (the `gallery` rule) and a new empty gallery.
 
 A gallery is a folder holding
 - `gallery.json`: how a photo becomes embeddings (detector, alignment, each member's fold models
   and crop size) and how embeddings are matched (templates, ensemble weights, the new_whale
   threshold), with paths relative to the folder;
 - `sightings.parquet`: confirmed sightings added by `add` (photo, id, one embedding per member,
-  the key of the models that made it).
-The workflow's `gallery` rule writes `results/gallery/` from a finished run, whose training
-images are the gallery's base sightings; `flukeline gallery-new` starts an empty gallery from an
-ImageNet-initialised backbone used untrained (any species, no detector, no training).
-
-New photos go through the same code as the workflow's images (detection, alignment, crops,
-embedding with flip and fold fusion, identity templates, weighted ensemble), so a photo scores
-the same here as it would as a test image of the run."""
+  the key of the models that made it; see sightings.py).
+The workflow's `gallery` rule writes `results/gallery/` from a finished run: paths into
+results/ (models and embeddings stay where the run wrote them), the final ensemble's threshold,
+and the run's training images as the base sightings. `flukeline gallery-new` starts an empty
+gallery from an ImageNet-initialised backbone used untrained (any species, no detector, no
+training, photos matched whole)."""
 
 from __future__ import annotations
 
@@ -119,5 +116,6 @@ def new_gallery(out_dir, backbone: str, pretrained: str | None, size: str, thres
         # pattern is the same animal (manta-demo: 4 of 5 right at rank 1 without, 3 with).
         "match": {"templates": "images", "flip_fusion": False, "top_k": 5, "candidates": 20},
         "threshold": float(threshold),
-        "members": [{"name": backbone, "size": size, "weight": 1.0, "models": [relative_path(model_path, out_dir)], "embeddings": []}],
+        "members": [{"name": backbone, "size": size, "weight": 1.0, "models": [relative_path(model_path, out_dir)],
+                     "embeddings": []}],
     })

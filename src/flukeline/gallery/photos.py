@@ -1,20 +1,8 @@
-"""Identify new photos against the known individuals, and add confirmed sightings without
-retraining: `flukeline identify PHOTO...` and `flukeline add PHOTO... --id ID`; `flukeline
-calibrate-gallery` sets the new_whale threshold from the sightings (leave one out).
-
-A gallery is a folder holding
-- `gallery.json`: how a photo becomes embeddings (detector, alignment, each member's fold models
-  and crop size) and how embeddings are matched (templates, ensemble weights, the new_whale
-  threshold), with paths relative to the folder;
-- `sightings.parquet`: confirmed sightings added by `add` (photo, id, one embedding per member,
-  the key of the models that made it).
-The workflow's `gallery` rule writes `results/gallery/` from a finished run, whose training
-images are the gallery's base sightings; `flukeline gallery-new` starts an empty gallery from an
-ImageNet-initialised backbone used untrained (any species, no detector, no training).
-
-New photos go through the same code as the workflow's images (detection, alignment, crops,
-embedding with flip and fold fusion, identity templates, weighted ensemble), so a photo scores
-the same here as it would as a test image of the run."""
+"""From photos to the embeddings a gallery matches, through the same code as the workflow's test
+images, so that a photo scores here as it would as a test image of the run: the photo table,
+detection (threshold or learned detector), alignment and crops at each member's crop size,
+embedding with every fold model, flip and fold fusion; the key of the models that made an
+embedding; and the run's training images as the gallery's base sightings."""
 
 from __future__ import annotations
 
@@ -66,7 +54,8 @@ def crop_photos(images: pd.DataFrame, manifest: dict, work_dir, threads: int = 1
         masks, keypoints, boxes = predict_all(model, empty, images, settings, work_dir / "masks", threads)
     else:
         boxes = detect_boxes(empty, images, {"method": method, **settings}, threads)
-        keypoints = pd.DataFrame({c: pd.Series(dtype="float64" if c in ("x", "y", "confidence") else "str") for c in KEYPOINT_COLUMNS})
+        keypoints = pd.DataFrame({c: pd.Series(dtype="float64" if c in ("x", "y", "confidence") else "str")
+                                  for c in KEYPOINT_COLUMNS})
         masks = None
     align = dict(manifest["align"])
     margin = float(align.get("margin", 0.1))
@@ -77,7 +66,8 @@ def crop_photos(images: pd.DataFrame, manifest: dict, work_dir, threads: int = 1
 def member_key(member: dict, manifest: dict) -> str:
     """Identifies how an embedding was made (the models, flip fusion): a retrained member or a
     changed recipe re-embeds the sightings."""
-    digest = hashlib.sha1(json.dumps({"flip": bool(manifest["match"].get("flip_fusion", True)), "size": member["size"]}).encode())
+    recipe = {"flip": bool(manifest["match"].get("flip_fusion", True)), "size": member["size"]}
+    digest = hashlib.sha1(json.dumps(recipe).encode())
     for path in member["models"]:
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]

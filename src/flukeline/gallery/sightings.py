@@ -1,20 +1,6 @@
-"""Identify new photos against the known individuals, and add confirmed sightings without
-retraining: `flukeline identify PHOTO...` and `flukeline add PHOTO... --id ID`; `flukeline
-calibrate-gallery` sets the new_whale threshold from the sightings (leave one out).
-
-A gallery is a folder holding
-- `gallery.json`: how a photo becomes embeddings (detector, alignment, each member's fold models
-  and crop size) and how embeddings are matched (templates, ensemble weights, the new_whale
-  threshold), with paths relative to the folder;
-- `sightings.parquet`: confirmed sightings added by `add` (photo, id, one embedding per member,
-  the key of the models that made it).
-The workflow's `gallery` rule writes `results/gallery/` from a finished run, whose training
-images are the gallery's base sightings; `flukeline gallery-new` starts an empty gallery from an
-ImageNet-initialised backbone used untrained (any species, no detector, no training).
-
-New photos go through the same code as the workflow's images (detection, alignment, crops,
-embedding with flip and fold fusion, identity templates, weighted ensemble), so a photo scores
-the same here as it would as a test image of the run."""
+"""Confirmed sightings of a gallery, sightings.parquet: reading it, `flukeline add` (new photos
+of a known individual join the templates without retraining; a photo is stored once, under one
+id) and re-embedding the added sightings when the gallery's models changed."""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""Match-stage rules: one member's candidates and calibrated predictions, and the ensemble of the
-members of a pseudo-label round (with the pseudo-labels for the next round)."""
+"""The new_whale threshold and the Kaggle lists: the threshold maximising validation MAP@5 or the
+fixed `match.new_whale_threshold`, its curve (calibration.csv and .png, with the share of
+validation images whose top-1 is new_whale), new_whale inserted into each image's candidates at the
+threshold (predictions: image, predicted, best_similarity, plus fold and truth on validation), and
+the scores that a member's or the ensemble's summary.json reports."""
 
 from __future__ import annotations
 

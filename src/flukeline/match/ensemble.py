@@ -1,9 +1,12 @@
-"""Match-stage rules: one member's candidates and calibrated predictions, and the ensemble of the
-members of a pseudo-label round (with the pseudo-labels for the next round)."""
+"""The ensemble of a pseudo-label round's members (those of that round and the ones before): the
+weighted mean of their similarities (`ensemble_topk`) or a weighted vote over their lists
+(`vote_topk`), and the `ensemble` rule's runner, which writes the combined top-k tables, the
+Kaggle lists, the threshold, the summary and the pseudo-labels for the next round."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,13 @@ from flukeline.match.pseudo_labels import (
     select_pseudo_labels,
 )
 
+log = logging.getLogger(__name__)
+
+
+def query_order(queries: pd.Series, images: pd.Series) -> np.ndarray:
+    """Each of `images`' position among `queries` (distinct images, in order): a sort key that
+    keeps the queries in that order."""
+    return pd.Series(np.arange(len(queries)), index=queries.to_numpy()).loc[images].to_numpy()
 
 def ensemble_topk(members: dict[str, tuple[pd.DataFrame, float]], depth: int) -> pd.DataFrame:
     """Weighted mean of member similarities (3rd place) over the union of their candidates; an
@@ -45,20 +55,27 @@ def ensemble_topk(members: dict[str, tuple[pd.DataFrame, float]], depth: int) ->
         score += weights[name] * np.where(np.isnan(value), fallback, value)
     union["similarity"] = (score / total).astype(np.float32)
     # Queries keep their first-appearance order; within one, similarity descending, ties by id.
-    union["order"] = pd.Series(np.arange(union["image"].nunique()), index=union["image"].drop_duplicates()).loc[union["image"]].to_numpy()
+    union["order"] = query_order(union["image"].drop_duplicates(), union["image"])
     ordered = union.sort_values(["order", "similarity", "id"], ascending=[True, False, True], kind="stable")
     ordered = ordered.groupby("image", sort=False).head(depth)
     ordered["rank"] = ordered.groupby("image").cumcount()
     extra = [c for c in ("fold", "truth") if c in next(iter(members.values()))[0]]
     if extra:
-        first = pd.concat([t.drop_duplicates("image")[["image", *extra]] for t, _ in members.values()]).drop_duplicates("image")
-        ordered = ordered.merge(first, on="image", how="left")
+        first = pd.concat([t.drop_duplicates("image")[["image", *extra]] for t, _ in members.values()])
+        ordered = ordered.merge(first.drop_duplicates("image"), on="image", how="left")
     return ordered[["image", "rank", "id", "similarity", *extra]].reset_index(drop=True)
 
-def vote_predictions(members: dict[str, tuple[pd.DataFrame, float]], k: int = 5) -> pd.DataFrame:
+def vote_topk(members: dict[str, tuple[pd.DataFrame, float]], k: int = 5,
+              depth: int | None = None) -> pd.DataFrame:
     """Weighted Borda voting over the members' final top-k lists (2nd place): rank r earns
     weight x (k - r); new_whale, already placed by each member's own threshold, is a candidate
-    like any other. members: name -> (predictions with image/predicted, weight)."""
+    like any other. A long top-k table (image, rank, id, similarity[, fold, truth]) of every
+    voted id (the first `depth`), most votes first, ties by id; its similarity column holds the
+    vote share: votes over the most an id can get (first place on every list, k x the total
+    weight). members: name -> (predictions with image/predicted, weight)."""
+    total = sum(float(w) for _, w in members.values())
+    if total <= 0:
+        raise ValueError("ensemble weights sum to zero")
     rows = []
     for name, (predictions, weight) in members.items():
         for rank in range(k):
@@ -69,57 +86,133 @@ def vote_predictions(members: dict[str, tuple[pd.DataFrame, float]], k: int = 5)
             }))
     votes = pd.concat(rows)
     votes = votes[votes["id"] != ""].groupby(["image", "id"], as_index=False)["votes"].sum()
-    votes = votes.sort_values(["image", "votes", "id"], ascending=[True, False, True], kind="stable")
-    lists = votes.groupby("image", sort=False)["id"].apply(lambda s: " ".join(s.head(k)))
+    # Queries in the first member's order; ranked on the raw sums, so the share cannot make ties.
     first = next(iter(members.values()))[0]
-    out = first[[c for c in ("image", "fold", "truth") if c in first]].copy()
+    votes["order"] = query_order(first["image"], votes["image"])
+    ranked = votes.sort_values(["order", "votes", "id"], ascending=[True, False, True], kind="stable")
+    if depth is not None:
+        ranked = ranked.groupby("image", sort=False).head(depth)
+    share = (ranked["votes"] / (k * total)).astype(np.float32)
+    ranked = ranked.assign(rank=ranked.groupby("image").cumcount(), similarity=share)
+    extra = [c for c in ("fold", "truth") if c in first]
+    if extra:
+        ranked = ranked.merge(first[["image", *extra]].drop_duplicates("image"), on="image", how="left")
+    return ranked[["image", "rank", "id", "similarity", *extra]].reset_index(drop=True)
+
+def voted_lists(votes: pd.DataFrame, queries: pd.DataFrame, k: int = 5) -> pd.DataFrame:
+    """Kaggle lists of a vote_topk table: each query's k most-voted ids, in the order of
+    `queries` (a member's predictions: image[, fold, truth]), as image[, fold, truth], predicted."""
+    lists = votes[votes["rank"] < k].groupby("image", sort=False)["id"].apply(" ".join)
+    out = queries[[c for c in ("image", "fold", "truth") if c in queries]].copy()
     out["predicted"] = lists.loc[out["image"]].to_numpy()
     return out
 
-log = logging.getLogger(__name__)
+def vote_predictions(members: dict[str, tuple[pd.DataFrame, float]], k: int = 5) -> pd.DataFrame:
+    """The voted Kaggle lists (vote_topk's first k ids) of the members' predictions."""
+    return voted_lists(vote_topk(members, k), next(iter(members.values()))[0], k)
+
+# What the ensemble's top-k tables hold in their similarity column (summary.json "score").
+SIMILARITY, VOTES = "similarity", "votes"
+
+
+@dataclass
+class Combined:
+    """One ensemble method's result: the top-k tables it ranked by (their similarity column holds
+    `score`), the Kaggle lists, and the new_whale threshold."""
+    score: str
+    threshold: float
+    val_topk: pd.DataFrame
+    test_topk: pd.DataFrame
+    val_predictions: pd.DataFrame
+    test_predictions: pd.DataFrame
+
+
+def member_tables(members: dict[str, tuple[Path, float]], name: str) -> dict[str, tuple[pd.DataFrame, float]]:
+    """member -> (its `name` table, e.g. test_topk.parquet, and its weight)."""
+    return {n: (pd.read_parquet(d / name), w) for n, (d, w) in members.items()}
+
+def average_members(members, params, round_, out: Path) -> Combined:
+    """Weighted mean similarities; the threshold calibrated on the validation folds (curve written)."""
+    k, depth = int(params.get("top_k", 5)), int(params.get("candidates", 20))
+    val_topk = ensemble_topk(member_tables(members, "val_topk.parquet"), depth)
+    test_topk = ensemble_topk(member_tables(members, "test_topk.parquet"), depth)
+    threshold, curve = decide_threshold(val_topk, params)
+    write_calibration(curve, threshold, out, title=f"ensemble, round {round_}")
+    return Combined(SIMILARITY, threshold, val_topk, test_topk,
+                    ranked_predictions(val_topk, threshold, k), ranked_predictions(test_topk, threshold, k))
+
+def vote_members(members, params, out: Path) -> Combined:
+    """Weighted vote over the members' lists. Nothing to calibrate: each member placed new_whale by
+    its own threshold; the mean of those is reported (and cuts the pseudo-labels)."""
+    k, depth = int(params.get("top_k", 5)), int(params.get("candidates", 20))
+    val_predictions = member_tables(members, "val_predictions.parquet")
+    test_predictions = member_tables(members, "test_predictions.parquet")
+    val_votes, test_votes = vote_topk(val_predictions, k, depth), vote_topk(test_predictions, k, depth)
+    thresholds = [pd.read_json(d / "summary.json", typ="series")["threshold"] for d, _ in members.values()]
+    threshold = float(np.mean(thresholds))
+    write_csv_atomic(pd.DataFrame({"threshold": [threshold], "map5": [np.nan], "new_whale_top1": [np.nan]}),
+                     out / "calibration.csv")
+    plot_calibration(pd.DataFrame({"threshold": [threshold], "map5": [0.0], "new_whale_top1": [0.0]}), threshold,
+                     out / "calibration.png", "vote: members' own thresholds")
+    # The lists follow the first member's query order, as its predictions do.
+    val_queries, test_queries = next(iter(val_predictions.values()))[0], next(iter(test_predictions.values()))[0]
+    return Combined(VOTES, threshold, val_votes, test_votes,
+                    voted_lists(val_votes, val_queries, k), voted_lists(test_votes, test_queries, k))
+
+def similarity_topk(combined: Combined, members, split: str, depth: int) -> pd.DataFrame:
+    """The split's candidates scored in similarity, the unit of the pseudo-label cut: the
+    average's own table; for a vote (votes are no similarity), the members' weighted mean."""
+    if combined.score == SIMILARITY:
+        return combined.val_topk if split == "val" else combined.test_topk
+    return ensemble_topk(member_tables(members, f"{split}_topk.parquet"), depth)
+
+def ensemble_pseudo_labels(combined: Combined, members, params, round_) -> tuple[pd.DataFrame, float, dict | None]:
+    """The test pseudo-labels for round r + 1, the similarity cut used and, for the "auto" cut,
+    its calibration on the validation folds."""
+    depth = int(params.get("candidates", 20))
+    pseudo = params.get("pseudo_labels", {})
+    min_margin = float(pseudo.get("min_margin", 0.1))
+    min_similarity, calibration = pseudo.get("min_similarity", "auto"), None
+    if min_similarity == "auto":
+        val_topk = similarity_topk(combined, members, "val", depth)
+        min_precision = float(pseudo.get("min_precision", 0.9))
+        min_similarity, calibration = calibrated_pseudo_label_cut(val_topk, combined.threshold, min_precision,
+                                                                  min_margin)
+    test_topk = similarity_topk(combined, members, "test", depth)
+    labels = select_pseudo_labels(test_topk, combined.threshold, float(min_similarity), min_margin, round_)
+    return labels, float(min_similarity), calibration
 
 def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_labels_path) -> None:
     """results/match/round<r>/ensemble/: the members' weighted average (threshold calibrated on
-    the validation folds) or weighted vote, and the pseudo-labels for round r + 1."""
+    the validation folds) or weighted vote, the top-k tables it ranked by (val_topk.parquet,
+    test_topk.parquet; summary.json "score" says whether they hold similarities or vote shares),
+    and the pseudo-labels for round r + 1."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    k = int(params.get("top_k", 5))
-    depth = int(params.get("candidates", 20))
     method = params.get("ensemble", {}).get("method", "average")
-    members = {Path(d).name + f"@{Path(d).parent.name}": (Path(d), float(w)) for d, w in zip(member_dirs, member_weights)}
+    # results/match/round<r>/<member> is "<member>@round<r>" in summary.json.
+    members = {f"{Path(d).name}@{Path(d).parent.name}": (Path(d), float(w))
+               for d, w in zip(member_dirs, member_weights)}
     if method == "average":
-        val_topk = ensemble_topk({n: (pd.read_parquet(d / "val_topk.parquet"), w) for n, (d, w) in members.items()}, depth)
-        test_topk = ensemble_topk({n: (pd.read_parquet(d / "test_topk.parquet"), w) for n, (d, w) in members.items()}, depth)
-        threshold, curve = decide_threshold(val_topk, params)
-        val_predictions = ranked_predictions(val_topk, threshold, k)
-        test_predictions = ranked_predictions(test_topk, threshold, k)
-        write_calibration(curve, threshold, out, title=f"ensemble, round {round_}")
+        combined = average_members(members, params, round_, out)
     elif method == "vote":
-        val_predictions = vote_predictions({n: (pd.read_parquet(d / "val_predictions.parquet"), w) for n, (d, w) in members.items()}, k)
-        test_predictions = vote_predictions({n: (pd.read_parquet(d / "test_predictions.parquet"), w) for n, (d, w) in members.items()}, k)
-        # Voting has no similarity: candidates for pseudo-labels come from the averaged lists.
-        test_topk = ensemble_topk({n: (pd.read_parquet(d / "test_topk.parquet"), w) for n, (d, w) in members.items()}, depth)
-        threshold = float(np.mean([pd.read_json(d / "summary.json", typ="series")["threshold"] for d, _ in members.values()]))
-        write_csv_atomic(pd.DataFrame({"threshold": [threshold], "map5": [np.nan], "new_whale_top1": [np.nan]}), out / "calibration.csv")
-        plot_calibration(pd.DataFrame({"threshold": [threshold], "map5": [0.0], "new_whale_top1": [0.0]}), threshold, out / "calibration.png", "vote: members' own thresholds")
+        combined = vote_members(members, params, out)
     else:
         raise ValueError(f"match.ensemble.method: unknown {method!r} (average, vote)")
-    write_parquet_atomic(val_predictions, out / "val_predictions.parquet")
-    write_parquet_atomic(test_predictions, out / "test_predictions.parquet")
-    pseudo = params.get("pseudo_labels", {})
-    min_margin = float(pseudo.get("min_margin", 0.1))
-    min_similarity, pseudo_calibration = pseudo.get("min_similarity", "auto"), None
-    if min_similarity == "auto":
-        if method != "average":
-            val_topk = ensemble_topk({n: (pd.read_parquet(d / "val_topk.parquet"), w) for n, (d, w) in members.items()}, depth)
-        min_similarity, pseudo_calibration = calibrated_pseudo_label_cut(val_topk, threshold, float(pseudo.get("min_precision", 0.9)), min_margin)
-    labels = select_pseudo_labels(test_topk, threshold, float(min_similarity), min_margin, round_)
+    write_parquet_atomic(combined.val_topk, out / "val_topk.parquet")
+    write_parquet_atomic(combined.test_topk, out / "test_topk.parquet")
+    write_parquet_atomic(combined.val_predictions, out / "val_predictions.parquet")
+    write_parquet_atomic(combined.test_predictions, out / "test_predictions.parquet")
+    labels, min_similarity, pseudo_calibration = ensemble_pseudo_labels(combined, members, params, round_)
     write_parquet_atomic(labels, pseudo_labels_path)
     summary = {
-        "method": method, "threshold": threshold, "members": {n: w for n, (_, w) in members.items()},
-        "cv": prediction_scores(val_predictions), "test_new_whale_top1": new_whale_top1_share(test_predictions), "pseudo_labels": len(labels),
-        "pseudo_label_min_similarity": float(min_similarity) if np.isfinite(float(min_similarity)) else None,
+        "method": method, "score": combined.score, "threshold": combined.threshold,
+        "members": {n: w for n, (_, w) in members.items()},
+        "cv": prediction_scores(combined.val_predictions),
+        "test_new_whale_top1": new_whale_top1_share(combined.test_predictions), "pseudo_labels": len(labels),
+        "pseudo_label_min_similarity": min_similarity if np.isfinite(min_similarity) else None,
         "pseudo_label_calibration": pseudo_calibration,
     }
     write_json_atomic(summary, out / "summary.json")
-    log.info("ensemble round %d (%s): threshold %.3f, CV MAP@5 %.4f, %d pseudo-labels", round_, method, threshold, summary["cv"]["map5"], len(labels))
+    log.info("ensemble round %d (%s): threshold %.3f, CV MAP@5 %.4f, %d pseudo-labels",
+             round_, method, combined.threshold, summary["cv"]["map5"], len(labels))

@@ -10,7 +10,7 @@ def cmd_review(args):
     from flukeline.review.page import run
 
     run(train_path=args.train, test_path=args.test, align_path=args.align, predictions_path=args.predictions,
-        summary_path=args.summary, member_topk_paths=args.member_topk, out=args.out, thumb=args.thumb,
+        summary_path=args.summary, topk_path=args.topk, out=args.out, thumb=args.thumb,
         near_threshold=args.near_threshold, min_margin=args.min_margin, threads=args.threads)
 
 
@@ -20,9 +20,9 @@ def register(subparsers) -> None:
     add_train_test(p)
     p.add_argument("--align", required=True, help="align.parquet of one crop size (its crop_path column)")
     p.add_argument("--predictions", required=True, help="the final ensemble's test_predictions.parquet")
-    p.add_argument("--summary", required=True, help="the final ensemble's summary.json (threshold, member weights)")
-    p.add_argument("--member-topk", nargs="+", required=True,
-                   help="test_topk.parquet of every member the ensemble combines")
+    p.add_argument("--summary", required=True, help="the final ensemble's summary.json (threshold, score)")
+    p.add_argument("--topk", required=True,
+                   help="the final ensemble's test_topk.parquet: the scores it ranked by (similarities or votes)")
     p.add_argument("--out", required=True, help="index.html to write")
     p.add_argument("--thumb", type=int, default=160, help="thumbnail size: longer side in pixels")
     p.add_argument("--near-threshold", type=float, default=0.02,

@@ -1,11 +1,13 @@
-"""Match review: one self-contained HTML page (results/review/index.html) where a person checks
-the final submission's candidates query by query and exports their decisions as CSV.
+"""The review rule's page builder: results/review/index.html, one self-contained HTML page where
+a person checks the final submission's candidates query by query and exports their decisions as
+CSV. This module holds the page's data assembly (per query: the predicted list with each
+candidate's score, top score, margin, close calls), the thumbnails and the rendering into the
+template review_page.html beside it.
 
 The page needs no server and no network: thumbnails are base64 JPEG data URIs, the data is one
-JSON blob and the script and styles are inline (the template is review_page.html beside this
-module). Similarities are the final ensemble's weighted mean of its members' similarities, rebuilt
-here from the members' test top-k tables with the weights in the ensemble's summary.json (the
-ensemble rule writes predictions, not its top-k table)."""
+JSON blob and the script and styles are inline. The scores are the final ensemble's own, read
+from its test_topk.parquet: the weighted mean similarity of an `average` ensemble, or the vote
+share of a `vote` one (summary.json "score" says which; the page labels them so)."""
 
 from __future__ import annotations
 
@@ -26,11 +28,13 @@ from flukeline.core.images import read_image_rgb
 from flukeline.core.io import write_bytes_atomic
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.core.runtime import parallel_map
-from flukeline.match.ensemble import ensemble_topk
 
 log = logging.getLogger(__name__)
 
 DATA_MARKER = "/*__REVIEW_DATA__*/"
+
+# The kinds of score an ensemble's top-k table holds (its summary.json "score").
+SCORES = ("similarity", "votes")
 
 def _require_columns(table: pd.DataFrame, columns: list[str], name: str) -> None:
     missing = [c for c in columns if c not in table.columns]
@@ -46,13 +50,16 @@ def representative_images(train: pd.DataFrame) -> dict[str, str]:
 
 def assemble_review(
     test: pd.DataFrame, train: pd.DataFrame, predictions: pd.DataFrame, topk: pd.DataFrame, threshold: float,
-    near_threshold: float = 0.02, min_margin: float = 0.01,
+    near_threshold: float = 0.02, min_margin: float = 0.01, score: str = "similarity",
 ) -> dict:
     """The page's data without pictures: per test image (in test-table order) its predicted list
-    with the ensemble similarity of each identity, top similarity and margin, whether new_whale
-    is the first guess, and whether it is a close call: top similarity within `near_threshold` of
-    the threshold (new or known could go either way) or margin to the runner-up below
-    `min_margin` (which identity). Pictures are referred to by image name."""
+    with the ensemble's score of each candidate (`score`: "similarity" or "votes", the vote share),
+    top score and margin, whether new_whale is the first guess, and whether it is a close call:
+    top similarity within `near_threshold` of the threshold (new or known could go either way) or
+    margin to the runner-up below `min_margin` (which identity). Votes are on no threshold's scale:
+    only their margin makes a close call. Pictures are referred to by image name."""
+    if score not in SCORES:
+        raise InputError(f"score {score!r}: the page shows one of {list(SCORES)}")
     _require_columns(test, ["image", "path"], "test table")
     _require_columns(train, ["image", "path", "id", "width", "height"], "train table")
     _require_columns(predictions, ["image", "predicted"], "test predictions")
@@ -62,7 +69,8 @@ def assemble_review(
         raise InputError(f"test predictions: no predicted list for {len(missing)} test image(s), e.g. {missing[:3]}")
     predicted = predictions.set_index("image")["predicted"]
     similarity = topk.set_index(["image", "id"])["similarity"]
-    # Each query's identity similarities, best first (new_whale is not in the top-k table).
+    # Each query's scores, best first: identities only for similarities (new_whale is inserted at
+    # the threshold); for votes new_whale is voted for like any identity and is in the table.
     top_sims = topk.sort_values(["image", "rank"], kind="stable").groupby("image")["similarity"].apply(list)
     reference = representative_images(train)
     queries = []
@@ -73,16 +81,14 @@ def assemble_review(
         margin = float(sims[0] - sims[1]) if len(sims) > 1 else None
         candidates = []
         for identity in ids:
-            if identity == NEW_WHALE:
-                candidates.append({"id": NEW_WHALE, "new": True, "similarity": None, "reference": None})
-                continue
             value = similarity.get((image, identity))
             candidates.append({
-                "id": identity, "new": False,
+                "id": identity, "new": identity == NEW_WHALE,
                 "similarity": None if value is None or not np.isfinite(value) else round(float(value), 4),
-                "reference": reference.get(identity),
+                "reference": None if identity == NEW_WHALE else reference.get(identity),
             })
-        close = top is not None and (abs(top - threshold) < near_threshold or (margin is not None and margin < min_margin))
+        near = score == "similarity" and top is not None and abs(top - threshold) < near_threshold
+        close = top is not None and (near or (margin is not None and margin < min_margin))
         queries.append({
             "image": image,
             "top_similarity": None if top is None else round(top, 4),
@@ -91,7 +97,8 @@ def assemble_review(
             "low_confidence": bool(close),
             "candidates": candidates,
         })
-    return {"threshold": float(threshold), "near_threshold": float(near_threshold), "min_margin": float(min_margin), "queries": queries}
+    return {"score": score, "threshold": float(threshold), "near_threshold": float(near_threshold),
+            "min_margin": float(min_margin), "queries": queries}
 
 def thumbnail_data_uri(path: str | Path, max_side: int, quality: int = 80) -> str:
     """A JPEG data URI of the picture shrunk to at most `max_side` pixels on its longer side."""
@@ -110,30 +117,26 @@ def render_page(data: dict) -> str:
     blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     return template.replace(DATA_MARKER, blob)
 
-def run(train_path, test_path, align_path, predictions_path, summary_path, member_topk_paths, out,
+def read_ensemble_summary(path) -> dict:
+    """The final ensemble's summary.json, with the keys the page needs (threshold, score)."""
+    summary = json.loads(Path(path).read_text())
+    for key in ("threshold", "score"):
+        if key not in summary:
+            raise InputError(f"{path}: no {key!r} key (is it an ensemble summary.json, written with its top-k tables?)")
+    return summary
+
+def run(train_path, test_path, align_path, predictions_path, summary_path, topk_path, *, out,
         thumb=160, near_threshold=0.02, min_margin=0.01, threads=1) -> dict:
-    """Build results/review/index.html from a finished run; returns a short summary."""
+    """Build results/review/index.html from a finished run (topk_path: the final ensemble's
+    test_topk.parquet, beside summary_path); returns a short summary."""
     train = pd.read_parquet(train_path)
     test = pd.read_parquet(test_path)
     align = pd.read_parquet(align_path)
     predictions = pd.read_parquet(predictions_path)
-    summary = json.loads(Path(summary_path).read_text())
-    for key in ("threshold", "members"):
-        if key not in summary:
-            raise InputError(f"{summary_path}: no {key!r} key (is it an ensemble summary.json?)")
-    weights = summary["members"]
-    members = {}
-    for path in map(Path, member_topk_paths):
-        # results/match/round<r>/<member>/test_topk.parquet is named <member>@round<r> in the summary.
-        name = f"{path.parent.name}@{path.parent.parent.name}"
-        if name not in weights:
-            raise InputError(f"{path}: member {name!r} is not in {summary_path} members {sorted(weights)}")
-        members[name] = (pd.read_parquet(path), float(weights[name]))
-    if set(members) != set(weights):
-        raise InputError(f"{summary_path} lists members {sorted(weights)}, but top-k tables were given for {sorted(members)}")
-    k = max(len(p.split()) for p in predictions["predicted"]) if len(predictions) else 5
-    topk = ensemble_topk(members, depth=k)
-    data = assemble_review(test, train, predictions, topk, float(summary["threshold"]), near_threshold, min_margin)
+    summary = read_ensemble_summary(summary_path)
+    topk = pd.read_parquet(topk_path)
+    data = assemble_review(test, train, predictions, topk, float(summary["threshold"]), near_threshold, min_margin,
+                           score=summary["score"])
 
     _require_columns(align, ["image", "split", "crop_path"], str(align_path))
     crop_of = align.set_index(["split", "image"])["crop_path"]
@@ -154,6 +157,7 @@ def run(train_path, test_path, align_path, predictions_path, summary_path, membe
     data["run"] = digest.hexdigest()[:16]
     page = render_page(data).encode("utf-8")
     write_bytes_atomic(out, page)
-    info = {"queries": len(data["queries"]), "thumbnails": len(uris), "bytes": len(page), "threshold": data["threshold"]}
+    info = {"queries": len(data["queries"]), "thumbnails": len(uris), "bytes": len(page), "score": data["score"],
+            "threshold": data["threshold"]}
     log.info("review page %s: %s", out, json.dumps(info))
     return info
