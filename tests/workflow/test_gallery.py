@@ -152,7 +152,9 @@ def test_leave_one_out_holds_each_sighting_out_and_calls_single_sightings_new():
 
 def test_new_gallery_refuses_new_whale_id(tmp_path):
     folder = tmp_path / "g"
-    new_gallery(folder, "mobilenetv2_100", None, "64x64", 0.5)
+    with pytest.raises(InputError, match="a zero-shot member needs pretrained weights"):
+        new_gallery(folder, "mobilenetv2_100", None, "64x64", 0.5)  # random weights would embed noise
+    new_gallery(folder, "mobilenetv2_100", "imagenet", "64x64", 0.5)
     with pytest.raises(InputError, match="must name a known individual"):
         add_sightings(folder, [next((MANTAS / "test").glob("*.png"))], NEW_WHALE)
     with pytest.raises(InputError, match="no sightings yet"):

@@ -73,9 +73,11 @@ def read_manifest(folder) -> dict:
 def manifest_from_run(out_dir, train, detect: dict, detect_model, align: dict, match: dict, members: list[dict],
                       ensemble_summary) -> Path:
     """gallery.json for a workflow run. members: {name, size, weight, models, embeddings} with
-    one model and one embeddings table per fold; the threshold is the final ensemble's."""
+    one model and one embeddings table per fold; the threshold and the member weights are the final
+    ensemble's (its summary.json: weights fitted on validation replace the configured ones)."""
     out_dir = Path(out_dir)
     summary = json.loads(Path(ensemble_summary).read_text())
+    fitted = summary.get("members", {})
     manifest = {
         "source": "workflow run",
         "train": relative_path(train, out_dir),
@@ -84,7 +86,7 @@ def manifest_from_run(out_dir, train, detect: dict, detect_model, align: dict, m
         "match": match,
         "threshold": float(summary["threshold"]),
         "members": [
-            {"name": m["name"], "size": m["size"], "weight": float(m["weight"]),
+            {"name": m["name"], "size": m["size"], "weight": float(fitted.get(m["name"], m["weight"])),
              "models": [relative_path(p, out_dir) for p in m["models"]],
              "embeddings": [relative_path(p, out_dir) for p in m["embeddings"]]}
             for m in members
@@ -95,17 +97,15 @@ def manifest_from_run(out_dir, train, detect: dict, detect_model, align: dict, m
 def new_gallery(out_dir, backbone: str, pretrained: str | None, size: str, threshold: float) -> Path:
     """An empty gallery whose one member is `backbone` with ImageNet (or local) weights and no
     training: the pooled features are the embedding. Photos are matched whole (no detector)."""
-    from flukeline.core.pretrained import initialise
-    from flukeline.embed.model import EmbeddingNet, save_model
+    from flukeline.embed.model import save_model
+    from flukeline.embed.zero_shot import zero_shot_model
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = EmbeddingNet(backbone, embedding_dim=0)
-    report = initialise(model.backbone, backbone, pretrained)
-    log.info("gallery backbone %s: %s", backbone, report)
+    # The workflow's zero-shot member and baseline are this same model.
+    model, meta = zero_shot_model(backbone, pretrained)
     model_path = out_dir / "model.safetensors"
-    save_model(model.eval(), model_path, {"backbone": backbone, "embedding_dim": 0, "in_chans": 3, "dropout": 0.0,
-                                          "pretrained": pretrained})
+    save_model(model, model_path, meta)
     return write_manifest(out_dir, {
         "source": f"{backbone} ({pretrained or 'random'} weights, untrained)",
         "train": None,

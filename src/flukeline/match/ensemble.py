@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from flukeline.core.io import write_csv_atomic, write_json_atomic, write_parquet_atomic
+from flukeline.core.retrieval import threshold_grid
 from flukeline.match.calibration import (
     decide_threshold,
     new_whale_top1_share,
@@ -25,6 +26,7 @@ from flukeline.match.pseudo_labels import (
     calibrated_pseudo_label_cut,
     select_pseudo_labels,
 )
+from flukeline.match.weights import fit_weights
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +133,19 @@ def member_tables(members: dict[str, tuple[Path, float]], name: str) -> dict[str
     """member -> (its `name` table, e.g. test_topk.parquet, and its weight)."""
     return {n: (pd.read_parquet(d / name), w) for n, (d, w) in members.items()}
 
+def fitted_members(members, params) -> tuple[dict[str, tuple[Path, float]], dict | None]:
+    """The members with their weights fitted on the validation folds (match.ensemble.weights: fit,
+    the default; match.weights), or as configured (weights: config, or a single member); and the
+    fit's report for summary.json."""
+    settings = params.get("ensemble", {})
+    if settings.get("weights", "fit") != "fit" or len(members) < 2:
+        return members, None
+    tables = {n: table for n, (table, _) in member_tables(members, "val_topk.parquet").items()}
+    weights, report = fit_weights(tables, {n: w for n, (_, w) in members.items()}, threshold_grid(params),
+                                  float(settings.get("weight_step", 0.1)), int(params.get("top_k", 5)))
+    return {n: (d, weights[n]) for n, (d, _) in members.items()}, report
+
+
 def average_members(members, params, round_, out: Path) -> Combined:
     """Weighted mean similarities; the threshold calibrated on the validation folds (curve written)."""
     k, depth = int(params.get("top_k", 5)), int(params.get("candidates", 20))
@@ -193,7 +208,10 @@ def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_la
     # results/match/round<r>/<member> is "<member>@round<r>" in summary.json.
     members = {f"{Path(d).name}@{Path(d).parent.name}": (Path(d), float(w))
                for d, w in zip(member_dirs, member_weights)}
+    weight_fit = None
     if method == "average":
+        # Members with weight 0 stay in the tables (their candidates count at weight 0).
+        members, weight_fit = fitted_members(members, params)
         combined = average_members(members, params, round_, out)
     elif method == "vote":
         combined = vote_members(members, params, out)
@@ -208,6 +226,8 @@ def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_la
     summary = {
         "method": method, "score": combined.score, "threshold": combined.threshold,
         "members": {n: w for n, (_, w) in members.items()},
+        "weights": "fitted" if weight_fit else "config",
+        "weight_fit": weight_fit,
         "cv": prediction_scores(combined.val_predictions),
         "test_new_whale_top1": new_whale_top1_share(combined.test_predictions), "pseudo_labels": len(labels),
         "pseudo_label_min_similarity": min_similarity if np.isfinite(min_similarity) else None,
