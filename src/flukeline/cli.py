@@ -10,6 +10,7 @@ import os
 import sys
 
 from flukeline.align import commands as align_commands
+from flukeline.annotate import commands as annotate_commands
 from flukeline.core.errors import InputError
 from flukeline.core.runtime import setup_logging
 from flukeline.data import commands as data_commands
@@ -30,6 +31,7 @@ STAGES = {
     "evaluate": evaluate_commands.register,
     "gallery": gallery_commands.register,
     "review": review_commands.register,
+    "annotate": annotate_commands.register,
 }
 
 INTRO = ("Identify individual animals from photos of their flukes. "

@@ -50,7 +50,8 @@ def _load_example(task):
     rgb = read_image_rgb(path)
     box = Letterbox.fit(rgb.shape[1], rgb.shape[0], *size)
     image = box.apply(rgb, fill=PAD_RGB)
-    if mask_path is None or (isinstance(mask_path, float) and np.isnan(mask_path)):
+    # No mask: None, NaN, or pd.NA (ingest's string column when data.annotations names no masks folder).
+    if mask_path is None or pd.isna(mask_path):
         mask = np.zeros(image.shape[:2], np.uint8)
         has_mask = False
     else:
