@@ -1,8 +1,9 @@
-"""The demo's test identities are read by the evaluate rule only."""
+"""The demo's test identities are read by the evaluate rule only (the package-source scan is in
+tests/unit/test_truth_sources.py)."""
 
 import re
 
-from conftest import REPO, snakemake
+from conftest import snakemake
 
 TRUTH_FILE = "test_truth.csv"
 
@@ -22,10 +23,3 @@ def test_truth_lives_outside_the_data_root(tmp_path):
     truth = re.search(r"--truth (\S+)", demo_command).group(1)
     assert not truth.startswith(root.rstrip("/") + "/")
 
-
-def test_no_training_or_matching_module_names_the_truth_file():
-    package = REPO / "src" / "flukeline"
-    readers = sorted(p.relative_to(package).as_posix() for p in package.rglob("*.py") if "test_truth" in p.read_text())
-    # evaluate/scores.py scores against it; the evaluate command names the flag; the generators write it.
-    assert set(readers) <= {"evaluate/scores.py", "evaluate/commands.py", "data/demo/generate.py", "data/omniglot.py"}, readers
-    assert readers, "the scan found no module at all: the package moved?"

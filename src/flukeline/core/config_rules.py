@@ -66,14 +66,14 @@ def _member_problems(config: dict) -> list[str]:
 
 def _member_weights_problems(name: str, member: dict, shared_pretrained: str) -> list[str]:
     pretrained = member.get("pretrained", shared_pretrained)
-    if member.get("type") == "zero_shot" and pretrained == "none":
-        return [f"embed.members.{name}: a zero_shot member uses its pretrained features as they are; "
+    if member.get("type") in ("zero_shot", "frozen_head") and pretrained == "none":
+        return [f"embed.members.{name}: a {member['type']} member uses its pretrained features as they are; "
                 f"pretrained none would embed noise (use imagenet, hub or a local weights file)"]
     if pretrained == "imagenet" and timm_name(member["backbone"]) not in IMAGENET_SOURCES:
         return [
             f"embed.members.{name}: pretrained imagenet is available offline for {sorted(IMAGENET_SOURCES)},"
             f" not {member['backbone']}; use one of them, pretrained: hub (internet), a local weights file"
-            + ("" if member.get("type") == "zero_shot" else ", or none")
+            + ("" if member.get("type") in ("zero_shot", "frozen_head") else ", or none")
         ]
     if pretrained not in ("imagenet", "none", "hub") and not Path(pretrained).is_file():
         return [f"embed.members.{name}: pretrained weights file {pretrained} does not exist"]

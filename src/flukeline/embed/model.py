@@ -50,9 +50,16 @@ class EmbeddingNet(nn.Module):
 def save_model(model: EmbeddingNet, path, meta: dict) -> None:
     save_weights(model, path, meta)
 
-def load_model(path, device="cpu") -> tuple[EmbeddingNet, dict]:
+def load_model(path, device="cpu") -> tuple[nn.Module, dict]:
+    """The member a weights file holds: an EmbeddingNet (trained or zero-shot members) or, for
+    `type: frozen_head`, an embed.frozen_head.FrozenHeadNet; with its description."""
     state, meta = read_weights(path)
-    model = EmbeddingNet(meta["backbone"], meta["embedding_dim"], meta.get("in_chans", 3), meta.get("dropout", 0.0))
+    if meta.get("type") == "frozen_head":
+        from flukeline.embed.frozen_head import FrozenHeadNet
+
+        model = FrozenHeadNet(meta["backbone"], meta["block"], meta["pool"], meta["embedding_dim"], meta.get("in_chans", 3))
+    else:
+        model = EmbeddingNet(meta["backbone"], meta["embedding_dim"], meta.get("in_chans", 3), meta.get("dropout", 0.0))
     model.load_state_dict(state)
     return model.to(device).eval(), meta
 

@@ -33,6 +33,7 @@ from flukeline.core.tensors import to_tensor
 from flukeline.core.training import TrainingLoop, autocast
 from flukeline.embed.crops import CropSet
 from flukeline.embed.curves import plot_curves
+from flukeline.embed.frozen_head import write_frozen_head_member
 from flukeline.embed.losses import MemberLoss
 from flukeline.embed.model import EmbeddingNet, save_model
 from flukeline.embed.recipe import (
@@ -53,9 +54,10 @@ def train_member(
     threads: int = 1, pseudo_labels: pd.DataFrame | None = None,
 ):
     settings = member_settings(params)
-    if settings.get("type", "trained") == "zero_shot":
-        write_zero_shot_member(train, align, fold, {**settings, "seed": params["seed"]}, model_path, history_path,
-                               curves_path, threads)
+    kind = settings.get("type", "trained")
+    if kind in ("zero_shot", "frozen_head"):
+        write = write_zero_shot_member if kind == "zero_shot" else write_frozen_head_member
+        write(train, align, fold, {**settings, "seed": params["seed"]}, model_path, history_path, curves_path, threads)
         return
     seed = int(params["seed"]) + fold
     configure_torch(threads, seed)
