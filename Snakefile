@@ -10,6 +10,7 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
+
 configfile: Path(workflow.basedir) / "config.yaml"
 
 

@@ -44,31 +44,52 @@ def summary(out: Path, command: str) -> str:
         if (out / f"{part}.json").exists() and (out / f"{part}.md").exists():
             meta = json.loads((out / f"{part}.json").read_text())
             when = meta.get("environment", {}).get("date") or ""
-            sections.append(f"### {part.capitalize()}\n\n{(out / f'{part}.md').read_text().rstrip()}\n"
-                            + (f"\n(measured {when})\n" if when else ""))
+            sections.append(
+                f"### {part.capitalize()}\n\n{(out / f'{part}.md').read_text().rstrip()}\n"
+                + (f"\n(measured {when})\n" if when else "")
+            )
     env = environment()
-    head = (f"Benchmarks: `{command}`; machine: {env['cpu']}, {env['cores_usable']} usable cores; "
-            f"commit {env['git_commit']}.\n")
+    head = (
+        f"Benchmarks: `{command}`; machine: {env['cpu']}, {env['cores_usable']} usable cores; "
+        f"commit {env['git_commit']}.\n"
+    )
     text = head + "\n" + "\n".join(sections)
     (out / "summary.md").write_text(text)
     return text
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="toy scale, every part and row (CI)")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {PARTS}")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="results folder (default bench/results, bench/results/quick with --quick)")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/flukeline-bench"),
-                        help="work folder for the Snakemake runs (outside the checkout; reused between calls)")
-    parser.add_argument("--seed-from", type=Path, default=None,
-                        help="a finished run of the same config to start the reference from (hard links; "
-                             "the tests pass the shared tiny run)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default bench/results, bench/results/quick with --quick)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("/tmp/flukeline-bench"),
+        help="work folder for the Snakemake runs (outside the checkout; reused between calls)",
+    )
+    parser.add_argument(
+        "--seed-from",
+        type=Path,
+        default=None,
+        help="a finished run of the same config to start the reference from (hard links; "
+        "the tests pass the shared tiny run)",
+    )
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--config", type=Path, default=REPO / "config.yaml",
-                        help="the reference config (default config.yaml); a snapshot is used for every run")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=REPO / "config.yaml",
+        help="the reference config (default config.yaml); a snapshot is used for every run",
+    )
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))

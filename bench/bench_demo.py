@@ -23,12 +23,25 @@ def main() -> None:
     rows = []
     for workers in args.workers:
         with tempfile.TemporaryDirectory() as tmp:
-            summary = generate_demo(Path(tmp) / "kaggle", Path(tmp) / "truth.csv", preset=args.preset,
-                                    seed=args.seed, workers=workers, overrides=overrides)
+            summary = generate_demo(
+                Path(tmp) / "kaggle",
+                Path(tmp) / "truth.csv",
+                preset=args.preset,
+                seed=args.seed,
+                workers=workers,
+                overrides=overrides,
+            )
         images = summary["n_train"] + summary["n_test"]
-        rows.append({"preset": args.preset, "workers": workers, "images": images, "seconds": summary["seconds"],
-                     "images_per_s": round(images / summary["seconds"], 1),
-                     "images_per_s_per_worker": round(images / summary["seconds"] / workers, 1)})
+        rows.append(
+            {
+                "preset": args.preset,
+                "workers": workers,
+                "images": images,
+                "seconds": summary["seconds"],
+                "images_per_s": round(images / summary["seconds"], 1),
+                "images_per_s_per_worker": round(images / summary["seconds"] / workers, 1),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
 
 

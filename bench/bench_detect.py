@@ -34,23 +34,43 @@ def main() -> None:
     params = {**config["model"], "keypoints": config["keypoints"]}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        generate_demo(tmp / "kaggle", tmp / "truth.csv", preset=args.preset, seed=0, workers=args.threads,
-                      overrides={"n_train": args.images, "n_test": 1})
+        generate_demo(
+            tmp / "kaggle",
+            tmp / "truth.csv",
+            preset=args.preset,
+            seed=0,
+            workers=args.threads,
+            overrides={"n_train": args.images, "n_test": 1},
+        )
         train = pd.read_csv(tmp / "kaggle/train.csv")
-        frame = pd.DataFrame({"image": train["Image"], "split": "train",
-                              "path": [str(tmp / "kaggle/train" / name) for name in train["Image"]]})
+        frame = pd.DataFrame(
+            {
+                "image": train["Image"],
+                "split": "train",
+                "path": [str(tmp / "kaggle/train" / name) for name in train["Image"]],
+            }
+        )
         model_path = args.model
         if model_path is None:
             model_path = tmp / "random.safetensors"
-            save_weights(build_detector(params), model_path, {"params": params, "holdout": []},
-                         key=WEIGHTS_KEY)
+            save_weights(build_detector(params), model_path, {"params": params, "holdout": []}, key=WEIGHTS_KEY)
         started = time.perf_counter()
-        masks, _, boxes = predict_all(model_path, frame, frame.iloc[0:0], config["boxes"], tmp / "masks",
-                                               threads=args.threads)
+        masks, _, boxes = predict_all(
+            model_path, frame, frame.iloc[0:0], config["boxes"], tmp / "masks", threads=args.threads
+        )
         seconds = time.perf_counter() - started
-    print(json.dumps({"images": len(masks), "threads": args.threads, "seconds": round(seconds, 2),
-                      "images_per_s": round(len(masks) / seconds, 1), "input_size": params["input_size"],
-                      "encoder": params["encoder"]}))
+    print(
+        json.dumps(
+            {
+                "images": len(masks),
+                "threads": args.threads,
+                "seconds": round(seconds, 2),
+                "images_per_s": round(len(masks) / seconds, 1),
+                "input_size": params["input_size"],
+                "encoder": params["encoder"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ def measure(backbone: str, size: tuple[int, int], batch: int, min_seconds: float
         model(x_infer)
 
     return {
-        "backbone": backbone, "size": f"{size[0]}x{size[1]}", "train_batch": batch,
+        "backbone": backbone,
+        "size": f"{size[0]}x{size[1]}",
+        "train_batch": batch,
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         "train_img_s": round(rate(train_step, batch, min_seconds), 1),
         "infer_img_s": round(rate(infer_step, 128, min_seconds), 1),
@@ -61,12 +63,16 @@ def measure(backbone: str, size: tuple[int, int], batch: int, min_seconds: float
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbones", nargs="+", default=["resnet18", "mobilenetv2_100", "tf_efficientnet_lite0", "lcnet_100"])
+    parser.add_argument(
+        "--backbones", nargs="+", default=["resnet18", "mobilenetv2_100", "tf_efficientnet_lite0", "lcnet_100"]
+    )
     parser.add_argument("--sizes", nargs="+", default=["128x64"])
     parser.add_argument("--batch", type=int, default=36, help="P x K + negatives (8 x 4 + 4 by default)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-seconds", type=float, default=5.0)
-    parser.add_argument("--quick", action="store_true", help="one small backbone, tiny input: keeps the script working in CI")
+    parser.add_argument(
+        "--quick", action="store_true", help="one small backbone, tiny input: keeps the script working in CI"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.quick:
@@ -83,7 +89,9 @@ def main(argv=None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     table = ["| backbone | size | params (M) | train img/s | inference img/s |", "|---|---|--:|--:|--:|"]
-    table += [f"| {r['backbone']} | {r['size']} | {r['params_m']} | {r['train_img_s']} | {r['infer_img_s']} |" for r in rows]
+    table += [
+        f"| {r['backbone']} | {r['size']} | {r['params_m']} | {r['train_img_s']} | {r['infer_img_s']} |" for r in rows
+    ]
     out.with_suffix(".md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
     return result

@@ -24,6 +24,7 @@ CONFIG = REPO / "config.yaml"
 
 # ------------------------------------------------------------------------------------ configs
 
+
 def deep_merge(base: dict, override: dict) -> dict:
     """Snakemake's --configfile semantics: dicts merge recursively, everything else replaces."""
     merged = copy.deepcopy(base)
@@ -51,6 +52,7 @@ def write_yaml(path: Path, data: dict) -> Path:
 
 # --------------------------------------------------------------------------- timed commands
 
+
 def timed_command(command: list[str], log: Path, env: dict | None = None) -> dict:
     """Run `command` with stdout+stderr to `log`; wall seconds, exit code, and the peak RSS (MB)
     of the process and its waited-for descendants (os.wait4's rusage of this child only)."""
@@ -61,17 +63,34 @@ def timed_command(command: list[str], log: Path, env: dict | None = None) -> dic
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
-    return {"wall_s": round(wall, 2), "returncode": process.returncode,
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is in KiB on Linux
-            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "log": str(log)}
+    return {
+        "wall_s": round(wall, 2),
+        "returncode": process.returncode,
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is in KiB on Linux
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "log": str(log),
+    }
 
 
 def run_snakemake(workdir: Path, configfiles, log: Path, *targets: str, cores: int = 2) -> dict:
     """The repo's workflow in `workdir` with these config files; timed_command's result plus the
     jobs Snakemake planned (rule -> count, from its 'Job stats' table; {} when nothing to do)."""
     # Targets before the options: --configfile takes every argument after it.
-    command = [sys.executable, "-m", "snakemake", *targets, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--cores", str(cores), "--rerun-incomplete", "--configfile", *map(str, configfiles)]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *targets,
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        str(cores),
+        "--rerun-incomplete",
+        "--configfile",
+        *map(str, configfiles),
+    ]
     result = timed_command(command, log, env=dict(os.environ, PYTHONHASHSEED="0"))
     text = Path(log).read_text(errors="replace")
     if result["returncode"] != 0:
@@ -97,6 +116,7 @@ def planned_jobs(snakemake_output: str) -> dict[str, int]:
 
 # ---------------------------------------------------------------- work folders from a finished run
 
+
 def seed_workdir(reference: Path, workdir: Path) -> None:
     """Make `workdir` a copy of the finished run in `reference` that Snakemake sees as up to date,
     so that a changed config reruns only the jobs it touches. Results and the data are hard links
@@ -107,14 +127,20 @@ def seed_workdir(reference: Path, workdir: Path) -> None:
     workdir.mkdir(parents=True)
     for name in ("results", "resources"):
         if (reference / name).is_dir():
-            shutil.copytree(reference / name, workdir / name, copy_function=os.link, symlinks=True,
-                            ignore=shutil.ignore_patterns("logs", "benchmarks") if name == "results" else None)
+            shutil.copytree(
+                reference / name,
+                workdir / name,
+                copy_function=os.link,
+                symlinks=True,
+                ignore=shutil.ignore_patterns("logs", "benchmarks") if name == "results" else None,
+            )
     for name in ("results/logs", "results/benchmarks", ".snakemake/metadata", ".snakemake/log"):
         if (reference / name).is_dir():
             shutil.copytree(reference / name, workdir / name)
 
 
 # ------------------------------------------------------------------ Snakemake benchmark files
+
 
 def read_benchmarks(results: Path) -> list[dict]:
     """One row per job from results/benchmarks/*.tsv: job, wall s, max RSS (MB), CPU s, mean load."""
@@ -125,14 +151,21 @@ def read_benchmarks(results: Path) -> list[dict]:
             continue
         record = dict(zip(lines[0].split("\t"), lines[-1].split("\t")))
 
-        def number(key):
+        def number(key, record=record):
             try:
                 return round(float(record[key]), 2)
             except (KeyError, ValueError):  # '-' when Snakemake could not measure
                 return None
 
-        rows.append({"job": path.stem, "wall_s": number("s"), "max_rss_mb": number("max_rss"),
-                     "cpu_s": number("cpu_time"), "mean_load": number("mean_load")})
+        rows.append(
+            {
+                "job": path.stem,
+                "wall_s": number("s"),
+                "max_rss_mb": number("max_rss"),
+                "cpu_s": number("cpu_time"),
+                "mean_load": number("mean_load"),
+            }
+        )
     return rows
 
 
@@ -144,30 +177,45 @@ def first_snakemake_wall(workdir: Path) -> dict | None:
         return None
     start = dt.datetime.strptime(logs[0].name.split(".")[0], "%Y-%m-%dT%H%M%S")
     end = dt.datetime.fromtimestamp(logs[0].stat().st_mtime)
-    return {"start": start.isoformat(), "end": end.isoformat(timespec="seconds"),
-            "wall_s": round((end - start).total_seconds(), 1), "log": str(logs[0])}
+    return {
+        "start": start.isoformat(),
+        "end": end.isoformat(timespec="seconds"),
+        "wall_s": round((end - start).total_seconds(), 1),
+        "log": str(logs[0]),
+    }
 
 
 # -------------------------------------------------------------------------------- environment
 
+
 def environment() -> dict:
     cpu = platform.processor() or "unknown"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu,
-            "cores_usable": len(os.sched_getaffinity(0)), "cores_visible": os.cpu_count(),
-            "loadavg": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
-            "git_commit": commit.stdout.strip() or None}
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "cores_visible": os.cpu_count(),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "git_commit": commit.stdout.strip() or None,
+    }
 
 
 # ---------------------------------------------------------------------------------- output
 
+
 def markdown_table(header: list[str], rows: list[list], right_from: int = 1) -> str:
     """A GitHub table; columns from `right_from` on are right-aligned (numbers)."""
+
     def cell(value):
         if value is None:
             return "-"
@@ -175,8 +223,10 @@ def markdown_table(header: list[str], rows: list[list], right_from: int = 1) -> 
             return f"{value:.3f}" if abs(value) < 10 else f"{value:,.1f}"
         return str(value)
 
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if i < right_from else "---:" for i in range(len(header))) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i < right_from else "---:" for i in range(len(header))) + "|",
+    ]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 

@@ -72,7 +72,9 @@ def mantas(workdir: Path) -> dict:
     gallery = workdir / "manta-gallery"
     _flukeline("gallery-new", str(gallery), "--backbone", "mobilenetv2_100", "--pretrained", "imagenet")
     for individual in sorted((MANTAS / "database").iterdir()):
-        _flukeline("add", *map(str, sorted(individual.glob("*.png"))), "--id", individual.name, "--gallery", str(gallery))
+        _flukeline(
+            "add", *map(str, sorted(individual.glob("*.png"))), "--id", individual.name, "--gallery", str(gallery)
+        )
     queries = sorted((MANTAS / "test").glob("*.png"))
     csv = workdir / "manta-identify.csv"
     _flukeline("identify", *map(str, queries), "--gallery", str(gallery), "--out", str(csv))
@@ -107,14 +109,21 @@ def _cell(value) -> str:
 def real_markdown(result: dict) -> str:
     parts = []
     for seed, run in (result.get("omniglot") or {}).items():
-        rows = [[name, *(_cell(row[split].get(key)) for split in ("val", "test") for key in ("map5", "known_top1"))]
-                for name, row in run["rows"].items()]
+        rows = [
+            [name, *(_cell(row[split].get(key)) for split in ("val", "test") for key in ("map5", "known_top1"))]
+            for name, row in run["rows"].items()
+        ]
         header = ["Omniglot " + seed, "val MAP@5", "val known top-1", "test MAP@5", "test known top-1"]
-        parts.append(markdown_table(header, rows) + f"\n\nWhole DAG {run['wall_s']:.0f} s."
-                     + "".join(f"\nWarning: {w}" for w in run["warnings"]))
+        parts.append(
+            markdown_table(header, rows)
+            + f"\n\nWhole DAG {run['wall_s']:.0f} s."
+            + "".join(f"\nWarning: {w}" for w in run["warnings"])
+        )
     if result.get("omniglot_skipped"):
         parts.append(f"Omniglot skipped: {result['omniglot_skipped']}.")
     manta = result["mantas"]
-    parts.append(f"Mantas (gallery-new, zero-shot mobilenetv2_100): {manta['rank1_hits']} of {manta['queries']} queries "
-                 f"with their individual at rank 1 (chance {manta['chance']:.2f}).")
+    parts.append(
+        f"Mantas (gallery-new, zero-shot mobilenetv2_100): {manta['rank1_hits']} of {manta['queries']} queries "
+        f"with their individual at rank 1 (chance {manta['chance']:.2f})."
+    )
     return "\n\n".join(parts)

@@ -45,8 +45,9 @@ def sixteen_bit_png() -> bytes:
 BASE_TRAIN = [("a1.jpg", "w_a"), ("a2.jpg", "w_a"), ("n1.jpg", "new_whale")]
 
 
-def write_layout(root: Path, rows, files: dict[str, bytes], test_files: dict[str, bytes] | None = None,
-                 csv_text: str | None = None) -> Path:
+def write_layout(
+    root: Path, rows, files: dict[str, bytes], test_files: dict[str, bytes] | None = None, csv_text: str | None = None
+) -> Path:
     """A Kaggle layout: train.csv from `rows` (after BASE_TRAIN) unless `csv_text` is given."""
     (root / "train").mkdir(parents=True)
     (root / "test").mkdir()
@@ -84,8 +85,20 @@ def check_exif(rgb):
 
 ACCEPTED = {
     # case: (file name, bytes, (width, height) after decoding, grayscale, pixel check)
-    "rgba_png": ("alpha.png", encode(Image.new("RGBA", (24, 16), (200, 30, 40, 128)), "PNG"), (24, 16), False, check_rgba),
-    "cmyk_jpeg": ("cmyk.jpg", encode(Image.new("CMYK", (30, 20), (0, 255, 0, 0)), "JPEG", quality=100), (30, 20), False, check_cmyk),
+    "rgba_png": (
+        "alpha.png",
+        encode(Image.new("RGBA", (24, 16), (200, 30, 40, 128)), "PNG"),
+        (24, 16),
+        False,
+        check_rgba,
+    ),
+    "cmyk_jpeg": (
+        "cmyk.jpg",
+        encode(Image.new("CMYK", (30, 20), (0, 255, 0, 0)), "JPEG", quality=100),
+        (30, 20),
+        False,
+        check_cmyk,
+    ),
     "sixteen_bit_png": ("deep.png", sixteen_bit_png(), (20, 12), True, check_sixteen_bit),
     "grayscale_jpeg": ("grey.jpg", encode(Image.linear_gradient("L").resize((32, 24)), "JPEG"), (32, 24), True, None),
     "tiny_16x16": ("tiny.jpg", noise_jpeg(31, (16, 16)), (16, 16), False, None),

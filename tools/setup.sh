@@ -24,7 +24,7 @@ for pin in tomllib.load(open("pyproject.toml", "rb")).get("tool", {}).get("fluke
     echo "$want" > "$stamp"
 fi
 
-# Headless Chromium for the review page's browser test (tests/test_review.py drives
+# Headless Chromium for the review page's browser test (tests/workflow/test_review.py drives
 # /usr/bin/chromium through Playwright; Playwright's own browser download is never used).
 # Optional: installed only when missing, as root with apt-get; set-up never fails for it.
 if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then

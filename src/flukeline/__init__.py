@@ -1,2 +1,3 @@
 """Flukeline: identify individual animals from photographs."""
+
 __version__ = "0.1.0"

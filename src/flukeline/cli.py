@@ -34,19 +34,22 @@ STAGES = {
     "annotate": annotate_commands.register,
 }
 
-INTRO = ("Identify individual animals from photos of their flukes. "
-         "`flukeline <command> --help` shows a command's options.")
+INTRO = (
+    "Identify individual animals from photos of their flukes. `flukeline <command> --help` shows a command's options."
+)
 USER_HEADING = "commands you run:"
 WORKFLOW_HEADING = "commands the workflow's rules run (workflow/rules/*.smk), by stage:"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flukeline", usage="flukeline <command> [options]",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="flukeline", usage="flukeline <command> [options]", formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     # help=SUPPRESS: argparse would list all commands in one flat block; the description lists
     # them by stage instead. prog: a command's usage line reads `flukeline identify ...`.
-    subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True, help=argparse.SUPPRESS,
-                                       prog="flukeline")
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="<command>", required=True, help=argparse.SUPPRESS, prog="flukeline"
+    )
     commands_by_stage = register_stages(subparsers)
     parser.description = "\n\n".join([INTRO, *command_overview(subparsers.choices, commands_by_stage)])
     return parser

@@ -13,7 +13,9 @@ def test_state_round_trips_and_other_settings_start_over(tmp_path):
     model(torch.ones(1, 3)).sum().backward()
     optimizer.step()
     expected_draw = torch.randperm(10, generator=torch.Generator().set_state(generator.get_state()))
-    save_training_state(path, 3, [{"epoch": 3, "loss": 1.0}], "abc", model=model, optimizer=optimizer, generator=generator)
+    save_training_state(
+        path, 3, [{"epoch": 3, "loss": 1.0}], "abc", model=model, optimizer=optimizer, generator=generator
+    )
 
     fresh, fresh_opt, fresh_gen = torch.nn.Linear(3, 2), None, torch.Generator()
     fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=0.1)

@@ -27,17 +27,45 @@ def test_classifier_baseline_learns_three_separable_identities(tmp_path):
     for label, colour in COLOURS.items():
         for i in range(8):  # 6 to fit on (fold 1), 2 to validate (fold 0)
             name = f"{label}_{i}.png"
-            rows.append({"image": name, "id": label, "fold": 0 if i < 2 else 1,
-                         "path": _image(tmp_path / name, colour, rng)})
-    test = pd.DataFrame([{"image": f"t_{label}.png", "path": _image(tmp_path / f"t_{label}.png", colour, rng)}
-                         for label, colour in COLOURS.items()])
+            rows.append(
+                {"image": name, "id": label, "fold": 0 if i < 2 else 1, "path": _image(tmp_path / name, colour, rng)}
+            )
+    test = pd.DataFrame(
+        [
+            {"image": f"t_{label}.png", "path": _image(tmp_path / f"t_{label}.png", colour, rng)}
+            for label, colour in COLOURS.items()
+        ]
+    )
     pd.DataFrame(rows).to_parquet(tmp_path / "train.parquet")
     test.to_parquet(tmp_path / "test.parquet")
     val_path, test_path, info_path = tmp_path / "val.parquet", tmp_path / "test_pred.parquet", tmp_path / "info.json"
-    status = cli.main(["classifier-baseline", "--train", str(tmp_path / "train.parquet"),
-                       "--test", str(tmp_path / "test.parquet"), "--backbone", "resnet18", "--pretrained", "none",
-                       "--size", "32x16", "--epochs", "8", "--batch-size", "6", "--lr", "0.003",
-                       "--val-predictions", str(val_path), "--test-predictions", str(test_path), "--out", str(info_path)])
+    status = cli.main(
+        [
+            "classifier-baseline",
+            "--train",
+            str(tmp_path / "train.parquet"),
+            "--test",
+            str(tmp_path / "test.parquet"),
+            "--backbone",
+            "resnet18",
+            "--pretrained",
+            "none",
+            "--size",
+            "32x16",
+            "--epochs",
+            "8",
+            "--batch-size",
+            "6",
+            "--lr",
+            "0.003",
+            "--val-predictions",
+            str(val_path),
+            "--test-predictions",
+            str(test_path),
+            "--out",
+            str(info_path),
+        ]
+    )
     assert status == 0
     info = json.loads(info_path.read_text())
     assert info["classes"] == 3 and info["n_fit"] == 18 and info["n_val"] == 6

@@ -15,8 +15,15 @@ from conftest import REPO
 
 from flukeline import cli
 
-USER_COMMANDS = {"identify", "add", "gallery-new", "calibrate-gallery", "pixel-baseline", "classifier-baseline",
-                 "annotate"}
+USER_COMMANDS = {
+    "identify",
+    "add",
+    "gallery-new",
+    "calibrate-gallery",
+    "pixel-baseline",
+    "classifier-baseline",
+    "annotate",
+}
 
 
 def rule_commands() -> set[str]:
@@ -95,8 +102,10 @@ def test_no_command_name_is_registered_twice(monkeypatch):
 
 
 def test_help_loads_no_heavy_library():
-    code = ("import sys; from flukeline import cli; cli.build_parser(); "
-            "print(sorted({'torch', 'timm', 'pandas'} & set(sys.modules)))")
+    code = (
+        "import sys; from flukeline import cli; cli.build_parser(); "
+        "print(sorted({'torch', 'timm', 'pandas'} & set(sys.modules)))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
 
@@ -107,8 +116,13 @@ def _runner_calls(module):
     for function in ast.parse(inspect.getsource(module)).body:
         if not (isinstance(function, ast.FunctionDef) and function.name.startswith("cmd_")):
             continue
-        imported = {alias.name: node.module for node in ast.walk(function) if isinstance(node, ast.ImportFrom)
-                    for alias in node.names if node.module.startswith("flukeline.") and ".core." not in node.module}
+        imported = {
+            alias.name: node.module
+            for node in ast.walk(function)
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+            if node.module.startswith("flukeline.") and ".core." not in node.module
+        }
         for call in ast.walk(function):
             if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in imported:
                 yield function.name, call.func.id, imported[call.func.id], call.keywords

@@ -207,11 +207,13 @@ def test_the_template_must_share_enough_landmarks_with_the_detector(problems):
 
 
 def test_several_mistakes_give_one_line_each_in_a_fixed_order(problems, tmp_path):
-    found = problems({
-        "data": {"folds": 2},
-        "detect": {"keypoints": ["nose"], "model": {"encoder": "tu-lcnet_100"}},
-        "embed": {"active_members": ["mnv2", "vit_huge"], "cv_folds": [2], "members": {"mnv2": {"size": [64, 64]}}},
-    })
+    found = problems(
+        {
+            "data": {"folds": 2},
+            "detect": {"keypoints": ["nose"], "model": {"encoder": "tu-lcnet_100"}},
+            "embed": {"active_members": ["mnv2", "vit_huge"], "cv_folds": [2], "members": {"mnv2": {"size": [64, 64]}}},
+        }
+    )
     assert [line.split(" ")[0] for line in found] == [
         "embed.active_members",
         "embed.members.mnv2.size",

@@ -16,7 +16,11 @@ SMALL = {"n_train": 60, "n_test": 20, "max_images_per_id": 8}
 
 
 def _digests(root):
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +70,9 @@ def test_grayscale_share_and_varied_frame_sizes(tiny):
     for path in images:
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         assert image is not None, path
-        gray += image.ndim == 2 or bool(np.all(image[..., 0] == image[..., 1]) and np.all(image[..., 1] == image[..., 2]))
+        gray += image.ndim == 2 or bool(
+            np.all(image[..., 0] == image[..., 1]) and np.all(image[..., 1] == image[..., 2])
+        )
         sizes.add(image.shape[:2])
     assert abs(gray / len(images) - 0.30) < 0.02
     assert len(sizes) > 20

@@ -1,6 +1,5 @@
 """Learned detection: letterbox geometry, heatmap decoding, box fusion, metrics, weights, resume."""
 
-
 import cv2
 import numpy as np
 import pandas as pd
@@ -18,8 +17,17 @@ from flukeline.detect.train import detector_loss, train_detector
 from flukeline.detect.unet import build_detector
 
 NAMES = ["left_tip", "notch", "right_tip"]
-PARAMS = {"encoder": "tu-lcnet_100", "input_size": [64, 48], "decoder_channels": [16, 16, 8, 8, 8], "epochs": 2,
-          "batch_size": 4, "lr": 0.003, "heatmap_sigma": 2.0, "holdout_fraction": 0.25, "keypoints": NAMES}
+PARAMS = {
+    "encoder": "tu-lcnet_100",
+    "input_size": [64, 48],
+    "decoder_channels": [16, 16, 8, 8, 8],
+    "epochs": 2,
+    "batch_size": 4,
+    "lr": 0.003,
+    "heatmap_sigma": 2.0,
+    "holdout_fraction": 0.25,
+    "keypoints": NAMES,
+}
 
 
 @pytest.mark.parametrize("width,height,gray", [(257, 171, False), (120, 300, True), (2528, 382, False), (5, 3, True)])
@@ -131,7 +139,9 @@ def _toy_dataset(tmp_path, n=8):
         name = f"img{i}.jpg"
         cv2.imwrite(str(tmp_path / name), image)
         cv2.imwrite(str(tmp_path / f"img{i}.png"), mask)
-        rows.append({"image": name, "path": str(tmp_path / name), "split": "train", "mask_path": str(tmp_path / f"img{i}.png")})
+        rows.append(
+            {"image": name, "path": str(tmp_path / name), "split": "train", "mask_path": str(tmp_path / f"img{i}.png")}
+        )
         kp_rows += [{"image": name, "keypoint": k, "x": x, "y": y, "visible": 1} for k, (x, y) in zip(NAMES, pts)]
     return pd.DataFrame(rows), pd.DataFrame(kp_rows)
 

@@ -52,7 +52,11 @@ def _member(rng, truths, skill):
 def test_a_useless_member_gets_no_weight_and_the_fit_beats_every_member_alone():
     rng = np.random.default_rng(0)
     truths = [f"w{rng.integers(6)}" if rng.random() < 0.7 else NEW_WHALE for _ in range(120)]
-    members = {"good": _member(rng, truths, 0.3), "noise": _member(rng, truths, 0.0), "fair": _member(rng, truths, 0.15)}
+    members = {
+        "good": _member(rng, truths, 0.3),
+        "noise": _member(rng, truths, 0.0),
+        "fair": _member(rng, truths, 0.15),
+    }
     weights, report = fit_weights(members, {"good": 1.0, "noise": 1.0, "fair": 1.0}, GRID, 0.1)
     assert sum(weights.values()) == pytest.approx(1.0)
     assert weights["noise"] <= 0.1 and weights["good"] >= weights["fair"]

@@ -18,9 +18,15 @@ from flukeline.embed.train import train_member
 PARAMS = {
     "seed": 0,
     "member": {"backbone": "mobilenetv2_100", "size": [32, 16], "type": "frozen_head", "block": 3, "pool": 2},
-    "training": {"pretrained": "imagenet", "epochs": 6, "validate_every": 2, "embedding": {"dim": 16},
-                 "sampler": {"identities": 3, "images_per_identity": 2}, "threshold_grid": [-0.2, 1.0, 0.05],
-                 "loss": {"margin": {"type": "arcface", "scale": 30.0, "margin": 0.3}, "triplet": {"weight": 1.0}}},
+    "training": {
+        "pretrained": "imagenet",
+        "epochs": 6,
+        "validate_every": 2,
+        "embedding": {"dim": 16},
+        "sampler": {"identities": 3, "images_per_identity": 2},
+        "threshold_grid": [-0.2, 1.0, 0.05],
+        "loss": {"margin": {"type": "arcface", "scale": 30.0, "margin": 0.3}, "triplet": {"weight": 1.0}},
+    },
 }
 
 

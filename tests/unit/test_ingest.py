@@ -77,9 +77,7 @@ def make_layout(
         train_csv_text = "Image,Id\n" + "".join(f"{image},{label}\n" for image, label in train)
     (root / "train.csv").write_text(train_csv_text)
     if submission is not None:
-        pd.DataFrame({"Image": submission, "Id": "new_whale w_1"}).to_csv(
-            root / "sample_submission.csv", index=False
-        )
+        pd.DataFrame({"Image": submission, "Id": "new_whale w_1"}).to_csv(root / "sample_submission.csv", index=False)
     return root
 
 
@@ -110,9 +108,7 @@ def good_layout(root: Path, submission: list[str] | None = None) -> Path:
 
 def run(root: Path, **kwargs) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
     out = root.parent / "out"
-    summary = ingest(
-        root, out / "train.parquet", out / "test.parquet", out / "rejected.csv", **kwargs
-    )
+    summary = ingest(root, out / "train.parquet", out / "test.parquet", out / "rejected.csv", **kwargs)
     return (
         pd.read_parquet(out / "train.parquet"),
         pd.read_parquet(out / "test.parquet"),
@@ -136,7 +132,14 @@ def test_tables_from_a_good_layout(tmp_path):
     assert pd.read_parquet(out / "keypoints.parquet").columns.tolist() == ["image", "keypoint", "x", "y", "visible"]
     assert len(pd.read_parquet(out / "boxes.parquet")) == 0
     assert train["image"].tolist() == [
-        "a1.jpg", "a2.jpg", "a3.jpg", "grey.jpg", "b2.jpg", "alpha.png", "n2.jpg", "rot.jpg"
+        "a1.jpg",
+        "a2.jpg",
+        "a3.jpg",
+        "grey.jpg",
+        "b2.jpg",
+        "alpha.png",
+        "n2.jpg",
+        "rot.jpg",
     ]
     assert test["image"].tolist() == ["t1.jpeg", "t2.JPG", "t3.png"]  # sorted, case-insensitive suffixes
     assert set(train["split"]) == {"train"} and set(test["split"]) == {"test"}
@@ -351,7 +354,10 @@ def test_bad_sample_submission_rows(tmp_path):
 
 def test_missing_column_names_file_and_column(tmp_path):
     root = make_layout(
-        tmp_path / "data", [], {"a.jpg": colour_jpeg(1)}, {"t.jpg": colour_jpeg(2)},
+        tmp_path / "data",
+        [],
+        {"a.jpg": colour_jpeg(1)},
+        {"t.jpg": colour_jpeg(2)},
         train_csv_text="Image,Label\na.jpg,w_1\n",
     )
     with pytest.raises(InputError, match=r"train\.csv: missing column 'Id'"):
@@ -425,8 +431,13 @@ def annotated_layout(root: Path) -> Path:
         }
     ).to_csv(root / "keypoints.csv", index=False)
     pd.DataFrame(
-        {"Image": ["a1.jpg", "a1.jpg", "t2.JPG", "broken.jpg"], "x0": [0, 5, 1, 0], "y0": [0, 1, 1, 0],
-         "x1": [10, 9, 20, 3], "y1": [12, 8, 15, 3]}
+        {
+            "Image": ["a1.jpg", "a1.jpg", "t2.JPG", "broken.jpg"],
+            "x0": [0, 5, 1, 0],
+            "y0": [0, 1, 1, 0],
+            "x1": [10, 9, 20, 3],
+            "y1": [12, 8, 15, 3],
+        }
     ).to_csv(root / "boxes.csv", index=False)
     return root
 
@@ -468,8 +479,13 @@ def test_annotation_row_for_unknown_image(tmp_path):
 def test_annotation_values_are_validated(tmp_path):
     root = annotated_layout(tmp_path / "data")
     pd.DataFrame(
-        {"Image": ["a1.jpg", "a2.jpg"], "keypoint": ["tip", "tip"], "x": ["1", "left"], "y": ["", "2"],
-         "visible": ["1", "2"]}
+        {
+            "Image": ["a1.jpg", "a2.jpg"],
+            "keypoint": ["tip", "tip"],
+            "x": ["1", "left"],
+            "y": ["", "2"],
+            "visible": ["1", "2"],
+        }
     ).to_csv(root / "keypoints.csv", index=False)
     with pytest.raises(InputError) as caught:
         run(root, annotations={"keypoints": "keypoints.csv"}, on_bad_image="skip")

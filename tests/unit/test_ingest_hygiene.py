@@ -89,8 +89,12 @@ def warnings(caplog) -> list[str]:
 
 def test_ids_are_stripped_and_the_rows_named(tmp_path, caplog):
     csv_text = rows(("a1.jpg", " w_1234 "), ("a2.jpg", "w_1234"), ("n1.jpg", " new_whale "), ("n2.jpg", "new_whale"))
-    root = write_layout(tmp_path / "data", csv_text, distinct_files("a1.jpg", "a2.jpg", "n1.jpg", "n2.jpg"),
-                        distinct_files("t1.jpg", first_seed=200))
+    root = write_layout(
+        tmp_path / "data",
+        csv_text,
+        distinct_files("a1.jpg", "a2.jpg", "n1.jpg", "n2.jpg"),
+        distinct_files("t1.jpg", first_seed=200),
+    )
     with caplog.at_level(logging.WARNING):
         train, rejected, _, summary = run(root)
     assert train["id"].tolist() == ["w_1234", "w_1234", "new_whale", "new_whale"]
@@ -142,8 +146,14 @@ def test_bad_ids_are_skipped_into_rejected_csv(tmp_path):
 
 
 def test_ids_differing_only_in_case_are_named(tmp_path, caplog):
-    csv_text = rows(("a1.jpg", "w_1"), ("a2.jpg", "w_1"), ("a3.jpg", "W_1"), ("b1.jpg", "w_2"), ("n1.jpg", "New_Whale"),
-                    ("n2.jpg", "new_whale"))
+    csv_text = rows(
+        ("a1.jpg", "w_1"),
+        ("a2.jpg", "w_1"),
+        ("a3.jpg", "W_1"),
+        ("b1.jpg", "w_2"),
+        ("n1.jpg", "New_Whale"),
+        ("n2.jpg", "new_whale"),
+    )
     files = distinct_files("a1.jpg", "a2.jpg", "a3.jpg", "b1.jpg", "n1.jpg", "n2.jpg")
     root = write_layout(tmp_path / "data", csv_text, files, distinct_files("t1.jpg", first_seed=200))
     with caplog.at_level(logging.WARNING):
@@ -161,8 +171,10 @@ def test_ids_differing_only_in_case_are_named(tmp_path, caplog):
 
 
 def small_layout(root: Path) -> Path:
-    files = distinct_files("a1.jpg", "a2.jpg") | {"dot.png": jpeg(Image.new("RGB", (1, 1), (9, 9, 9))),
-                                                 "strip.jpg": jpeg(scene(7, size=(200, 20)))}
+    files = distinct_files("a1.jpg", "a2.jpg") | {
+        "dot.png": jpeg(Image.new("RGB", (1, 1), (9, 9, 9))),
+        "strip.jpg": jpeg(scene(7, size=(200, 20))),
+    }
     csv_text = rows(("a1.jpg", "w_a"), ("a2.jpg", "w_a"), ("dot.png", "w_b"), ("strip.jpg", "w_b"))
     return write_layout(root, csv_text, files, {"t1.jpg": jpeg(scene(8, size=(31, 40)))})
 
@@ -185,10 +197,16 @@ def test_small_photos_are_skipped_with_skip(tmp_path, caplog):
         train, rejected, _, _ = run(root, min_image_side=32, on_bad_image="skip")
     assert train["image"].tolist() == ["a1.jpg", "a2.jpg"]
     assert rejected.to_dict("records") == [
-        {"split": "train", "image": "dot.png",
-         "problem": "is 1x1 px, under the minimum side of 32 px (train.csv line 4)"},
-        {"split": "train", "image": "strip.jpg",
-         "problem": "is 200x20 px, under the minimum side of 32 px (train.csv line 5)"},
+        {
+            "split": "train",
+            "image": "dot.png",
+            "problem": "is 1x1 px, under the minimum side of 32 px (train.csv line 4)",
+        },
+        {
+            "split": "train",
+            "image": "strip.jpg",
+            "problem": "is 200x20 px, under the minimum side of 32 px (train.csv line 5)",
+        },
         {"split": "test", "image": "t1.jpg", "problem": "is 31x40 px, under the minimum side of 32 px (test folder)"},
     ]
     assert "image(s) have a side under" not in caplog.text
@@ -230,9 +248,17 @@ def duplicate_layout(root: Path) -> Path:
         "black1.jpg": flat((0, 0, 0)),  # flat photos that differ in bytes are not near duplicates
         "black2.jpg": flat((1, 1, 1), size=(80, 50)),
     }
-    csv_text = rows(("a1.jpg", "w_1"), ("a1_copy.jpg", "w_2"), ("a1_near.jpg", "w_1"), ("b1.jpg", "w_3"),
-                    ("c1.jpg", "w_4"), ("n1.jpg", "new_whale"), ("n1_near.jpg", "new_whale"), ("black1.jpg", "w_5"),
-                    ("black2.jpg", "w_6"))
+    csv_text = rows(
+        ("a1.jpg", "w_1"),
+        ("a1_copy.jpg", "w_2"),
+        ("a1_near.jpg", "w_1"),
+        ("b1.jpg", "w_3"),
+        ("c1.jpg", "w_4"),
+        ("n1.jpg", "new_whale"),
+        ("n1_near.jpg", "new_whale"),
+        ("black1.jpg", "w_5"),
+        ("black2.jpg", "w_6"),
+    )
     test_files = {
         "t_exact.jpg": jpeg(leaked),  # a byte copy of a training photo: a leak
         "t_near.jpg": near_copy(whale, brightness=1.05, quality=85),  # another near copy of group 1
@@ -284,12 +310,22 @@ def test_duplicate_groups_conflicts_and_leaks(tmp_path, caplog):
 
 
 def test_no_duplicates_writes_an_empty_table(tmp_path, caplog):
-    root = write_layout(tmp_path / "data", rows(("a1.jpg", "w_1"), ("a2.jpg", "w_1")),
-                        distinct_files("a1.jpg", "a2.jpg"), distinct_files("t1.jpg", "t2.jpg", first_seed=200))
+    root = write_layout(
+        tmp_path / "data",
+        rows(("a1.jpg", "w_1"), ("a2.jpg", "w_1")),
+        distinct_files("a1.jpg", "a2.jpg"),
+        distinct_files("t1.jpg", "t2.jpg", first_seed=200),
+    )
     out = tmp_path / "elsewhere" / "dups.csv"
     with caplog.at_level(logging.INFO, logger="flukeline.data.duplicates"):
-        summary = ingest(root, tmp_path / "out" / "train.parquet", tmp_path / "out" / "test.parquet",
-                         tmp_path / "out" / "rejected.csv", n_folds=2, out_duplicates=out)
+        summary = ingest(
+            root,
+            tmp_path / "out" / "train.parquet",
+            tmp_path / "out" / "test.parquet",
+            tmp_path / "out" / "rejected.csv",
+            n_folds=2,
+            out_duplicates=out,
+        )
     assert pd.read_csv(out).columns.tolist() == DUPLICATE_COLUMNS and len(pd.read_csv(out)) == 0
     assert not (tmp_path / "out" / "duplicates.csv").exists()
     assert (summary["n_duplicate_groups"], summary["n_leaked_test_images"]) == (0, 0)
@@ -301,8 +337,12 @@ def test_a_rejected_row_takes_no_part_in_the_groups(tmp_path):
     # b1.jpg is a byte copy of a1.jpg under another id, but its row is rejected (a space in its Id).
     files = distinct_files("a1.jpg", "a2.jpg")
     files["b1.jpg"] = files["a1.jpg"]
-    root = write_layout(tmp_path / "data", rows(("a1.jpg", "w_1"), ("a2.jpg", "w_1"), ("b1.jpg", "w 2")), files,
-                        distinct_files("t1.jpg", first_seed=200))
+    root = write_layout(
+        tmp_path / "data",
+        rows(("a1.jpg", "w_1"), ("a2.jpg", "w_1"), ("b1.jpg", "w 2")),
+        files,
+        distinct_files("t1.jpg", first_seed=200),
+    )
     _, rejected, duplicates, _ = run(root, on_bad_image="skip")
     assert rejected["image"].tolist() == ["b1.jpg"] and duplicates.empty
 
@@ -312,15 +352,21 @@ def test_long_listings_name_the_first_rows_only(tmp_path, caplog):
     n = 22
     names = [f"a{i}.jpg" for i in range(n)]
     files = distinct_files(*names)
-    root = write_layout(tmp_path / "data", rows(*((name, f" w_{i // 2} ") for i, name in enumerate(names))), files,
-                        {f"t{i}.jpg": data for i, data in enumerate(files.values())})
+    root = write_layout(
+        tmp_path / "data",
+        rows(*((name, f" w_{i // 2} ") for i, name in enumerate(names))),
+        files,
+        {f"t{i}.jpg": data for i, data in enumerate(files.values())},
+    )
     with caplog.at_level(logging.WARNING):
         _, _, duplicates, summary = run(root)
     stripped = ", ".join(f"train.csv line {i + 2} (' w_{i // 2} ')" for i in range(20))
     assert warnings(caplog)[0] == f"removed whitespace around the Id of 22 row(s): {stripped} and 2 more"
     assert summary["n_leaked_test_images"] == n and len(duplicates) == 2 * n
     assert warnings(caplog)[2:] == [
-        *(f"duplicate group {i + 1} (exact): test image 't{i}.jpg' duplicates training 'a{i}.jpg' (Id 'w_{i // 2}')"
-          for i in range(20)),
+        *(
+            f"duplicate group {i + 1} (exact): test image 't{i}.jpg' duplicates training 'a{i}.jpg' (Id 'w_{i // 2}')"
+            for i in range(20)
+        ),
         f"... and 2 more conflict(s) and leak(s); see {tmp_path / 'out' / 'duplicates.csv'}",
     ]

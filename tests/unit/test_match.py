@@ -1,8 +1,17 @@
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 
-from flukeline.core.retrieval import identity_centres, l2_normalise, rank_with_new_whale, search
-from flukeline.match.templates import fuse_views, identity_topk
+from flukeline.core.metrics import map_at_k
+from flukeline.core.retrieval import identity_centres, l2_normalise, map5_by_threshold, rank_with_new_whale, search
+from flukeline.match.calibration import calibrate_threshold, decide_threshold, ranked_predictions
+from flukeline.match.ensemble import ensemble_topk, vote_predictions
+from flukeline.match.member import member_topk
+from flukeline.match.pseudo_labels import calibrate_pseudo_label_similarity, select_pseudo_labels
+from flukeline.match.tables import to_long
+from flukeline.match.templates import fuse_views, identity_topk, trimmed_centres
 
 
 def test_identity_centres_are_normalised_means_of_normalised_vectors():
@@ -50,7 +59,9 @@ def test_centre_templates_find_the_identity_of_a_noisy_copy_and_ignore_new_whale
     ids = np.repeat([f"w_{i}" for i in range(20)], 3)
     ids[0] = "new_whale"  # never a candidate
     queries = centres[[4, 9]] + 0.05 * rng.normal(size=(2, 16))
-    candidates, sims = identity_topk(l2_normalise(queries), l2_normalise(gallery), ids, 5, {"templates": "centres", "centres": {"min_images": 10}})
+    candidates, sims = identity_topk(
+        l2_normalise(queries), l2_normalise(gallery), ids, 5, {"templates": "centres", "centres": {"min_images": 10}}
+    )
     ranked, best = rank_with_new_whale(candidates, sims, threshold=0.2), sims[:, 0]
     assert "new_whale" not in set(candidates.ravel())
     assert [r[0] for r in ranked] == ["w_4", "w_9"]
@@ -69,19 +80,6 @@ def test_combined_fold_embeddings_give_the_mean_cosine():
 
 
 # --- match stage (issue 7) ---------------------------------------------------------------------
-
-import json
-
-import pandas as pd
-
-from flukeline.core.metrics import map_at_k
-from flukeline.core.retrieval import map5_by_threshold
-from flukeline.match.calibration import calibrate_threshold, decide_threshold, ranked_predictions
-from flukeline.match.ensemble import ensemble_topk, vote_predictions
-from flukeline.match.member import member_topk
-from flukeline.match.pseudo_labels import calibrate_pseudo_label_similarity, select_pseudo_labels
-from flukeline.match.tables import to_long
-from flukeline.match.templates import trimmed_centres
 
 
 def test_map5_by_threshold_equals_scoring_the_ranked_lists():
@@ -117,13 +115,18 @@ def test_calibration_finds_the_known_optimum_of_a_constructed_score_matrix():
 def test_trimmed_centres_drop_the_farthest_quarter_twice():
     inlier = np.array([1.0, 0.0, 0.0])
     rng = np.random.default_rng(0)
-    images = [inlier + 0.05 * rng.normal(size=3) for _ in range(6)] + [np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0])]
+    images = [inlier + 0.05 * rng.normal(size=3) for _ in range(6)] + [
+        np.array([0.0, 1.0, 0.0]),
+        np.array([0.0, 0.0, 1.0]),
+    ]
     names, centres = trimmed_centres(np.array(images), ["a"] * 8)
     # 8 -> drop 2 (the two outliers) -> 6 -> drop 1 -> 5 kept, all inliers.
     kept_mean = l2_normalise(np.array(images[:6]))
     assert names.tolist() == ["a"]
     assert centres[0] @ inlier > 0.99
-    assert centres[0] @ inlier > l2_normalise(np.mean(l2_normalise(np.array(images)), axis=0, keepdims=True))[0] @ inlier
+    assert (
+        centres[0] @ inlier > l2_normalise(np.mean(l2_normalise(np.array(images)), axis=0, keepdims=True))[0] @ inlier
+    )
     assert np.min(kept_mean @ centres[0]) > 0.95
     # Fewer than min_images: the plain normalised mean.
     names, centres = trimmed_centres(np.array(images[6:]), ["b", "b"])
@@ -137,10 +140,14 @@ def test_flip_fusion_averages_plain_and_mirrored_cosines_per_image():
     np.testing.assert_allclose(fused @ fused.T, (plain @ plain.T + mirrored @ mirrored.T) / 2, atol=1e-6)
     # Through member_topk: the lookup must pair each image's plain row with its own mirrored row.
     train = pd.DataFrame({"image": [f"i{i}" for i in range(4)], "id": ["a", "a", "b", "b"], "fold": [0, -1, 0, -1]})
-    table = pd.DataFrame({
-        "image": ["t0"] + train["image"].tolist()[::-1], "split": ["test"] + ["train"] * 4,
-        "embedding": list(plain[:5]), "embedding_flip": list(mirrored[:5]),
-    })
+    table = pd.DataFrame(
+        {
+            "image": ["t0"] + train["image"].tolist()[::-1],
+            "split": ["test"] + ["train"] * 4,
+            "embedding": list(plain[:5]),
+            "embedding_flip": list(mirrored[:5]),
+        }
+    )
     val, test = member_topk(train, {0: table}, {"candidates": 2, "templates": "images", "flip_fusion": True})
     row = {img: i for i, img in enumerate(table["image"])}
     expected = fused[row["i0"]] @ fused[row["i1"]]
@@ -153,7 +160,9 @@ def test_flip_fusion_averages_plain_and_mirrored_cosines_per_image():
 
 def test_image_templates_score_an_identity_by_its_best_image_once():
     gallery = l2_normalise(np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.7, 0.7]]))
-    ids, sims = identity_topk(l2_normalise(np.array([[1.0, 0.05]])), gallery, ["a", "a", "b", "new_whale"], 3, {"templates": "images"})
+    ids, sims = identity_topk(
+        l2_normalise(np.array([[1.0, 0.05]])), gallery, ["a", "a", "b", "new_whale"], 3, {"templates": "images"}
+    )
     assert ids[0].tolist() == ["a", "b", ""] and np.isinf(sims[0, 2])
     assert sims[0, 0] == pytest.approx(l2_normalise(np.array([[1.0, 0.05]]))[0] @ gallery[0], abs=1e-6)
 
@@ -200,12 +209,14 @@ def test_ensemble_average_weights_members_and_fills_missing_candidates_with_the_
 
 
 def test_pseudo_labels_need_similarity_threshold_and_margin():
-    table = pd.concat([
-        to_long(["sure"], np.array([["a", "b"]], dtype=object), np.array([[0.95, 0.5]])),
-        to_long(["close_call"], np.array([["a", "b"]], dtype=object), np.array([[0.95, 0.9]])),
-        to_long(["weak"], np.array([["a", "b"]], dtype=object), np.array([[0.7, 0.1]])),
-        to_long(["single"], np.array([["c"]], dtype=object), np.array([[0.85]])),
-    ])
+    table = pd.concat(
+        [
+            to_long(["sure"], np.array([["a", "b"]], dtype=object), np.array([[0.95, 0.5]])),
+            to_long(["close_call"], np.array([["a", "b"]], dtype=object), np.array([[0.95, 0.9]])),
+            to_long(["weak"], np.array([["a", "b"]], dtype=object), np.array([[0.7, 0.1]])),
+            to_long(["single"], np.array([["c"]], dtype=object), np.array([[0.85]])),
+        ]
+    )
     taken = select_pseudo_labels(table, threshold=0.8, min_similarity=0.6, min_margin=0.1, round_=0)
     assert taken["image"].tolist() == ["sure", "single"]
     assert taken["id"].tolist() == ["a", "c"] and (taken["round"] == 0).all()
@@ -219,14 +230,21 @@ def _validation_table(top1, truths, margins=None):
     images = [f"v{i:02d}" for i in range(n)]
     ids = np.array([["a", "b"]] * n, dtype=object)
     sims = np.stack([np.asarray(top1), np.asarray(top1) - margins], axis=1)
-    return pd.concat([to_long([im], ids[i:i + 1], sims[i:i + 1], truth=t, fold=0) for i, (im, t) in enumerate(zip(images, truths))])
+    return pd.concat(
+        [
+            to_long([im], ids[i : i + 1], sims[i : i + 1], truth=t, fold=0)
+            for i, (im, t) in enumerate(zip(images, truths))
+        ]
+    )
 
 
 def test_pseudo_label_similarity_is_the_lowest_cut_reaching_the_precision_on_enough_images():
     top1 = np.linspace(0.95, 0.0, 20)
     truths = ["a"] * 12 + ["c"] * 8
     truths[2] = "new_whale"  # taking a new individual as "a" is a wrong pseudo-label
-    similarity, curve = calibrate_pseudo_label_similarity(_validation_table(top1, truths), threshold=-1.0, min_precision=0.9, min_margin=0.1, min_support=10)
+    similarity, curve = calibrate_pseudo_label_similarity(
+        _validation_table(top1, truths), threshold=-1.0, min_precision=0.9, min_margin=0.1, min_support=10
+    )
     # 12 taken: 11 right (0.917); 13 taken: 11 right (0.846).
     assert similarity == pytest.approx(top1[11], abs=1e-6)
     assert curve["taken"].tolist() == list(range(1, 21))
@@ -234,7 +252,9 @@ def test_pseudo_label_similarity_is_the_lowest_cut_reaching_the_precision_on_eno
     assert curve.loc[curve["taken"] == 3, "precision"].item() == pytest.approx(2 / 3)
     # A stricter precision needs a higher cut; none reaches 0.95 on 10 images (10 taken: 9 right).
     assert calibrate_pseudo_label_similarity(_validation_table(top1, truths), -1.0, 0.95, 0.1, 10)[0] == float("inf")
-    assert calibrate_pseudo_label_similarity(_validation_table(top1, truths), -1.0, 0.95, 0.1, 1)[0] == pytest.approx(top1[1], abs=1e-6)
+    assert calibrate_pseudo_label_similarity(_validation_table(top1, truths), -1.0, 0.95, 0.1, 1)[0] == pytest.approx(
+        top1[1], abs=1e-6
+    )
 
 
 def test_pseudo_label_calibration_ignores_images_below_the_threshold_or_margin():
@@ -242,12 +262,16 @@ def test_pseudo_label_calibration_ignores_images_below_the_threshold_or_margin()
     truths = ["a"] * 12
     margins = np.full(12, 0.5)
     margins[:3] = 0.01  # close calls are never taken, so they do not count
-    similarity, curve = calibrate_pseudo_label_similarity(_validation_table(top1, truths, margins), threshold=0.6, min_precision=0.9, min_margin=0.1, min_support=5)
+    similarity, curve = calibrate_pseudo_label_similarity(
+        _validation_table(top1, truths, margins), threshold=0.6, min_precision=0.9, min_margin=0.1, min_support=5
+    )
     assert curve["taken"].max() == int((top1[3:] >= 0.6).sum())
     assert curve["similarity"].max() == pytest.approx(top1[3], abs=1e-6)
     assert similarity == pytest.approx(top1[top1 >= 0.6].min(), abs=1e-6)
     # Too few eligible images for the support: nothing qualifies.
-    assert calibrate_pseudo_label_similarity(_validation_table(top1, truths, margins), 0.6, 0.9, 0.1, 50)[0] == float("inf")
+    assert calibrate_pseudo_label_similarity(_validation_table(top1, truths, margins), 0.6, 0.9, 0.1, 50)[0] == float(
+        "inf"
+    )
 
 
 def test_ensemble_takes_test_pseudo_labels_at_the_similarity_the_validation_folds_support(tmp_path):
@@ -256,15 +280,20 @@ def test_ensemble_takes_test_pseudo_labels_at_the_similarity_the_validation_fold
     top1 = np.linspace(0.95, 0.05, 19)
     truths = ["a"] * 10 + ["c"] * 9  # right down to 0.95 - 9 * 0.05 = 0.5
     val = _validation_table(top1, truths)
-    test = pd.concat([
-        to_long([f"t{i}"], np.array([["a", "b"]], dtype=object), np.array([[s, s - 0.5]]), fold=-1)
-        for i, s in enumerate([0.9, 0.55, 0.45, 0.2])
-    ])
+    test = pd.concat(
+        [
+            to_long([f"t{i}"], np.array([["a", "b"]], dtype=object), np.array([[s, s - 0.5]]), fold=-1)
+            for i, s in enumerate([0.9, 0.55, 0.45, 0.2])
+        ]
+    )
     member = tmp_path / "round0" / "m"
     member.mkdir(parents=True)
     val.to_parquet(member / "val_topk.parquet")
     test.to_parquet(member / "test_topk.parquet")
-    params = {"new_whale_threshold": -1.0, "pseudo_labels": {"min_similarity": "auto", "min_precision": 0.9, "min_margin": 0.1}}
+    params = {
+        "new_whale_threshold": -1.0,
+        "pseudo_labels": {"min_similarity": "auto", "min_precision": 0.9, "min_margin": 0.1},
+    }
     run_ensemble([member], [1.0], params, 0, tmp_path / "ensemble", tmp_path / "pseudo.parquet")
     summary = json.loads((tmp_path / "ensemble" / "summary.json").read_text())
     # 10 right of 10 at 0.5; 11th (0.45) makes 10/11 = 0.909; 12th (0.4) 10/12 = 0.833.
@@ -280,8 +309,10 @@ def test_ensemble_takes_test_pseudo_labels_at_the_similarity_the_validation_fold
     # The average's own tables: the weighted mean similarities it ranked and calibrated on.
     assert json.loads((tmp_path / "ensemble" / "summary.json").read_text())["score"] == "similarity"
     for split, table in (("val", val), ("test", test)):
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ensemble" / f"{split}_topk.parquet"),
-                                      ensemble_topk({"m@round0": (table, 1.0)}, depth=20))
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tmp_path / "ensemble" / f"{split}_topk.parquet"),
+            ensemble_topk({"m@round0": (table, 1.0)}, depth=20),
+        )
 
 
 def _voting_member(folder, threshold, val_lists, test_lists):

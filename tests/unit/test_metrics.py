@@ -81,8 +81,7 @@ def test_map_on_many_rows_is_quick_and_exact():
     ranks = rng.integers(0, 7, size=n)  # 5 and 6 mean "absent"
     truths = [f"w_{i}" for i in range(n)]
     predictions = [
-        [truth if position == rank else "other" for position in range(5)]
-        for truth, rank in zip(truths, ranks)
+        [truth if position == rank else "other" for position in range(5)] for truth, rank in zip(truths, ranks)
     ]
     expected = np.where(ranks < 5, 1.0 / (ranks + 1), 0.0).mean()
     assert map_at_k(truths, predictions) == pytest.approx(expected)

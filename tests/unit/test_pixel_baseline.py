@@ -30,10 +30,12 @@ def _noisy(image, seed, flips=10):
 
 def test_raw_pixel_1nn_scores_a_constructed_case():
     a, b, c, unknown = _blob(1), _blob(2), _blob(3), _blob(4)
-    train = pd.DataFrame({
-        "id": ["A", "A", "B", "C", NEW_WHALE],
-        "pixels": [a, _noisy(a, 1), b, c, _blob(5)],
-    })
+    train = pd.DataFrame(
+        {
+            "id": ["A", "A", "B", "C", NEW_WHALE],
+            "pixels": [a, _noisy(a, 1), b, c, _blob(5)],
+        }
+    )
     test = pd.DataFrame({"image": ["qa", "qb", "qnew"], "pixels": [_noisy(a, 2), _noisy(b, 3), unknown]})
     predictions, info = raw_pixel_1nn(train, test, size=24, threshold=0.6)
     ranked = dict(zip(predictions["image"], predictions["predicted"].str.split()))
@@ -75,10 +77,27 @@ def test_pixel_baseline_cli_on_a_kaggle_root(tmp_path):
     truth = tmp_path / "truth.csv"
     pd.DataFrame({"Image": ["q0.png", "q1.png"], "Id": ["B", NEW_WHALE]}).to_csv(truth, index=False)
     result = subprocess.run(
-        [sys.executable, "-m", "flukeline", "pixel-baseline", "--root", str(root), "--truth", str(truth),
-         "--size", "24", "--threshold", "0.6", "--out", str(tmp_path / "scores.json"),
-         "--predictions", str(tmp_path / "predictions.csv")],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "flukeline",
+            "pixel-baseline",
+            "--root",
+            str(root),
+            "--truth",
+            str(truth),
+            "--size",
+            "24",
+            "--threshold",
+            "0.6",
+            "--out",
+            str(tmp_path / "scores.json"),
+            "--predictions",
+            str(tmp_path / "predictions.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     scores = json.loads((tmp_path / "scores.json").read_text())

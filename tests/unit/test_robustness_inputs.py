@@ -72,47 +72,59 @@ OUTSIDE = noise_jpeg(40)
 REJECTED = {
     # case: (extra train.csv rows, extra train files, expected message line for the first bad row)
     "corrupt_jpeg": (
-        [("corrupt.jpg", "w_b")], {"corrupt.jpg": corrupt_jpeg()},
-        "train.csv line 5: image 'corrupt.jpg' cannot be decoded as an image (broken data stream when reading image file)",
+        [("corrupt.jpg", "w_b")],
+        {"corrupt.jpg": corrupt_jpeg()},
+        "train.csv line 5: image 'corrupt.jpg' cannot be decoded as an image "
+        "(broken data stream when reading image file)",
     ),
     "truncated_jpeg": (
-        [("cut.jpg", "w_b")], {"cut.jpg": truncated_jpeg()},
+        [("cut.jpg", "w_b")],
+        {"cut.jpg": truncated_jpeg()},
         "train.csv line 5: image 'cut.jpg' is truncated (image data ends early)",
     ),
     "zero_byte_file": (
-        [("zero.jpg", "w_b")], {"zero.jpg": b""},
+        [("zero.jpg", "w_b")],
+        {"zero.jpg": b""},
         "train.csv line 5: image 'zero.jpg' is empty (0 bytes)",
     ),
     "not_an_image": (
-        [("notes.jpg", "w_b")], {"notes.jpg": b"field notes, not a photo\n"},
+        [("notes.jpg", "w_b")],
+        {"notes.jpg": b"field notes, not a photo\n"},
         "train.csv line 5: image 'notes.jpg' is not a recognised image file",
     ),
     "missing_file": (
-        [("gone.jpg", "w_b")], {},
+        [("gone.jpg", "w_b")],
+        {},
         "train.csv line 5: image 'gone.jpg' does not exist under {train}",
     ),
     "duplicate_name": (
-        [("a1.jpg", "w_a")], {},
+        [("a1.jpg", "w_a")],
+        {},
         "train.csv line 5: image 'a1.jpg' is a duplicate of train.csv line 2",
     ),
     "path_escaping_root": (
-        [("../outside.jpg", "w_b")], {},
+        [("../outside.jpg", "w_b")],
+        {},
         "train.csv line 5: image '../outside.jpg' contains '..' and would escape {train}",
     ),
     "absolute_path": (
-        [("{outside}", "w_b")], {},
+        [("{outside}", "w_b")],
+        {},
         "train.csv line 5: image '{outside}' is an absolute path (names must be relative to {train})",
     ),
     "symlink_leaving_root": (
-        [("link.jpg", "w_b")], {},
+        [("link.jpg", "w_b")],
+        {},
         "train.csv line 5: image 'link.jpg' resolves outside {train} (to {outside})",
     ),
     "empty_id": (
-        [("b1.jpg", "")], {"b1.jpg": noise_jpeg(41)},
+        [("b1.jpg", "")],
+        {"b1.jpg": noise_jpeg(41)},
         "train.csv line 5: image 'b1.jpg' has an empty Id",
     ),
     "empty_image_name": (
-        [("", "w_b")], {},
+        [("", "w_b")],
+        {},
         "train.csv line 5: image '' has an empty Image value",
     ),
 }
@@ -135,7 +147,8 @@ def test_bad_rows_stop_ingest_with_file_and_problem(tmp_path, case):
     with pytest.raises(InputError) as caught:
         run_ingest(root)
     assert str(caught.value).splitlines() == [
-        f"1 bad image row(s) under {root.resolve()} (set on_bad_image to 'skip' to drop them):", expected
+        f"1 bad image row(s) under {root.resolve()} (set on_bad_image to 'skip' to drop them):",
+        expected,
     ]
     assert not (tmp_path / "out").exists()
 

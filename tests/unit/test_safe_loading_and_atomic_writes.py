@@ -67,6 +67,7 @@ def test_no_unsafe_loading_in_the_package():
 
 def _fail_after_partial_write(monkeypatch, target: str, name: str):
     """Make `target.name` write half a file and then fail, as a crash mid-write would."""
+
     def partial(*args, **kwargs):
         path = next(a for a in args if isinstance(a, (str, os.PathLike)))
         Path(path).write_bytes(b"PAR1 half a file")
@@ -102,7 +103,9 @@ def test_a_crash_while_saving_weights_leaves_no_model_file(tmp_path, monkeypatch
     import safetensors.torch
 
     weights = tmp_path / "model.safetensors"
-    monkeypatch.setattr("flukeline.core.weights.save_file", lambda state, path, metadata: (Path(path).write_bytes(b"half"), 1 / 0))
+    monkeypatch.setattr(
+        "flukeline.core.weights.save_file", lambda state, path, metadata: (Path(path).write_bytes(b"half"), 1 / 0)
+    )
     with pytest.raises(ZeroDivisionError):
         save_weights(torch.nn.Linear(3, 2), weights, {"fold": 0})
     assert list(tmp_path.iterdir()) == []
@@ -116,8 +119,19 @@ def test_every_writer_of_the_package_writes_atomically():
     an in-memory buffer); the only direct writes go into directory() outputs, which Snakemake
     deletes whole when their job fails."""
     source = Path(__file__).resolve().parents[2] / "src" / "flukeline"
-    calls = ("to_parquet(", "to_csv(", ".write_text(", ".write_bytes(", "torch.save(", "save_file(", "cv2.imwrite(",
-             "savefig(", "json.dump(", "np.save(", ".save(")
+    calls = (
+        "to_parquet(",
+        "to_csv(",
+        ".write_text(",
+        ".write_bytes(",
+        "torch.save(",
+        "save_file(",
+        "cv2.imwrite(",
+        "savefig(",
+        "json.dump(",
+        "np.save(",
+        ".save(",
+    )
     into_directory_outputs = {
         ("data/demo/generate.py", ".write_bytes("),  # demo images and masks: the demo_dataset rule's directory
         ("align/warp.py", "cv2.imwrite("),  # crops (directory) and, via a temporary name, the contact sheet

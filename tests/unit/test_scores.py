@@ -18,15 +18,28 @@ def _predictions(path, rows):
 def run(tmp_path):
     truth = ["A", "B", "new_whale", "C"]
     images = [f"i{k}.jpg" for k in range(4)]
-    baseline = _predictions(tmp_path / "all_new_whale.parquet",
-                            [(i, "new_whale A B C D", t) for i, t in zip(images, truth)])
+    baseline = _predictions(
+        tmp_path / "all_new_whale.parquet", [(i, "new_whale A B C D", t) for i, t in zip(images, truth)]
+    )
     # The ensemble finds 2 of the 3 known individuals first; the pixel baseline all of them.
-    ensemble = _predictions(tmp_path / "ensemble.parquet", [
-        ("i0.jpg", "A new_whale B C D", "A"), ("i1.jpg", "B new_whale A C D", "B"),
-        ("i2.jpg", "new_whale A B C D", "new_whale"), ("i3.jpg", "new_whale A B C D", "C")])
-    pixel = _predictions(tmp_path / "pixel.parquet", [
-        ("i0.jpg", "A new_whale B C D", "A"), ("i1.jpg", "B new_whale A C D", "B"),
-        ("i2.jpg", "new_whale A B C D", "new_whale"), ("i3.jpg", "C new_whale A B D", "C")])
+    ensemble = _predictions(
+        tmp_path / "ensemble.parquet",
+        [
+            ("i0.jpg", "A new_whale B C D", "A"),
+            ("i1.jpg", "B new_whale A C D", "B"),
+            ("i2.jpg", "new_whale A B C D", "new_whale"),
+            ("i3.jpg", "new_whale A B C D", "C"),
+        ],
+    )
+    pixel = _predictions(
+        tmp_path / "pixel.parquet",
+        [
+            ("i0.jpg", "A new_whale B C D", "A"),
+            ("i1.jpg", "B new_whale A C D", "B"),
+            ("i2.jpg", "new_whale A B C D", "new_whale"),
+            ("i3.jpg", "C new_whale A B D", "C"),
+        ],
+    )
     submission = tmp_path / "submission.csv"
     pd.DataFrame({"Image": images, "Id": "new_whale A B C D"}).to_csv(submission, index=False)
     return baseline, ensemble, pixel, str(submission)
@@ -34,8 +47,13 @@ def run(tmp_path):
 
 def test_baselines_are_scored_on_the_same_images_and_a_better_one_is_warned_about(run):
     baseline, ensemble, pixel, submission = run
-    metrics = evaluate(baseline, [("ensemble@round0", ensemble, ensemble)], submission,
-                       baselines=[("pixel_1nn", pixel, pixel)], submission_method="ensemble@round0")
+    metrics = evaluate(
+        baseline,
+        [("ensemble@round0", ensemble, ensemble)],
+        submission,
+        baselines=[("pixel_1nn", pixel, pixel)],
+        submission_method="ensemble@round0",
+    )
     assert metrics["cv"]["methods"]["ensemble@round0"]["map5"] == pytest.approx((1 + 1 + 1 + 1 / 4) / 4)  # C at rank 4
     assert metrics["cv"]["methods"]["ensemble@round0"]["known_top1"] == pytest.approx(2 / 3)
     assert metrics["cv"]["baselines"]["pixel_1nn"]["map5"] == 1.0
@@ -49,8 +67,13 @@ def test_baselines_are_scored_on_the_same_images_and_a_better_one_is_warned_abou
 
 def test_no_warning_when_the_submission_beats_every_baseline(run):
     baseline, ensemble, pixel, submission = run
-    metrics = evaluate(baseline, [("ensemble@round0", pixel, pixel)], submission,
-                       baselines=[("zero_shot_1nn", ensemble, ensemble)], submission_method="ensemble@round0")
+    metrics = evaluate(
+        baseline,
+        [("ensemble@round0", pixel, pixel)],
+        submission,
+        baselines=[("zero_shot_1nn", ensemble, ensemble)],
+        submission_method="ensemble@round0",
+    )
     assert metrics["warnings"] == []
 
 
@@ -64,10 +87,15 @@ def test_metrics_page_puts_the_warning_first_and_lists_the_references(run):
     from flukeline.evaluate.metrics_table import metrics_html
 
     baseline, ensemble, pixel, submission = run
-    metrics = evaluate(baseline, [("ensemble@round0", ensemble, ensemble)], submission,
-                       baselines=[("pixel_1nn", pixel, pixel)], submission_method="ensemble@round0")
+    metrics = evaluate(
+        baseline,
+        [("ensemble@round0", ensemble, ensemble)],
+        submission,
+        baselines=[("pixel_1nn", pixel, pixel)],
+        submission_method="ensemble@round0",
+    )
     page = metrics_html(metrics, {"ensemble@round0": {"threshold": 0.5}})
     warning = page.index('<p class="warning">Warning: the submission (ensemble@round0) scores validation MAP@5 0.812')
     assert warning < page.index("<h3>MAP@5 per member and ensemble</h3>")
-    references = page[page.index("References without training"):]
+    references = page[page.index("References without training") :]
     assert "all-new_whale" in references and "pixel_1nn" in references and "1.0000" in references

@@ -10,8 +10,13 @@ def test_skipped_test_images_get_the_baseline_row(tmp_path):
     train = pd.DataFrame({"image": [f"t{i}.jpg" for i in range(7)], "id": ["a", "a", "a", "b", "b", "c", "new_whale"]})
     test = pd.DataFrame({"image": ["q1.jpg", "q2.jpg"]})
     predictions = pd.DataFrame({"image": ["q2.jpg", "q1.jpg"], "predicted": ["b a c new_whale", "new_whale a b c"]})
-    rejected = pd.DataFrame({"split": ["test", "train", "test"], "image": ["bad.jpg", "t9.jpg", "cut.jpg"],
-                             "problem": ["is empty (0 bytes)", "missing", "is truncated"]})
+    rejected = pd.DataFrame(
+        {
+            "split": ["test", "train", "test"],
+            "image": ["bad.jpg", "t9.jpg", "cut.jpg"],
+            "problem": ["is empty (0 bytes)", "missing", "is truncated"],
+        }
+    )
     out = tmp_path / "submission.csv"
     write_submission(test, predictions, out, k=4, rejected=rejected, train=train)
     table = pd.read_csv(out)

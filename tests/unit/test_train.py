@@ -70,7 +70,9 @@ def test_member_loss_trains_an_embedding_and_ignores_unlabelled_for_the_margin_t
     labels = torch.tensor([0, 0, 1, 1, 2, 2, NO_LABEL, NO_LABEL])
     features = torch.randn(8, 16)
     net = torch.nn.Linear(16, 8)
-    loss_fn = MemberLoss({"margin": {"type": kind, "scale": 16.0, "margin": 0.3}, "triplet": {"weight": 1.0, "margin": 0.3}}, 3, 8)
+    loss_fn = MemberLoss(
+        {"margin": {"type": kind, "scale": 16.0, "margin": 0.3}, "triplet": {"weight": 1.0, "margin": 0.3}}, 3, 8
+    )
     optimizer = torch.optim.Adam(list(net.parameters()) + list(loss_fn.parameters()), lr=0.05)
     first = loss_fn(net(features), labels).item()
     for _ in range(60):
@@ -106,17 +108,24 @@ def test_augmentation_from_config_moves_the_mask_with_the_image_only_for_geometr
     out = shift(image=image, mask=mask)
     assert (out["mask"] > 0).sum() > 0 and np.array_equal(out["mask"] > 0, out["image"][..., 0] > 100)
     assert np.array_equal(np.flatnonzero((out["mask"] > 0).any(axis=0)), np.arange(24, 56))
-    pixel = build_augmentation([{"transform": "RandomBrightnessContrast", "p": 1.0, "brightness_limit": [0.3, 0.3]}], seed=0)
+    pixel = build_augmentation(
+        [{"transform": "RandomBrightnessContrast", "p": 1.0, "brightness_limit": [0.3, 0.3]}], seed=0
+    )
     out = pixel(image=image, mask=mask)
     assert np.array_equal(out["mask"], mask) and not np.array_equal(out["image"], image)
-    nested = build_augmentation([{"transform": "OneOf", "p": 1.0, "transforms": [{"transform": "Blur", "blur_limit": 3}]}], seed=0)
+    nested = build_augmentation(
+        [{"transform": "OneOf", "p": 1.0, "transforms": [{"transform": "Blur", "blur_limit": 3}]}], seed=0
+    )
     assert nested(image=image)["image"].shape == image.shape
 
 
 @pytest.mark.parametrize(
     "entry, message",
     [
-        ({"transform": "NoSuchTransform"}, r"embed.augmentation\[1\]: 'NoSuchTransform' is not an albumentations transform"),
+        (
+            {"transform": "NoSuchTransform"},
+            r"embed.augmentation\[1\]: 'NoSuchTransform' is not an albumentations transform",
+        ),
         ({"transform": "Affine", "rotate": "a lot"}, r"embed.augmentation\[1\] \(Affine\)"),
     ],
 )
@@ -130,16 +139,25 @@ def _write_crops(root, n_ids=6, per_id=3, test_images=4, size=(32, 16)):
     rng = np.random.default_rng(0)
     rows, train_rows = [], []
     patterns = rng.integers(0, 255, size=(n_ids, 1, size[0], 3))
+
     def add(name, split, pattern):
-        image = np.clip(np.repeat(pattern, size[1], axis=0) + rng.normal(0, 20, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+        image = np.clip(np.repeat(pattern, size[1], axis=0) + rng.normal(0, 20, (size[1], size[0], 3)), 0, 255).astype(
+            np.uint8
+        )
         mask = np.zeros((size[1], size[0]), np.uint8)
         mask[4:12, 4:28] = 255
         paths = {}
-        for kind, array in (("crop", image), ("box_crop", image[:, ::-1].copy()), ("mask_crop", mask), ("box_mask_crop", mask)):
+        for kind, array in (
+            ("crop", image),
+            ("box_crop", image[:, ::-1].copy()),
+            ("mask_crop", mask),
+            ("box_mask_crop", mask),
+        ):
             path = root / f"{kind}_{name}.png"
             cv2.imwrite(str(path), array)
             paths[f"{kind}_path"] = str(path)
         rows.append({"image": name, "split": split, **paths})
+
     for identity in range(n_ids):
         for j in range(per_id):
             name = f"w{identity}_{j}.jpg"
@@ -160,9 +178,15 @@ def test_a_member_trains_with_every_recipe_option_and_embeds_plain_and_mirrored(
         "seed": 0,
         "member": {"backbone": "resnet18", "size": [32, 16], "in_chans": 4},
         "training": {
-            "epochs": 3, "lr": 0.002, "sampler": {"identities": 2, "images_per_identity": 2}, "new_whale_negatives": 0.5,
-            "flip_as_new_identity": True, "box_crop_probability": 0.5, "mask_dropout": 0.5,
-            "swa": {"epochs": 1}, "staged": {"epochs": 1, "min_images": 3, "trainable_groups": 2},
+            "epochs": 3,
+            "lr": 0.002,
+            "sampler": {"identities": 2, "images_per_identity": 2},
+            "new_whale_negatives": 0.5,
+            "flip_as_new_identity": True,
+            "box_crop_probability": 0.5,
+            "mask_dropout": 0.5,
+            "swa": {"epochs": 1},
+            "staged": {"epochs": 1, "min_images": 3, "trainable_groups": 2},
             "embedding": {"dim": 16, "dropout": 0.1},
             "loss": {"margin": {"type": "arcface", "scale": 16.0, "margin": 0.3}, "triplet": {"weight": 0.5}},
             "augmentation": [{"transform": "Affine", "p": 0.5, "rotate": [-5, 5]}],
@@ -170,7 +194,17 @@ def test_a_member_trains_with_every_recipe_option_and_embeds_plain_and_mirrored(
     }
     pseudo = pd.DataFrame({"image": ["t0.jpg", "t1.jpg"], "id": ["w_0", "w_1"]})
     model_path = tmp_path / "model.safetensors"
-    train_member(train, align, 0, params, model_path, tmp_path / "history.csv", tmp_path / "curves.png", threads=1, pseudo_labels=pseudo)
+    train_member(
+        train,
+        align,
+        0,
+        params,
+        model_path,
+        tmp_path / "history.csv",
+        tmp_path / "curves.png",
+        threads=1,
+        pseudo_labels=pseudo,
+    )
     history = pd.read_csv(tmp_path / "history.csv")
     assert history["epoch"].tolist() == [1, 2, 3] and history["val_map5"].between(0, 1).all()
     assert (tmp_path / "curves.png").stat().st_size > 0
@@ -193,14 +227,21 @@ def test_a_killed_training_resumes_after_its_last_epoch_and_ends_with_the_same_w
     params = {
         "seed": 1,
         "member": {"backbone": "resnet18", "size": [32, 16]},
-        "training": {"epochs": 2, "sampler": {"identities": 2, "images_per_identity": 2}, "new_whale_negatives": 0.5,
-                     "box_crop_probability": 0.5, "embedding": {"dim": 8, "dropout": 0.2},
-                     "augmentation": [{"transform": "Affine", "p": 0.5, "rotate": [-5, 5]}]},
+        "training": {
+            "epochs": 2,
+            "sampler": {"identities": 2, "images_per_identity": 2},
+            "new_whale_negatives": 0.5,
+            "box_crop_probability": 0.5,
+            "embedding": {"dim": 8, "dropout": 0.2},
+            "augmentation": [{"transform": "Affine", "p": 0.5, "rotate": [-5, 5]}],
+        },
     }
 
     def run(folder):
         folder.mkdir()
-        train_member(train, align, 0, params, folder / "model.safetensors", folder / "history.csv", folder / "curves.png")
+        train_member(
+            train, align, 0, params, folder / "model.safetensors", folder / "history.csv", folder / "curves.png"
+        )
         return folder / "model.safetensors"
 
     uninterrupted = run(tmp_path / "whole")
@@ -215,7 +256,15 @@ def test_a_killed_training_resumes_after_its_last_epoch_and_ends_with_the_same_w
         run(tmp_path / "killed")
     assert (tmp_path / "killed" / "model.safetensors.checkpoint.pt").exists()
     monkeypatch.setattr(train_module, "save_training_state", real_save)
-    train_member(train, align, 0, params, tmp_path / "killed" / "model.safetensors", tmp_path / "killed" / "history.csv", tmp_path / "killed" / "curves.png")
+    train_member(
+        train,
+        align,
+        0,
+        params,
+        tmp_path / "killed" / "model.safetensors",
+        tmp_path / "killed" / "history.csv",
+        tmp_path / "killed" / "curves.png",
+    )
     resumed, _ = read_weights(tmp_path / "killed" / "model.safetensors")
     whole, _ = read_weights(uninterrupted)
     assert resumed.keys() == whole.keys()

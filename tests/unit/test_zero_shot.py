@@ -49,5 +49,7 @@ def test_a_zero_shot_member_is_the_imagenet_backbone_untouched(tmp_path):
 def test_a_zero_shot_member_without_pretrained_weights_is_refused(tmp_path):
     train, align = _write_crops(tmp_path)
     params = {**PARAMS, "training": {**PARAMS["training"], "pretrained": "none"}}
-    with pytest.raises(InputError, match="a zero-shot member needs pretrained weights .* for mobilenetv2_100, not none"):
+    with pytest.raises(
+        InputError, match="a zero-shot member needs pretrained weights .* for mobilenetv2_100, not none"
+    ):
         train_member(train, align, 0, params, tmp_path / "m.safetensors", tmp_path / "h.csv", tmp_path / "c.png")

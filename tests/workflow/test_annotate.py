@@ -23,9 +23,18 @@ from flukeline.detect.train import train_detector
 CHROMIUM = Path("/usr/bin/chromium")
 NAMES = ["left_tip", "notch", "right_tip"]
 # A detector that trains in seconds (tests/unit/test_detect.py), for one epoch on what was exported.
-PARAMS = {"encoder": "tu-lcnet_100", "encoder_weights": None, "input_size": [64, 48],
-          "decoder_channels": [16, 16, 8, 8, 8], "epochs": 1, "batch_size": 4, "lr": 0.003, "heatmap_sigma": 2.0,
-          "holdout_fraction": 0.0, "keypoints": NAMES}
+PARAMS = {
+    "encoder": "tu-lcnet_100",
+    "encoder_weights": None,
+    "input_size": [64, 48],
+    "decoder_channels": [16, 16, 8, 8, 8],
+    "epochs": 1,
+    "batch_size": 4,
+    "lr": 0.003,
+    "heatmap_sigma": 2.0,
+    "holdout_fraction": 0.0,
+    "keypoints": NAMES,
+}
 TOLERANCE = 1.0  # original pixels between where the test clicked and what the CSV says
 
 
@@ -35,14 +44,29 @@ def demo(tmp_path_factory):
     without annotations, and an annotation page of six of its train photos."""
     folder = tmp_path_factory.mktemp("annotate")
     root = folder / "kaggle"
-    command = [sys.executable, "-m", "flukeline", "demo", "--out", str(root), "--truth", str(folder / "truth.csv"),
-               "--preset", "tiny", "--seed", "0", "--workers", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "flukeline",
+        "demo",
+        "--out",
+        str(root),
+        "--truth",
+        str(folder / "truth.csv"),
+        "--preset",
+        "tiny",
+        "--seed",
+        "0",
+        "--workers",
+        "1",
+    ]
     subprocess.run(command, check=True, capture_output=True, timeout=300)
     data = folder / "data"
     ingest(root, data / "train.parquet", data / "test.parquet", data / "rejected.csv")
     page = folder / "annotate.html"
-    info = run(train_path=data / "train.parquet", keypoints=",".join(NAMES), out=page, n=6, seed=0, display=640,
-               threads=1)
+    info = run(
+        train_path=data / "train.parquet", keypoints=",".join(NAMES), out=page, n=6, seed=0, display=640, threads=1
+    )
     assert info["photos"] == 6
     return {"folder": folder, "root": root, "data": data, "page": page}
 
@@ -50,8 +74,9 @@ def demo(tmp_path_factory):
 @pytest.fixture(scope="module")
 def chromium():
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent: tools/setup.sh installs Debian's chromium only when run as root "
-                    "with apt-get")
+        pytest.skip(
+            f"{CHROMIUM} is absent: tools/setup.sh installs Debian's chromium only when run as root with apt-get"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -72,16 +97,23 @@ class Photo:
     def __init__(self, page, photo: dict):
         page.wait_for_function(
             "(name) => { const i = document.getElementById('photo'); return i.dataset.image === name"
-            " && i.complete && i.naturalWidth > 0; }", arg=photo["image"], timeout=10_000)
-        self.rect = page.evaluate("() => { const r = document.getElementById('photo').getBoundingClientRect();"
-                                  " return {left: r.left, top: r.top, width: r.width, height: r.height}; }")
+            " && i.complete && i.naturalWidth > 0; }",
+            arg=photo["image"],
+            timeout=10_000,
+        )
+        self.rect = page.evaluate(
+            "() => { const r = document.getElementById('photo').getBoundingClientRect();"
+            " return {left: r.left, top: r.top, width: r.width, height: r.height}; }"
+        )
         self.width, self.height = photo["width"], photo["height"]
         assert self.rect["width"] > 2 * self.width  # the small demo photo is shown enlarged
 
     def edge_to_screen(self, x: float, y: float) -> tuple[float, float]:
         """A box edge position (original pixels) -> viewport coordinates."""
-        return (self.rect["left"] + x / self.width * self.rect["width"],
-                self.rect["top"] + y / self.height * self.rect["height"])
+        return (
+            self.rect["left"] + x / self.width * self.rect["width"],
+            self.rect["top"] + y / self.height * self.rect["height"],
+        )
 
     def point_to_screen(self, x: float, y: float) -> tuple[float, float]:
         """A keypoint (original pixels, centres at integers) -> viewport coordinates."""
@@ -89,8 +121,10 @@ class Photo:
 
     def expected_edge(self, sx: float, sy: float) -> tuple[float, float]:
         """Where a press at viewport (sx, sy) lands in original pixels as a box edge."""
-        return ((sx - self.rect["left"]) / self.rect["width"] * self.width,
-                (sy - self.rect["top"]) / self.rect["height"] * self.height)
+        return (
+            (sx - self.rect["left"]) / self.rect["width"] * self.width,
+            (sy - self.rect["top"]) / self.rect["height"] * self.height,
+        )
 
     def expected_point(self, sx: float, sy: float) -> tuple[float, float]:
         x, y = self.expected_edge(sx, sy)
@@ -212,8 +246,13 @@ def test_annotate_page_in_headless_chromium_exports_what_ingest_and_the_detector
         box = [float(row[k]) for k in ("x0", "y0", "x1", "y1")]
         assert _near(box, expected_boxes[row["Image"]]), (box, expected_boxes[row["Image"]])
     assert [(row["Image"], row["keypoint"], row["visible"]) for row in keypoints] == [
-        (first["image"], "left_tip", "1"), (first["image"], "notch", "0"), (first["image"], "right_tip", "1"),
-        (second["image"], "left_tip", "1"), (second["image"], "notch", "1"), (second["image"], "right_tip", "1")]
+        (first["image"], "left_tip", "1"),
+        (first["image"], "notch", "0"),
+        (first["image"], "right_tip", "1"),
+        (second["image"], "left_tip", "1"),
+        (second["image"], "notch", "1"),
+        (second["image"], "right_tip", "1"),
+    ]
     for row in keypoints:
         if row["visible"] == "0":
             assert row["x"] == row["y"] == ""
@@ -231,8 +270,13 @@ def test_annotate_page_in_headless_chromium_exports_what_ingest_and_the_detector
     for name, rows in (("boxes.csv", boxes), ("keypoints.csv", keypoints)):
         pd.DataFrame(rows).to_csv(exported / name, index=False)
     data_dir = demo["folder"] / "annotated"
-    summary = ingest(demo["root"], data_dir / "train.parquet", data_dir / "test.parquet", data_dir / "rejected.csv",
-                     annotations={"keypoints": exported / "keypoints.csv", "boxes": exported / "boxes.csv"})
+    summary = ingest(
+        demo["root"],
+        data_dir / "train.parquet",
+        data_dir / "test.parquet",
+        data_dir / "rejected.csv",
+        annotations={"keypoints": exported / "keypoints.csv", "boxes": exported / "boxes.csv"},
+    )
     assert summary["n_keypoints"] == 6 and summary["n_boxes"] == 2
     table = pd.read_parquet(data_dir / "keypoints.parquet")
     assert table["visible"].tolist() == [True, False, True, True, True, True]
@@ -251,8 +295,19 @@ def test_annotate_page_in_headless_chromium_exports_what_ingest_and_the_detector
 def test_the_detector_trains_on_ingests_tables_of_keypoints_without_masks(demo):
     """Keypoints and no masks folder: ingest's mask_path is pd.NA, which the detector reads as no mask."""
     data_dir = demo["folder"] / "keypoints_only"
-    ingest(demo["root"], data_dir / "train.parquet", data_dir / "test.parquet", data_dir / "rejected.csv",
-           annotations={"keypoints": demo["root"] / "annotations/keypoints.csv"})
+    ingest(
+        demo["root"],
+        data_dir / "train.parquet",
+        data_dir / "test.parquet",
+        data_dir / "rejected.csv",
+        annotations={"keypoints": demo["root"] / "annotations/keypoints.csv"},
+    )
     train, keypoints = pd.read_parquet(data_dir / "train.parquet"), pd.read_parquet(data_dir / "keypoints.parquet")
-    train_detector(train, keypoints, dict(PARAMS, max_train_images=4), 0, data_dir / "detector.safetensors",
-                   data_dir / "history.csv")
+    train_detector(
+        train,
+        keypoints,
+        dict(PARAMS, max_train_images=4),
+        0,
+        data_dir / "detector.safetensors",
+        data_dir / "history.csv",
+    )

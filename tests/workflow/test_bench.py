@@ -11,14 +11,25 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
-ACCURACY_ROWS = ["all_new_whale", "softmax_classifier", "lcnet4", "ensemble", "ensemble, no_alignment",
-                 "ensemble, flip_as_new_identity", "ensemble, flip_fusion", "ensemble, pseudo_labels"]
+ACCURACY_ROWS = [
+    "all_new_whale",
+    "softmax_classifier",
+    "lcnet4",
+    "ensemble",
+    "ensemble, no_alignment",
+    "ensemble, flip_as_new_identity",
+    "ensemble, flip_fusion",
+    "ensemble, pseudo_labels",
+]
 
 
 def _snapshot(run):
     """Contents of the files a careless copy could write through: logs, benchmarks, metadata."""
-    paths = [*(run / "results" / "logs").glob("*.log"), *(run / "results" / "benchmarks").glob("*.tsv"),
-             *(run / ".snakemake" / "metadata").glob("*")]
+    paths = [
+        *(run / "results" / "logs").glob("*.log"),
+        *(run / "results" / "benchmarks").glob("*.tsv"),
+        *(run / ".snakemake" / "metadata").glob("*"),
+    ]
     return {str(p): p.read_bytes() for p in paths}
 
 
@@ -28,8 +39,23 @@ def test_quick_suite_writes_every_part_and_row(tiny_run, tmp_path):
     before = _snapshot(run)
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--seed-from", str(run), "--workdir", str(tmp_path / "work"),
-         "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--seed-from",
+            str(run),
+            "--workdir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert _snapshot(run) == before
 
@@ -45,7 +71,10 @@ def test_quick_suite_writes_every_part_and_row(tiny_run, tmp_path):
     jobs = {name: set(a["run"]["jobs"]) for name, a in accuracy["ablations"].items()}
     assert jobs["flip_fusion"] == {"match_member", "ensemble"}  # only the match stage reruns
     assert {"align_transforms", "align_crops", "train_member"} <= jobs["no_alignment"]
-    assert "train_member" in jobs["flip_as_new_identity"] and not jobs["flip_as_new_identity"] & {"align_crops", "detect_predict"}
+    assert "train_member" in jobs["flip_as_new_identity"] and not jobs["flip_as_new_identity"] & {
+        "align_crops",
+        "detect_predict",
+    }
     assert accuracy["ablations"]["pseudo_labels"]["final_round"] == 1
     assert accuracy["ablations"]["no_alignment"]["landmark_share"] == 0.0
 

@@ -10,15 +10,33 @@ import pytest
 from helpers_bench_search import SCRIPT
 
 METHODS = {"faiss_flat", "numpy", "numpy_groupmax", "faiss_hnsw", "faiss_ivf"}
-ROW_FIELDS = {"data", "gallery", "queries", "dim", "method", "params", "build_s", "search_s", "search_cpu_s",
-              "queries_searched", "search_s_all_queries", "search_extrapolated", "queries_per_s", "recall_at_5"}
+ROW_FIELDS = {
+    "data",
+    "gallery",
+    "queries",
+    "dim",
+    "method",
+    "params",
+    "build_s",
+    "search_s",
+    "search_cpu_s",
+    "queries_searched",
+    "search_s_all_queries",
+    "search_extrapolated",
+    "queries_per_s",
+    "recall_at_5",
+}
 
 
 @pytest.mark.timeout(120)
 def test_quick_mode_output_and_numpy_matches_exact_faiss(tmp_path):
     out = tmp_path / "search.json"
-    result = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--threads", "2", "--out", str(out)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--threads", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["quick"] is True and data["k"] == 5
@@ -40,4 +58,3 @@ def test_quick_mode_output_and_numpy_matches_exact_faiss(tmp_path):
         assert by_method[method]["max_abs_score_diff_vs_faiss"] < 1e-4, method
     table = out.with_suffix(".md").read_text()
     assert "| data | gallery | method |" in table and "numpy_groupmax" in table
-

@@ -23,7 +23,9 @@ def test_wrong_type_is_named(tmp_path):
 
 
 def test_member_size_must_be_an_aligned_size(tmp_path):
-    result = _dry_run_with(tmp_path, {"embed": {"members": {"r18": {"backbone": "resnet18", "size": [99, 33]}}, "active_members": ["r18"]}})
+    result = _dry_run_with(
+        tmp_path, {"embed": {"members": {"r18": {"backbone": "resnet18", "size": [99, 33]}}, "active_members": ["r18"]}}
+    )
     assert result.returncode != 0
     assert "embed.members.r18.size" in result.stdout + result.stderr
 
@@ -31,7 +33,17 @@ def test_member_size_must_be_an_aligned_size(tmp_path):
 def test_default_config_dry_run_plans_every_stage(tmp_path):
     result = snakemake(tmp_path, "-n", "--cores", "8", configfiles=())
     out = result.stdout
-    for rule in ("demo_dataset", "ingest", "detect", "align", "train_member", "embed_member", "match_member", "submission", "evaluate"):
+    for rule in (
+        "demo_dataset",
+        "ingest",
+        "detect",
+        "align",
+        "train_member",
+        "embed_member",
+        "match_member",
+        "submission",
+        "evaluate",
+    ):
         assert rule in out, rule
 
 
@@ -39,7 +51,9 @@ def test_learned_detection_without_annotations_is_refused_with_the_way_out(tmp_p
     result = _dry_run_with(tmp_path, {"data": {"source": "kaggle", "root": str(tmp_path)}})
     assert result.returncode != 0
     assert "detect.method: threshold" in result.stdout + result.stderr
-    ok = _dry_run_with(tmp_path, {"data": {"source": "kaggle", "root": str(tmp_path)}, "detect": {"method": "threshold"}})
+    ok = _dry_run_with(
+        tmp_path, {"data": {"source": "kaggle", "root": str(tmp_path)}, "detect": {"method": "threshold"}}
+    )
     assert "detect.method" not in ok.stdout + ok.stderr
 
 
@@ -67,7 +81,15 @@ def test_every_preset_validates_and_plans(tmp_path):
 
 
 def test_imagenet_weights_for_a_backbone_without_offline_weights_are_refused(tmp_path):
-    result = _dry_run_with(tmp_path, {"embed": {"members": {"r50": {"backbone": "resnet50", "size": [128, 64], "pretrained": "imagenet"}}, "active_members": ["r50"]}})
+    result = _dry_run_with(
+        tmp_path,
+        {
+            "embed": {
+                "members": {"r50": {"backbone": "resnet50", "size": [128, 64], "pretrained": "imagenet"}},
+                "active_members": ["r50"],
+            }
+        },
+    )
     assert result.returncode != 0
     out = result.stdout + result.stderr
     assert "embed.members.r50" in out and "resnet50" in out and "mobilenetv2_100" in out
@@ -84,5 +106,7 @@ def test_detector_imagenet_weights_need_an_offline_encoder(tmp_path):
     assert result.returncode != 0
     out = result.stdout + result.stderr
     assert "detect.model.encoder_weights: imagenet is available offline for" in out and "not tu-lcnet_100" in out
-    ok = _dry_run_with(tmp_path, {"detect": {"model": {"encoder": "tu-efficientnet_lite0", "encoder_weights": "imagenet"}}})
+    ok = _dry_run_with(
+        tmp_path, {"detect": {"model": {"encoder": "tu-efficientnet_lite0", "encoder_weights": "imagenet"}}}
+    )
     assert ok.returncode == 0, ok.stderr[-2000:]

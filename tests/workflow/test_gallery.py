@@ -2,7 +2,8 @@
 
 On the tiny run: a test photo identified from scratch gets the run's own ensemble list; an added
 sighting joins the templates without retraining. On real photos (tests/data/manta-demo, 4 named
-mantas): an untrained ImageNet backbone puts each query's true name in its top 5."""
+mantas): an untrained ImageNet backbone puts each query's true name in its top 5. The gallery
+pieces that need neither a run nor a subprocess are in tests/unit/test_gallery_offline.py."""
 
 import json
 import os
@@ -13,20 +14,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers_gallery import MANTAS
 
 from flukeline.core.errors import InputError
 from flukeline.core.metrics import NEW_WHALE
-from flukeline.gallery.calibrate import leave_one_out_topk
 from flukeline.gallery.identify import identify
-from flukeline.gallery.manifest import new_gallery, read_manifest, write_manifest
+from flukeline.gallery.manifest import read_manifest, write_manifest
 from flukeline.gallery.sightings import add_sightings, read_sightings
-
-MANTAS = Path(__file__).resolve().parents[1] / "data" / "manta-demo"
 
 
 def flukeline(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "flukeline", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return subprocess.run(
+        [sys.executable, "-m", "flukeline", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
 
 
 def final_round(workdir: Path) -> Path:
@@ -39,12 +43,16 @@ def test_identify_gives_the_runs_own_lists(tiny_run, tmp_path):
     workdir, _ = tiny_run
     test = pd.read_parquet(workdir / "results/data/test.parquet").iloc[:10]
     out = tmp_path / "ids.csv"
-    result = flukeline("identify", *test["path"], "--gallery", workdir / "results/gallery", "--out", out, "--threads", 2)
+    result = flukeline(
+        "identify", *test["path"], "--gallery", workdir / "results/gallery", "--out", out, "--threads", 2
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     got = pd.read_csv(out, keep_default_na=False)
     assert set(got["photo"]) == set(test["path"])
     assert got.groupby("photo")["rank"].apply(list).map(lambda r: r == [1, 2, 3, 4, 5]).all()
-    expected = pd.read_parquet(final_round(workdir) / "ensemble/test_predictions.parquet").set_index("image")["predicted"]
+    expected = pd.read_parquet(final_round(workdir) / "ensemble/test_predictions.parquet").set_index("image")[
+        "predicted"
+    ]
     for image, path in zip(test["image"], test["path"]):
         assert got.loc[got["photo"] == path, "id"].tolist() == expected[image].split(), image
     # And the same scores as the ensemble's own table (an average's similarities; votes are not redone here).
@@ -107,8 +115,12 @@ def test_mantas_untrained_imagenet_backbone(tmp_path):
     result = flukeline("identify", *queries, "--gallery", folder, "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     lists = pd.read_csv(out, keep_default_na=False).groupby("photo", sort=False)["id"].apply(list)
-    truth = {str(q): next(d.name for d in (MANTAS / "database").iterdir() if d.name.split()[1].lower() == q.name.split("-")[0])
-             for q in queries}
+    truth = {
+        str(q): next(
+            d.name for d in (MANTAS / "database").iterdir() if d.name.split()[1].lower() == q.name.split("-")[0]
+        )
+        for q in queries
+    }
     assert len(lists) == len(queries)
     for photo, ids in lists.items():
         assert truth[photo] in ids, (photo, ids)
@@ -127,47 +139,3 @@ def test_mantas_untrained_imagenet_backbone(tmp_path):
     assert (found["known_queries"], found["new_queries"], found["previous_threshold"]) == (4, 2, 0.5)
     assert found["map5"] >= found["previous_map5"]
     assert f"new_whale threshold {manifest['threshold']:.3f} (was 0.500)" in result.stdout
-
-
-def test_leave_one_out_holds_each_sighting_out_and_calls_single_sightings_new():
-    rng = np.random.default_rng(0)
-    axes = np.eye(8, dtype=np.float32)
-    ids = ["a", "a", "a", "b", "b", "c", NEW_WHALE]
-    vectors = np.stack([axes[0], axes[0], axes[0], axes[1], axes[1], axes[0] + axes[2], axes[3]]) + rng.normal(0, 0.05, (7, 8))
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # embeddings are unit vectors
-    sightings = pd.DataFrame({"member": "m", "id": ids, "embedding": list(vectors.astype(np.float32))})
-    manifest = {"train": None, "folder": "/nowhere", "members": [{"name": "m", "weight": 1.0}],
-                "match": {"templates": "images", "flip_fusion": False, "candidates": 20}}
-    topk = leave_one_out_topk(manifest, sightings)
-    first = topk[topk["rank"] == 0].set_index("image")
-    assert first["truth"].tolist() == ["a", "a", "a", "b", "b", NEW_WHALE, NEW_WHALE]
-    # Held out, each a/b sighting still finds its own individual; c (seen once) finds a at ~0.7.
-    assert first["id"].tolist()[:5] == ["a", "a", "a", "b", "b"] and first["id"].iloc[5] == "a"
-    assert (first["similarity"].iloc[:5] > 0.9).all() and 0.6 < first["similarity"].iloc[5] < 0.8
-    assert not (topk["id"] == NEW_WHALE).any()  # a new_whale sighting is never a candidate
-    from flukeline.match.calibration import calibrate_threshold
-    threshold, _ = calibrate_threshold(topk, np.round(np.arange(0, 1.001, 0.01), 6))
-    assert first["similarity"].iloc[5] < threshold <= first["similarity"].iloc[:5].min()
-
-
-def test_new_gallery_refuses_new_whale_id(tmp_path):
-    folder = tmp_path / "g"
-    with pytest.raises(InputError, match="a zero-shot member needs pretrained weights"):
-        new_gallery(folder, "mobilenetv2_100", None, "64x64", 0.5)  # random weights would embed noise
-    new_gallery(folder, "mobilenetv2_100", "imagenet", "64x64", 0.5)
-    with pytest.raises(InputError, match="must name a known individual"):
-        add_sightings(folder, [next((MANTAS / "test").glob("*.png"))], NEW_WHALE)
-    with pytest.raises(InputError, match="no sightings yet"):
-        identify(folder, [next((MANTAS / "test").glob("*.png"))])
-
-
-def test_embedding_net_without_head_is_the_pooled_backbone():
-    import torch
-
-    from flukeline.embed.model import EmbeddingNet
-
-    net = EmbeddingNet("mobilenetv2_100", embedding_dim=0).eval()
-    assert net.embedding_dim == net.backbone.num_features == 1280
-    x = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32))
-    with torch.no_grad():
-        assert torch.equal(net(x), net.backbone(x))

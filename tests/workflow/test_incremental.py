@@ -64,14 +64,21 @@ def test_nothing_changed_schedules_nothing(complete_run, tmp_path):
     "edit, rules",
     [
         # The baselines are matched with the run's threshold setting too.
-        pytest.param({"match": {"new_whale_threshold": 0.5}}, MATCH | {"match_baseline"}, id="match.new_whale_threshold"),
+        pytest.param(
+            {"match": {"new_whale_threshold": 0.5}}, MATCH | {"match_baseline"}, id="match.new_whale_threshold"
+        ),
         # The other template kind than the one the run used (the baselines fix theirs: images).
-        pytest.param(lambda c: {"match": {"templates": {"images": "centres"}.get(c["match"]["templates"], "images")}},
-                     MATCH, id="match.templates"),
+        pytest.param(
+            lambda c: {"match": {"templates": {"images": "centres"}.get(c["match"]["templates"], "images")}},
+            MATCH,
+            id="match.templates",
+        ),
         # The ensemble alone combines the members' tables: the members' matching is not redone.
         pytest.param({"match": {"ensemble": {"method": "vote"}}}, MATCH - {"match_member"}, id="match.ensemble.method"),
         # A member's ensemble weight is a match setting: the member is not retrained.
-        pytest.param({"embed": {"members": {"r18": {"weight": 2.0}}}}, MATCH - {"match_member"}, id="embed.members.weight"),
+        pytest.param(
+            {"embed": {"members": {"r18": {"weight": 2.0}}}}, MATCH - {"match_member"}, id="embed.members.weight"
+        ),
         pytest.param({"embed": {"lr": 0.002}}, EMBED, id="embed.lr"),
         pytest.param({"align": {"max_residual": 0.2}}, ALIGN, id="align.max_residual"),
         # Box fusion is detect_predict's: the detector is not retrained.
@@ -91,8 +98,18 @@ def test_adding_a_member_trains_only_that_member(complete_run, tmp_path):
     workdir, config = complete_run
     stats = scheduled(workdir, config, tmp_path, {"embed": {"active_members": ["r18", "lcnet4"]}})
     # lcnet4 trains, embeds and matches; r18 is not retrained (the ensemble and what follows rerun).
-    assert stats == {"train_member": 1, "embed_member": 1, "match_member": 1, "ensemble": 1, "submission": 1,
-                     "evaluate": 1, "metrics_table": 1, "review": 1, "gallery": 1, "all": 1}
+    assert stats == {
+        "train_member": 1,
+        "embed_member": 1,
+        "match_member": 1,
+        "ensemble": 1,
+        "submission": 1,
+        "evaluate": 1,
+        "metrics_table": 1,
+        "review": 1,
+        "gallery": 1,
+        "all": 1,
+    }
 
 
 @pytest.mark.parametrize(
@@ -100,13 +117,48 @@ def test_adding_a_member_trains_only_that_member(complete_run, tmp_path):
     [
         ("data", {"demo_dataset", "ingest", "demo_contact_sheet", "data_summary", "baseline_all_new_whale", "data"}),
         ("detect", {"demo_dataset", "ingest", "detect_train", "detect_predict", "detect_evaluate", "detect"}),
-        ("align", {"demo_dataset", "ingest", "detect_train", "detect_predict", "align_transforms", "align_crops", "align"}),
-        ("embed", {"demo_dataset", "ingest", "detect_train", "detect_predict", "align_transforms", "align_crops",
-                   "train_member", "embed_member", "embed"}),
-        ("match", {"demo_dataset", "ingest", "baseline_all_new_whale", "detect_train", "detect_predict",
-                   "align_transforms", "align_crops", "train_member", "embed_member", "match_member", "ensemble",
-                   "submission", "evaluate", "metrics_table", "match", "baseline_pixel_embeddings",
-                   "baseline_zero_shot_model", "baseline_zero_shot_embeddings", "match_baseline"}),
+        (
+            "align",
+            {"demo_dataset", "ingest", "detect_train", "detect_predict", "align_transforms", "align_crops", "align"},
+        ),
+        (
+            "embed",
+            {
+                "demo_dataset",
+                "ingest",
+                "detect_train",
+                "detect_predict",
+                "align_transforms",
+                "align_crops",
+                "train_member",
+                "embed_member",
+                "embed",
+            },
+        ),
+        (
+            "match",
+            {
+                "demo_dataset",
+                "ingest",
+                "baseline_all_new_whale",
+                "detect_train",
+                "detect_predict",
+                "align_transforms",
+                "align_crops",
+                "train_member",
+                "embed_member",
+                "match_member",
+                "ensemble",
+                "submission",
+                "evaluate",
+                "metrics_table",
+                "match",
+                "baseline_pixel_embeddings",
+                "baseline_zero_shot_model",
+                "baseline_zero_shot_embeddings",
+                "match_baseline",
+            },
+        ),
     ],
 )
 def test_stage_targets_build_their_stage_and_what_it_needs(complete_run, tmp_path, target, rules):

@@ -42,8 +42,19 @@ def test_killed_training_resumes_and_gives_the_same_submission(tiny_run, tmp_pat
     reference_dir, _ = tiny_run
     workdir = tmp_path / "killed"
     workdir.mkdir()
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--configfile", str(TINY), "--cores", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(TINY),
+        "--cores",
+        "2",
+    ]
     env = dict(os.environ, PYTHONHASHSEED="0")
     with open(tmp_path / "first_attempt.log", "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -15,12 +15,26 @@ PRESET = REPO / "workflow" / "presets" / "omniglot.yaml"
 def test_preset_plans_the_omniglot_dag_and_only_evaluate_reads_the_truth(tmp_path):
     result = snakemake(tmp_path, "-n", "--forceall", "--printshellcmds", "--cores", "1", configfiles=(PRESET,))
     out = result.stdout
-    for rule in ("omniglot_dataset", "ingest", "detect", "align_transforms", "align_crops", "train_member", "match_member", "evaluate"):
+    for rule in (
+        "omniglot_dataset",
+        "ingest",
+        "detect",
+        "align_transforms",
+        "align_crops",
+        "train_member",
+        "match_member",
+        "evaluate",
+    ):
         assert f"rule {rule}:" in out, rule
     assert "detect_train" not in out and "demo_dataset" not in out
     jobs = re.split(r"\n(?=(?:local)?rule \w+:)", out)
-    touching = sorted({re.match(r"(?:local)?rule (\w+):", j).group(1) for j in jobs
-                       if "test_truth.csv" in j and re.match(r"(?:local)?rule \w+:", j)})
+    touching = sorted(
+        {
+            re.match(r"(?:local)?rule (\w+):", j).group(1)
+            for j in jobs
+            if "test_truth.csv" in j and re.match(r"(?:local)?rule \w+:", j)
+        }
+    )
     assert touching == ["evaluate", "omniglot_dataset"], touching
     command = next(line for line in out.splitlines() if " omniglot --zip " in line)
     assert str(ZIP.resolve()) in command

@@ -52,5 +52,11 @@ def test_report_embeds_every_stage(tiny_run, tmp_path):
     assert "new_whale" in results["results/data/summary.png"]["caption"]
     member, round_, fold = members[0], rounds[-1], folds[0]
     assert results[f"results/embed/round{round_}/{member}/fold{fold}/curves.png"]["labels"] == {
-        "member": member, "round": str(round_), "fold": str(fold)}
-    assert results[f"results/match/round{round_}/ensemble/calibration.png"]["labels"] == {"method": "ensemble", "round": str(round_)}
+        "member": member,
+        "round": str(round_),
+        "fold": str(fold),
+    }
+    assert results[f"results/match/round{round_}/ensemble/calibration.png"]["labels"] == {
+        "method": "ensemble",
+        "round": str(round_),
+    }

@@ -1,5 +1,6 @@
-"""The match-review page: its data assembly (synthetic tables), the page the tiny run builds, and
-the page driven end to end in headless Chromium (clicks, keys, CSV export)."""
+"""The match-review page the tiny run builds, and the page driven end to end in headless Chromium
+(clicks, keys, CSV export). Its data assembly on synthetic tables is in tests/unit/test_review_data.py;
+the synthetic tables themselves are in tests/helpers_review.py."""
 
 import base64
 import csv
@@ -10,144 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers_review import _page_data, _synthetic_run, _vote_topk
 from PIL import Image
 
-from flukeline.core.errors import InputError
-from flukeline.review.page import assemble_review, render_page, representative_images, run
+from flukeline.review.page import run
 
 CHROMIUM = Path("/usr/bin/chromium")
-
-
-def _tables():
-    train = pd.DataFrame({
-        "image": ["t1.jpg", "t2.jpg", "t3.jpg", "t4.jpg"],
-        "path": ["/d/t1.jpg", "/d/t2.jpg", "/d/t3.jpg", "/d/t4.jpg"],
-        "id": ["w_a", "w_a", "w_b", "new_whale"],
-        "width": [100, 300, 50, 900],
-        "height": [50, 100, 50, 900],
-    })
-    test = pd.DataFrame({"image": ["q2.jpg", "q1.jpg"], "path": ["/d/q2.jpg", "/d/q1.jpg"]})
-    predictions = pd.DataFrame({
-        "image": ["q1.jpg", "q2.jpg"],
-        "predicted": ["w_a new_whale w_b", "new_whale w_b w_a"],
-    })
-    topk = pd.DataFrame({
-        "image": ["q1.jpg", "q1.jpg", "q2.jpg", "q2.jpg"],
-        "rank": [0, 1, 1, 0],
-        "id": ["w_a", "w_b", "w_a", "w_b"],
-        "similarity": [0.97, 0.50, 0.70, 0.88],
-    })
-    return train, test, predictions, topk
-
-
-def test_assemble_review_follows_the_test_table_and_the_predicted_lists():
-    train, test, predictions, topk = _tables()
-    data = assemble_review(test, train, predictions, topk, threshold=0.9, near_threshold=0.05, min_margin=0.1)
-    assert data["threshold"] == 0.9
-    assert [q["image"] for q in data["queries"]] == ["q2.jpg", "q1.jpg"]  # test-table order
-    q2, q1 = data["queries"]
-    # Candidates in the submission's order; similarities of identities from the top-k table.
-    assert [c["id"] for c in q1["candidates"]] == ["w_a", "new_whale", "w_b"]
-    assert [c["similarity"] for c in q1["candidates"]] == [0.97, None, 0.5]
-    assert [c["new"] for c in q1["candidates"]] == [False, True, False]
-    assert q1["top_similarity"] == 0.97 and q1["margin"] == pytest.approx(0.47)
-    assert q1["predicted_new"] is False and q2["predicted_new"] is True
-    # Ranks, not row order, decide the best identity: q2's best is w_b (rank 0).
-    assert q2["top_similarity"] == 0.88 and q2["margin"] == pytest.approx(0.18)
-    # q2: top 0.88 is within 0.05 of the threshold 0.9; q1: 0.97 is not, and its margin 0.47 is wide.
-    assert q2["low_confidence"] is True and q1["low_confidence"] is False
-    # A narrow margin alone makes a close call too.
-    narrow = assemble_review(test, train, predictions, topk, threshold=0.9, near_threshold=0.01, min_margin=0.5)
-    assert [q["low_confidence"] for q in narrow["queries"]] == [True, True]
-    wide = assemble_review(test, train, predictions, topk, threshold=0.9, near_threshold=0.01, min_margin=0.1)
-    assert [q["low_confidence"] for q in wide["queries"]] == [False, False]
-    # Reference photos: the largest train image of the identity, never a new_whale image.
-    assert q1["candidates"][0]["reference"] == "t2.jpg" and q1["candidates"][2]["reference"] == "t3.jpg"
-    assert q1["candidates"][1]["reference"] is None
-
-
-def test_representative_images_pick_the_largest_photo_and_skip_new_whale():
-    train, *_ = _tables()
-    assert representative_images(train) == {"w_a": "t2.jpg", "w_b": "t3.jpg"}
-
-
-def test_assemble_review_names_test_images_without_predictions():
-    train, test, predictions, topk = _tables()
-    with pytest.raises(InputError, match=r"no predicted list for 1 test image.*q2\.jpg"):
-        assemble_review(test, train, predictions[predictions["image"] == "q1.jpg"], topk, threshold=0.9)
-
-
-def test_render_page_escapes_script_end_tags_in_the_data():
-    page = render_page({"queries": [{"image": "</script><b>x"}], "images": {}, "run": "r"})
-    assert "</script><b>" not in page
-    blob = re.search(r'<script id="review-data" type="application/json">(.*?)</script>', page, re.S).group(1)
-    assert json.loads(blob)["queries"][0]["image"] == "</script><b>x"
-
-
-def _vote_topk():
-    """A vote ensemble's test top-k table: vote shares, new_whale voted for like any identity."""
-    return pd.DataFrame({
-        "image": ["q1.jpg", "q1.jpg", "q1.jpg", "q2.jpg", "q2.jpg", "q2.jpg"],
-        "rank": [0, 1, 2, 0, 1, 2],
-        "id": ["w_a", "new_whale", "w_b", "new_whale", "w_b", "w_a"],
-        "similarity": [0.9, 0.5, 0.2, 0.6, 0.55, 0.3],
-    })
-
-
-def test_assemble_review_of_votes_shows_new_whales_share_and_ignores_the_similarity_threshold():
-    train, test, predictions, _ = _tables()
-    data = assemble_review(test, train, predictions, _vote_topk(), threshold=0.6, near_threshold=0.05, min_margin=0.1,
-                           score="votes")
-    assert data["score"] == "votes"
-    q2, q1 = data["queries"]
-    assert [c["similarity"] for c in q1["candidates"]] == [0.9, 0.5, 0.2]  # new_whale has its votes too
-    assert q1["candidates"][1]["new"] is True and q1["candidates"][1]["reference"] is None
-    assert q2["top_similarity"] == 0.6 and q2["margin"] == pytest.approx(0.05)
-    # q2's top share 0.6 equals the (similarity) threshold: no close call for that; its margin 0.05 is one.
-    assert q2["low_confidence"] is True and q1["low_confidence"] is False
-    with pytest.raises(InputError, match=r"score 'odds'"):
-        assemble_review(test, train, predictions, _vote_topk(), threshold=0.6, score="odds")
-
-
-def _synthetic_run(folder: Path, topk: pd.DataFrame, summary: dict) -> dict:
-    """The review rule's inputs from _tables(), with a small photo per image (photo = its crop)."""
-    train, test, predictions, _ = _tables()
-    paths = {}
-    for image in [*train["image"], *test["image"]]:
-        paths[image] = folder / image
-        Image.new("RGB", (40, 30), (len(paths) * 30, 90, 160)).save(paths[image])
-    train["path"], test["path"] = train["image"].map(paths).astype(str), test["image"].map(paths).astype(str)
-    splits = ["train"] * len(train) + ["test"] * len(test)
-    align = pd.DataFrame({"image": [*train["image"], *test["image"]], "split": splits})
-    align["crop_path"] = align["image"].map(paths).astype(str)
-    inputs = {"train": train, "test": test, "predictions": predictions, "align": align, "topk": topk}
-    for name, table in inputs.items():
-        table.to_parquet(folder / f"{name}.parquet")
-    (folder / "summary.json").write_text(json.dumps(summary))
-    return {"train_path": folder / "train.parquet", "test_path": folder / "test.parquet",
-            "align_path": folder / "align.parquet", "predictions_path": folder / "predictions.parquet",
-            "summary_path": folder / "summary.json", "topk_path": folder / "topk.parquet", "out": folder / "index.html"}
-
-
-def test_run_reads_the_ensembles_own_table_and_its_kind_of_score(tmp_path):
-    paths = _synthetic_run(tmp_path, _vote_topk(), {"threshold": 0.6, "score": "votes", "method": "vote"})
-    info = run(**paths)
-    assert info["score"] == "votes" and info["queries"] == 2
-    data = _page_data(paths["out"])
-    assert data["score"] == "votes"
-    assert [c["similarity"] for c in data["queries"][1]["candidates"]] == [0.9, 0.5, 0.2]
-
-
-def test_run_names_a_summary_without_the_score_kind(tmp_path):
-    paths = _synthetic_run(tmp_path, _tables()[3], {"threshold": 0.9, "members": {"lcnet4@round0": 1.0}})
-    with pytest.raises(InputError, match=r"summary\.json: no 'score' key"):
-        run(**paths)
-
-
-def _page_data(page: Path) -> dict:
-    text = page.read_text(encoding="utf-8")
-    blob = re.search(r'<script id="review-data" type="application/json">(.*?)</script>', text, re.S).group(1)
-    return json.loads(blob)
 
 
 def _round(path: Path) -> int:
@@ -181,7 +50,13 @@ def test_tiny_run_page_has_every_test_image_with_its_submission_candidates(tiny_
             assert query["top_similarity"] == pytest.approx(float(best[query["image"]]), abs=1e-4)
     # Every picture the page refers to is embedded, as a JPEG of at most 160 px.
     wanted = {f"test/{q['image']}/{kind}" for q in data["queries"] for kind in ("photo", "crop")}
-    wanted |= {f"train/{c['reference']}/{kind}" for q in data["queries"] for c in q["candidates"] if c["reference"] for kind in ("photo", "crop")}
+    wanted |= {
+        f"train/{c['reference']}/{kind}"
+        for q in data["queries"]
+        for c in q["candidates"]
+        if c["reference"]
+        for kind in ("photo", "crop")
+    }
     assert set(data["images"]) == wanted
     for uri in data["images"].values():
         assert uri.startswith("data:image/jpeg;base64,")
@@ -192,7 +67,9 @@ def test_tiny_run_page_has_every_test_image_with_its_submission_candidates(tiny_
 @pytest.fixture(scope="module")
 def chromium():
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent: tools/setup.sh installs Debian's chromium only when run as root with apt-get")
+        pytest.skip(
+            f"{CHROMIUM} is absent: tools/setup.sh installs Debian's chromium only when run as root with apt-get"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -229,7 +106,9 @@ def test_review_page_in_headless_chromium(tiny_run, chromium):
     assert _selected(page) == images[0]
     page.wait_for_function(
         "() => { const imgs = [...document.querySelectorAll('li.query.selected img')];"
-        " return imgs.length >= 2 && imgs.every(i => i.complete && i.naturalWidth > 0); }", timeout=10_000)
+        " return imgs.length >= 2 && imgs.every(i => i.complete && i.naturalWidth > 0); }",
+        timeout=10_000,
+    )
 
     # Keyboard navigation: j / ArrowDown forward, k back.
     page.keyboard.press("j")
@@ -239,7 +118,9 @@ def test_review_page_in_headless_chromium(tiny_run, chromium):
     page.keyboard.press("k")
     assert _selected(page) == images[1]
     page.wait_for_function(
-        "() => [...document.querySelectorAll('li.query.selected img')].every(i => i.complete && i.naturalWidth > 0)", timeout=10_000)
+        "() => [...document.querySelectorAll('li.query.selected img')].every(i => i.complete && i.naturalWidth > 0)",
+        timeout=10_000,
+    )
 
     # Clicks: "match 2" on a query whose 2nd candidate is an identity, "new" on another, "unsure" on a third.
     match_query = next(q for q in data["queries"] if len(q["candidates"]) > 1 and not q["candidates"][1]["new"])
@@ -255,7 +136,10 @@ def test_review_page_in_headless_chromium(tiny_run, chromium):
     assert page.get_attribute(f'li.query[data-image="{key_image}"]', "data-decision") != ""
     page.keyboard.press("0")
     assert page.get_attribute(f'li.query[data-image="{key_image}"]', "data-decision") == ""
-    assert page.get_attribute(f'li.query[data-image="{match_query["image"]}"] .card[data-k="2"] button', "aria-pressed") == "true"
+    assert (
+        page.get_attribute(f'li.query[data-image="{match_query["image"]}"] .card[data-k="2"] button', "aria-pressed")
+        == "true"
+    )
 
     expected = {
         match_query["image"]: ["match", match_query["candidates"][1]["id"]],

@@ -21,11 +21,16 @@ from flukeline.core.images import read_image_rgb
 def test_only_new_whale_training_set_stops_the_workflow_with_the_reason(tmp_path):
     """Through Snakemake on a user's data root: the ingest job fails, its log says why."""
     rows = "".join(f"n{i}.jpg,new_whale\n" for i in range(3))
-    root = write_layout(tmp_path / "data", [], {f"n{i}.jpg": noise_jpeg(50 + i) for i in range(3)},
-                        csv_text="Image,Id\n" + rows)
+    root = write_layout(
+        tmp_path / "data", [], {f"n{i}.jpg": noise_jpeg(50 + i) for i in range(3)}, csv_text="Image,Id\n" + rows
+    )
     config = tmp_path / "kaggle.yaml"
-    config.write_text(yaml.safe_dump({"data": {"source": "kaggle", "root": str(root)}, "detect": {"method": "threshold"}}))
-    result = snakemake(tmp_path / "work", "--cores", "1", "results/data/train.parquet", configfiles=(config,), check=False)
+    config.write_text(
+        yaml.safe_dump({"data": {"source": "kaggle", "root": str(root)}, "detect": {"method": "threshold"}})
+    )
+    result = snakemake(
+        tmp_path / "work", "--cores", "1", "results/data/train.parquet", configfiles=(config,), check=False
+    )
     assert result.returncode != 0
     assert "Error in rule ingest" in result.stdout + result.stderr
     log = (tmp_path / "work" / "results" / "logs" / "ingest.log").read_text()
@@ -48,13 +53,17 @@ def test_config_mistakes_are_all_named_in_one_short_message(tmp_path):
     assert message.split("; ") == [
         "config: data.folds: 'four' is not of type 'integer'",
         "data.on_bad_image: 'ignore' is not one of ['error', 'skip']",
-        "unknown key embed.epochz (known keys here: " + ", ".join(sorted(read_schema()["properties"]["embed"]["properties"])) + ")",
+        "unknown key embed.epochz (known keys here: "
+        + ", ".join(sorted(read_schema()["properties"]["embed"]["properties"]))
+        + ")",
     ]
     assert "Failed validating" not in output and len(output) < 3000  # no schema dump
 
 
 def read_schema() -> dict:
-    return yaml.safe_load((Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    return yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml").read_text()
+    )
 
 
 def test_unusual_images_and_a_skipped_one_go_through_detect_and_align(tmp_path):
@@ -67,19 +76,30 @@ def test_unusual_images_and_a_skipped_one_go_through_detect_and_align(tmp_path):
     test_files = {f"t_{name}": data for name, data, *_ in ACCEPTED.values()}
     root = write_layout(tmp_path / "data", rows, files, test_files=test_files)
     config = tmp_path / "kaggle.yaml"
-    config.write_text(yaml.safe_dump(
-        # min_image_side 0: the 16x16 thumbnail must go through (tests/unit/test_ingest_hygiene.py
-        # covers the small-photo check), and only the zero-byte file be skipped.
-        {"data": {"source": "kaggle", "root": str(root), "on_bad_image": "skip", "min_image_side": 0},
-         "detect": {"method": "threshold"}}
-    ))
+    config.write_text(
+        yaml.safe_dump(
+            # min_image_side 0: the 16x16 thumbnail must go through (tests/unit/test_ingest_hygiene.py
+            # covers the small-photo check), and only the zero-byte file be skipped.
+            {
+                "data": {"source": "kaggle", "root": str(root), "on_bad_image": "skip", "min_image_side": 0},
+                "detect": {"method": "threshold"},
+            }
+        )
+    )
     work = tmp_path / "work"
     snakemake(work, "--cores", "2", "align", configfiles=(TINY, config))
 
     assert pd.read_csv(work / "results" / "data" / "rejected.csv").to_dict("records") == [
-        {"split": "train", "image": "zero.jpg", "problem": f"is empty (0 bytes) (train.csv line {len(BASE_TRAIN) + len(rows) + 1})"}
+        {
+            "split": "train",
+            "image": "zero.jpg",
+            "problem": f"is empty (0 bytes) (train.csv line {len(BASE_TRAIN) + len(rows) + 1})",
+        }
     ]
-    assert "skipped 1 bad image row(s); see results/data/rejected.csv" in (work / "results" / "logs" / "ingest.log").read_text()
+    assert (
+        "skipped 1 bad image row(s); see results/data/rejected.csv"
+        in (work / "results" / "logs" / "ingest.log").read_text()
+    )
     crops = pd.read_parquet(work / "results" / "align" / "64x32" / "align.parquet")
     expected = {name for name, _ in BASE_TRAIN + rows if name != "zero.jpg"} | set(test_files)
     assert set(crops["image"]) == expected

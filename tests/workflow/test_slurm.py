@@ -23,9 +23,22 @@ PROFILE = REPO / "profiles" / "slurm"
 THREADS = 2
 # Rules that run as SLURM jobs in the small run (the others are localrules without a command).
 SUBMITTED_RULES = {
-    "demo_dataset", "demo_contact_sheet", "ingest", "baseline_all_new_whale", "detect_train", "detect_predict",
-    "detect_evaluate", "align_transforms", "align_crops", "train_member", "embed_member", "match_member",
-    "ensemble", "submission", "evaluate", "review",
+    "demo_dataset",
+    "demo_contact_sheet",
+    "ingest",
+    "baseline_all_new_whale",
+    "detect_train",
+    "detect_predict",
+    "detect_evaluate",
+    "align_transforms",
+    "align_crops",
+    "train_member",
+    "embed_member",
+    "match_member",
+    "ensemble",
+    "submission",
+    "evaluate",
+    "review",
 }
 GPU_RULES = {"train_member", "detect_train"}  # gpu: 1 in profiles/slurm
 
@@ -45,13 +58,17 @@ def slurm_partition():
         return
     if os.geteuid() != 0:
         pytest.skip("no SLURM cluster is up, and setting one up (tools/slurm/one-node.sh up) needs root")
-    installed = all(Path(p).exists() for p in ("/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/bin/sbatch", "/usr/sbin/munged"))
+    installed = all(
+        Path(p).exists() for p in ("/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/bin/sbatch", "/usr/sbin/munged")
+    )
     if not installed and shutil.which("apt-get") is None:
         pytest.skip("SLURM is not installed and there is no apt-get to install it")
     try:
         up = _sh("bash", SCRIPT, "up", timeout=1200)
         if up.returncode != 0:
-            pytest.fail(f"tools/slurm/one-node.sh up failed ({up.returncode}):\n{up.stdout[-2000:]}\n{up.stderr[-6000:]}")
+            pytest.fail(
+                f"tools/slurm/one-node.sh up failed ({up.returncode}):\n{up.stdout[-2000:]}\n{up.stderr[-6000:]}"
+            )
         yield up.stdout.strip().splitlines()[-1]
     finally:
         # Stop the daemons this session started, so that a later run starts clean.
@@ -71,12 +88,16 @@ def _test_profile(folder: Path, partition: str) -> Path:
         for rule, resources in profile["set-resources"].items()
     }
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump({
-        "default-resources": {**profile["default-resources"], "slurm_partition": partition},
-        "set-resources": capped,
-        "max-threads": min(THREADS, cpus),
-        "seconds-between-status-checks": 3,
-    }))
+    (folder / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "default-resources": {**profile["default-resources"], "slurm_partition": partition},
+                "set-resources": capped,
+                "max-threads": min(THREADS, cpus),
+                "seconds-between-status-checks": 3,
+            }
+        )
+    )
     return folder
 
 
@@ -88,16 +109,33 @@ def slurm_run(slurm_partition, tmp_path_factory):
     test_profile = _test_profile(tmp_path_factory.mktemp("slurm_profile") / "test", slurm_partition)
     # Compute nodes run `python -m snakemake`: this venv must come first on the jobs' PATH
     # (sbatch passes the submitting environment on).
-    env = dict(os.environ, PYTHONHASHSEED="0", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ, PYTHONHASHSEED="0", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    )
     command = [
-        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-        "--configfile", str(config), "--profile", str(PROFILE), "--profile", str(test_profile),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config),
+        "--profile",
+        str(PROFILE),
+        "--profile",
+        str(test_profile),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=2400, env=env, cwd=workdir)
     output = result.stdout + result.stderr
     if result.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted(workdir.glob(".snakemake/slurm_logs/**/*.log")))
-        raise AssertionError(f"snakemake --profile profiles/slurm failed ({result.returncode}):\n{output[-8000:]}\n{logs[-8000:]}")
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted(workdir.glob(".snakemake/slurm_logs/**/*.log"))
+        )
+        raise AssertionError(
+            f"snakemake --profile profiles/slurm failed ({result.returncode}):\n{output[-8000:]}\n{logs[-8000:]}"
+        )
     return workdir, output
 
 
@@ -127,14 +165,19 @@ def test_submission_equals_the_local_runs_byte_for_byte(slurm_run, tmp_path_fact
 
 def _planned_resources(output: str) -> dict:
     """{rule: resources line} from a dry-run's job listing."""
-    return {m.group(1): m.group(2) for m in re.finditer(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", output, re.M)}
+    return {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", output, re.M)
+    }
 
 
 def test_profiles_plan_the_workflow_with_the_rules_resources(tmp_path):
     """Both profiles parse and plan a run (no cluster needed); the slurm profile asks for the GPU
     and its memory and time on the training rules, and leaves the rules' own values elsewhere."""
     config = write_small_config(tmp_path / "small.yaml")
-    local = snakemake(tmp_path / "local", "--profile", str(REPO / "profiles/local"), "-n", "--forceall", configfiles=(config,))
+    local = snakemake(
+        tmp_path / "local", "--profile", str(REPO / "profiles/local"), "-n", "--forceall", configfiles=(config,)
+    )
     slurm = snakemake(tmp_path / "slurm", "--profile", str(PROFILE), "-n", "--forceall", configfiles=(config,))
     planned = _planned_resources(slurm.stdout)
     assert SUBMITTED_RULES <= set(planned), sorted(planned)

@@ -12,7 +12,13 @@ def test_only_evaluate_and_the_generator_touch_the_test_truth(tmp_path):
     result = snakemake(tmp_path, "-n", "--forceall", "--printshellcmds", "--cores", "1")
     # Each planned job prints "rule NAME:" and, later, its shell command.
     jobs = re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout)
-    touching = sorted({re.match(r"(?:local)?rule (\w+):", j).group(1) for j in jobs if TRUTH_FILE in j and re.match(r"(?:local)?rule \w+:", j)})
+    touching = sorted(
+        {
+            re.match(r"(?:local)?rule (\w+):", j).group(1)
+            for j in jobs
+            if TRUTH_FILE in j and re.match(r"(?:local)?rule \w+:", j)
+        }
+    )
     assert touching == ["demo_dataset", "evaluate"], touching
 
 
@@ -22,4 +28,3 @@ def test_truth_lives_outside_the_data_root(tmp_path):
     root = re.search(r"--out (\S+)", demo_command).group(1)
     truth = re.search(r"--truth (\S+)", demo_command).group(1)
     assert not truth.startswith(root.rstrip("/") + "/")
-

@@ -71,8 +71,19 @@ def test_match_writes_flip_embeddings_calibration_and_pseudo_labels(tiny_run):
 
 def test_every_rule_logged_and_benchmarked(tiny_run):
     workdir, _ = tiny_run
-    for rule in ("ingest", "detect_train", "detect_predict", "detect_evaluate", "baseline_all_new_whale", "submission", "evaluate",
-                 "train_round0_r18_fold0", "embed_round1_lcnet4_fold0", "match_round1_r18", "ensemble_round1"):
+    for rule in (
+        "ingest",
+        "detect_train",
+        "detect_predict",
+        "detect_evaluate",
+        "baseline_all_new_whale",
+        "submission",
+        "evaluate",
+        "train_round0_r18_fold0",
+        "embed_round1_lcnet4_fold0",
+        "match_round1_r18",
+        "ensemble_round1",
+    ):
         assert (workdir / f"results/benchmarks/{rule}.tsv").stat().st_size > 0, rule
         assert (workdir / f"results/logs/{rule}.log").exists(), rule
     assert (workdir / "results/embed/round0/r18/fold0/curves.png").stat().st_size > 0
@@ -95,7 +106,10 @@ def test_detection_writes_masks_keypoints_boxes_and_held_out_metrics(tiny_run):
     boxes = pd.read_parquet(detect / "boxes.parquet")
     assert len(masks) == len(boxes) == n_images
     assert len(keypoints) == 6 * n_images and keypoints["confidence"].between(0, 1).all()
-    assert all((detect / "masks").joinpath(p).exists() for p in masks["mask_path"].map(lambda p: p.split("results/detect/masks/")[-1]))
+    assert all(
+        (detect / "masks").joinpath(p).exists()
+        for p in masks["mask_path"].map(lambda p: p.split("results/detect/masks/")[-1])
+    )
     metrics = json.loads((detect / "metrics.json").read_text())
     assert metrics["n_holdout"] > 0
     for key in ("mask_iou", "box_iou", "pck@0.05", "pck@0.1"):

@@ -19,16 +19,16 @@ rule baseline_pixel_embeddings:
         test="results/data/test.parquet",
     output:
         "results/baseline/pixel_1nn/embeddings.parquet",
-    params:
-        size=config["baselines"]["pixel_size"],
-    threads: 2
-    resources:
-        mem_mb=by_attempt(1000),
-        runtime=by_attempt(10),
     log:
         "results/logs/baseline_pixel_embeddings.log",
     benchmark:
         "results/benchmarks/baseline_pixel_embeddings.tsv"
+    threads: 2
+    resources:
+        mem_mb=by_attempt(1000),
+        runtime=by_attempt(10),
+    params:
+        size=config["baselines"]["pixel_size"],
     shell:
         "{FLUKELINE} pixel-embeddings --train {input.train:q} --test {input.test:q} --size {params.size}"
         " --out {output:q} --threads {threads} > {log:q} 2>&1"
@@ -37,17 +37,17 @@ rule baseline_pixel_embeddings:
 rule baseline_zero_shot_model:
     output:
         "results/baseline/zero_shot_1nn/model.safetensors",
-    params:
-        backbone=config["baselines"]["zero_shot"]["backbone"],
-        pretrained=config["baselines"]["zero_shot"]["pretrained"],
-        size=ZERO_SHOT_SIZE.replace("x", " "),
-    resources:
-        mem_mb=by_attempt(1000),
-        runtime=by_attempt(10),
     log:
         "results/logs/baseline_zero_shot_model.log",
     benchmark:
         "results/benchmarks/baseline_zero_shot_model.tsv"
+    resources:
+        mem_mb=by_attempt(1000),
+        runtime=by_attempt(10),
+    params:
+        backbone=config["baselines"]["zero_shot"]["backbone"],
+        pretrained=config["baselines"]["zero_shot"]["pretrained"],
+        size=ZERO_SHOT_SIZE.replace("x", " "),
     shell:
         "{FLUKELINE} zero-shot-model --backbone {params.backbone:q} --pretrained {params.pretrained:q}"
         " --size {params.size} --out {output:q} > {log:q} 2>&1"
@@ -59,14 +59,14 @@ rule baseline_zero_shot_embeddings:
         align=f"results/align/{ZERO_SHOT_SIZE}/align.parquet",
     output:
         "results/baseline/zero_shot_1nn/embeddings.parquet",
-    threads: 4
-    resources:
-        mem_mb=by_attempt(2000),
-        runtime=by_attempt(15),
     log:
         "results/logs/baseline_zero_shot_embeddings.log",
     benchmark:
         "results/benchmarks/baseline_zero_shot_embeddings.tsv"
+    threads: 4
+    resources:
+        mem_mb=by_attempt(2000),
+        runtime=by_attempt(15),
     shell:
         "{FLUKELINE} embed --model {input.model:q} --align {input.align:q} --out {output:q} --threads {threads}"
         " > {log:q} 2>&1"
@@ -84,8 +84,16 @@ rule match_baseline:
         calibration="results/baseline/{baseline}/calibration.csv",
         curve="results/baseline/{baseline}/calibration.png",
         summary="results/baseline/{baseline}/summary.json",
+    log:
+        "results/logs/match_baseline_{baseline}.log",
+    benchmark:
+        "results/benchmarks/match_baseline_{baseline}.tsv"
     wildcard_constraints:
         baseline="|".join(BASELINES),
+    threads: 2
+    resources:
+        mem_mb=by_attempt(1000),
+        runtime=by_attempt(10),
     params:
         # A function: match.smk, included after this file, defines MATCH_KEYS.
         match=lambda w: baseline_match_params(),
@@ -93,14 +101,6 @@ rule match_baseline:
         # The same table stands for every fold's model: a baseline has nothing to train per fold.
         embeddings=lambda w, input: " ".join([shlex.quote(input.embeddings)] * len(CV_FOLDS)),
         out_dir=lambda w: f"results/baseline/{w.baseline}",
-    threads: 2
-    resources:
-        mem_mb=by_attempt(1000),
-        runtime=by_attempt(10),
-    log:
-        "results/logs/match_baseline_{baseline}.log",
-    benchmark:
-        "results/benchmarks/match_baseline_{baseline}.tsv"
     shell:
         "{FLUKELINE} match --train {input.train:q} --embeddings {params.embeddings}"
         " --folds {params.folds} --params {params.match:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

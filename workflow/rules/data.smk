@@ -7,18 +7,18 @@ if DEMO:
         output:
             root=directory(DATA_ROOT),
             truth=TEST_TRUTH,
-        params:
-            preset=config["data"]["demo"]["preset"],
-            overrides=params_json(config["data"]["demo"].get("overrides", {})),
-            seed=config["seed"],
-        threads: 2
-        resources:
-            mem_mb=by_attempt(1000),  # demo preset: 0.46 GB, 15-32 s
-            runtime=by_attempt(10),
         log:
             "results/logs/demo_dataset.log",
         benchmark:
             "results/benchmarks/demo_dataset.tsv"
+        threads: 2
+        resources:
+            mem_mb=by_attempt(1000),  # demo preset: 0.46 GB, 15-32 s
+            runtime=by_attempt(10),
+        params:
+            preset=config["data"]["demo"]["preset"],
+            overrides=params_json(config["data"]["demo"].get("overrides", {})),
+            seed=config["seed"],
         shell:
             "{FLUKELINE} demo --out {output.root:q} --truth {output.truth:q}"
             " --preset {params.preset} --seed {params.seed} --overrides {params.overrides:q}"
@@ -29,13 +29,13 @@ if DEMO:
             root=DATA_ROOT,
         output:
             report("results/data/demo_contact_sheet.png", caption="../report/demo_contact_sheet.rst", category="1 data"),
-        resources:
-            mem_mb=by_attempt(500),  # 0.14 GB, 1-2 s
-            runtime=by_attempt(5),
         log:
             "results/logs/demo_contact_sheet.log",
         benchmark:
             "results/benchmarks/demo_contact_sheet.tsv"
+        resources:
+            mem_mb=by_attempt(500),  # 0.14 GB, 1-2 s
+            runtime=by_attempt(5),
         shell:
             "{FLUKELINE} contact-sheet --root {input.root:q} --out {output:q} > {log:q} 2>&1"
 
@@ -48,16 +48,16 @@ if OMNIGLOT:
         output:
             root=directory(DATA_ROOT),
             truth=TEST_TRUTH,
-        params:
-            settings=params_json({k: v for k, v in config["data"]["omniglot"].items() if k != "zip"}),
-            seed=config["seed"],
-        resources:
-            mem_mb=by_attempt(1000),
-            runtime=by_attempt(10),
         log:
             "results/logs/omniglot_dataset.log",
         benchmark:
             "results/benchmarks/omniglot_dataset.tsv"
+        resources:
+            mem_mb=by_attempt(1000),
+            runtime=by_attempt(10),
+        params:
+            settings=params_json({k: v for k, v in config["data"]["omniglot"].items() if k != "zip"}),
+            seed=config["seed"],
         shell:
             "{FLUKELINE} omniglot --zip {input.zip:q} --out {output.root:q} --truth {output.truth:q}"
             " --seed {params.seed} --settings {params.settings:q} > {log:q} 2>&1"
@@ -80,6 +80,14 @@ rule ingest:
         # Exact and near-duplicate photos across train and test (ingest writes it beside rejected.csv).
         duplicates="results/data/duplicates.csv",
         summary="results/data/summary.json",
+    log:
+        "results/logs/ingest.log",
+    benchmark:
+        "results/benchmarks/ingest.tsv"
+    threads: 2
+    resources:
+        mem_mb=by_attempt(1000),  # demo preset: 0.20 GB, 5-10 s (half of it the perceptual hashes)
+        runtime=by_attempt(10),
     params:
         root=DATA_ROOT,
         annotations=params_json(ANNOTATIONS),
@@ -87,14 +95,6 @@ rule ingest:
         folds=config["data"]["folds"],
         seed=config["seed"],
         min_image_side=config["data"]["min_image_side"],
-    threads: 2
-    resources:
-        mem_mb=by_attempt(1000),  # demo preset: 0.20 GB, 5-10 s (half of it the perceptual hashes)
-        runtime=by_attempt(10),
-    log:
-        "results/logs/ingest.log",
-    benchmark:
-        "results/benchmarks/ingest.tsv"
     shell:
         "{FLUKELINE} ingest --root {params.root:q} --train {output.train:q} --test {output.test:q}"
         " --rejected {output.rejected:q} --summary {output.summary:q}"
@@ -106,19 +106,19 @@ rule ingest:
 # The data summary figure of the report (`snakemake --report`). A second of plotting: run where
 # Snakemake runs, not queued as a cluster job.
 rule data_summary:
-    localrule: True
     input:
         train="results/data/train.parquet",
         test="results/data/test.parquet",
     output:
         report("results/data/summary.png", caption="../report/data_summary.rst", category="1 data"),
-    resources:
-        mem_mb=by_attempt(500),  # tiny preset: 0.2 GB, 2 s
-        runtime=by_attempt(5),
     log:
         "results/logs/data_summary.log",
     benchmark:
         "results/benchmarks/data_summary.tsv"
+    localrule: True
+    resources:
+        mem_mb=by_attempt(500),  # tiny preset: 0.2 GB, 2 s
+        runtime=by_attempt(5),
     shell:
         "{FLUKELINE} data-summary --train {input.train:q} --test {input.test:q} --out {output:q} > {log:q} 2>&1"
 
@@ -130,13 +130,13 @@ rule baseline_all_new_whale:
     output:
         submission="results/baseline/all_new_whale_submission.csv",
         predictions="results/baseline/all_new_whale_val_predictions.parquet",
-    resources:
-        mem_mb=by_attempt(500),  # 0.15 GB, 1-2 s
-        runtime=by_attempt(5),
     log:
         "results/logs/baseline_all_new_whale.log",
     benchmark:
         "results/benchmarks/baseline_all_new_whale.tsv"
+    resources:
+        mem_mb=by_attempt(500),  # 0.15 GB, 1-2 s
+        runtime=by_attempt(5),
     shell:
         "{FLUKELINE} baseline --train {input.train:q} --test {input.test:q}"
         " --submission {output.submission:q} --val-predictions {output.predictions:q} > {log:q} 2>&1"
@@ -144,10 +144,10 @@ rule baseline_all_new_whale:
 
 # Stage target: `snakemake --cores 2 data` builds the image tables (and the demo's contact sheet).
 rule data:
-    localrule: True
     input:
         "results/data/train.parquet",
         "results/data/test.parquet",
         "results/baseline/all_new_whale_val_predictions.parquet",
         "results/data/summary.png",
         "results/data/demo_contact_sheet.png" if DEMO else [],
+    localrule: True

@@ -17,17 +17,17 @@ if config["detect"]["method"] == "learned":
         output:
             model="results/detect/model.safetensors",
             history="results/detect/history.csv",
-        params:
-            model=params_json({**config["detect"]["model"], "keypoints": config["detect"]["keypoints"]}),
-            seed=config["seed"],
-        threads: 4
-        resources:
-            mem_mb=by_attempt(3000),  # demo preset: 1.3 GB, 137-186 s on 2 CPU cores
-            runtime=by_attempt(30),
         log:
             "results/logs/detect_train.log",
         benchmark:
             "results/benchmarks/detect_train.tsv"
+        threads: 4
+        resources:
+            mem_mb=by_attempt(3000),  # demo preset: 1.3 GB, 137-186 s on 2 CPU cores
+            runtime=by_attempt(30),
+        params:
+            model=params_json({**config["detect"]["model"], "keypoints": config["detect"]["keypoints"]}),
+            seed=config["seed"],
         shell:
             "{FLUKELINE} detect-train --train {input.train:q} --keypoints {input.keypoints:q}"
             " --params {params.model:q} --seed {params.seed} --model {output.model:q}"
@@ -39,18 +39,18 @@ if config["detect"]["method"] == "learned":
             train="results/data/train.parquet",
             test="results/data/test.parquet",
         output:
-            masks_dir=directory("results/detect/masks"),
             **DETECT_OUTPUTS,
-        params:
-            boxes=params_json({**config["detect"]["boxes"], "min_area_fraction": config["detect"]["min_area_fraction"]}),
-        threads: 4
-        resources:
-            mem_mb=by_attempt(2000),  # 1.1 GB, 25-28 s (87 images/s)
-            runtime=by_attempt(15),
+            masks_dir=directory("results/detect/masks"),
         log:
             "results/logs/detect_predict.log",
         benchmark:
             "results/benchmarks/detect_predict.tsv"
+        threads: 4
+        resources:
+            mem_mb=by_attempt(2000),  # 1.1 GB, 25-28 s (87 images/s)
+            runtime=by_attempt(15),
+        params:
+            boxes=params_json({**config["detect"]["boxes"], "min_area_fraction": config["detect"]["min_area_fraction"]}),
         shell:
             "{FLUKELINE} detect-predict --model {input.model:q} --train {input.train:q} --test {input.test:q}"
             " --params {params.boxes:q} --masks-dir {output.masks_dir:q} --masks {output.masks:q}"
@@ -58,21 +58,21 @@ if config["detect"]["method"] == "learned":
 
     rule detect_evaluate:
         input:
+            **DETECT_OUTPUTS,
             model="results/detect/model.safetensors",
             train="results/data/train.parquet",
             gt_keypoints="results/data/keypoints.parquet",
             gt_boxes="results/data/boxes.parquet",
-            **DETECT_OUTPUTS,
         output:
             metrics="results/detect/metrics.json",
             overlays=report("results/detect/overlays.png", caption="../report/detect_overlays.rst", category="2 detect"),
-        resources:
-            mem_mb=by_attempt(2000),  # 1.0 GB, 9 s
-            runtime=by_attempt(10),
         log:
             "results/logs/detect_evaluate.log",
         benchmark:
             "results/benchmarks/detect_evaluate.tsv"
+        resources:
+            mem_mb=by_attempt(2000),  # 1.0 GB, 9 s
+            runtime=by_attempt(10),
         shell:
             "{FLUKELINE} detect-evaluate --model {input.model:q} --train {input.train:q}"
             " --gt-keypoints {input.gt_keypoints:q} --gt-boxes {input.gt_boxes:q} --masks {input.masks:q}"
@@ -81,10 +81,10 @@ if config["detect"]["method"] == "learned":
 
     # Stage target: `snakemake --cores 2 detect` (with threshold / none the rule below is `detect`).
     rule detect:
-        localrule: True
         input:
             "results/detect/metrics.json",
             *DETECT_OUTPUTS.values(),
+        localrule: True
 
 else:
 
@@ -95,16 +95,18 @@ else:
             test="results/data/test.parquet",
         output:
             **DETECT_OUTPUTS,
-        params:
-            detect=params_json({"method": config["detect"]["method"], "min_area_fraction": config["detect"]["min_area_fraction"]}),
-        threads: 2
-        resources:
-            mem_mb=by_attempt(1000),  # 0.4 GB, 6 s
-            runtime=by_attempt(10),
         log:
             "results/logs/detect.log",
         benchmark:
             "results/benchmarks/detect.tsv"
+        threads: 2
+        resources:
+            mem_mb=by_attempt(1000),  # 0.4 GB, 6 s
+            runtime=by_attempt(10),
+        params:
+            detect=params_json(
+                {"method": config["detect"]["method"], "min_area_fraction": config["detect"]["min_area_fraction"]}
+            ),
         shell:
             "{FLUKELINE} detect --train {input.train:q} --test {input.test:q} --out {output.boxes:q}"
             " --keypoints-out {output.keypoints:q} --masks-out {output.masks:q}"

@@ -32,23 +32,28 @@ rule train_member:
         model="results/embed/round{round}/{member}/fold{fold}/model.safetensors",
         history="results/embed/round{round}/{member}/fold{fold}/history.csv",
         curves=report(
-            "results/embed/round{round}/{member}/fold{fold}/curves.png", caption="../report/training_curves.rst",
-            category="4 embed", subcategory="training curves", labels={"member": "{member}", "round": "{round}", "fold": "{fold}"},
+            "results/embed/round{round}/{member}/fold{fold}/curves.png",
+            caption="../report/training_curves.rst",
+            category="4 embed",
+            subcategory="training curves",
+            labels={"member": "{member}", "round": "{round}", "fold": "{fold}"},
         ),
-    wildcard_constraints:
-        fold=r"\d+",
-        round=r"\d+",
-    params:
-        train=train_params,
-        pseudo=lambda w, input: f"--pseudo-labels {shlex.quote(input.pseudo_labels)}" if "pseudo_labels" in input.keys() else "",
-    threads: 4
-    resources:
-        mem_mb=by_attempt(4000),  # demo preset (mnv2 / lite0, 6 epochs, both at once on 2 CPU cores): 1.8 GB, 370-520 s
-        runtime=by_attempt(60),
     log:
         "results/logs/train_round{round}_{member}_fold{fold}.log",
     benchmark:
         "results/benchmarks/train_round{round}_{member}_fold{fold}.tsv"
+    wildcard_constraints:
+        fold=r"\d+",
+        round=r"\d+",
+    threads: 4
+    resources:
+        mem_mb=by_attempt(4000),  # demo preset (mnv2 / lite0, 6 epochs, both at once on 2 CPU cores): 1.8 GB, 370-520 s
+        runtime=by_attempt(60),
+    params:
+        train=train_params,
+        pseudo=lambda w, input: (
+            f"--pseudo-labels {shlex.quote(input.pseudo_labels)}" if "pseudo_labels" in input.keys() else ""
+        ),
     shell:
         "{FLUKELINE} train --train {input.train:q} --align {input.align:q} --fold {wildcards.fold}"
         " --params {params.train:q} {params.pseudo} --model {output.model:q} --history {output.history:q}"
@@ -61,6 +66,10 @@ rule embed_member:
         align=lambda w: f"results/align/{member_size(w.member)}/align.parquet",
     output:
         embeddings="results/embed/round{round}/{member}/fold{fold}/embeddings.parquet",
+    log:
+        "results/logs/embed_round{round}_{member}_fold{fold}.log",
+    benchmark:
+        "results/benchmarks/embed_round{round}_{member}_fold{fold}.tsv"
     wildcard_constraints:
         fold=r"\d+",
         round=r"\d+",
@@ -68,10 +77,6 @@ rule embed_member:
     resources:
         mem_mb=by_attempt(2000),  # demo preset: 1.2 GB, 60-130 s
         runtime=by_attempt(15),
-    log:
-        "results/logs/embed_round{round}_{member}_fold{fold}.log",
-    benchmark:
-        "results/benchmarks/embed_round{round}_{member}_fold{fold}.tsv"
     shell:
         "{FLUKELINE} embed --model {input.model:q} --align {input.align:q}"
         " --out {output.embeddings:q} --threads {threads} > {log:q} 2>&1"
@@ -80,9 +85,11 @@ rule embed_member:
 # Stage target: `snakemake --cores 2 embed`, every member's embeddings of every round and fold
 # (rounds after the first need the previous round's match: match.pseudo_labels.rounds).
 rule embed:
-    localrule: True
     input:
         expand(
             "results/embed/round{round}/{member}/fold{fold}/embeddings.parquet",
-            round=range(config["match"]["pseudo_labels"]["rounds"] + 1), member=MEMBERS, fold=CV_FOLDS,
+            round=range(config["match"]["pseudo_labels"]["rounds"] + 1),
+            member=MEMBERS,
+            fold=CV_FOLDS,
         ),
+    localrule: True

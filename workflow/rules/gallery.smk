@@ -10,11 +10,15 @@ def gallery_members():
     for match_dir, weight in ensemble_members(FINAL_ROUND):
         round_dir, member = Path(match_dir).parent.name, Path(match_dir).name
         folder = f"results/embed/{round_dir}/{member}"
-        members.append({
-            "name": f"{member}@{round_dir}", "size": member_size(member), "weight": weight,
-            "models": [f"{folder}/fold{k}/model.safetensors" for k in CV_FOLDS],
-            "embeddings": [f"{folder}/fold{k}/embeddings.parquet" for k in CV_FOLDS],
-        })
+        members.append(
+            {
+                "name": f"{member}@{round_dir}",
+                "size": member_size(member),
+                "weight": weight,
+                "models": [f"{folder}/fold{k}/model.safetensors" for k in CV_FOLDS],
+                "embeddings": [f"{folder}/fold{k}/embeddings.parquet" for k in CV_FOLDS],
+            }
+        )
     return members
 
 
@@ -34,8 +38,6 @@ def gallery_settings():
 
 
 rule gallery:
-    # Writes one small JSON: not worth a cluster job.
-    localrule: True
     input:
         train="results/data/train.parquet",
         summary=f"results/match/round{FINAL_ROUND}/ensemble/summary.json",
@@ -43,14 +45,16 @@ rule gallery:
         detector=["results/detect/model.safetensors"] if config["detect"]["method"] == "learned" else [],
     output:
         "results/gallery/gallery.json",
-    params:
-        settings=params_json(gallery_settings()),
-    resources:
-        mem_mb=by_attempt(500),
-        runtime=by_attempt(5),
     log:
         "results/logs/gallery.log",
     benchmark:
         "results/benchmarks/gallery.tsv"
+    # Writes one small JSON: not worth a cluster job.
+    localrule: True
+    resources:
+        mem_mb=by_attempt(500),
+        runtime=by_attempt(5),
+    params:
+        settings=params_json(gallery_settings()),
     shell:
         "{FLUKELINE} gallery --params {params.settings:q} --out-dir results/gallery > {log:q} 2>&1"

@@ -4,8 +4,18 @@
 PSEUDO_ROUNDS = config["match"]["pseudo_labels"]["rounds"]
 ROUNDS = list(range(PSEUDO_ROUNDS + 1))
 FINAL_ROUND = ROUNDS[-1]
-MATCH_KEYS = ("top_k", "candidates", "templates", "centres", "flip_fusion", "ann_above", "hnsw_m", "ef_search",
-              "new_whale_threshold", "threshold_grid")
+MATCH_KEYS = (
+    "top_k",
+    "candidates",
+    "templates",
+    "centres",
+    "flip_fusion",
+    "ann_above",
+    "hnsw_m",
+    "ef_search",
+    "new_whale_threshold",
+    "threshold_grid",
+)
 # The ensemble combines the members' top-k tables: it does not search (templates, centres, flip
 # fusion, index), it ranks, calibrates and picks pseudo-labels. `pseudo_labels.rounds` only shapes
 # the DAG (which rounds exist), and the weights reach the rule as its `weights` param.
@@ -18,11 +28,13 @@ def match_params():
 
 def ensemble_params():
     match = config["match"]
-    return params_json({
-        **{k: match[k] for k in ENSEMBLE_KEYS if k in match},
-        "ensemble": {k: v for k, v in match["ensemble"].items() if k != "pseudo_label_weight"},
-        "pseudo_labels": {k: v for k, v in match["pseudo_labels"].items() if k != "rounds"},
-    })
+    return params_json(
+        {
+            **{k: match[k] for k in ENSEMBLE_KEYS if k in match},
+            "ensemble": {k: v for k, v in match["ensemble"].items() if k != "pseudo_label_weight"},
+            "pseudo_labels": {k: v for k, v in match["pseudo_labels"].items() if k != "rounds"},
+        }
+    )
 
 
 def ensemble_members(round_):
@@ -47,25 +59,28 @@ rule match_member:
         test="results/match/round{round}/{member}/test_predictions.parquet",
         calibration="results/match/round{round}/{member}/calibration.csv",
         curve=report(
-            "results/match/round{round}/{member}/calibration.png", caption="../report/calibration.rst",
-            category="5 match", subcategory="threshold calibration", labels={"method": "{member}", "round": "{round}"},
+            "results/match/round{round}/{member}/calibration.png",
+            caption="../report/calibration.rst",
+            category="5 match",
+            subcategory="threshold calibration",
+            labels={"method": "{member}", "round": "{round}"},
         ),
         summary="results/match/round{round}/{member}/summary.json",
-    wildcard_constraints:
-        round=r"\d+",
-        member="|".join(MEMBERS),
-    params:
-        match=match_params(),
-        folds=",".join(map(str, CV_FOLDS)),
-        out_dir=lambda w: f"results/match/round{w.round}/{w.member}",
-    threads: 2
-    resources:
-        mem_mb=by_attempt(1000),  # demo preset: 0.27 GB, 2-5 s
-        runtime=by_attempt(10),
     log:
         "results/logs/match_round{round}_{member}.log",
     benchmark:
         "results/benchmarks/match_round{round}_{member}.tsv"
+    wildcard_constraints:
+        round=r"\d+",
+        member="|".join(MEMBERS),
+    threads: 2
+    resources:
+        mem_mb=by_attempt(1000),  # demo preset: 0.27 GB, 2-5 s
+        runtime=by_attempt(10),
+    params:
+        match=match_params(),
+        folds=",".join(map(str, CV_FOLDS)),
+        out_dir=lambda w: f"results/match/round{w.round}/{w.member}",
     shell:
         "{FLUKELINE} match --train {input.train:q} --embeddings {input.embeddings:q}"
         " --folds {params.folds} --params {params.match:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
@@ -73,8 +88,17 @@ rule match_member:
 
 rule ensemble:
     input:
-        lambda w: [f"{d}/{name}" for d, _ in ensemble_members(int(w.round))
-                   for name in ("val_topk.parquet", "test_topk.parquet", "val_predictions.parquet", "test_predictions.parquet", "summary.json")],
+        lambda w: [
+            f"{d}/{name}"
+            for d, _ in ensemble_members(int(w.round))
+            for name in (
+                "val_topk.parquet",
+                "test_topk.parquet",
+                "val_predictions.parquet",
+                "test_predictions.parquet",
+                "summary.json",
+            )
+        ],
     output:
         # The candidates and the score the ensemble ranked by (summary.json "score": similarity or votes).
         val_topk="results/match/round{round}/ensemble/val_topk.parquet",
@@ -83,26 +107,29 @@ rule ensemble:
         test="results/match/round{round}/ensemble/test_predictions.parquet",
         calibration="results/match/round{round}/ensemble/calibration.csv",
         curve=report(
-            "results/match/round{round}/ensemble/calibration.png", caption="../report/calibration.rst",
-            category="5 match", subcategory="threshold calibration", labels={"method": "ensemble", "round": "{round}"},
+            "results/match/round{round}/ensemble/calibration.png",
+            caption="../report/calibration.rst",
+            category="5 match",
+            subcategory="threshold calibration",
+            labels={"method": "ensemble", "round": "{round}"},
         ),
         summary="results/match/round{round}/ensemble/summary.json",
         pseudo_labels="results/match/round{round}/pseudo_labels.parquet",
+    log:
+        "results/logs/ensemble_round{round}.log",
+    benchmark:
+        "results/benchmarks/ensemble_round{round}.tsv"
     wildcard_constraints:
         round=r"\d+",
+    threads: 1
+    resources:
+        mem_mb=by_attempt(1000),  # demo preset: 0.2 GB, 2 s
+        runtime=by_attempt(10),
     params:
         match=ensemble_params(),
         members=lambda w: " ".join(shlex.quote(d) for d, _ in ensemble_members(int(w.round))),
         weights=lambda w: " ".join(str(wt) for _, wt in ensemble_members(int(w.round))),
         out_dir=lambda w: f"results/match/round{w.round}/ensemble",
-    threads: 1
-    resources:
-        mem_mb=by_attempt(1000),  # demo preset: 0.2 GB, 2 s
-        runtime=by_attempt(10),
-    log:
-        "results/logs/ensemble_round{round}.log",
-    benchmark:
-        "results/benchmarks/ensemble_round{round}.tsv"
     shell:
         "{FLUKELINE} ensemble --members {params.members} --weights {params.weights} --params {params.match:q}"
         " --round {wildcards.round} --out-dir {params.out_dir:q} --pseudo-labels {output.pseudo_labels:q} > {log:q} 2>&1"
@@ -116,13 +143,13 @@ rule submission:
         predictions=f"results/match/round{FINAL_ROUND}/ensemble/test_predictions.parquet",
     output:
         "results/submission.csv",
-    resources:
-        mem_mb=by_attempt(500),  # 0.13 GB, 1 s
-        runtime=by_attempt(5),
     log:
         "results/logs/submission.log",
     benchmark:
         "results/benchmarks/submission.tsv"
+    resources:
+        mem_mb=by_attempt(500),  # 0.13 GB, 1 s
+        runtime=by_attempt(5),
     shell:
         "{FLUKELINE} submit --test {input.test:q} --predictions {input.predictions:q}"
         " --rejected {input.rejected:q} --train {input.train:q} --out {output:q} > {log:q} 2>&1"
@@ -151,21 +178,24 @@ rule evaluate:
         unpack(evaluate_input),
     output:
         "results/metrics.json",
+    log:
+        "results/logs/evaluate.log",
+    benchmark:
+        "results/benchmarks/evaluate.tsv"
     resources:
         mem_mb=by_attempt(500),  # 0.14 GB, 1 s
         runtime=by_attempt(5),
     params:
         truth=f"--test-truth {shlex.quote(TEST_TRUTH)}" if TEST_TRUTH else "",
-        methods=" ".join(f"--method {n} {shlex.quote(d + '/val_predictions.parquet')} {shlex.quote(d + '/test_predictions.parquet')}" for n, d in SCORED),
+        methods=" ".join(
+            f"--method {n} {shlex.quote(d + '/val_predictions.parquet')} {shlex.quote(d + '/test_predictions.parquet')}"
+            for n, d in SCORED
+        ),
         baselines=" ".join(
             f"--baseline-method {b} results/baseline/{b}/val_predictions.parquet results/baseline/{b}/test_predictions.parquet"
             for b in BASELINES
         ),
         submission_method=f"ensemble@round{FINAL_ROUND}",
-    log:
-        "results/logs/evaluate.log",
-    benchmark:
-        "results/benchmarks/evaluate.tsv"
     shell:
         "{FLUKELINE} evaluate --baseline {input.baseline:q} {params.methods} {params.baselines}"
         " --submission-method {params.submission_method} --submission {input.submission:q} {params.truth}"
@@ -175,29 +205,29 @@ rule evaluate:
 # The report's metrics table (`snakemake --report`): metrics.json with each method's threshold.
 # Run where Snakemake runs, not queued as a cluster job (a second of work).
 rule metrics_table:
-    localrule: True
     input:
         metrics="results/metrics.json",
         summaries=[f"{d}/summary.json" for _, d in SCORED],
     output:
         report("results/metrics.html", caption="../report/metrics_table.rst", category="5 match", subcategory="metrics"),
-    params:
-        summaries=" ".join(f"--summary {n} {shlex.quote(d + '/summary.json')}" for n, d in SCORED),
-    resources:
-        mem_mb=by_attempt(500),
-        runtime=by_attempt(5),
     log:
         "results/logs/metrics_table.log",
     benchmark:
         "results/benchmarks/metrics_table.tsv"
+    localrule: True
+    resources:
+        mem_mb=by_attempt(500),
+        runtime=by_attempt(5),
+    params:
+        summaries=" ".join(f"--summary {n} {shlex.quote(d + '/summary.json')}" for n, d in SCORED),
     shell:
         "{FLUKELINE} metrics-table --metrics {input.metrics:q} {params.summaries} --out {output:q} > {log:q} 2>&1"
 
 
 # Stage target: `snakemake --cores 2 match`, the submission and the metrics (and what they need).
 rule match:
-    localrule: True
     input:
         "results/submission.csv",
         "results/metrics.json",
         "results/metrics.html",
+    localrule: True

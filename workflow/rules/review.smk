@@ -17,14 +17,14 @@ rule review:
         summary=f"results/match/round{FINAL_ROUND}/ensemble/summary.json",
     output:
         "results/review/index.html",
-    threads: 2
-    resources:
-        mem_mb=by_attempt(1000),  # tiny preset: 64 queries, 0.4 MB page, 3 s
-        runtime=by_attempt(10),
     log:
         "results/logs/review.log",
     benchmark:
         "results/benchmarks/review.tsv"
+    threads: 2
+    resources:
+        mem_mb=by_attempt(1000),  # tiny preset: 64 queries, 0.4 MB page, 3 s
+        runtime=by_attempt(10),
     shell:
         "{FLUKELINE} review --train {input.train:q} --test {input.test:q} --align {input.align:q}"
         " --predictions {input.predictions:q} --summary {input.summary:q} --topk {input.topk:q}"

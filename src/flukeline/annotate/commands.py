@@ -10,19 +10,34 @@ from flukeline.core.cli_args import add_command, add_seed, add_threads
 def cmd_annotate(args):
     from flukeline.annotate.page import run
 
-    run(train_path=args.train, root=args.root, keypoints=args.keypoints, out=args.out, n=args.n, seed=args.seed,
-        display=args.display, threads=args.threads)
+    run(
+        train_path=args.train,
+        root=args.root,
+        keypoints=args.keypoints,
+        out=args.out,
+        n=args.n,
+        seed=args.seed,
+        display=args.display,
+        threads=args.threads,
+    )
 
 
 def register(subparsers) -> None:
-    p = add_command(subparsers, "annotate", cmd_annotate,
-                    "static HTML page to draw boxes and keypoints on train photos (data.annotations CSVs)",
-                    user=True)
+    p = add_command(
+        subparsers,
+        "annotate",
+        cmd_annotate,
+        "static HTML page to draw boxes and keypoints on train photos (data.annotations CSVs)",
+        user=True,
+    )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--train", help="ingest's train.parquet (results/data/train.parquet)")
     source.add_argument("--root", help="a Kaggle-layout folder (train.csv, train/)")
-    p.add_argument("--keypoints", required=True,
-                   help="detect.keypoints in clicking order, comma-separated (e.g. left_tip,notch,right_tip)")
+    p.add_argument(
+        "--keypoints",
+        required=True,
+        help="detect.keypoints in clicking order, comma-separated (e.g. left_tip,notch,right_tip)",
+    )
     p.add_argument("--n", type=int, default=200, help="photos on the page, spread over identities")
     add_seed(p)
     p.add_argument("--display", type=int, default=640, help="embedded photo size: longer side in pixels")

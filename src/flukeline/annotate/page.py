@@ -41,8 +41,10 @@ DATA_MARKER = "/*__ANNOTATE_DATA__*/"
 # into original pixels: pixel centres sit at integer coordinates (flukeline.detect.letterbox), so a
 # keypoint is at u * width - 0.5; a box's edges are pixel edges (x0, y0 inclusive, x1, y1
 # exclusive, flukeline.detect.boxes), at u * width.
-COORDINATES = ("keypoint x = u * width - 0.5 (pixel centres at integers); "
-               "box edge x = u * width (x0, y0 inclusive, x1, y1 exclusive); the same for y with height")
+COORDINATES = (
+    "keypoint x = u * width - 0.5 (pixel centres at integers); "
+    "box edge x = u * width (x0, y0 inclusive, x1, y1 exclusive); the same for y with height"
+)
 
 KEYPOINT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -107,12 +109,26 @@ def assemble_annotate(chosen: pd.DataFrame, pictures: list[tuple], keypoints: li
     embedded JPEG with its size and the original size that clicks map back to."""
     photos = []
     for row, (uri, thumb_width, thumb_height, width, height) in zip(chosen.itertuples(index=False), pictures):
-        photos.append({"image": row.image, "id": row.id, "width": int(width), "height": int(height),
-                       "thumb_width": int(thumb_width), "thumb_height": int(thumb_height), "src": uri})
+        photos.append(
+            {
+                "image": row.image,
+                "id": row.id,
+                "width": int(width),
+                "height": int(height),
+                "thumb_width": int(thumb_width),
+                "thumb_height": int(thumb_height),
+                "src": uri,
+            }
+        )
     # Work is kept in the browser per page: another set of photos or keypoints starts afresh.
     identity = json.dumps({"keypoints": keypoints, "photos": [[p["image"], p["width"], p["height"]] for p in photos]})
-    return {"keypoints": keypoints, "display": int(display), "coordinates": COORDINATES, "photos": photos,
-            "page": hashlib.sha1(identity.encode()).hexdigest()[:16]}
+    return {
+        "keypoints": keypoints,
+        "display": int(display),
+        "coordinates": COORDINATES,
+        "photos": photos,
+        "page": hashlib.sha1(identity.encode()).hexdigest()[:16],
+    }
 
 
 def render_page(data: dict) -> str:
@@ -166,7 +182,12 @@ def run(train_path=None, root=None, *, keypoints, out, n=200, seed=0, display=64
     data = assemble_annotate(chosen, pictures, names, display)
     page = render_page(data).encode("utf-8")
     write_bytes_atomic(out, page)
-    info = {"photos": len(data["photos"]), "identities": int(chosen["id"].nunique()), "keypoints": names,
-            "bytes": len(page), "bytes_per_photo": len(page) // max(1, len(data["photos"]))}
+    info = {
+        "photos": len(data["photos"]),
+        "identities": int(chosen["id"].nunique()),
+        "keypoints": names,
+        "bytes": len(page),
+        "bytes_per_photo": len(page) // max(1, len(data["photos"])),
+    }
     log.info("annotation page %s: %s", out, json.dumps(info))
     return info

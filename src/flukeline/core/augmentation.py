@@ -18,6 +18,7 @@ from flukeline.core.errors import InputError
 def build_augmentation(entries: list[dict], seed: int, where: str = "embed.augmentation") -> A.Compose:
     return A.Compose(_build_transforms(entries, where), seed=seed)
 
+
 def _build_transforms(entries: list[dict], where: str) -> list:
     """`OneOf`/`SomeOf`/`Sequential` entries hold their own `transforms:` list."""
     transforms = []

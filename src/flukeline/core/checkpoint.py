@@ -15,19 +15,26 @@ from flukeline.core.io import write_atomic
 
 log = logging.getLogger(__name__)
 
+
 def settings_digest(settings) -> str:
     """Short stable hash of JSON-able settings: a checkpoint is resumed only under the same one."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
+
 def checkpoint_path(model_path) -> Path:
     return Path(str(model_path) + ".checkpoint.pt")
+
 
 def save_training_state(path, epoch: int, history: list[dict], digest: str, **stateful) -> None:
     """Write the state of every named object (modules, optimizers, schedulers: state_dict();
     torch generators: get_state()) atomically, so a kill mid-write leaves the last good one."""
-    state = {name: (obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()) for name, obj in stateful.items()}
+    state = {
+        name: (obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict())
+        for name, obj in stateful.items()
+    }
     state.update(epoch=epoch, history=json.dumps(history), digest=digest)
     write_atomic(path, lambda tmp: torch.save(state, tmp))
+
 
 def resume_training_state(path, digest: str, **stateful) -> tuple[int, list[dict]]:
     """(epochs done, history) restored into the named objects from a checkpoint written with the

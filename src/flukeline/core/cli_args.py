@@ -30,8 +30,9 @@ def add_required(parser: argparse.ArgumentParser, *flags: str) -> None:
         parser.add_argument(flag, required=True)
 
 
-def add_train_test(parser: argparse.ArgumentParser, train_help: str | None = None,
-                   test_help: str | None = None) -> None:
+def add_train_test(
+    parser: argparse.ArgumentParser, train_help: str | None = None, test_help: str | None = None
+) -> None:
     """ingest's image tables, which most stages read as a pair."""
     parser.add_argument("--train", required=True, help=train_help)
     parser.add_argument("--test", required=True, help=test_help)

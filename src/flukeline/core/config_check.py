@@ -12,6 +12,7 @@ from jsonschema import Draft202012Validator
 def _key_path(path) -> str:
     return ".".join(str(part) for part in path) or "(top level)"
 
+
 def _describe(error) -> str:
     where = _key_path(error.absolute_path)
     if error.validator == "additionalProperties":
@@ -25,14 +26,22 @@ def _describe(error) -> str:
         return f"{where}: {error.instance!r} is not {choices}"
     return f"{where}: {error.message}"
 
+
 def _choice(schema: dict) -> str:
     """One alternative of a oneOf, in words: 'auto', 'a number from -1 to 1', ..."""
     if "const" in schema:
         return repr(schema["const"])
     if "enum" in schema:
         return "one of " + ", ".join(map(repr, schema["enum"]))
-    kind = {"number": "a number", "integer": "an integer", "string": "a string", "boolean": "true/false",
-            "array": "a list", "object": "a mapping", "null": "null"}.get(schema.get("type"), "a value")
+    kind = {
+        "number": "a number",
+        "integer": "an integer",
+        "string": "a string",
+        "boolean": "true/false",
+        "array": "a list",
+        "object": "a mapping",
+        "null": "null",
+    }.get(schema.get("type"), "a value")
     low = schema.get("minimum", schema.get("exclusiveMinimum"))
     high = schema.get("maximum", schema.get("exclusiveMaximum"))
     if low is not None and high is not None:
@@ -42,6 +51,7 @@ def _choice(schema: dict) -> str:
     if high is not None:
         return f"{kind} <= {high}"
     return kind
+
 
 def config_problems(config: dict, schema_path: str | os.PathLike) -> list[str]:
     """One line per schema violation in `config`, sorted by key path; empty when it is valid."""

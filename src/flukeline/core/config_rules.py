@@ -22,6 +22,7 @@ def omniglot_zip(config: dict, project_dir: str | os.PathLike) -> Path:
     --directory."""
     return (Path(project_dir) / config["data"]["omniglot"]["zip"]).resolve()
 
+
 def workflow_problems(config: dict, project_dir: str | os.PathLike) -> list[str]:
     """One line per problem of a schema-valid `config` (defaults filled in): members, detector
     weights, cv_folds, Omniglot, detection, in that order; empty when the workflow can run it.
@@ -36,10 +37,12 @@ def workflow_problems(config: dict, project_dir: str | os.PathLike) -> list[str]
         *_detection_problems(config),
     ]
 
+
 def _active_members(config: dict) -> dict[str, dict]:
     """The active members that embed.members defines (an undefined one is its own problem)."""
     members = config["embed"]["members"]
     return {name: members[name] for name in config["embed"]["active_members"] if name in members}
+
 
 def _member_problems(config: dict) -> list[str]:
     embed = config["embed"]
@@ -64,11 +67,14 @@ def _member_problems(config: dict) -> list[str]:
         problems += _member_weights_problems(name, member, embed.get("pretrained", "none"))
     return problems
 
+
 def _member_weights_problems(name: str, member: dict, shared_pretrained: str) -> list[str]:
     pretrained = member.get("pretrained", shared_pretrained)
     if member.get("type") in ("zero_shot", "frozen_head") and pretrained == "none":
-        return [f"embed.members.{name}: a {member['type']} member uses its pretrained features as they are; "
-                f"pretrained none would embed noise (use imagenet, hub or a local weights file)"]
+        return [
+            f"embed.members.{name}: a {member['type']} member uses its pretrained features as they are; "
+            f"pretrained none would embed noise (use imagenet, hub or a local weights file)"
+        ]
     if pretrained == "imagenet" and timm_name(member["backbone"]) not in IMAGENET_SOURCES:
         return [
             f"embed.members.{name}: pretrained imagenet is available offline for {sorted(IMAGENET_SOURCES)},"
@@ -78,6 +84,7 @@ def _member_weights_problems(name: str, member: dict, shared_pretrained: str) ->
     if pretrained not in ("imagenet", "none", "hub") and not Path(pretrained).is_file():
         return [f"embed.members.{name}: pretrained weights file {pretrained} does not exist"]
     return []
+
 
 def _detector_weights_problems(config: dict) -> list[str]:
     if config["detect"]["method"] != "learned":
@@ -96,20 +103,24 @@ def _detector_weights_problems(config: dict) -> list[str]:
         return [f"detect.model.encoder_weights: weights file {weights} does not exist"]
     return []
 
+
 def _baseline_problems(config: dict) -> list[str]:
     """The zero-shot baseline's backbone follows the members' weights rules."""
     zero_shot = config.get("baselines", {}).get("zero_shot", {})
     if not zero_shot:
         return []
     member = {"backbone": zero_shot["backbone"], "pretrained": zero_shot["pretrained"], "type": "zero_shot"}
-    return [p.replace("embed.members.baselines.zero_shot", "baselines.zero_shot")
-            for p in _member_weights_problems("baselines.zero_shot", member, "imagenet")]
+    return [
+        p.replace("embed.members.baselines.zero_shot", "baselines.zero_shot")
+        for p in _member_weights_problems("baselines.zero_shot", member, "imagenet")
+    ]
 
 
 def _cv_fold_problems(config: dict) -> list[str]:
     folds = config["data"]["folds"]
     too_high = [fold for fold in config["embed"]["cv_folds"] if fold >= folds]
     return [f"embed.cv_folds contains {fold}, but data.folds is {folds}" for fold in too_high]
+
 
 def _omniglot_problems(config: dict, project_dir: str | os.PathLike) -> list[str]:
     if config["data"]["source"] != "omniglot":
@@ -127,6 +138,7 @@ def _omniglot_problems(config: dict, project_dir: str | os.PathLike) -> list[str
         problems.append(f"data.omniglot.train_drawers {omniglot['train_drawers']} must be [lo, hi] with lo <= hi")
     return problems
 
+
 def _has_training_annotations(config: dict) -> bool:
     """Whether the data has the mask or keypoint annotations the learned detector trains on: the
     demo renders all of them, Omniglot has none, Kaggle-layout data has those data.annotations names."""
@@ -137,6 +149,7 @@ def _has_training_annotations(config: dict) -> bool:
         return False
     annotations = config["data"]["annotations"]
     return bool(annotations.get("masks") or annotations.get("keypoints"))
+
 
 def _detection_problems(config: dict) -> list[str]:
     if config["detect"]["method"] != "learned":

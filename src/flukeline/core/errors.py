@@ -6,6 +6,7 @@ from __future__ import annotations
 class InputError(Exception):
     """Bad input data or configuration; the message names the file/row/key and the problem."""
 
+
 class UnreadableImageError(InputError):
     """An image file that cannot be fully decoded; `reason` is the problem without the path."""
 

@@ -19,6 +19,7 @@ from flukeline.core.metrics import NEW_WHALE
 
 ALWAYS_TRAIN = -1
 
+
 def assign_folds(ids: Sequence[str], n_folds: int, seed: int) -> np.ndarray:
     """Fold index (int64, -1 = always training) for each image, given the images' identities.
 
@@ -51,6 +52,7 @@ def assign_folds(ids: Sequence[str], n_folds: int, seed: int) -> np.ndarray:
     folds[rng.permutation(new_whale_rows)] = (start + np.arange(len(new_whale_rows))) % n_folds
     return folds
 
+
 def validation_truth(train_df: pd.DataFrame, fold: int) -> pd.Series:
     """The label a matcher must predict for each image of `fold` (Series indexed by image name).
 
@@ -60,8 +62,5 @@ def validation_truth(train_df: pd.DataFrame, fold: int) -> pd.Series:
     in_fold = train_df["fold"].to_numpy() == fold
     ids_outside = set(train_df.loc[~in_fold, "id"])
     fold_rows = train_df.loc[in_fold]
-    truth = [
-        label if label != NEW_WHALE and label in ids_outside else NEW_WHALE
-        for label in fold_rows["id"]
-    ]
+    truth = [label if label != NEW_WHALE and label in ids_outside else NEW_WHALE for label in fold_rows["id"]]
     return pd.Series(truth, index=pd.Index(fold_rows["image"], name="image"), name="truth")

@@ -17,6 +17,7 @@ from flukeline.core.errors import UnreadableImageError
 # Integer modes whose values span 16 bits; PIL's own convert("RGB") clips them at 255.
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
 
+
 def decode_image_rgb(data: bytes, source: str) -> np.ndarray:
     """Fully decode image bytes into an HxWx3 uint8 RGB array, upright per its EXIF orientation.
 
@@ -37,6 +38,7 @@ def decode_image_rgb(data: bytes, source: str) -> np.ndarray:
             raise UnreadableImageError(source, "is truncated (image data ends early)") from exc
         raise UnreadableImageError(source, f"cannot be decoded as an image ({exc})") from exc
 
+
 def _to_rgb_array(img: Image.Image) -> np.ndarray:
     if img.mode in _SIXTEEN_BIT_MODES:
         grey = (np.clip(np.asarray(img, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
@@ -46,6 +48,7 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     if img.mode != "RGB":
         img = img.convert("RGB")  # alpha is dropped; L/LA/CMYK/YCbCr/1 are mapped by PIL
     return np.array(img, dtype=np.uint8)
+
 
 def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
     """Read and fully decode an image file into an HxWx3 uint8 RGB array (EXIF-upright).
@@ -58,6 +61,7 @@ def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
     except OSError as exc:
         raise UnreadableImageError(str(path), f"cannot be read ({exc.strerror or exc})") from exc
     return decode_image_rgb(data, str(path))
+
 
 def is_grayscale(rgb: np.ndarray) -> bool:
     """True when all three channels of an HxWx3 image are identical."""

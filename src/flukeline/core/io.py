@@ -33,9 +33,11 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     finally:
         tmp.unlink(missing_ok=True)
 
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` atomically."""
     write_atomic(path, lambda tmp: tmp.write_bytes(data))
+
 
 def write_png_atomic(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write an HxW or HxWx3 uint8 RGB image as PNG to `path` atomically."""
@@ -48,13 +50,16 @@ def write_png_atomic(path: str | os.PathLike, image: np.ndarray) -> None:
         raise OSError(f"OpenCV could not encode {path} as PNG")
     write_bytes_atomic(path, encoded.tobytes())
 
+
 def write_parquet_atomic(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write `df` (without its index) as Parquet to `path` atomically."""
     write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
 
+
 def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write `df` (without its index) as CSV to `path` atomically."""
     write_atomic(path, lambda tmp: df.to_csv(tmp, index=False))
+
 
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
     """Write `obj` as indented, strict JSON (NaN/inf rejected) to `path` atomically."""

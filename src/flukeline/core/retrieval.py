@@ -16,6 +16,7 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
+
 def identity_centres(embeddings: np.ndarray, ids) -> tuple[np.ndarray, np.ndarray]:
     """Mean of each identity's normalised embeddings, normalised again. Returns (ids, centres)."""
     ids = np.asarray(ids)
@@ -23,6 +24,7 @@ def identity_centres(embeddings: np.ndarray, ids) -> tuple[np.ndarray, np.ndarra
     sums = np.zeros((len(names), embeddings.shape[1]), dtype=np.float64)
     np.add.at(sums, inverse, l2_normalise(embeddings))
     return names, l2_normalise(sums)
+
 
 def build_index(gallery: np.ndarray, ann_above: int | None = None, hnsw_m: int = 32, ef_search: int = 128):
     """Exact inner-product index, or HNSW (inner-product metric) for galleries above `ann_above`
@@ -36,11 +38,13 @@ def build_index(gallery: np.ndarray, ann_above: int | None = None, hnsw_m: int =
     index.add(gallery)
     return index
 
+
 def search(queries: np.ndarray, gallery: np.ndarray, k: int, **index_options) -> tuple[np.ndarray, np.ndarray]:
     """Top-k by inner product (cosine for normalised vectors) with FAISS."""
     index = build_index(gallery, **index_options)
     sims, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(gallery)))
     return sims, idx
+
 
 def rank_with_new_whale(candidate_ids, candidate_sims, threshold: float, k: int = 5) -> list[list[str]]:
     """Per query: candidates in order of similarity with new_whale inserted before the first
@@ -52,7 +56,10 @@ def rank_with_new_whale(candidate_ids, candidate_sims, threshold: float, k: int 
         ranked.append((list(ids[:cut]) + [NEW_WHALE] + list(ids[cut:]))[:k])
     return ranked
 
-def map5_by_threshold(truth, candidate_ids: np.ndarray, candidate_sims: np.ndarray, thresholds, k: int = 5) -> np.ndarray:
+
+def map5_by_threshold(
+    truth, candidate_ids: np.ndarray, candidate_sims: np.ndarray, thresholds, k: int = 5
+) -> np.ndarray:
     """MAP@k of `rank_with_new_whale` for every threshold at once, without building the lists.
 
     candidate_ids/sims: Q x C top candidates per query, similarity descending. new_whale lands at
@@ -71,12 +78,15 @@ def map5_by_threshold(truth, candidate_ids: np.ndarray, candidate_sims: np.ndarr
         scores.append(np.where(rank < k, 1.0 / (rank + 1), 0.0).mean() if len(truth) else float("nan"))
     return np.asarray(scores)
 
+
 def threshold_grid(params: dict) -> np.ndarray:
     low, high, step = params.get("threshold_grid", [-0.2, 1.0, 0.01])
     return np.round(np.arange(low, high + step / 2, step), 6)
 
 
-def best_threshold(truth, candidate_ids: np.ndarray, candidate_sims: np.ndarray, grid, k: int = 5) -> tuple[float, float, np.ndarray]:
+def best_threshold(
+    truth, candidate_ids: np.ndarray, candidate_sims: np.ndarray, grid, k: int = 5
+) -> tuple[float, float, np.ndarray]:
     """(threshold, its MAP@k, MAP@k at every grid point): the new_whale threshold maximising MAP@k
     over `grid` (ties: the lowest). The match stage calibrates with it and the embed stage's
     validation (best epoch, early stopping) scores with it, on the same config grid, so both

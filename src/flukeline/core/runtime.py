@@ -20,16 +20,19 @@ R = TypeVar("R")
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+
 def usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
 
+
 def worker_count(threads: int) -> int:
     """Snakemake may grant more threads than the machine has (--cores 8 on 2 cores); more
     workers than CPUs only adds contention."""
     return max(1, min(int(threads), usable_cpus()))
+
 
 def configure_torch(threads: int, seed: int | None = None):
     import torch
@@ -41,6 +44,7 @@ def configure_torch(threads: int, seed: int | None = None):
         torch.manual_seed(seed)
     return torch
 
+
 def select_device():
     """CUDA when present, else CPU (CI and tests run on the CPU)."""
     import torch
@@ -48,8 +52,16 @@ def select_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def parallel_map(function: Callable[[T], R], items: Iterable[T], threads: int, *, processes: bool = False,
-                 chunksize: int = 1, initializer: Callable[[], None] | None = None, spawn: bool = False) -> list[R]:
+def parallel_map(
+    function: Callable[[T], R],
+    items: Iterable[T],
+    threads: int,
+    *,
+    processes: bool = False,
+    chunksize: int = 1,
+    initializer: Callable[[], None] | None = None,
+    spawn: bool = False,
+) -> list[R]:
     """`[function(item) for item in items]`, in order, on up to `threads` workers (never more than
     the CPUs this process may use, see worker_count): threads for work that releases the GIL
     (OpenCV, image decoding, file I/O), processes for pure-Python or numpy-bound work. One worker,

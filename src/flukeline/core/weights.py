@@ -19,6 +19,7 @@ def save_weights(model: nn.Module, path, meta: dict, key: str = "flukeline") -> 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata={key: json.dumps(meta, sort_keys=True)}))
 
+
 def read_weights(path, key: str = "flukeline", tensors: bool = True) -> tuple[dict, dict]:
     """(state dict, description) of a file written by save_weights; no tensors when not asked."""
     with safe_open(str(path), framework="pt", device="cpu") as handle:

@@ -35,6 +35,7 @@ ANNOTATION_COLUMNS = {
     "boxes": {"image": "string", "x0": "float64", "y0": "float64", "x1": "float64", "y1": "float64"},
 }
 
+
 def load_annotations(
     root: Path, annotations: Mapping[str, str | os.PathLike | None], listed: set[str]
 ) -> tuple[Path | None, dict[str, pd.DataFrame]]:
@@ -53,6 +54,7 @@ def load_annotations(
     }
     return masks_dir, tables
 
+
 def _annotation_path(root: Path, kind: str, value: str | os.PathLike, *, want_dir: bool) -> Path:
     path = Path(value)
     path = path if path.is_absolute() else root / path
@@ -62,14 +64,17 @@ def _annotation_path(root: Path, kind: str, value: str | os.PathLike, *, want_di
         raise InputError(f"annotations.{kind}: file {path} does not exist")
     return path.resolve()
 
+
 def _mask_paths(masks_dir: Path, images: pd.Series) -> pd.Series:
     candidates = (masks_dir / f"{PurePath(image).stem}.png" for image in images)
     # A string dtype even when every value is missing, so the Parquet column is never type "null".
     paths = [str(path) if path.is_file() else None for path in candidates]
     return pd.Series(paths, index=images.index, dtype=str)
 
+
 def _numeric(table: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_numeric(table[column].str.strip(), errors="coerce").astype("float64")  # "" -> NaN
+
 
 def _check_annotation_rows(
     path: Path, table: pd.DataFrame, problems_by_row: dict[int, list[str]], listed: set[str]
@@ -85,6 +90,7 @@ def _check_annotation_rows(
                 for position, problems in sorted(problems_by_row.items())
             )
         )
+
 
 def _read_keypoints(path: Path, listed: set[str]) -> pd.DataFrame:
     """Columns image, keypoint, x, y (float; may be empty when not visible), visible (bool)."""
@@ -107,6 +113,7 @@ def _read_keypoints(path: Path, listed: set[str]) -> pd.DataFrame:
             "visible": visible.astype(bool),
         }
     )
+
 
 def _read_boxes(path: Path, listed: set[str]) -> pd.DataFrame:
     """Columns image, x0, y0, x1, y1 (float, x0 < x1 and y0 < y1); several boxes per image allowed."""

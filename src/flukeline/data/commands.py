@@ -14,16 +14,23 @@ log = logging.getLogger("flukeline")
 def cmd_demo(args):
     from flukeline.data.demo.generate import generate_demo
 
-    summary = generate_demo(out_root=args.out, truth_path=args.truth, preset=args.preset, seed=args.seed,
-                            workers=args.workers, overrides=args.overrides)
+    summary = generate_demo(
+        out_root=args.out,
+        truth_path=args.truth,
+        preset=args.preset,
+        seed=args.seed,
+        workers=args.workers,
+        overrides=args.overrides,
+    )
     log.info("demo dataset: %s", json.dumps(summary, default=str))
 
 
 def cmd_omniglot(args):
     from flukeline.data.omniglot import convert_omniglot
 
-    summary = convert_omniglot(zip_path=args.zip, out_root=args.out, truth_path=args.truth, seed=args.seed,
-                               settings=args.settings)
+    summary = convert_omniglot(
+        zip_path=args.zip, out_root=args.out, truth_path=args.truth, seed=args.seed, settings=args.settings
+    )
     log.info("omniglot dataset: %s", json.dumps(summary))
 
 
@@ -38,9 +45,17 @@ def cmd_ingest(args):
     from flukeline.data.ingest import ingest
 
     summary = ingest(
-        root=args.root, out_train=args.train, out_test=args.test, out_rejected=args.rejected,
-        on_bad_image=args.on_bad_image, annotations=args.annotations or None, n_folds=args.folds, seed=args.seed,
-        threads=args.threads, min_image_side=args.min_image_side, out_duplicates=args.duplicates,
+        root=args.root,
+        out_train=args.train,
+        out_test=args.test,
+        out_rejected=args.rejected,
+        on_bad_image=args.on_bad_image,
+        annotations=args.annotations or None,
+        n_folds=args.folds,
+        seed=args.seed,
+        threads=args.threads,
+        min_image_side=args.min_image_side,
+        out_duplicates=args.duplicates,
     )
     write_json_atomic(summary, args.summary)
 
@@ -59,13 +74,18 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--overrides", type=json_value, default={})
 
-    p = add_command(subparsers, "omniglot", cmd_omniglot,
-                    "convert the Omniglot zip into the Kaggle layout (identity = character)")
+    p = add_command(
+        subparsers, "omniglot", cmd_omniglot, "convert the Omniglot zip into the Kaggle layout (identity = character)"
+    )
     p.add_argument("--zip", required=True, help="e.g. images_background_small1.zip")
     _add_generated_root(p, "data root to write (train.csv, train/, test/)")
     add_seed(p)
-    p.add_argument("--settings", type=json_value, default={},
-                   help="data.omniglot split settings (JSON), see flukeline.data.omniglot.DEFAULTS")
+    p.add_argument(
+        "--settings",
+        type=json_value,
+        default={},
+        help="data.omniglot split settings (JSON), see flukeline.data.omniglot.DEFAULTS",
+    )
 
     p = add_command(subparsers, "contact-sheet", cmd_contact_sheet, "grid of identities x sightings of a demo dataset")
     add_required(p, "--root", "--out")
@@ -75,8 +95,12 @@ def register(subparsers) -> None:
     p.add_argument("--annotations", type=json_value, default={})
     p.add_argument("--on-bad-image", choices=["error", "skip"], default="error")
     p.add_argument("--folds", type=int, default=4)
-    p.add_argument("--min-image-side", type=int, default=0,
-                   help="photos with a side under this many pixels are warned about (skipped with skip); 0: no check")
+    p.add_argument(
+        "--min-image-side",
+        type=int,
+        default=0,
+        help="photos with a side under this many pixels are warned about (skipped with skip); 0: no check",
+    )
     p.add_argument("--duplicates", default=None, help="duplicates.csv to write (default: beside --rejected)")
     add_seed(p)
     add_threads(p)

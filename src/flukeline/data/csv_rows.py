@@ -24,13 +24,12 @@ def read_csv(path: Path, required: Sequence[str], known: Iterable[str] = ()) -> 
         raise InputError(f"{path}: cannot be read as CSV ({exc})") from exc
     missing = [column for column in required if column not in df.columns]
     if missing:
-        raise InputError(
-            f"{path}: missing column {missing[0]!r} (found columns: {', '.join(map(str, df.columns))})"
-        )
+        raise InputError(f"{path}: missing column {missing[0]!r} (found columns: {', '.join(map(str, df.columns))})")
     unknown = [column for column in df.columns if column not in (*required, *known)]
     if unknown:
         logger.warning("%s: ignoring unknown column(s) %s", path, ", ".join(map(str, unknown)))
     return df
+
 
 def csv_line(path: Path, row_position: int) -> str:
     return f"{path.name} line {row_position + 2}"  # +1 for the header, +1 for counting from 1

@@ -202,8 +202,13 @@ def report_groups(photos: Sequence[Photo], groups: Sequence[Group], out_path) ->
     logger.warning(
         "%d duplicate group(s) of %d image(s) across train and test (%d exact, %d near): %d with conflicting"
         " known ids, %d test image(s) duplicating training images; see %s",
-        len(groups), summary["n_duplicate_images"], summary["n_exact_duplicate_groups"],
-        summary["n_near_duplicate_groups"], len(conflicts), len(leaks), out_path,
+        len(groups),
+        summary["n_duplicate_images"],
+        summary["n_exact_duplicate_groups"],
+        summary["n_near_duplicate_groups"],
+        len(conflicts),
+        len(leaks),
+        out_path,
     )
     messages = [conflict_message(photos, group) for group in conflicts]
     messages += [leak_message(photos, group, i) for group, i in leaks]

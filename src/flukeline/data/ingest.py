@@ -55,6 +55,7 @@ REJECTED_COLUMNS = ["split", "image", "problem"]
 # Rows named in one warning (stripped ids, small photos); a catalogue with many lists the first ones.
 MAX_NAMED_ROWS = 20
 
+
 @dataclass(frozen=True)
 class ImageFacts:
     width: int
@@ -62,6 +63,7 @@ class ImageFacts:
     grayscale: bool
     sha1: str
     phash: bytes | None = None  # perceptual hash (flukeline.data.duplicates); None for a flat photo
+
 
 @dataclass
 class _Entry:
@@ -77,6 +79,7 @@ class _Entry:
 
     def describe_problems(self) -> str:
         return f"{self.where}: image {self.image!r} " + "; ".join(self.problems)
+
 
 def ingest(
     root: str | os.PathLike,
@@ -183,6 +186,7 @@ def ingest(
     logger.info("ingested %d training and %d test images from %s", len(train_df), len(test_df), root)
     return summary
 
+
 def _locate(folder: Path, name: str) -> tuple[Path | None, str | None]:
     """Resolve an image name inside `folder` (already resolved): (path, None) or (None, problem)."""
     if not name.strip():
@@ -198,12 +202,14 @@ def _locate(folder: Path, name: str) -> tuple[Path | None, str | None]:
         return None, f"does not exist under {folder}"
     return path, None
 
+
 def _new_entry(split: str, folder: Path, image: str, where: str, label: str | None = None) -> _Entry:
     path, problem = _locate(folder, image)
     entry = _Entry(split=split, image=image, where=where, id=label, path=path)
     if problem:
         entry.problems.append(problem)
     return entry
+
 
 def _list_train(root: Path) -> list[_Entry]:
     csv_path = root / "train.csv"
@@ -228,6 +234,7 @@ def _list_train(root: Path) -> list[_Entry]:
     _flag_duplicates(entries)
     return entries
 
+
 def _id_problem(label: str) -> str | None:
     # Submissions list five ids separated by spaces, so an id must be one word; a comma is refused
     # too, since it splits the id wherever the CSV is written or read without quoting.
@@ -241,6 +248,7 @@ def _id_problem(label: str) -> str | None:
     if any(character.isspace() for character in label):
         return f"has an Id with a space in it ({label!r}); the submission separates ids by spaces"
     return None
+
 
 def _warn_ids_differing_in_case(entries: list[_Entry]) -> None:
     """One warning per set of ids that differ only in case: likely one animal, kept apart as written."""
@@ -257,9 +265,11 @@ def _warn_ids_differing_in_case(entries: list[_Entry]) -> None:
             )
             logger.warning("Ids that differ only in case are kept as different animals: %s", listing)
 
+
 def _named(items: list[str]) -> str:
     more = len(items) - MAX_NAMED_ROWS
     return ", ".join(items[:MAX_NAMED_ROWS]) + (f" and {more} more" if more > 0 else "")
+
 
 def _list_test(root: Path, test_order: str) -> list[_Entry]:
     submission = root / "sample_submission.csv"
@@ -277,8 +287,7 @@ def _list_test(root: Path, test_order: str) -> list[_Entry]:
         if not names:
             raise InputError(f"{submission} lists no test images")
         entries = [
-            _new_entry("test", folder, name, csv_line(submission, position))
-            for position, name in enumerate(names)
+            _new_entry("test", folder, name, csv_line(submission, position)) for position, name in enumerate(names)
         ]
         unlisted = len(set(files_in_folder) - set(names))
         if unlisted:
@@ -289,6 +298,7 @@ def _list_test(root: Path, test_order: str) -> list[_Entry]:
         entries = [_new_entry("test", folder, name, "test folder") for name in files_in_folder]
     _flag_duplicates(entries)
     return entries
+
 
 def _flag_duplicates(entries: list[_Entry]) -> None:
     """Later listings of a name are duplicates; the first one too when the listings disagree on Id."""
@@ -304,6 +314,7 @@ def _flag_duplicates(entries: list[_Entry]) -> None:
             lines = ", ".join(repeat.where for repeat in repeats)
             first.problems.append(f"is listed again with a different Id ({lines})")
 
+
 def _flag_images_in_both_splits(train_entries: list[_Entry], test_entries: list[_Entry]) -> None:
     # Image names key every downstream table (and mask files), so they must be unique across splits.
     # Only the train row is flagged: dropping a test image would leave a hole in the submission.
@@ -311,6 +322,7 @@ def _flag_images_in_both_splits(train_entries: list[_Entry], test_entries: list[
     for entry in train_entries:
         if entry.image in test_names:
             entry.problems.append("is also listed in the test set")
+
 
 def inspect_image(path: Path) -> ImageFacts | str:
     """Facts about one image file (full decode, EXIF-upright size, perceptual hash from the same
@@ -331,6 +343,7 @@ def inspect_image(path: Path) -> ImageFacts | str:
         phash=perceptual_hash(rgb),
     )
 
+
 def _inspect_images(entries: list[_Entry], threads: int) -> None:
     """Decode every locatable image; threads suffice since PIL decoding and hashing drop the GIL."""
     todo = [entry for entry in entries if entry.path is not None]
@@ -341,6 +354,7 @@ def _inspect_images(entries: list[_Entry], threads: int) -> None:
             entry.facts = result
         else:
             entry.problems.append(result)
+
 
 def _flag_small_images(entries: list[_Entry], min_side: int, *, as_problem: bool) -> None:
     """Photos with a side under `min_side` px: a bad row when `as_problem` (on_bad_image: skip),
@@ -356,8 +370,10 @@ def _flag_small_images(entries: list[_Entry], min_side: int, *, as_problem: bool
             "%d image(s) have a side under %d px (data.min_image_side): %s", len(small), min_side, _named(named)
         )
 
+
 def _photo(entry: _Entry) -> Photo:
     return Photo(entry.split, entry.image, entry.id, entry.where, entry.facts.sha1, entry.facts.phash)
+
 
 def _table(entries: list[_Entry], split: str) -> pd.DataFrame:
     return pd.DataFrame(
@@ -372,16 +388,19 @@ def _table(entries: list[_Entry], split: str) -> pd.DataFrame:
         }
     )
 
+
 def _rejected_table(rejected: list[_Entry]) -> pd.DataFrame:
     return pd.DataFrame(
         [(entry.split, entry.image, f"{'; '.join(entry.problems)} ({entry.where})") for entry in rejected],
         columns=REJECTED_COLUMNS,
     )
 
+
 def _listing(rejected: list[_Entry]) -> str:
     if not rejected:
         return ""
     return "; rejected rows:\n" + "\n".join(entry.describe_problems() for entry in rejected)
+
 
 def _summarise(train_df: pd.DataFrame, test_df: pd.DataFrame, n_rejected: int, n_folds: int) -> dict:
     images_per_id = train_df.loc[train_df["id"] != NEW_WHALE, "id"].value_counts()

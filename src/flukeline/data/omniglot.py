@@ -63,6 +63,7 @@ _STREAM_ORDER, _STREAM_CHARACTER, _STREAM_NAMES = 0, 1, 2
 # Distinct from the demo's streams so that the same seed gives unrelated draws.
 _SOURCE_KEY = 7
 
+
 @dataclass(frozen=True)
 class OmniglotImage:
     name: str  # file name in train/ or test/
@@ -73,13 +74,16 @@ class OmniglotImage:
     drawer: int
     member: str  # path inside the zip
 
+
 def _rng(seed: int, stream: int, item: int = 0) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(_SOURCE_KEY, stream, item)))
+
 
 def character_id(alphabet: str, character: str) -> str:
     """'Early_Aramaic', 'character01' -> 'Early_Aramaic_character01' (no spaces: ids are
     space-separated in a submission)."""
     return re.sub(r"\s+", "_", f"{alphabet}_{character}")
+
 
 def read_archive(zip_path: str | os.PathLike) -> dict[str, dict]:
     """Characters in the archive: {character id: {"alphabet", "character", "drawers": {drawer: member}}}.
@@ -126,6 +130,7 @@ def read_archive(zip_path: str | os.PathLike) -> dict[str, dict]:
         raise InputError(f"Omniglot archive {path}: " + "; ".join(problems[:5]))
     return characters
 
+
 def resolve_settings(settings: dict | None) -> dict:
     """DEFAULTS with `settings` merged over them; InputError naming an unknown or invalid setting."""
     resolved = dict(DEFAULTS)
@@ -148,6 +153,7 @@ def resolve_settings(settings: dict | None) -> dict:
         raise InputError(f"data.omniglot.max_images must be >= 1, got {resolved['max_images']}")
     return resolved
 
+
 def plan_split(characters: dict[str, dict], settings: dict | None = None, seed: int = 0) -> list[OmniglotImage]:
     """Every image of the converted dataset with its split and label (see the module docstring)."""
     cfg = resolve_settings(settings)
@@ -158,7 +164,8 @@ def plan_split(characters: dict[str, dict], settings: dict | None = None, seed: 
     keys = sorted(characters)
     need_known, need_new = hi + n_test, new_train + new_test
     short = [
-        f"{key} ({len(characters[key]['drawers'])})" for key in keys
+        f"{key} ({len(characters[key]['drawers'])})"
+        for key in keys
         if len(characters[key]["drawers"]) < max(need_known, need_new if new_fraction > 0 else 0)
     ]
     if short:
@@ -181,7 +188,7 @@ def plan_split(characters: dict[str, dict], settings: dict | None = None, seed: 
         if total + n_in_train + n_in_test > max_images:
             break
         total += n_in_train + n_in_test
-        chosen.append((key, is_new, sorted(order[:n_in_train]), sorted(order[n_in_train:n_in_train + n_in_test])))
+        chosen.append((key, is_new, sorted(order[:n_in_train]), sorted(order[n_in_train : n_in_train + n_in_test])))
     if not any(not is_new for _, is_new, _, _ in chosen):
         raise InputError(
             f"data.omniglot.max_images {max_images} leaves no known character (one needs up to {need_known} images)"
@@ -192,14 +199,18 @@ def plan_split(characters: dict[str, dict], settings: dict | None = None, seed: 
         info = characters[key]
         for split, drawers in (("train", train_drawers), ("test", test_drawers)):
             for drawer in drawers:
-                rows.append((split, NEW_WHALE if is_new else key, key, info["alphabet"], drawer, info["drawers"][drawer]))
+                rows.append(
+                    (split, NEW_WHALE if is_new else key, key, info["alphabet"], drawer, info["drawers"][drawer])
+                )
     names = unique_hex(_rng(seed, _STREAM_NAMES), len(rows), 9)
     images = [OmniglotImage(f"{name}.png", *row) for name, row in zip(names, rows)]
     return sorted(images, key=lambda image: image.name)
 
+
 def sources_path(truth_path: str | os.PathLike) -> Path:
     truth_path = Path(truth_path)
     return truth_path.with_name(f"{truth_path.stem}_sources.csv")
+
 
 def convert_omniglot(zip_path, out_root, truth_path, seed: int = 0, settings: dict | None = None) -> dict:
     """Write the Kaggle layout under `out_root` and the test identities at `truth_path` (which
@@ -229,11 +240,25 @@ def convert_omniglot(zip_path, out_root, truth_path, seed: int = 0, settings: di
     write_csv_atomic(pd.DataFrame([(i.name, i.label) for i in train], columns=["Image", "Id"]), out_root / "train.csv")
     counts = Counter(i.label for i in train if i.label != NEW_WHALE)
     placeholder = " ".join([NEW_WHALE] + [k for k, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:4]])
-    write_csv_atomic(pd.DataFrame({"Image": [i.name for i in test], "Id": placeholder}), out_root / "sample_submission.csv")
+    write_csv_atomic(
+        pd.DataFrame({"Image": [i.name for i in test], "Id": placeholder}), out_root / "sample_submission.csv"
+    )
     write_csv_atomic(pd.DataFrame([(i.name, i.label) for i in test], columns=["Image", "Id"]), truth_path)
     write_csv_atomic(
-        pd.DataFrame([{"Image": i.name, "split": i.split, "Id": i.label, "character": i.character,
-                       "alphabet": i.alphabet, "drawer": i.drawer, "member": i.member} for i in plan]),
+        pd.DataFrame(
+            [
+                {
+                    "Image": i.name,
+                    "split": i.split,
+                    "Id": i.label,
+                    "character": i.character,
+                    "alphabet": i.alphabet,
+                    "drawer": i.drawer,
+                    "member": i.member,
+                }
+                for i in plan
+            ]
+        ),
         sources_path(truth_path),
     )
 

@@ -20,11 +20,13 @@ class Box:
     method: str
     score: float
 
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if count <= 1:
         return mask.astype(bool)
     return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
 
 def mask_box(mask: np.ndarray):
     ys, xs = np.nonzero(mask)
@@ -32,8 +34,10 @@ def mask_box(mask: np.ndarray):
         return None
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
-def keypoint_box(points: np.ndarray, confidence: np.ndarray, min_confidence: float, width: int, height: int,
-                 expand: float = 1.2):
+
+def keypoint_box(
+    points: np.ndarray, confidence: np.ndarray, min_confidence: float, width: int, height: int, expand: float = 1.2
+):
     """Box of the confident keypoints grown by `expand` about its centre (2nd Kaggle place)."""
     good = points[confidence >= min_confidence]
     if len(good) < 2:
@@ -41,6 +45,7 @@ def keypoint_box(points: np.ndarray, confidence: np.ndarray, min_confidence: flo
     (x0, y0), (x1, y1) = good.min(axis=0), good.max(axis=0)
     cx, cy, half_w, half_h = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * expand / 2, (y1 - y0) * expand / 2
     return clip_box((cx - half_w, cy - half_h, cx + half_w + 1, cy + half_h + 1), width, height)
+
 
 def clip_box(box, width: int, height: int):
     x0, y0, x1, y1 = box

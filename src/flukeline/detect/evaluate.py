@@ -29,9 +29,11 @@ def box_iou(a, b) -> float:
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return float(inter / union) if union > 0 else 0.0
 
+
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
 
 def fluke_span(points: np.ndarray, names: list[str]) -> float:
     """Tip-to-tip distance when both tips are labelled, else the widest labelled pair."""
@@ -44,6 +46,7 @@ def fluke_span(points: np.ndarray, names: list[str]) -> float:
         return float("nan")
     return float(max(np.linalg.norm(p - q) for p in good for q in good))
 
+
 def pck(pred: np.ndarray, truth: np.ndarray, span: float, fraction: float) -> tuple[int, int]:
     """(correct, labelled): predictions within fraction x span of the labelled points."""
     labelled = np.isfinite(truth).all(axis=1)
@@ -51,6 +54,7 @@ def pck(pred: np.ndarray, truth: np.ndarray, span: float, fraction: float) -> tu
         return 0, 0
     distance = np.linalg.norm(pred[labelled] - truth[labelled], axis=1)
     return int((distance <= fraction * span).sum()), int(labelled.sum())
+
 
 def evaluate_detection(train, gt_keypoints, gt_boxes, masks, keypoints, boxes, holdout: list[str], names) -> dict:
     """Mask IoU, box IoU and PCK@0.05/0.1 of the fluke span on held-out annotated images."""
@@ -71,7 +75,10 @@ def evaluate_detection(train, gt_keypoints, gt_boxes, masks, keypoints, boxes, h
             truth_box = (g.x0, g.y0, g.x1 + 1, g.y1 + 1)  # annotation boxes are inclusive
             p = boxes.loc[row.image]
             box_ious.append(box_iou((p.x0, p.y0, p.x1, p.y1), truth_box))
-        pred = np.stack([pred_kp.loc[row.image, ("x", n)] for n in names]), np.stack([pred_kp.loc[row.image, ("y", n)] for n in names])
+        pred = (
+            np.stack([pred_kp.loc[row.image, ("x", n)] for n in names]),
+            np.stack([pred_kp.loc[row.image, ("y", n)] for n in names]),
+        )
         pred = np.stack(pred, axis=1)
         span = fluke_span(truth_points[i], names)
         for fraction in hits:
@@ -96,11 +103,22 @@ def evaluate_detection(train, gt_keypoints, gt_boxes, masks, keypoints, boxes, h
         "box_methods": boxes["method"].value_counts().to_dict(),
     }
 
-def overlay_sheet(frame: pd.DataFrame, masks, keypoints, boxes, names, out_png, n: int = 12, tile_width: int = 256) -> None:
+
+def overlay_sheet(
+    frame: pd.DataFrame, masks, keypoints, boxes, names, out_png, n: int = 12, tile_width: int = 256
+) -> None:
     """Grid of photos with the predicted mask outline (green), box (yellow) and keypoints."""
     masks, boxes = masks.set_index("image"), boxes.set_index("image")
-    colours = [(255, 64, 64), (64, 255, 64), (64, 128, 255), (255, 200, 0), (255, 0, 255), (0, 255, 255),
-               (255, 128, 0), (128, 0, 255)]
+    colours = [
+        (255, 64, 64),
+        (64, 255, 64),
+        (64, 128, 255),
+        (255, 200, 0),
+        (255, 0, 255),
+        (0, 255, 255),
+        (255, 128, 0),
+        (128, 0, 255),
+    ]
     tiles = []
     for row in frame.head(n).itertuples(index=False):
         rgb = read_image_rgb(row.path).copy()
@@ -110,10 +128,14 @@ def overlay_sheet(frame: pd.DataFrame, masks, keypoints, boxes, names, out_png, 
         b = boxes.loc[row.image]
         cv2.rectangle(rgb, (int(b.x0), int(b.y0)), (int(b.x1) - 1, int(b.y1) - 1), (255, 255, 0), 1)
         for k, r in enumerate(keypoints[keypoints["image"] == row.image].set_index("keypoint").loc[names].itertuples()):
-            cv2.circle(rgb, (int(round(r.x)), int(round(r.y))), 3, colours[k % len(colours)], -1 if r.confidence >= 0.3 else 1)
+            cv2.circle(
+                rgb, (int(round(r.x)), int(round(r.y))), 3, colours[k % len(colours)], -1 if r.confidence >= 0.3 else 1
+            )
         scale = tile_width / rgb.shape[1]
         tile = cv2.resize(rgb, (tile_width, max(1, round(rgb.shape[0] * scale))), interpolation=cv2.INTER_AREA)
-        tile = cv2.copyMakeBorder(tile, 0, max(0, 200 - tile.shape[0]), 0, 0, cv2.BORDER_CONSTANT, value=(255, 255, 255))[:200]
+        tile = cv2.copyMakeBorder(
+            tile, 0, max(0, 200 - tile.shape[0]), 0, 0, cv2.BORDER_CONSTANT, value=(255, 255, 255)
+        )[:200]
         cv2.putText(tile, b.method, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
         tiles.append(tile)
     while len(tiles) % 4:
@@ -121,14 +143,32 @@ def overlay_sheet(frame: pd.DataFrame, masks, keypoints, boxes, names, out_png, 
     rows = [np.hstack(tiles[i : i + 4]) for i in range(0, len(tiles), 4)]
     write_png_atomic(out_png, np.vstack(rows))
 
-def run_evaluate(model_path, train_path, gt_keypoints_path, gt_boxes_path, masks_path, keypoints_path, boxes_path,
-                 metrics_out, overlays_out) -> None:
+
+def run_evaluate(
+    model_path,
+    train_path,
+    gt_keypoints_path,
+    gt_boxes_path,
+    masks_path,
+    keypoints_path,
+    boxes_path,
+    metrics_out,
+    overlays_out,
+) -> None:
     _, meta = read_weights(model_path, key=WEIGHTS_KEY, tensors=False)
     names = list(meta["params"]["keypoints"])
     train = pd.read_parquet(train_path)
     masks, keypoints, boxes = (pd.read_parquet(p) for p in (masks_path, keypoints_path, boxes_path))
-    metrics = evaluate_detection(train, pd.read_parquet(gt_keypoints_path), pd.read_parquet(gt_boxes_path), masks,
-                                 keypoints, boxes, meta["holdout"], names)
+    metrics = evaluate_detection(
+        train,
+        pd.read_parquet(gt_keypoints_path),
+        pd.read_parquet(gt_boxes_path),
+        masks,
+        keypoints,
+        boxes,
+        meta["holdout"],
+        names,
+    )
     write_json_atomic(metrics, metrics_out)
     log.info("detection on %d held-out images: %s", metrics["n_holdout"], json.dumps(metrics))
     sample = train[train["image"].isin(set(meta["holdout"]))]

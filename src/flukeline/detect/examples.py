@@ -27,10 +27,12 @@ def annotated_images(train: pd.DataFrame, keypoints: pd.DataFrame, names: list[s
     has_kp = train["image"].isin(set(kp["image"]))
     return train[has_mask | has_kp].reset_index(drop=True)
 
+
 def holdout_split(images: pd.Series, fraction: float, seed: int) -> np.ndarray:
     """Stable per-image holdout flag (hash of seed and name), independent of row order."""
     scores = np.array([int(hashlib.sha1(f"{seed}:{name}".encode()).hexdigest()[:8], 16) / 16**8 for name in images])
     return scores < fraction
+
 
 def keypoint_array(keypoints: pd.DataFrame, images: pd.Series, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(N, K, 2) coordinates and (N, K) labelled-and-visible flags."""
@@ -43,6 +45,7 @@ def keypoint_array(keypoints: pd.DataFrame, images: pd.Series, names: list[str])
         if i is not None and r.visible == 1:
             points[i, col_of[r.keypoint]] = (r.x, r.y)
     return points, np.isfinite(points).all(axis=2)
+
 
 def _load_example(task):
     path, mask_path, size = task
@@ -57,10 +60,13 @@ def _load_example(task):
     else:
         raw = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
         if raw is None or raw.shape != rgb.shape[:2]:
-            raise InputError(f"{mask_path}: unreadable mask or its size differs from {path} {rgb.shape[1]}x{rgb.shape[0]}")
+            raise InputError(
+                f"{mask_path}: unreadable mask or its size differs from {path} {rgb.shape[1]}x{rgb.shape[0]}"
+            )
         mask = (box.apply((raw > 127).astype(np.float32), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.uint8)
         has_mask = True
     return image, mask, has_mask, box
+
 
 def load_examples(frame: pd.DataFrame, size, workers: int = 1):
     tasks = [(p, m, tuple(size)) for p, m in zip(frame["path"], frame["mask_path"])]
@@ -69,12 +75,20 @@ def load_examples(frame: pd.DataFrame, size, workers: int = 1):
     masks = np.stack([o[1] for o in out]) if out else np.zeros((0, size[1], size[0]), np.uint8)
     return images, masks, np.array([o[2] for o in out], bool), [o[3] for o in out]
 
+
 def detector_augmentation(seed: int) -> A.Compose:
     """Pose and photometric jitter; masks and keypoints move with the image."""
     return A.Compose(
         [
-            A.Affine(scale=(0.8, 1.15), translate_percent=(-0.08, 0.08), rotate=(-20, 20), border_mode=cv2.BORDER_CONSTANT,
-                     fill=PAD_RGB, fill_mask=0, p=0.9),
+            A.Affine(
+                scale=(0.8, 1.15),
+                translate_percent=(-0.08, 0.08),
+                rotate=(-20, 20),
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=PAD_RGB,
+                fill_mask=0,
+                p=0.9,
+            ),
             A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.8),
             A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=20, val_shift_limit=0, p=0.5),
             A.ToGray(p=0.3),

@@ -17,6 +17,7 @@ def gaussian_targets(points: np.ndarray, valid: np.ndarray, height: int, width: 
             maps[k] = np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma**2))
     return maps
 
+
 def decode_peaks(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per map of a (..., K, H, W) array: the arg-max refined by a parabola through it and its
     neighbours along each axis (sub-pixel), and the peak value as confidence.
@@ -31,6 +32,7 @@ def decode_peaks(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         confidence[i] = plane[y, x]
         points[i] = (x + _parabola_offset(plane, y, x, axis=1), y + _parabola_offset(plane, y, x, axis=0))
     return points.reshape(*lead, 2), confidence.reshape(lead)
+
 
 def _parabola_offset(plane: np.ndarray, y: int, x: int, axis: int) -> float:
     centre = plane[y, x]
@@ -49,11 +51,13 @@ def _parabola_offset(plane: np.ndarray, y: int, x: int, axis: int) -> float:
         return 0.0
     return float(np.clip(0.5 * (logs[0] - logs[2]) / curvature, -0.5, 0.5))
 
+
 def heatmap_probabilities(heat_logits: np.ndarray) -> np.ndarray:
     """Spatial softmax of (N, K, H, W) heatmap logits."""
     flat = heat_logits.reshape(*heat_logits.shape[:2], -1)
     flat = np.exp(flat - flat.max(axis=2, keepdims=True))
     return (flat / flat.sum(axis=2, keepdims=True)).reshape(heat_logits.shape)
+
 
 def peak_mass(prob: np.ndarray, points: np.ndarray, radius: int) -> np.ndarray:
     """Confidence of each decoded keypoint: the probability mass within `radius` pixels of it

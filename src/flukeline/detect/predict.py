@@ -46,24 +46,30 @@ def predict_batch(model, rgbs: list[np.ndarray], size, sigma: float, device) -> 
     out = []
     for i, box in enumerate(boxes):
         positive = (mask_prob[i] > 0.5) & box.valid_region()
-        out.append({
-            "mask_input": mask_prob[i],
-            "letterbox": box,
-            "mask_score": float(mask_prob[i][positive].mean()) if positive.any() else 0.0,
-            "keypoints": box.to_original(points[i]),
-            "confidence": confidence[i],
-        })
+        out.append(
+            {
+                "mask_input": mask_prob[i],
+                "letterbox": box,
+                "mask_score": float(mask_prob[i][positive].mean()) if positive.any() else 0.0,
+                "keypoints": box.to_original(points[i]),
+                "confidence": confidence[i],
+            }
+        )
     return out
 
-def fuse_box(mask: np.ndarray, mask_score: float, points: np.ndarray, confidence: np.ndarray, rgb: np.ndarray,
-             params: dict) -> Box:
+
+def fuse_box(
+    mask: np.ndarray, mask_score: float, points: np.ndarray, confidence: np.ndarray, rgb: np.ndarray, params: dict
+) -> Box:
     """Fallback chain: mask box widened to the confident keypoints (thin tips escape masks) ->
     mask box -> keypoint box x1.2 -> threshold detector -> whole image."""
     height, width = mask.shape
     min_conf = float(params.get("min_keypoint_confidence", 0.3))
     min_area = float(params.get("min_area_fraction", 0.01))
     good = points[confidence >= min_conf]
-    from_mask = mask_box(mask) if mask_score >= float(params.get("min_mask_score", 0.6)) and mask.mean() >= min_area else None
+    from_mask = (
+        mask_box(mask) if mask_score >= float(params.get("min_mask_score", 0.6)) and mask.mean() >= min_area else None
+    )
     if from_mask is not None and len(good):
         x0, y0 = min(from_mask[0], good[:, 0].min()), min(from_mask[1], good[:, 1].min())
         x1, y1 = max(from_mask[2], good[:, 0].max() + 1), max(from_mask[3], good[:, 1].max() + 1)
@@ -74,6 +80,7 @@ def fuse_box(mask: np.ndarray, mask_score: float, points: np.ndarray, confidence
     if from_points is not None:
         return Box(*from_points, "keypoints", float(confidence[confidence >= min_conf].mean()))
     return threshold_box(rgb, min_area)
+
 
 def predict_all(model_path, train: pd.DataFrame, test: pd.DataFrame, params: dict, masks_dir, threads: int = 1):
     """Masks (PNG + table), keypoints and boxes for every train and test image."""
@@ -105,7 +112,9 @@ def predict_all(model_path, train: pd.DataFrame, test: pd.DataFrame, params: dic
         chunk = images.iloc[start : start + batch_size]
         rgbs = parallel_map(read_image_rgb, chunk["path"], threads)
         predictions = predict_batch(model, rgbs, size, sigma, device)
-        for row, mask_path, area, pred, box in parallel_map(finish, zip(chunk.itertuples(index=False), rgbs, predictions), threads):
+        for row, mask_path, area, pred, box in parallel_map(
+            finish, zip(chunk.itertuples(index=False), rgbs, predictions), threads
+        ):
             mask_rows.append((row.image, row.split, mask_path, area, pred["mask_score"]))
             for name, (x, y), c in zip(names, pred["keypoints"], pred["confidence"]):
                 kp_rows.append((row.image, row.split, name, float(x), float(y), float(c)))
@@ -116,9 +125,11 @@ def predict_all(model_path, train: pd.DataFrame, test: pd.DataFrame, params: dic
     log.info("detected %d images: %s", len(boxes), boxes["method"].value_counts().to_dict())
     return masks, keypoints, boxes
 
+
 def run_predict(model_path, train_path, test_path, params, masks_dir, masks_out, keypoints_out, boxes_out, threads=1):
-    masks, keypoints, boxes = predict_all(model_path, pd.read_parquet(train_path), pd.read_parquet(test_path), params,
-                                          masks_dir, threads)
+    masks, keypoints, boxes = predict_all(
+        model_path, pd.read_parquet(train_path), pd.read_parquet(test_path), params, masks_dir, threads
+    )
     write_parquet_atomic(masks, masks_out)
     write_parquet_atomic(keypoints, keypoints_out)
     write_parquet_atomic(boxes, boxes_out)

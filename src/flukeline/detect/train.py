@@ -34,16 +34,19 @@ from flukeline.detect.unet import WEIGHTS_KEY, build_detector
 log = logging.getLogger(__name__)
 
 
-def train_detector(train: pd.DataFrame, keypoints: pd.DataFrame, params: dict, seed: int, model_path, history_path,
-                   threads: int = 1) -> dict:
+def train_detector(
+    train: pd.DataFrame, keypoints: pd.DataFrame, params: dict, seed: int, model_path, history_path, threads: int = 1
+) -> dict:
     names = list(params["keypoints"])
     size = tuple(params["input_size"])
     torch_ = configure_torch(threads, seed)
     device = select_device()
     annotated = annotated_images(train, keypoints, names)
     if annotated.empty:
-        raise InputError("detect.method learned needs mask or keypoint annotations for some train images "
-                         "(data.annotations); none were found. Set detect.method: threshold to detect without them.")
+        raise InputError(
+            "detect.method learned needs mask or keypoint annotations for some train images "
+            "(data.annotations); none were found. Set detect.method: threshold to detect without them."
+        )
     held = holdout_split(annotated["image"], float(params.get("holdout_fraction", 0.1)), seed)
     fit = annotated[~held]
     limit = params.get("max_train_images")
@@ -53,15 +56,23 @@ def train_detector(train: pd.DataFrame, keypoints: pd.DataFrame, params: dict, s
     images, masks, has_mask, boxes = load_examples(fit, size, threads)
     points, visible = keypoint_array(keypoints, fit["image"], names)
     points = np.stack([b.to_input(p) if len(p) else p for b, p in zip(boxes, points)]) if len(fit) else points
-    log.info("detector: %d training images (%d with masks, %d with keypoints), %d held out, device %s",
-             len(fit), has_mask.sum(), visible.any(axis=1).sum(), held.sum(), device)
+    log.info(
+        "detector: %d training images (%d with masks, %d with keypoints), %d held out, device %s",
+        len(fit),
+        has_mask.sum(),
+        visible.any(axis=1).sum(),
+        held.sum(),
+        device,
+    )
 
     model = build_detector(params).to(device)
     lr = float(params.get("lr", 2e-3))
     optimizer = torch_.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     epochs, batch_size = int(params.get("epochs", 15)), int(params.get("batch_size", 16))
     steps_per_epoch = max(1, len(fit) // batch_size)
-    scheduler = torch_.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
+    scheduler = torch_.optim.lr_scheduler.OneCycleLR(
+        optimizer, lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
+    )
     augment = detector_augmentation(seed)
     # The batch order comes from a generator of its own, saved in the checkpoint.
     generator = torch_.Generator().manual_seed(seed)
@@ -81,10 +92,19 @@ def train_detector(train: pd.DataFrame, keypoints: pd.DataFrame, params: dict, s
         return detector_loss(logits.float(), target.to(device), weight.to(device), heatmap_weight)
 
     history = TrainingLoop(
-        model=model, optimizer=optimizer, device=device, epochs=epochs, seed=seed, plan_epoch=plan_epoch,
-        batch_loss=batch_loss, checkpoint=checkpoint_path(model_path), digest=digest,
-        stateful={"scheduler": scheduler, "generator": generator}, after_step=scheduler.step,
-        desc="detector epoch", progress_seconds=5,
+        model=model,
+        optimizer=optimizer,
+        device=device,
+        epochs=epochs,
+        seed=seed,
+        plan_epoch=plan_epoch,
+        batch_loss=batch_loss,
+        checkpoint=checkpoint_path(model_path),
+        digest=digest,
+        stateful={"scheduler": scheduler, "generator": generator},
+        after_step=scheduler.step,
+        desc="detector epoch",
+        progress_seconds=5,
     ).train()
 
     meta = {"params": params, "seed": seed, "n_train": len(fit), "holdout": sorted(annotated.loc[held, "image"])}
@@ -92,6 +112,7 @@ def train_detector(train: pd.DataFrame, keypoints: pd.DataFrame, params: dict, s
     write_csv_atomic(pd.DataFrame(history), history_path)
     checkpoint_path(model_path).unlink(missing_ok=True)
     return meta
+
 
 def _make_batch(batch, images, masks, has_mask, points, visible, augment, sigma):
     height, width = images.shape[1:3]
@@ -101,16 +122,24 @@ def _make_batch(batch, images, masks, has_mask, points, visible, augment, sigma)
         keep = visible[i]
         out = augment(image=images[i], mask=masks[i], keypoints=np.nan_to_num(points[i]))
         moved = np.asarray(out["keypoints"], dtype=np.float64).reshape(-1, 2)
-        inside = keep & (moved[:, 0] >= 0) & (moved[:, 0] <= width - 1) & (moved[:, 1] >= 0) & (moved[:, 1] <= height - 1)
+        inside = (
+            keep & (moved[:, 0] >= 0) & (moved[:, 0] <= width - 1) & (moved[:, 1] >= 0) & (moved[:, 1] <= height - 1)
+        )
         heat = gaussian_targets(moved, inside, height, width, sigma)
         xs.append(out["image"])
         targets.append(np.concatenate([out["mask"][None].astype(np.float32), heat]))
         # Channel weights: the mask counts when annotated; a keypoint when labelled and in frame.
         weights.append(np.concatenate([[float(has_mask[i])], inside.astype(np.float32)]))
-    return (to_tensor(np.stack(xs)), torch.from_numpy(np.stack(targets)),
-            torch.from_numpy(np.stack(weights).astype(np.float32)).reshape(len(batch), 1 + k, 1, 1))
+    return (
+        to_tensor(np.stack(xs)),
+        torch.from_numpy(np.stack(targets)),
+        torch.from_numpy(np.stack(weights).astype(np.float32)).reshape(len(batch), 1 + k, 1, 1),
+    )
 
-def detector_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, heatmap_weight: float = 1.0) -> torch.Tensor:
+
+def detector_loss(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, heatmap_weight: float = 1.0
+) -> torch.Tensor:
     """Mask: BCE + Dice (area-balanced). Keypoints: each heatmap channel is a distribution over
     pixels (spatial softmax) matched to the normalised Gaussian target by cross-entropy, which
     gives every pixel a gradient towards the peak from the first step (per-pixel BCE on a target
@@ -129,6 +158,14 @@ def detector_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tens
     heat_loss = (cross_entropy * heat_w).sum() / heat_w.sum().clamp_min(1)
     return mask_loss + dice_loss + heatmap_weight * heat_loss
 
+
 def run_train(train_path, keypoints_path, params, seed, model_path, history_path, threads=1) -> None:
-    train_detector(pd.read_parquet(train_path), pd.read_parquet(keypoints_path), params, int(seed), model_path,
-                   history_path, threads)
+    train_detector(
+        pd.read_parquet(train_path),
+        pd.read_parquet(keypoints_path),
+        params,
+        int(seed),
+        model_path,
+        history_path,
+        threads,
+    )

@@ -29,6 +29,7 @@ WEIGHTS_KEY = "flukeline_detector"
 # Pixels of a letterboxed input that are padding get this grey (the normalised zero).
 PAD_RGB = tuple(int(round(255 * m)) for m in MEAN)
 
+
 def build_detector(params: dict) -> torch.nn.Module:
     """U-Net with 1 mask channel + one heatmap channel per configured keypoint."""
     model = smp.Unet(
@@ -53,6 +54,7 @@ def build_detector(params: dict) -> torch.nn.Module:
         load_encoder_weights(model, weights)
     return model
 
+
 def load_encoder_weights(model: torch.nn.Module, path) -> None:
     """Encoder weights from a local .safetensors or torch state-dict file (opt-in pretraining).
     Keys may carry an 'encoder.' prefix (a whole smp model) or not (the encoder alone)."""
@@ -71,6 +73,7 @@ def load_encoder_weights(model: torch.nn.Module, path) -> None:
         raise InputError(f"detect.encoder_weights: no tensor of {path} fits encoder {type(model.encoder).__name__}")
     model.encoder.load_state_dict(matched, strict=False)
     log.info("encoder weights: %d of %d tensors loaded from %s", len(matched), len(own), path)
+
 
 def load_detector(path, device="cpu") -> tuple[torch.nn.Module, dict]:
     state, meta = read_weights(path, key=WEIGHTS_KEY)

@@ -9,9 +9,17 @@ from flukeline.core.cli_args import add_command, add_params, add_required, add_t
 def cmd_train(args):
     from flukeline.embed.train import run_train
 
-    run_train(train_path=args.train, align_path=args.align, fold=args.fold, params=args.params,
-              model_path=args.model, history_path=args.history, curves_path=args.curves, threads=args.threads,
-              pseudo_labels_path=args.pseudo_labels)
+    run_train(
+        train_path=args.train,
+        align_path=args.align,
+        fold=args.fold,
+        params=args.params,
+        model_path=args.model,
+        history_path=args.history,
+        curves_path=args.curves,
+        threads=args.threads,
+        pseudo_labels_path=args.pseudo_labels,
+    )
 
 
 def cmd_embed(args):
@@ -34,16 +42,21 @@ def register(subparsers) -> None:
     p.add_argument("--fold", type=int, required=True)
     add_params(p, required=True)
     add_required(p, "--model", "--history", "--curves")
-    p.add_argument("--pseudo-labels",
-                   help="test images (image, id) the previous round matched confidently: extra training data")
+    p.add_argument(
+        "--pseudo-labels", help="test images (image, id) the previous round matched confidently: extra training data"
+    )
     add_threads(p)
 
     p = add_command(subparsers, "embed", cmd_embed, "embeddings of every aligned crop with a trained member")
     add_required(p, "--model", "--align", "--out")
     add_threads(p)
 
-    p = add_command(subparsers, "zero-shot-model",
-                    cmd_zero_shot_model, "an ImageNet backbone used untrained (the zero-shot baseline's model)")
+    p = add_command(
+        subparsers,
+        "zero-shot-model",
+        cmd_zero_shot_model,
+        "an ImageNet backbone used untrained (the zero-shot baseline's model)",
+    )
     p.add_argument("--backbone", required=True, help="timm architecture with offline weights, e.g. mobilenetv2_100")
     p.add_argument("--pretrained", default="imagenet", help="imagenet | hub | a local weights file")
     p.add_argument("--size", type=int, nargs=2, required=True, metavar=("WIDTH", "HEIGHT"), help="the crops' size")

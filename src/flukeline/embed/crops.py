@@ -20,15 +20,18 @@ def _read_all(paths, flag: int, what: str) -> list[np.ndarray]:
         images.append(image)
     return images
 
+
 def read_crops(paths) -> np.ndarray:
     """Crops (all one size) as an N x H x W x 3 uint8 RGB array."""
     crops = [cv2.cvtColor(c, cv2.COLOR_BGR2RGB) for c in _read_all(paths, cv2.IMREAD_COLOR, "crop")]
     return np.stack(crops) if crops else np.zeros((0, 1, 1, 3), np.uint8)
 
+
 def read_masks(paths) -> np.ndarray:
     """Mask crops as an N x H x W uint8 array (0/255)."""
     masks = _read_all(paths, cv2.IMREAD_GRAYSCALE, "mask crop")
     return np.stack(masks) if masks else np.zeros((0, 1, 1), np.uint8)
+
 
 class CropSet:
     """The crops of a set of images, in memory: aligned (always), box-only (when the recipe mixes

@@ -48,8 +48,10 @@ class FrozenHeadNet(nn.Module):
         super().__init__()
         full = timm.create_model(backbone, pretrained=False, num_classes=0, in_chans=in_chans)
         if not all(hasattr(full, name) for name in ("conv_stem", "bn1", "blocks")):
-            raise InputError(f"a frozen_head member needs a backbone with conv_stem, bn1 and blocks (MobileNetV2, "
-                             f"EfficientNet, ...), not {backbone}")
+            raise InputError(
+                f"a frozen_head member needs a backbone with conv_stem, bn1 and blocks (MobileNetV2, "
+                f"EfficientNet, ...), not {backbone}"
+            )
         if not 0 <= block < len(full.blocks):
             raise InputError(f"frozen_head block {block}: {backbone} has blocks 0..{len(full.blocks) - 1}")
         self.full = full  # kept whole so that initialise() finds timm's tensor names; only the trunk runs
@@ -127,8 +129,16 @@ def _scored(head: nn.Linear, queries: torch.Tensor, gallery: torch.Tensor, galle
     return map5, threshold
 
 
-def write_frozen_head_member(train: pd.DataFrame, align: pd.DataFrame, fold: int, settings: dict, model_path,
-                             history_path, curves_path, threads: int = 1) -> None:
+def write_frozen_head_member(
+    train: pd.DataFrame,
+    align: pd.DataFrame,
+    fold: int,
+    settings: dict,
+    model_path,
+    history_path,
+    curves_path,
+    threads: int = 1,
+) -> None:
     """A `train_member` job for a frozen-head member (see the module docstring)."""
     seed = int(settings.get("seed", 0)) + fold
     configure_torch(threads, seed)
@@ -136,13 +146,19 @@ def write_frozen_head_member(train: pd.DataFrame, align: pd.DataFrame, fold: int
     in_chans = int(settings.get("in_chans", 3))
     pretrained = settings.get("pretrained", "none")
     if pretrained in (None, "none"):
-        raise InputError(f"a frozen_head member needs pretrained weights (imagenet, hub or a file) for "
-                         f"{settings['backbone']}, not none: its trunk is never trained")
+        raise InputError(
+            f"a frozen_head member needs pretrained weights (imagenet, hub or a file) for "
+            f"{settings['backbone']}, not none: its trunk is never trained"
+        )
     dim = int(settings.get("embedding", {}).get("dim", 256))
-    model = FrozenHeadNet(settings["backbone"], int(settings.get("block", 3)), int(settings.get("pool", 4)), dim,
-                          in_chans)
-    log.info("frozen_head %s: %s", settings["backbone"], initialise(model.full, settings["backbone"], pretrained,
-                                                                    in_chans=in_chans))
+    model = FrozenHeadNet(
+        settings["backbone"], int(settings.get("block", 3)), int(settings.get("pool", 4)), dim, in_chans
+    )
+    log.info(
+        "frozen_head %s: %s",
+        settings["backbone"],
+        initialise(model.full, settings["backbone"], pretrained, in_chans=in_chans),
+    )
     model.to(device)
     for parameter in model.full.parameters():
         parameter.requires_grad_(False)
@@ -160,8 +176,9 @@ def write_frozen_head_member(train: pd.DataFrame, align: pd.DataFrame, fold: int
 
     val, gallery = train[train["fold"] == fold], train[(train["fold"] != fold) & (train["id"] != NEW_WHALE)]
     val_features = frozen_features(model, CropSet(crops.loc[val["image"]].reset_index(), False, in_chans == 4), device)
-    gallery_features = frozen_features(model, CropSet(crops.loc[gallery["image"]].reset_index(), False, in_chans == 4),
-                                       device)
+    gallery_features = frozen_features(
+        model, CropSet(crops.loc[gallery["image"]].reset_index(), False, in_chans == 4), device
+    )
     val_truth = validation_truth(train, fold).loc[val["image"]].to_numpy()
     gallery_ids = gallery["id"].to_numpy()
     grid = threshold_grid(settings)
@@ -172,8 +189,11 @@ def write_frozen_head_member(train: pd.DataFrame, align: pd.DataFrame, fold: int
     with torch.no_grad():
         centre_class_weights(loss_fn, nn.functional.normalize(head(item_features), dim=1), item_label)
     base_lr = float(settings.get("lr", 1e-3))
-    optimizer = torch.optim.AdamW(list(head.parameters()) + list(loss_fn.parameters()), lr=base_lr,
-                                  weight_decay=float(settings.get("weight_decay", 1e-4)))
+    optimizer = torch.optim.AdamW(
+        list(head.parameters()) + list(loss_fn.parameters()),
+        lr=base_lr,
+        weight_decay=float(settings.get("weight_decay", 1e-4)),
+    )
     epochs = int(settings.get("epochs", 60))
     schedule = {**settings.get("schedule", {}), "warmup_epochs": 0}
     sampler = settings.get("sampler", {})
@@ -190,26 +210,56 @@ def write_frozen_head_member(train: pd.DataFrame, align: pd.DataFrame, fold: int
     def end_epoch(epoch, history):
         row = {"lr": optimizer.param_groups[0]["lr"], "val_map5": float("nan"), "val_threshold": float("nan")}
         if (epoch + 1) % validate_every == 0 or epoch + 1 == epochs:
-            row["val_map5"], row["val_threshold"] = _scored(head, val_features, gallery_features, gallery_ids,
-                                                            val_truth, grid)
+            row["val_map5"], row["val_threshold"] = _scored(
+                head, val_features, gallery_features, gallery_ids, val_truth, grid
+            )
             if row["val_map5"] > best["map5"]:
                 best.update(map5=row["val_map5"], state=copy.deepcopy(head.state_dict()))
         return row
 
     history = TrainingLoop(
-        model=head, optimizer=optimizer, device=torch.device("cpu"), epochs=epochs, seed=seed,
+        model=head,
+        optimizer=optimizer,
+        device=torch.device("cpu"),
+        epochs=epochs,
+        seed=seed,
         plan_epoch=lambda epoch, rng: pk_batches(item_label, p, k, extra_negatives, rng),
         batch_loss=lambda batch: loss_fn(head(item_features[batch]), torch.from_numpy(item_label[batch])),
-        before_step=set_learning_rate, end_epoch=end_epoch, desc=f"frozen_head {settings['backbone']} fold {fold} epoch",
+        before_step=set_learning_rate,
+        end_epoch=end_epoch,
+        desc=f"frozen_head {settings['backbone']} fold {fold} epoch",
     ).train()
     head.load_state_dict(best["state"])
-    history = [{"epoch": 0, "loss": float("nan"), "lr": 0.0, "val_map5": start_map5, "val_threshold": start_threshold,
-                "seconds": 0.0}, *history]
-    log.info("frozen_head %s fold %d: validation MAP@5 %.4f after PCA, %.4f at the best epoch", settings["backbone"],
-             fold, start_map5, best["map5"])
-    meta = {"type": "frozen_head", "backbone": settings["backbone"], "block": model.block, "pool": model.pool,
-            "embedding_dim": dim, "in_chans": in_chans, "dropout": 0.0, "pretrained": pretrained,
-            "size": list(settings["size"]), "fold": fold}
+    history = [
+        {
+            "epoch": 0,
+            "loss": float("nan"),
+            "lr": 0.0,
+            "val_map5": start_map5,
+            "val_threshold": start_threshold,
+            "seconds": 0.0,
+        },
+        *history,
+    ]
+    log.info(
+        "frozen_head %s fold %d: validation MAP@5 %.4f after PCA, %.4f at the best epoch",
+        settings["backbone"],
+        fold,
+        start_map5,
+        best["map5"],
+    )
+    meta = {
+        "type": "frozen_head",
+        "backbone": settings["backbone"],
+        "block": model.block,
+        "pool": model.pool,
+        "embedding_dim": dim,
+        "in_chans": in_chans,
+        "dropout": 0.0,
+        "pretrained": pretrained,
+        "size": list(settings["size"]),
+        "fold": fold,
+    }
     save_model(model.cpu().eval(), model_path, meta)
     write_csv_atomic(pd.DataFrame(history), history_path)
     plot_curves(history, curves_path, title=f"{settings['backbone']} fold {fold} (frozen block {model.block}, head)")

@@ -21,10 +21,15 @@ def embed_all(model_path, align: pd.DataFrame, threads: int = 1) -> pd.DataFrame
     crops = CropSet(align, box_crops=False, masks=meta.get("in_chans", 3) == 4)
     plain = embed_images(model, crops.aligned, crops.aligned_mask, device=device)
     mirrored = embed_images(model, crops.aligned, crops.aligned_mask, device=device, flip=True)
-    return pd.DataFrame({
-        "image": align["image"].to_numpy(), "split": align["split"].to_numpy(),
-        "embedding": list(plain), "embedding_flip": list(mirrored),
-    })
+    return pd.DataFrame(
+        {
+            "image": align["image"].to_numpy(),
+            "split": align["split"].to_numpy(),
+            "embedding": list(plain),
+            "embedding_flip": list(mirrored),
+        }
+    )
+
 
 def run_embed(model_path, align_path, out_path, threads=1) -> None:
     write_parquet_atomic(embed_all(model_path, pd.read_parquet(align_path), threads), out_path)

@@ -20,16 +20,27 @@ def margin_loss(config: dict, num_classes: int, embedding_dim: int) -> nn.Module
     cosine margin for CosFace."""
     from pytorch_metric_learning import losses
 
-    kind, scale, margin = config.get("type", "arcface"), float(config.get("scale", 30.0)), float(config.get("margin", 0.5))
+    kind, scale, margin = (
+        config.get("type", "arcface"),
+        float(config.get("scale", 30.0)),
+        float(config.get("margin", 0.5)),
+    )
     if kind == "arcface":
-        return losses.ArcFaceLoss(num_classes=num_classes, embedding_size=embedding_dim, margin=math.degrees(margin), scale=scale)
+        return losses.ArcFaceLoss(
+            num_classes=num_classes, embedding_size=embedding_dim, margin=math.degrees(margin), scale=scale
+        )
     if kind == "subcenter_arcface":
         return losses.SubCenterArcFaceLoss(
-            num_classes=num_classes, embedding_size=embedding_dim, margin=math.degrees(margin), scale=scale, sub_centers=int(config.get("sub_centers", 3))
+            num_classes=num_classes,
+            embedding_size=embedding_dim,
+            margin=math.degrees(margin),
+            scale=scale,
+            sub_centers=int(config.get("sub_centers", 3)),
         )
     if kind == "cosface":
         return losses.CosFaceLoss(num_classes=num_classes, embedding_size=embedding_dim, margin=margin, scale=scale)
     raise InputError(f"config embed.loss.margin.type: unknown {kind!r} (arcface, subcenter_arcface, cosface)")
+
 
 class MemberLoss(nn.Module):
     """weight_margin x margin loss (identified items) + weight_triplet x batch-hard triplet loss

@@ -47,8 +47,10 @@ class EmbeddingNet(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images))
 
+
 def save_model(model: EmbeddingNet, path, meta: dict) -> None:
     save_weights(model, path, meta)
+
 
 def load_model(path, device="cpu") -> tuple[nn.Module, dict]:
     """The member a weights file holds: an EmbeddingNet (trained or zero-shot members) or, for
@@ -57,15 +59,23 @@ def load_model(path, device="cpu") -> tuple[nn.Module, dict]:
     if meta.get("type") == "frozen_head":
         from flukeline.embed.frozen_head import FrozenHeadNet
 
-        model = FrozenHeadNet(meta["backbone"], meta["block"], meta["pool"], meta["embedding_dim"], meta.get("in_chans", 3))
+        model = FrozenHeadNet(
+            meta["backbone"], meta["block"], meta["pool"], meta["embedding_dim"], meta.get("in_chans", 3)
+        )
     else:
         model = EmbeddingNet(meta["backbone"], meta["embedding_dim"], meta.get("in_chans", 3), meta.get("dropout", 0.0))
     model.load_state_dict(state)
     return model.to(device).eval(), meta
 
+
 @torch.no_grad()
 def embed_images(
-    model: EmbeddingNet, images: np.ndarray, masks: np.ndarray | None = None, batch_size: int = 128, device="cpu", flip: bool = False
+    model: EmbeddingNet,
+    images: np.ndarray,
+    masks: np.ndarray | None = None,
+    batch_size: int = 128,
+    device="cpu",
+    flip: bool = False,
 ) -> np.ndarray:
     """L2-normalised float32 embeddings of N x H x W x 3 uint8 images (masks: N x H x W, for
     4-channel models); `flip` embeds the mirror images (the flipped identities' view)."""

@@ -21,6 +21,7 @@ from flukeline.core.metrics import NEW_WHALE
 
 NO_LABEL = -1  # new_whale: a negative for the triplet loss, no class for the margin loss
 
+
 def training_items(ids: np.ndarray, flip_as_new_identity: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(image index, flipped, label) per training item, and the class names.
 
@@ -42,7 +43,10 @@ def training_items(ids: np.ndarray, flip_as_new_identity: bool) -> tuple[np.ndar
         names += [f"{c}_flip" for c in classes]
     return image, flipped, labels, names
 
-def pk_batches(labels: np.ndarray, p: int, k: int, extra_negatives: int, rng: np.random.Generator, allowed=None) -> list[np.ndarray]:
+
+def pk_batches(
+    labels: np.ndarray, p: int, k: int, extra_negatives: int, rng: np.random.Generator, allowed=None
+) -> list[np.ndarray]:
     """One epoch of P x K batches over item labels (NO_LABEL items are the negatives' pool).
 
     Every class (restricted to `allowed`, if given) is visited once per epoch in random order,
@@ -68,6 +72,7 @@ def pk_batches(labels: np.ndarray, p: int, k: int, extra_negatives: int, rng: np
         batches.append(np.concatenate(chosen))
     return batches
 
+
 def learning_rate(epoch_progress: float, schedule: dict, base_lr: float, epochs: int, swa_start: int | None) -> float:
     """Learning rate at a (fractional) epoch: linear warm-up, then cosine to zero or multistep;
     constant `swa.lr` (a share of the base) from the first SWA epoch on."""
@@ -83,6 +88,7 @@ def learning_rate(epoch_progress: float, schedule: dict, base_lr: float, epochs:
     progress = min(1.0, (epoch_progress - warmup) / max(1e-9, end - warmup))
     return base_lr * 0.5 * (1 + math.cos(math.pi * progress))
 
+
 def freeze_early_layers(backbone: nn.Module, trainable_groups: int) -> int:
     """Freeze all but the last `trainable_groups` of timm's coarse layer groups (stem, stages...);
     returns the number of parameter tensors frozen."""
@@ -96,6 +102,7 @@ def freeze_early_layers(backbone: nn.Module, trainable_groups: int) -> int:
             parameter.requires_grad_(False)
             frozen += 1
     return frozen
+
 
 def member_settings(params: dict) -> dict:
     """The member's own settings over the shared embed settings (members override any key)."""

@@ -49,9 +49,17 @@ from flukeline.embed.zero_shot import write_zero_shot_member
 
 log = logging.getLogger(__name__)
 
+
 def train_member(
-    train: pd.DataFrame, align: pd.DataFrame, fold: int, params: dict, model_path, history_path, curves_path,
-    threads: int = 1, pseudo_labels: pd.DataFrame | None = None,
+    train: pd.DataFrame,
+    align: pd.DataFrame,
+    fold: int,
+    params: dict,
+    model_path,
+    history_path,
+    curves_path,
+    threads: int = 1,
+    pseudo_labels: pd.DataFrame | None = None,
 ):
     settings = member_settings(params)
     kind = settings.get("type", "trained")
@@ -77,12 +85,19 @@ def train_member(
         fit_rows = pd.concat([fit_rows, test_rows], ignore_index=True)
         fit = pd.concat([fit, pseudo_labels[["image", "id"]]], ignore_index=True)
     fit_set = CropSet(fit_rows, box_crops=box_share > 0, masks=in_chans == 4)
-    item_image, item_flipped, item_label, class_names = training_items(fit["id"].to_numpy(), bool(settings.get("flip_as_new_identity", True)))
+    item_image, item_flipped, item_label, class_names = training_items(
+        fit["id"].to_numpy(), bool(settings.get("flip_as_new_identity", True))
+    )
     images_per_class = np.bincount(item_label[item_label != NO_LABEL], minlength=len(class_names))
     log.info(
         "member %s fold %d: %d images (%d new_whale negatives), %d classes%s, device %s",
-        settings["backbone"], fold, len(fit), int((fit["id"] == NEW_WHALE).sum()), len(class_names),
-        " (with mirrored twins)" if settings.get("flip_as_new_identity", True) else "", device,
+        settings["backbone"],
+        fold,
+        len(fit),
+        int((fit["id"] == NEW_WHALE).sum()),
+        len(class_names),
+        " (with mirrored twins)" if settings.get("flip_as_new_identity", True) else "",
+        device,
     )
 
     val = train[train["fold"] == fold]
@@ -98,7 +113,11 @@ def train_member(
     if pretrained != "none":
         from flukeline.core.pretrained import initialise
 
-        log.info("pretrained %s: %s", pretrained, initialise(model.backbone, settings["backbone"], pretrained, in_chans=in_chans))
+        log.info(
+            "pretrained %s: %s",
+            pretrained,
+            initialise(model.backbone, settings["backbone"], pretrained, in_chans=in_chans),
+        )
     model.to(device)
     loss_fn = MemberLoss(settings.get("loss", {}), len(class_names), dim).to(device)
     base_lr = float(settings.get("lr", 1e-3))
@@ -110,7 +129,8 @@ def train_member(
             {"params": model.backbone.parameters(), "lr_factor": 1.0},
             {"params": list(model.head.parameters()) + list(loss_fn.parameters()), "lr_factor": head_factor},
         ],
-        lr=base_lr, weight_decay=float(settings.get("weight_decay", 1e-4)),
+        lr=base_lr,
+        weight_decay=float(settings.get("weight_decay", 1e-4)),
     )
     epochs = int(settings.get("epochs", 12))
     schedule = settings.get("schedule", {})
@@ -129,9 +149,15 @@ def train_member(
     grid = threshold_grid(settings)
 
     meta = {
-        "backbone": settings["backbone"], "embedding_dim": dim, "in_chans": in_chans,
-        "dropout": float(embedding.get("dropout", 0.0)), "size": list(settings["size"]), "fold": fold,
-        "params": settings_digest([params, [] if pseudo_labels is None else pseudo_labels[["image", "id"]].to_numpy().tolist()]),
+        "backbone": settings["backbone"],
+        "embedding_dim": dim,
+        "in_chans": in_chans,
+        "dropout": float(embedding.get("dropout", 0.0)),
+        "size": list(settings["size"]),
+        "fold": fold,
+        "params": settings_digest(
+            [params, [] if pseudo_labels is None else pseudo_labels[["image", "id"]].to_numpy().tolist()]
+        ),
     }
     # What one epoch shares between its plan, its steps and its end: its random stream, the
     # learning rate of the last step, and whether stage 2 has frozen the early layers.
@@ -142,7 +168,9 @@ def train_member(
         epoch_state["lr"] = learning_rate(epoch, schedule, base_lr, epochs, swa_start)
         augment.set_random_seed(seed * 1000 + epoch)
         in_stage_one = epoch < stage_one_epochs
-        allowed = set(np.flatnonzero(images_per_class >= int(staged.get("min_images", 1))).tolist()) if in_stage_one else None
+        allowed = (
+            set(np.flatnonzero(images_per_class >= int(staged.get("min_images", 1))).tolist()) if in_stage_one else None
+        )
         if stage_one_epochs and epoch >= stage_one_epochs and not epoch_state["frozen"]:
             epoch_state["frozen"] = True
             frozen = freeze_early_layers(model.backbone, int(staged.get("trainable_groups", 2)))
@@ -155,8 +183,9 @@ def train_member(
             group["lr"] = epoch_state["lr"] * group["lr_factor"]
 
     def batch_loss(batch):
-        x, y = _augmented_batch(fit_set, batch, item_image, item_flipped, item_label, augment, epoch_state["rng"],
-                                box_share, settings)
+        x, y = _augmented_batch(
+            fit_set, batch, item_image, item_flipped, item_label, augment, epoch_state["rng"], box_share, settings
+        )
         with autocast(device):
             embeddings = model(x.to(device))
         return loss_fn(embeddings, y.to(device))
@@ -167,7 +196,9 @@ def train_member(
         # Validation embeds the whole fold and its gallery: on a CPU, every few epochs is enough.
         val_map5, val_threshold = float("nan"), float("nan")
         if (epoch + 1) % validate_every == 0 or epoch + 1 == epochs:
-            val_map5, val_threshold = validation_map5(model, val_set, val_truth, gallery_set, gallery["id"], device, grid)
+            val_map5, val_threshold = validation_map5(
+                model, val_set, val_truth, gallery_set, gallery["id"], device, grid
+            )
         scores = [h["val_map5"] for h in history if not np.isnan(h["val_map5"])]
         if not np.isnan(val_map5) and (not scores or val_map5 > max(scores)):
             best_model.load_state_dict(model.state_dict())
@@ -180,10 +211,20 @@ def train_member(
 
     checkpoint = checkpoint_path(model_path)
     history = TrainingLoop(
-        model=model, optimizer=optimizer, device=device, epochs=epochs, seed=seed, plan_epoch=plan_epoch,
-        batch_loss=batch_loss, checkpoint=checkpoint, digest=meta["params"],
-        stateful={"loss": loss_fn, "swa": swa_model, "best": best_model}, before_step=set_learning_rate,
-        end_epoch=end_epoch, should_stop=should_stop, desc=f"{settings['backbone']} fold {fold} epoch",
+        model=model,
+        optimizer=optimizer,
+        device=device,
+        epochs=epochs,
+        seed=seed,
+        plan_epoch=plan_epoch,
+        batch_loss=batch_loss,
+        checkpoint=checkpoint,
+        digest=meta["params"],
+        stateful={"loss": loss_fn, "swa": swa_model, "best": best_model},
+        before_step=set_learning_rate,
+        end_epoch=end_epoch,
+        should_stop=should_stop,
+        desc=f"{settings['backbone']} fold {fold} epoch",
     ).train()
 
     final = _final_model(model, swa_model, best_model, fit_set, history, device, swa_start)
@@ -192,7 +233,10 @@ def train_member(
     plot_curves(history, curves_path, title=f"{settings['backbone']} fold {fold}")
     checkpoint.unlink(missing_ok=True)
 
-def _augmented_batch(fit_set: CropSet, batch, item_image, item_flipped, item_label, augment, rng, box_share: float, settings: dict):
+
+def _augmented_batch(
+    fit_set: CropSet, batch, item_image, item_flipped, item_label, augment, rng, box_share: float, settings: dict
+):
     """Tensors of one batch: crop (aligned or box) -> mirror for flipped twins and at random for
     new_whale -> augmentation (mask moves with the image) -> optional mask deletion."""
     images, masks = [], []
@@ -213,17 +257,24 @@ def _augmented_batch(fit_set: CropSet, batch, item_image, item_flipped, item_lab
     x = to_tensor(np.stack(images), np.stack(masks) if masks else None)
     return x, torch.from_numpy(item_label[batch])
 
+
 def _stalled(history: list[dict], patience: int) -> bool:
     """No gain in the last `patience` validations."""
     scores = [h["val_map5"] for h in history if not np.isnan(h["val_map5"])]
     return len(scores) > patience and max(scores[-patience:]) <= max(scores[:-patience])
+
 
 def _final_model(model, swa_model, best_model, fit_set: CropSet, history, device, swa_start):
     """SWA average (batch-norm statistics recomputed on the training crops) when SWA ran, else the
     weights of the best validation epoch."""
     if swa_start is not None and int(swa_model.n_averaged) > 0:
         averaged = swa_model.module
-        batches = (to_tensor(fit_set.aligned[i : i + 64], None if fit_set.aligned_mask is None else fit_set.aligned_mask[i : i + 64]).to(device) for i in range(0, len(fit_set), 64))
+        batches = (
+            to_tensor(
+                fit_set.aligned[i : i + 64], None if fit_set.aligned_mask is None else fit_set.aligned_mask[i : i + 64]
+            ).to(device)
+            for i in range(0, len(fit_set), 64)
+        )
         torch.optim.swa_utils.update_bn(batches, averaged)
         log.info("final model: SWA average of %d epochs", int(swa_model.n_averaged))
         return averaged
@@ -232,6 +283,19 @@ def _final_model(model, swa_model, best_model, fit_set: CropSet, history, device
     log.info("final model: weights of epoch %d (best validation MAP@5)", best)
     return best_model
 
-def run_train(train_path, align_path, fold, params, model_path, history_path, curves_path, threads=1, pseudo_labels_path=None) -> None:
+
+def run_train(
+    train_path, align_path, fold, params, model_path, history_path, curves_path, threads=1, pseudo_labels_path=None
+) -> None:
     pseudo = pd.read_parquet(pseudo_labels_path) if pseudo_labels_path else None
-    train_member(pd.read_parquet(train_path), pd.read_parquet(align_path), fold, params, model_path, history_path, curves_path, threads, pseudo)
+    train_member(
+        pd.read_parquet(train_path),
+        pd.read_parquet(align_path),
+        fold,
+        params,
+        model_path,
+        history_path,
+        curves_path,
+        threads,
+        pseudo,
+    )

@@ -13,7 +13,9 @@ from flukeline.embed.crops import CropSet
 from flukeline.embed.model import embed_images
 
 
-def validation_map5(model, val_set: CropSet, val_truth, gallery_set: CropSet, gallery_ids, device, grid) -> tuple[float, float]:
+def validation_map5(
+    model, val_set: CropSet, val_truth, gallery_set: CropSet, gallery_ids, device, grid
+) -> tuple[float, float]:
     """(best MAP@5 over the new_whale threshold `grid`, that threshold) of the fold's images against
     the identity centres of the training side, with the match stage's own search and calibration
     (core.retrieval) on the config's match.threshold_grid."""

@@ -27,10 +27,23 @@ def _resized_whole_images(table: pd.DataFrame, size: tuple[int, int]) -> np.ndar
         out[i] = cv2.resize(np.ascontiguousarray(rgb), tuple(size), interpolation=cv2.INTER_AREA)
     return out
 
+
 def softmax_classifier(
-    train: pd.DataFrame, test: pd.DataFrame, *, backbone: str, pretrained: str = "imagenet", size=(128, 64),
-    fold: int = 0, epochs: int = 6, batch_size: int = 32, lr: float = 1e-3, head_lr_factor: float = 10.0,
-    weight_decay: float = 2e-4, threads: int = 1, seed: int = 0, k: int = 5,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    *,
+    backbone: str,
+    pretrained: str = "imagenet",
+    size=(128, 64),
+    fold: int = 0,
+    epochs: int = 6,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    head_lr_factor: float = 10.0,
+    weight_decay: float = 2e-4,
+    threads: int = 1,
+    seed: int = 0,
+    k: int = 5,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """The seed-000-style baseline: a timm `backbone` classifier (cross-entropy over the known
     identities outside `fold`) on whole images resized to `size` (width, height): no detection,
@@ -46,8 +59,8 @@ def softmax_classifier(
 
     from flukeline.core.folds import validation_truth
     from flukeline.core.runtime import configure_torch, select_device
-    from flukeline.core.training import TrainingLoop, autocast
     from flukeline.core.tensors import to_tensor
+    from flukeline.core.training import TrainingLoop, autocast
 
     configure_torch(threads, seed)
     fit = train[(train["fold"] != fold) & (train["id"] != NEW_WHALE)].reset_index(drop=True)
@@ -69,11 +82,16 @@ def softmax_classifier(
     head = list(model.get_classifier().parameters())
     head_ids = {id(p) for p in head}
     optimizer = torch.optim.AdamW(
-        [{"params": [p for p in model.parameters() if id(p) not in head_ids], "lr": lr},
-         {"params": head, "lr": lr * head_lr_factor}], weight_decay=weight_decay)
+        [
+            {"params": [p for p in model.parameters() if id(p) not in head_ids], "lr": lr},
+            {"params": head, "lr": lr * head_lr_factor},
+        ],
+        weight_decay=weight_decay,
+    )
     steps = epochs * math.ceil(len(fit) / batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, [lr, lr * head_lr_factor], total_steps=max(steps, 1),
-                                                    pct_start=min(0.3, 1 / max(epochs, 1)))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, [lr, lr * head_lr_factor], total_steps=max(steps, 1), pct_start=min(0.3, 1 / max(epochs, 1))
+    )
     generator = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
     device = select_device()
@@ -81,7 +99,7 @@ def softmax_classifier(
 
     def plan_epoch(epoch, rng):
         order = torch.randperm(len(fit), generator=generator)
-        batches = [order[start:start + batch_size] for start in range(0, len(fit), batch_size)]
+        batches = [order[start : start + batch_size] for start in range(0, len(fit), batch_size)]
         return [batch for batch in batches if len(batch) >= 2]  # BatchNorm needs two samples
 
     def batch_loss(batch):
@@ -89,9 +107,17 @@ def softmax_classifier(
             logits = model(fit_x[batch].to(device))
         return loss_fn(logits.float(), labels[batch].to(device))
 
-    history = TrainingLoop(model=model, optimizer=optimizer, device=device, epochs=epochs, seed=seed,
-                           plan_epoch=plan_epoch, batch_loss=batch_loss, after_step=scheduler.step,
-                           desc="classifier epoch").train()
+    history = TrainingLoop(
+        model=model,
+        optimizer=optimizer,
+        device=device,
+        epochs=epochs,
+        seed=seed,
+        plan_epoch=plan_epoch,
+        batch_loss=batch_loss,
+        after_step=scheduler.step,
+        desc="classifier epoch",
+    ).train()
     losses = [round(row["loss"], 4) for row in history]
     model.cpu()
 
@@ -99,7 +125,7 @@ def softmax_classifier(
     def ranked(table: pd.DataFrame) -> list[list[tuple[str, float]]]:
         model.eval()
         x = to_tensor(_resized_whole_images(table, size))
-        probs = torch.cat([model(x[i:i + 128]).softmax(dim=1) for i in range(0, len(x), 128)]).numpy()
+        probs = torch.cat([model(x[i : i + 128]).softmax(dim=1) for i in range(0, len(x), 128)]).numpy()
         top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return [[(classes[j], float(p[j])) for j in row] for p, row in zip(probs, top)]
 
@@ -110,11 +136,28 @@ def softmax_classifier(
     threshold = float(grid[int(np.argmax(scores))])  # the lowest threshold of the best score
 
     def table_of(frame, candidates, **columns):
-        return pd.DataFrame({"image": frame["image"].tolist(),
-                             "predicted": [" ".join(with_new_whale(c, threshold, k)) for c in candidates],
-                             "best_probability": [c[0][1] if c else 0.0 for c in candidates], **columns})
+        return pd.DataFrame(
+            {
+                "image": frame["image"].tolist(),
+                "predicted": [" ".join(with_new_whale(c, threshold, k)) for c in candidates],
+                "best_probability": [c[0][1] if c else 0.0 for c in candidates],
+                **columns,
+            }
+        )
 
-    info = {"method": "softmax_classifier", "backbone": backbone, "pretrained": init, "size": list(size),
-            "fold": fold, "epochs": epochs, "classes": len(classes), "n_fit": len(fit), "n_val": len(val),
-            "n_test": len(test), "threshold": threshold, "val_map5": float(max(scores)), "train_loss": losses}
+    info = {
+        "method": "softmax_classifier",
+        "backbone": backbone,
+        "pretrained": init,
+        "size": list(size),
+        "fold": fold,
+        "epochs": epochs,
+        "classes": len(classes),
+        "n_fit": len(fit),
+        "n_val": len(val),
+        "n_test": len(test),
+        "threshold": threshold,
+        "val_map5": float(max(scores)),
+        "train_loss": losses,
+    }
     return table_of(val, val_candidates, fold=fold, truth=truth), table_of(test, test_candidates), info

@@ -24,8 +24,9 @@ def cmd_pixel_baseline(args):
         truth = pd.read_csv(args.truth, dtype=str, keep_default_na=False)
         result["test_map5"] = score(predictions=predictions, truth=truth, k=args.k)
         ranking = " ".join(all_new_whale_ranking(train_ids=train["id"].tolist(), k=args.k))
-        result["all_new_whale_test_map5"] = score(predictions=predictions.assign(predicted=ranking), truth=truth,
-                                                  k=args.k)
+        result["all_new_whale_test_map5"] = score(
+            predictions=predictions.assign(predicted=ranking), truth=truth, k=args.k
+        )
     if args.predictions:
         write_csv_atomic(predictions.rename(columns={"image": "Image", "predicted": "Id"}), args.predictions)
     if args.out:
@@ -41,9 +42,17 @@ def cmd_classifier_baseline(args):
 
     width, height = (int(v) for v in args.size.split("x"))
     val, test, info = softmax_classifier(
-        train=pd.read_parquet(args.train), test=pd.read_parquet(args.test), backbone=args.backbone,
-        pretrained=args.pretrained, size=(width, height), fold=args.fold, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, threads=args.threads, seed=args.seed,
+        train=pd.read_parquet(args.train),
+        test=pd.read_parquet(args.test),
+        backbone=args.backbone,
+        pretrained=args.pretrained,
+        size=(width, height),
+        fold=args.fold,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        threads=args.threads,
+        seed=args.seed,
     )
     write_parquet_atomic(val, args.val_predictions)
     write_parquet_atomic(test, args.test_predictions)
@@ -69,8 +78,12 @@ def cmd_baseline(args):
 
     from flukeline.evaluate.submission import all_new_whale
 
-    all_new_whale(train=pd.read_parquet(args.train), test=pd.read_parquet(args.test),
-                  submission_path=args.submission, val_predictions_path=args.val_predictions)
+    all_new_whale(
+        train=pd.read_parquet(args.train),
+        test=pd.read_parquet(args.test),
+        submission_path=args.submission,
+        val_predictions_path=args.val_predictions,
+    )
 
 
 def cmd_submit(args):
@@ -80,8 +93,13 @@ def cmd_submit(args):
 
     rejected = pd.read_csv(args.rejected, dtype=str, keep_default_na=False) if args.rejected else None
     train = pd.read_parquet(args.train) if args.train else None
-    write_submission(test=pd.read_parquet(args.test), predictions=pd.read_parquet(args.predictions),
-                     out_path=args.out, rejected=rejected, train=train)
+    write_submission(
+        test=pd.read_parquet(args.test),
+        predictions=pd.read_parquet(args.predictions),
+        out_path=args.out,
+        rejected=rejected,
+        train=train,
+    )
 
 
 def cmd_pixel_embeddings(args):
@@ -90,8 +108,9 @@ def cmd_pixel_embeddings(args):
     from flukeline.core.io import write_parquet_atomic
     from flukeline.evaluate.pixel_baseline import pixel_embeddings
 
-    table = pixel_embeddings(train=pd.read_parquet(args.train), test=pd.read_parquet(args.test), size=args.size,
-                             threads=args.threads)
+    table = pixel_embeddings(
+        train=pd.read_parquet(args.train), test=pd.read_parquet(args.test), size=args.size, threads=args.threads
+    )
     write_parquet_atomic(table, args.out)
 
 
@@ -99,9 +118,14 @@ def cmd_evaluate(args):
     from flukeline.core.io import write_json_atomic
     from flukeline.evaluate.scores import evaluate
 
-    metrics = evaluate(baseline_predictions=args.baseline, methods=args.method or [], submission_path=args.submission,
-                       test_truth_path=args.test_truth, baselines=args.baseline_method or [],
-                       submission_method=args.submission_method)
+    metrics = evaluate(
+        baseline_predictions=args.baseline,
+        methods=args.method or [],
+        submission_path=args.submission,
+        test_truth_path=args.test_truth,
+        baselines=args.baseline_method or [],
+        submission_method=args.submission_method,
+    )
     write_json_atomic(metrics, args.out)
 
 
@@ -109,8 +133,12 @@ def register(subparsers) -> None:
     _register_workflow_commands(subparsers)
     _register_pixel_baseline(subparsers)
     _register_classifier_baseline(subparsers)
-    p = add_command(subparsers, "pixel-embeddings", cmd_pixel_embeddings,
-                    "raw pixels of every photo as an embeddings table (the raw-pixel 1-NN baseline)")
+    p = add_command(
+        subparsers,
+        "pixel-embeddings",
+        cmd_pixel_embeddings,
+        "raw pixels of every photo as an embeddings table (the raw-pixel 1-NN baseline)",
+    )
     add_train_test(p, "ingest's train.parquet", "ingest's test.parquet")
     p.add_argument("--size", type=int, default=32, help="images are resized to SIZE x SIZE grayscale")
     p.add_argument("--out", required=True, help="embeddings.parquet to write")
@@ -118,16 +146,29 @@ def register(subparsers) -> None:
 
 
 def _register_workflow_commands(subparsers) -> None:
-    p = add_command(subparsers, "data-summary", cmd_data_summary,
-                    "figure for the report: images per identity, image sizes, grayscale share")
+    p = add_command(
+        subparsers,
+        "data-summary",
+        cmd_data_summary,
+        "figure for the report: images per identity, image sizes, grayscale share",
+    )
     add_train_test(p, "ingest's train.parquet", "ingest's test.parquet")
     p.add_argument("--out", required=True, help="PNG to write")
 
-    p = add_command(subparsers, "metrics-table", cmd_metrics_table,
-                    "HTML table for the report: CV (and demo test) MAP@5 and threshold per member and ensemble")
+    p = add_command(
+        subparsers,
+        "metrics-table",
+        cmd_metrics_table,
+        "HTML table for the report: CV (and demo test) MAP@5 and threshold per member and ensemble",
+    )
     p.add_argument("--metrics", required=True, help="evaluate's metrics.json")
-    p.add_argument("--summary", nargs=2, action="append", metavar=("NAME", "SUMMARY_JSON"),
-                   help="a scored method's name in metrics.json and its match summary.json; repeat for each")
+    p.add_argument(
+        "--summary",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "SUMMARY_JSON"),
+        help="a scored method's name in metrics.json and its match summary.json; repeat for each",
+    )
     p.add_argument("--out", required=True, help="HTML to write")
 
     p = add_command(subparsers, "baseline", cmd_baseline, "the all-new_whale submission and its validation predictions")
@@ -144,42 +185,68 @@ def _register_workflow_commands(subparsers) -> None:
 
     p = add_command(subparsers, "evaluate", cmd_evaluate, "cross-validated metrics (and demo test metrics)")
     p.add_argument("--baseline", required=True)
-    p.add_argument("--method", nargs=3, action="append", metavar=("NAME", "VAL_PREDICTIONS", "TEST_PREDICTIONS"),
-                   help="a scored method (member or ensemble); repeat for each")
-    p.add_argument("--baseline-method", nargs=3, action="append", metavar=("NAME", "VAL_PREDICTIONS", "TEST_PREDICTIONS"),
-                   help="a reference without training (raw-pixel or zero-shot 1-NN), scored like a method; repeat")
-    p.add_argument("--submission-method", default=None,
-                   help="the scored method the submission is (the final ensemble): warned about when a baseline beats it")
+    p.add_argument(
+        "--method",
+        nargs=3,
+        action="append",
+        metavar=("NAME", "VAL_PREDICTIONS", "TEST_PREDICTIONS"),
+        help="a scored method (member or ensemble); repeat for each",
+    )
+    p.add_argument(
+        "--baseline-method",
+        nargs=3,
+        action="append",
+        metavar=("NAME", "VAL_PREDICTIONS", "TEST_PREDICTIONS"),
+        help="a reference without training (raw-pixel or zero-shot 1-NN), scored like a method; repeat",
+    )
+    p.add_argument(
+        "--submission-method",
+        default=None,
+        help="the scored method the submission is (the final ensemble): warned about when a baseline beats it",
+    )
     p.add_argument("--submission", required=True)
     p.add_argument("--test-truth", default=None)
     p.add_argument("--out", required=True)
 
 
 def _register_pixel_baseline(subparsers) -> None:
-    p = add_command(subparsers, "pixel-baseline", cmd_pixel_baseline,
-                    "1-nearest-neighbour on raw pixels of a Kaggle-layout folder (no training)", user=True)
+    p = add_command(
+        subparsers,
+        "pixel-baseline",
+        cmd_pixel_baseline,
+        "1-nearest-neighbour on raw pixels of a Kaggle-layout folder (no training)",
+        user=True,
+    )
     p.add_argument("--root", required=True, help="Kaggle-layout data root")
-    p.add_argument("--truth", default=None,
-                   help="CSV Image,Id of the test identities: adds test MAP@5 (and all-new_whale's)")
+    p.add_argument(
+        "--truth", default=None, help="CSV Image,Id of the test identities: adds test MAP@5 (and all-new_whale's)"
+    )
     p.add_argument("--size", type=int, default=32, help="images are resized to SIZE x SIZE grayscale")
-    p.add_argument("--threshold", default="loo",
-                   help="new_whale similarity threshold, or 'loo' (chosen on train leave-one-out)")
+    p.add_argument(
+        "--threshold", default="loo", help="new_whale similarity threshold, or 'loo' (chosen on train leave-one-out)"
+    )
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--predictions", default=None, help="write the predictions as a submission CSV (Image,Id)")
     p.add_argument("--out", default=None, help="write the scores as JSON")
 
 
 def _register_classifier_baseline(subparsers) -> None:
-    p = add_command(subparsers, "classifier-baseline", cmd_classifier_baseline,
-                    "softmax classifier on whole resized images (no detection, alignment or metric learning)",
-                    user=True)
+    p = add_command(
+        subparsers,
+        "classifier-baseline",
+        cmd_classifier_baseline,
+        "softmax classifier on whole resized images (no detection, alignment or metric learning)",
+        user=True,
+    )
     add_train_test(p, "ingest's train.parquet (image, id, fold, path)", "ingest's test.parquet")
     p.add_argument("--backbone", default="mobilenetv2_100", help="timm model name")
-    p.add_argument("--pretrained", default="imagenet",
-                   help="none | imagenet | hub | a weights file (as embed.pretrained)")
+    p.add_argument(
+        "--pretrained", default="imagenet", help="none | imagenet | hub | a weights file (as embed.pretrained)"
+    )
     p.add_argument("--size", default="128x64", help="WIDTHxHEIGHT the whole images are resized to")
-    p.add_argument("--fold", type=int, default=0,
-                   help="validation fold: not trained on, calibrates the new_whale threshold")
+    p.add_argument(
+        "--fold", type=int, default=0, help="validation fold: not trained on, calibrates the new_whale threshold"
+    )
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)

@@ -22,6 +22,7 @@ MAX_IMAGES_BAR = 18
 
 IMAGE_COLUMNS = ("width", "height", "grayscale")
 
+
 def _read_table(path, columns) -> pd.DataFrame:
     try:
         table = pd.read_parquet(path)
@@ -31,6 +32,7 @@ def _read_table(path, columns) -> pd.DataFrame:
     if missing:
         raise InputError(f"{path}: missing column(s) {missing} (ingest writes them)")
     return table
+
 
 def data_counts(train: pd.DataFrame, test: pd.DataFrame) -> dict:
     """The numbers the data summary figure shows (JSON-friendly)."""
@@ -55,16 +57,21 @@ def data_counts(train: pd.DataFrame, test: pd.DataFrame) -> dict:
         },
         "distinct_sizes": {name: int(len(s)) for name, s in sizes.items()},
         "most_common_size": {
-            name: [int(s.loc[s["images"].idxmax(), "width"]), int(s.loc[s["images"].idxmax(), "height"])] if len(s) else None
+            name: [int(s.loc[s["images"].idxmax(), "width"]), int(s.loc[s["images"].idxmax(), "height"])]
+            if len(s)
+            else None
             for name, s in sizes.items()
         },
     }
+
 
 def plot_data_summary(train: pd.DataFrame, test: pd.DataFrame, path) -> dict:
     """Write the three-panel data summary PNG to `path`; returns data_counts()."""
     counts = data_counts(train, test)
     colours = {"train": "tab:pink", "test": "tab:green"}
-    fig, (ax_ids, ax_sizes, ax_gray) = new_figure(1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1.4, 1.2, 0.7]})
+    fig, (ax_ids, ax_sizes, ax_gray) = new_figure(
+        1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1.4, 1.2, 0.7]}
+    )
 
     # (a) Identities by number of train images; new_whale is not an identity, counted apart.
     by_images = counts["identities_by_images"]
@@ -80,8 +87,13 @@ def plot_data_summary(train: pd.DataFrame, test: pd.DataFrame, path) -> dict:
     new_share = counts["new_whale_images"] / counts["n_train"] if counts["n_train"] else 0.0
     ax_ids.set_title(f"{counts['n_identities']} identities in {counts['n_train']} train images")
     ax_ids.text(
-        0.98, 0.95, f"{NEW_WHALE}: {counts['new_whale_images']} images\n({new_share:.0%} of train, not an identity)",
-        transform=ax_ids.transAxes, ha="right", va="top", bbox={"facecolor": "white", "edgecolor": "grey"},
+        0.98,
+        0.95,
+        f"{NEW_WHALE}: {counts['new_whale_images']} images\n({new_share:.0%} of train, not an identity)",
+        transform=ax_ids.transAxes,
+        ha="right",
+        va="top",
+        bbox={"facecolor": "white", "edgecolor": "grey"},
     )
 
     # (b) Image sizes: one marker per distinct width x height, its area growing with log(images).
@@ -89,8 +101,11 @@ def plot_data_summary(train: pd.DataFrame, test: pd.DataFrame, path) -> dict:
         sizes = table.groupby(["width", "height"]).size()
         if len(sizes):
             ax_sizes.scatter(
-                sizes.index.get_level_values("width"), sizes.index.get_level_values("height"),
-                s=12 + 30 * np.log1p(sizes.to_numpy()), alpha=0.5, color=colours[name],
+                sizes.index.get_level_values("width"),
+                sizes.index.get_level_values("height"),
+                s=12 + 30 * np.log1p(sizes.to_numpy()),
+                alpha=0.5,
+                color=colours[name],
                 label=f"{name}: {len(table)} images, {len(sizes)} sizes",
             )
     ax_sizes.set_xlabel("width (px)")
@@ -103,7 +118,9 @@ def plot_data_summary(train: pd.DataFrame, test: pd.DataFrame, path) -> dict:
     shares = [counts["grayscale_share"][n] for n in names]
     ax_gray.bar(names, shares, color=[colours[n] for n in names])
     for i, name in enumerate(names):
-        ax_gray.text(i, shares[i], f"{shares[i]:.0%}\n({counts['grayscale_images'][name]} images)", ha="center", va="bottom")
+        ax_gray.text(
+            i, shares[i], f"{shares[i]:.0%}\n({counts['grayscale_images'][name]} images)", ha="center", va="bottom"
+        )
     ax_gray.set_ylim(0, 1)
     ax_gray.set_ylabel("grayscale share")
     ax_gray.set_title("grayscale images")

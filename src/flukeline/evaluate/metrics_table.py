@@ -21,6 +21,7 @@ def _read_json(path, what: str) -> dict:
     except (OSError, json.JSONDecodeError) as error:
         raise InputError(f"{path}: cannot read {what} ({error})") from error
 
+
 def metrics_rows(metrics: dict, summaries: dict[str, dict]) -> pd.DataFrame:
     """One row per scored method ("<member>@round<r>" or "ensemble@round<r>") of metrics.json,
     ordered by round, members before the ensemble. summaries: {method: its match summary.json}."""
@@ -29,7 +30,9 @@ def metrics_rows(metrics: dict, summaries: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for name, cv in methods.items():
         if name not in summaries:
-            raise InputError(f"metrics.json scores {name!r}, but no match summary was given for it (--summary {name} PATH)")
+            raise InputError(
+                f"metrics.json scores {name!r}, but no match summary was given for it (--summary {name} PATH)"
+            )
         member, _, round_ = name.rpartition("@round")
         if not member or not round_.isdigit():
             raise InputError(f"metrics.json: method name {name!r} is not <member>@round<N>")
@@ -51,14 +54,25 @@ def metrics_rows(metrics: dict, summaries: dict[str, dict]) -> pd.DataFrame:
             raise InputError(f"a match summary was given for {name!r}, which metrics.json does not score")
     table = pd.DataFrame(rows)
     order = table["method"].eq("ensemble").astype(int)
-    return table.assign(_ensemble=order).sort_values(["round", "_ensemble", "method"]).drop(columns="_ensemble").reset_index(drop=True)
+    return (
+        table.assign(_ensemble=order)
+        .sort_values(["round", "_ensemble", "method"])
+        .drop(columns="_ensemble")
+        .reset_index(drop=True)
+    )
+
 
 def baseline_rows(metrics: dict) -> pd.DataFrame:
     """The references without training (all-new_whale, raw-pixel 1-NN, zero-shot 1-NN), one row each."""
     test = metrics.get("test", {})
-    rows = [{"reference": "all-new_whale", "CV MAP@5": metrics["cv"]["all_new_whale"]["map5"],
-             "CV known top-1": metrics["cv"]["all_new_whale"].get("known_top1"),
-             **({"test MAP@5": test["all_new_whale"]["map5"]} if test else {})}]
+    rows = [
+        {
+            "reference": "all-new_whale",
+            "CV MAP@5": metrics["cv"]["all_new_whale"]["map5"],
+            "CV known top-1": metrics["cv"]["all_new_whale"].get("known_top1"),
+            **({"test MAP@5": test["all_new_whale"]["map5"]} if test else {}),
+        }
+    ]
     for name, cv in metrics["cv"].get("baselines", {}).items():
         row = {"reference": name, "CV MAP@5": cv["map5"], "CV known top-1": cv.get("known_top1")}
         if test:
@@ -73,27 +87,35 @@ def metrics_html(metrics: dict, summaries: dict[str, dict]) -> str:
     table = metrics_rows(metrics, summaries)
     baseline = metrics["cv"]["all_new_whale"]
     notes = [
-        f"CV: validation folds {', '.join(map(str, metrics['cv']['folds']))} of train; a member or ensemble is scored on "
-        f"the folds it was validated on. all-new_whale CV MAP@5 on every fold: {baseline['map5']:.4f} ({baseline['n']} images)."
+        f"CV: validation folds {', '.join(map(str, metrics['cv']['folds']))} of train; a member or ensemble is "
+        f"scored on the folds it was validated on. all-new_whale CV MAP@5 on every fold: {baseline['map5']:.4f} "
+        f"({baseline['n']} images)."
     ]
     if "test" in metrics:
         notes.append(
             f"Test (demo identities): submission MAP@5 {metrics['test']['submission']['map5']:.4f},"
             f" all-new_whale {metrics['test']['all_new_whale']['map5']:.4f}."
         )
+
     def as_html(frame):
         return frame.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0, classes="metrics", na_rep="-")
 
-    warnings = "".join(f"<p class=\"warning\">Warning: {html.escape(w)}</p>\n" for w in metrics.get("warnings", []))
+    warnings = "".join(f'<p class="warning">Warning: {html.escape(w)}</p>\n' for w in metrics.get("warnings", []))
     notes_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
     return (
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Flukeline metrics</title><style>"
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Flukeline metrics</title><style>'
         "body{font-family:sans-serif;font-size:14px}table.metrics{border-collapse:collapse}"
         "table.metrics th,table.metrics td{padding:3px 10px;border-bottom:1px solid #ccc;text-align:right}"
         ".warning{color:#a00;font-weight:bold;border:2px solid #a00;padding:6px}"
-        "</style></head><body>\n" + warnings + "<h3>MAP@5 per member and ensemble</h3>\n" + as_html(table) + "\n"
-        + notes_html + "\n<h3>References without training (same validation images)</h3>\n"
-        + as_html(baseline_rows(metrics)) + "\n</body></html>\n"
+        "</style></head><body>\n"
+        + warnings
+        + "<h3>MAP@5 per member and ensemble</h3>\n"
+        + as_html(table)
+        + "\n"
+        + notes_html
+        + "\n<h3>References without training (same validation images)</h3>\n"
+        + as_html(baseline_rows(metrics))
+        + "\n</body></html>\n"
     )
 
 

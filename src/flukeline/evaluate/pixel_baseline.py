@@ -30,6 +30,7 @@ from flukeline.core.metrics import NEW_WHALE, average_precision_at_k, map_at_k
 # Enough neighbours to find k distinct identities in all but degenerate galleries.
 _MAX_NEIGHBOURS = 2048
 
+
 def pixel_vectors(images: Sequence[np.ndarray], size: int = 32) -> np.ndarray:
     """(n, size*size) float32: grayscale, resized (area), mean-centred, L2-normalised rows."""
     rows = np.empty((len(images), size * size), dtype=np.float32)
@@ -40,6 +41,7 @@ def pixel_vectors(images: Sequence[np.ndarray], size: int = 32) -> np.ndarray:
         norm = float(np.linalg.norm(small))
         rows[i] = small / norm if norm > 0 else small  # a flat image matches nothing (similarity 0)
     return rows
+
 
 def rank_identities(
     gallery: np.ndarray, gallery_ids: Sequence[str], queries: np.ndarray, k: int = 5, leave_one_out: bool = False
@@ -69,11 +71,13 @@ def rank_identities(
         ranked.append(list(seen.items()))
     return ranked
 
+
 def with_new_whale(candidates: Sequence[tuple[str, float]], threshold: float, k: int = 5) -> list[str]:
     """The first k labels with new_whale inserted before the first candidate below `threshold`
     (after all of them when none is below)."""
     position = next((i for i, (_, sim) in enumerate(candidates) if sim < threshold), len(candidates))
     return _insert_at(candidates, position, k)
+
 
 def loo_threshold(
     gallery: np.ndarray, gallery_ids: Sequence[str], extra_queries: np.ndarray | None = None, k: int = 5
@@ -91,7 +95,10 @@ def loo_threshold(
         truths += [NEW_WHALE] * len(extra_queries)
     # AP of every query for every insertion position of new_whale (0 = first .. k = not listed).
     gains = np.array(
-        [[average_precision_at_k(truth, _insert_at(c, p, k), k) for p in range(k + 1)] for truth, c in zip(truths, candidates)]
+        [
+            [average_precision_at_k(truth, _insert_at(c, p, k), k) for p in range(k + 1)]
+            for truth, c in zip(truths, candidates)
+        ]
     )
     sims = np.full((len(candidates), k), -np.inf)
     for row, c in enumerate(candidates):
@@ -101,16 +108,20 @@ def loo_threshold(
     values = np.unique(sims[np.isfinite(sims)])
     grid = np.concatenate([[-1.0], (values[1:] + values[:-1]) / 2, [1.0 + 1e-6]])
     rows = np.arange(len(candidates))[None, :]
-    scores = np.concatenate([
-        gains[rows, (sims[None, :, :] >= chunk[:, None, None]).sum(axis=2)].mean(axis=1)
-        for chunk in np.array_split(grid, max(1, len(grid) // 256))
-    ])
+    scores = np.concatenate(
+        [
+            gains[rows, (sims[None, :, :] >= chunk[:, None, None]).sum(axis=2)].mean(axis=1)
+            for chunk in np.array_split(grid, max(1, len(grid) // 256))
+        ]
+    )
     best = int(np.argmax(scores))  # the lowest threshold of the best score
     return float(grid[best]), float(scores[best])
+
 
 def _insert_at(candidates: Sequence[tuple[str, float]], position: int, k: int) -> list[str]:
     labels = [label for label, _ in candidates]
     return (labels[:position] + [NEW_WHALE] + labels[position:])[:k]
+
 
 def read_kaggle_root(root: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train: image, id, path; test: image, path) of a Kaggle-layout folder; the test order is
@@ -119,13 +130,16 @@ def read_kaggle_root(root: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFram
     if not (root / "train.csv").is_file():
         raise InputError(f"missing {root / 'train.csv'} (the Kaggle layout needs train.csv with columns Image,Id)")
     train = pd.read_csv(root / "train.csv", dtype=str, keep_default_na=False)
-    train = pd.DataFrame({"image": train["Image"], "id": train["Id"], "path": [str(root / "train" / n) for n in train["Image"]]})
+    train = pd.DataFrame(
+        {"image": train["Image"], "id": train["Id"], "path": [str(root / "train" / n) for n in train["Image"]]}
+    )
     if (root / "sample_submission.csv").is_file():
         names = pd.read_csv(root / "sample_submission.csv", dtype=str, keep_default_na=False)["Image"].tolist()
     else:
         names = sorted(p.name for p in (root / "test").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     test = pd.DataFrame({"image": names, "path": [str(root / "test" / n) for n in names]})
     return train, test
+
 
 def raw_pixel_1nn(
     train: pd.DataFrame, test: pd.DataFrame, size: int = 32, threshold: float | str = "loo", k: int = 5
@@ -135,6 +149,7 @@ def raw_pixel_1nn(
 
     train needs columns id and path (or pixels: an HxW[x3] uint8 array); test needs image and path
     (or pixels). threshold: a similarity in [-1, 1], or "loo"."""
+
     def vectors(table: pd.DataFrame) -> np.ndarray:
         images = table["pixels"].tolist() if "pixels" in table else [read_image_rgb(p) for p in table["path"]]
         return pixel_vectors(images, size)
@@ -161,14 +176,18 @@ def raw_pixel_1nn(
         predicted.append(" ".join(labels))
     return pd.DataFrame({"image": test["image"].tolist(), "predicted": predicted}), info
 
+
 def all_new_whale_ranking(train_ids: Sequence[str], k: int = 5) -> list[str]:
     """new_whale then the k-1 most frequent training identities (ties by name): Kaggle's baseline."""
     counts = Counter(label for label in train_ids if label != NEW_WHALE)
     return [NEW_WHALE] + [label for label, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: k - 1]]
 
+
 def score(predictions: pd.DataFrame, truth: pd.DataFrame, k: int = 5) -> float:
     """MAP@k of predictions (image, predicted) against a truth table (Image, Id) listing the same images."""
-    merged = predictions.merge(truth.rename(columns={"Image": "image", "Id": "truth"}), on="image", how="outer", indicator=True)
+    merged = predictions.merge(
+        truth.rename(columns={"Image": "image", "Id": "truth"}), on="image", how="outer", indicator=True
+    )
     if not (merged["_merge"] == "both").all():
         raise InputError("predictions and truth do not list the same images")
     return map_at_k(merged["truth"].tolist(), merged["predicted"].tolist(), k)
@@ -184,5 +203,11 @@ def pixel_embeddings(train: pd.DataFrame, test: pd.DataFrame, size: int = 32, th
     photos = parallel_map(read_image_rgb, images["path"], threads)
     plain = pixel_vectors(photos, size)
     mirrored = pixel_vectors([photo[:, ::-1] for photo in photos], size)
-    return pd.DataFrame({"image": images["image"].to_numpy(), "split": images["split"].to_numpy(),
-                         "embedding": list(plain), "embedding_flip": list(mirrored)})
+    return pd.DataFrame(
+        {
+            "image": images["image"].to_numpy(),
+            "split": images["split"].to_numpy(),
+            "embedding": list(plain),
+            "embedding_flip": list(mirrored),
+        }
+    )

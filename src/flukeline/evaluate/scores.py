@@ -18,8 +18,10 @@ from flukeline.core.metrics import NEW_WHALE, summarise
 
 log = logging.getLogger(__name__)
 
+
 def _split_ids(column) -> list[list[str]]:
     return [str(v).split() for v in column]
+
 
 def cv_summary(predictions: pd.DataFrame) -> dict:
     """Scores over all validation images plus one entry per fold."""
@@ -30,22 +32,34 @@ def cv_summary(predictions: pd.DataFrame) -> dict:
     }
     return result
 
+
 def score_submission(submission: pd.DataFrame, truth: pd.DataFrame) -> dict:
     merged = submission.merge(truth, on="Image", how="outer", suffixes=("_predicted", "_truth"), indicator=True)
     if not (merged["_merge"] == "both").all():
         raise InputError("submission and test truth do not list the same images")
     return summarise(merged["Id_truth"].tolist(), _split_ids(merged["Id_predicted"]))
 
-def evaluate(baseline_predictions, methods, submission_path, test_truth_path=None, baselines=(),
-             submission_method: str | None = None) -> dict:
+
+def evaluate(
+    baseline_predictions,
+    methods,
+    submission_path,
+    test_truth_path=None,
+    baselines=(),
+    submission_method: str | None = None,
+) -> dict:
     """methods: (name, validation predictions, test predictions) of every member and ensemble;
     baselines: the same for the references without training (raw-pixel and zero-shot 1-NN), scored
     on the same images; submission_method: the method the submission is, which is warned about
     (metrics["warnings"], the log) when it does not beat the best baseline on validation."""
     baseline = pd.read_parquet(baseline_predictions)
     metrics = {
-        "cv": {"folds": sorted(int(f) for f in baseline["fold"].unique()), "all_new_whale": cv_summary(baseline),
-               "methods": {}, "baselines": {}},
+        "cv": {
+            "folds": sorted(int(f) for f in baseline["fold"].unique()),
+            "all_new_whale": cv_summary(baseline),
+            "methods": {},
+            "baselines": {},
+        },
         "warnings": [],
     }
     truth = pd.read_csv(test_truth_path, dtype=str, keep_default_na=False) if test_truth_path else None
@@ -63,7 +77,9 @@ def evaluate(baseline_predictions, methods, submission_path, test_truth_path=Non
             entry = metrics["cv"][group][name] = cv_summary(predictions)
             # The baseline on exactly the method's validation images, for a like-for-like comparison.
             same_images = baseline[baseline["fold"].isin(predictions["fold"].unique())]
-            entry["all_new_whale_same_folds"] = summarise(same_images["truth"].tolist(), _split_ids(same_images["predicted"]))
+            entry["all_new_whale_same_folds"] = summarise(
+                same_images["truth"].tolist(), _split_ids(same_images["predicted"])
+            )
             log.info("%s: CV MAP@5 %.4f", name, entry["map5"])
             if truth is not None:
                 test = pd.read_parquet(test_path)
@@ -88,13 +104,17 @@ def baseline_warnings(metrics: dict, submission_method: str) -> list[str]:
     (all-new_whale, raw-pixel 1-NN, zero-shot 1-NN) on validation MAP@5, on the same images."""
     method = metrics["cv"]["methods"].get(submission_method)
     if method is None:
-        raise InputError(f"--submission-method {submission_method!r} is not among the scored methods "
-                         f"{sorted(metrics['cv']['methods'])}")
+        raise InputError(
+            f"--submission-method {submission_method!r} is not among the scored methods "
+            f"{sorted(metrics['cv']['methods'])}"
+        )
     references = {"all-new_whale": method["all_new_whale_same_folds"]["map5"]}
     references.update({name: entry["map5"] for name, entry in metrics["cv"]["baselines"].items()})
     best = max(references, key=references.get)
     if method["map5"] > references[best]:
         return []
-    return [f"the submission ({submission_method}) scores validation MAP@5 {method['map5']:.3f}, not above the "
-            f"{best} baseline's {references[best]:.3f} on the same images: training did not beat a reference "
-            f"without training; {WHAT_TO_TRY}"]
+    return [
+        f"the submission ({submission_method}) scores validation MAP@5 {method['map5']:.3f}, not above the "
+        f"{best} baseline's {references[best]:.3f} on the same images: training did not beat a reference "
+        f"without training; {WHAT_TO_TRY}"
+    ]

@@ -46,15 +46,18 @@ def leave_one_out_topk(manifest: dict, sightings: pd.DataFrame, max_queries: int
         keep = np.arange(len(any_ids)) != i
         for member in manifest["members"]:
             name = member["name"]
-            cand_ids, cand_sims = identity_topk(vectors[name][i:i + 1], vectors[name][keep], ids[name][keep], depth,
-                                                params)
+            cand_ids, cand_sims = identity_topk(
+                vectors[name][i : i + 1], vectors[name][keep], ids[name][keep], depth, params
+            )
             members[name].append(to_long([f"sighting{i}"], cand_ids, cand_sims))
     weights = {m["name"]: float(m["weight"]) for m in manifest["members"]}
     tables = {name: (pd.concat(parts, ignore_index=True), weights[name]) for name, parts in members.items()}
     topk = ensemble_topk(tables, depth)
-    truth = {f"sighting{i}": (any_ids[i] if any_ids[i] != NEW_WHALE and counts[any_ids[i]] > 1 else NEW_WHALE)
-             for i in order}
+    truth = {
+        f"sighting{i}": (any_ids[i] if any_ids[i] != NEW_WHALE and counts[any_ids[i]] > 1 else NEW_WHALE) for i in order
+    }
     return topk.assign(truth=topk["image"].map(truth))
+
 
 def calibrate_gallery(gallery, threads: int = 1, max_queries: int = 2000) -> dict:
     """Set the gallery's new_whale threshold to the one maximising leave-one-out MAP@5 over its
@@ -71,9 +74,11 @@ def calibrate_gallery(gallery, threads: int = 1, max_queries: int = 2000) -> dic
     truth = topk.drop_duplicates("image")["truth"]
     known, new = int((truth != NEW_WHALE).sum()), int((truth == NEW_WHALE).sum())
     if not known or not new:
-        raise InputError(f"{manifest['folder']}: calibrating the threshold needs an individual with at least two "
-                         f"sightings and one seen once (or new_whale sightings); this gallery gives {known} known "
-                         f"and {new} new leave-one-out queries")
+        raise InputError(
+            f"{manifest['folder']}: calibrating the threshold needs an individual with at least two "
+            f"sightings and one seen once (or new_whale sightings); this gallery gives {known} known "
+            f"and {new} new leave-one-out queries"
+        )
     k = int(manifest["match"].get("top_k", 5))
     threshold, curve = calibrate_threshold(topk, threshold_grid(manifest["match"]), k)
 
@@ -84,12 +89,25 @@ def calibrate_gallery(gallery, threads: int = 1, max_queries: int = 2000) -> dic
         # Not through Kaggle's space-joined lists: gallery ids may contain spaces ("0353 Candy").
         return float(map5_by_threshold(truth_of, cand_ids, cand_sims, [at], 5)[0])
 
-    report = {"threshold": threshold, "previous_threshold": float(manifest["threshold"]), "known_queries": known,
-              "new_queries": new, "map5": map5(threshold), "previous_map5": map5(float(manifest["threshold"]))}
+    report = {
+        "threshold": threshold,
+        "previous_threshold": float(manifest["threshold"]),
+        "known_queries": known,
+        "new_queries": new,
+        "map5": map5(threshold),
+        "previous_map5": map5(float(manifest["threshold"])),
+    }
     path = Path(manifest["folder"]) / MANIFEST
     raw = json.loads(path.read_text(encoding="utf-8"))
     raw.update(threshold=threshold, threshold_calibration={k: v for k, v in report.items() if k != "threshold"})
     write_json_atomic(raw, path)
-    log.info("gallery threshold %.3f (was %.3f): leave-one-out MAP@5 %.3f (was %.3f) over %d known and %d new queries",
-             threshold, report["previous_threshold"], report["map5"], report["previous_map5"], known, new)
+    log.info(
+        "gallery threshold %.3f (was %.3f): leave-one-out MAP@5 %.3f (was %.3f) over %d known and %d new queries",
+        threshold,
+        report["previous_threshold"],
+        report["map5"],
+        report["previous_map5"],
+        known,
+        new,
+    )
     return report

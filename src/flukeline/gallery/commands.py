@@ -18,11 +18,16 @@ def cmd_gallery(args):
 def cmd_gallery_new(args):
     from flukeline.gallery.manifest import new_gallery
 
-    new_gallery(out_dir=args.gallery, backbone=args.backbone,
-                pretrained=None if args.pretrained == "none" else args.pretrained, size=args.size,
-                threshold=args.threshold)
-    print(f"empty gallery in {args.gallery}: add sightings with "
-          f"`flukeline add PHOTO... --id ID --gallery {args.gallery}`")
+    new_gallery(
+        out_dir=args.gallery,
+        backbone=args.backbone,
+        pretrained=None if args.pretrained == "none" else args.pretrained,
+        size=args.size,
+        threshold=args.threshold,
+    )
+    print(
+        f"empty gallery in {args.gallery}: add sightings with `flukeline add PHOTO... --id ID --gallery {args.gallery}`"
+    )
 
 
 def cmd_identify(args):
@@ -52,9 +57,11 @@ def cmd_calibrate_gallery(args):
 
     configure_torch(args.threads)
     found = calibrate_gallery(gallery=args.gallery, threads=args.threads, max_queries=args.max_queries)
-    print(f"new_whale threshold {found['threshold']:.3f} (was {found['previous_threshold']:.3f}): leave-one-out MAP@5 "
-          f"{found['map5']:.3f} (was {found['previous_map5']:.3f}) over {found['known_queries']} known and "
-          f"{found['new_queries']} new queries")
+    print(
+        f"new_whale threshold {found['threshold']:.3f} (was {found['previous_threshold']:.3f}): leave-one-out MAP@5 "
+        f"{found['map5']:.3f} (was {found['previous_map5']:.3f}) over {found['known_queries']} known and "
+        f"{found['new_queries']} new queries"
+    )
 
 
 def register(subparsers) -> None:
@@ -62,35 +69,55 @@ def register(subparsers) -> None:
     add_params(p, required=True)
     p.add_argument("--out-dir", required=True)
 
-    p = add_command(subparsers, "identify", cmd_identify,
-                    "top identities (and the new_whale decision) of new photos against a gallery", user=True)
+    p = add_command(
+        subparsers,
+        "identify",
+        cmd_identify,
+        "top identities (and the new_whale decision) of new photos against a gallery",
+        user=True,
+    )
     p.add_argument("photos", nargs="+", metavar="PHOTO")
-    p.add_argument("--gallery", default=DEFAULT_GALLERY,
-                   help=f"gallery folder (default: the workflow's, {DEFAULT_GALLERY})")
+    p.add_argument(
+        "--gallery", default=DEFAULT_GALLERY, help=f"gallery folder (default: the workflow's, {DEFAULT_GALLERY})"
+    )
     p.add_argument("--top", type=int, default=5, help="identities listed per photo, new_whale included (default 5)")
     p.add_argument("--out", help="also write the lists as CSV (photo, rank, id, similarity, threshold)")
     add_threads(p, default=2)
 
-    p = add_command(subparsers, "add", cmd_add,
-                    "add confirmed sightings of one individual to a gallery (no retraining)", user=True)
+    p = add_command(
+        subparsers, "add", cmd_add, "add confirmed sightings of one individual to a gallery (no retraining)", user=True
+    )
     p.add_argument("photos", nargs="+", metavar="PHOTO")
     p.add_argument("--id", required=True, help="the individual's id")
     p.add_argument("--gallery", default=DEFAULT_GALLERY)
     add_threads(p, default=2)
 
-    p = add_command(subparsers, "calibrate-gallery", cmd_calibrate_gallery,
-                    "set a gallery's new_whale threshold by leave-one-out over its sightings", user=True)
+    p = add_command(
+        subparsers,
+        "calibrate-gallery",
+        cmd_calibrate_gallery,
+        "set a gallery's new_whale threshold by leave-one-out over its sightings",
+        user=True,
+    )
     p.add_argument("--gallery", default=DEFAULT_GALLERY)
-    p.add_argument("--max-queries", type=int, default=2000,
-                   help="sightings held out in turn (a seeded sample above this)")
+    p.add_argument(
+        "--max-queries", type=int, default=2000, help="sightings held out in turn (a seeded sample above this)"
+    )
     add_threads(p, default=2)
 
-    p = add_command(subparsers, "gallery-new", cmd_gallery_new,
-                    "an empty gallery with an untrained ImageNet backbone (no workflow run needed)", user=True)
+    p = add_command(
+        subparsers,
+        "gallery-new",
+        cmd_gallery_new,
+        "an empty gallery with an untrained ImageNet backbone (no workflow run needed)",
+        user=True,
+    )
     p.add_argument("gallery", help="folder to create")
-    p.add_argument("--backbone", default="mobilenetv2_100",
-                   help="timm architecture (ImageNet offline: mobilenetv2_100, efficientnet_lite0, "
-                        "tf_efficientnet_lite0)")
+    p.add_argument(
+        "--backbone",
+        default="mobilenetv2_100",
+        help="timm architecture (ImageNet offline: mobilenetv2_100, efficientnet_lite0, tf_efficientnet_lite0)",
+    )
     p.add_argument("--pretrained", default="imagenet", help="imagenet | hub | none | a local weights file")
     p.add_argument("--size", default="224x224", help="crop size WxH the photos are resized to")
     p.add_argument("--threshold", type=float, default=0.5, help="new_whale below this cosine similarity")

@@ -27,11 +27,14 @@ def gallery_embeddings(manifest: dict, sightings: pd.DataFrame) -> tuple[dict[st
         added_vectors = np.stack(added["embedding"].to_numpy()).astype(np.float32) if len(added) else None
         parts = [v for v in (base[name], added_vectors) if v is not None]
         if not parts:
-            raise InputError(f"{manifest['folder']}: the gallery has no sightings yet; add some with "
-                             f"`flukeline add PHOTO... --id ID --gallery {manifest['folder']}`")
+            raise InputError(
+                f"{manifest['folder']}: the gallery has no sightings yet; add some with "
+                f"`flukeline add PHOTO... --id ID --gallery {manifest['folder']}`"
+            )
         vectors[name] = np.concatenate(parts)
         ids[name] = np.concatenate([base_ids, added["id"].to_numpy(dtype=object)])
     return ids, vectors
+
 
 def identify(gallery, photos, top: int = 5, threads: int = 1) -> pd.DataFrame:
     """Per photo, the `top` identities (new_whale inserted where the best similarity is below
@@ -68,14 +71,18 @@ def identify(gallery, photos, top: int = 5, threads: int = 1) -> pd.DataFrame:
             rows.append((photo_of[image], rank, id_, float(similarity.get((image, id_), np.nan)), threshold))
     return pd.DataFrame(rows, columns=["photo", "rank", "id", "similarity", "threshold"])
 
+
 def format_results(results: pd.DataFrame) -> str:
     """Plain text, one block per photo, for the terminal."""
     lines = []
     for photo, group in results.groupby("photo", sort=False):
         threshold = group["threshold"].iloc[0]
         first = group.iloc[0]
-        verdict = (f"new individual (best similarity below the threshold {threshold:.3f})" if first["id"] == NEW_WHALE
-                   else f"{first['id']} (similarity {first['similarity']:.3f}, threshold {threshold:.3f})")
+        verdict = (
+            f"new individual (best similarity below the threshold {threshold:.3f})"
+            if first["id"] == NEW_WHALE
+            else f"{first['id']} (similarity {first['similarity']:.3f}, threshold {threshold:.3f})"
+        )
         lines.append(f"{photo}: {verdict}")
         for row in group.itertuples(index=False):
             score = "" if row.id == NEW_WHALE else f"{row.similarity:.3f}"

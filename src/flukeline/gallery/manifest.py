@@ -33,8 +33,10 @@ FORMAT = 1
 # gallery without a detector or landmarks.
 SQUARE_TEMPLATE = {"frame_top_left": [-0.5, -0.5], "frame_bottom_right": [0.5, 0.5]}
 
+
 def relative_path(path, folder: Path) -> str:
     return os.path.relpath(Path(path).resolve(), folder.resolve())
+
 
 def write_manifest(folder, manifest: dict) -> Path:
     folder = Path(folder)
@@ -43,13 +45,16 @@ def write_manifest(folder, manifest: dict) -> Path:
     write_json_atomic({"format": FORMAT, **manifest}, path)
     return path
 
+
 def read_manifest(folder) -> dict:
     """gallery.json of `folder` (or the file itself), with its paths made absolute."""
     path = Path(folder)
     path = path / MANIFEST if path.is_dir() or not path.suffix else path
     if not path.is_file():
-        raise InputError(f"{path}: no gallery here; build one with `snakemake results/gallery/gallery.json` "
-                         f"(from a workflow run) or `flukeline gallery-new {path.parent}`")
+        raise InputError(
+            f"{path}: no gallery here; build one with `snakemake results/gallery/gallery.json` "
+            f"(from a workflow run) or `flukeline gallery-new {path.parent}`"
+        )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -70,8 +75,10 @@ def read_manifest(folder) -> dict:
         member["embeddings"] = [absolute(p) for p in member.get("embeddings", [])]
     return manifest
 
-def manifest_from_run(out_dir, train, detect: dict, detect_model, align: dict, match: dict, members: list[dict],
-                      ensemble_summary) -> Path:
+
+def manifest_from_run(
+    out_dir, train, detect: dict, detect_model, align: dict, match: dict, members: list[dict], ensemble_summary
+) -> Path:
     """gallery.json for a workflow run. members: {name, size, weight, models, embeddings} with
     one model and one embeddings table per fold; the threshold and the member weights are the final
     ensemble's (its summary.json: weights fitted on validation replace the configured ones)."""
@@ -86,13 +93,18 @@ def manifest_from_run(out_dir, train, detect: dict, detect_model, align: dict, m
         "match": match,
         "threshold": float(summary["threshold"]),
         "members": [
-            {"name": m["name"], "size": m["size"], "weight": float(fitted.get(m["name"], m["weight"])),
-             "models": [relative_path(p, out_dir) for p in m["models"]],
-             "embeddings": [relative_path(p, out_dir) for p in m["embeddings"]]}
+            {
+                "name": m["name"],
+                "size": m["size"],
+                "weight": float(fitted.get(m["name"], m["weight"])),
+                "models": [relative_path(p, out_dir) for p in m["models"]],
+                "embeddings": [relative_path(p, out_dir) for p in m["embeddings"]],
+            }
             for m in members
         ],
     }
     return write_manifest(out_dir, manifest)
+
 
 def new_gallery(out_dir, backbone: str, pretrained: str | None, size: str, threshold: float) -> Path:
     """An empty gallery whose one member is `backbone` with ImageNet (or local) weights and no
@@ -106,16 +118,26 @@ def new_gallery(out_dir, backbone: str, pretrained: str | None, size: str, thres
     model, meta = zero_shot_model(backbone, pretrained)
     model_path = out_dir / "model.safetensors"
     save_model(model, model_path, meta)
-    return write_manifest(out_dir, {
-        "source": f"{backbone} ({pretrained or 'random'} weights, untrained)",
-        "train": None,
-        "detect": {"method": "none", "min_area_fraction": 0.01, "model": None},
-        "align": {"template": SQUARE_TEMPLATE, "margin": 0.0},
-        # Every sighting is a template: a few photos per individual, nothing to average away. No
-        # flip fusion: marks are chiral and an untrained backbone was not taught that a mirrored
-        # pattern is the same animal (manta-demo: 4 of 5 right at rank 1 without, 3 with).
-        "match": {"templates": "images", "flip_fusion": False, "top_k": 5, "candidates": 20},
-        "threshold": float(threshold),
-        "members": [{"name": backbone, "size": size, "weight": 1.0, "models": [relative_path(model_path, out_dir)],
-                     "embeddings": []}],
-    })
+    return write_manifest(
+        out_dir,
+        {
+            "source": f"{backbone} ({pretrained or 'random'} weights, untrained)",
+            "train": None,
+            "detect": {"method": "none", "min_area_fraction": 0.01, "model": None},
+            "align": {"template": SQUARE_TEMPLATE, "margin": 0.0},
+            # Every sighting is a template: a few photos per individual, nothing to average away. No
+            # flip fusion: marks are chiral and an untrained backbone was not taught that a mirrored
+            # pattern is the same animal (manta-demo: 4 of 5 right at rank 1 without, 3 with).
+            "match": {"templates": "images", "flip_fusion": False, "top_k": 5, "candidates": 20},
+            "threshold": float(threshold),
+            "members": [
+                {
+                    "name": backbone,
+                    "size": size,
+                    "weight": 1.0,
+                    "models": [relative_path(model_path, out_dir)],
+                    "embeddings": [],
+                }
+            ],
+        },
+    )

@@ -35,6 +35,7 @@ def photo_table(photos) -> pd.DataFrame:
         rows.append((f"{i:05d}_{path.name}", "test", resolved, rgb.shape[1], rgb.shape[0], str(photo)))
     return pd.DataFrame(rows, columns=["image", "split", "path", "width", "height", "photo"])
 
+
 def crop_photos(images: pd.DataFrame, manifest: dict, work_dir, threads: int = 1) -> dict[str, pd.DataFrame]:
     """Detection, alignment and crops of `images` at every member size, as the workflow does
     for test images: size -> the align table embed reads."""
@@ -54,14 +55,16 @@ def crop_photos(images: pd.DataFrame, manifest: dict, work_dir, threads: int = 1
         masks, keypoints, boxes = predict_all(model, empty, images, settings, work_dir / "masks", threads)
     else:
         boxes = detect_boxes(empty, images, {"method": method, **settings}, threads)
-        keypoints = pd.DataFrame({c: pd.Series(dtype="float64" if c in ("x", "y", "confidence") else "str")
-                                  for c in KEYPOINT_COLUMNS})
+        keypoints = pd.DataFrame(
+            {c: pd.Series(dtype="float64" if c in ("x", "y", "confidence") else "str") for c in KEYPOINT_COLUMNS}
+        )
         masks = None
     align = dict(manifest["align"])
     margin = float(align.get("margin", 0.1))
     transforms = estimate_transforms(images, keypoints, boxes, AlignSettings.from_params(align))
     sizes = sorted({m["size"] for m in manifest["members"]})
     return {size: crop_images(images, transforms, masks, size, margin, work_dir / size, threads) for size in sizes}
+
 
 def member_key(member: dict, manifest: dict) -> str:
     """Identifies how an embedding was made (the models, flip fusion): a retrained member or a
@@ -72,6 +75,7 @@ def member_key(member: dict, manifest: dict) -> str:
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]
 
+
 def fused_embeddings(tables: list[pd.DataFrame], images, split: str, flip: bool) -> np.ndarray:
     """Flip fusion within each fold model, then fold fusion: the vectors member_topk searches."""
     from flukeline.match.member import embedding_lookup
@@ -79,11 +83,13 @@ def fused_embeddings(tables: list[pd.DataFrame], images, split: str, flip: bool)
 
     return fuse_views(*[embedding_lookup(table, flip)(images, split) for table in tables])
 
+
 def embed_crops(member: dict, crops: pd.DataFrame, flip: bool, threads: int = 1) -> np.ndarray:
     from flukeline.embed.inference import embed_all
 
     tables = [embed_all(model, crops, threads) for model in member["models"]]
     return fused_embeddings(tables, crops["image"], "test", flip)
+
 
 def embed_photos(photos, manifest: dict, threads: int = 1) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """(photo table, member name -> fused embeddings in photo order)."""
@@ -93,6 +99,7 @@ def embed_photos(photos, manifest: dict, threads: int = 1) -> tuple[pd.DataFrame
         crops = crop_photos(images, manifest, work, threads)
         vectors = {m["name"]: embed_crops(m, crops[m["size"]], flip, threads) for m in manifest["members"]}
     return images, vectors
+
 
 def base_sightings(manifest: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The run's training images: (ids, member -> fused embeddings), as match_member builds its

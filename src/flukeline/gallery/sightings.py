@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +22,34 @@ log = logging.getLogger(__name__)
 
 SIGHTINGS = "sightings.parquet"
 
+
 def sightings_path(manifest: dict) -> Path:
     return Path(manifest["folder"]) / SIGHTINGS
+
 
 def read_sightings(manifest: dict) -> pd.DataFrame:
     path = sightings_path(manifest)
     if not path.is_file():
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
-                             [("photo", "str"), ("sha1", "str"), ("id", "str"), ("added", "str"), ("member", "str"),
-                              ("model_key", "str"), ("embedding", "object")]})
+        return pd.DataFrame(
+            {
+                c: pd.Series(dtype=t)
+                for c, t in [
+                    ("photo", "str"),
+                    ("sha1", "str"),
+                    ("id", "str"),
+                    ("added", "str"),
+                    ("member", "str"),
+                    ("model_key", "str"),
+                    ("embedding", "object"),
+                ]
+            }
+        )
     return pd.read_parquet(path)
+
 
 def file_sha1(path) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
 
 def current_sightings(manifest: dict, threads: int = 1) -> pd.DataFrame:
     """Added sightings, re-embedded (and saved) for any member whose models changed since."""
@@ -50,13 +65,22 @@ def current_sightings(manifest: dict, threads: int = 1) -> pd.DataFrame:
     log.info("re-embedding %d added sightings: the gallery's models changed", len(photos))
     for photo in photos["photo"]:
         if not Path(photo).is_file():
-            raise InputError(f"{photo}: an added sighting whose photo is gone; the gallery's models changed, so it "
-                             f"must be embedded again: restore the photo or remove it from {sightings_path(manifest)}")
+            raise InputError(
+                f"{photo}: an added sighting whose photo is gone; the gallery's models changed, so it "
+                f"must be embedded again: restore the photo or remove it from {sightings_path(manifest)}"
+            )
     images, vectors = embed_photos(photos["photo"].tolist(), manifest, threads)
-    table = sighting_rows(photos["photo"].tolist(), photos["sha1"].tolist(), photos["id"].tolist(),
-                           photos["added"].tolist(), vectors, keys)
+    table = sighting_rows(
+        photos["photo"].tolist(),
+        photos["sha1"].tolist(),
+        photos["id"].tolist(),
+        photos["added"].tolist(),
+        vectors,
+        keys,
+    )
     write_parquet_atomic(table, sightings_path(manifest))
     return table
+
 
 def sighting_rows(photos, sha1s, ids, added, vectors: dict[str, np.ndarray], keys: dict[str, str]) -> pd.DataFrame:
     rows = []
@@ -64,6 +88,7 @@ def sighting_rows(photos, sha1s, ids, added, vectors: dict[str, np.ndarray], key
         for photo, sha1, id_, when, vector in zip(photos, sha1s, ids, added, matrix):
             rows.append((photo, sha1, id_, when, member, keys[member], vector.astype(np.float32)))
     return pd.DataFrame(rows, columns=["photo", "sha1", "id", "added", "member", "model_key", "embedding"])
+
 
 def add_sightings(gallery, photos, identity: str, threads: int = 1) -> pd.DataFrame:
     """Add confirmed sightings of `identity`; the templates include them from the next identify
@@ -91,7 +116,7 @@ def add_sightings(gallery, photos, identity: str, threads: int = 1) -> pd.DataFr
         return table.iloc[0:0]
     images, vectors = embed_photos(fresh, manifest, threads)
     keys = {m["name"]: member_key(m, manifest) for m in manifest["members"]}
-    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    when = datetime.now(UTC).isoformat(timespec="seconds")
     rows = sighting_rows(images["path"].tolist(), sha1s, [identity] * len(fresh), [when] * len(fresh), vectors, keys)
     write_parquet_atomic(pd.concat([table, rows], ignore_index=True) if len(table) else rows, sightings_path(manifest))
     log.info("added %d sighting(s) of %s to %s", len(fresh), identity, manifest["folder"])

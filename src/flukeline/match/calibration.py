@@ -29,15 +29,19 @@ def calibrate_threshold(val_topk: pd.DataFrame, grid, k: int = 5) -> tuple[float
     curve = pd.DataFrame({"threshold": grid, "map5": scores, "new_whale_top1": new_top1})
     return threshold, curve
 
+
 def ranked_predictions(topk: pd.DataFrame, threshold: float, k: int = 5) -> pd.DataFrame:
     """Kaggle lists: candidates with new_whale inserted at the threshold (image, predicted, best)."""
     images, ids, sims = to_wide(topk, k)
-    ranked = rank_with_new_whale([[i for i in row if i] for row in ids], [row[np.isfinite(row)] for row in sims], threshold, k)
+    ranked = rank_with_new_whale(
+        [[i for i in row if i] for row in ids], [row[np.isfinite(row)] for row in sims], threshold, k
+    )
     out = pd.DataFrame({"image": images, "predicted": [" ".join(r) for r in ranked], "best_similarity": sims[:, 0]})
     extra = [c for c in ("fold", "truth") if c in topk]
     if extra:
         out = out.merge(topk.drop_duplicates("image")[["image", *extra]], on="image", how="left")
     return out
+
 
 def decide_threshold(val_topk: pd.DataFrame, params: dict) -> tuple[float, pd.DataFrame]:
     """Calibrated on the validation folds (max MAP@5), or the fixed config value."""
@@ -46,16 +50,24 @@ def decide_threshold(val_topk: pd.DataFrame, params: dict) -> tuple[float, pd.Da
     setting = params.get("new_whale_threshold", "calibrate")
     return (calibrated if setting == "calibrate" else float(setting)), curve
 
+
 def prediction_scores(predictions: pd.DataFrame) -> dict:
     return summarise(predictions["truth"].tolist(), [p.split() for p in predictions["predicted"]])
 
+
 def new_whale_top1_share(predictions: pd.DataFrame) -> float:
     """Share of images whose first guess is new_whale (3rd place: ~27.6% on Kaggle's test set)."""
-    return float(np.mean([p.split()[0] == NEW_WHALE for p in predictions["predicted"]])) if len(predictions) else float("nan")
+    return (
+        float(np.mean([p.split()[0] == NEW_WHALE for p in predictions["predicted"]]))
+        if len(predictions)
+        else float("nan")
+    )
+
 
 def write_calibration(curve: pd.DataFrame, threshold: float, out: Path, title: str) -> None:
     write_csv_atomic(curve, out / "calibration.csv")
     plot_calibration(curve, threshold, out / "calibration.png", title)
+
 
 def plot_calibration(curve: pd.DataFrame, threshold: float, path: Path, title: str) -> None:
     fig, ax = new_figure(figsize=(6, 3.5))

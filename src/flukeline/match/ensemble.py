@@ -36,6 +36,7 @@ def query_order(queries: pd.Series, images: pd.Series) -> np.ndarray:
     keeps the queries in that order."""
     return pd.Series(np.arange(len(queries)), index=queries.to_numpy()).loc[images].to_numpy()
 
+
 def ensemble_topk(members: dict[str, tuple[pd.DataFrame, float]], depth: int) -> pd.DataFrame:
     """Weighted mean of member similarities (3rd place) over the union of their candidates; an
     identity missing from a member's list counts with that member's lowest listed similarity for
@@ -67,8 +68,8 @@ def ensemble_topk(members: dict[str, tuple[pd.DataFrame, float]], depth: int) ->
         ordered = ordered.merge(first.drop_duplicates("image"), on="image", how="left")
     return ordered[["image", "rank", "id", "similarity", *extra]].reset_index(drop=True)
 
-def vote_topk(members: dict[str, tuple[pd.DataFrame, float]], k: int = 5,
-              depth: int | None = None) -> pd.DataFrame:
+
+def vote_topk(members: dict[str, tuple[pd.DataFrame, float]], k: int = 5, depth: int | None = None) -> pd.DataFrame:
     """Weighted Borda voting over the members' final top-k lists (2nd place): rank r earns
     weight x (k - r); new_whale, already placed by each member's own threshold, is a candidate
     like any other. A long top-k table (image, rank, id, similarity[, fold, truth]) of every
@@ -79,13 +80,17 @@ def vote_topk(members: dict[str, tuple[pd.DataFrame, float]], k: int = 5,
     if total <= 0:
         raise ValueError("ensemble weights sum to zero")
     rows = []
-    for name, (predictions, weight) in members.items():
+    for predictions, weight in members.values():
         for rank in range(k):
-            rows.append(pd.DataFrame({
-                "image": predictions["image"].to_numpy(),
-                "id": [p.split()[rank] if len(p.split()) > rank else "" for p in predictions["predicted"]],
-                "votes": float(weight) * (k - rank),
-            }))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "image": predictions["image"].to_numpy(),
+                        "id": [p.split()[rank] if len(p.split()) > rank else "" for p in predictions["predicted"]],
+                        "votes": float(weight) * (k - rank),
+                    }
+                )
+            )
     votes = pd.concat(rows)
     votes = votes[votes["id"] != ""].groupby(["image", "id"], as_index=False)["votes"].sum()
     # Queries in the first member's order; ranked on the raw sums, so the share cannot make ties.
@@ -101,6 +106,7 @@ def vote_topk(members: dict[str, tuple[pd.DataFrame, float]], k: int = 5,
         ranked = ranked.merge(first[["image", *extra]].drop_duplicates("image"), on="image", how="left")
     return ranked[["image", "rank", "id", "similarity", *extra]].reset_index(drop=True)
 
+
 def voted_lists(votes: pd.DataFrame, queries: pd.DataFrame, k: int = 5) -> pd.DataFrame:
     """Kaggle lists of a vote_topk table: each query's k most-voted ids, in the order of
     `queries` (a member's predictions: image[, fold, truth]), as image[, fold, truth], predicted."""
@@ -109,9 +115,11 @@ def voted_lists(votes: pd.DataFrame, queries: pd.DataFrame, k: int = 5) -> pd.Da
     out["predicted"] = lists.loc[out["image"]].to_numpy()
     return out
 
+
 def vote_predictions(members: dict[str, tuple[pd.DataFrame, float]], k: int = 5) -> pd.DataFrame:
     """The voted Kaggle lists (vote_topk's first k ids) of the members' predictions."""
     return voted_lists(vote_topk(members, k), next(iter(members.values()))[0], k)
+
 
 # What the ensemble's top-k tables hold in their similarity column (summary.json "score").
 SIMILARITY, VOTES = "similarity", "votes"
@@ -121,6 +129,7 @@ SIMILARITY, VOTES = "similarity", "votes"
 class Combined:
     """One ensemble method's result: the top-k tables it ranked by (their similarity column holds
     `score`), the Kaggle lists, and the new_whale threshold."""
+
     score: str
     threshold: float
     val_topk: pd.DataFrame
@@ -133,6 +142,7 @@ def member_tables(members: dict[str, tuple[Path, float]], name: str) -> dict[str
     """member -> (its `name` table, e.g. test_topk.parquet, and its weight)."""
     return {n: (pd.read_parquet(d / name), w) for n, (d, w) in members.items()}
 
+
 def fitted_members(members, params) -> tuple[dict[str, tuple[Path, float]], dict | None]:
     """The members with their weights fitted on the validation folds (match.ensemble.weights: fit,
     the default; match.weights), or as configured (weights: config, or a single member); and the
@@ -141,8 +151,13 @@ def fitted_members(members, params) -> tuple[dict[str, tuple[Path, float]], dict
     if settings.get("weights", "fit") != "fit" or len(members) < 2:
         return members, None
     tables = {n: table for n, (table, _) in member_tables(members, "val_topk.parquet").items()}
-    weights, report = fit_weights(tables, {n: w for n, (_, w) in members.items()}, threshold_grid(params),
-                                  float(settings.get("weight_step", 0.1)), int(params.get("top_k", 5)))
+    weights, report = fit_weights(
+        tables,
+        {n: w for n, (_, w) in members.items()},
+        threshold_grid(params),
+        float(settings.get("weight_step", 0.1)),
+        int(params.get("top_k", 5)),
+    )
     return {n: (d, weights[n]) for n, (d, _) in members.items()}, report
 
 
@@ -153,8 +168,15 @@ def average_members(members, params, round_, out: Path) -> Combined:
     test_topk = ensemble_topk(member_tables(members, "test_topk.parquet"), depth)
     threshold, curve = decide_threshold(val_topk, params)
     write_calibration(curve, threshold, out, title=f"ensemble, round {round_}")
-    return Combined(SIMILARITY, threshold, val_topk, test_topk,
-                    ranked_predictions(val_topk, threshold, k), ranked_predictions(test_topk, threshold, k))
+    return Combined(
+        SIMILARITY,
+        threshold,
+        val_topk,
+        test_topk,
+        ranked_predictions(val_topk, threshold, k),
+        ranked_predictions(test_topk, threshold, k),
+    )
+
 
 def vote_members(members, params, out: Path) -> Combined:
     """Weighted vote over the members' lists. Nothing to calibrate: each member placed new_whale by
@@ -165,14 +187,26 @@ def vote_members(members, params, out: Path) -> Combined:
     val_votes, test_votes = vote_topk(val_predictions, k, depth), vote_topk(test_predictions, k, depth)
     thresholds = [pd.read_json(d / "summary.json", typ="series")["threshold"] for d, _ in members.values()]
     threshold = float(np.mean(thresholds))
-    write_csv_atomic(pd.DataFrame({"threshold": [threshold], "map5": [np.nan], "new_whale_top1": [np.nan]}),
-                     out / "calibration.csv")
-    plot_calibration(pd.DataFrame({"threshold": [threshold], "map5": [0.0], "new_whale_top1": [0.0]}), threshold,
-                     out / "calibration.png", "vote: members' own thresholds")
+    write_csv_atomic(
+        pd.DataFrame({"threshold": [threshold], "map5": [np.nan], "new_whale_top1": [np.nan]}), out / "calibration.csv"
+    )
+    plot_calibration(
+        pd.DataFrame({"threshold": [threshold], "map5": [0.0], "new_whale_top1": [0.0]}),
+        threshold,
+        out / "calibration.png",
+        "vote: members' own thresholds",
+    )
     # The lists follow the first member's query order, as its predictions do.
     val_queries, test_queries = next(iter(val_predictions.values()))[0], next(iter(test_predictions.values()))[0]
-    return Combined(VOTES, threshold, val_votes, test_votes,
-                    voted_lists(val_votes, val_queries, k), voted_lists(test_votes, test_queries, k))
+    return Combined(
+        VOTES,
+        threshold,
+        val_votes,
+        test_votes,
+        voted_lists(val_votes, val_queries, k),
+        voted_lists(test_votes, test_queries, k),
+    )
+
 
 def similarity_topk(combined: Combined, members, split: str, depth: int) -> pd.DataFrame:
     """The split's candidates scored in similarity, the unit of the pseudo-label cut: the
@@ -180,6 +214,7 @@ def similarity_topk(combined: Combined, members, split: str, depth: int) -> pd.D
     if combined.score == SIMILARITY:
         return combined.val_topk if split == "val" else combined.test_topk
     return ensemble_topk(member_tables(members, f"{split}_topk.parquet"), depth)
+
 
 def ensemble_pseudo_labels(combined: Combined, members, params, round_) -> tuple[pd.DataFrame, float, dict | None]:
     """The test pseudo-labels for round r + 1, the similarity cut used and, for the "auto" cut,
@@ -191,11 +226,13 @@ def ensemble_pseudo_labels(combined: Combined, members, params, round_) -> tuple
     if min_similarity == "auto":
         val_topk = similarity_topk(combined, members, "val", depth)
         min_precision = float(pseudo.get("min_precision", 0.9))
-        min_similarity, calibration = calibrated_pseudo_label_cut(val_topk, combined.threshold, min_precision,
-                                                                  min_margin)
+        min_similarity, calibration = calibrated_pseudo_label_cut(
+            val_topk, combined.threshold, min_precision, min_margin
+        )
     test_topk = similarity_topk(combined, members, "test", depth)
     labels = select_pseudo_labels(test_topk, combined.threshold, float(min_similarity), min_margin, round_)
     return labels, float(min_similarity), calibration
+
 
 def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_labels_path) -> None:
     """results/match/round<r>/ensemble/: the members' weighted average (threshold calibrated on
@@ -206,8 +243,9 @@ def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_la
     out.mkdir(parents=True, exist_ok=True)
     method = params.get("ensemble", {}).get("method", "average")
     # results/match/round<r>/<member> is "<member>@round<r>" in summary.json.
-    members = {f"{Path(d).name}@{Path(d).parent.name}": (Path(d), float(w))
-               for d, w in zip(member_dirs, member_weights)}
+    members = {
+        f"{Path(d).name}@{Path(d).parent.name}": (Path(d), float(w)) for d, w in zip(member_dirs, member_weights)
+    }
     weight_fit = None
     if method == "average":
         # Members with weight 0 stay in the tables (their candidates count at weight 0).
@@ -224,15 +262,24 @@ def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_la
     labels, min_similarity, pseudo_calibration = ensemble_pseudo_labels(combined, members, params, round_)
     write_parquet_atomic(labels, pseudo_labels_path)
     summary = {
-        "method": method, "score": combined.score, "threshold": combined.threshold,
+        "method": method,
+        "score": combined.score,
+        "threshold": combined.threshold,
         "members": {n: w for n, (_, w) in members.items()},
         "weights": "fitted" if weight_fit else "config",
         "weight_fit": weight_fit,
         "cv": prediction_scores(combined.val_predictions),
-        "test_new_whale_top1": new_whale_top1_share(combined.test_predictions), "pseudo_labels": len(labels),
+        "test_new_whale_top1": new_whale_top1_share(combined.test_predictions),
+        "pseudo_labels": len(labels),
         "pseudo_label_min_similarity": min_similarity if np.isfinite(min_similarity) else None,
         "pseudo_label_calibration": pseudo_calibration,
     }
     write_json_atomic(summary, out / "summary.json")
-    log.info("ensemble round %d (%s): threshold %.3f, CV MAP@5 %.4f, %d pseudo-labels",
-             round_, method, combined.threshold, summary["cv"]["map5"], len(labels))
+    log.info(
+        "ensemble round %d (%s): threshold %.3f, CV MAP@5 %.4f, %d pseudo-labels",
+        round_,
+        method,
+        combined.threshold,
+        summary["cv"]["map5"],
+        len(labels),
+    )

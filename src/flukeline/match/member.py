@@ -29,7 +29,9 @@ from flukeline.match.templates import fuse_views, identity_topk
 log = logging.getLogger(__name__)
 
 
-def member_topk(train: pd.DataFrame, embeddings: dict[int, pd.DataFrame], params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def member_topk(
+    train: pd.DataFrame, embeddings: dict[int, pd.DataFrame], params: dict
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validation candidates of every fold (fold model, gallery = the other folds) and test
     candidates (all fold models fused, gallery = every training image)."""
     depth = int(params.get("candidates", 20))
@@ -39,7 +41,9 @@ def member_topk(train: pd.DataFrame, embeddings: dict[int, pd.DataFrame], params
     for fold, lookup in lookups.items():
         in_fold = train["fold"].to_numpy() == fold
         queries, gallery = train[in_fold], train[~in_fold]
-        ids, sims = identity_topk(lookup(queries["image"], "train"), lookup(gallery["image"], "train"), gallery["id"], depth, params)
+        ids, sims = identity_topk(
+            lookup(queries["image"], "train"), lookup(gallery["image"], "train"), gallery["id"], depth, params
+        )
         truth = validation_truth(train, fold).loc[queries["image"]].to_numpy()
         val_tables.append(to_long(queries["image"], ids, sims, fold=fold, truth=truth))
     first = next(iter(embeddings.values()))
@@ -48,6 +52,7 @@ def member_topk(train: pd.DataFrame, embeddings: dict[int, pd.DataFrame], params
     queries = fuse_views(*[lookup(test_images, "test") for lookup in lookups.values()])
     ids, sims = identity_topk(queries, gallery, train["id"], depth, params)
     return pd.concat(val_tables, ignore_index=True), to_long(test_images, ids, sims)
+
 
 def embedding_lookup(table: pd.DataFrame, flip: bool):
     plain = np.stack(table["embedding"].to_numpy()).astype(np.float32)
@@ -60,6 +65,7 @@ def embedding_lookup(table: pd.DataFrame, flip: bool):
         return plain[position.loc[[(img, split) for img in images]].to_numpy()]
 
     return lookup
+
 
 def run_member(train_path, embedding_paths, folds, params, out_dir) -> None:
     """results/match/round<r>/<member>/: top-k candidates (val, test), calibration curve, and
@@ -82,6 +88,10 @@ def run_member(train_path, embedding_paths, folds, params, out_dir) -> None:
     write_parquet_atomic(val_predictions, out / "val_predictions.parquet")
     write_parquet_atomic(test_predictions, out / "test_predictions.parquet")
     write_calibration(curve, threshold, out, title=out.name)
-    summary = {"threshold": threshold, "cv": prediction_scores(val_predictions), "test_new_whale_top1": new_whale_top1_share(test_predictions)}
+    summary = {
+        "threshold": threshold,
+        "cv": prediction_scores(val_predictions),
+        "test_new_whale_top1": new_whale_top1_share(test_predictions),
+    }
     write_json_atomic(summary, out / "summary.json")
     log.info("member %s: threshold %.3f, CV MAP@5 %.4f", out.name, threshold, summary["cv"]["map5"])

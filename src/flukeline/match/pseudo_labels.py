@@ -19,18 +19,30 @@ from flukeline.match.tables import to_wide
 
 log = logging.getLogger(__name__)
 
-def select_pseudo_labels(test_topk: pd.DataFrame, threshold: float, min_similarity: float, min_margin: float, round_: int) -> pd.DataFrame:
+
+def select_pseudo_labels(
+    test_topk: pd.DataFrame, threshold: float, min_similarity: float, min_margin: float, round_: int
+) -> pd.DataFrame:
     """Test images whose best identity is confident enough to train the next round's members:
     top-1 similarity >= max(min_similarity, the new_whale threshold) and ahead of the runner-up
     by >= min_margin. The table says why each image was taken."""
     images, top_ids, top_sims, margin, eligible = pseudo_label_candidates(test_topk, threshold, min_margin)
     floor = max(float(min_similarity), float(threshold))
     taken = eligible & (top_sims >= floor)
-    return pd.DataFrame({
-        "image": images[taken], "id": top_ids[taken].astype(str), "similarity": top_sims[taken], "margin": margin[taken],
-        "round": int(round_),
-        "reason": [f"top-1 similarity {s:.3f} >= {floor:.3f} and margin {m:.3f} >= {min_margin:.3f}" for s, m in zip(top_sims[taken], margin[taken])],
-    })
+    return pd.DataFrame(
+        {
+            "image": images[taken],
+            "id": top_ids[taken].astype(str),
+            "similarity": top_sims[taken],
+            "margin": margin[taken],
+            "round": int(round_),
+            "reason": [
+                f"top-1 similarity {s:.3f} >= {floor:.3f} and margin {m:.3f} >= {min_margin:.3f}"
+                for s, m in zip(top_sims[taken], margin[taken])
+            ],
+        }
+    )
+
 
 def pseudo_label_candidates(topk: pd.DataFrame, threshold: float, min_margin: float):
     """Per query: image, top-1 id and similarity, margin over the runner-up, and whether it could
@@ -43,11 +55,18 @@ def pseudo_label_candidates(topk: pd.DataFrame, threshold: float, min_margin: fl
     eligible = (sims[:, 0] >= float(threshold)) & (margin >= float(min_margin)) & (ids[:, 0] != "")
     return images, ids[:, 0], sims[:, 0], margin, eligible
 
+
 # A precision measured on fewer validation images than this is noise, not a calibration.
 PSEUDO_LABEL_MIN_SUPPORT = 10
 
-def calibrate_pseudo_label_similarity(val_topk: pd.DataFrame, threshold: float, min_precision: float,
-                                      min_margin: float, min_support: int = PSEUDO_LABEL_MIN_SUPPORT) -> tuple[float, pd.DataFrame]:
+
+def calibrate_pseudo_label_similarity(
+    val_topk: pd.DataFrame,
+    threshold: float,
+    min_precision: float,
+    min_margin: float,
+    min_support: int = PSEUDO_LABEL_MIN_SUPPORT,
+) -> tuple[float, pd.DataFrame]:
     """The lowest top-1 similarity at which the validation folds' would-be pseudo-labels (top-1
     identity above the new_whale threshold, `min_margin` ahead of the runner-up) are right at least
     `min_precision` of the time, counted on at least `min_support` images; a new_whale image that
@@ -69,22 +88,37 @@ def calibrate_pseudo_label_similarity(val_topk: pd.DataFrame, threshold: float, 
     good = curve[(curve["taken"] >= int(min_support)) & (curve["precision"] >= float(min_precision))]
     return (float(good["similarity"].min()) if len(good) else float("inf")), curve
 
-def calibrated_pseudo_label_cut(val_topk: pd.DataFrame, threshold: float, min_precision: float, min_margin: float) -> tuple[float, dict]:
+
+def calibrated_pseudo_label_cut(
+    val_topk: pd.DataFrame, threshold: float, min_precision: float, min_margin: float
+) -> tuple[float, dict]:
     """match.pseudo_labels.min_similarity: auto -- the cut the validation folds support, and what
     it took there (inf and a logged reason when no cut reaches the precision)."""
     similarity, curve = calibrate_pseudo_label_similarity(val_topk, threshold, min_precision, min_margin)
     at = curve[curve["similarity"] >= similarity]
     found = bool(np.isfinite(similarity))
     report = {
-        "min_precision": min_precision, "min_support": PSEUDO_LABEL_MIN_SUPPORT, "validation_images": int(val_topk["image"].nunique()),
+        "min_precision": min_precision,
+        "min_support": PSEUDO_LABEL_MIN_SUPPORT,
+        "validation_images": int(val_topk["image"].nunique()),
         "validation_taken": int(at["taken"].max()) if found else 0,
         "validation_precision": float(at["precision"].iloc[-1]) if found else None,
     }
     if found:
-        log.info("pseudo-labels: similarity >= %.3f takes %d validation images at precision %.3f (>= %.2f asked)",
-                 similarity, report["validation_taken"], report["validation_precision"], min_precision)
+        log.info(
+            "pseudo-labels: similarity >= %.3f takes %d validation images at precision %.3f (>= %.2f asked)",
+            similarity,
+            report["validation_taken"],
+            report["validation_precision"],
+            min_precision,
+        )
     else:
         best = curve[curve["taken"] >= PSEUDO_LABEL_MIN_SUPPORT]["precision"].max() if len(curve) else float("nan")
-        log.warning("pseudo-labels: no similarity cut reaches precision %.2f on >= %d validation images (best %.3f); "
-                    "none taken", min_precision, PSEUDO_LABEL_MIN_SUPPORT, best)
+        log.warning(
+            "pseudo-labels: no similarity cut reaches precision %.2f on >= %d validation images (best %.3f); "
+            "none taken",
+            min_precision,
+            PSEUDO_LABEL_MIN_SUPPORT,
+            best,
+        )
     return similarity, report

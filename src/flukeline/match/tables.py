@@ -15,13 +15,18 @@ import pandas as pd
 def to_long(images, ids: np.ndarray, sims: np.ndarray, **columns) -> pd.DataFrame:
     """Q x k candidate arrays -> long top-k table (image, rank, id, similarity[, extra columns])."""
     q, k = ids.shape
-    table = pd.DataFrame({
-        "image": np.repeat(np.asarray(images), k), "rank": np.tile(np.arange(k), q),
-        "id": ids.ravel().astype(str), "similarity": sims.ravel().astype(np.float32),
-    })
+    table = pd.DataFrame(
+        {
+            "image": np.repeat(np.asarray(images), k),
+            "rank": np.tile(np.arange(k), q),
+            "id": ids.ravel().astype(str),
+            "similarity": sims.ravel().astype(np.float32),
+        }
+    )
     for name, values in columns.items():
         table[name] = np.repeat(np.broadcast_to(np.asarray(values), (q,)), k)
     return table[table["id"] != ""].reset_index(drop=True)
+
 
 def to_wide(table: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Long top-k table -> (images, ids Q x k, similarities Q x k), in first-appearance order."""

@@ -13,7 +13,9 @@ from flukeline.core.metrics import NEW_WHALE
 from flukeline.core.retrieval import l2_normalise, search
 
 
-def trimmed_centres(embeddings: np.ndarray, ids, min_images: int = 4, drop_share: float = 0.25, repeats: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def trimmed_centres(
+    embeddings: np.ndarray, ids, min_images: int = 4, drop_share: float = 0.25, repeats: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
     """3rd place's identity templates: the mean of an identity's normalised embeddings; with at
     least `min_images` images, the farthest `drop_share` (lowest cosine to the mean) is dropped
     and the mean recomputed, once more while more than 3 remain. Returns (ids, centres)."""
@@ -36,27 +38,44 @@ def trimmed_centres(embeddings: np.ndarray, ids, min_images: int = 4, drop_share
         centres[position] = centre
     return names, centres
 
+
 def fuse_views(*views: np.ndarray) -> np.ndarray:
     """Concatenate normalised views (plain + mirrored crop, or several fold models) scaled so that
     the inner product of two fused vectors is the mean of the views' cosines: flip fusion and
     fold averaging become one exact FAISS search."""
     return np.concatenate([l2_normalise(v) for v in views], axis=1) / np.sqrt(len(views))
 
-def identity_topk(queries: np.ndarray, gallery: np.ndarray, gallery_ids, k: int, params: dict) -> tuple[np.ndarray, np.ndarray]:
+
+def identity_topk(
+    queries: np.ndarray, gallery: np.ndarray, gallery_ids, k: int, params: dict
+) -> tuple[np.ndarray, np.ndarray]:
     """Per query, the k best identities (ids, similarities, descending). Templates: trimmed
     centres, or every gallery image with an identity scored by its best image (`templates: images`)."""
     gallery_ids = np.asarray(gallery_ids)
     known = gallery_ids != NEW_WHALE
-    index_options = {"ann_above": params.get("ann_above"), "hnsw_m": params.get("hnsw_m", 32), "ef_search": params.get("ef_search", 128)}
+    index_options = {
+        "ann_above": params.get("ann_above"),
+        "hnsw_m": params.get("hnsw_m", 32),
+        "ef_search": params.get("ef_search", 128),
+    }
     if params.get("templates", "centres") == "centres":
         centre = params.get("centres", {})
-        names, vectors = trimmed_centres(gallery[known], gallery_ids[known], int(centre.get("min_images", 4)), float(centre.get("drop_share", 0.25)))
+        names, vectors = trimmed_centres(
+            gallery[known], gallery_ids[known], int(centre.get("min_images", 4)), float(centre.get("drop_share", 0.25))
+        )
         sims, idx = search(queries, vectors, k, **index_options)
         return pad_candidates(names[np.maximum(idx, 0)], sims, idx < 0, k)
     names, vectors = gallery_ids[known], gallery[known]
     depth = min(len(vectors), k * int(params.get("images_per_identity_depth", 10)))
     sims, idx = search(queries, vectors, depth, **index_options)
-    long = pd.DataFrame({"query": np.repeat(np.arange(len(queries)), sims.shape[1]), "id": names[np.maximum(idx, 0)].ravel(), "sim": sims.ravel(), "valid": (idx >= 0).ravel()})
+    long = pd.DataFrame(
+        {
+            "query": np.repeat(np.arange(len(queries)), sims.shape[1]),
+            "id": names[np.maximum(idx, 0)].ravel(),
+            "sim": sims.ravel(),
+            "valid": (idx >= 0).ravel(),
+        }
+    )
     best = long[long["valid"]].drop_duplicates(["query", "id"]).groupby("query", sort=True).head(k)
     best = best.assign(rank=best.groupby("query").cumcount())
     ids = np.full((len(queries), k), "", dtype=object)
@@ -64,6 +83,7 @@ def identity_topk(queries: np.ndarray, gallery: np.ndarray, gallery_ids, k: int,
     ids[best["query"], best["rank"]] = best["id"]
     out[best["query"], best["rank"]] = best["sim"]
     return pad_candidates(ids, out, ids == "", k)
+
 
 def pad_candidates(ids, sims, missing, k):
     """Fewer identities than k: empty ids with similarity -inf fill the rest."""

@@ -64,8 +64,9 @@ def score_weights(ids: np.ndarray, sims: np.ndarray, truth: np.ndarray, weights:
     return map5, threshold
 
 
-def fit_weights(val_tables: dict[str, pd.DataFrame], prior: dict[str, float], grid, step: float,
-                k: int = 5) -> tuple[dict[str, float], dict]:
+def fit_weights(
+    val_tables: dict[str, pd.DataFrame], prior: dict[str, float], grid, step: float, k: int = 5
+) -> tuple[dict[str, float], dict]:
     """Member -> fitted weight (summing to 1), and a report: the best validation MAP@5, that of the
     configured weights, each member alone, and how many points were scored. Ties go to the point
     nearest the configured weights (normalised), the choice a user made without validation."""
@@ -80,12 +81,21 @@ def fit_weights(val_tables: dict[str, pd.DataFrame], prior: dict[str, float], gr
     chosen = points[tied[np.argmin(np.abs(points[tied] - configured).sum(axis=1))]]
     corners = {n: float(scored[np.flatnonzero(points[:, i] == 1.0)[0]]) for i, n in enumerate(names)}
     report = {
-        "method": "simplex grid on the validation folds", "step": step, "points": len(points),
-        "val_map5": float(best), "val_map5_configured_weights": float(score_weights(ids, sims, truth, configured, grid, k)[0]),
+        "method": "simplex grid on the validation folds",
+        "step": step,
+        "points": len(points),
+        "val_map5": float(best),
+        "val_map5_configured_weights": float(score_weights(ids, sims, truth, configured, grid, k)[0]),
         "val_map5_member_alone": corners,
     }
     weights = {n: float(w) for n, w in zip(names, chosen)}
-    log.info("ensemble weights fitted over %d points: %s (validation MAP@5 %.4f; configured weights %.4f; "
-             "best member alone %.4f)", len(points), weights, best, report["val_map5_configured_weights"],
-             max(corners.values()))
+    log.info(
+        "ensemble weights fitted over %d points: %s (validation MAP@5 %.4f; configured weights %.4f; "
+        "best member alone %.4f)",
+        len(points),
+        weights,
+        best,
+        report["val_map5_configured_weights"],
+        max(corners.values()),
+    )
     return weights, report

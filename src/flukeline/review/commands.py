@@ -9,24 +9,46 @@ from flukeline.core.cli_args import add_command, add_threads, add_train_test
 def cmd_review(args):
     from flukeline.review.page import run
 
-    run(train_path=args.train, test_path=args.test, align_path=args.align, predictions_path=args.predictions,
-        summary_path=args.summary, topk_path=args.topk, out=args.out, thumb=args.thumb,
-        near_threshold=args.near_threshold, min_margin=args.min_margin, threads=args.threads)
+    run(
+        train_path=args.train,
+        test_path=args.test,
+        align_path=args.align,
+        predictions_path=args.predictions,
+        summary_path=args.summary,
+        topk_path=args.topk,
+        out=args.out,
+        thumb=args.thumb,
+        near_threshold=args.near_threshold,
+        min_margin=args.min_margin,
+        threads=args.threads,
+    )
 
 
 def register(subparsers) -> None:
-    p = add_command(subparsers, "review", cmd_review,
-                    "static HTML page to review the final candidates and export decisions as CSV")
+    p = add_command(
+        subparsers, "review", cmd_review, "static HTML page to review the final candidates and export decisions as CSV"
+    )
     add_train_test(p)
     p.add_argument("--align", required=True, help="align.parquet of one crop size (its crop_path column)")
     p.add_argument("--predictions", required=True, help="the final ensemble's test_predictions.parquet")
     p.add_argument("--summary", required=True, help="the final ensemble's summary.json (threshold, score)")
-    p.add_argument("--topk", required=True,
-                   help="the final ensemble's test_topk.parquet: the scores it ranked by (similarities or votes)")
+    p.add_argument(
+        "--topk",
+        required=True,
+        help="the final ensemble's test_topk.parquet: the scores it ranked by (similarities or votes)",
+    )
     p.add_argument("--out", required=True, help="index.html to write")
     p.add_argument("--thumb", type=int, default=160, help="thumbnail size: longer side in pixels")
-    p.add_argument("--near-threshold", type=float, default=0.02,
-                   help="low confidence: top similarity this close to the new_whale threshold")
-    p.add_argument("--min-margin", type=float, default=0.01,
-                   help="low confidence: best identity ahead of the second by less than this")
+    p.add_argument(
+        "--near-threshold",
+        type=float,
+        default=0.02,
+        help="low confidence: top similarity this close to the new_whale threshold",
+    )
+    p.add_argument(
+        "--min-margin",
+        type=float,
+        default=0.01,
+        help="low confidence: best identity ahead of the second by less than this",
+    )
     add_threads(p)

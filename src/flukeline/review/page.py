@@ -36,10 +36,12 @@ DATA_MARKER = "/*__REVIEW_DATA__*/"
 # The kinds of score an ensemble's top-k table holds (its summary.json "score").
 SCORES = ("similarity", "votes")
 
+
 def _require_columns(table: pd.DataFrame, columns: list[str], name: str) -> None:
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise InputError(f"{name}: missing column(s) {missing} (has {list(table.columns)})")
+
 
 def representative_images(train: pd.DataFrame) -> dict[str, str]:
     """One reference train image per identity: the largest photo (most detail to compare), ties
@@ -48,9 +50,16 @@ def representative_images(train: pd.DataFrame) -> dict[str, str]:
     best = known.sort_values(["id", "area", "image"], ascending=[True, False, True], kind="stable")
     return best.drop_duplicates("id").set_index("id")["image"].to_dict()
 
+
 def assemble_review(
-    test: pd.DataFrame, train: pd.DataFrame, predictions: pd.DataFrame, topk: pd.DataFrame, threshold: float,
-    near_threshold: float = 0.02, min_margin: float = 0.01, score: str = "similarity",
+    test: pd.DataFrame,
+    train: pd.DataFrame,
+    predictions: pd.DataFrame,
+    topk: pd.DataFrame,
+    threshold: float,
+    near_threshold: float = 0.02,
+    min_margin: float = 0.01,
+    score: str = "similarity",
 ) -> dict:
     """The page's data without pictures: per test image (in test-table order) its predicted list
     with the ensemble's score of each candidate (`score`: "similarity" or "votes", the vote share),
@@ -82,23 +91,34 @@ def assemble_review(
         candidates = []
         for identity in ids:
             value = similarity.get((image, identity))
-            candidates.append({
-                "id": identity, "new": identity == NEW_WHALE,
-                "similarity": None if value is None or not np.isfinite(value) else round(float(value), 4),
-                "reference": None if identity == NEW_WHALE else reference.get(identity),
-            })
+            candidates.append(
+                {
+                    "id": identity,
+                    "new": identity == NEW_WHALE,
+                    "similarity": None if value is None or not np.isfinite(value) else round(float(value), 4),
+                    "reference": None if identity == NEW_WHALE else reference.get(identity),
+                }
+            )
         near = score == "similarity" and top is not None and abs(top - threshold) < near_threshold
         close = top is not None and (near or (margin is not None and margin < min_margin))
-        queries.append({
-            "image": image,
-            "top_similarity": None if top is None else round(top, 4),
-            "margin": None if margin is None else round(margin, 4),
-            "predicted_new": bool(ids) and ids[0] == NEW_WHALE,
-            "low_confidence": bool(close),
-            "candidates": candidates,
-        })
-    return {"score": score, "threshold": float(threshold), "near_threshold": float(near_threshold),
-            "min_margin": float(min_margin), "queries": queries}
+        queries.append(
+            {
+                "image": image,
+                "top_similarity": None if top is None else round(top, 4),
+                "margin": None if margin is None else round(margin, 4),
+                "predicted_new": bool(ids) and ids[0] == NEW_WHALE,
+                "low_confidence": bool(close),
+                "candidates": candidates,
+            }
+        )
+    return {
+        "score": score,
+        "threshold": float(threshold),
+        "near_threshold": float(near_threshold),
+        "min_margin": float(min_margin),
+        "queries": queries,
+    }
+
 
 def thumbnail_data_uri(path: str | Path, max_side: int, quality: int = 80) -> str:
     """A JPEG data URI of the picture shrunk to at most `max_side` pixels on its longer side."""
@@ -107,6 +127,7 @@ def thumbnail_data_uri(path: str | Path, max_side: int, quality: int = 80) -> st
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=quality, optimize=True)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
 
 def render_page(data: dict) -> str:
     """The HTML page with `data` embedded as JSON (`</` escaped so that no value can close the
@@ -117,6 +138,7 @@ def render_page(data: dict) -> str:
     blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     return template.replace(DATA_MARKER, blob)
 
+
 def read_ensemble_summary(path) -> dict:
     """The final ensemble's summary.json, with the keys the page needs (threshold, score)."""
     summary = json.loads(Path(path).read_text())
@@ -125,8 +147,21 @@ def read_ensemble_summary(path) -> dict:
             raise InputError(f"{path}: no {key!r} key (is it an ensemble summary.json, written with its top-k tables?)")
     return summary
 
-def run(train_path, test_path, align_path, predictions_path, summary_path, topk_path, *, out,
-        thumb=160, near_threshold=0.02, min_margin=0.01, threads=1) -> dict:
+
+def run(
+    train_path,
+    test_path,
+    align_path,
+    predictions_path,
+    summary_path,
+    topk_path,
+    *,
+    out,
+    thumb=160,
+    near_threshold=0.02,
+    min_margin=0.01,
+    threads=1,
+) -> dict:
     """Build results/review/index.html from a finished run (topk_path: the final ensemble's
     test_topk.parquet, beside summary_path); returns a short summary."""
     train = pd.read_parquet(train_path)
@@ -135,8 +170,9 @@ def run(train_path, test_path, align_path, predictions_path, summary_path, topk_
     predictions = pd.read_parquet(predictions_path)
     summary = read_ensemble_summary(summary_path)
     topk = pd.read_parquet(topk_path)
-    data = assemble_review(test, train, predictions, topk, float(summary["threshold"]), near_threshold, min_margin,
-                           score=summary["score"])
+    data = assemble_review(
+        test, train, predictions, topk, float(summary["threshold"]), near_threshold, min_margin, score=summary["score"]
+    )
 
     _require_columns(align, ["image", "split", "crop_path"], str(align_path))
     crop_of = align.set_index(["split", "image"])["crop_path"]
@@ -157,7 +193,12 @@ def run(train_path, test_path, align_path, predictions_path, summary_path, topk_
     data["run"] = digest.hexdigest()[:16]
     page = render_page(data).encode("utf-8")
     write_bytes_atomic(out, page)
-    info = {"queries": len(data["queries"]), "thumbnails": len(uris), "bytes": len(page), "score": data["score"],
-            "threshold": data["threshold"]}
+    info = {
+        "queries": len(data["queries"]),
+        "thumbnails": len(uris),
+        "bytes": len(page),
+        "score": data["score"],
+        "threshold": data["threshold"],
+    }
     log.info("review page %s: %s", out, json.dumps(info))
     return info

@@ -43,21 +43,28 @@ def sample_image_size(rng, image_width, extreme_ratio: bool) -> tuple[int, int]:
             h = w * rng.uniform(0.19, 0.86)
     return max(16, int(round(h * scale))), max(16, int(round(w * scale)))
 
+
 @lru_cache(maxsize=1)
 def _grain_bank() -> np.ndarray:
     """Fixed unit sensor grain (luminance + weaker chroma) that images crop at random offsets."""
     rng = np.random.default_rng(1050700)
     shape = (600, 1100)
-    return (rng.standard_normal((*shape, 1), dtype=np.float32) * 0.6
-            + rng.standard_normal((*shape, 3), dtype=np.float32) * 0.5)
+    return (
+        rng.standard_normal((*shape, 1), dtype=np.float32) * 0.6
+        + rng.standard_normal((*shape, 3), dtype=np.float32) * 0.5
+    )
+
 
 def _grain(rng, height, width) -> np.ndarray:
     bank = _grain_bank()
     if height > bank.shape[0] or width > bank.shape[1]:
-        return (rng.standard_normal((height, width, 1), dtype=np.float32) * 0.6
-                + rng.standard_normal((height, width, 3), dtype=np.float32) * 0.5)
+        return (
+            rng.standard_normal((height, width, 1), dtype=np.float32) * 0.6
+            + rng.standard_normal((height, width, 3), dtype=np.float32) * 0.5
+        )
     y, x = rng.integers(0, bank.shape[0] - height + 1), rng.integers(0, bank.shape[1] - width + 1)
-    return bank[y:y + height, x:x + width]
+    return bank[y : y + height, x : x + width]
+
 
 def camera_effects(rng, image, cfg, grayscale: bool):
     """Exposure, contrast, white balance, haze, vignetting, gamma, blur, sensor noise, grayscale.
@@ -106,6 +113,7 @@ def camera_effects(rng, image, cfg, grayscale: bool):
         out = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
     return out, applied
 
+
 @dataclass
 class RenderedImage:
     jpeg: bytes
@@ -115,8 +123,10 @@ class RenderedImage:
     box: tuple[int, int, int, int]
     attributes: dict
 
-def render_image(rng, ind: Individual, cfg, grayscale: bool, two_flukes: bool, extreme_ratio: bool,
-                 make_companion) -> RenderedImage:
+
+def render_image(
+    rng, ind: Individual, cfg, grayscale: bool, two_flukes: bool, extreme_ratio: bool, make_companion
+) -> RenderedImage:
     """One whole photo of `ind`: size, layout, scene(s), camera, JPEG. `make_companion(rng)` draws
     an unrelated animal for the two-fluke pathology."""
     height, width = sample_image_size(rng, cfg["image_width"], extreme_ratio)
@@ -137,9 +147,9 @@ def render_image(rng, ind: Individual, cfg, grayscale: bool, two_flukes: bool, e
         mask = np.zeros((height, width), bool)
         offset = 0 if main_left else other_w + gap
         other_offset = main_w + gap if main_left else 0
-        image[:, offset:offset + main_w] = main.image
-        image[:, other_offset:other_offset + other_w] = other.image
-        mask[:, offset:offset + main_w] = main.mask
+        image[:, offset : offset + main_w] = main.image
+        image[:, other_offset : other_offset + other_w] = other.image
+        mask[:, offset : offset + main_w] = main.mask
         keypoints = main.keypoints + (offset, 0)
         scene = main
     else:

@@ -25,8 +25,16 @@ def contact_sheet(out_root, out_png, n_identities=8, n_sightings=6) -> None:
     for row, (identity, count) in enumerate(order):
         top = pad + row * (cell_h + pad)
         cv2.putText(sheet, identity, (6, top + cell_h // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.putText(sheet, f"{count} images", (6, top + cell_h // 2 + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
-                    (90, 90, 90), 1, cv2.LINE_AA)
+        cv2.putText(
+            sheet,
+            f"{count} images",
+            (6, top + cell_h // 2 + 20),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.42,
+            (90, 90, 90),
+            1,
+            cv2.LINE_AA,
+        )
         names = sorted(known.loc[known["Id"] == identity, "Image"])[:n_sightings]
         for col, name in enumerate(names):
             image = cv2.imread(str(out_root / "train" / name), cv2.IMREAD_COLOR)
@@ -37,7 +45,7 @@ def contact_sheet(out_root, out_png, n_identities=8, n_sightings=6) -> None:
             thumb = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
             left = label_w + pad + col * (cell_w + pad) + (cell_w - w) // 2
             y = top + (cell_h - h) // 2
-            sheet[y:y + h, left:left + w] = thumb
+            sheet[y : y + h, left : left + w] = thumb
     ok, png = cv2.imencode(".png", sheet)
     if not ok:
         raise RuntimeError("OpenCV failed to encode the contact sheet")

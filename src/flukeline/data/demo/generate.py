@@ -44,15 +44,22 @@ from flukeline.data.demo.presets import resolve_config
 
 _population_cache: dict[tuple, Population] = {}
 
+
 def _population(seed: int) -> Population:
     if seed not in _population_cache:
         _population_cache[seed] = make_population(stream_rng(seed, _STREAM_POPULATION))
     return _population_cache[seed]
 
+
 def build_individual(cfg: dict, seed: int, individual: int) -> Individual:
     """The canonical individual `individual` of the dataset drawn with `seed` (tests, diagnostics)."""
-    return make_individual(stream_rng(seed, _STREAM_INDIVIDUAL, individual), int(cfg["canonical_span_px"]),
-                           _population(seed), float(cfg["identity_similarity"]))
+    return make_individual(
+        stream_rng(seed, _STREAM_INDIVIDUAL, individual),
+        int(cfg["canonical_span_px"]),
+        _population(seed),
+        float(cfg["identity_similarity"]),
+    )
+
 
 def _render_task(task):
     cfg, seed, out_root, individual, images = task
@@ -63,24 +70,35 @@ def _render_task(task):
 
     rows = []
     for image in images:
-        rendered = render_image(stream_rng(seed, _STREAM_IMAGE, image.index), ind, cfg, image.grayscale,
-                                image.two_flukes, image.extreme_ratio, make_companion)
+        rendered = render_image(
+            stream_rng(seed, _STREAM_IMAGE, image.index),
+            ind,
+            cfg,
+            image.grayscale,
+            image.two_flukes,
+            image.extreme_ratio,
+            make_companion,
+        )
         # Images are written in place (tables are atomic): Snakemake discards a failed job's folder.
         (Path(out_root) / image.split / image.name).write_bytes(rendered.jpeg)
         (Path(out_root) / "annotations" / "masks" / f"{image.name[:-4]}.png").write_bytes(rendered.mask_png)
         rows.append((image, rendered.keypoints, rendered.visible, rendered.box, rendered.attributes))
     return rows
 
+
 def _worker_init():
     cv2.setNumThreads(1)
+
 
 def _write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, df.to_csv(index=False, lineterminator="\n").encode())
 
+
 def attributes_path(truth_path) -> Path:
     truth_path = Path(truth_path)
     return truth_path.with_name(f"{truth_path.stem}_attributes.csv")
+
 
 def generate_demo(out_root, truth_path, preset="demo", seed=0, workers=1, overrides=None) -> dict:
     """Render the synthetic dataset under `out_root` and the test identities at `truth_path`.
@@ -102,8 +120,10 @@ def generate_demo(out_root, truth_path, preset="demo", seed=0, workers=1, overri
     for image in plan:
         by_individual.setdefault(image.individual, []).append(image)
     # Biggest tasks first so the last ones to finish are short.
-    tasks = [(cfg, int(seed), str(out_root), ind, imgs)
-             for ind, imgs in sorted(by_individual.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
+    tasks = [
+        (cfg, int(seed), str(out_root), ind, imgs)
+        for ind, imgs in sorted(by_individual.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    ]
     results = []
     if workers <= 1:
         threads = cv2.getNumThreads()
@@ -115,7 +135,9 @@ def generate_demo(out_root, truth_path, preset="demo", seed=0, workers=1, overri
             cv2.setNumThreads(threads)
     else:
         # spawn: safe even when the caller has threads (torch, Snakemake) running.
-        for rows in parallel_map(_render_task, tasks, workers, processes=True, chunksize=4, initializer=_worker_init, spawn=True):
+        for rows in parallel_map(
+            _render_task, tasks, workers, processes=True, chunksize=4, initializer=_worker_init, spawn=True
+        ):
             results += rows
     results.sort(key=lambda row: row[0].name)
 
@@ -149,6 +171,7 @@ def generate_demo(out_root, truth_path, preset="demo", seed=0, workers=1, overri
         "images_per_s": round(len(plan) / seconds, 2),
     }
 
+
 def _write_tables(out_root: Path, truth_path: Path, cfg: dict, results) -> None:
     train_rows = [(img.name, img.label) for img, *_ in results if img.split == "train"]
     test_names = [img.name for img, *_ in results if img.split == "test"]
@@ -162,17 +185,31 @@ def _write_tables(out_root: Path, truth_path: Path, cfg: dict, results) -> None:
     kp_rows, box_rows, attr_rows = [], [], []
     for img, keypoints, visible, box, attrs in results:
         for k in range(n_keypoints):
-            kp_rows.append((img.name, KEYPOINT_NAMES[k], f"{keypoints[k, 0]:.2f}", f"{keypoints[k, 1]:.2f}", int(visible[k])))
+            kp_rows.append(
+                (img.name, KEYPOINT_NAMES[k], f"{keypoints[k, 0]:.2f}", f"{keypoints[k, 1]:.2f}", int(visible[k]))
+            )
         box_rows.append((img.name, *box))
-        attr_rows.append({"Image": img.name, "split": img.split, "individual": img.individual, "Id": img.label,
-                          "n_visible_keypoints": int(visible[:n_keypoints].sum()), **attrs})
-    _write_csv_atomic(pd.DataFrame(kp_rows, columns=["Image", "keypoint", "x", "y", "visible"]),
-                      out_root / "annotations" / "keypoints.csv")
-    _write_csv_atomic(pd.DataFrame(box_rows, columns=["Image", "x0", "y0", "x1", "y1"]),
-                      out_root / "annotations" / "boxes.csv")
+        attr_rows.append(
+            {
+                "Image": img.name,
+                "split": img.split,
+                "individual": img.individual,
+                "Id": img.label,
+                "n_visible_keypoints": int(visible[:n_keypoints].sum()),
+                **attrs,
+            }
+        )
+    _write_csv_atomic(
+        pd.DataFrame(kp_rows, columns=["Image", "keypoint", "x", "y", "visible"]),
+        out_root / "annotations" / "keypoints.csv",
+    )
+    _write_csv_atomic(
+        pd.DataFrame(box_rows, columns=["Image", "x0", "y0", "x1", "y1"]), out_root / "annotations" / "boxes.csv"
+    )
     truth = pd.DataFrame([(img.name, img.label) for img, *_ in results if img.split == "test"], columns=["Image", "Id"])
     _write_csv_atomic(truth, truth_path)
     _write_csv_atomic(pd.DataFrame(attr_rows), attributes_path(truth_path))
+
 
 def _remove_stale_files(out_root: Path, names: set[str]) -> None:
     """Drop images/masks of an earlier run into the same folder (only files named like ours)."""

@@ -52,6 +52,7 @@ KAGGLE_SIZES = (
 
 KAGGLE_WIDTH = 1050
 
+
 @dataclass(frozen=True)
 class CanonicalFrame:
     """Pixel raster of the canonical box: pixel = origin + span_px * (x, y)."""
@@ -63,7 +64,7 @@ class CanonicalFrame:
     origin_y: float
 
     @staticmethod
-    def for_span(span_px: int) -> "CanonicalFrame":
+    def for_span(span_px: int) -> CanonicalFrame:
         half = math.ceil(CANON_HALF_WIDTH * span_px)
         width = 2 * half + 1  # odd, so that flipping columns mirrors exactly about x = 0
         height = math.ceil((CANON_BOTTOM - CANON_TOP) * span_px)
@@ -72,11 +73,12 @@ class CanonicalFrame:
     def to_pixels(self, points: np.ndarray) -> np.ndarray:
         return points * self.span_px + (self.origin_x, self.origin_y)
 
-    def halved(self) -> "CanonicalFrame":
+    def halved(self) -> CanonicalFrame:
         # cv2.pyrDown puts pixel i of the next level at position 2i of this one.
         return CanonicalFrame(
             self.span_px / 2, (self.width + 1) // 2, (self.height + 1) // 2, self.origin_x / 2, self.origin_y / 2
         )
+
 
 @dataclass
 class Individual:
@@ -90,6 +92,7 @@ class Individual:
     peduncle_bottom: np.ndarray  # (2, 2) lower corners of the peduncle, span units
     whiteness: np.ndarray = field(repr=False)  # level-0 pigmentation in [0, 1] (tests, diagnostics)
 
+
 @dataclass(frozen=True)
 class Population:
     """What all individuals of one dataset share (seeded): `identity_similarity` pulls everybody
@@ -99,16 +102,19 @@ class Population:
     medium: np.ndarray
     fine: np.ndarray
 
+
 COARSE_GRID = (7, 12)
 
 MEDIUM_GRID = (14, 24)
 
 FINE_GRID = (44, 80)
 
+
 def make_population(rng: np.random.Generator) -> Population:
     return Population(
         rng.standard_normal(COARSE_GRID), rng.standard_normal(MEDIUM_GRID), rng.standard_normal(FINE_GRID)
     )
+
 
 def _bezier(points: np.ndarray, n: int) -> np.ndarray:
     t = np.linspace(0.0, 1.0, n)[:, None]
@@ -117,6 +123,7 @@ def _bezier(points: np.ndarray, n: int) -> np.ndarray:
         return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
     p0, p1, p2, p3 = points
     return (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t**2 * p2 + t**3 * p3
+
 
 def _sample_outline(rng: np.random.Generator, similarity: float):
     """Fluke outline in span units: trailing edge on top with a median notch, tips at the upper
@@ -224,23 +231,25 @@ def _sample_outline(rng: np.random.Generator, similarity: float):
     trailing_edge = np.concatenate([left_trailing[::-1], right_trailing[1:]])
     return outline, keypoints, trailing_edge, np.array(peduncle_bottom)
 
+
 @lru_cache(maxsize=8)
 def _canonical_grid(frame: CanonicalFrame) -> tuple[np.ndarray, np.ndarray]:
     xs = (np.arange(frame.width, dtype=np.float32) - frame.origin_x) / frame.span_px
     ys = (np.arange(frame.height, dtype=np.float32) - frame.origin_y) / frame.span_px
     return xs, ys
 
+
 def _smooth_field(grid: np.ndarray, frame: CanonicalFrame) -> np.ndarray:
     """Upsample a coarse random grid to the canonical raster: resolution-independent patterns."""
     out = cv2.resize(grid.astype(np.float32), (frame.width, frame.height), interpolation=cv2.INTER_CUBIC)
     return out * np.float32(1 / max(float(out[::4, ::4].std()), 1e-6))
 
+
 def _blend(own: np.ndarray, shared: np.ndarray, similarity: float) -> np.ndarray:
     return similarity * shared + math.sqrt(max(0.0, 1 - similarity**2)) * own
 
-def make_individual(
-    rng: np.random.Generator, span_px: int, population: Population, similarity: float
-) -> Individual:
+
+def make_individual(rng: np.random.Generator, span_px: int, population: Population, similarity: float) -> Individual:
     """Draw one individual: outline plus ventral pigmentation (white/black proportion, patches,
     spots, barnacle scars, rake marks), rendered once at `span_px` pixels per span."""
     frame = CanonicalFrame.for_span(span_px)
@@ -311,8 +320,21 @@ def make_individual(
         bend = rng.uniform(-0.03, 0.03)
         t = np.linspace(0, 1, 12)[:, None]
         for k in range(rng.integers(2, 5)):
-            line = start + normal * k * rng.uniform(0.008, 0.016) + t * direction * length + normal * bend * np.sin(np.pi * t)
-            cv2.polylines(scars, [np.round(frame.to_pixels(line) * 16).astype(np.int32)], False, 255, max(1, int(px * 0.003)), cv2.LINE_AA, shift=4)
+            line = (
+                start
+                + normal * k * rng.uniform(0.008, 0.016)
+                + t * direction * length
+                + normal * bend * np.sin(np.pi * t)
+            )
+            cv2.polylines(
+                scars,
+                [np.round(frame.to_pixels(line) * 16).astype(np.int32)],
+                False,
+                255,
+                max(1, int(px * 0.003)),
+                cv2.LINE_AA,
+                shift=4,
+            )
     whiteness += (1 - whiteness) * np.float32(0.85 * mark_strength / 255) * scars
 
     # Colour = black + (white - black) * whiteness per channel: whites carry a faint yellow-brown

@@ -24,8 +24,10 @@ _COMPANION_SPAN_PX = 96
 
 _NAME_PATTERN = re.compile(r"^[0-9a-f]{9}\.(jpg|png)$")
 
+
 def stream_rng(seed: int, stream: int, item: int = 0) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream, item)))
+
 
 @dataclass(frozen=True)
 class PlannedImage:
@@ -38,6 +40,7 @@ class PlannedImage:
     two_flukes: bool
     extreme_ratio: bool
 
+
 def unique_hex(rng, n, digits, taken=()):
     """n distinct random lowercase hex strings of `digits` digits (Kaggle-style names)."""
     seen, out = set(taken), []
@@ -48,6 +51,7 @@ def unique_hex(rng, n, digits, taken=()):
                 seen.add(text)
                 out.append(text)
     return out
+
 
 def plan_dataset(cfg: dict, seed: int) -> list[PlannedImage]:
     """Every image to render: split, individual, label and the exact-share pathologies."""

@@ -51,6 +51,7 @@ class Pose:
         h = np.concatenate([flexed, np.ones((*flexed.shape[:-1], 1))], axis=-1) @ self.homography.T
         return h[..., :2] / h[..., 2:3]
 
+
 def _homography(span_px, centre, roll, yaw, pitch, distance):
     """Plane z = 0 (span units) seen by a pinhole camera: K [r1 r2 t], anchored at POSE_ANCHOR."""
     cr, sr = math.cos(roll), math.sin(roll)
@@ -66,11 +67,14 @@ def _homography(span_px, centre, roll, yaw, pitch, distance):
     h = k @ np.column_stack([rot[:, 0], rot[:, 1], [0, 0, distance]]) @ anchor
     return h / h[2, 2]
 
+
 def sample_pose(rng, width, height, ind: Individual, cfg, span_fraction=None) -> Pose:
     """Scale, in-plane rotation, out-of-plane tilt, flex and position of a fluke in a frame."""
     lo, hi = cfg["scale_range"]
     frac = span_fraction if span_fraction is not None else math.exp(rng.uniform(math.log(lo), math.log(hi)))
-    roll = math.radians(float(np.clip(rng.normal(0, cfg["rotation_deg"] / 2), -cfg["rotation_deg"], cfg["rotation_deg"])))
+    roll = math.radians(
+        float(np.clip(rng.normal(0, cfg["rotation_deg"] / 2), -cfg["rotation_deg"], cfg["rotation_deg"]))
+    )
     tilt = cfg["tilt_deg"]
     yaw = math.radians(rng.uniform(-tilt, tilt))
     pitch = math.radians(rng.uniform(-0.6 * tilt, 0.6 * tilt))
@@ -82,8 +86,16 @@ def sample_pose(rng, width, height, ind: Individual, cfg, span_fraction=None) ->
 
     visible_part = ind.keypoints[[0, 1, 2, 5, 6, 7]]
     for _ in range(3):  # shrink until the fluke's height fits the frame
-        pose = Pose(_homography(span_px, (0, 0), roll, yaw, pitch, distance), span_px, curl, bend_l, bend_r,
-                    math.degrees(roll), math.degrees(yaw), math.degrees(pitch))
+        pose = Pose(
+            _homography(span_px, (0, 0), roll, yaw, pitch, distance),
+            span_px,
+            curl,
+            bend_l,
+            bend_r,
+            math.degrees(roll),
+            math.degrees(yaw),
+            math.degrees(pitch),
+        )
         pts = pose.project(visible_part)
         extent = pts.max(0) - pts.min(0)
         shrink = min(1.0, 0.92 * height / max(extent[1], 1e-6), 0.97 * width / max(extent[0], 1e-6))
@@ -98,13 +110,28 @@ def sample_pose(rng, width, height, ind: Individual, cfg, span_fraction=None) ->
         if high < low:
             low = high = (low + high) / 2
         centre.append(rng.uniform(low, high))
-    return Pose(_homography(span_px, centre, roll, yaw, pitch, distance), span_px, curl, bend_l, bend_r,
-                math.degrees(roll), math.degrees(yaw), math.degrees(pitch))
+    return Pose(
+        _homography(span_px, centre, roll, yaw, pitch, distance),
+        span_px,
+        curl,
+        bend_l,
+        bend_r,
+        math.degrees(roll),
+        math.degrees(yaw),
+        math.degrees(pitch),
+    )
+
 
 def warp_individual(ind: Individual, pose: Pose, height: int, width: int):
     """Premultiplied BGRA of the posed fluke over the frame (and its ROI), via one cv2.remap."""
-    corners = np.array([[-CANON_HALF_WIDTH, CANON_TOP], [CANON_HALF_WIDTH, CANON_TOP],
-                        [CANON_HALF_WIDTH, CANON_BOTTOM], [-CANON_HALF_WIDTH, CANON_BOTTOM]])
+    corners = np.array(
+        [
+            [-CANON_HALF_WIDTH, CANON_TOP],
+            [CANON_HALF_WIDTH, CANON_TOP],
+            [CANON_HALF_WIDTH, CANON_BOTTOM],
+            [-CANON_HALF_WIDTH, CANON_BOTTOM],
+        ]
+    )
     dense = np.concatenate([corners, ind.outline[::8]])
     proj = pose.project(dense)
     x0, y0 = np.floor(proj.min(0)).astype(int) - 2
@@ -121,8 +148,9 @@ def warp_individual(ind: Individual, pose: Pose, height: int, width: int):
     gx = np.arange(x0, x1, dtype=np.float32)[None, :]
     gy = np.arange(y0, y1, dtype=np.float32)[:, None]
     hw = 1 / (inv[2, 0] * gx + inv[2, 1] * gy + inv[2, 2])
-    span_x, span_y = pose.unflex_xy((inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]) * hw,
-                                    (inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]) * hw)
+    span_x, span_y = pose.unflex_xy(
+        (inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]) * hw, (inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]) * hw
+    )
     map_x = span_x * np.float32(frame.span_px) + np.float32(frame.origin_x)
     map_y = span_y * np.float32(frame.span_px) + np.float32(frame.origin_y)
     patch = cv2.remap(ind.levels[level], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)

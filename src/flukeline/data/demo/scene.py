@@ -28,9 +28,11 @@ def _lerp_to(img: np.ndarray, alpha: np.ndarray, colour) -> np.ndarray:
         target = a3 * colour
     return img - img * a3 + target
 
+
 def _noise(rng, shape_hw, grid_hw, interpolation=cv2.INTER_CUBIC):
     small = rng.standard_normal(grid_hw).astype(np.float32)
     return cv2.resize(small, (shape_hw[1], shape_hw[0]), interpolation=interpolation)
+
 
 def _periodic_noise(rng, height, width, sigma_x, sigma_y):
     """Tileable Gaussian-filtered noise (filtered in Fourier space, so it wraps seamlessly)."""
@@ -41,11 +43,17 @@ def _periodic_noise(rng, height, width, sigma_x, sigma_y):
     tex = np.fft.irfft2(spectrum, s=(height, width)).astype(np.float32)
     return tex / max(float(tex.std()), 1e-6)
 
-_WAVE_OCTAVES = ((10.0, 2.5, 0.35, 1.0), (5.0, 1.5, 0.12, 0.6), (2.5, 1.0, 0.04, 0.35))  # sigma_x, sigma_y, feature, weight
+
+_WAVE_OCTAVES = (
+    (10.0, 2.5, 0.35, 1.0),
+    (5.0, 1.5, 0.12, 0.6),
+    (2.5, 1.0, 0.04, 0.35),
+)  # sigma_x, sigma_y, feature, weight
 
 _WAVE_TEXTURE_SHAPE = (96, 256)
 
 _WAVE_BANK_SIZE = 6
+
 
 @lru_cache(maxsize=1)
 def _wave_bank() -> tuple[tuple[np.ndarray, ...], ...]:
@@ -57,11 +65,22 @@ def _wave_bank() -> tuple[tuple[np.ndarray, ...], ...]:
         for sx, sy, _, _ in _WAVE_OCTAVES
     )
 
+
 def _sea_colour(rng):
-    palettes = np.array([[0.36, 0.24, 0.10], [0.40, 0.30, 0.16], [0.30, 0.28, 0.18], [0.42, 0.38, 0.30],
-                         [0.28, 0.26, 0.22], [0.45, 0.33, 0.20]], np.float32)  # BGR: blue, teal, grey, green-grey
+    palettes = np.array(
+        [
+            [0.36, 0.24, 0.10],
+            [0.40, 0.30, 0.16],
+            [0.30, 0.28, 0.18],
+            [0.42, 0.38, 0.30],
+            [0.28, 0.26, 0.22],
+            [0.45, 0.33, 0.20],
+        ],
+        np.float32,
+    )  # BGR: blue, teal, grey, green-grey
     base = palettes[rng.integers(len(palettes))] * rng.uniform(0.6, 1.5)
     return np.clip(base + rng.normal(0, 0.03, 3), 0.03, 0.9).astype(np.float32)
+
 
 def render_background(rng, height, width, horizon_y, cfg):
     """Sea with perspective waves, optional horizon with sky, clouds and coastline."""
@@ -81,17 +100,28 @@ def render_background(rng, height, width, horizon_y, cfg):
         texels_per_px = 2.5 * sigma_x / (feature * width * rng.uniform(0.7, 1.4))
         foreshortening = rng.uniform(1.0, 2.5)
         inv_depth = (1.0 / depth).astype(np.float32)
-        map_x = xs * (inv_depth[:, None] * np.float32(texels_per_px * bottom_depth)) + np.float32(rng.uniform(0, texture_w))
-        map_y = inv_depth * np.float32(texels_per_px * foreshortening * bottom_depth**2) + np.float32(rng.uniform(0, texture_h))
+        map_x = xs * (inv_depth[:, None] * np.float32(texels_per_px * bottom_depth)) + np.float32(
+            rng.uniform(0, texture_w)
+        )
+        map_y = inv_depth * np.float32(texels_per_px * foreshortening * bottom_depth**2) + np.float32(
+            rng.uniform(0, texture_h)
+        )
         map_y = np.broadcast_to((map_y % texture_h)[:, None], (height, width))
-        sea += np.float32(weight) * cv2.remap(tex, map_x % np.float32(texture_w), np.ascontiguousarray(map_y),
-                                              cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+        sea += np.float32(weight) * cv2.remap(
+            tex,
+            map_x % np.float32(texture_w),
+            np.ascontiguousarray(map_y),
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_WRAP,
+        )
     if horizon_y is not None:  # far rows alias; distance flattens them anyway
         sea *= np.clip(depth / (0.15 * height), 0, 1)[:, None]
     f32 = np.float32
     chop = rng.uniform(0.05, 0.2) * (0.5 + clutter)
     colour = _sea_colour(rng)
-    sky_colour = np.clip(np.array([0.85, 0.8, 0.72]) * rng.uniform(0.75, 1.1) + rng.normal(0, 0.04, 3), 0, 1).astype(f32)
+    sky_colour = np.clip(np.array([0.85, 0.8, 0.72]) * rng.uniform(0.75, 1.1) + rng.normal(0, 0.04, 3), 0, 1).astype(
+        f32
+    )
     # Brightness: waves plus a gentle vertical gradient, then colour.
     lum = np.tanh(sea) * f32(chop) + (f32(1) + f32(rng.uniform(-0.15, 0.15)) * (ys / f32(height) - f32(0.5)))[:, None]
     if rng.random() < 0.4 * clutter + 0.1:  # sun glitter
@@ -113,7 +143,9 @@ def render_background(rng, height, width, horizon_y, cfg):
         t = np.broadcast_to((ys[:sky_rows] / f32(max(horizon_y, 1)))[:, None], (sky_rows, width))
         top = np.clip(sky_colour * np.array([1.05, 0.92, 0.8]) * rng.uniform(0.75, 1.05), 0, 1).astype(f32)
         # Clouds: horizontally stretched soft blobs.
-        clouds = np.clip(_noise(rng, (sky_rows, width), (5, 3)) * f32(0.5) + f32(rng.uniform(-0.6, 0.4)), 0, 1) * f32(0.6)
+        clouds = np.clip(_noise(rng, (sky_rows, width), (5, 3)) * f32(0.5) + f32(rng.uniform(-0.6, 0.4)), 0, 1) * f32(
+            0.6
+        )
         weights = cv2.merge([(1 - t) * (1 - clouds), t * (1 - clouds), clouds])
         sky = cv2.transform(weights, np.stack([top, sky_colour, np.full(3, 0.92, f32)], axis=1))
         if rng.random() < 0.45:
@@ -128,11 +160,13 @@ def render_background(rng, height, width, horizon_y, cfg):
         img[:sky_rows] = sky
     return np.clip(img, 0, 1)
 
+
 def water_line_function(y_at_centre, x_centre, slope, wave_amp, wave_len, phase):
     def water_y(x):
         return y_at_centre + slope * (x - x_centre) + wave_amp * np.sin(2 * math.pi * x / wave_len + phase)
 
     return water_y
+
 
 def add_spray(rng, canvas_hw, pose: Pose, ind: Individual, strength: float):
     """Water cascading off the trailing edge and tips: streaks and a misty sheet (alpha layer)."""
@@ -148,8 +182,15 @@ def add_spray(rng, canvas_hw, pose: Pose, ind: Individual, strength: float):
     layer = np.zeros((height, width), np.uint8)
     for start, length in zip(starts, lengths):
         end = start + gravity * length + rng.normal(0, 1.5 * scale, 2)
-        cv2.line(layer, (int(start[0] * 16), int(start[1] * 16)), (int(end[0] * 16), int(end[1] * 16)),
-                 int(rng.uniform(50, 200)), max(1, int(round(scale * rng.uniform(0.5, 1.5)))), cv2.LINE_AA, shift=4)
+        cv2.line(
+            layer,
+            (int(start[0] * 16), int(start[1] * 16)),
+            (int(end[0] * 16), int(end[1] * 16)),
+            int(rng.uniform(50, 200)),
+            max(1, int(round(scale * rng.uniform(0.5, 1.5)))),
+            cv2.LINE_AA,
+            shift=4,
+        )
     alpha += cv2.GaussianBlur(layer.astype(np.float32) / 255, (0, 0), 0.6 * scale + 0.3)
     if rng.random() < 0.6:
         mist = np.zeros((height, width), np.uint8)
@@ -160,6 +201,7 @@ def add_spray(rng, canvas_hw, pose: Pose, ind: Individual, strength: float):
         mist_f *= np.clip(_noise(rng, (height, width), (8, 12)) * 0.4 + 0.7, 0, 1)
         alpha = np.maximum(alpha, mist_f * rng.uniform(0.2, 0.6))
     return np.clip(alpha * strength, 0, 1)
+
 
 def add_occluders(rng, height, width):
     """Opaque things in front of the fluke: boat parts, birds, another whale's back, a rope."""
@@ -172,13 +214,21 @@ def add_occluders(rng, height, width):
         ts = np.linspace(0, 1, 8)
         jag = rng.normal(0, 0.02, 8)
         if side == 0:  # bow/rail along the bottom
-            pts = [(t * width, height * (1 - depth * (0.6 + 0.4 * math.sin(math.pi * t)) + j * height)) for t, j in zip(ts, jag)]
+            pts = [
+                (t * width, height * (1 - depth * (0.6 + 0.4 * math.sin(math.pi * t)) + j * height))
+                for t, j in zip(ts, jag)
+            ]
             pts += [(width, height), (0, height)]
         elif side == 1:  # from the left
-            pts = [(width * depth * (0.5 + 0.5 * math.sin(math.pi * t)) + j * width, t * height) for t, j in zip(ts, jag)]
+            pts = [
+                (width * depth * (0.5 + 0.5 * math.sin(math.pi * t)) + j * width, t * height) for t, j in zip(ts, jag)
+            ]
             pts += [(0, height), (0, 0)]
         elif side == 2:  # from the right
-            pts = [(width * (1 - depth * (0.5 + 0.5 * math.sin(math.pi * t))) + j * width, t * height) for t, j in zip(ts, jag)]
+            pts = [
+                (width * (1 - depth * (0.5 + 0.5 * math.sin(math.pi * t))) + j * width, t * height)
+                for t, j in zip(ts, jag)
+            ]
             pts += [(width, height), (width, 0)]
         else:  # a corner wedge
             pts = [(0, height * (1 - depth * 1.5)), (width * depth * 1.5, height), (0, height)]
@@ -190,7 +240,9 @@ def add_occluders(rng, height, width):
         for _ in range(rng.integers(1, 5)):
             c = np.array([rng.uniform(0, width), rng.uniform(0, height)])
             size = width * rng.uniform(0.02, 0.06)
-            wing = np.array([[-1, -0.3], [-0.5, -0.5], [0, 0], [0.5, -0.5], [1, -0.3], [0.45, -0.25], [0, 0.15], [-0.45, -0.25]])
+            wing = np.array(
+                [[-1, -0.3], [-0.5, -0.5], [0, 0], [0.5, -0.5], [1, -0.3], [0.45, -0.25], [0, 0.15], [-0.45, -0.25]]
+            )
             ang = rng.uniform(-0.5, 0.5)
             rot = np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]])
             cv2.fillPoly(layer, [np.round((c + wing @ rot.T * size) * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
@@ -203,7 +255,10 @@ def add_occluders(rng, height, width):
         hump = np.stack([c[0] + t * length / 2, c[1] - rise * (1 - t**2) ** 0.7], axis=1)
         fin_at = rng.uniform(-0.2, 0.4)
         fin_base = np.array([c[0] + fin_at * length / 2, c[1] - rise * (1 - fin_at**2) ** 0.7])
-        fin = fin_base + np.array([[-0.06, 0.0], [0.02, -0.09], [0.06, 0.0]]) * length * rng.uniform(0.6, 1.1) * [1, 0.7]
+        fin = fin_base + np.array([[-0.06, 0.0], [0.02, -0.09], [0.06, 0.0]]) * length * rng.uniform(0.6, 1.1) * [
+            1,
+            0.7,
+        ]
         for poly in (hump, fin):
             cv2.fillPoly(layer, [np.round(poly * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
         colour[:] = rng.uniform(0.06, 0.16)
@@ -213,6 +268,7 @@ def add_occluders(rng, height, width):
         cv2.line(layer, p0, p1, 255, max(1, int(width * rng.uniform(0.004, 0.012))), cv2.LINE_AA)
         colour[:] = rng.uniform(0.1, 0.8)
     return colour, layer.astype(np.float32) / 255, [kind]
+
 
 def add_text(rng, colour, alpha, height, width):
     """A catalogue label burnt into the photo (happens on real survey images)."""
@@ -231,6 +287,7 @@ def add_text(rng, colour, alpha, height, width):
     colour[:] = _lerp_to(colour, a, shade * tint)
     return np.maximum(alpha, a)
 
+
 @dataclass
 class Scene:
     image: np.ndarray  # HxWx3 float32 BGR in [0, 1]
@@ -238,6 +295,7 @@ class Scene:
     keypoints: np.ndarray  # (K, 2) pixels
     visible: np.ndarray  # (K,) bool
     attributes: dict
+
 
 def _composite_fluke(canvas, patch, roi, light, cover):
     """Blend a premultiplied BGRA patch into canvas under an HxW `light` factor; `cover`
@@ -250,8 +308,18 @@ def _composite_fluke(canvas, patch, roi, light, cover):
     region[:] = region - region * cv2.merge([a, a, a]) + colour
     return a
 
-def render_scene(rng, height, width, ind: Individual, cfg, companion: Individual | None = None,
-                 submerged=None, spray=None, occluded=None) -> Scene:
+
+def render_scene(
+    rng,
+    height,
+    width,
+    ind: Individual,
+    cfg,
+    companion: Individual | None = None,
+    submerged=None,
+    spray=None,
+    occluded=None,
+) -> Scene:
     """Render one sighting of `ind` into an HxW frame (optionally with a second whale behind)."""
     attributes = {}
     for _ in range(6):  # re-draw until the main fluke shows enough of itself
@@ -270,8 +338,14 @@ def render_scene(rng, height, width, ind: Individual, cfg, companion: Individual
         # The cut end of the peduncle must stay under water.
         limit = min(b[1] - slope * (b[0] - anchor[0]) for b in bottoms) - 2
         y_line = min(anchor[1], limit)
-        water_y = water_line_function(y_line, anchor[0], slope, rng.uniform(0.2, 1.5) * pose.span_px / 256,
-                                      rng.uniform(0.1, 0.4) * width, rng.uniform(0, 2 * math.pi))
+        water_y = water_line_function(
+            y_line,
+            anchor[0],
+            slope,
+            rng.uniform(0.2, 1.5) * pose.span_px / 256,
+            rng.uniform(0.1, 0.4) * width,
+            rng.uniform(0, 2 * math.pi),
+        )
         patch, roi = warp_individual(ind, pose, height, width)
         if patch is None:
             continue
@@ -281,8 +355,13 @@ def render_scene(rng, height, width, ind: Individual, cfg, companion: Individual
         visible_alpha = patch[..., 3] * above
         if (visible_alpha >= 0.5).sum() >= max(40, 0.002 * height * width):
             break
-    attributes.update(submerged=bool(is_submerged), roll_deg=round(pose.roll_deg, 2), yaw_deg=round(pose.yaw_deg, 2),
-                      pitch_deg=round(pose.pitch_deg, 2), span_px=round(pose.span_px, 1))
+    attributes.update(
+        submerged=bool(is_submerged),
+        roll_deg=round(pose.roll_deg, 2),
+        yaw_deg=round(pose.yaw_deg, 2),
+        pitch_deg=round(pose.pitch_deg, 2),
+        span_px=round(pose.span_px, 1),
+    )
 
     # Horizon: somewhere above the water line (often out of frame).
     top_of_water = float(min(water_y(np.array([0.0, width / 2, width])).min(), y_line))
@@ -311,8 +390,11 @@ def render_scene(rng, height, width, ind: Individual, cfg, companion: Individual
     direction = rng.uniform(0, 2 * math.pi)
     gx = (np.arange(rw, dtype=np.float32) / max(rw, 1) - 0.5)[None, :]
     gy = (np.arange(rh, dtype=np.float32) / max(rh, 1) - 0.5)[:, None]
-    light = np.float32(exposure) * (1 + np.float32(rng.uniform(0, 0.5) * cfg["lighting"]) * (
-        np.float32(math.cos(direction)) * gx + np.float32(math.sin(direction)) * gy))
+    light = np.float32(exposure) * (
+        1
+        + np.float32(rng.uniform(0, 0.5) * cfg["lighting"])
+        * (np.float32(math.cos(direction)) * gx + np.float32(math.sin(direction)) * gy)
+    )
     jitter = cfg["appearance_jitter"]
     if jitter > 0:
         light = light * (1 + 0.25 * jitter * _noise(rng, (rh, rw), (4, 6)))
@@ -322,10 +404,15 @@ def render_scene(rng, height, width, ind: Individual, cfg, companion: Individual
 
     # Foam where the peduncle breaks the surface, then the water in front.
     foam_rows = np.arange(y0, y1, dtype=np.float32)[:, None]
-    near_line = np.exp(-((foam_rows - line_roi[None, :]) / (0.012 * pose.span_px + 1)) ** 2)
+    near_line = np.exp(-(((foam_rows - line_roi[None, :]) / (0.012 * pose.span_px + 1)) ** 2))
     entry = np.clip(patch[..., 3] * 3, 0, 1)
     entry = cv2.GaussianBlur(entry, (0, 0), 0.03 * pose.span_px + 1)
-    foam = near_line * entry * np.clip(0.6 + 0.5 * _noise(rng, (rh, rw), (3, 12)), 0, 1) * np.float32(rng.uniform(0.3, 0.9))
+    foam = (
+        near_line
+        * entry
+        * np.clip(0.6 + 0.5 * _noise(rng, (rh, rw), (3, 12)), 0, 1)
+        * np.float32(rng.uniform(0.3, 0.9))
+    )
     canvas[y0:y1, x0:x1] = _lerp_to(canvas[y0:y1, x0:x1], foam.astype(np.float32), (0.9, 0.9, 0.9))
 
     mask = np.zeros((height, width), bool)

@@ -1,0 +1,67 @@
+"""Gallery pieces without a workflow run or a subprocess: leave-one-out over synthetic sightings,
+an empty gallery's refusals (a manta-demo photo, tests/helpers_gallery.py) and the headless
+embedding net. The `flukeline identify` / `add` / `gallery-new` / `calibrate-gallery` commands on
+the tiny run and on the manta photos are in tests/workflow/test_gallery.py."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers_gallery import MANTAS
+
+from flukeline.core.errors import InputError
+from flukeline.core.metrics import NEW_WHALE
+from flukeline.gallery.calibrate import leave_one_out_topk
+from flukeline.gallery.identify import identify
+from flukeline.gallery.manifest import new_gallery
+from flukeline.gallery.sightings import add_sightings
+
+
+def test_leave_one_out_holds_each_sighting_out_and_calls_single_sightings_new():
+    rng = np.random.default_rng(0)
+    axes = np.eye(8, dtype=np.float32)
+    ids = ["a", "a", "a", "b", "b", "c", NEW_WHALE]
+    vectors = np.stack([axes[0], axes[0], axes[0], axes[1], axes[1], axes[0] + axes[2], axes[3]]) + rng.normal(
+        0, 0.05, (7, 8)
+    )
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # embeddings are unit vectors
+    sightings = pd.DataFrame({"member": "m", "id": ids, "embedding": list(vectors.astype(np.float32))})
+    manifest = {
+        "train": None,
+        "folder": "/nowhere",
+        "members": [{"name": "m", "weight": 1.0}],
+        "match": {"templates": "images", "flip_fusion": False, "candidates": 20},
+    }
+    topk = leave_one_out_topk(manifest, sightings)
+    first = topk[topk["rank"] == 0].set_index("image")
+    assert first["truth"].tolist() == ["a", "a", "a", "b", "b", NEW_WHALE, NEW_WHALE]
+    # Held out, each a/b sighting still finds its own individual; c (seen once) finds a at ~0.7.
+    assert first["id"].tolist()[:5] == ["a", "a", "a", "b", "b"] and first["id"].iloc[5] == "a"
+    assert (first["similarity"].iloc[:5] > 0.9).all() and 0.6 < first["similarity"].iloc[5] < 0.8
+    assert not (topk["id"] == NEW_WHALE).any()  # a new_whale sighting is never a candidate
+    from flukeline.match.calibration import calibrate_threshold
+
+    threshold, _ = calibrate_threshold(topk, np.round(np.arange(0, 1.001, 0.01), 6))
+    assert first["similarity"].iloc[5] < threshold <= first["similarity"].iloc[:5].min()
+
+
+def test_new_gallery_refuses_new_whale_id(tmp_path):
+    folder = tmp_path / "g"
+    with pytest.raises(InputError, match="a zero-shot member needs pretrained weights"):
+        new_gallery(folder, "mobilenetv2_100", None, "64x64", 0.5)  # random weights would embed noise
+    new_gallery(folder, "mobilenetv2_100", "imagenet", "64x64", 0.5)
+    with pytest.raises(InputError, match="must name a known individual"):
+        add_sightings(folder, [next((MANTAS / "test").glob("*.png"))], NEW_WHALE)
+    with pytest.raises(InputError, match="no sightings yet"):
+        identify(folder, [next((MANTAS / "test").glob("*.png"))])
+
+
+def test_embedding_net_without_head_is_the_pooled_backbone():
+    import torch
+
+    from flukeline.embed.model import EmbeddingNet
+
+    net = EmbeddingNet("mobilenetv2_100", embedding_dim=0).eval()
+    assert net.embedding_dim == net.backbone.num_features == 1280
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32))
+    with torch.no_grad():
+        assert torch.equal(net(x), net.backbone(x))
