@@ -34,9 +34,14 @@ def demo_tables(data_dir: Path, limit: int | None):
     keypoints["confidence"] = keypoints["visible"].astype(float)
     keypoints = keypoints[["image", "split", "keypoint", "x", "y", "confidence"]]
     boxes = pd.read_parquet(data_dir / "boxes.parquet").merge(split, on="image")
-    boxes = boxes.assign(x0=np.floor(boxes["x0"]).astype(int), y0=np.floor(boxes["y0"]).astype(int),
-                         x1=np.ceil(boxes["x1"]).astype(int), y1=np.ceil(boxes["y1"]).astype(int),
-                         method="truth", score=1.0)
+    boxes = boxes.assign(
+        x0=np.floor(boxes["x0"]).astype(int),
+        y0=np.floor(boxes["y0"]).astype(int),
+        x1=np.ceil(boxes["x1"]).astype(int),
+        y1=np.ceil(boxes["y1"]).astype(int),
+        method="truth",
+        score=1.0,
+    )
     masks = pd.concat([train, test])[["image", "split", "mask_path"]].merge(split, on=["image", "split"])
     masks = masks.assign(area=1, score=1.0)
     return images, keypoints, boxes, masks
@@ -47,12 +52,27 @@ def render_demo(tmp: Path, n_train: int, seed: int) -> Path:
     from flukeline.data.ingest import ingest
 
     root = tmp / "kaggle"
-    generate_demo(root, tmp / "truth.csv", preset="demo", seed=seed, workers=2,
-                  overrides={"n_train": n_train, "n_test": max(1, n_train // 3)})
+    generate_demo(
+        root,
+        tmp / "truth.csv",
+        preset="demo",
+        seed=seed,
+        workers=2,
+        overrides={"n_train": n_train, "n_test": max(1, n_train // 3)},
+    )
     data = tmp / "data"
-    ingest(root, data / "train.parquet", data / "test.parquet", data / "rejected.csv",
-           annotations={"masks": "annotations/masks", "keypoints": "annotations/keypoints.csv",
-                        "boxes": "annotations/boxes.csv"}, threads=2)
+    ingest(
+        root,
+        data / "train.parquet",
+        data / "test.parquet",
+        data / "rejected.csv",
+        annotations={
+            "masks": "annotations/masks",
+            "keypoints": "annotations/keypoints.csv",
+            "boxes": "annotations/boxes.csv",
+        },
+        threads=2,
+    )
     return data
 
 
@@ -73,9 +93,19 @@ def main() -> None:
         start = time.perf_counter()
         transforms = estimate_transforms(images, keypoints, boxes, settings)
         seconds = time.perf_counter() - start
-        print(json.dumps({"step": "transforms", "workers": 1, "images": len(images), "seconds": round(seconds, 2),
-                          "images_per_s": round(len(images) / seconds, 1),
-                          "landmark_share": round(float((transforms["method"] == "landmarks").mean()), 3)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "step": "transforms",
+                    "workers": 1,
+                    "images": len(images),
+                    "seconds": round(seconds, 2),
+                    "images_per_s": round(len(images) / seconds, 1),
+                    "landmark_share": round(float((transforms["method"] == "landmarks").mean()), 3),
+                }
+            ),
+            flush=True,
+        )
         for size in args.sizes:
             for workers in args.workers:
                 out = tmp / f"crops_{size}_{workers}"
@@ -83,8 +113,14 @@ def main() -> None:
                 crop_images(images, transforms, masks, size, 0.1, out, threads=workers)
                 seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
                 # Each image: aligned + box crop, and both warped masks (4 PNGs).
-                row = {"step": "crops", "size": size, "workers": workers, "images": len(images),
-                       "seconds": round(seconds, 2), "images_per_s": round(len(images) / seconds, 1)}
+                row = {
+                    "step": "crops",
+                    "size": size,
+                    "workers": workers,
+                    "images": len(images),
+                    "seconds": round(seconds, 2),
+                    "images_per_s": round(len(images) / seconds, 1),
+                }
                 if workers == 1:
                     # CPU time of the in-process run: what an idle core would need, whatever else runs.
                     row["cpu_ms_per_image"] = round(1000 * cpu / len(images), 2)

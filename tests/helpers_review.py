@@ -22,12 +22,7 @@ def _tables():
         }
     )
     test = pd.DataFrame({"image": ["q2.jpg", "q1.jpg"], "path": ["/d/q2.jpg", "/d/q1.jpg"]})
-    predictions = pd.DataFrame(
-        {
-            "image": ["q1.jpg", "q2.jpg"],
-            "predicted": ["w_a new_whale w_b", "new_whale w_b w_a"],
-        }
-    )
+    predictions = pd.DataFrame({"image": ["q1.jpg", "q2.jpg"], "predicted": ["w_a new_whale w_b", "new_whale w_b w_a"]})
     topk = pd.DataFrame(
         {
             "image": ["q1.jpg", "q1.jpg", "q2.jpg", "q2.jpg"],

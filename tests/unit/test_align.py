@@ -14,6 +14,7 @@ from flukeline.align.geometry import (
     FRAME_COLUMNS,
     MATRIX_COLUMNS,
     apply,
+    box_crop,
     box_transform,
     crop_matrix,
     crop_region,
@@ -68,8 +69,16 @@ def centroid(grey, guess, radius, background=20.0):
 
 def keypoint_table(image, xy, confidence=1.0, names=NAMES, split="train"):
     conf = np.broadcast_to(np.asarray(confidence, float), (len(names),))
-    return pd.DataFrame({"image": image, "split": split, "keypoint": names, "x": np.asarray(xy)[:, 0],
-                         "y": np.asarray(xy)[:, 1], "confidence": conf})
+    return pd.DataFrame(
+        {
+            "image": image,
+            "split": split,
+            "keypoint": names,
+            "x": np.asarray(xy)[:, 0],
+            "y": np.asarray(xy)[:, 1],
+            "confidence": conf,
+        }
+    )
 
 
 def box_around(xy, pad=10, width=None, height=None):
@@ -82,8 +91,18 @@ def box_around(xy, pad=10, width=None, height=None):
 
 def transforms_for(image, width, height, keypoints, box, **settings):
     images = pd.DataFrame({"image": [image], "split": ["train"], "width": [width], "height": [height]})
-    boxes = pd.DataFrame({"image": [image], "split": ["train"], "x0": [box[0]], "y0": [box[1]], "x1": [box[2]],
-                          "y1": [box[3]], "method": ["test"], "score": [1.0]})
+    boxes = pd.DataFrame(
+        {
+            "image": [image],
+            "split": ["train"],
+            "x0": [box[0]],
+            "y0": [box[1]],
+            "x1": [box[2]],
+            "y1": [box[3]],
+            "method": ["test"],
+            "score": [1.0],
+        }
+    )
     return estimate_transforms(images, keypoints, boxes, AlignSettings.from_params(settings))
 
 
@@ -105,12 +124,15 @@ def expected_output(out_size, margin=0.1, points=TEMPLATE_XY):
         (240, 160, 90, 0, (512, 256)),  # enlarged
     ],
 )
-def test_warp_with_a_known_transform_puts_the_landmarks_on_the_template_within_1px(width, height, scale, degrees, out_size):
+def test_warp_with_a_known_transform_puts_the_landmarks_on_the_template_within_1px(
+    width, height, scale, degrees, out_size
+):
     to_image = similarity(scale, degrees, width / 2 + 7.3, height / 2 - 0.135 * scale)
     points = apply(to_image, TEMPLATE_XY)
     sigma = max(2.5, 0.012 * scale)
     photo = blobs(width, height, points, sigma)
-    table = transforms_for("a.jpg", width, height, keypoint_table("a.jpg", points), box_around(points, 5, width, height))
+    box = box_around(points, 5, width, height)
+    table = transforms_for("a.jpg", width, height, keypoint_table("a.jpg", points), box)
     row = table.iloc[0]
     assert row["method"] == "landmarks" and row["reason"] == "ok" and row["n_landmarks"] == 6
     assert row["residual"] < 1e-6
@@ -170,7 +192,8 @@ def test_noisy_landmarks_fit_in_least_squares():
 
 def _fit(xy, confidence=1.0, box=None, names=NAMES, **settings):
     xy = np.asarray(xy, float)
-    box = box if box is not None else box_around(xy[np.isfinite(xy).all(axis=1)] if np.isfinite(xy).any() else np.zeros((1, 2)))
+    if box is None:
+        box = box_around(xy[np.isfinite(xy).all(axis=1)] if np.isfinite(xy).any() else np.zeros((1, 2)))
     return transforms_for("a.jpg", 4000, 3000, keypoint_table("a.jpg", xy, confidence, names), box, **settings).iloc[0]
 
 
@@ -196,8 +219,18 @@ def test_low_confidence_keypoints_fall_back_to_the_box():
 
 def test_images_without_keypoint_rows_use_their_box():
     images = pd.DataFrame({"image": ["a.jpg", "b.jpg"], "split": ["train", "test"], "width": 100, "height": 50})
-    boxes = pd.DataFrame({"image": ["a.jpg", "b.jpg"], "split": ["train", "test"], "x0": [10, 0], "y0": [5, 0],
-                          "x1": [60, 100], "y1": [30, 50], "method": "t", "score": 1.0})
+    boxes = pd.DataFrame(
+        {
+            "image": ["a.jpg", "b.jpg"],
+            "split": ["train", "test"],
+            "x0": [10, 0],
+            "y0": [5, 0],
+            "x1": [60, 100],
+            "y1": [30, 50],
+            "method": "t",
+            "score": 1.0,
+        }
+    )
     keypoints = keypoint_table("zzz.jpg", GOOD)  # another image's keypoints only
     table = estimate_transforms(images, keypoints, boxes, AlignSettings.from_params({}))
     assert table["method"].tolist() == ["box", "box"] and table["image"].tolist() == ["a.jpg", "b.jpg"]
@@ -259,29 +292,42 @@ def test_settings_are_checked():
 # ------------------------------------------------------------------------------------------
 
 
+def test_the_recorded_box_transform_centres_the_box_in_the_template_frame():
+    # An image without a landmark fit records its box's place in the span frame (align.parquet's
+    # t00..t12, span_px); its crops are box crops, which know no frame (below).
+    box = (10, 20, 110, 40)
+    transform = box_transform(box, FRAME)
+    (u0, v0), (u1, v1) = apply(transform, [[box[0] - 0.5, box[1] - 0.5], [box[2] - 0.5, box[3] - 0.5]])
+    assert (u0 + u1) / 2 == pytest.approx((FRAME[0] + FRAME[2]) / 2)
+    assert (v0 + v1) / 2 == pytest.approx((FRAME[1] + FRAME[3]) / 2)
+    shares = ((u1 - u0) / (FRAME[2] - FRAME[0]), (v1 - v0) / (FRAME[3] - FRAME[1]))
+    assert max(shares) == pytest.approx(1.0) and min(shares) <= 1 + 1e-9
+
+
 @pytest.mark.parametrize("box", [(10, 20, 110, 40), (0, 0, 30, 90), (5, 5, 6, 6), (0, 0, 2528, 382)])
 @pytest.mark.parametrize("out_size", [(128, 64), (512, 512), (64, 32)])
 def test_box_crop_keeps_the_whole_box_centred_with_its_margin_unstretched(box, out_size):
-    # In the span frame the box is centred on the template frame and fills it in one dimension.
-    transform = box_transform(box, FRAME)
-    (u0, v0), (u1, v1) = apply(transform, [[box[0] - 0.5, box[1] - 0.5], [box[2] - 0.5, box[3] - 0.5]])
-    assert (u0 + u1) / 2 == pytest.approx((FRAME[0] + FRAME[2]) / 2) and (v0 + v1) / 2 == pytest.approx((FRAME[1] + FRAME[3]) / 2)
-    shares = ((u1 - u0) / (FRAME[2] - FRAME[0]), (v1 - v0) / (FRAME[3] - FRAME[1]))
-    assert max(shares) == pytest.approx(1.0) and min(shares) <= 1 + 1e-9
-    # In the crop: centred, unstretched, with at least the margin (10% of the frame) on each side.
-    matrix = crop_matrix(transform, FRAME, 0.1, out_size)
+    # The box grown by the margin (10% of the box on each side) fills the crop in one dimension
+    # at one scale, centred: the box's own aspect, not the template frame's (test_crop_geometry.py
+    # renders it).
+    geometry = box_crop(box, 0.1, out_size)
+    matrix = geometry.matrix
     assert matrix[0, 0] == pytest.approx(matrix[1, 1]) and matrix[0, 1] == matrix[1, 0] == 0
     (x0, y0), (x1, y1) = apply(matrix, [[box[0] - 0.5, box[1] - 0.5], [box[2] - 0.5, box[3] - 0.5]])
     width, height = out_size
-    assert (x0 + x1) / 2 == pytest.approx(width / 2 - 0.5) and (y0 + y1) / 2 == pytest.approx(height / 2 - 0.5)
+    assert abs((x0 + x1) / 2 - (width / 2 - 0.5)) <= 0.5 and abs((y0 + y1) / 2 - (height / 2 - 0.5)) <= 0.5
     assert x1 - x0 <= width / 1.2 + 1e-6 and y1 - y0 <= height / 1.2 + 1e-6
-    # The crop region is the frame grown by the margin, widened to the output's aspect.
-    r0, s0, r1, s1 = crop_region(FRAME, 0.1, out_size)
-    assert (r1 - r0) / (s1 - s0) == pytest.approx(width / height)
-    assert r0 <= FRAME[0] - 0.1 * (FRAME[2] - FRAME[0]) + 1e-9 and s1 >= FRAME[3] + 0.1 * (FRAME[3] - FRAME[1]) - 1e-9
+    assert max((x1 - x0) * 1.2 / width, (y1 - y0) * 1.2 / height) == pytest.approx(1.0)
+    box_w, box_h = max(box[2] - box[0], 1), max(box[3] - box[1], 1)
+    assert (x1 - x0) / (y1 - y0) == pytest.approx(box_w / box_h)
+    # The content rectangle (the rest is align.padding) is the grown box in whole pixels.
+    left, top, w, h = geometry.content
+    assert abs(w - 1.2 * (x1 - x0)) <= 1 and abs(h - 1.2 * (y1 - y0)) <= 1
+    assert 0 <= left and left + w <= width and 0 <= top and top + h <= height
 
 
 def test_warp_outside_the_photo_replicates_its_border_and_blanks_masks():
+    # Aligned crops keep the warp's replicated border; box crops never show it (test_crop_geometry.py).
     photo = np.full((10, 10, 3), 200, np.uint8)
     matrix = crop_matrix(box_transform((-20, -20, 30, 30), FRAME), FRAME, 0.1, (64, 32))
     assert warp(photo, matrix, (64, 32)).min() == 200
@@ -322,19 +368,45 @@ def _scene(tmp_path, name, width, height, to_image, mode="RGB", confidence=1.0, 
         mask_path = tmp_path / f"{path.stem}_mask.png"
         cv2.imwrite(str(mask_path), fluke)
     box = box_around(points, 2, width, height)
-    return {"image": name, "split": split, "path": str(path), "width": width, "height": height, "box": box,
-            "keypoints": keypoint_table(name, points, confidence, split=split),
-            "mask": None if mask_path is None else str(mask_path)}
+    return {
+        "image": name,
+        "split": split,
+        "path": str(path),
+        "width": width,
+        "height": height,
+        "box": box,
+        "keypoints": keypoint_table(name, points, confidence, split=split),
+        "mask": None if mask_path is None else str(mask_path),
+    }
 
 
 def _tables(scenes):
     images = pd.DataFrame([{k: s[k] for k in ("image", "split", "path", "width", "height")} for s in scenes])
-    boxes = pd.DataFrame([{"image": s["image"], "split": s["split"], "x0": s["box"][0], "y0": s["box"][1],
-                           "x1": s["box"][2], "y1": s["box"][3], "method": "test", "score": 1.0} for s in scenes])
+    boxes = pd.DataFrame(
+        [
+            {
+                "image": s["image"],
+                "split": s["split"],
+                "x0": s["box"][0],
+                "y0": s["box"][1],
+                "x1": s["box"][2],
+                "y1": s["box"][3],
+                "method": "test",
+                "score": 1.0,
+            }
+            for s in scenes
+        ]
+    )
     keypoints = pd.concat([s["keypoints"] for s in scenes], ignore_index=True)
-    masks = pd.DataFrame({"image": [s["image"] for s in scenes], "split": [s["split"] for s in scenes],
-                          "mask_path": pd.Series([s["mask"] for s in scenes], dtype="string"),
-                          "area": [0 if s["mask"] is None else 100 for s in scenes], "score": 1.0})
+    masks = pd.DataFrame(
+        {
+            "image": [s["image"] for s in scenes],
+            "split": [s["split"] for s in scenes],
+            "mask_path": pd.Series([s["mask"] for s in scenes], dtype="string"),
+            "area": [0 if s["mask"] is None else 100 for s in scenes],
+            "score": 1.0,
+        }
+    )
     return images, boxes, keypoints, masks
 
 
@@ -356,8 +428,13 @@ def test_crops_of_tiny_huge_extreme_and_grayscale_photos(tmp_path):
     images, boxes, keypoints, masks = _tables(scenes)
     transforms = estimate_transforms(images, keypoints, boxes, AlignSettings.from_params({}))
     assert transforms.set_index("image")["method"].to_dict() == {
-        "tiny.png": "box", "tinylm.png": "landmarks", "huge.jpg": "landmarks", "wide.jpg": "landmarks",
-        "tall.jpg": "landmarks", "grey.png": "landmarks"}
+        "tiny.png": "box",
+        "tinylm.png": "landmarks",
+        "huge.jpg": "landmarks",
+        "wide.jpg": "landmarks",
+        "tall.jpg": "landmarks",
+        "grey.png": "landmarks",
+    }
     for size in ("64x32", "512x512"):
         width, height = parse_size(size)
         table = crop_images(images, transforms, masks, size, 0.1, tmp_path / size)
@@ -382,8 +459,10 @@ def test_crops_of_tiny_huge_extreme_and_grayscale_photos(tmp_path):
 
 
 def test_masks_are_warped_with_their_crops(tmp_path):
-    scenes = [_scene(tmp_path, "a.jpg", 640, 400, similarity(300, 15, 330, 170)),
-              _scene(tmp_path, "b.jpg", 640, 400, similarity(260, -8, 300, 200), confidence=0.0)]
+    scenes = [
+        _scene(tmp_path, "a.jpg", 640, 400, similarity(300, 15, 330, 170)),
+        _scene(tmp_path, "b.jpg", 640, 400, similarity(260, -8, 300, 200), confidence=0.0),
+    ]
     images, boxes, keypoints, masks = _tables(scenes)
     # Masks at half resolution are rescaled onto the photo.
     half = tmp_path / "b_half.png"
@@ -420,31 +499,98 @@ def test_crop_file_names_stay_unique():
 
 
 def test_cli_writes_the_tables_crops_and_contact_sheet(tmp_path):
-    scenes = [_scene(tmp_path, f"{i}.jpg", 320, 200, similarity(150, 10 * i - 20, 160, 90),
-                     confidence=1.0 if i < 4 else 0.1, split="train" if i % 2 else "test") for i in range(6)]
+    scenes = [
+        _scene(
+            tmp_path,
+            f"{i}.jpg",
+            320,
+            200,
+            similarity(150, 10 * i - 20, 160, 90),
+            confidence=1.0 if i < 4 else 0.1,
+            split="train" if i % 2 else "test",
+        )
+        for i in range(6)
+    ]
     images, boxes, keypoints, masks = _tables(scenes)
     paths = {}
-    for name, df in (("train", images[images["split"] == "train"]), ("test", images[images["split"] == "test"]),
-                     ("boxes", boxes), ("keypoints", keypoints), ("masks", masks)):
+    for name, df in (
+        ("train", images[images["split"] == "train"]),
+        ("test", images[images["split"] == "test"]),
+        ("boxes", boxes),
+        ("keypoints", keypoints),
+        ("masks", masks),
+    ):
         paths[name] = tmp_path / f"{name}.parquet"
         df.to_parquet(paths[name], index=False)
     out = tmp_path / "results/align"
-    params = '{"template": {"left_tip": [-0.5, -0.06], "notch": [0, 0.04], "right_tip": [0.5, -0.06], ' \
-             '"left_trailing_mid": [-0.25, -0.035], "right_trailing_mid": [0.25, -0.035], "peduncle": [0, 0.33]}, ' \
-             '"transform": "similarity", "margin": 0.1}'
-    assert main(["align-transforms", "--train", str(paths["train"]), "--test", str(paths["test"]),
-                 "--keypoints", str(paths["keypoints"]), "--boxes", str(paths["boxes"]), "--params", params,
-                 "--out", str(out / "align.parquet"), "--contact-sheet", str(out / "contact_sheet.png")]) == 0
+    params = (
+        '{"template": {"left_tip": [-0.5, -0.06], "notch": [0, 0.04], "right_tip": [0.5, -0.06], '
+        '"left_trailing_mid": [-0.25, -0.035], "right_trailing_mid": [0.25, -0.035], "peduncle": [0, 0.33]}, '
+        '"transform": "similarity", "margin": 0.1}'
+    )
+    assert (
+        main(
+            [
+                "align-transforms",
+                "--train",
+                str(paths["train"]),
+                "--test",
+                str(paths["test"]),
+                "--keypoints",
+                str(paths["keypoints"]),
+                "--boxes",
+                str(paths["boxes"]),
+                "--params",
+                params,
+                "--out",
+                str(out / "align.parquet"),
+                "--contact-sheet",
+                str(out / "contact_sheet.png"),
+            ]
+        )
+        == 0
+    )
     transforms = pd.read_parquet(out / "align.parquet")
     assert set(MATRIX_COLUMNS + BOX_COLUMNS + FRAME_COLUMNS) < set(transforms.columns)
     assert transforms["method"].value_counts().to_dict() == {"landmarks": 4, "box": 2}
     sheet = _read(out / "contact_sheet.png")
     assert sheet.ndim == 3 and sheet.shape[0] > 100
-    assert main(["align", "--train", str(paths["train"]), "--test", str(paths["test"]),
-                 "--transforms", str(out / "align.parquet"), "--masks", str(paths["masks"]), "--size", "64x32",
-                 "--margin", "0.1", "--table", str(out / "64x32/align.parquet"), "--crops", str(out / "64x32/crops"),
-                 "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "align",
+                "--train",
+                str(paths["train"]),
+                "--test",
+                str(paths["test"]),
+                "--transforms",
+                str(out / "align.parquet"),
+                "--masks",
+                str(paths["masks"]),
+                "--size",
+                "64x32",
+                "--margin",
+                "0.1",
+                "--table",
+                str(out / "64x32/align.parquet"),
+                "--crops",
+                str(out / "64x32/crops"),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     table = pd.read_parquet(out / "64x32/align.parquet")
-    assert list(table.columns) == ["image", "split", "method", "n_landmarks", "residual", "crop_path", "box_crop_path",
-                                   "mask_crop_path", "box_mask_crop_path"]
+    assert list(table.columns) == [
+        "image",
+        "split",
+        "method",
+        "n_landmarks",
+        "residual",
+        "crop_path",
+        "box_crop_path",
+        "mask_crop_path",
+        "box_mask_crop_path",
+    ]
     assert len(table) == 6 and all(_read(p).shape == (32, 64, 3) for p in table["crop_path"])

@@ -171,10 +171,7 @@ def test_tables_from_a_good_layout(tmp_path):
         "n_single_image_identities": 1,
         "new_whale_share": 0.25,
         "grayscale_share": pytest.approx(1 / 11),
-        "fold_sizes": [
-            int((train["fold"] == 0).sum()),
-            int((train["fold"] == 1).sum()),
-        ],
+        "fold_sizes": [int((train["fold"] == 0).sum()), int((train["fold"] == 1).sum())],
         "n_always_train": 1,
         # The layout's test t3.png is a byte copy of the training alpha.png (issue 24: a leak).
         "n_duplicate_groups": 1,

@@ -14,10 +14,7 @@ from flukeline.core.metrics import (
 )
 
 
-@pytest.mark.parametrize(
-    "predicted",
-    [["A", "B", "C", "D", "E"], ["A", "A", "A", "A", "A"], ["A", "B", "A", "C", "A"]],
-)
+@pytest.mark.parametrize("predicted", [["A", "B", "C", "D", "E"], ["A", "A", "A", "A", "A"], ["A", "B", "A", "C", "A"]])
 def test_seed_examples_score_one(predicted):
     # Seed 000: for truth A all three predictions have average precision 1.0.
     assert average_precision_at_k("A", predicted) == 1.0

@@ -30,12 +30,7 @@ def _noisy(image, seed, flips=10):
 
 def test_raw_pixel_1nn_scores_a_constructed_case():
     a, b, c, unknown = _blob(1), _blob(2), _blob(3), _blob(4)
-    train = pd.DataFrame(
-        {
-            "id": ["A", "A", "B", "C", NEW_WHALE],
-            "pixels": [a, _noisy(a, 1), b, c, _blob(5)],
-        }
-    )
+    train = pd.DataFrame({"id": ["A", "A", "B", "C", NEW_WHALE], "pixels": [a, _noisy(a, 1), b, c, _blob(5)]})
     test = pd.DataFrame({"image": ["qa", "qb", "qnew"], "pixels": [_noisy(a, 2), _noisy(b, 3), unknown]})
     predictions, info = raw_pixel_1nn(train, test, size=24, threshold=0.6)
     ranked = dict(zip(predictions["image"], predictions["predicted"].str.split()))

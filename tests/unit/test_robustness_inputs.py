@@ -92,16 +92,8 @@ REJECTED = {
         {"notes.jpg": b"field notes, not a photo\n"},
         "train.csv line 5: image 'notes.jpg' is not a recognised image file",
     ),
-    "missing_file": (
-        [("gone.jpg", "w_b")],
-        {},
-        "train.csv line 5: image 'gone.jpg' does not exist under {train}",
-    ),
-    "duplicate_name": (
-        [("a1.jpg", "w_a")],
-        {},
-        "train.csv line 5: image 'a1.jpg' is a duplicate of train.csv line 2",
-    ),
+    "missing_file": ([("gone.jpg", "w_b")], {}, "train.csv line 5: image 'gone.jpg' does not exist under {train}"),
+    "duplicate_name": ([("a1.jpg", "w_a")], {}, "train.csv line 5: image 'a1.jpg' is a duplicate of train.csv line 2"),
     "path_escaping_root": (
         [("../outside.jpg", "w_b")],
         {},
@@ -117,16 +109,8 @@ REJECTED = {
         {},
         "train.csv line 5: image 'link.jpg' resolves outside {train} (to {outside})",
     ),
-    "empty_id": (
-        [("b1.jpg", "")],
-        {"b1.jpg": noise_jpeg(41)},
-        "train.csv line 5: image 'b1.jpg' has an empty Id",
-    ),
-    "empty_image_name": (
-        [("", "w_b")],
-        {},
-        "train.csv line 5: image '' has an empty Image value",
-    ),
+    "empty_id": ([("b1.jpg", "")], {"b1.jpg": noise_jpeg(41)}, "train.csv line 5: image 'b1.jpg' has an empty Id"),
+    "empty_image_name": ([("", "w_b")], {}, "train.csv line 5: image '' has an empty Image value"),
 }
 
 

@@ -2,10 +2,17 @@
 # are not usable), then aligned and box crops (and warped masks) at every configured size.
 
 ALIGN_SIZES = [size_name(s) for s in config["align"]["sizes"]]
-# The align.* keys the transform step consumes (the margin only shapes its contact sheet).
+# The align.* keys the transform step consumes (the margin and padding only shape its contact sheet).
 ALIGN_TRANSFORM_KEYS = (
-    "template", "transform", "min_keypoint_confidence", "min_landmarks", "max_residual", "max_scale_ratio",
-    "max_rotation_deg", "margin",
+    "template",
+    "transform",
+    "min_keypoint_confidence",
+    "min_landmarks",
+    "max_residual",
+    "max_scale_ratio",
+    "max_rotation_deg",
+    "margin",
+    "padding",
 )
 
 
@@ -17,17 +24,19 @@ rule align_transforms:
         boxes="results/detect/boxes.parquet",
     output:
         table="results/align/align.parquet",
-        contact_sheet=report("results/align/contact_sheet.png", caption="../report/align_contact_sheet.rst", category="3 align"),
-    params:
-        align=params_json({k: config["align"][k] for k in ALIGN_TRANSFORM_KEYS if k in config["align"]}),
-    threads: 1
-    resources:
-        mem_mb=by_attempt(1000),  # demo preset: 0.2 GB, 2 s
-        runtime=by_attempt(10),
+        contact_sheet=report(
+            "results/align/contact_sheet.png", caption="../report/align_contact_sheet.rst", category="3 align"
+        ),
     log:
         "results/logs/align_transforms.log",
     benchmark:
         "results/benchmarks/align_transforms.tsv"
+    threads: 1
+    resources:
+        mem_mb=by_attempt(1000),  # demo preset: 0.2 GB, 2 s
+        runtime=by_attempt(10),
+    params:
+        align=params_json({k: config["align"][k] for k in ALIGN_TRANSFORM_KEYS if k in config["align"]}),
     shell:
         "{FLUKELINE} align-transforms --train {input.train:q} --test {input.test:q}"
         " --keypoints {input.keypoints:q} --boxes {input.boxes:q} --params {params.align:q}"
@@ -43,27 +52,28 @@ rule align_crops:
     output:
         table="results/align/{size}/align.parquet",
         crops=directory("results/align/{size}/crops"),
-    wildcard_constraints:
-        size=r"\d+x\d+",
-    params:
-        margin=config["align"].get("margin", 0.1),
-    threads: 2
-    resources:
-        mem_mb=by_attempt(1000),  # demo preset (128x64): 0.4 GB, 4-6 s
-        runtime=by_attempt(10),
     log:
         "results/logs/align_{size}.log",
     benchmark:
         "results/benchmarks/align_{size}.tsv"
+    wildcard_constraints:
+        size=r"\d+x\d+",
+    threads: 2
+    resources:
+        mem_mb=by_attempt(1000),  # demo preset (128x64): 0.4 GB, 4-6 s
+        runtime=by_attempt(10),
+    params:
+        margin=config["align"].get("margin", 0.1),
+        padding=config["align"].get("padding", "context"),
     shell:
         "{FLUKELINE} align --train {input.train:q} --test {input.test:q} --transforms {input.transforms:q}"
-        " --masks {input.masks:q} --size {wildcards.size} --margin {params.margin}"
+        " --masks {input.masks:q} --size {wildcards.size} --margin {params.margin} --padding {params.padding}"
         " --table {output.table:q} --crops {output.crops:q} --threads {threads} > {log:q} 2>&1"
 
 
 # Stage target: `snakemake --cores 2 align` (transforms and the crops at every align.sizes).
 rule align:
-    localrule: True
     input:
         "results/align/align.parquet",
         expand("results/align/{size}/align.parquet", size=ALIGN_SIZES),
+    localrule: True

@@ -1,8 +1,10 @@
-"""Align step 2 (`align_crops`, one job per size): the template's bounding box grown by the margin,
-widened or heightened to the output's aspect (never stretched), composed with the image's
-transform: one warpAffine from the original photo per crop. Every image also gets a box-only crop,
-and its detect mask warped both ways when there is one (a 4th channel for the embed stage); an
-image without a landmark fit uses its box crop as its crop.
+"""Align step 2 (`align_crops`, one job per size): the aligned crop is the template's bounding box
+grown by the margin, widened or heightened to the output's aspect (never stretched), composed
+with the image's landmark transform: one warpAffine from the original photo per crop. Every image
+also gets a box crop, which knows no template: detect's box grown by the margin, letterboxed at
+one scale into the output and padded as align.padding says (flukeline.align.geometry.box_crop);
+its detect mask is warped both ways when there is one (a 4th channel for the embed stage, padded
+with 0). An image without a landmark fit uses its box crop as its crop.
 
 Written under results/align/<W>x<H>/: crops/{aligned,box,aligned_mask,box_mask}/<split>/*.png and
 align.parquet (image, split, method, n_landmarks, residual, crop_path, box_crop_path,
@@ -18,10 +20,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from flukeline.align.geometry import BOX_COLUMNS, FRAME_COLUMNS, MATRIX_COLUMNS, box_transforms, compose, crop_matrix
-from flukeline.align.settings import parse_size
+from flukeline.align.geometry import BOX_COLUMNS, FRAME_COLUMNS, MATRIX_COLUMNS, BoxCrop, box_crop, compose, crop_matrix
+from flukeline.align.settings import DEFAULT_PADDING, check_padding, parse_size
 from flukeline.align.transforms import image_table
-from flukeline.align.warp import warp, write_png
+from flukeline.align.warp import warp, warp_box_crop, write_png
 from flukeline.core.images import read_image_rgb
 from flukeline.core.io import write_parquet_atomic
 from flukeline.core.runtime import parallel_map, worker_count
@@ -31,10 +33,10 @@ log = logging.getLogger(__name__)
 
 def _crop_one(task):
     """Read one photo (and mask), write its aligned and box crops (and warped masks)."""
-    path, aligned, box, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png = task
+    path, aligned, box, padding, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png = task
     cv2.setNumThreads(1)  # parallelism is over images
     rgb = read_image_rgb(path)
-    write_png(box_png, warp(rgb, box, out_size))
+    write_png(box_png, warp_box_crop(rgb, box, out_size, padding))
     if crop_png != box_png:
         write_png(crop_png, warp(rgb, aligned, out_size))
     if mask_path is None:
@@ -45,22 +47,50 @@ def _crop_one(task):
     # Masks are stored at the photo's resolution (identity here); one that is not is rescaled.
     rx, ry = rgb.shape[1] / mask.shape[1], rgb.shape[0] / mask.shape[0]
     mask_to_photo = np.array([[rx, 0.0, 0.5 * rx - 0.5], [0.0, ry, 0.5 * ry - 0.5]])
-    # Outside the photo there is no fluke to see: constant 0 rather than a replicated edge.
-    write_png(box_mask_png, warp(mask, compose(box, mask_to_photo), out_size, cv2.BORDER_CONSTANT, 0))
+    # Padding shows no animal: 0 (the mask's context stays where the photo's does), never a
+    # mirrored or replicated mask.
+    box_mask = BoxCrop(compose(box.matrix, mask_to_photo), box.content)
+    write_png(box_mask_png, warp_box_crop(mask, box_mask, out_size, "context" if padding == "context" else "constant"))
     if mask_png != box_mask_png:
         write_png(mask_png, warp(mask, compose(aligned, mask_to_photo), out_size, cv2.BORDER_CONSTANT, 0))
+
 
 def _file_names(images: pd.DataFrame) -> list[str]:
     """<stem>.png per image; the full name where two images of a split share a stem."""
     stems = pd.Series([Path(i).stem for i in images["image"]], index=images.index)
     clash = pd.DataFrame({"split": images["split"], "stem": stems}).duplicated(keep=False).to_numpy()
-    return [f"{image.replace('.', '_')}.png" if c else f"{stem}.png" for image, stem, c in zip(images["image"], stems, clash)]
+    return [
+        f"{image.replace('.', '_')}.png" if c else f"{stem}.png"
+        for image, stem, c in zip(images["image"], stems, clash)
+    ]
 
-def crop_images(images: pd.DataFrame, transforms: pd.DataFrame, masks: pd.DataFrame | None, size: str, margin: float,
-                crops_dir, threads: int = 1) -> pd.DataFrame:
+
+def _box_crops(table: pd.DataFrame, margin: float, out_size) -> list[BoxCrop]:
+    """Each image's box crop; the photo's size (when the table has it) spares a whole-photo box
+    the margin."""
+    boxes = table[BOX_COLUMNS].to_numpy(np.float64)
+    if {"width", "height"} <= set(table.columns):
+        sizes = table[["width", "height"]].to_numpy(np.float64)
+    else:
+        sizes = [None] * len(table)
+    return [box_crop(box, margin, out_size, photo_size) for box, photo_size in zip(boxes, sizes)]
+
+
+def crop_images(
+    images: pd.DataFrame,
+    transforms: pd.DataFrame,
+    masks: pd.DataFrame | None,
+    size: str,
+    margin: float,
+    crops_dir,
+    threads: int = 1,
+    padding: str = DEFAULT_PADDING,
+) -> pd.DataFrame:
     """Write every image's crops at one size; returns the table the embed stage reads."""
     out_size = parse_size(size)
-    table = images[["image", "split", "path"]].merge(transforms, on=["image", "split"], how="left", validate="one_to_one")
+    check_padding(padding)
+    columns = [c for c in ("image", "split", "path", "width", "height") if c in images.columns]
+    table = images[columns].merge(transforms, on=["image", "split"], how="left", validate="one_to_one")
     if table["method"].isna().any():
         missing = table.loc[table["method"].isna(), "image"].tolist()[:5]
         raise ValueError(f"align table has no transform for {missing} ...")
@@ -83,27 +113,74 @@ def crop_images(images: pd.DataFrame, transforms: pd.DataFrame, masks: pd.DataFr
     frame = tuple(frames[0]) if len(frames) else (0.0, 0.0, 1.0, 1.0)
     transforms = table[MATRIX_COLUMNS].to_numpy(np.float64).reshape(-1, 2, 3)
     aligned_matrices = crop_matrix(transforms, frame, margin, out_size)
-    box_matrices = crop_matrix(box_transforms(table[BOX_COLUMNS].to_numpy(np.float64), frame), frame, margin, out_size)
+    box_crops = _box_crops(table, margin, out_size)
     tasks, rows = [], []
-    for row, name, mask_path, aligned, box in zip(table.itertuples(index=False), names, mask_paths, aligned_matrices, box_matrices):
+    per_image = zip(table.itertuples(index=False), names, mask_paths, aligned_matrices, box_crops)
+    for row, name, mask_path, aligned, box in per_image:
+        aligned_fit = row.method == "landmarks"
         box_png = str(folders["box"] / row.split / name)
-        crop_png = str(folders["aligned"] / row.split / name) if row.method == "landmarks" else box_png
-        box_mask_png = str(folders["box_mask"] / row.split / name) if mask_path else None
-        mask_png = (str(folders["aligned_mask"] / row.split / name) if row.method == "landmarks" else box_mask_png) if mask_path else None
-        tasks.append((row.path, aligned, box, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png))
-        rows.append((row.image, row.split, row.method, row.n_landmarks, row.residual, crop_png, box_png, mask_png, box_mask_png))
+        crop_png = str(folders["aligned"] / row.split / name) if aligned_fit else box_png
+        box_mask_png = mask_png = None
+        if mask_path:
+            box_mask_png = str(folders["box_mask"] / row.split / name)
+            mask_png = str(folders["aligned_mask"] / row.split / name) if aligned_fit else box_mask_png
+        tasks.append((row.path, aligned, box, padding, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png))
+        rows.append(
+            (row.image, row.split, row.method, row.n_landmarks, row.residual, crop_png, box_png, mask_png, box_mask_png)
+        )
     workers = worker_count(threads)
     parallel_map(_crop_one, tasks, threads, processes=True, chunksize=min(16, len(tasks) // (4 * workers)))
-    out = pd.DataFrame(rows, columns=["image", "split", "method", "n_landmarks", "residual", "crop_path", "box_crop_path",
-                                      "mask_crop_path", "box_mask_crop_path"])
-    out = out.astype({"image": "string", "split": "string", "method": "string", "n_landmarks": "int64", "residual": "float64",
-                      "crop_path": "string", "box_crop_path": "string", "mask_crop_path": "string", "box_mask_crop_path": "string"})
-    log.info("cropped %d images to %s (%d aligned, %d with masks)", len(out), size,
-             int((out["method"] == "landmarks").sum()), int(out["mask_crop_path"].notna().sum()))
+    out = pd.DataFrame(
+        rows,
+        columns=[
+            "image",
+            "split",
+            "method",
+            "n_landmarks",
+            "residual",
+            "crop_path",
+            "box_crop_path",
+            "mask_crop_path",
+            "box_mask_crop_path",
+        ],
+    )
+    out = out.astype(
+        {
+            "image": "string",
+            "split": "string",
+            "method": "string",
+            "n_landmarks": "int64",
+            "residual": "float64",
+            "crop_path": "string",
+            "box_crop_path": "string",
+            "mask_crop_path": "string",
+            "box_mask_crop_path": "string",
+        }
+    )
+    log.info(
+        "cropped %d images to %s (%d aligned, %d with masks; box crops padded: %s)",
+        len(out),
+        size,
+        int((out["method"] == "landmarks").sum()),
+        int(out["mask_crop_path"].notna().sum()),
+        padding,
+    )
     return out
 
-def run(train_path, test_path, transforms_path, masks_path, size, margin, table_path, crops_dir, threads=1) -> None:
+
+def run(
+    train_path,
+    test_path,
+    transforms_path,
+    masks_path,
+    size,
+    margin,
+    table_path,
+    crops_dir,
+    threads=1,
+    padding=DEFAULT_PADDING,
+) -> None:
     images = image_table(pd.read_parquet(train_path), pd.read_parquet(test_path))
     masks = pd.read_parquet(masks_path) if masks_path else None
-    table = crop_images(images, pd.read_parquet(transforms_path), masks, size, margin, crops_dir, threads)
+    table = crop_images(images, pd.read_parquet(transforms_path), masks, size, margin, crops_dir, threads, padding)
     write_parquet_atomic(table, table_path)

@@ -28,6 +28,7 @@ MAX_ANISOTROPY = 3.0
 # and the notch); on a learned detector's output this removes fits to bunched-up landmarks.
 MIN_COVERAGE = 0.5
 
+
 @dataclass(frozen=True)
 class Fit:
     transform: np.ndarray  # 2x3, original pixels -> span frame
@@ -35,6 +36,7 @@ class Fit:
     reason: str  # "ok" or why the landmarks were not used
     n_landmarks: int  # landmarks the fit used (RANSAC inliers), or the usable ones when it failed
     residual: float  # RMS distance (span units) of those landmarks from the template; NaN without a fit
+
 
 def fit_image(names, xy, confidence, box, settings: AlignSettings, frame, box_is_whole_image: bool = False) -> Fit:
     """The transform of one image: landmark fit when plausible, box-derived otherwise.
@@ -65,8 +67,13 @@ def fit_image(names, xy, confidence, box, settings: AlignSettings, frame, box_is
     # Fitting image -> template puts the RANSAC threshold and the residual in span units, so they
     # mean the same at every image resolution. OpenCV's RANSAC seeds its own RNG: deterministic.
     matrix, inliers = estimate(
-        src.reshape(-1, 1, 2), dst.reshape(-1, 1, 2), method=cv2.RANSAC,
-        ransacReprojThreshold=INLIER_FACTOR * settings.max_residual, maxIters=2000, confidence=0.999, refineIters=10,
+        src.reshape(-1, 1, 2),
+        dst.reshape(-1, 1, 2),
+        method=cv2.RANSAC,
+        ransacReprojThreshold=INLIER_FACTOR * settings.max_residual,
+        maxIters=2000,
+        confidence=0.999,
+        refineIters=10,
     )
     if matrix is None or not np.isfinite(matrix).all():
         return box_fit("fit_failed")

@@ -1,6 +1,7 @@
 """The align.* settings the transform step consumes (`AlignSettings`, checked when parsed; see
 config.schema.yaml), the default template (the demo population's mean landmark positions, span
-units: tips at x = -0.5 and +0.5, notch near y = 0, y down) and `<W>x<H>` size names."""
+units: tips at x = -0.5 and +0.5, notch near y = 0, y down), the box crops' paddings and
+`<W>x<H>` size names."""
 
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ DEFAULT_TEMPLATE = {
 
 TRANSFORMS = ("similarity", "affine")
 
+# What fills a box crop around the box (flukeline.align.geometry.box_crop): context = the photo
+# around the box, constant (black) only beyond the photo's edges; constant = black around the box
+# and its margin; reflect = the box and its margin mirrored at their edges.
+PADDINGS = ("context", "constant", "reflect")
+
+# Context invents no pixels (the box is shown as the photo shows it) and keeps what a loose box
+# cut off; a whole-photo box (detect.method none) gets black bars, as under constant.
+DEFAULT_PADDING = "context"
+
+
 @dataclass(frozen=True)
 class AlignSettings:
     """The align.* config keys that the transform step consumes (see config.schema.yaml)."""
@@ -34,9 +45,10 @@ class AlignSettings:
     max_scale_ratio: float = 1.6
     max_rotation_deg: float = 90.0
     margin: float = 0.1
+    padding: str = DEFAULT_PADDING  # box crops only (the contact sheet here; crops.py for the crops)
 
     @classmethod
-    def from_params(cls, params: dict | None) -> "AlignSettings":
+    def from_params(cls, params: dict | None) -> AlignSettings:
         params = dict(params or {})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(params) - known)
@@ -47,6 +59,7 @@ class AlignSettings:
         settings = cls(**params)
         if settings.transform not in TRANSFORMS:
             raise ValueError(f"align.transform must be one of {TRANSFORMS}, not {settings.transform!r}")
+        check_padding(settings.padding)
         if len(settings.template) < 2:
             raise ValueError("align.template needs at least two keypoints")
         return settings
@@ -55,6 +68,13 @@ class AlignSettings:
     def min_points(self) -> int:
         # A similarity is fixed by 2 points, an affine transform by 3.
         return max(int(self.min_landmarks), 2 if self.transform == "similarity" else 3)
+
+
+def check_padding(padding: str) -> str:
+    if padding not in PADDINGS:
+        raise ValueError(f"align.padding must be one of {PADDINGS}, not {padding!r}")
+    return padding
+
 
 def parse_size(text: str) -> tuple[int, int]:
     """'128x64' -> (128, 64): width, height."""

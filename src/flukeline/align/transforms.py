@@ -1,8 +1,9 @@
 """Align step 1 (`align_transforms`, one job): per image a 2x3 transform from original pixels to
 the canonical *span frame* (fluke tips at x = -0.5 and +0.5, notch near y = 0, y down), fitted to
 detect's landmarks (flukeline.align.fit), or derived from detect's box when the landmarks are too
-few, too uncertain or fit implausibly. Both paths end in the same kind of transform, so cropping
-has a single code path.
+few, too uncertain or fit implausibly (method "box": the box's place in the span frame, for the
+table's span and rotation; such an image's crops are box crops, cut from the box alone, see
+flukeline.align.crops).
 
 Written to results/align/align.parquet (image, split, method, reason, n_landmarks, residual,
 span_px, rotation_deg, t00..t12, box_x0..box_y1, frame_x0..frame_y1) with a contact sheet.
@@ -29,7 +30,10 @@ def image_table(train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
     columns = ["image", "split", "path", "width", "height"]
     return pd.concat([train[columns], test[columns]], ignore_index=True)
 
-def estimate_transforms(images: pd.DataFrame, keypoints: pd.DataFrame, boxes: pd.DataFrame, settings: AlignSettings) -> pd.DataFrame:
+
+def estimate_transforms(
+    images: pd.DataFrame, keypoints: pd.DataFrame, boxes: pd.DataFrame, settings: AlignSettings
+) -> pd.DataFrame:
     """One row per image of `images` (image, split): method, reason, n_landmarks, residual, span_px
     (fluke span in original pixels), rotation_deg (its roll in the photo, clockwise on screen),
     the transform t00..t12 (original pixels -> span frame), the box and the template frame the
@@ -58,21 +62,57 @@ def estimate_transforms(images: pd.DataFrame, keypoints: pd.DataFrame, boxes: pd
     for image, split, x0, y0, x1, y1, width, height in images[columns].itertuples(index=False):
         part = spans.get((image, split), slice(0, 0))
         fit = fit_image(
-            names[part], xy[part], confidence[part], (x0, y0, x1, y1), settings, frame,
+            names[part],
+            xy[part],
+            confidence[part],
+            (x0, y0, x1, y1),
+            settings,
+            frame,
             box_is_whole_image=x0 <= 0 and y0 <= 0 and x1 >= width and y1 >= height,
         )
         linear = fit.transform[:, :2]
-        rows.append((
-            image, split, fit.method, fit.reason, fit.n_landmarks, fit.residual,
-            1.0 / math.sqrt(abs(np.linalg.det(linear))),
-            -math.degrees(math.atan2(linear[1, 0], linear[0, 0])),  # the fluke's roll in the photo
-            *fit.transform.ravel(), x0, y0, x1, y1, *frame,
-        ))
-    columns = ["image", "split", "method", "reason", "n_landmarks", "residual", "span_px", "rotation_deg",
-               *MATRIX_COLUMNS, *BOX_COLUMNS, *FRAME_COLUMNS]
+        rows.append(
+            (
+                image,
+                split,
+                fit.method,
+                fit.reason,
+                fit.n_landmarks,
+                fit.residual,
+                1.0 / math.sqrt(abs(np.linalg.det(linear))),
+                -math.degrees(math.atan2(linear[1, 0], linear[0, 0])),  # the fluke's roll in the photo
+                *fit.transform.ravel(),
+                x0,
+                y0,
+                x1,
+                y1,
+                *frame,
+            )
+        )
+    columns = [
+        "image",
+        "split",
+        "method",
+        "reason",
+        "n_landmarks",
+        "residual",
+        "span_px",
+        "rotation_deg",
+        *MATRIX_COLUMNS,
+        *BOX_COLUMNS,
+        *FRAME_COLUMNS,
+    ]
     table = pd.DataFrame(rows, columns=columns)
-    table = table.astype({"image": "string", "split": "string", "method": "string", "reason": "string",
-                          "n_landmarks": "int64", **{c: "float64" for c in columns[5:]}})
+    table = table.astype(
+        {
+            "image": "string",
+            "split": "string",
+            "method": "string",
+            "reason": "string",
+            "n_landmarks": "int64",
+            **{c: "float64" for c in columns[5:]},
+        }
+    )
     counts = table.groupby(["method", "reason"]).size().to_dict() if len(table) else {}
     log.info("transforms of %d images (%s): %s", len(table), settings.transform, counts)
     return table

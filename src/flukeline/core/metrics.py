@@ -47,9 +47,7 @@ def map_at_k(truths: Sequence[str], predictions: Sequence[Prediction], k: int = 
     """Mean of average_precision_at_k over images (Kaggle's MAP@k)."""
     _check_aligned(truths, predictions)
     scores = np.fromiter(
-        (average_precision_at_k(t, p, k) for t, p in zip(truths, predictions)),
-        dtype=np.float64,
-        count=len(truths),
+        (average_precision_at_k(t, p, k) for t, p in zip(truths, predictions)), dtype=np.float64, count=len(truths)
     )
     return float(scores.mean())
 

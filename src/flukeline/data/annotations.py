@@ -105,13 +105,7 @@ def _read_keypoints(path: Path, listed: set[str]) -> pd.DataFrame:
             problems_by_row[position].append(f"{name} is not a number: {table[name].iloc[position]!r}")
     _check_annotation_rows(path, table, problems_by_row, listed)
     return pd.DataFrame(
-        {
-            "image": table["Image"],
-            "keypoint": table["keypoint"],
-            "x": x,
-            "y": y,
-            "visible": visible.astype(bool),
-        }
+        {"image": table["Image"], "keypoint": table["keypoint"], "x": x, "y": y, "visible": visible.astype(bool)}
     )
 
 

@@ -26,12 +26,20 @@ class Letterbox:
     pad_top: int
 
     @staticmethod
-    def fit(width: int, height: int, out_width: int, out_height: int) -> "Letterbox":
+    def fit(width: int, height: int, out_width: int, out_height: int) -> Letterbox:
         scale = min(out_width / width, out_height / height)
         scaled_w = min(out_width, max(1, round(width * scale)))
         scaled_h = min(out_height, max(1, round(height * scale)))
-        return Letterbox(width, height, out_width, out_height, scaled_w, scaled_h,
-                         (out_width - scaled_w) // 2, (out_height - scaled_h) // 2)
+        return Letterbox(
+            width,
+            height,
+            out_width,
+            out_height,
+            scaled_w,
+            scaled_h,
+            (out_width - scaled_w) // 2,
+            (out_height - scaled_h) // 2,
+        )
 
     @property
     def matrix(self) -> np.ndarray:
@@ -52,7 +60,9 @@ class Letterbox:
     def valid_region(self) -> np.ndarray:
         """Boolean mask of the detector input that shows the photo (not padding)."""
         inside = np.zeros((self.out_height, self.out_width), dtype=bool)
-        inside[self.pad_top : self.pad_top + self.scaled_height, self.pad_left : self.pad_left + self.scaled_width] = True
+        inside[self.pad_top : self.pad_top + self.scaled_height, self.pad_left : self.pad_left + self.scaled_width] = (
+            True
+        )
         return inside
 
     def to_input(self, points: np.ndarray) -> np.ndarray:
@@ -68,5 +78,10 @@ class Letterbox:
     def map_back(self, plane: np.ndarray) -> np.ndarray:
         """A float map over the detector input (e.g. mask probability) resampled onto the
         original pixel grid."""
-        return cv2.warpAffine(plane.astype(np.float32), self.matrix, (self.width, self.height),
-                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        return cv2.warpAffine(
+            plane.astype(np.float32),
+            self.matrix,
+            (self.width, self.height),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )

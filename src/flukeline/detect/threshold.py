@@ -1,12 +1,19 @@
-"""Classical detection (`detect.method: threshold` or `none`, the `detect` rule): one fluke box
-per image from a background-difference threshold; also the learned detector's last fallback before
+"""Classical detection (`detect.method: threshold` or `none`, the `detect` rule): one box per
+image from a background-difference threshold; also the learned detector's last fallback before
 the whole image.
 
-Sea and sky change mostly with height, so each row's median colour is a fair background model;
-the fluke is the largest blob that differs from it (Otsu threshold, as seed 000 thresholded),
-found on a copy at most 256 px on a side. `none` boxes the whole image. `run` writes
-results/detect/boxes.parquet (image, split, x0, y0, x1, y1, method, score) and the learned
-detector's keypoints and masks tables, empty, so that align reads one schema and uses the boxes.
+What it assumes: a dark fluke against water and sky. Sea and sky change mostly with height, so
+each row's median colour is a fair background model; the fluke is the largest blob that differs
+from it (Otsu threshold, as seed 000 thresholded), found on a copy at most 256 px on a side. On
+other photos (a whole animal on land, a face, a fin against a busy shore) the largest differing
+blob is often a head, a rock or a patch of ground: the log gives the share of boxes under 5% of
+their photo's area and warns when more than half are, suggesting `none` or annotations for the
+learned detector. `none` boxes the whole image (align then letterboxes the whole photo, aspect
+kept), the right start without annotations for anything but flukes on water.
+
+`run` writes results/detect/boxes.parquet (image, split, x0, y0, x1, y1, method, score) and the
+learned detector's keypoints and masks tables, empty, so that align reads one schema and uses the
+boxes.
 """
 
 from __future__ import annotations
@@ -26,6 +33,11 @@ log = logging.getLogger(__name__)
 
 # Detection runs on a downscaled copy: the box needs no more resolution than this.
 WORK_SIDE = 256
+
+# A box under this share of its photo's area is more likely a detail (a head, a rock) than a
+# fluke photographed to be identified; the log warns when more than half of the boxes are.
+SMALL_BOX_SHARE = 0.05
+
 
 def threshold_box(rgb: np.ndarray, min_area_fraction: float = 0.01) -> Box:
     """Box (x0, y0 inclusive; x1, y1 exclusive, original pixels) of the largest foreground blob,
@@ -61,38 +73,70 @@ def threshold_box(rgb: np.ndarray, min_area_fraction: float = 0.01) -> Box:
         score=area_share,
     )
 
+
 def _detect_one(task):
+    """(Box, photo area in pixels) of one photo."""
     path, method, min_area_fraction = task
     cv2.setNumThreads(1)
     rgb = read_image_rgb(path)
+    area = rgb.shape[0] * rgb.shape[1]
     if method == "none":
         # No detection: the whole photo, as a plain classifier on resized images would see it.
-        return Box(0, 0, rgb.shape[1], rgb.shape[0], "whole_image", 0.0)
-    return threshold_box(rgb, min_area_fraction)
+        return Box(0, 0, rgb.shape[1], rgb.shape[0], "whole_image", 0.0), area
+    return threshold_box(rgb, min_area_fraction), area
+
+
+def _log_small_boxes(table: pd.DataFrame, photo_areas) -> None:
+    """The share of threshold boxes under SMALL_BOX_SHARE of their photo; a warning when most are."""
+    found = (table["method"] == "threshold").to_numpy()
+    if not found.any():
+        return
+    box_areas = ((table["x1"] - table["x0"]) * (table["y1"] - table["y0"])).to_numpy(np.float64)
+    small = found & (box_areas < SMALL_BOX_SHARE * np.asarray(photo_areas, np.float64))
+    share = small.sum() / len(table)
+    log.info(
+        "%d of %d boxes (%.0f%%) cover under %.0f%% of their photo",
+        small.sum(),
+        len(table),
+        100 * share,
+        100 * SMALL_BOX_SHARE,
+    )
+    if share > 0.5:
+        log.warning(
+            "most threshold boxes are small: the threshold detector looks for a dark fluke against water and"
+            " on other photos often boxes a head, a rock or ground. Set detect.method: none (the whole photo)"
+            " or give data.annotations for detect.method: learned; see results/align/contact_sheet.png"
+        )
+
 
 def detect_boxes(train: pd.DataFrame, test: pd.DataFrame, params: dict, threads: int = 1) -> pd.DataFrame:
     images = pd.concat([train[["image", "split", "path"]], test[["image", "split", "path"]]], ignore_index=True)
     method = params.get("method", "threshold")
     min_area = float(params.get("min_area_fraction", 0.01))
     tasks = [(p, method, min_area) for p in images["path"]]
-    boxes = parallel_map(_detect_one, tasks, threads, processes=True, chunksize=16)
-    table = pd.DataFrame([b.__dict__ for b in boxes])
+    found = parallel_map(_detect_one, tasks, threads, processes=True, chunksize=16)
+    table = pd.DataFrame([box.__dict__ for box, _ in found])
     table.insert(0, "split", images["split"].to_numpy())
     table.insert(0, "image", images["image"].to_numpy())
     log.info("detected %d images: %s", len(table), table["method"].value_counts().to_dict())
+    _log_small_boxes(table, [area for _, area in found])
     return table
+
 
 KEYPOINT_COLUMNS = ["image", "split", "keypoint", "x", "y", "confidence"]
 
 MASK_COLUMNS = ["image", "split", "mask_path", "area", "score"]
+
 
 def run(train_path, test_path, out_path, params: dict, threads: int = 1, keypoints_out=None, masks_out=None) -> None:
     table = detect_boxes(pd.read_parquet(train_path), pd.read_parquet(test_path), params, threads)
     write_parquet_atomic(table, out_path)
     # Same tables as the learned detector writes, empty: downstream falls back to the boxes.
     if keypoints_out:
-        empty = pd.DataFrame({c: pd.Series(dtype="float64" if c in ("x", "y", "confidence") else "str") for c in KEYPOINT_COLUMNS})
+        float_columns = ("x", "y", "confidence")
+        empty = pd.DataFrame({c: pd.Series(dtype="float64" if c in float_columns else "str") for c in KEYPOINT_COLUMNS})
         write_parquet_atomic(empty, keypoints_out)
     if masks_out:
-        empty = pd.DataFrame({c: pd.Series(dtype={"area": "int64", "score": "float64"}.get(c, "str")) for c in MASK_COLUMNS})
+        dtypes = {"area": "int64", "score": "float64"}
+        empty = pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "str")) for c in MASK_COLUMNS})
         write_parquet_atomic(empty, masks_out)

@@ -29,10 +29,6 @@ MANIFEST = "gallery.json"
 
 FORMAT = 1
 
-# The whole photo as the box, fitted into a square frame (as the Omniglot preset does): for a
-# gallery without a detector or landmarks.
-SQUARE_TEMPLATE = {"frame_top_left": [-0.5, -0.5], "frame_bottom_right": [0.5, 0.5]}
-
 
 def relative_path(path, folder: Path) -> str:
     return os.path.relpath(Path(path).resolve(), folder.resolve())
@@ -124,7 +120,8 @@ def new_gallery(out_dir, backbone: str, pretrained: str | None, size: str, thres
             "source": f"{backbone} ({pretrained or 'random'} weights, untrained)",
             "train": None,
             "detect": {"method": "none", "min_area_fraction": 0.01, "model": None},
-            "align": {"template": SQUARE_TEMPLATE, "margin": 0.0},
+            # No landmarks: each photo is its own box, letterboxed whole (aspect kept) into the size.
+            "align": {"margin": 0.0},
             # Every sighting is a template: a few photos per individual, nothing to average away. No
             # flip fusion: marks are chiral and an untrained backbone was not taught that a mirrored
             # pattern is the same animal (manta-demo: 4 of 5 right at rank 1 without, 3 with).

@@ -40,7 +40,7 @@ def crop_photos(images: pd.DataFrame, manifest: dict, work_dir, threads: int = 1
     """Detection, alignment and crops of `images` at every member size, as the workflow does
     for test images: size -> the align table embed reads."""
     from flukeline.align.crops import crop_images
-    from flukeline.align.settings import AlignSettings
+    from flukeline.align.settings import DEFAULT_PADDING, AlignSettings
     from flukeline.align.transforms import estimate_transforms
     from flukeline.detect.threshold import KEYPOINT_COLUMNS, detect_boxes
 
@@ -63,7 +63,12 @@ def crop_photos(images: pd.DataFrame, manifest: dict, work_dir, threads: int = 1
     margin = float(align.get("margin", 0.1))
     transforms = estimate_transforms(images, keypoints, boxes, AlignSettings.from_params(align))
     sizes = sorted({m["size"] for m in manifest["members"]})
-    return {size: crop_images(images, transforms, masks, size, margin, work_dir / size, threads) for size in sizes}
+    # The run's box-crop padding (align.padding), so that identify crops as the run did.
+    padding = align.get("padding", DEFAULT_PADDING)
+    return {
+        size: crop_images(images, transforms, masks, size, margin, work_dir / size, threads, padding=padding)
+        for size in sizes
+    }
 
 
 def member_key(member: dict, manifest: dict) -> str:

@@ -22,10 +22,7 @@ from flukeline.match.calibration import (
     ranked_predictions,
     write_calibration,
 )
-from flukeline.match.pseudo_labels import (
-    calibrated_pseudo_label_cut,
-    select_pseudo_labels,
-)
+from flukeline.match.pseudo_labels import calibrated_pseudo_label_cut, select_pseudo_labels
 from flukeline.match.weights import fit_weights
 
 log = logging.getLogger(__name__)

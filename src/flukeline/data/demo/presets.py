@@ -95,12 +95,30 @@ CANONICAL_KEYPOINTS = np.array(
 )
 
 # Kaggle 2019 train: identities by number of images (1..17), and the 18+ group.
-KAGGLE_IDS_BY_COUNT = {1: 2073, 2: 1285, 3: 568, 4: 273, 5: 172, 6: 136, 7: 86, 8: 76, 9: 62, 10: 46,
-                       11: 39, 12: 26, 13: 14, 14: 16, 15: 19, 16: 16, 17: 17}
+KAGGLE_IDS_BY_COUNT = {
+    1: 2073,
+    2: 1285,
+    3: 568,
+    4: 273,
+    5: 172,
+    6: 136,
+    7: 86,
+    8: 76,
+    9: 62,
+    10: 46,
+    11: 39,
+    12: 26,
+    13: 14,
+    14: 16,
+    15: 19,
+    16: 16,
+    17: 17,
+}
 
 KAGGLE_TAIL_IDS, KAGGLE_TAIL_IMAGES, KAGGLE_MAX_IMAGES = 81, 2377, 73
 
 KAGGLE_LABELLED_IMAGES, KAGGLE_IDS = 15697, 5004
+
 
 def resolve_config(preset: str = "demo", overrides: dict | None = None) -> dict:
     """The preset's knobs with `overrides` merged over them (ValueError on an unknown knob)."""
@@ -115,9 +133,21 @@ def resolve_config(preset: str = "demo", overrides: dict | None = None) -> dict:
             if len(value) != len(cfg[knob]) or value[0] > value[1]:
                 raise ValueError(f"demo knob {knob!r} must be a (low, high) pair, got {value!r}")
         cfg[knob] = value
-    for knob in ("new_whale_share", "test_new_share", "identity_similarity", "grayscale_share", "two_fluke_prob",
-                 "extreme_ratio_prob", "submersion_prob", "spray_prob", "occluder_prob", "text_prob", "crop_prob",
-                 "horizon_prob", "blur_prob"):
+    for knob in (
+        "new_whale_share",
+        "test_new_share",
+        "identity_similarity",
+        "grayscale_share",
+        "two_fluke_prob",
+        "extreme_ratio_prob",
+        "submersion_prob",
+        "spray_prob",
+        "occluder_prob",
+        "text_prob",
+        "crop_prob",
+        "horizon_prob",
+        "blur_prob",
+    ):
         if not 0.0 <= float(cfg[knob]) <= 1.0:
             raise ValueError(f"demo knob {knob!r} must lie in [0, 1], got {cfg[knob]!r}")
     if not 1 <= int(cfg["n_keypoints"]) <= len(KEYPOINT_NAMES):
@@ -125,6 +155,7 @@ def resolve_config(preset: str = "demo", overrides: dict | None = None) -> dict:
     if int(cfg["n_train"]) < 2 or int(cfg["n_test"]) < 1:
         raise ValueError("demo knobs 'n_train' >= 2 and 'n_test' >= 1 are required")
     return cfg
+
 
 def _kaggle_identity_sizes() -> np.ndarray:
     """Images per identity of all 5,004 Kaggle identities, largest first (18+ group spread
@@ -138,6 +169,7 @@ def _kaggle_identity_sizes() -> np.ndarray:
     tail = np.round(18 + (KAGGLE_MAX_IMAGES - 18) * x**p).astype(int)
     body = [k for k, n in sorted(KAGGLE_IDS_BY_COUNT.items(), reverse=True) for _ in range(n)]
     return np.concatenate([tail, body])
+
 
 def identity_sizes(n_labelled: int, max_images_per_id: int) -> np.ndarray:
     """Train images per labelled identity for `n_labelled` images: Kaggle's distribution sampled
