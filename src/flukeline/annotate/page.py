@@ -19,13 +19,13 @@ import io
 import json
 import logging
 import re
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from flukeline.core import pages
 from flukeline.core.errors import InputError
 from flukeline.core.images import read_image_rgb
 from flukeline.core.io import write_bytes_atomic
@@ -132,13 +132,8 @@ def assemble_annotate(chosen: pd.DataFrame, pictures: list[tuple], keypoints: li
 
 
 def render_page(data: dict) -> str:
-    """The HTML page with `data` embedded as JSON (`</` escaped so that no value can close the
-    script element)."""
-    template = resources.files("flukeline.annotate").joinpath("annotate_page.html").read_text(encoding="utf-8")
-    if template.count(DATA_MARKER) != 1:
-        raise RuntimeError(f"annotate_page.html must contain {DATA_MARKER} exactly once")
-    blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
-    return template.replace(DATA_MARKER, blob)
+    """The page with `data` embedded (core.pages)."""
+    return pages.render_page("flukeline.annotate", "annotate_page.html", data, DATA_MARKER)
 
 
 def train_from_root(root: str | Path) -> pd.DataFrame:

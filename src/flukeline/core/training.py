@@ -77,6 +77,15 @@ class TrainingLoop:
     def __post_init__(self):
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
 
+    def with_hooks(self, **hooks) -> TrainingLoop:
+        """This loop with the given optional fields set (before_step, after_step, end_epoch,
+        should_stop, desc, progress_seconds): the required ones go to the constructor."""
+        for name, value in hooks.items():
+            if name not in ("before_step", "after_step", "end_epoch", "should_stop", "desc", "progress_seconds"):
+                raise TypeError(f"TrainingLoop has no hook {name!r}")
+            setattr(self, name, value)
+        return self
+
     def _state(self) -> dict:
         return {"model": self.model, "optimizer": self.optimizer, "scaler": self.scaler, **self.stateful}
 

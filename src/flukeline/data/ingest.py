@@ -41,6 +41,7 @@ from flukeline.core.runtime import parallel_map
 from flukeline.data.annotations import ANNOTATION_COLUMNS, _mask_paths, load_annotations
 from flukeline.data.csv_rows import csv_line, read_csv
 from flukeline.data.duplicates import Photo, duplicates_table, find_groups, perceptual_hash, report_groups
+from flukeline.data.id_checks import id_problem, named_list, warn_ids_differing_in_case
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +52,6 @@ BAD_IMAGE_POLICIES = ("error", "skip")
 TEST_ORDERS = ("auto", "sample_submission", "sorted")
 
 REJECTED_COLUMNS = ["split", "image", "problem"]
-
-# Rows named in one warning (stripped ids, small photos); a catalogue with many lists the first ones.
-MAX_NAMED_ROWS = 20
 
 
 @dataclass(frozen=True)
@@ -222,53 +220,17 @@ def _list_train(root: Path) -> list[_Entry]:
     entries, stripped = [], []
     for position, (image, label) in enumerate(zip(table["Image"].tolist(), table["Id"].tolist())):
         entry = _new_entry("train", folder, image, csv_line(csv_path, position), label.strip())
-        problem = _id_problem(label)
+        problem = id_problem(label)
         if problem:
             entry.problems.append(problem)
         elif entry.id != label:
             stripped.append(f"{entry.where} ({label!r})")
         entries.append(entry)
     if stripped:
-        logger.warning("removed whitespace around the Id of %d row(s): %s", len(stripped), _named(stripped))
-    _warn_ids_differing_in_case([entry for entry in entries if not entry.problems])
+        logger.warning("removed whitespace around the Id of %d row(s): %s", len(stripped), named_list(stripped))
+    warn_ids_differing_in_case([entry for entry in entries if not entry.problems])
     _flag_duplicates(entries)
     return entries
-
-
-def _id_problem(label: str) -> str | None:
-    # Submissions list five ids separated by spaces, so an id must be one word; a comma is refused
-    # too, since it splits the id wherever the CSV is written or read without quoting.
-    label = label.strip()
-    if not label:
-        return "has an empty Id"
-    if "," in label:
-        return f"has an Id with a comma in it ({label!r})"
-    if "\n" in label or "\r" in label:
-        return f"has an Id with a line break in it ({label!r})"
-    if any(character.isspace() for character in label):
-        return f"has an Id with a space in it ({label!r}); the submission separates ids by spaces"
-    return None
-
-
-def _warn_ids_differing_in_case(entries: list[_Entry]) -> None:
-    """One warning per set of ids that differ only in case: likely one animal, kept apart as written."""
-    rows_by_id = defaultdict(list)
-    for entry in entries:
-        rows_by_id[entry.id].append(entry)
-    spellings = defaultdict(list)
-    for label in rows_by_id:
-        spellings[label.casefold()].append(label)
-    for labels in spellings.values():
-        if len(labels) > 1:
-            listing = ", ".join(
-                f"{label!r} ({len(rows_by_id[label])} row(s), first {rows_by_id[label][0].where})" for label in labels
-            )
-            logger.warning("Ids that differ only in case are kept as different animals: %s", listing)
-
-
-def _named(items: list[str]) -> str:
-    more = len(items) - MAX_NAMED_ROWS
-    return ", ".join(items[:MAX_NAMED_ROWS]) + (f" and {more} more" if more > 0 else "")
 
 
 def _list_test(root: Path, test_order: str) -> list[_Entry]:
@@ -367,7 +329,7 @@ def _flag_small_images(entries: list[_Entry], min_side: int, *, as_problem: bool
     elif small:
         named = [f"{entry.where} {entry.image!r} ({entry.facts.width}x{entry.facts.height})" for entry in small]
         logger.warning(
-            "%d image(s) have a side under %d px (data.min_image_side): %s", len(small), min_side, _named(named)
+            "%d image(s) have a side under %d px (data.min_image_side): %s", len(small), min_side, named_list(named)
         )
 
 

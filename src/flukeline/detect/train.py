@@ -91,21 +91,10 @@ def train_detector(
             logits = model(x.to(device))
         return detector_loss(logits.float(), target.to(device), weight.to(device), heatmap_weight)
 
-    history = TrainingLoop(
-        model=model,
-        optimizer=optimizer,
-        device=device,
-        epochs=epochs,
-        seed=seed,
-        plan_epoch=plan_epoch,
-        batch_loss=batch_loss,
-        checkpoint=checkpoint_path(model_path),
-        digest=digest,
-        stateful={"scheduler": scheduler, "generator": generator},
-        after_step=scheduler.step,
-        desc="detector epoch",
-        progress_seconds=5,
-    ).train()
+    checkpoint = {"checkpoint": checkpoint_path(model_path), "digest": digest}
+    state = {"scheduler": scheduler, "generator": generator}
+    loop = TrainingLoop(model, optimizer, device, epochs, seed, plan_epoch, batch_loss, **checkpoint, stateful=state)
+    history = loop.with_hooks(after_step=scheduler.step, desc="detector epoch", progress_seconds=5).train()
 
     meta = {"params": params, "seed": seed, "n_train": len(fit), "holdout": sorted(annotated.loc[held, "image"])}
     save_weights(model.cpu(), model_path, meta, key=WEIGHTS_KEY)

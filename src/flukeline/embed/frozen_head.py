@@ -130,14 +130,7 @@ def _scored(head: nn.Linear, queries: torch.Tensor, gallery: torch.Tensor, galle
 
 
 def write_frozen_head_member(
-    train: pd.DataFrame,
-    align: pd.DataFrame,
-    fold: int,
-    settings: dict,
-    model_path,
-    history_path,
-    curves_path,
-    threads: int = 1,
+    train, align, fold: int, settings: dict, model_path, history_path, curves_path, threads=1
 ) -> None:
     """A `train_member` job for a frozen-head member (see the module docstring)."""
     seed = int(settings.get("seed", 0)) + fold
@@ -217,18 +210,15 @@ def write_frozen_head_member(
                 best.update(map5=row["val_map5"], state=copy.deepcopy(head.state_dict()))
         return row
 
-    history = TrainingLoop(
-        model=head,
-        optimizer=optimizer,
-        device=torch.device("cpu"),
-        epochs=epochs,
-        seed=seed,
-        plan_epoch=lambda epoch, rng: pk_batches(item_label, p, k, extra_negatives, rng),
-        batch_loss=lambda batch: loss_fn(head(item_features[batch]), torch.from_numpy(item_label[batch])),
-        before_step=set_learning_rate,
-        end_epoch=end_epoch,
-        desc=f"frozen_head {settings['backbone']} fold {fold} epoch",
-    ).train()
+    def plan_epoch(epoch, rng):
+        return pk_batches(item_label, p, k, extra_negatives, rng)
+
+    def batch_loss(batch):
+        return loss_fn(head(item_features[batch]), torch.from_numpy(item_label[batch]))
+
+    loop = TrainingLoop(head, optimizer, torch.device("cpu"), epochs, seed, plan_epoch, batch_loss)
+    hooks = {"before_step": set_learning_rate, "end_epoch": end_epoch}
+    history = loop.with_hooks(**hooks, desc=f"frozen_head {settings['backbone']} fold {fold} epoch").train()
     head.load_state_dict(best["state"])
     history = [
         {

@@ -210,22 +210,12 @@ def train_member(
         return bool(patience) and not np.isnan(last["val_map5"]) and _stalled(history, patience) and before_swa
 
     checkpoint = checkpoint_path(model_path)
-    history = TrainingLoop(
-        model=model,
-        optimizer=optimizer,
-        device=device,
-        epochs=epochs,
-        seed=seed,
-        plan_epoch=plan_epoch,
-        batch_loss=batch_loss,
-        checkpoint=checkpoint,
-        digest=meta["params"],
-        stateful={"loss": loss_fn, "swa": swa_model, "best": best_model},
-        before_step=set_learning_rate,
-        end_epoch=end_epoch,
-        should_stop=should_stop,
-        desc=f"{settings['backbone']} fold {fold} epoch",
-    ).train()
+    state = {"loss": loss_fn, "swa": swa_model, "best": best_model}
+    loop = TrainingLoop(
+        model, optimizer, device, epochs, seed, plan_epoch, batch_loss, checkpoint, meta["params"], state
+    )
+    hooks = {"before_step": set_learning_rate, "end_epoch": end_epoch, "should_stop": should_stop}
+    history = loop.with_hooks(**hooks, desc=f"{settings['backbone']} fold {fold} epoch").train()
 
     final = _final_model(model, swa_model, best_model, fit_set, history, device, swa_start)
     save_model(final.cpu(), model_path, meta)

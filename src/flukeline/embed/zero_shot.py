@@ -46,14 +46,7 @@ def zero_shot_model(backbone: str, pretrained: str | None, in_chans: int = 3) ->
 
 
 def write_zero_shot_member(
-    train: pd.DataFrame,
-    align: pd.DataFrame,
-    fold: int,
-    settings: dict,
-    model_path,
-    history_path,
-    curves_path,
-    threads: int = 1,
+    train, align, fold: int, settings: dict, model_path, history_path, curves_path, threads=1
 ) -> None:
     """A `train_member` job for a zero-shot member: the untrained model, and a one-row history with
     its validation MAP@5 on the fold (scored as a trained member's epochs are), so the curves and

@@ -107,17 +107,8 @@ def softmax_classifier(
             logits = model(fit_x[batch].to(device))
         return loss_fn(logits.float(), labels[batch].to(device))
 
-    history = TrainingLoop(
-        model=model,
-        optimizer=optimizer,
-        device=device,
-        epochs=epochs,
-        seed=seed,
-        plan_epoch=plan_epoch,
-        batch_loss=batch_loss,
-        after_step=scheduler.step,
-        desc="classifier epoch",
-    ).train()
+    loop = TrainingLoop(model, optimizer, device, epochs, seed, plan_epoch, batch_loss)
+    history = loop.with_hooks(after_step=scheduler.step, desc="classifier epoch").train()
     losses = [round(row["loss"], 4) for row in history]
     model.cpu()
 

@@ -165,14 +165,8 @@ def average_members(members, params, round_, out: Path) -> Combined:
     test_topk = ensemble_topk(member_tables(members, "test_topk.parquet"), depth)
     threshold, curve = decide_threshold(val_topk, params)
     write_calibration(curve, threshold, out, title=f"ensemble, round {round_}")
-    return Combined(
-        SIMILARITY,
-        threshold,
-        val_topk,
-        test_topk,
-        ranked_predictions(val_topk, threshold, k),
-        ranked_predictions(test_topk, threshold, k),
-    )
+    lists = [ranked_predictions(topk, threshold, k) for topk in (val_topk, test_topk)]
+    return Combined(SIMILARITY, threshold, val_topk, test_topk, *lists)
 
 
 def vote_members(members, params, out: Path) -> Combined:
@@ -195,14 +189,10 @@ def vote_members(members, params, out: Path) -> Combined:
     )
     # The lists follow the first member's query order, as its predictions do.
     val_queries, test_queries = next(iter(val_predictions.values()))[0], next(iter(test_predictions.values()))[0]
-    return Combined(
-        VOTES,
-        threshold,
-        val_votes,
-        test_votes,
-        voted_lists(val_votes, val_queries, k),
-        voted_lists(test_votes, test_queries, k),
-    )
+    lists = [
+        voted_lists(votes, queries, k) for votes, queries in ((val_votes, val_queries), (test_votes, test_queries))
+    ]
+    return Combined(VOTES, threshold, val_votes, test_votes, *lists)
 
 
 def similarity_topk(combined: Combined, members, split: str, depth: int) -> pd.DataFrame:

@@ -16,13 +16,13 @@ import hashlib
 import io
 import json
 import logging
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from flukeline.core import pages
 from flukeline.core.errors import InputError
 from flukeline.core.images import read_image_rgb
 from flukeline.core.io import write_bytes_atomic
@@ -130,13 +130,8 @@ def thumbnail_data_uri(path: str | Path, max_side: int, quality: int = 80) -> st
 
 
 def render_page(data: dict) -> str:
-    """The HTML page with `data` embedded as JSON (`</` escaped so that no value can close the
-    script element)."""
-    template = resources.files("flukeline.review").joinpath("review_page.html").read_text(encoding="utf-8")
-    if template.count(DATA_MARKER) != 1:
-        raise RuntimeError(f"review_page.html must contain {DATA_MARKER} exactly once")
-    blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
-    return template.replace(DATA_MARKER, blob)
+    """The page with `data` embedded (core.pages)."""
+    return pages.render_page("flukeline.review", "review_page.html", data, DATA_MARKER)
 
 
 def read_ensemble_summary(path) -> dict:

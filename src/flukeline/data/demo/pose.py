@@ -84,18 +84,13 @@ def sample_pose(rng, width, height, ind: Individual, cfg, span_fraction=None) ->
     crop = rng.random() < cfg["crop_prob"]
     span_px = frac * width * (rng.uniform(1.0, 1.3) if crop else 1.0)
 
+    def pose_at(centre):
+        angles = (math.degrees(roll), math.degrees(yaw), math.degrees(pitch))
+        return Pose(_homography(span_px, centre, roll, yaw, pitch, distance), span_px, curl, bend_l, bend_r, *angles)
+
     visible_part = ind.keypoints[[0, 1, 2, 5, 6, 7]]
     for _ in range(3):  # shrink until the fluke's height fits the frame
-        pose = Pose(
-            _homography(span_px, (0, 0), roll, yaw, pitch, distance),
-            span_px,
-            curl,
-            bend_l,
-            bend_r,
-            math.degrees(roll),
-            math.degrees(yaw),
-            math.degrees(pitch),
-        )
+        pose = pose_at((0, 0))
         pts = pose.project(visible_part)
         extent = pts.max(0) - pts.min(0)
         shrink = min(1.0, 0.92 * height / max(extent[1], 1e-6), 0.97 * width / max(extent[0], 1e-6))
@@ -110,16 +105,7 @@ def sample_pose(rng, width, height, ind: Individual, cfg, span_fraction=None) ->
         if high < low:
             low = high = (low + high) / 2
         centre.append(rng.uniform(low, high))
-    return Pose(
-        _homography(span_px, centre, roll, yaw, pitch, distance),
-        span_px,
-        curl,
-        bend_l,
-        bend_r,
-        math.degrees(roll),
-        math.degrees(yaw),
-        math.degrees(pitch),
-    )
+    return pose_at(centre)
 
 
 def warp_individual(ind: Individual, pose: Pose, height: int, width: int):
