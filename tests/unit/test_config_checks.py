@@ -186,7 +186,7 @@ def test_learned_detection_needs_mask_or_keypoint_annotations(problems, tmp_path
     kaggle = {"data": {"source": "kaggle", "root": str(tmp_path)}}
     expected = [
         "detect.method learned trains on mask or keypoint annotations, and data.annotations names none;"
-        " add them or set detect.method: threshold"
+        " add them (flukeline annotate makes them), or set detect.method: none (the whole photo)"
     ]
     assert problems(kaggle) == expected
     # Boxes alone do not train the detector.

@@ -50,10 +50,8 @@ def test_default_config_dry_run_plans_every_stage(tmp_path):
 def test_learned_detection_without_annotations_is_refused_with_the_way_out(tmp_path):
     result = _dry_run_with(tmp_path, {"data": {"source": "kaggle", "root": str(tmp_path)}})
     assert result.returncode != 0
-    assert "detect.method: threshold" in result.stdout + result.stderr
-    ok = _dry_run_with(
-        tmp_path, {"data": {"source": "kaggle", "root": str(tmp_path)}, "detect": {"method": "threshold"}}
-    )
+    assert "flukeline annotate makes them), or set detect.method: none" in result.stdout + result.stderr
+    ok = _dry_run_with(tmp_path, {"data": {"source": "kaggle", "root": str(tmp_path)}, "detect": {"method": "none"}})
     assert "detect.method" not in ok.stdout + ok.stderr
 
 

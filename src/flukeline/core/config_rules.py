@@ -163,7 +163,7 @@ def _detection_problems(config: dict) -> list[str]:
     elif not _has_training_annotations(config):
         problems.append(
             "detect.method learned trains on mask or keypoint annotations, and data.annotations names none;"
-            " add them or set detect.method: threshold"
+            " add them (flukeline annotate makes them), or set detect.method: none (the whole photo)"
         )
     template, keypoints = config["align"]["template"], config["detect"]["keypoints"]
     shared = set(template) & set(keypoints)

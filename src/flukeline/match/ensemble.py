@@ -154,6 +154,7 @@ def fitted_members(members, params) -> tuple[dict[str, tuple[Path, float]], dict
         threshold_grid(params),
         float(settings.get("weight_step", 0.1)),
         int(params.get("top_k", 5)),
+        float(settings.get("weight_min_gain", 0.01)),
     )
     return {n: (d, weights[n]) for n, (d, _) in members.items()}, report
 
