@@ -4,34 +4,19 @@ command, so `--help` stays fast."""
 
 from __future__ import annotations
 
-from flukeline.core.cli_args import add_command, add_seed, add_threads
-
-
-def cmd_annotate(args):
-    from flukeline.annotate.page import run
-
-    run(
-        train_path=args.train,
-        root=args.root,
-        keypoints=args.keypoints,
-        out=args.out,
-        n=args.n,
-        seed=args.seed,
-        display=args.display,
-        threads=args.threads,
-    )
+from flukeline.core.cli_args import add_command, add_option, add_seed, add_threads
 
 
 def register(subparsers) -> None:
     p = add_command(
         subparsers,
         "annotate",
-        cmd_annotate,
+        "flukeline.annotate.page:run",
         "static HTML page to draw boxes and keypoints on train photos (data.annotations CSVs)",
         user=True,
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--train", help="ingest's train.parquet (results/data/train.parquet)")
+    add_option(source, "--train", "train_path", help="ingest's train.parquet (results/data/train.parquet)")
     source.add_argument("--root", help="a Kaggle-layout folder (train.csv, train/)")
     p.add_argument(
         "--keypoints",

@@ -6,7 +6,15 @@ from __future__ import annotations
 import json
 import logging
 
-from flukeline.core.cli_args import add_command, add_required, add_seed, add_threads, json_value
+from flukeline.core.cli_args import (
+    add_command,
+    add_option,
+    add_required,
+    add_seed,
+    add_threads,
+    call_runner,
+    json_value,
+)
 
 log = logging.getLogger("flukeline")
 
@@ -14,56 +22,29 @@ log = logging.getLogger("flukeline")
 def cmd_demo(args):
     from flukeline.data.demo.generate import generate_demo
 
-    summary = generate_demo(
-        out_root=args.out,
-        truth_path=args.truth,
-        preset=args.preset,
-        seed=args.seed,
-        workers=args.workers,
-        overrides=args.overrides,
-    )
+    summary = call_runner(generate_demo, args)
     log.info("demo dataset: %s", json.dumps(summary, default=str))
 
 
 def cmd_omniglot(args):
     from flukeline.data.omniglot import convert_omniglot
 
-    summary = convert_omniglot(
-        zip_path=args.zip, out_root=args.out, truth_path=args.truth, seed=args.seed, settings=args.settings
-    )
+    summary = call_runner(convert_omniglot, args)
     log.info("omniglot dataset: %s", json.dumps(summary))
-
-
-def cmd_contact_sheet(args):
-    from flukeline.data.demo.contact_sheet import contact_sheet
-
-    contact_sheet(out_root=args.root, out_png=args.out)
 
 
 def cmd_ingest(args):
     from flukeline.core.io import write_json_atomic
     from flukeline.data.ingest import ingest
 
-    summary = ingest(
-        root=args.root,
-        out_train=args.train,
-        out_test=args.test,
-        out_rejected=args.rejected,
-        on_bad_image=args.on_bad_image,
-        annotations=args.annotations or None,
-        n_folds=args.folds,
-        seed=args.seed,
-        threads=args.threads,
-        min_image_side=args.min_image_side,
-        out_duplicates=args.duplicates,
-    )
+    summary = call_runner(ingest, args, annotations=args.annotations or None)
     write_json_atomic(summary, args.summary)
 
 
 def _add_generated_root(parser, out_help: str) -> None:
     """A generated dataset: the data root, and its test identities kept outside it."""
-    parser.add_argument("--out", required=True, help=out_help)
-    parser.add_argument("--truth", required=True, help="CSV of the test identities (outside --out)")
+    add_option(parser, "--out", "out_root", required=True, help=out_help)
+    add_option(parser, "--truth", "truth_path", required=True, help="CSV of the test identities (outside --out)")
 
 
 def register(subparsers) -> None:
@@ -77,7 +58,7 @@ def register(subparsers) -> None:
     p = add_command(
         subparsers, "omniglot", cmd_omniglot, "convert the Omniglot zip into the Kaggle layout (identity = character)"
     )
-    p.add_argument("--zip", required=True, help="e.g. images_background_small1.zip")
+    add_option(p, "--zip", "zip_path", required=True, help="e.g. images_background_small1.zip")
     _add_generated_root(p, "data root to write (train.csv, train/, test/)")
     add_seed(p)
     p.add_argument(
@@ -87,20 +68,34 @@ def register(subparsers) -> None:
         help="data.omniglot split settings (JSON), see flukeline.data.omniglot.DEFAULTS",
     )
 
-    p = add_command(subparsers, "contact-sheet", cmd_contact_sheet, "grid of identities x sightings of a demo dataset")
-    add_required(p, "--root", "--out")
+    p = add_command(
+        subparsers,
+        "contact-sheet",
+        "flukeline.data.demo.contact_sheet:contact_sheet",
+        "grid of identities x sightings of a demo dataset",
+    )
+    add_required(p, out_root="--root", out_png="--out")
 
-    p = add_command(subparsers, "ingest", cmd_ingest, "validate a Kaggle-layout data root and write the image tables")
-    add_required(p, "--root", "--train", "--test", "--rejected", "--summary")
+    p = add_command(
+        subparsers,
+        "ingest",
+        cmd_ingest,
+        "validate a Kaggle-layout data root and write the image tables",
+        own=("summary",),
+    )
+    add_required(p, "--root", out_train="--train", out_test="--test", out_rejected="--rejected")
+    add_required(p, "--summary")
     p.add_argument("--annotations", type=json_value, default={})
     p.add_argument("--on-bad-image", choices=["error", "skip"], default="error")
-    p.add_argument("--folds", type=int, default=4)
+    add_option(p, "--folds", "n_folds", type=int, default=4)
     p.add_argument(
         "--min-image-side",
         type=int,
         default=0,
         help="photos with a side under this many pixels are warned about (skipped with skip); 0: no check",
     )
-    p.add_argument("--duplicates", default=None, help="duplicates.csv to write (default: beside --rejected)")
+    add_option(
+        p, "--duplicates", "out_duplicates", default=None, help="duplicates.csv to write (default: beside --rejected)"
+    )
     add_seed(p)
     add_threads(p)

@@ -3,29 +3,7 @@ aligned crop with it. The runners are imported inside the commands (torch, timm)
 
 from __future__ import annotations
 
-from flukeline.core.cli_args import add_command, add_params, add_required, add_threads
-
-
-def cmd_train(args):
-    from flukeline.embed.train import run_train
-
-    run_train(
-        train_path=args.train,
-        align_path=args.align,
-        fold=args.fold,
-        params=args.params,
-        model_path=args.model,
-        history_path=args.history,
-        curves_path=args.curves,
-        threads=args.threads,
-        pseudo_labels_path=args.pseudo_labels,
-    )
-
-
-def cmd_embed(args):
-    from flukeline.embed.inference import run_embed
-
-    run_embed(model_path=args.model, align_path=args.align, out_path=args.out, threads=args.threads)
+from flukeline.core.cli_args import add_command, add_option, add_params, add_required, add_threads
 
 
 def cmd_zero_shot_model(args):
@@ -37,18 +15,28 @@ def cmd_zero_shot_model(args):
 
 
 def register(subparsers) -> None:
-    p = add_command(subparsers, "train", cmd_train, "train one ensemble member without one validation fold")
-    add_required(p, "--train", "--align")
+    p = add_command(
+        subparsers, "train", "flukeline.embed.train:run_train", "train one ensemble member without one validation fold"
+    )
+    add_required(p, train_path="--train", align_path="--align")
     p.add_argument("--fold", type=int, required=True)
     add_params(p, required=True)
-    add_required(p, "--model", "--history", "--curves")
-    p.add_argument(
-        "--pseudo-labels", help="test images (image, id) the previous round matched confidently: extra training data"
+    add_required(p, model_path="--model", history_path="--history", curves_path="--curves")
+    add_option(
+        p,
+        "--pseudo-labels",
+        "pseudo_labels_path",
+        help="test images (image, id) the previous round matched confidently: extra training data",
     )
     add_threads(p)
 
-    p = add_command(subparsers, "embed", cmd_embed, "embeddings of every aligned crop with a trained member")
-    add_required(p, "--model", "--align", "--out")
+    p = add_command(
+        subparsers,
+        "embed",
+        "flukeline.embed.inference:run_embed",
+        "embeddings of every aligned crop with a trained member",
+    )
+    add_required(p, model_path="--model", align_path="--align", out_path="--out")
     add_threads(p)
 
     p = add_command(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from flukeline.core.cli_args import add_command, add_seed, add_threads, add_train_test
+from flukeline.core.cli_args import add_command, add_option, add_seed, add_threads, add_train_test, call_runner
 
 
 def cmd_pixel_baseline(args):
@@ -41,18 +41,12 @@ def cmd_classifier_baseline(args):
     from flukeline.evaluate.classifier_baseline import softmax_classifier
 
     width, height = (int(v) for v in args.size.split("x"))
-    val, test, info = softmax_classifier(
+    val, test, info = call_runner(
+        softmax_classifier,
+        args,
         train=pd.read_parquet(args.train),
         test=pd.read_parquet(args.test),
-        backbone=args.backbone,
-        pretrained=args.pretrained,
         size=(width, height),
-        fold=args.fold,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        threads=args.threads,
-        seed=args.seed,
     )
     write_parquet_atomic(val, args.val_predictions)
     write_parquet_atomic(test, args.test_predictions)
@@ -61,16 +55,10 @@ def cmd_classifier_baseline(args):
     print(json.dumps(info, indent=2))
 
 
-def cmd_data_summary(args):
-    from flukeline.evaluate.data_summary import run_data_summary
-
-    run_data_summary(train_path=args.train, test_path=args.test, out_path=args.out)
-
-
 def cmd_metrics_table(args):
     from flukeline.evaluate.metrics_table import run_metrics_table
 
-    run_metrics_table(metrics_path=args.metrics, summaries=args.summary or [], out_path=args.out)
+    call_runner(run_metrics_table, args, summaries=args.summaries or [])
 
 
 def cmd_baseline(args):
@@ -78,12 +66,7 @@ def cmd_baseline(args):
 
     from flukeline.evaluate.submission import all_new_whale
 
-    all_new_whale(
-        train=pd.read_parquet(args.train),
-        test=pd.read_parquet(args.test),
-        submission_path=args.submission,
-        val_predictions_path=args.val_predictions,
-    )
+    call_runner(all_new_whale, args, train=pd.read_parquet(args.train), test=pd.read_parquet(args.test))
 
 
 def cmd_submit(args):
@@ -91,14 +74,13 @@ def cmd_submit(args):
 
     from flukeline.evaluate.submission import write_submission
 
-    rejected = pd.read_csv(args.rejected, dtype=str, keep_default_na=False) if args.rejected else None
-    train = pd.read_parquet(args.train) if args.train else None
-    write_submission(
+    call_runner(
+        write_submission,
+        args,
         test=pd.read_parquet(args.test),
         predictions=pd.read_parquet(args.predictions),
-        out_path=args.out,
-        rejected=rejected,
-        train=train,
+        rejected=pd.read_csv(args.rejected, dtype=str, keep_default_na=False) if args.rejected else None,
+        train=pd.read_parquet(args.train) if args.train else None,
     )
 
 
@@ -108,9 +90,7 @@ def cmd_pixel_embeddings(args):
     from flukeline.core.io import write_parquet_atomic
     from flukeline.evaluate.pixel_baseline import pixel_embeddings
 
-    table = pixel_embeddings(
-        train=pd.read_parquet(args.train), test=pd.read_parquet(args.test), size=args.size, threads=args.threads
-    )
+    table = call_runner(pixel_embeddings, args, train=pd.read_parquet(args.train), test=pd.read_parquet(args.test))
     write_parquet_atomic(table, args.out)
 
 
@@ -118,14 +98,7 @@ def cmd_evaluate(args):
     from flukeline.core.io import write_json_atomic
     from flukeline.evaluate.scores import evaluate
 
-    metrics = evaluate(
-        baseline_predictions=args.baseline,
-        methods=args.method or [],
-        submission_path=args.submission,
-        test_truth_path=args.test_truth,
-        baselines=args.baseline_method or [],
-        submission_method=args.submission_method,
-    )
+    metrics = call_runner(evaluate, args, methods=args.methods or [], baselines=args.baselines or [])
     write_json_atomic(metrics, args.out)
 
 
@@ -138,8 +111,9 @@ def register(subparsers) -> None:
         "pixel-embeddings",
         cmd_pixel_embeddings,
         "raw pixels of every photo as an embeddings table (the raw-pixel 1-NN baseline)",
+        own=("out",),
     )
-    add_train_test(p, "ingest's train.parquet", "ingest's test.parquet")
+    add_train_test(p, "ingest's train.parquet", "ingest's test.parquet", dests=("train", "test"))
     p.add_argument("--size", type=int, default=32, help="images are resized to SIZE x SIZE grayscale")
     p.add_argument("--out", required=True, help="embeddings.parquet to write")
     add_threads(p)
@@ -149,11 +123,11 @@ def _register_workflow_commands(subparsers) -> None:
     p = add_command(
         subparsers,
         "data-summary",
-        cmd_data_summary,
+        "flukeline.evaluate.data_summary:run_data_summary",
         "figure for the report: images per identity, image sizes, grayscale share",
     )
     add_train_test(p, "ingest's train.parquet", "ingest's test.parquet")
-    p.add_argument("--out", required=True, help="PNG to write")
+    add_option(p, "--out", "out_path", required=True, help="PNG to write")
 
     p = add_command(
         subparsers,
@@ -161,42 +135,42 @@ def _register_workflow_commands(subparsers) -> None:
         cmd_metrics_table,
         "HTML table for the report: CV (and demo test) MAP@5 and threshold per member and ensemble",
     )
-    p.add_argument("--metrics", required=True, help="evaluate's metrics.json")
-    p.add_argument(
+    add_option(p, "--metrics", "metrics_path", required=True, help="evaluate's metrics.json")
+    add_option(
+        p,
         "--summary",
+        "summaries",
         nargs=2,
         action="append",
         metavar=("NAME", "SUMMARY_JSON"),
         help="a scored method's name in metrics.json and its match summary.json; repeat for each",
     )
-    p.add_argument("--out", required=True, help="HTML to write")
+    add_option(p, "--out", "out_path", required=True, help="HTML to write")
 
     p = add_command(subparsers, "baseline", cmd_baseline, "the all-new_whale submission and its validation predictions")
-    add_train_test(p)
-    p.add_argument("--submission", required=True)
-    p.add_argument("--val-predictions", required=True)
+    add_train_test(p, dests=("train", "test"))
+    add_option(p, "--submission", "submission_path", required=True)
+    add_option(p, "--val-predictions", "val_predictions_path", required=True)
 
     p = add_command(subparsers, "submit", cmd_submit, "write the Kaggle submission CSV")
     p.add_argument("--test", required=True)
     p.add_argument("--predictions", required=True)
-    p.add_argument("--out", required=True)
+    add_option(p, "--out", "out_path", required=True)
     p.add_argument("--rejected", help="rejected.csv of ingest: skipped test images get the baseline's row")
     p.add_argument("--train", help="train.parquet (the baseline's most frequent ids), with --rejected")
 
-    p = add_command(subparsers, "evaluate", cmd_evaluate, "cross-validated metrics (and demo test metrics)")
-    p.add_argument("--baseline", required=True)
-    p.add_argument(
-        "--method",
-        nargs=3,
-        action="append",
-        metavar=("NAME", "VAL_PREDICTIONS", "TEST_PREDICTIONS"),
-        help="a scored method (member or ensemble); repeat for each",
+    p = add_command(
+        subparsers, "evaluate", cmd_evaluate, "cross-validated metrics (and demo test metrics)", own=("out",)
     )
-    p.add_argument(
+    add_option(p, "--baseline", "baseline_predictions", required=True)
+    # Both repeated NAME VAL_PREDICTIONS TEST_PREDICTIONS triples: the runner's methods and baselines.
+    scored = {"nargs": 3, "action": "append", "metavar": ("NAME", "VAL_PREDICTIONS", "TEST_PREDICTIONS")}
+    add_option(p, "--method", "methods", **scored, help="a scored method (member or ensemble); repeat for each")
+    add_option(
+        p,
         "--baseline-method",
-        nargs=3,
-        action="append",
-        metavar=("NAME", "VAL_PREDICTIONS", "TEST_PREDICTIONS"),
+        "baselines",
+        **scored,
         help="a reference without training (raw-pixel or zero-shot 1-NN), scored like a method; repeat",
     )
     p.add_argument(
@@ -204,8 +178,8 @@ def _register_workflow_commands(subparsers) -> None:
         default=None,
         help="the scored method the submission is (the final ensemble): warned about when a baseline beats it",
     )
-    p.add_argument("--submission", required=True)
-    p.add_argument("--test-truth", default=None)
+    add_option(p, "--submission", "submission_path", required=True)
+    add_option(p, "--test-truth", "test_truth_path", default=None)
     p.add_argument("--out", required=True)
 
 
@@ -237,8 +211,11 @@ def _register_classifier_baseline(subparsers) -> None:
         cmd_classifier_baseline,
         "softmax classifier on whole resized images (no detection, alignment or metric learning)",
         user=True,
+        own=("val_predictions", "test_predictions", "out"),
     )
-    add_train_test(p, "ingest's train.parquet (image, id, fold, path)", "ingest's test.parquet")
+    add_train_test(
+        p, "ingest's train.parquet (image, id, fold, path)", "ingest's test.parquet", dests=("train", "test")
+    )
     p.add_argument("--backbone", default="mobilenetv2_100", help="timm model name")
     p.add_argument(
         "--pretrained", default="imagenet", help="none | imagenet | hub | a weights file (as embed.pretrained)"

@@ -4,7 +4,7 @@ empty gallery, recalibrate its new_whale threshold. The runners are imported ins
 
 from __future__ import annotations
 
-from flukeline.core.cli_args import add_command, add_params, add_threads
+from flukeline.core.cli_args import add_command, add_option, add_params, add_threads, call_runner
 
 DEFAULT_GALLERY = "results/gallery"  # where the workflow's gallery rule writes it
 
@@ -12,21 +12,15 @@ DEFAULT_GALLERY = "results/gallery"  # where the workflow's gallery rule writes 
 def cmd_gallery(args):
     from flukeline.gallery.manifest import manifest_from_run
 
-    manifest_from_run(out_dir=args.out_dir, **args.params)
+    call_runner(manifest_from_run, args, **args.params)
 
 
 def cmd_gallery_new(args):
     from flukeline.gallery.manifest import new_gallery
 
-    new_gallery(
-        out_dir=args.gallery,
-        backbone=args.backbone,
-        pretrained=None if args.pretrained == "none" else args.pretrained,
-        size=args.size,
-        threshold=args.threshold,
-    )
+    call_runner(new_gallery, args, pretrained=None if args.pretrained == "none" else args.pretrained)
     print(
-        f"empty gallery in {args.gallery}: add sightings with `flukeline add PHOTO... --id ID --gallery {args.gallery}`"
+        f"empty gallery in {args.out_dir}: add sightings with `flukeline add PHOTO... --id ID --gallery {args.out_dir}`"
     )
 
 
@@ -36,7 +30,7 @@ def cmd_identify(args):
     from flukeline.gallery.identify import format_results, identify
 
     configure_torch(args.threads)
-    results = identify(gallery=args.gallery, photos=args.photos, top=args.top, threads=args.threads)
+    results = call_runner(identify, args)
     print(format_results(results=results))
     if args.out:
         write_csv_atomic(results, args.out)
@@ -47,8 +41,8 @@ def cmd_add(args):
     from flukeline.gallery.sightings import add_sightings
 
     configure_torch(args.threads)
-    added = add_sightings(gallery=args.gallery, photos=args.photos, identity=args.id, threads=args.threads)
-    print(f"{len(added['photo'].unique()) if len(added) else 0} new sighting(s) of {args.id} in {args.gallery}")
+    added = call_runner(add_sightings, args)
+    print(f"{len(added['photo'].unique()) if len(added) else 0} new sighting(s) of {args.identity} in {args.gallery}")
 
 
 def cmd_calibrate_gallery(args):
@@ -56,7 +50,7 @@ def cmd_calibrate_gallery(args):
     from flukeline.gallery.calibrate import calibrate_gallery
 
     configure_torch(args.threads)
-    found = calibrate_gallery(gallery=args.gallery, threads=args.threads, max_queries=args.max_queries)
+    found = call_runner(calibrate_gallery, args)
     print(
         f"new_whale threshold {found['threshold']:.3f} (was {found['previous_threshold']:.3f}): leave-one-out MAP@5 "
         f"{found['map5']:.3f} (was {found['previous_map5']:.3f}) over {found['known_queries']} known and "
@@ -65,7 +59,9 @@ def cmd_calibrate_gallery(args):
 
 
 def register(subparsers) -> None:
-    p = add_command(subparsers, "gallery", cmd_gallery, "(workflow rule) the gallery manifest of a finished run")
+    p = add_command(
+        subparsers, "gallery", cmd_gallery, "(workflow rule) the gallery manifest of a finished run", own=("params",)
+    )
     add_params(p, required=True)
     p.add_argument("--out-dir", required=True)
 
@@ -75,6 +71,7 @@ def register(subparsers) -> None:
         cmd_identify,
         "top identities (and the new_whale decision) of new photos against a gallery",
         user=True,
+        own=("out",),
     )
     p.add_argument("photos", nargs="+", metavar="PHOTO")
     p.add_argument(
@@ -88,7 +85,7 @@ def register(subparsers) -> None:
         subparsers, "add", cmd_add, "add confirmed sightings of one individual to a gallery (no retraining)", user=True
     )
     p.add_argument("photos", nargs="+", metavar="PHOTO")
-    p.add_argument("--id", required=True, help="the individual's id")
+    add_option(p, "--id", "identity", required=True, help="the individual's id")
     p.add_argument("--gallery", default=DEFAULT_GALLERY)
     add_threads(p, default=2)
 
@@ -112,7 +109,7 @@ def register(subparsers) -> None:
         "an empty gallery with an untrained ImageNet backbone (no workflow run needed)",
         user=True,
     )
-    p.add_argument("gallery", help="folder to create")
+    p.add_argument("out_dir", metavar="gallery", help="folder to create")
     p.add_argument(
         "--backbone",
         default="mobilenetv2_100",

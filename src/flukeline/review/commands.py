@@ -3,37 +3,28 @@ final candidates. The runner is imported inside the command, so `--help` stays f
 
 from __future__ import annotations
 
-from flukeline.core.cli_args import add_command, add_threads, add_train_test
-
-
-def cmd_review(args):
-    from flukeline.review.page import run
-
-    run(
-        train_path=args.train,
-        test_path=args.test,
-        align_path=args.align,
-        predictions_path=args.predictions,
-        summary_path=args.summary,
-        topk_path=args.topk,
-        out=args.out,
-        thumb=args.thumb,
-        near_threshold=args.near_threshold,
-        min_margin=args.min_margin,
-        threads=args.threads,
-    )
+from flukeline.core.cli_args import add_command, add_option, add_threads, add_train_test
 
 
 def register(subparsers) -> None:
     p = add_command(
-        subparsers, "review", cmd_review, "static HTML page to review the final candidates and export decisions as CSV"
+        subparsers,
+        "review",
+        "flukeline.review.page:run",
+        "static HTML page to review the final candidates and export decisions as CSV",
     )
     add_train_test(p)
-    p.add_argument("--align", required=True, help="align.parquet of one crop size (its crop_path column)")
-    p.add_argument("--predictions", required=True, help="the final ensemble's test_predictions.parquet")
-    p.add_argument("--summary", required=True, help="the final ensemble's summary.json (threshold, score)")
-    p.add_argument(
+    add_option(p, "--align", "align_path", required=True, help="align.parquet of one crop size (its crop_path column)")
+    add_option(
+        p, "--predictions", "predictions_path", required=True, help="the final ensemble's test_predictions.parquet"
+    )
+    add_option(
+        p, "--summary", "summary_path", required=True, help="the final ensemble's summary.json (threshold, score)"
+    )
+    add_option(
+        p,
         "--topk",
+        "topk_path",
         required=True,
         help="the final ensemble's test_topk.parquet: the scores it ranked by (similarities or votes)",
     )
