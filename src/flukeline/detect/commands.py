@@ -41,12 +41,8 @@ def register(subparsers) -> None:
     add_required(p, model_path="--model", history_path="--history")
     add_threads(p)
 
-    p = add_command(
-        subparsers,
-        "detect-predict",
-        "flukeline.detect.predict:run_predict",
-        "masks, keypoints and boxes of every image with the trained detector",
-    )
+    predict = "masks, keypoints and boxes of every image with the trained detector"
+    p = add_command(subparsers, "detect-predict", "flukeline.detect.predict:run_predict", predict)
     add_required(p, model_path="--model", train_path="--train", test_path="--test")
     add_params(p, "detect.boxes settings (JSON)")
     add_required(p, "--masks-dir", masks_out="--masks", keypoints_out="--keypoints", boxes_out="--boxes")
