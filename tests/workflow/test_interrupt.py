@@ -76,7 +76,8 @@ def test_killed_training_resumes_and_gives_the_same_submission(tiny_run, tmp_pat
     train_log = (workdir / "results" / "logs" / f"train_round0_{member}_fold{fold}.log").read_text()
     resumed = re.findall(r"resuming from (\S+) after epoch (\d+)", train_log)
     assert resumed and Path(resumed[0][0]).name == checkpoint.name and int(resumed[0][1]) == killed_epoch
-    trained = [int(n) for n in re.findall(r"epoch (\d+): loss", train_log)]
+    # core.training logs "<member> fold <k> epoch <e>/<epochs>: loss ...".
+    trained = [int(n) for n in re.findall(r"epoch (\d+)/\d+: loss", train_log)]
     assert trained == list(range(int(resumed[0][1]) + 1, epochs + 1))  # no epoch before the checkpoint reran
     assert not checkpoint.exists()  # removed once the member finished
 

@@ -27,6 +27,11 @@ SUBMITTED_RULES = {
     "demo_contact_sheet",
     "ingest",
     "baseline_all_new_whale",
+    # The references without training, scored beside the members (workflow/rules/baselines.smk).
+    "baseline_pixel_embeddings",
+    "baseline_zero_shot_model",
+    "baseline_zero_shot_embeddings",
+    "match_baseline",
     "detect_train",
     "detect_predict",
     "detect_evaluate",
