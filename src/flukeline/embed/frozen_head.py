@@ -26,7 +26,7 @@ from flukeline.core.folds import validation_truth
 from flukeline.core.io import write_csv_atomic
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.core.pretrained import initialise
-from flukeline.core.retrieval import best_threshold, identity_centres, search, threshold_grid
+from flukeline.core.retrieval import threshold_grid
 from flukeline.core.runtime import configure_torch, select_device
 from flukeline.core.tensors import to_tensor
 from flukeline.core.training import TrainingLoop
@@ -35,6 +35,7 @@ from flukeline.embed.curves import plot_curves
 from flukeline.embed.losses import MemberLoss
 from flukeline.embed.model import save_model
 from flukeline.embed.recipe import NO_LABEL, learning_rate, pk_batches, training_items
+from flukeline.embed.validation import centre_map5
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +124,7 @@ def _scored(head: nn.Linear, queries: torch.Tensor, gallery: torch.Tensor, galle
     with torch.no_grad():
         q = nn.functional.normalize(head(queries), dim=1).numpy()
         g = nn.functional.normalize(head(gallery), dim=1).numpy()
-    names, centres = identity_centres(g, gallery_ids)
-    sims, idx = search(q, centres, 5)
-    threshold, map5, _ = best_threshold(truth, names[idx], sims, grid)
-    return map5, threshold
+    return centre_map5(q, g, gallery_ids, truth, grid)
 
 
 def write_frozen_head_member(

@@ -25,8 +25,15 @@ def validation_map5(
     known = gallery_ids != NEW_WHALE
     masks = gallery_set.aligned_mask[known] if gallery_set.aligned_mask is not None else None
     gallery = embed_images(model, gallery_set.aligned[known], masks, device=device)
-    names, centres = identity_centres(gallery, gallery_ids[known])
     queries = embed_images(model, val_set.aligned, val_set.aligned_mask, device=device)
+    return centre_map5(queries, gallery, gallery_ids[known], val_truth, grid)
+
+
+def centre_map5(queries: np.ndarray, gallery: np.ndarray, gallery_ids, truth, grid) -> tuple[float, float]:
+    """(MAP@5 at the best threshold of `grid`, that threshold) of normalised query embeddings
+    against the identity centres of the gallery's (known) embeddings: how every member type's
+    validation scores an epoch."""
+    names, centres = identity_centres(gallery, gallery_ids)
     sims, idx = search(queries, centres, 5)
-    threshold, map5, _ = best_threshold(val_truth, names[idx], sims, grid)
+    threshold, map5, _ = best_threshold(truth, names[idx], sims, grid)
     return map5, threshold
