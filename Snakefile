@@ -38,6 +38,8 @@ include: "workflow/rules/align.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/baselines.smk"
 include: "workflow/rules/match.smk"
+include: "workflow/rules/local.smk"
+include: "workflow/rules/decisions.smk"
 include: "workflow/rules/gallery.smk"
 include: "workflow/rules/review.smk"
 
@@ -51,6 +53,7 @@ rule all:
         "results/metrics.html",
         "results/data/summary.png",
         "results/review/index.html",
+        "results/decisions.csv",
         "results/data/demo_contact_sheet.png" if DEMO else [],
         "results/detect/metrics.json" if config["detect"]["method"] == "learned" else [],
 

@@ -2,8 +2,9 @@
 
 Parts (run in this order; each writes <out>/<part>.json and <part>.md, and <out>/summary.md
 collects every part's table found in <out>):
-  speed        per-stage wall time and peak RSS of the reference demo run on --cores (2), from
-               Snakemake's benchmark files; images/s of detection, alignment and embedding
+  speed        per-stage wall time, CPU s and peak RSS of the reference demo run on --cores (2), from
+               Snakemake's benchmark files, beside README's command (--readme-cores, 8) from an
+               empty folder; images/s of detection, alignment and embedding
   incremental  wall time of `snakemake` rerun in the reference's folder with no change, and after
                editing one match key (match.templates)
   accuracy     MAP@5, top-1 and new_whale F1 (validation fold and demo test) of the all-new_whale
@@ -85,6 +86,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument(
+        "--readme-cores",
+        type=int,
+        default=8,
+        help="speed: also time README's command with this --cores from an empty folder (0: skip; skipped with --quick)",
+    )
+    parser.add_argument(
         "--config",
         type=Path,
         default=REPO / "config.yaml",
@@ -102,7 +109,14 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     workdir.mkdir(parents=True, exist_ok=True)
     command = "python -m bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    reference = suite.Reference(workdir, args.quick, args.seed_from, args.cores, args.config.resolve())
+    reference = suite.Reference(
+        workdir,
+        args.quick,
+        args.seed_from,
+        args.cores,
+        args.config.resolve(),
+        readme_cores=0 if args.quick else args.readme_cores,
+    )
     for part in [p for p in PARTS if p in parts]:
         started = time.perf_counter()
         print(f"== {part}", flush=True)

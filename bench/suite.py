@@ -43,8 +43,17 @@ METRIC_KEYS = ("map5", "top1", "new_whale_precision", "new_whale_recall", "new_w
 class Reference:
     """The reference run: the demo DAG (or the tiny one with --quick) in <workdir>/reference."""
 
-    def __init__(self, workdir: Path, quick: bool, seed_from: Path | None, cores: int, config: Path = CONFIG):
+    def __init__(
+        self,
+        workdir: Path,
+        quick: bool,
+        seed_from: Path | None,
+        cores: int,
+        config: Path = CONFIG,
+        readme_cores: int = 0,
+    ):
         self.workdir, self.quick, self.seed_from, self.cores = workdir, quick, seed_from, cores
+        self.readme_cores = readme_cores
         self.dir = workdir / "reference"
         # Snapshots, passed as --configfile to every run of this invocation: an edit of the repo's
         # config.yaml while the suite runs (it takes an hour) cannot leak into some runs only.
@@ -346,12 +355,14 @@ def accuracy_markdown(result: dict) -> str:
 # -------------------------------------------------------------------------------------- speed
 
 STAGES = [
-    ("data", r"^(demo_|omniglot_|ingest|baseline_|data_)"),
+    ("baselines", r"^(baseline_|match_baseline)"),
+    ("data", r"^(demo_|omniglot_|ingest|data_)"),
     ("detect", r"^detect"),
     ("align", r"^align"),
     ("train", r"^train_"),
     ("embed", r"^embed_"),
-    ("match", r"^(match_|ensemble|submission|evaluate)"),
+    ("local features", r"^local_"),
+    ("match", r"^(match_|ensemble|submission|evaluate|decide)"),
     ("reports", r"^(gallery|review|metrics_table|report)"),
 ]
 
@@ -360,11 +371,11 @@ def _stage(job: str) -> str:
     return next((name for name, pattern in STAGES if re.match(pattern, job)), "other")
 
 
-def speed(reference: Reference) -> tuple[dict, str]:
-    run = reference.ensure()
-    jobs = read_benchmarks(reference.dir / "results")
+def _stage_times(results: Path) -> tuple[dict, list[dict]]:
+    """Per stage: jobs, summed wall s, CPU s and the largest peak RSS, from the benchmark files."""
+    jobs = read_benchmarks(results)
     if not jobs:
-        raise RuntimeError(f"no Snakemake benchmark files in {reference.dir / 'results/benchmarks'}")
+        raise RuntimeError(f"no Snakemake benchmark files in {results / 'benchmarks'}")
     stages = {}
     for job in jobs:
         stage = stages.setdefault(_stage(job["job"]), {"jobs": 0, "wall_s_sum": 0.0, "max_rss_mb": 0.0, "cpu_s": 0.0})
@@ -372,6 +383,28 @@ def speed(reference: Reference) -> tuple[dict, str]:
         stage["wall_s_sum"] = round(stage["wall_s_sum"] + (job["wall_s"] or 0), 2)
         stage["cpu_s"] = round(stage["cpu_s"] + (job["cpu_s"] or 0), 2)
         stage["max_rss_mb"] = max(stage["max_rss_mb"], job["max_rss_mb"] or 0)
+    return stages, jobs
+
+
+def readme_run(reference: Reference) -> dict | None:
+    """README's command (`snakemake --cores 8 results/submission.csv` by default) from an empty
+    folder, once, in <workdir>/readme_cores<N>: what a new user waits for, measured beside the
+    reference's --cores. None when --readme-cores is 0 or equals the reference's cores."""
+    cores = reference.readme_cores
+    if not cores or cores == reference.cores:
+        return None
+    folder = reference.workdir / f"readme_cores{cores}"
+    folder.mkdir(parents=True, exist_ok=True)
+    log = reference.workdir / "logs" / f"readme_cores{cores}.log"
+    run = run_snakemake(folder, reference.configfiles, log, "results/submission.csv", cores=cores)
+    dag = first_snakemake_wall(folder) or {"wall_s": run["wall_s"], "log": run["log"], "start": "this run"}
+    stages, _ = _stage_times(folder / "results")
+    return {"cores": cores, "dag_wall_s": dag["wall_s"], "dag_start": dag["start"], "run": run, "stages": stages}
+
+
+def speed(reference: Reference) -> tuple[dict, str]:
+    run = reference.ensure()
+    stages, jobs = _stage_times(reference.dir / "results")
     data = reference.dir / "results" / "data"
     images = len(pd.read_parquet(data / "train.parquet")) + len(pd.read_parquet(data / "test.parquet"))
     throughput = []
@@ -410,25 +443,41 @@ def speed(reference: Reference) -> tuple[dict, str]:
         "stages": stages,
         "jobs": jobs,
         "throughput": throughput,
+        "readme": readme_run(reference),
     }
     return result, speed_markdown(result)
 
 
 def speed_markdown(result: dict) -> str:
-    stages = markdown_table(
-        ["stage", "jobs", "wall s (sum of jobs)", "CPU s", "peak RSS MB (largest job)"],
-        [[name, s["jobs"], s["wall_s_sum"], s["cpu_s"], s["max_rss_mb"]] for name, s in result["stages"].items()],
-    )
+    readme = result.get("readme")
+    header = ["stage", "jobs", f"wall s (sum of jobs), --cores {result['cores']}", "CPU s"]
+    if readme:
+        header += [f"wall s (sum), --cores {readme['cores']}", "CPU s"]
+    header.append("peak RSS MB (largest job)")
+    rows = []
+    for name, s in result["stages"].items():
+        row = [name, s["jobs"], s["wall_s_sum"], s["cpu_s"]]
+        if readme:
+            other = readme["stages"].get(name, {})
+            row += [other.get("wall_s_sum", "-"), other.get("cpu_s", "-")]
+        rows.append(row + [s["max_rss_mb"]])
+    stages = markdown_table(header, rows)
     rates = markdown_table(
         ["step", "images", "wall s", "images/s"],
         [[r["step"], r["images"], r["wall_s"], r["images_per_s"]] for r in result["throughput"]],
     )
     note = (
         f"Whole DAG: {result['dag_wall_s']:.0f} s wall with `--cores {result['cores']}` (the first run in the "
-        f"reference folder, started {result['dag_start']}); "
-        "jobs of one stage may run side by side, so a stage's summed job time can exceed its share of the wall "
-        "time. Per job: Snakemake's `benchmark:` files (wall s, max RSS). images/s = all train + test images / the "
-        "job's wall time, start-up (Python, torch import, model load) included."
+        f"reference folder, started {result['dag_start']})"
+        + (
+            f"; README's command (`--cores {readme['cores']}`, from an empty folder, started {readme['dag_start']}): "
+            f"{readme['dag_wall_s']:.0f} s wall"
+            if readme
+            else ""
+        )
+        + "; jobs of one stage may run side by side, so a stage's summed job time can exceed its share of the wall "
+        "time. Per job: Snakemake's `benchmark:` files (wall s, max RSS, CPU s). images/s = all train + test images "
+        "/ the job's wall time, start-up (Python, torch import, model load) included."
     )
     return stages + "\n" + rates + "\n" + note + "\n"
 

@@ -11,6 +11,7 @@ import sys
 
 from flukeline.align import commands as align_commands
 from flukeline.annotate import commands as annotate_commands
+from flukeline.catalogue import commands as catalogue_commands
 from flukeline.core.errors import InputError
 from flukeline.core.runtime import setup_logging
 from flukeline.data import commands as data_commands
@@ -31,6 +32,7 @@ STAGES = {
     "evaluate": evaluate_commands.register,
     "gallery": gallery_commands.register,
     "review": review_commands.register,
+    "catalogue": catalogue_commands.register,
     "annotate": annotate_commands.register,
 }
 

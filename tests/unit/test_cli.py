@@ -21,6 +21,7 @@ USER_COMMANDS = {
     "identify",
     "add",
     "gallery-new",
+    "accept",
     "calibrate-gallery",
     "pixel-baseline",
     "classifier-baseline",
@@ -75,8 +76,8 @@ def test_help_lists_each_command_under_its_stage_and_the_user_commands_apart():
     assert list(sections) == [cli.USER_HEADING, cli.WORKFLOW_HEADING]
     users, workflow = sections[cli.USER_HEADING], sections[cli.WORKFLOW_HEADING]
     assert {name for names in users.values() for name in names} == USER_COMMANDS
-    # The stages with workflow commands, in pipeline order (annotate has none: a user's tool).
-    assert list(workflow) == [stage for stage in cli.STAGES if stage != "annotate"]
+    # The stages with workflow commands, in pipeline order (annotate and catalogue have none: user tools).
+    assert list(workflow) == [stage for stage in cli.STAGES if stage not in ("annotate", "catalogue")]
     for stage, register in cli.STAGES.items():
         listed = users.get(stage, []) + workflow.get(stage, [])
         assert sorted(listed) == sorted(stage_commands(register)), stage

@@ -15,7 +15,19 @@ from flukeline.core.images import is_grayscale, read_image_rgb
 from flukeline.core.io import write_json_atomic, write_parquet_atomic
 from flukeline.data.ingest import ingest
 
-TRAIN_COLUMNS = ["image", "path", "id", "width", "height", "grayscale", "sha1", "fold", "split", "mask_path"]
+TRAIN_COLUMNS = [
+    "image",
+    "path",
+    "id",
+    "original_id",
+    "width",
+    "height",
+    "grayscale",
+    "sha1",
+    "fold",
+    "split",
+    "mask_path",
+]
 TEST_COLUMNS = ["image", "path", "width", "height", "grayscale", "sha1", "split", "mask_path"]
 
 
@@ -180,8 +192,21 @@ def test_tables_from_a_good_layout(tmp_path):
         "n_near_duplicate_groups": 0,
         "n_conflicting_id_groups": 0,
         "n_leaked_test_images": 1,
+        # data.group_duplicate_ids and group_new_whale_duplicates are off: no training id of its own.
+        "n_merged_training_ids": 0,
+        "n_merged_original_ids": 0,
+        "n_new_whale_training_ids": 0,
+        "n_new_whale_images_grouped": 0,
     }
     assert sorted(summary["fold_sizes"]) == [3, 4]
+    assert train["original_id"].tolist() == train["id"].tolist()
+    assert pd.read_csv(out / "id_groups.csv").columns.tolist() == [
+        "training_id",
+        "original_id",
+        "n_images",
+        "groups",
+        "reason",
+    ]
 
 
 def test_sample_submission_sets_test_order(tmp_path, caplog):

@@ -40,7 +40,11 @@ def test_report_embeds_every_stage(tiny_run, tmp_path):
         "2 detect": {"Other": {"results/detect/overlays.png"}},
         "3 align": {"Other": {"results/align/contact_sheet.png"}},
         "4 embed": {"training curves": curves},
-        "5 match": {"threshold calibration": calibration, "metrics": {"results/metrics.html"}},
+        "5 match": {
+            "threshold calibration": calibration,
+            "metrics": {"results/metrics.html"},
+            "decisions": {"results/decisions/reliability.png"},
+        },
     }
     # Every result is embedded whole (the report is one self-contained file) with its caption.
     for path, result in results.items():

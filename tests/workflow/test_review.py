@@ -58,6 +58,14 @@ def test_tiny_run_page_has_every_test_image_with_its_submission_candidates(tiny_
         for kind in ("photo", "crop")
     }
     assert set(data["images"]) == wanted
+    # Each query carries its decision class and probabilities from results/decisions.csv.
+    decided = pd.read_csv(workdir / "results/decisions.csv", keep_default_na=False).set_index("Image")
+    assert data["decisions"] is True
+    for query in data["queries"]:
+        row = decided.loc[query["image"]]
+        assert query["decision"] == row["decision"] in ("match", "new", "review")
+        assert query["p_correct"] == pytest.approx(row["p_correct"], abs=1e-4)
+        assert query["p_new"] == pytest.approx(row["p_new"], abs=1e-4)
     for uri in data["images"].values():
         assert uri.startswith("data:image/jpeg;base64,")
         with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as thumb:
@@ -92,7 +100,11 @@ def test_review_page_in_headless_chromium(tiny_run, chromium):
     workdir, _ = tiny_run
     page_path = workdir / "results/review/index.html"
     data = _page_data(page_path)
-    images = [q["image"] for q in data["queries"]]
+    # The page opens sorted "to review first": review photos, then the automatic ones, each in
+    # submission order (the export keeps submission order).
+    rank = {"review": 0, "match": 1, "new": 2}
+    submission_order = [q["image"] for q in data["queries"]]
+    images = [q["image"] for q in sorted(data["queries"], key=lambda q: rank[q["decision"]])]
     assert len(images) >= 4
     context = chromium.new_context(accept_downloads=True, viewport={"width": 1300, "height": 900})
     page = context.new_page()
@@ -149,7 +161,7 @@ def test_review_page_in_headless_chromium(tiny_run, chromium):
     rows = _export(page)
     assert rows[0] == ["Image", "decision", "Id"]
     assert {row[0]: row[1:] for row in rows[1:]} == expected and len(rows) == 1 + len(expected)
-    assert [row[0] for row in rows[1:]] == [image for image in images if image in expected]  # page order
+    assert [row[0] for row in rows[1:]] == [image for image in submission_order if image in expected]
 
     # Filter "undecided" hides the three decided queries; sorting by margin puts the smallest first.
     page.select_option("#filter", "undecided")

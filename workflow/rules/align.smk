@@ -31,7 +31,7 @@ rule align_transforms:
         "results/logs/align_transforms.log",
     benchmark:
         "results/benchmarks/align_transforms.tsv"
-    threads: 1
+    threads: cpu_threads(1)
     resources:
         mem_mb=by_attempt(1000),  # demo preset: 0.2 GB, 2 s
         runtime=by_attempt(10),
@@ -58,7 +58,7 @@ rule align_crops:
         "results/benchmarks/align_{size}.tsv"
     wildcard_constraints:
         size=r"\d+x\d+",
-    threads: 2
+    threads: cpu_threads(2)
     resources:
         mem_mb=by_attempt(1000),  # demo preset (128x64): 0.4 GB, 4-6 s
         runtime=by_attempt(10),

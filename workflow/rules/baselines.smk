@@ -23,7 +23,7 @@ rule baseline_pixel_embeddings:
         "results/logs/baseline_pixel_embeddings.log",
     benchmark:
         "results/benchmarks/baseline_pixel_embeddings.tsv"
-    threads: 2
+    threads: cpu_threads(2)
     resources:
         mem_mb=by_attempt(1000),
         runtime=by_attempt(10),
@@ -63,7 +63,7 @@ rule baseline_zero_shot_embeddings:
         "results/logs/baseline_zero_shot_embeddings.log",
     benchmark:
         "results/benchmarks/baseline_zero_shot_embeddings.tsv"
-    threads: 4
+    threads: cpu_threads(4)
     resources:
         mem_mb=by_attempt(2000),
         runtime=by_attempt(15),
@@ -90,7 +90,7 @@ rule match_baseline:
         "results/benchmarks/match_baseline_{baseline}.tsv"
     wildcard_constraints:
         baseline="|".join(BASELINES),
-    threads: 2
+    threads: cpu_threads(2)
     resources:
         mem_mb=by_attempt(1000),
         runtime=by_attempt(10),

@@ -1,5 +1,6 @@
 # Shared helpers: config checks the schema cannot express, paths, and per-rule params.
 from flukeline.core.config_rules import omniglot_zip, workflow_problems
+from flukeline.core.runtime import scheduled_threads, usable_cpus
 
 # Keys that must agree with each other and files that must exist, checked after the Snakefile's
 # schema check has filled in the defaults; every problem in one error. They live in the package
@@ -57,6 +58,24 @@ else:
     DATA_ROOT = config["data"]["root"]
     TEST_TRUTH = None
     ANNOTATIONS = {k: v for k, v in config["data"]["annotations"].items() if v}
+
+# Threads against the real CPUs (core.runtime.scheduled_threads): run locally with --cores above
+# the machine's CPUs (README's `--cores 8` on a 2-CPU laptop), every rule's threads are scaled so
+# that heavy jobs queue instead of sharing the CPUs; on a cluster each job has its own CPUs.
+CPUS = usable_cpus()
+LOCAL_CORES = workflow.cores if workflow.local_exec else None
+if LOCAL_CORES and LOCAL_CORES > CPUS:
+    print(
+        f"Flukeline: --cores {LOCAL_CORES} on a machine with {CPUS} CPUs: jobs are scheduled as on"
+        f" {CPUS} (threads scaled by {LOCAL_CORES / CPUS:g}; each job uses at most {CPUS} threads)",
+        file=sys.stderr,
+    )
+
+
+def cpu_threads(wanted):
+    """`threads:` of every rule: `wanted` threads, scaled when --cores exceeds the CPUs."""
+    return scheduled_threads(wanted, LOCAL_CORES, CPUS)
+
 
 MEMBERS = sorted(ACTIVE)
 CV_FOLDS = sorted(config["embed"]["cv_folds"])

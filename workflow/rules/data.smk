@@ -1,5 +1,6 @@
 # Data stage: the demo dataset (data.source demo) or the converted Omniglot characters (omniglot),
 # ingest, and the all-new_whale baseline.
+from flukeline.data.catalogue_rows import latest_catalogue
 
 if DEMO:
 
@@ -11,7 +12,7 @@ if DEMO:
             "results/logs/demo_dataset.log",
         benchmark:
             "results/benchmarks/demo_dataset.tsv"
-        threads: 2
+        threads: cpu_threads(2)
         resources:
             mem_mb=by_attempt(1000),  # demo preset: 0.46 GB, 15-32 s
             runtime=by_attempt(10),
@@ -63,9 +64,15 @@ if OMNIGLOT:
             " --seed {params.seed} --settings {params.settings:q} > {log:q} 2>&1"
 
 
+# data.catalogue: the newest version of the catalogue of confirmed photos (`flukeline accept`),
+# whose rows ingest adds to train.csv's (a new version reruns ingest).
+CATALOGUE = latest_catalogue(config["data"].get("catalogue"))
+
+
 def ingest_input(wildcards):
     # A generated root is a rule output (a directory); a user's data root is an existing folder.
-    return {"root": DATA_ROOT} if GENERATED_DATA else {"train_csv": f"{DATA_ROOT}/train.csv"}
+    inputs = {"root": DATA_ROOT} if GENERATED_DATA else {"train_csv": f"{DATA_ROOT}/train.csv"}
+    return inputs | ({"catalogue": str(CATALOGUE)} if CATALOGUE else {})
 
 
 rule ingest:
@@ -79,12 +86,14 @@ rule ingest:
         rejected="results/data/rejected.csv",
         # Exact and near-duplicate photos across train and test (ingest writes it beside rejected.csv).
         duplicates="results/data/duplicates.csv",
+        # Training ids made from duplicate groups -> the user's ids (data.group_*; empty when off).
+        id_groups="results/data/id_groups.csv",
         summary="results/data/summary.json",
     log:
         "results/logs/ingest.log",
     benchmark:
         "results/benchmarks/ingest.tsv"
-    threads: 2
+    threads: cpu_threads(2)
     resources:
         mem_mb=by_attempt(1000),  # demo preset: 0.20 GB, 5-10 s (half of it the perceptual hashes)
         runtime=by_attempt(10),
@@ -95,12 +104,22 @@ rule ingest:
         folds=config["data"]["folds"],
         seed=config["seed"],
         min_image_side=config["data"]["min_image_side"],
+        grouping=" ".join(
+            flag
+            for key, flag in (
+                ("group_duplicate_ids", "--group-duplicate-ids"),
+                ("group_new_whale_duplicates", "--group-new-whale-duplicates"),
+            )
+            if config["data"][key]
+        ),
+        catalogue=f"--catalogue {shlex.quote(str(CATALOGUE))}" if CATALOGUE else "",
     shell:
         "{FLUKELINE} ingest --root {params.root:q} --train {output.train:q} --test {output.test:q}"
         " --rejected {output.rejected:q} --summary {output.summary:q}"
         " --annotations {params.annotations:q} --on-bad-image {params.on_bad_image}"
         " --folds {params.folds} --seed {params.seed} --min-image-side {params.min_image_side}"
-        " --duplicates {output.duplicates:q} --threads {threads} > {log:q} 2>&1"
+        " --duplicates {output.duplicates:q} --id-groups {output.id_groups:q} {params.grouping} {params.catalogue}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 # The data summary figure of the report (`snakemake --report`). A second of plotting: run where

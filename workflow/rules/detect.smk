@@ -21,7 +21,7 @@ if config["detect"]["method"] == "learned":
             "results/logs/detect_train.log",
         benchmark:
             "results/benchmarks/detect_train.tsv"
-        threads: 4
+        threads: cpu_threads(4)
         resources:
             mem_mb=by_attempt(3000),  # demo preset: 1.3 GB, 137-186 s on 2 CPU cores
             runtime=by_attempt(30),
@@ -45,7 +45,7 @@ if config["detect"]["method"] == "learned":
             "results/logs/detect_predict.log",
         benchmark:
             "results/benchmarks/detect_predict.tsv"
-        threads: 4
+        threads: cpu_threads(4)
         resources:
             mem_mb=by_attempt(2000),  # 1.1 GB, 25-28 s (87 images/s)
             runtime=by_attempt(15),
@@ -99,7 +99,7 @@ else:
             "results/logs/detect.log",
         benchmark:
             "results/benchmarks/detect.tsv"
-        threads: 2
+        threads: cpu_threads(2)
         resources:
             mem_mb=by_attempt(1000),  # 0.4 GB, 6 s
             runtime=by_attempt(10),

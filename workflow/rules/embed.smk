@@ -45,7 +45,7 @@ rule train_member:
     wildcard_constraints:
         fold=r"\d+",
         round=r"\d+",
-    threads: 4
+    threads: cpu_threads(4)
     resources:
         mem_mb=by_attempt(4000),  # demo preset (mnv2 / lite0, 6 epochs, both at once on 2 CPU cores): 1.8 GB, 370-520 s
         runtime=by_attempt(60),
@@ -73,7 +73,7 @@ rule embed_member:
     wildcard_constraints:
         fold=r"\d+",
         round=r"\d+",
-    threads: 4
+    threads: cpu_threads(4)
     resources:
         mem_mb=by_attempt(2000),  # demo preset: 1.2 GB, 60-130 s
         runtime=by_attempt(15),

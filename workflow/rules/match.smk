@@ -73,7 +73,7 @@ rule match_member:
     wildcard_constraints:
         round=r"\d+",
         member="|".join(MEMBERS),
-    threads: 2
+    threads: cpu_threads(2)
     resources:
         mem_mb=by_attempt(1000),  # demo preset: 0.27 GB, 2-5 s
         runtime=by_attempt(10),
@@ -88,9 +88,10 @@ rule match_member:
 
 rule ensemble:
     input:
+        # The local member (workflow/rules/local.smk, match.local) when on, as one more member folder.
         lambda w: [
             f"{d}/{name}"
-            for d, _ in ensemble_members(int(w.round))
+            for d, _ in ensemble_with_local(int(w.round))
             for name in (
                 "val_topk.parquet",
                 "test_topk.parquet",
@@ -121,18 +122,26 @@ rule ensemble:
         "results/benchmarks/ensemble_round{round}.tsv"
     wildcard_constraints:
         round=r"\d+",
-    threads: 1
+    threads: cpu_threads(1)
     resources:
         mem_mb=by_attempt(1000),  # demo preset: 0.2 GB, 2 s
         runtime=by_attempt(10),
     params:
         match=ensemble_params(),
-        members=lambda w: " ".join(shlex.quote(d) for d, _ in ensemble_members(int(w.round))),
-        weights=lambda w: " ".join(str(wt) for _, wt in ensemble_members(int(w.round))),
+        members=lambda w: " ".join(shlex.quote(d) for d, _ in ensemble_with_local(int(w.round))),
+        weights=lambda w: " ".join(str(wt) for _, wt in ensemble_with_local(int(w.round))),
         out_dir=lambda w: f"results/match/round{w.round}/ensemble",
     shell:
         "{FLUKELINE} ensemble --members {params.members} --weights {params.weights} --params {params.match:q}"
         " --round {wildcards.round} --out-dir {params.out_dir:q} --pseudo-labels {output.pseudo_labels:q} > {log:q} 2>&1"
+
+
+def submission_embeddings(wildcards):
+    """With data.group_duplicate_ids, the final round's embeddings order a merged id's original ids
+    per photo (flukeline.evaluate.submission); without, no merged ids and nothing to read."""
+    if not config["data"]["group_duplicate_ids"]:
+        return []
+    return expand(f"results/embed/round{FINAL_ROUND}/{{m}}/fold{{f}}/embeddings.parquet", m=MEMBERS, f=CV_FOLDS)
 
 
 rule submission:
@@ -141,6 +150,11 @@ rule submission:
         train="results/data/train.parquet",
         rejected="results/data/rejected.csv",
         predictions=f"results/match/round{FINAL_ROUND}/ensemble/test_predictions.parquet",
+        # Training ids back to the user's ids, the leaks (match.use_leaks), candidates to fill with.
+        id_groups="results/data/id_groups.csv",
+        duplicates="results/data/duplicates.csv",
+        topk=f"results/match/round{FINAL_ROUND}/ensemble/test_topk.parquet",
+        embeddings=submission_embeddings,
     output:
         "results/submission.csv",
     log:
@@ -150,9 +164,16 @@ rule submission:
     resources:
         mem_mb=by_attempt(500),  # 0.13 GB, 1 s
         runtime=by_attempt(5),
+    params:
+        use_leaks="--use-leaks" if config["match"]["use_leaks"] else "",
+        embeddings=lambda w, input: (
+            "--embeddings " + " ".join(shlex.quote(p) for p in input.embeddings) if input.embeddings else ""
+        ),
     shell:
         "{FLUKELINE} submit --test {input.test:q} --predictions {input.predictions:q}"
-        " --rejected {input.rejected:q} --train {input.train:q} --out {output:q} > {log:q} 2>&1"
+        " --rejected {input.rejected:q} --train {input.train:q} --id-groups {input.id_groups:q}"
+        " --duplicates {input.duplicates:q} {params.use_leaks} --topk {input.topk:q} {params.embeddings}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 SCORED = [(f"{m}@round{r}", f"results/match/round{r}/{m}") for r in ROUNDS for m in MEMBERS] + [

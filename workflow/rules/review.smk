@@ -15,17 +15,19 @@ rule review:
         # The scores the ensemble ranked by (similarities or votes: summary.json "score" says which).
         topk=f"results/match/round{FINAL_ROUND}/ensemble/test_topk.parquet",
         summary=f"results/match/round{FINAL_ROUND}/ensemble/summary.json",
+        # Each photo's class (match / new individual / review) and probabilities (decisions.smk).
+        decisions="results/decisions.csv",
     output:
         "results/review/index.html",
     log:
         "results/logs/review.log",
     benchmark:
         "results/benchmarks/review.tsv"
-    threads: 2
+    threads: cpu_threads(2)
     resources:
         mem_mb=by_attempt(1000),  # tiny preset: 64 queries, 0.4 MB page, 3 s
         runtime=by_attempt(10),
     shell:
         "{FLUKELINE} review --train {input.train:q} --test {input.test:q} --align {input.align:q}"
         " --predictions {input.predictions:q} --summary {input.summary:q} --topk {input.topk:q}"
-        " --out {output:q} --threads {threads} > {log:q} 2>&1"
+        " --decisions {input.decisions:q} --out {output:q} --threads {threads} > {log:q} 2>&1"

@@ -34,6 +34,21 @@ def worker_count(threads: int) -> int:
     return max(1, min(int(threads), usable_cpus()))
 
 
+def scheduled_threads(wanted: int, cores: int | None, cpus: int) -> int:
+    """The threads a rule declares to Snakemake's local scheduler. Snakemake counts threads
+    against --cores, not against the machine: `--cores 8` on 2 CPUs ran both 4-thread member
+    trainings side by side on 2 CPUs, each twice as slow (lite0 603 s against 259 s alone).
+    When --cores exceeds the CPUs, a rule's threads are scaled by cores / CPUs, so the scheduler's
+    budget of --cores stands for the real CPUs and heavy jobs queue instead of contending; the
+    command then caps its own threads at the CPUs (worker_count). With --cores at or below the
+    CPUs, or `cores=None` (cluster execution, where each job gets its own CPUs), the rule keeps
+    what it declares."""
+    wanted = max(1, int(wanted))
+    if not cores or cores <= cpus:
+        return wanted
+    return min(int(cores), -(-wanted * int(cores) // max(1, cpus)))
+
+
 def configure_torch(threads: int, seed: int | None = None):
     import torch
 

@@ -97,5 +97,23 @@ def register(subparsers) -> None:
     add_option(
         p, "--duplicates", "out_duplicates", default=None, help="duplicates.csv to write (default: beside --rejected)"
     )
+    add_option(
+        p, "--id-groups", "out_id_groups", default=None, help="id_groups.csv to write (default: beside --rejected)"
+    )
+    p.add_argument(
+        "--group-duplicate-ids",
+        action="store_true",
+        help="merge the known ids of a duplicate group into one training id (data.group_duplicate_ids)",
+    )
+    p.add_argument(
+        "--group-new-whale-duplicates",
+        action="store_true",
+        help="new_whale photos duplicating each other become one training id (data.group_new_whale_duplicates)",
+    )
+    p.add_argument(
+        "--catalogue",
+        default=None,
+        help="catalogue CSV of confirmed photos (flukeline accept; data.catalogue): more training rows",
+    )
     add_seed(p)
     add_threads(p)

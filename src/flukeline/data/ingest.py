@@ -11,12 +11,17 @@ Ids are stripped of surrounding whitespace (logged); an Id that is empty, or hol
 whitespace inside, is a bad row (the submission separates ids by spaces). Ids that differ only in
 case, photos smaller than `min_image_side` (a bad row with `skip`), exact and near duplicates
 (flukeline.data.duplicates), conflicting labels and train/test leaks are logged as warnings.
+With group_duplicate_ids / group_new_whale_duplicates, the duplicate groups also decide the training
+ids (flukeline.data.id_groups) before the folds are dealt, so the folds see the merged identities
+and keep each group's copies in one fold.
 
-Written (the `ingest` rule puts them in results/data/): train.parquet (image, path, id, width,
-height, grayscale, sha1, fold, split, mask_path), test.parquet (the same without id and fold),
-rejected.csv (split, image, problem), duplicates.csv (beside it unless given; group, split, image,
-id, kind, distance) and, beside the train table, keypoints.parquet and boxes.parquet from the
-annotations (flukeline.data.annotations).
+Written (the `ingest` rule puts them in results/data/): train.parquet (image, path, id, original_id,
+width, height, grayscale, sha1, fold, split, mask_path; `id` is the training id, `original_id` the
+train.csv Id), test.parquet (the same without the ids and fold), rejected.csv (split, image,
+problem), duplicates.csv (beside it unless given; group, split, image, id, kind, distance),
+id_groups.csv (beside it unless given; training_id, original_id, n_images, groups, reason) and,
+beside the train table, keypoints.parquet and boxes.parquet from the annotations
+(flukeline.data.annotations).
 """
 
 from __future__ import annotations
@@ -39,9 +44,11 @@ from flukeline.core.io import write_csv_atomic, write_parquet_atomic
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.core.runtime import parallel_map
 from flukeline.data.annotations import ANNOTATION_COLUMNS, _mask_paths, load_annotations
+from flukeline.data.catalogue_rows import add_encounters, catalogue_entries
 from flukeline.data.csv_rows import csv_line, read_csv
 from flukeline.data.duplicates import Photo, duplicates_table, find_groups, perceptual_hash, report_groups
 from flukeline.data.id_checks import id_problem, named_list, warn_ids_differing_in_case
+from flukeline.data.id_groups import group_ids
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +100,10 @@ def ingest(
     test_order: str = "auto",
     min_image_side: int = 0,
     out_duplicates: str | os.PathLike | None = None,
+    group_duplicate_ids: bool = False,
+    group_new_whale_duplicates: bool = False,
+    out_id_groups: str | os.PathLike | None = None,
+    catalogue: str | os.PathLike | None = None,
 ) -> dict:
     """Validate the data under `root` and write the train/test/rejected tables.
 
@@ -105,6 +116,11 @@ def ingest(
     min_image_side: photos with a side under this many pixels are named in a warning (a bad row
     with "skip"); 0 checks nothing. The workflow passes data.min_image_side (32).
     out_duplicates: the duplicate groups' table; default duplicates.csv beside `out_rejected`.
+    catalogue: a catalogue CSV (flukeline.data.catalogue_rows) whose rows are training rows too.
+    group_duplicate_ids: merge the known ids of a duplicate group into one training id.
+    group_new_whale_duplicates: new_whale photos duplicating each other become one training id.
+    out_id_groups: the training ids' table (flukeline.data.id_groups); default id_groups.csv beside
+    `out_rejected`, written (empty) with both options off too.
     Returns a JSON-safe summary dict.
     """
     if on_bad_image not in BAD_IMAGE_POLICIES:
@@ -122,6 +138,8 @@ def ingest(
         raise InputError(f"data root {root} does not exist or is not a folder")
 
     train_entries = _list_train(root)
+    listed = {entry.image: entry.where for entry in train_entries}
+    train_entries += catalogue_entries(catalogue, listed, lambda **row: _Entry(split="train", **row))
     test_entries = _list_test(root, test_order)
     # Annotation mistakes are configuration errors: report them before the long image decoding.
     masks_dir, annotation_tables = load_annotations(
@@ -150,16 +168,27 @@ def ingest(
             " at least one known identity is needed to match against"
         )
 
-    train_df = _table(kept_train, "train")
-    train_df.insert(2, "id", [entry.id for entry in kept_train])
-    train_df.insert(len(train_df.columns) - 1, "fold", assign_folds(train_df["id"].tolist(), n_folds, seed))
-    test_df = _table(kept_test, "test")
-
     out_duplicates = Path(out_rejected).parent / "duplicates.csv" if out_duplicates is None else out_duplicates
+    out_id_groups = Path(out_rejected).parent / "id_groups.csv" if out_id_groups is None else out_id_groups
     photos = [_photo(entry) for entry in kept_train + kept_test]
     groups = find_groups(photos, threads)
+    duplicate_summary = report_groups(photos, groups, out_duplicates)  # logged before the grouping it leads to
+    # The training ids come before the folds: assign_folds must deal a merged identity as one, and
+    # (units) keep the copies of one photo in one fold, or validation would match a photo to its copy.
+    grouping = group_ids(photos, groups, merge_known=group_duplicate_ids, group_new_whale=group_new_whale_duplicates)
+    train_df = _table(kept_train, "train")
+    train_df.insert(2, "id", grouping.training_ids)
+    train_df.insert(3, "original_id", [entry.id for entry in kept_train])
+    folds = assign_folds(grouping.training_ids, n_folds, seed, units=grouping.units)
+    train_df.insert(len(train_df.columns) - 1, "fold", folds)
+    test_df = _table(kept_test, "test")
+    # The optional encounter column (same animal, same day) of the input CSVs.
+    train_df = add_encounters(train_df, [root / "train.csv", catalogue])
+    test_df = add_encounters(test_df, [root / "sample_submission.csv"])
+
     summary = _summarise(train_df, test_df, len(rejected), n_folds)
-    summary.update(report_groups(photos, groups, out_duplicates))
+    summary.update(duplicate_summary)
+    summary.update(grouping.summary)
     kept = set(train_df["image"]) | set(test_df["image"])
     for kind, table in annotation_tables.items():
         annotation_tables[kind] = table[table["image"].isin(kept)].reset_index(drop=True)
@@ -179,6 +208,7 @@ def ingest(
         write_parquet_atomic(table, Path(out_train).parent / f"{kind}.parquet")
     write_csv_atomic(_rejected_table(rejected), out_rejected)
     write_csv_atomic(duplicates_table(photos, groups), out_duplicates)
+    write_csv_atomic(grouping.table, out_id_groups)
     if rejected:
         logger.warning("skipped %d bad image row(s); see %s", len(rejected), out_rejected)
     logger.info("ingested %d training and %d test images from %s", len(train_df), len(test_df), root)
@@ -216,7 +246,7 @@ def _list_train(root: Path) -> list[_Entry]:
     if not (root / "train").is_dir():
         raise InputError(f"missing training image folder {root / 'train'}")
     folder = (root / "train").resolve()
-    table = read_csv(csv_path, required=["Image", "Id"])
+    table = read_csv(csv_path, required=["Image", "Id"], known=["encounter"])
     entries, stripped = [], []
     for position, (image, label) in enumerate(zip(table["Image"].tolist(), table["Id"].tolist())):
         entry = _new_entry("train", folder, image, csv_line(csv_path, position), label.strip())
@@ -245,7 +275,7 @@ def _list_test(root: Path, test_order: str) -> list[_Entry]:
     if use_submission:
         if not submission.is_file():
             raise InputError(f"test_order is 'sample_submission' but {submission} does not exist")
-        names = read_csv(submission, required=["Image"], known=["Id"])["Image"].tolist()
+        names = read_csv(submission, required=["Image"], known=["Id", "encounter"])["Image"].tolist()
         if not names:
             raise InputError(f"{submission} lists no test images")
         entries = [

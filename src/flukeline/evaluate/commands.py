@@ -69,21 +69,6 @@ def cmd_baseline(args):
     call_runner(all_new_whale, args, train=pd.read_parquet(args.train), test=pd.read_parquet(args.test))
 
 
-def cmd_submit(args):
-    import pandas as pd
-
-    from flukeline.evaluate.submission import write_submission
-
-    call_runner(
-        write_submission,
-        args,
-        test=pd.read_parquet(args.test),
-        predictions=pd.read_parquet(args.predictions),
-        rejected=pd.read_csv(args.rejected, dtype=str, keep_default_na=False) if args.rejected else None,
-        train=pd.read_parquet(args.train) if args.train else None,
-    )
-
-
 def cmd_pixel_embeddings(args):
     import pandas as pd
 
@@ -152,12 +137,27 @@ def _register_workflow_commands(subparsers) -> None:
     add_option(p, "--submission", "submission_path", required=True)
     add_option(p, "--val-predictions", "val_predictions_path", required=True)
 
-    p = add_command(subparsers, "submit", cmd_submit, "write the Kaggle submission CSV")
-    p.add_argument("--test", required=True)
-    p.add_argument("--predictions", required=True)
+    p = add_command(subparsers, "submit", "flukeline.evaluate.submission:submit", "write the Kaggle submission CSV")
+    add_option(p, "--test", "test_path", required=True)
+    add_option(p, "--predictions", "predictions_path", required=True)
     add_option(p, "--out", "out_path", required=True)
-    p.add_argument("--rejected", help="rejected.csv of ingest: skipped test images get the baseline's row")
-    p.add_argument("--train", help="train.parquet (the baseline's most frequent ids), with --rejected")
+    add_option(
+        p, "--rejected", "rejected_path", help="rejected.csv of ingest: skipped test images get the baseline's row"
+    )
+    add_option(p, "--train", "train_path", help="train.parquet (the baseline's most frequent ids), with --rejected")
+    # Issue 24: training ids back to the user's ids, and train/test leaks (flukeline.evaluate.submission).
+    add_option(p, "--id-groups", "id_groups_path", help="id_groups.csv of ingest: merged training ids -> original ids")
+    add_option(p, "--duplicates", "duplicates_path", help="duplicates.csv of ingest (the leaks, with --use-leaks)")
+    add_option(p, "--use-leaks", "use_leaks", action="store_true", help="list a leaked training photo's id first")
+    add_option(p, "--topk", "topk_path", help="the ensemble's test_topk.parquet: candidates that fill shortened lists")
+    add_option(
+        p,
+        "--embeddings",
+        "embedding_paths",
+        nargs="+",
+        default=(),
+        help="embeddings.parquet tables: the photo's similarity orders a merged id's original ids",
+    )
 
     p = add_command(
         subparsers, "evaluate", cmd_evaluate, "cross-validated metrics (and demo test metrics)", own=("out",)
@@ -181,6 +181,17 @@ def _register_workflow_commands(subparsers) -> None:
     add_option(p, "--submission", "submission_path", required=True)
     add_option(p, "--test-truth", "test_truth_path", default=None)
     p.add_argument("--out", required=True)
+
+    p = add_command(
+        subparsers,
+        "decision-scores",
+        "flukeline.evaluate.decision_scores:run_decision_scores",
+        "the decisions (match / new individual / review) scored against the test truth",
+    )
+    add_option(p, "--decisions", "decisions_path", required=True, help="the decide rule's decisions.csv")
+    add_option(p, "--summary", "summary_path", required=True, help="its summary.json (validation figures)")
+    add_option(p, "--truth", "truth_path", required=True, help="the test identities (Image,Id)")
+    p.add_argument("--out", required=True, help="test_scores.json to write")
 
 
 def _register_pixel_baseline(subparsers) -> None:

@@ -1,9 +1,10 @@
-"""Match stage commands (workflow/rules/match.smk): one member's candidates and threshold, and the
-ensemble of members. The runners are imported inside the commands, so `--help` stays fast."""
+"""Match stage commands (workflow/rules/match.smk, local.smk): one member's candidates and
+threshold, the ensemble of members, and the local-feature member (features per split, then the
+shortlisted pairs). The runners are imported inside the commands, so `--help` stays fast."""
 
 from __future__ import annotations
 
-from flukeline.core.cli_args import add_command, add_option, add_params, add_required, call_runner
+from flukeline.core.cli_args import add_command, add_option, add_params, add_required, add_threads, call_runner
 from flukeline.core.errors import InputError
 
 
@@ -19,6 +20,12 @@ def cmd_ensemble(args):
     if len(args.member_dirs) != len(args.member_weights):
         raise InputError(f"{len(args.member_dirs)} member folders but {len(args.member_weights)} weights")
     call_runner(run_ensemble, args)
+
+
+def cmd_local_match(args):
+    from flukeline.match.local_pairs import run_local_member
+
+    call_runner(run_local_member, args, folds=[int(f) for f in args.folds.split(",")])
 
 
 def register(subparsers) -> None:
@@ -48,3 +55,58 @@ def register(subparsers) -> None:
         required=True,
         help="Parquet of test images taken for the next round",
     )
+
+    p = add_command(
+        subparsers,
+        "decide",
+        "flukeline.match.decisions:run_decide",
+        "calibrated decisions per test photo: match (auto-accepted), new individual, or review",
+    )
+    add_option(p, "--val-topk", "val_topk_path", required=True, help="the final ensemble's val_topk.parquet")
+    add_option(p, "--test-topk", "test_topk_path", required=True, help="the final ensemble's test_topk.parquet")
+    add_option(p, "--ensemble-summary", "ensemble_summary_path", required=True, help="its summary.json (score)")
+    add_option(p, "--train", "train_path", required=True, help="train.parquet (folds; encounter column if any)")
+    add_option(p, "--test", "test_path", required=True, help="test.parquet (order; encounter column if any)")
+    add_params(p, help="match.decision as JSON (auto_accept_precision, auto_new_precision, min_support)")
+    p.add_argument("--out", required=True, help="decisions.csv to write")
+    add_option(p, "--summary", "summary_out", required=True, help="summary.json to write")
+    add_option(p, "--calibration", "calibration_out", required=True, help="calibration.json to write")
+    add_option(p, "--figure", "figure_out", required=True, help="reliability.png to write")
+
+    p = add_command(
+        subparsers,
+        "local-features",
+        "flukeline.match.local_features:run_local_features",
+        "local features (SIFT) of one split's aligned crops, cached for the local member",
+    )
+    add_required(p, align_path="--align")
+    p.add_argument("--split", required=True, choices=["train", "test"])
+    p.add_argument("--method", required=True, help="match.local.method (sift)")
+    p.add_argument("--size", required=True, help="crop size name, WxH")
+    add_params(p, help="match.local as JSON")
+    p.add_argument("--out", required=True, help=".npz feature cache")
+    add_threads(p)
+
+    p = add_command(
+        subparsers,
+        "local-match",
+        cmd_local_match,
+        "the local member: shortlisted pairs matched, calibrated to probabilities, ranked like a member",
+    )
+    add_required(p, train_path="--train", features_train="--features-train", features_test="--features-test")
+    add_option(p, "--members", "member_dirs", nargs="+", required=True, help="global member match folders")
+    add_option(
+        p, "--weights", "member_weights", nargs="+", type=float, required=True, help="one weight per member folder"
+    )
+    add_option(
+        p,
+        "--embeddings",
+        "embedding_paths",
+        nargs="+",
+        required=True,
+        help="the members' embeddings tables, member by member, fold by fold",
+    )
+    p.add_argument("--folds", required=True, help="comma-separated folds, the order of each member's tables")
+    add_params(p, help="the ensemble's match settings plus match.local, as JSON")
+    p.add_argument("--out-dir", required=True)
+    add_threads(p)

@@ -5,6 +5,7 @@ Kaggle lists, the threshold, the summary and the pseudo-labels for the next roun
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +35,14 @@ def query_order(queries: pd.Series, images: pd.Series) -> np.ndarray:
     return pd.Series(np.arange(len(queries)), index=queries.to_numpy()).loc[images].to_numpy()
 
 
-def ensemble_topk(members: dict[str, tuple[pd.DataFrame, float]], depth: int) -> pd.DataFrame:
+def ensemble_topk(
+    members: dict[str, tuple[pd.DataFrame, float]], depth: int, fallbacks: dict[str, float] | None = None
+) -> pd.DataFrame:
     """Weighted mean of member similarities (3rd place) over the union of their candidates; an
     identity missing from a member's list counts with that member's lowest listed similarity for
-    the query (an upper bound on what it would have scored)."""
+    the query (an upper bound on what it would have scored), or with the member's fixed
+    `fallbacks` value (the local member: the probability of zero inliers for what it did not match)."""
+    fallbacks = fallbacks or {}
     weights = {name: float(w) for name, (_, w) in members.items()}
     total = sum(weights.values())
     if total <= 0:
@@ -51,7 +56,10 @@ def ensemble_topk(members: dict[str, tuple[pd.DataFrame, float]], depth: int) ->
     score = np.zeros(len(union))
     for name, sims, floor in frames:
         value = union.join(sims, on=key)[name].to_numpy()
-        fallback = floor.loc[union["image"]].to_numpy()
+        if name in fallbacks:
+            fallback = np.full(len(union), float(fallbacks[name]))
+        else:
+            fallback = floor.loc[union["image"]].to_numpy()
         score += weights[name] * np.where(np.isnan(value), fallback, value)
     union["similarity"] = (score / total).astype(np.float32)
     # Queries keep their first-appearance order; within one, similarity descending, ties by id.
@@ -140,6 +148,20 @@ def member_tables(members: dict[str, tuple[Path, float]], name: str) -> dict[str
     return {n: (pd.read_parquet(d / name), w) for n, (d, w) in members.items()}
 
 
+def member_fallbacks(members: dict[str, tuple[Path, float]]) -> dict[str, float]:
+    """member -> the score of an identity it did not list, for members whose summary.json fixes
+    one (`outside_similarity`: the local member, which matched only a shortlist); the others use
+    their lowest listed similarity."""
+    fallbacks = {}
+    for n, (d, _) in members.items():
+        summary = Path(d) / "summary.json"
+        # The rules always pass a member's summary; tables assembled by hand may come without one.
+        value = json.loads(summary.read_text()).get("outside_similarity") if summary.is_file() else None
+        if value is not None:
+            fallbacks[n] = float(value)
+    return fallbacks
+
+
 def fitted_members(members, params) -> tuple[dict[str, tuple[Path, float]], dict | None]:
     """The members with their weights fitted on the validation folds (match.ensemble.weights: fit,
     the default; match.weights), or as configured (weights: config, or a single member); and the
@@ -147,23 +169,37 @@ def fitted_members(members, params) -> tuple[dict[str, tuple[Path, float]], dict
     settings = params.get("ensemble", {})
     if settings.get("weights", "fit") != "fit" or len(members) < 2:
         return members, None
+    fallbacks = member_fallbacks(members)
+    prior = {n: w for n, (_, w) in members.items()}
+    embedding_members = {n: m for n, m in members.items() if n not in fallbacks}
+    if fallbacks and embedding_members:
+        # A local member (it has a fixed fallback) must earn its place: the reference the fit has
+        # to beat by weight_min_gain is the embedding members' own ensemble (fitted the same way),
+        # with the local member at 0. Against the configured weights, an untested local member at
+        # its configured weight would lower the bar (Omniglot seed 1: kept all four at 0.25).
+        own, _ = fitted_members(embedding_members, params)
+        prior = {**{n: w for n, (_, w) in own.items()}, **{n: 0.0 for n in fallbacks}}
     tables = {n: table for n, (table, _) in member_tables(members, "val_topk.parquet").items()}
     weights, report = fit_weights(
         tables,
-        {n: w for n, (_, w) in members.items()},
+        prior,
         threshold_grid(params),
         float(settings.get("weight_step", 0.1)),
         int(params.get("top_k", 5)),
         float(settings.get("weight_min_gain", 0.01)),
+        fallbacks,
     )
+    if fallbacks and embedding_members:
+        report["configured_weights"] = "the embedding members' ensemble weights, local members at 0"
     return {n: (d, weights[n]) for n, (d, _) in members.items()}, report
 
 
 def average_members(members, params, round_, out: Path) -> Combined:
     """Weighted mean similarities; the threshold calibrated on the validation folds (curve written)."""
     k, depth = int(params.get("top_k", 5)), int(params.get("candidates", 20))
-    val_topk = ensemble_topk(member_tables(members, "val_topk.parquet"), depth)
-    test_topk = ensemble_topk(member_tables(members, "test_topk.parquet"), depth)
+    fallbacks = member_fallbacks(members)
+    val_topk = ensemble_topk(member_tables(members, "val_topk.parquet"), depth, fallbacks)
+    test_topk = ensemble_topk(member_tables(members, "test_topk.parquet"), depth, fallbacks)
     threshold, curve = decide_threshold(val_topk, params)
     write_calibration(curve, threshold, out, title=f"ensemble, round {round_}")
     lists = [ranked_predictions(topk, threshold, k) for topk in (val_topk, test_topk)]
@@ -201,7 +237,7 @@ def similarity_topk(combined: Combined, members, split: str, depth: int) -> pd.D
     average's own table; for a vote (votes are no similarity), the members' weighted mean."""
     if combined.score == SIMILARITY:
         return combined.val_topk if split == "val" else combined.test_topk
-    return ensemble_topk(member_tables(members, f"{split}_topk.parquet"), depth)
+    return ensemble_topk(member_tables(members, f"{split}_topk.parquet"), depth, member_fallbacks(members))
 
 
 def ensemble_pseudo_labels(combined: Combined, members, params, round_) -> tuple[pd.DataFrame, float, dict | None]:

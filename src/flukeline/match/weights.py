@@ -29,18 +29,24 @@ def simplex_grid(members: int, step: float) -> np.ndarray:
     return np.array([[*c, parts - sum(c)] for c in points], dtype=np.float64) / parts
 
 
-def stacked_candidates(tables: list[pd.DataFrame]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def stacked_candidates(
+    tables: list[pd.DataFrame], fallbacks: list[float | None] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The members' validation top-k tables as arrays over the union of their candidates:
     (query images Q, ids Q x C, similarities Q x C x M, truth Q); a candidate a member did not list
-    counts with that member's lowest listed similarity for the query (as `ensemble_topk` does);
-    padding is "" with -inf."""
+    counts with that member's lowest listed similarity for the query, or with its fixed fallback
+    when one is given (as `ensemble_topk` does); padding is "" with -inf."""
+    fallbacks = fallbacks or [None] * len(tables)
     key = ["image", "id"]
     union = pd.concat([t[key] for t in tables]).drop_duplicates().reset_index(drop=True)
     columns = []
-    for table in tables:
-        floor = table.groupby("image")["similarity"].min()
+    for table, fixed in zip(tables, fallbacks):
         value = union.join(table.set_index(key)["similarity"], on=key)["similarity"].to_numpy(np.float64)
-        columns.append(np.where(np.isnan(value), floor.loc[union["image"]].to_numpy(np.float64), value))
+        if fixed is None:
+            fallback = table.groupby("image")["similarity"].min().loc[union["image"]].to_numpy(np.float64)
+        else:
+            fallback = np.full(len(union), float(fixed))
+        columns.append(np.where(np.isnan(value), fallback, value))
     images = union["image"].drop_duplicates().to_numpy()
     row = pd.Series(np.arange(len(images)), index=images).loc[union["image"]].to_numpy()
     slot = union.groupby("image", sort=False).cumcount().to_numpy()
@@ -65,16 +71,24 @@ def score_weights(ids: np.ndarray, sims: np.ndarray, truth: np.ndarray, weights:
 
 
 def fit_weights(
-    val_tables: dict[str, pd.DataFrame], prior: dict[str, float], grid, step: float, k: int = 5, min_gain: float = 0.0
+    val_tables: dict[str, pd.DataFrame],
+    prior: dict[str, float],
+    grid,
+    step: float,
+    k: int = 5,
+    min_gain: float = 0.0,
+    fallbacks: dict[str, float] | None = None,
 ) -> tuple[dict[str, float], dict]:
     """Member -> weight (summing to 1), and a report: the best validation MAP@5, that of the
     configured weights, each member alone, how many points were scored, and which were kept. Ties
     go to the point nearest the configured weights (normalised), the choice a user made without
     validation; and the configured weights stay unless the best point beats them by more than
     `min_gain` (on a few hundred validation images smaller gains are noise, and fitted weights
-    that chase them lose on test: the demo's fit gained 0.004 on validation and lost 0.014 on test)."""
+    that chase them lose on test: the demo's fit gained 0.004 on validation and lost 0.014 on test).
+    fallbacks: member -> the fixed score of a candidate it did not list (see stacked_candidates)."""
     names = list(val_tables)
-    _, ids, sims, truth = stacked_candidates([val_tables[n] for n in names])
+    fallbacks = fallbacks or {}
+    _, ids, sims, truth = stacked_candidates([val_tables[n] for n in names], [fallbacks.get(n) for n in names])
     points = simplex_grid(len(names), step)
     configured = np.array([prior[n] for n in names], dtype=np.float64)
     configured = configured / configured.sum() if configured.sum() > 0 else np.full(len(names), 1 / len(names))

@@ -28,6 +28,13 @@ def register(subparsers) -> None:
         required=True,
         help="the final ensemble's test_topk.parquet: the scores it ranked by (similarities or votes)",
     )
+    add_option(
+        p,
+        "--decisions",
+        "decisions_path",
+        default=None,
+        help="the decide rule's decisions.csv: decision classes and probabilities, review photos first",
+    )
     p.add_argument("--out", required=True, help="index.html to write")
     p.add_argument("--thumb", type=int, default=160, help="thumbnail size: longer side in pixels")
     p.add_argument(

@@ -60,13 +60,16 @@ def assemble_review(
     near_threshold: float = 0.02,
     min_margin: float = 0.01,
     score: str = "similarity",
+    decisions: pd.DataFrame | None = None,
 ) -> dict:
     """The page's data without pictures: per test image (in test-table order) its predicted list
-    with the ensemble's score of each candidate (`score`: "similarity" or "votes", the vote share),
-    top score and margin, whether new_whale is the first guess, and whether it is a close call:
-    top similarity within `near_threshold` of the threshold (new or known could go either way) or
-    margin to the runner-up below `min_margin` (which identity). Votes are on no threshold's scale:
-    only their margin makes a close call. Pictures are referred to by image name."""
+        with the ensemble's score of each candidate (`score`: "similarity" or "votes", the vote share),
+        top score and margin, whether new_whale is the first guess, and whether it is a close call:
+        top similarity within `near_threshold` of the threshold (new or known could go either way) or
+        margin to the runner-up below `min_margin` (which identity). Votes are on no threshold's scale:
+        only their margin makes a close call. Pictures are referred to by image name. `decisions` (the
+    decide rule's decisions.csv) adds per query its class (match / new / review), P(top identity is
+    right), P(new individual) and the auto-accepted Id."""
     if score not in SCORES:
         raise InputError(f"score {score!r}: the page shows one of {list(SCORES)}")
     _require_columns(test, ["image", "path"], "test table")
@@ -82,6 +85,13 @@ def assemble_review(
     # the threshold); for votes new_whale is voted for like any identity and is in the table.
     top_sims = topk.sort_values(["image", "rank"], kind="stable").groupby("image")["similarity"].apply(list)
     reference = representative_images(train)
+    decided = None
+    if decisions is not None:
+        _require_columns(decisions, ["Image", "decision", "Id", "p_correct", "p_new"], "decisions")
+        decided = decisions.set_index("Image")
+        undecided = sorted(set(test["image"]) - set(decided.index))
+        if undecided:
+            raise InputError(f"decisions: no decision for {len(undecided)} test image(s), e.g. {undecided[:3]}")
     queries = []
     for image in test["image"]:
         ids = predicted[image].split()
@@ -101,23 +111,39 @@ def assemble_review(
             )
         near = score == "similarity" and top is not None and abs(top - threshold) < near_threshold
         close = top is not None and (near or (margin is not None and margin < min_margin))
-        queries.append(
-            {
-                "image": image,
-                "top_similarity": None if top is None else round(top, 4),
-                "margin": None if margin is None else round(margin, 4),
-                "predicted_new": bool(ids) and ids[0] == NEW_WHALE,
-                "low_confidence": bool(close),
-                "candidates": candidates,
-            }
-        )
+        query = {
+            "image": image,
+            "top_similarity": None if top is None else round(top, 4),
+            "margin": None if margin is None else round(margin, 4),
+            "predicted_new": bool(ids) and ids[0] == NEW_WHALE,
+            "low_confidence": bool(close),
+            "candidates": candidates,
+        }
+        if decided is not None:
+            row = decided.loc[image]
+            query.update(
+                {
+                    "decision": str(row["decision"]),
+                    "decided_id": str(row["Id"]) if str(row["Id"]) not in ("", "nan") else None,
+                    "p_correct": _probability(row["p_correct"]),
+                    "p_new": _probability(row["p_new"]),
+                    "encounter": str(row.get("encounter", "") or "") if "encounter" in decided else "",
+                }
+            )
+        queries.append(query)
     return {
         "score": score,
+        "decisions": decided is not None,
         "threshold": float(threshold),
         "near_threshold": float(near_threshold),
         "min_margin": float(min_margin),
         "queries": queries,
     }
+
+
+def _probability(value) -> float | None:
+    value = pd.to_numeric(value, errors="coerce")
+    return None if pd.isna(value) else round(float(value), 4)
 
 
 def thumbnail_data_uri(path: str | Path, max_side: int, quality: int = 80) -> str:
@@ -152,21 +178,34 @@ def run(
     topk_path,
     *,
     out,
+    decisions_path=None,
     thumb=160,
     near_threshold=0.02,
     min_margin=0.01,
     threads=1,
 ) -> dict:
     """Build results/review/index.html from a finished run (topk_path: the final ensemble's
-    test_topk.parquet, beside summary_path); returns a short summary."""
+    test_topk.parquet, beside summary_path; decisions_path: the decide rule's decisions.csv, or
+    None for a page without decision classes); returns a short summary."""
     train = pd.read_parquet(train_path)
     test = pd.read_parquet(test_path)
     align = pd.read_parquet(align_path)
     predictions = pd.read_parquet(predictions_path)
     summary = read_ensemble_summary(summary_path)
     topk = pd.read_parquet(topk_path)
+    decisions = None
+    if decisions_path is not None:
+        decisions = pd.read_csv(decisions_path, dtype={"Image": str, "decision": str, "Id": str}, keep_default_na=False)
     data = assemble_review(
-        test, train, predictions, topk, float(summary["threshold"]), near_threshold, min_margin, score=summary["score"]
+        test,
+        train,
+        predictions,
+        topk,
+        float(summary["threshold"]),
+        near_threshold,
+        min_margin,
+        score=summary["score"],
+        decisions=decisions,
     )
 
     _require_columns(align, ["image", "split", "crop_path"], str(align_path))
@@ -185,6 +224,8 @@ def run(
     data["images"] = uris
     # Decisions are stored in the browser per run: a new set of predictions starts afresh.
     digest = hashlib.sha1(Path(predictions_path).read_bytes() + json.dumps(summary, sort_keys=True).encode())
+    if decisions_path is not None:
+        digest.update(Path(decisions_path).read_bytes())
     data["run"] = digest.hexdigest()[:16]
     page = render_page(data).encode("utf-8")
     write_bytes_atomic(out, page)
@@ -194,6 +235,9 @@ def run(
         "bytes": len(page),
         "score": data["score"],
         "threshold": data["threshold"],
+        "decisions": {c: sum(q.get("decision") == c for q in data["queries"]) for c in ("match", "new", "review")}
+        if data["decisions"]
+        else None,
     }
     log.info("review page %s: %s", out, json.dumps(info))
     return info

@@ -1,0 +1,233 @@
+"""`flukeline accept`: the review page's export (Image,decision,Id) read back into the catalogue of
+confirmed photos that the next run trains on (data.catalogue; flukeline.data.catalogue_rows).
+
+Confirmed matches keep the id the person chose; confirmed new individuals get fresh ids
+(flk_0001, flk_0002, ... above every flk_ number in use, never an id the train table or the
+catalogue holds), one per new animal: photos sharing an encounter are one animal. A new row may
+also name its animal itself (an Id other than new_whale), which must then be an id nobody uses.
+`unsure` rows are left out.
+
+Nothing is overwritten: each accept writes the next version, catalogue-<N+1>.csv, holding the
+previous version's rows and the new ones (created exclusively: a version that exists is never
+replaced), and copies the photos under photos/ (a copy that exists must be the same file). Every
+problem is found before anything is written, and all are reported at once, each with the
+export's file and line."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from flukeline.core.errors import InputError
+from flukeline.core.metrics import NEW_WHALE
+from flukeline.data.catalogue_rows import (
+    CATALOGUE_COLUMNS,
+    ENCOUNTER,
+    PHOTOS,
+    catalogue_versions,
+    read_catalogue,
+    version_number,
+)
+from flukeline.data.csv_rows import csv_line, read_csv
+
+log = logging.getLogger(__name__)
+
+DECISIONS = ("match", "new", "unsure")
+FRESH = re.compile(r"^flk_(\d+)$")
+
+
+def sha1_of(path: Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def fresh_ids(count: int, used: set[str], prefix: str = "flk_") -> list[str]:
+    """`count` new ids flk_NNNN numbered above every one in `used`, none of them in `used`."""
+    numbers = [int(m.group(1)) for i in used if (m := FRESH.match(i))]
+    n, out = max(numbers, default=0), []
+    while len(out) < count:
+        n += 1
+        candidate = f"{prefix}{n:04d}"
+        if candidate not in used:
+            out.append(candidate)
+    return out
+
+
+def write_exclusive(path: Path, table: pd.DataFrame) -> None:
+    """Write the CSV beside `path`, then link it into place: fails, and writes nothing, when
+    `path` exists (another accept got there first), so no version is ever overwritten."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        table.to_csv(temporary, index=False)
+        try:
+            os.link(temporary, path)
+        except FileExistsError as error:
+            raise InputError(f"{path} exists already: another accept wrote it; run accept again") from error
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def accept(decisions_path, test_path, train_path, catalogue_dir, *, prefix: str = "flk_") -> dict:
+    """Append the export's confirmed rows to the catalogue in `catalogue_dir` as a new version;
+    returns a summary (version written, matches, new individuals and their ids, skipped)."""
+    decisions_path, catalogue_dir = Path(decisions_path), Path(catalogue_dir)
+    export = read_csv(decisions_path, required=["Image", "decision", "Id"])
+    test = pd.read_parquet(test_path)
+    train = pd.read_parquet(train_path)
+    test_of = test.set_index("image")
+    versions = catalogue_versions(catalogue_dir)
+    previous = read_catalogue(versions[-1]) if versions else pd.DataFrame(columns=CATALOGUE_COLUMNS)
+    for column in CATALOGUE_COLUMNS:
+        if column not in previous:
+            previous[column] = ""
+    in_catalogue = {image: i for i, image in enumerate(previous["Image"])}
+    train_ids = set(train["id"]) - {NEW_WHALE}
+    # A training table made with the catalogue holds its ids too; original_id (duplicate grouping)
+    # holds the user's ids where a grouped training id replaced them.
+    if "original_id" in train:
+        train_ids |= set(train["original_id"]) - {NEW_WHALE}
+    catalogue_ids = set(previous["Id"])
+    known = train_ids | catalogue_ids
+    train_images = set(train["image"])
+    where_is = f"{decisions_path.name}"
+
+    problems, rows, seen = [], [], {}
+    for position, row in enumerate(export.itertuples(index=False)):
+        line = csv_line(decisions_path, position)
+        image, decision, given = row.Image.strip(), row.decision.strip(), row.Id.strip()
+        if decision not in DECISIONS:
+            problems.append(f"{line}: decision {decision!r} for photo {image!r} is none of {', '.join(DECISIONS)}")
+            continue
+        if image in seen:
+            problems.append(f"{line}: photo {image!r} is listed twice (first on line {seen[image] + 2})")
+            continue
+        seen[image] = position
+        if decision == "unsure":
+            continue
+        if image not in test_of.index:
+            problems.append(f"{line}: photo {image!r} is no test photo of this run ({test_path})")
+            continue
+        if image in in_catalogue:
+            earlier = previous.iloc[in_catalogue[image]]
+            problems.append(
+                f"{line}: photo {image!r} is already in the catalogue ({versions[-1].name} line"
+                f" {in_catalogue[image] + 2}, as {earlier['Id']})"
+            )
+            continue
+        if image in train_images:
+            problems.append(f"{line}: photo {image!r} has the name of a training photo ({train_path})")
+            continue
+        photo = Path(test_of.at[image, "path"])
+        if not photo.is_file():
+            problems.append(f"{line}: photo {image!r} is missing at {photo}")
+            continue
+        if "sha1" in test_of and sha1_of(photo) != test_of.at[image, "sha1"]:
+            problems.append(f"{line}: photo {image!r} at {photo} has changed since this run read it (sha1 differs)")
+            continue
+        if decision == "match":
+            if given in ("", NEW_WHALE):
+                problems.append(f"{line}: match for photo {image!r} names no individual (Id {given!r})")
+                continue
+            if given not in known:
+                problems.append(
+                    f"{line}: match for photo {image!r} names {given!r}, which is no known individual"
+                    f" (not in {train_path} nor the catalogue)"
+                )
+                continue
+        elif given not in ("", NEW_WHALE) and given in known:
+            where = "the catalogue" if given in catalogue_ids else str(train_path)
+            problems.append(
+                f"{line}: new individual {given!r} for photo {image!r}: that id is already used for another"
+                f" animal (in {where})"
+            )
+            continue
+        encounter = ""
+        if ENCOUNTER in test_of:
+            value = test_of.at[image, ENCOUNTER]
+            encounter = "" if pd.isna(value) else str(value).strip()
+        rows.append(
+            {"line": line, "Image": image, "decision": decision, "given": given, "encounter": encounter, "photo": photo}
+        )
+
+    # One new animal per encounter (or per photo without one); a named new animal is one across rows.
+    animal_of = {}
+    for r in rows:
+        if r["decision"] == "new":
+            r["animal"] = (
+                ("named", r["given"])
+                if r["given"] not in ("", NEW_WHALE)
+                else (("encounter", r["encounter"]) if r["encounter"] else ("photo", r["Image"]))
+            )
+            animal_of.setdefault(r["animal"], None)
+    unnamed = [a for a in animal_of if a[0] != "named"]
+    for animal, fresh in zip(
+        unnamed, fresh_ids(len(unnamed), known | {a[1] for a in animal_of if a[0] == "named"}, prefix)
+    ):
+        animal_of[animal] = fresh
+    for r in rows:
+        r["Id"] = r["given"] if r["decision"] == "match" else (animal_of[r["animal"]] or r["given"])
+    # Photos of one encounter are one animal: they must end up with one id.
+    by_encounter = {}
+    for r in rows:
+        if r["encounter"]:
+            first = by_encounter.setdefault(r["encounter"], r)
+            if first["Id"] != r["Id"]:
+                problems.append(
+                    f"{r['line']}: photo {r['Image']!r} shares encounter {r['encounter']!r} with {first['Image']!r}"
+                    f" ({first['line']}) but is given another individual ({r['Id']} vs {first['Id']})"
+                )
+    if problems:
+        raise InputError(f"{len(problems)} problem(s) in {decisions_path}, nothing accepted:\n" + "\n".join(problems))
+    if not rows:
+        raise InputError(
+            f"{decisions_path}: no confirmed match or new individual to accept (only unsure rows, or none)"
+        )
+
+    photos_dir = catalogue_dir / PHOTOS
+    photos_dir.mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        target = photos_dir / r["Image"]
+        if target.exists():
+            # Left by an accept that stopped before writing its version: reused when it is the same file.
+            if sha1_of(target) != sha1_of(r["photo"]):
+                raise InputError(f"{target} exists and differs from {r['photo']}: not overwritten; move it away first")
+        else:
+            shutil.copy2(r["photo"], target)
+    added = pd.DataFrame(
+        {
+            "Image": [r["Image"] for r in rows],
+            "Id": [r["Id"] for r in rows],
+            "path": [f"{PHOTOS}/{r['Image']}" for r in rows],
+            "decision": [r["decision"] for r in rows],
+            ENCOUNTER: [r["encounter"] for r in rows],
+            "source": where_is,
+        }
+    )
+    number = version_number(versions[-1]) + 1 if versions else 1
+    target = catalogue_dir / f"catalogue-{number:04d}.csv"
+    table = pd.concat([previous[CATALOGUE_COLUMNS], added], ignore_index=True)
+    write_exclusive(target, table)
+    fresh = sorted({r["Id"] for r in rows if r["decision"] == "new"})
+    summary = {
+        "catalogue": str(target),
+        "previous": str(versions[-1]) if versions else None,
+        "rows": len(table),
+        "matches": sum(r["decision"] == "match" for r in rows),
+        "new_individual_photos": sum(r["decision"] == "new" for r in rows),
+        "new_individuals": fresh,
+        "unsure_skipped": int((export["decision"].str.strip() == "unsure").sum()),
+    }
+    log.info(
+        "accepted %d match(es) and %d photo(s) of %d new individual(s) into %s (%d rows)",
+        summary["matches"],
+        summary["new_individual_photos"],
+        len(fresh),
+        target,
+        len(table),
+    )
+    return summary

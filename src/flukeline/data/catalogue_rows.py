@@ -1,0 +1,116 @@
+"""The catalogue of confirmed photos (`flukeline accept`) as ingest's extra training rows, and the
+optional `encounter` column of the input CSVs carried into the image tables.
+
+A catalogue is a folder of versions, catalogue-0001.csv, catalogue-0002.csv, ... (each the whole
+catalogue: the previous version's rows plus one accept's; none is ever rewritten) with the
+accepted photos copied under photos/. Columns: Image, Id, path (relative to the folder),
+decision (match / new), encounter, source (the review export it came from). `data.catalogue`
+names the folder; ingest appends the newest version's rows to train.csv's, so the next run trains
+and matches on them like any training photo.
+
+Encounters: an `encounter` column in train.csv, sample_submission.csv or the catalogue (photos of
+one animal on one day) becomes an `encounter` column of train.parquet / test.parquet; without one
+the tables keep their usual columns. The decide rule decides an encounter's photos together."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePath
+
+import pandas as pd
+
+from flukeline.core.errors import InputError
+from flukeline.data.csv_rows import csv_line, read_csv
+
+CATALOGUE_COLUMNS = ["Image", "Id", "path", "decision", "encounter", "source"]
+VERSION_PATTERN = re.compile(r"^catalogue-(\d{4,})\.csv$")
+PHOTOS = "photos"
+ENCOUNTER = "encounter"
+
+
+def catalogue_versions(folder: str | Path) -> list[Path]:
+    """The folder's catalogue versions, oldest first (none: [])."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := VERSION_PATTERN.match(p.name)) and p.is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def version_number(path: Path) -> int:
+    return int(VERSION_PATTERN.match(Path(path).name).group(1))
+
+
+def latest_catalogue(location: str | Path | None) -> Path | None:
+    """The catalogue CSV to ingest: `location` itself when it is a file, the newest version when
+    it is a folder (None when it holds none yet, or no location is configured)."""
+    if not location:
+        return None
+    location = Path(location)
+    if location.is_file():
+        return location
+    versions = catalogue_versions(location)
+    return versions[-1] if versions else None
+
+
+def read_catalogue(path: str | Path) -> pd.DataFrame:
+    return read_csv(Path(path), required=["Image", "Id", "path"], known=CATALOGUE_COLUMNS)
+
+
+def catalogue_entries(path: str | Path | None, listed: dict[str, str], make_entry) -> list:
+    """Ingest's training entries for the catalogue's rows: make_entry(image=, where=, id=, path=)
+    per row, with its problems appended to `.problems` (a photo that is missing, outside the
+    folder, or named like a train.csv row: `listed`, image -> where). Empty without a catalogue."""
+    if path is None:
+        return []
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"data.catalogue: {path} does not exist")
+    folder = path.parent.resolve()
+    table = read_catalogue(path)
+    entries, seen = [], {}
+    for position, row in enumerate(table.itertuples(index=False)):
+        where = csv_line(path, position)
+        photo, problem = _catalogue_photo(folder, row.path)
+        entry = make_entry(image=row.Image, where=where, id=row.Id.strip(), path=photo)
+        if problem:
+            entry.problems.append(problem)
+        if not row.Id.strip():
+            entry.problems.append("has an empty Id")
+        if row.Image in listed:
+            entry.problems.append(f"is also listed in {listed[row.Image]}")
+        if row.Image in seen:
+            entry.problems.append(f"is a duplicate of {seen[row.Image]}")
+        seen.setdefault(row.Image, where)
+        entries.append(entry)
+    return entries
+
+
+def _catalogue_photo(folder: Path, name: str) -> tuple[Path | None, str | None]:
+    if not name.strip() or PurePath(name).is_absolute() or ".." in PurePath(name).parts:
+        return None, f"has path {name!r}: it must be relative to {folder}, inside it"
+    photo = (folder / name).resolve()
+    if not photo.is_relative_to(folder):
+        return None, f"has path {name!r}, which resolves outside {folder}"
+    if not photo.is_file():
+        return None, f"has path {name!r}, which does not exist under {folder}"
+    return photo, None
+
+
+def add_encounters(table: pd.DataFrame, sources: list[str | Path | None]) -> pd.DataFrame:
+    """`table` with an `encounter` column (empty where unknown) when any existing CSV of `sources`
+    (Image plus encounter) has one; else `table` unchanged. A later source wins for a photo."""
+    known: dict[str, str] = {}
+    found = False
+    for source in sources:
+        if source is None or not Path(source).is_file():
+            continue
+        header = pd.read_csv(source, dtype=str, nrows=0, encoding="utf-8-sig").columns
+        if ENCOUNTER not in header or "Image" not in header:
+            continue
+        found = True
+        rows = pd.read_csv(source, dtype=str, keep_default_na=False, encoding="utf-8-sig", usecols=["Image", ENCOUNTER])
+        known.update({image: value.strip() for image, value in zip(rows["Image"], rows[ENCOUNTER]) if value.strip()})
+    if not found:
+        return table
+    return table.assign(**{ENCOUNTER: table["image"].map(lambda image: known.get(image, "")).astype("string")})

@@ -1,0 +1,176 @@
+"""Local features of the aligned crops, extracted once per image for the `local` ensemble member
+(`match.local`) and cached per split (results/match/local/<method>_<W>x<H>/features_<split>.npz),
+so that editing the matching or its calibration never re-extracts.
+
+`sift`: OpenCV SIFT keypoints and descriptors. The cache keeps SIFT's own descriptors, which are
+integers in 0..255, as uint8 (lossless, a quarter of float32: a Kaggle-size train split of 15k
+crops x 500 keypoints is ~1 GB); RootSIFT (L1-normalise, square root) is applied when a pair is
+matched (`root_sift`), a few microseconds per image.
+
+The cache is one .npz: `images` (names, in the align table's order), `offsets` (image i owns rows
+offsets[i]:offsets[i + 1]), `xy` (keypoint positions in crop pixels, float32) and `descriptors`
+(uint8), plus `method` and `size`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from flukeline.core.errors import InputError
+from flukeline.core.io import write_atomic
+from flukeline.core.runtime import parallel_map
+
+log = logging.getLogger(__name__)
+
+METHODS = ("sift",)
+
+
+@dataclass
+class LocalFeatures:
+    """One split's cached keypoints: image name -> (xy N x 2 float32, descriptors N x 128 uint8)."""
+
+    method: str
+    size: str
+    images: np.ndarray
+    offsets: np.ndarray
+    xy: np.ndarray
+    descriptors: np.ndarray
+    seconds_per_image: float = float("nan")
+
+    def __post_init__(self):
+        self.position = {name: i for i, name in enumerate(self.images)}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __contains__(self, image: str) -> bool:
+        return image in self.position
+
+    def get(self, image: str) -> tuple[np.ndarray, np.ndarray]:
+        i = self.position[image]
+        lo, hi = self.offsets[i], self.offsets[i + 1]
+        return self.xy[lo:hi], self.descriptors[lo:hi]
+
+
+def root_sift(descriptors: np.ndarray) -> np.ndarray:
+    """RootSIFT (Arandjelovic & Zisserman 2012): L1-normalised, square-rooted SIFT, so that the L2
+    distance the matcher uses compares descriptors by the Hellinger kernel (better than L2 on
+    SIFT histograms)."""
+    d = descriptors.astype(np.float32)
+    d /= np.maximum(d.sum(axis=1, keepdims=True), 1e-7)
+    return np.sqrt(d)
+
+
+def sift_keypoints(gray: np.ndarray, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """(xy N x 2 float32, SIFT descriptors N x 128 uint8) of one grayscale uint8 image."""
+    import cv2
+
+    # A detector per call: cv2 objects are not documented thread-safe, and creating one is ~10 us.
+    sift = cv2.SIFT_create(nfeatures=int(n_features))
+    keypoints, descriptors = sift.detectAndCompute(gray, None)
+    if descriptors is None or not keypoints:
+        return np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8)
+    xy = np.array([k.pt for k in keypoints], dtype=np.float32)
+    return xy, np.clip(np.rint(descriptors), 0, 255).astype(np.uint8)
+
+
+def read_gray(path: str) -> np.ndarray:
+    import cv2
+
+    gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if gray is None:
+        raise InputError(f"local features: cannot read the crop {path}")
+    return gray
+
+
+def image_keypoints(path: str, method: str, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    if method == "sift":
+        return sift_keypoints(read_gray(path), int(params.get("features", 500)))
+    raise InputError(f"match.local.method: unknown {method!r} ({', '.join(METHODS)})")
+
+
+def extract_features(paths: list[str], method: str, params: dict, threads: int = 1, chunk: int = 64):
+    """Keypoints of every crop, in order, on `threads` threads (OpenCV releases the GIL), with a
+    progress bar; returns (list of (xy, descriptors), seconds)."""
+    import cv2
+
+    # OpenCV's own pool on top of ours would oversubscribe the CPUs.
+    cv2.setNumThreads(1)
+    start, out = time.perf_counter(), []
+    with tqdm(total=len(paths), desc=f"{method} features", mininterval=5) as progress:
+        for lo in range(0, len(paths), chunk):
+            batch = paths[lo : lo + chunk]
+            out.extend(parallel_map(lambda p: image_keypoints(p, method, params), batch, threads))
+            progress.update(len(batch))
+    return out, time.perf_counter() - start
+
+
+def pack_features(method: str, size: str, images, features, seconds_per_image: float = float("nan")) -> LocalFeatures:
+    counts = np.array([len(xy) for xy, _ in features], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    xy = np.concatenate([f[0] for f in features]) if features else np.zeros((0, 2), np.float32)
+    descriptors = np.concatenate([f[1] for f in features]) if features else np.zeros((0, 128), np.uint8)
+    return LocalFeatures(method, size, np.asarray(images, dtype=str), offsets, xy, descriptors, seconds_per_image)
+
+
+def save_features(features: LocalFeatures, path) -> None:
+    def write(tmp: Path) -> None:
+        # A file object: np.savez given a name not ending in .npz would append the suffix.
+        with open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                method=np.array(features.method),
+                size=np.array(features.size),
+                images=features.images,
+                offsets=features.offsets,
+                xy=features.xy,
+                descriptors=features.descriptors,
+                seconds_per_image=np.array(features.seconds_per_image),
+            )
+
+    write_atomic(path, write)
+
+
+def load_features(path) -> LocalFeatures:
+    with np.load(path, allow_pickle=False) as data:
+        return LocalFeatures(
+            str(data["method"]),
+            str(data["size"]),
+            data["images"],
+            data["offsets"],
+            data["xy"],
+            data["descriptors"],
+            float(data["seconds_per_image"]),
+        )
+
+
+def run_local_features(align_path, split, method, size, params, out, threads=1) -> None:
+    """`local-features`: the keypoints of one split's aligned crops (align table's crop_path) into
+    one cache file; the log gives the seconds per image and the keypoints per image."""
+    if method not in METHODS:
+        raise InputError(f"match.local.method: unknown {method!r} ({', '.join(METHODS)})")
+    table = pd.read_parquet(align_path)
+    table = table[table["split"] == split]
+    if table.empty:
+        log.warning("local features: no %s images in %s", split, align_path)
+    features, seconds = extract_features(table["crop_path"].astype(str).tolist(), method, params, threads)
+    packed = pack_features(method, size, table["image"].to_numpy(), features, seconds / max(1, len(table)))
+    save_features(packed, out)
+    per_image = np.diff(packed.offsets)
+    log.info(
+        "%s features of %d %s crops (%s): %.4f s per image (%d threads), keypoints per image median %d, min %d",
+        method,
+        len(table),
+        split,
+        size,
+        seconds / max(1, len(table)),
+        threads,
+        int(np.median(per_image)) if len(per_image) else 0,
+        int(per_image.min()) if len(per_image) else 0,
+    )

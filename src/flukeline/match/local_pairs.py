@@ -1,0 +1,330 @@
+"""The `local` ensemble member (`match.local.method`): each query's shortlist of the global
+ensemble's top-B gallery images re-scored by a local matcher on the aligned crops, the pair
+scores calibrated to probabilities on the validation pairs, and written like any member
+(results/match/round<r>/local_<method>/), so that the ensemble fuses it with its fitted weight.
+
+- Shortlist (`shortlist_pairs`): the global members' weighted-mean identity ranking (their
+  weights fitted on validation exactly as the ensemble fits them), and among the gallery images
+  of its top `candidates` identities the B with the highest weighted-mean image cosine of the
+  members' embeddings (B = `match.local.shortlist`). Validation queries of fold f see the other
+  folds' images only, test queries every training image; new_whale images are no gallery.
+- Pairs (`score_pairs`): RootSIFT, Lowe's ratio test, the inliers of a MAGSAC homography. Streamed
+  query by query (a query's B pairs at a time, on threads): only the Q x B pair rows are kept,
+  never a query x gallery matrix.
+- Calibration (`local_calibration`): isotonic P(same individual | inliers) on the validation
+  pairs, applied to every pair; an identity scores its best image's probability. An identity
+  outside the shortlist was not matched: it counts with the probability of zero inliers
+  (summary.json `outside_similarity`, which the ensemble reads).
+
+Outputs as a member's ({val,test}_topk, {val,test}_predictions, calibration.{csv,png},
+summary.json), plus pairs.parquet (one row per matched pair) and local_calibration.png."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from flukeline.core.errors import InputError
+from flukeline.core.folds import validation_truth
+from flukeline.core.io import write_json_atomic, write_parquet_atomic
+from flukeline.core.metrics import NEW_WHALE
+from flukeline.core.runtime import parallel_map
+from flukeline.match.calibration import (
+    decide_threshold,
+    new_whale_top1_share,
+    prediction_scores,
+    ranked_predictions,
+    write_calibration,
+)
+from flukeline.match.ensemble import ensemble_topk, fitted_members, member_tables
+from flukeline.match.local_calibration import fit_pair_calibration, plot_pair_calibration
+from flukeline.match.local_features import LocalFeatures, load_features, root_sift
+from flukeline.match.member import embedding_lookup
+from flukeline.match.templates import fuse_views
+
+log = logging.getLogger(__name__)
+
+# A homography needs 4 correspondences; with fewer ratio-test matches the pair has 0 inliers.
+MIN_MATCHES = 4
+
+
+def match_pair(
+    query: tuple[np.ndarray, np.ndarray],
+    gallery: tuple[np.ndarray, np.ndarray],
+    ratio: float = 0.8,
+    ransac_threshold: float = 4.0,
+) -> tuple[int, int]:
+    """(ratio-test matches, MAGSAC homography inliers) of two images' (xy, descriptors); the
+    query's descriptors may already be RootSIFT (float32), the gallery's are the cache's uint8."""
+    import cv2
+
+    (xy_q, d_q), (xy_g, d_g) = query, gallery
+    if len(d_q) < 2 or len(d_g) < 2:
+        return 0, 0
+    d_q = d_q if d_q.dtype == np.float32 else root_sift(d_q)
+    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(d_q, root_sift(d_g), k=2)
+    good = [pair[0] for pair in knn if len(pair) == 2 and pair[0].distance < ratio * pair[1].distance]
+    if len(good) < MIN_MATCHES:
+        return len(good), 0
+    src = xy_q[[m.queryIdx for m in good]].reshape(-1, 1, 2)
+    dst = xy_g[[m.trainIdx for m in good]].reshape(-1, 1, 2)
+    _, mask = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, float(ransac_threshold), maxIters=2000, confidence=0.999)
+    return len(good), int(mask.sum()) if mask is not None else 0
+
+
+class MemberViews:
+    """One global member's embeddings as matrices indexed by position: per validation fold, the
+    fold model's train vectors; for test, all fold models fused (train and test), as match_member
+    searches them."""
+
+    def __init__(self, tables: dict[int, pd.DataFrame], train_images, test_images, flip: bool):
+        lookups = {fold: embedding_lookup(t, flip) for fold, t in sorted(tables.items())}
+        self.val = {fold: lookup(train_images, "train") for fold, lookup in lookups.items()}
+        self.test_gallery = fuse_views(*[lookup(train_images, "train") for lookup in lookups.values()])
+        self.test_queries = fuse_views(*[lookup(test_images, "test") for lookup in lookups.values()])
+
+
+def global_ranking(members: dict[str, tuple[Path, float]], params: dict, split: str) -> pd.DataFrame:
+    """The global ensemble's identity candidates of one split (ensemble_topk of the members' tables
+    with these weights), as the ensemble would rank them without the local member."""
+    return ensemble_topk(member_tables(members, f"{split}_topk.parquet"), int(params.get("candidates", 20)))
+
+
+def shortlist_pairs(
+    train: pd.DataFrame,
+    test_images: np.ndarray,
+    ranking: dict[str, pd.DataFrame],
+    views: dict[str, MemberViews],
+    weights: dict[str, float],
+    shortlist: int,
+) -> pd.DataFrame:
+    """Each query's B gallery images (see the module docstring): split, query, fold, gallery,
+    gallery_id, identity_rank (the identity's place in the global ranking) and global_similarity
+    (weighted-mean image cosine). Computed query by query: a query touches only its candidates'
+    images."""
+    total = sum(weights.values()) or 1.0
+    train_ids = train["id"].to_numpy()
+    train_folds = train["fold"].to_numpy()
+    train_names = train["image"].to_numpy()
+    train_pos = pd.Series(np.arange(len(train)), index=train_names)
+    test_pos = pd.Series(np.arange(len(test_images)), index=np.asarray(test_images))
+    by_id = pd.Series(np.arange(len(train))).groupby(train_ids).apply(np.asarray).to_dict()
+    rows = []
+    for split, table in ranking.items():
+        for image, candidates in table.groupby("image", sort=False):
+            fold = int(candidates["fold"].iloc[0]) if split == "val" else -1
+            ids = [i for i in candidates.sort_values("rank")["id"] if i != NEW_WHALE and i in by_id]
+            if not ids:
+                continue
+            gallery = np.concatenate([by_id[i] for i in ids])
+            rank_of = {i: r for r, i in enumerate(ids)}
+            if split == "val":
+                gallery = gallery[train_folds[gallery] != fold]
+                query = train_pos[image]
+            else:
+                query = test_pos[image]
+            if len(gallery) == 0:
+                continue
+            score = np.zeros(len(gallery))
+            for name, view in views.items():
+                if split == "val":
+                    q, g = view.val[fold][query], view.val[fold][gallery]
+                else:
+                    q, g = view.test_queries[query], view.test_gallery[gallery]
+                score += weights[name] * (g @ q)
+            score /= total
+            keep = np.argsort(-score, kind="stable")[:shortlist]
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "split": split,
+                        "query": image,
+                        "fold": fold,
+                        "gallery": train_names[gallery[keep]],
+                        "gallery_id": train_ids[gallery[keep]],
+                        "identity_rank": [rank_of[i] for i in train_ids[gallery[keep]]],
+                        "global_similarity": score[keep].astype(np.float32),
+                    }
+                )
+            )
+    columns = ["split", "query", "fold", "gallery", "gallery_id", "identity_rank", "global_similarity"]
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
+
+
+def score_pairs(
+    pairs: pd.DataFrame, features: dict[str, LocalFeatures], params: dict, threads: int = 1, chunk: int = 16
+) -> tuple[pd.DataFrame, float]:
+    """pairs + matches and inliers, streamed: `chunk` queries at a time on `threads` threads
+    (OpenCV's matcher and RANSAC release the GIL), a progress bar over the pairs; and the seconds
+    it took."""
+    import cv2
+
+    cv2.setNumThreads(1)  # our threads, not OpenCV's pool on top of them
+    ratio, threshold = float(params.get("ratio", 0.8)), float(params.get("ransac_threshold", 4.0))
+    empty = (np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
+
+    def lookup(split: str, image: str):
+        table = features[split]
+        return table.get(image) if image in table else empty
+
+    def one_query(group: pd.DataFrame) -> list[tuple[int, int]]:
+        split = group["split"].iloc[0]
+        xy, desc = lookup("train" if split == "val" else "test", group["query"].iloc[0])
+        query = (xy, root_sift(desc))  # once per query, not once per pair
+        return [match_pair(query, lookup("train", g), ratio, threshold) for g in group["gallery"]]
+
+    groups = [g for _, g in pairs.groupby(["split", "query"], sort=False)]
+    results: list[tuple[int, int]] = []
+    start = time.perf_counter()
+    with tqdm(total=len(pairs), desc="local pairs", mininterval=5) as progress:
+        for lo in range(0, len(groups), chunk):
+            batch = groups[lo : lo + chunk]
+            for scored in parallel_map(one_query, batch, threads):
+                results.extend(scored)
+            progress.update(sum(len(g) for g in batch))
+    seconds = time.perf_counter() - start
+    ordered = pd.concat(groups, ignore_index=True) if groups else pairs.iloc[:0].copy()
+    ordered["matches"] = np.array([r[0] for r in results], dtype=np.int32)
+    ordered["inliers"] = np.array([r[1] for r in results], dtype=np.int32)
+    return ordered, seconds
+
+
+def identity_table(pairs: pd.DataFrame, split: str, train: pd.DataFrame) -> pd.DataFrame:
+    """The local member's long top-k table of one split: each shortlisted identity scored by its
+    best image's probability, ranked by it (ties: the global ranking), with fold and truth on
+    validation."""
+    part = pairs[pairs["split"] == split]
+    best = (
+        part.groupby(["query", "gallery_id"], sort=False)
+        .agg(similarity=("probability", "max"), identity_rank=("identity_rank", "min"), fold=("fold", "first"))
+        .reset_index()
+    )
+    order = pd.Series(np.arange(part["query"].nunique()), index=part["query"].drop_duplicates().to_numpy())
+    best["order"] = order.loc[best["query"]].to_numpy()
+    best = best.sort_values(["order", "similarity", "identity_rank"], ascending=[True, False, True], kind="stable")
+    best["rank"] = best.groupby("query").cumcount()
+    table = best.rename(columns={"query": "image", "gallery_id": "id"})
+    table["similarity"] = table["similarity"].astype(np.float32)
+    if split != "val":
+        return table[["image", "rank", "id", "similarity"]].reset_index(drop=True)
+    truth = pd.concat([validation_truth(train, f) for f in sorted(table["fold"].unique())])
+    table["truth"] = truth.loc[table["image"]].to_numpy()
+    table["fold"] = table["fold"].astype(np.int64)
+    return table[["image", "rank", "id", "similarity", "fold", "truth"]].reset_index(drop=True)
+
+
+def run_local_member(
+    train_path,
+    features_train,
+    features_test,
+    member_dirs,
+    member_weights,
+    embedding_paths,
+    folds,
+    params,
+    out_dir,
+    threads=1,
+) -> None:
+    """results/match/round<r>/local_<method>/ (see the module docstring). member_dirs: the global
+    members' match folders; embedding_paths: their embeddings, member by member, fold by fold."""
+    local = params.get("local", {})
+    shortlist = int(local.get("shortlist", 25))
+    if len(member_dirs) != len(member_weights):
+        raise InputError(f"{len(member_dirs)} member folders but {len(member_weights)} weights")
+    if len(embedding_paths) != len(member_dirs) * len(folds):
+        raise InputError(f"{len(embedding_paths)} embedding tables for {len(member_dirs)} members x {len(folds)} folds")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train = pd.read_parquet(train_path)
+    features = {"train": load_features(features_train), "test": load_features(features_test)}
+    members = {f"{Path(d).name}@{Path(d).parent.name}": (Path(d), float(w)) for d, w in zip(member_dirs, member_weights)}
+    # The global ensemble's weights, fitted as the ensemble rule fits them (without this member).
+    members, _ = fitted_members(members, params)
+    weights = {n: w for n, (_, w) in members.items()}
+    ranking = {split: global_ranking(members, params, split) for split in ("val", "test")}
+    test_images = ranking["test"]["image"].drop_duplicates().to_numpy()
+    flip = bool(params.get("flip_fusion", True))
+    views = {}
+    for i, name in enumerate(members):
+        tables = {f: pd.read_parquet(p) for f, p in zip(folds, embedding_paths[i * len(folds) : (i + 1) * len(folds)])}
+        views[name] = MemberViews(tables, train["image"], test_images, flip)
+
+    pairs = shortlist_pairs(train, test_images, ranking, views, weights, shortlist)
+    pairs, seconds = score_pairs(pairs, features, local, threads)
+
+    val = pairs["split"] == "val"
+    query_ids = train.set_index("image")["id"]
+    same = (pairs.loc[val, "gallery_id"].to_numpy() == query_ids.loc[pairs.loc[val, "query"]].to_numpy()) & (
+        pairs.loc[val, "gallery_id"].to_numpy() != NEW_WHALE
+    )
+    calibration = fit_pair_calibration(pairs.loc[val, "inliers"], same)
+    # Known on validation pairs only (the test identities are never read here).
+    pairs["same"] = pd.Series(pd.NA, index=pairs.index, dtype="boolean")
+    pairs.loc[val, "same"] = same
+    pairs["probability"] = calibration(pairs["inliers"]).astype(np.float32)
+    method = features["train"].method
+    plot_pair_calibration(
+        calibration, pairs.loc[val, "inliers"], same, out / "local_calibration.png", f"{method} ({features['train'].size})"
+    )
+
+    val_topk, test_topk = identity_table(pairs, "val", train), identity_table(pairs, "test", train)
+    # The member's own new_whale threshold is on probabilities: a fixed cosine setting means nothing here.
+    threshold, curve = decide_threshold(val_topk, {**params, "new_whale_threshold": "calibrate"})
+    k = int(params.get("top_k", 5))
+    val_predictions = ranked_predictions(val_topk, threshold, k)
+    test_predictions = ranked_predictions(test_topk, threshold, k)
+    write_parquet_atomic(pairs, out / "pairs.parquet")
+    write_parquet_atomic(val_topk, out / "val_topk.parquet")
+    write_parquet_atomic(test_topk, out / "test_topk.parquet")
+    write_parquet_atomic(val_predictions, out / "val_predictions.parquet")
+    write_parquet_atomic(test_predictions, out / "test_predictions.parquet")
+    write_calibration(curve, threshold, out, title=out.name)
+
+    per_query = pairs.groupby(["split", "query"]).size()
+    cost = {
+        "pairs": len(pairs),
+        "queries": int(len(per_query)),
+        "pairs_per_query_mean": float(per_query.mean()) if len(per_query) else 0.0,
+        "pairs_per_query_max": int(per_query.max()) if len(per_query) else 0,
+        "seconds": round(seconds, 3),
+        "seconds_per_pair": seconds / max(1, len(pairs)),
+        "threads": int(threads),
+        "seconds_per_image_features": {s: f.seconds_per_image for s, f in features.items()},
+    }
+    summary = {
+        "threshold": threshold,
+        "cv": prediction_scores(val_predictions),
+        "test_new_whale_top1": new_whale_top1_share(test_predictions),
+        "method": method,
+        "size": features["train"].size,
+        "shortlist": shortlist,
+        "global_weights": weights,
+        # What the ensemble gives an identity this member did not match (outside the shortlist).
+        "outside_similarity": float(calibration(np.array([0.0]))[0]),
+        "pair_calibration": calibration.to_dict(),
+        "cost": cost,
+    }
+    write_json_atomic(summary, out / "summary.json")
+    log.info(
+        "local member %s: %d pairs over %d queries (%.1f per query, at most %d), %.4f s per pair (%d threads, "
+        "%.0f s); features %s s per image; calibrated on %d same / %d other validation pairs; "
+        "threshold %.3f, CV MAP@5 %.4f",
+        out.name,
+        cost["pairs"],
+        cost["queries"],
+        cost["pairs_per_query_mean"],
+        cost["pairs_per_query_max"],
+        cost["seconds_per_pair"],
+        threads,
+        seconds,
+        {s: round(v, 4) for s, v in cost["seconds_per_image_features"].items()},
+        calibration.positives,
+        calibration.negatives,
+        threshold,
+        summary["cv"]["map5"],
+    )

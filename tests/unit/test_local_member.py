@@ -1,0 +1,219 @@
+"""The local-feature member (match/local_*.py): SIFT inliers separate a photo's transformed copy
+from another individual, the pair calibration is monotone, the feature cache round-trips, the
+shortlist respects the folds and its budget, and the ensemble keeps its ranking when the local
+member weighs 0."""
+
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from flukeline.core.metrics import NEW_WHALE
+from flukeline.match.ensemble import ensemble_topk, member_fallbacks
+from flukeline.match.local_calibration import fit_pair_calibration
+from flukeline.match.local_features import load_features, root_sift, run_local_features, sift_keypoints
+from flukeline.match.local_pairs import identity_table, match_pair, shortlist_pairs
+from flukeline.match.weights import fit_weights
+
+
+def textured(seed: int, size=(256, 128)) -> np.ndarray:
+    """A grayscale 'fluke' with an individual pattern: random ellipses, lines and spots on a
+    smooth background (corners and blobs for SIFT, different for every seed)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    image = np.full((h, w), 90, np.uint8)
+    for _ in range(40):
+        centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        axes = (int(rng.integers(3, 18)), int(rng.integers(3, 12)))
+        cv2.ellipse(image, centre, axes, float(rng.uniform(0, 180)), 0, 360, int(rng.integers(0, 255)), -1)
+    for _ in range(12):
+        a = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        b = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        cv2.line(image, a, b, int(rng.integers(0, 255)), int(rng.integers(1, 4)))
+    return cv2.GaussianBlur(image, (3, 3), 0.8)
+
+
+def rotated_crop(image: np.ndarray, degrees: float = 12.0, crop: float = 0.1) -> np.ndarray:
+    """The same photo turned, cropped by `crop` on each side and resized back (another sighting
+    of the same pattern, roughly aligned)."""
+    h, w = image.shape
+    turned = cv2.warpAffine(image, cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0), (w, h), borderValue=90)
+    dy, dx = int(h * crop), int(w * crop)
+    return cv2.resize(turned[dy : h - dy, dx : w - dx], (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def features(image):
+    xy, desc = sift_keypoints(image, 500)
+    return xy, desc
+
+
+def test_a_rotated_cropped_copy_gets_many_more_inliers_than_another_individual():
+    photo = features(textured(1))
+    same = match_pair(photo, features(rotated_crop(textured(1))))
+    others = [match_pair(photo, features(textured(seed))) for seed in (2, 3, 4)]
+    assert same[1] >= 25, same
+    assert same[1] > 4 * max(inliers for _, inliers in others), (same, others)
+    # Inliers are a subset of the ratio-test matches.
+    assert all(inliers <= matches for matches, inliers in [same, *others])
+
+
+def test_root_sift_is_the_square_root_of_the_l1_normalised_descriptor():
+    desc = np.array([[1, 3, 0, 12], [0, 0, 0, 0]], dtype=np.uint8)
+    out = root_sift(desc)
+    np.testing.assert_allclose(out[0], np.sqrt(np.array([1, 3, 0, 12]) / 16), rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(out[0]), 1.0, rtol=1e-6)  # unit L2 norm: Hellinger
+    assert np.all(out[1] == 0)
+
+
+def test_pair_calibration_is_monotone_strictly_increasing_and_a_probability():
+    rng = np.random.default_rng(0)
+    negatives = rng.poisson(5, 2000)
+    positives = rng.poisson(25, 300)
+    scores = np.concatenate([negatives, positives])
+    same = np.concatenate([np.zeros(len(negatives), bool), np.ones(len(positives), bool)])
+    calibration = fit_pair_calibration(scores, same)
+    grid = np.arange(0, 200)
+    p = calibration(grid)
+    assert np.all(np.diff(p) > 0), "strictly increasing: more inliers never ties or ranks lower"
+    assert p.min() >= 0 and p.max() <= 1
+    assert p[0] < 0.05 and p[40] > 0.9  # few inliers: other individual; many: same
+    # Calibrated: the mean predicted probability of the pairs is their observed same share.
+    assert abs(calibration(scores).mean() - same.mean()) < 0.01
+
+
+def test_pair_calibration_with_one_class_is_flat_but_still_increasing():
+    calibration = fit_pair_calibration(np.array([0, 3, 9, 30]), np.zeros(4, bool))
+    p = calibration(np.array([0, 3, 9, 30]))
+    assert np.all(np.diff(p) > 0) and p.max() < 0.01
+
+
+def test_feature_cache_round_trips(tmp_path):
+    paths = []
+    for seed in (1, 2, 3):
+        path = tmp_path / f"crop{seed}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(textured(seed), cv2.COLOR_GRAY2BGR))
+        paths.append(str(path))
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((128, 256, 3), 90, np.uint8))  # no keypoints at all
+    table = pd.DataFrame(
+        {
+            "image": ["a.jpg", "b.jpg", "c.jpg", "blank.jpg", "t.jpg"],
+            "split": ["train", "train", "train", "train", "test"],
+            "crop_path": [*paths, str(blank), paths[0]],
+        }
+    )
+    table.to_parquet(tmp_path / "align.parquet")
+    out = tmp_path / "features_train.npz"
+    run_local_features(tmp_path / "align.parquet", "train", "sift", "256x128", {"features": 300}, out, threads=2)
+    cache = load_features(out)
+    assert (cache.method, cache.size, list(cache.images)) == ("sift", "256x128", ["a.jpg", "b.jpg", "c.jpg", "blank.jpg"])
+    assert "t.jpg" not in cache and np.isfinite(cache.seconds_per_image)
+    for name, path in zip(["a.jpg", "b.jpg", "c.jpg"], paths):
+        xy, desc = cache.get(name)
+        want_xy, want_desc = sift_keypoints(cv2.imread(path, cv2.IMREAD_GRAYSCALE), 300)
+        assert 0 < len(xy) <= 300 + 10  # SIFT keeps ties at the cut
+        np.testing.assert_array_equal(xy, want_xy)
+        np.testing.assert_array_equal(desc, want_desc)
+        assert desc.dtype == np.uint8
+    xy, desc = cache.get("blank.jpg")
+    assert xy.shape == (0, 2) and desc.shape == (0, 128)
+    assert match_pair(cache.get("a.jpg"), cache.get("blank.jpg")) == (0, 0)
+
+
+def member_table(rows, fold=None):
+    """Long top-k table from {image: [(id, similarity), ...]}."""
+    out = []
+    for image, candidates in rows.items():
+        for rank, (identity, sim) in enumerate(candidates):
+            row = {"image": image, "rank": rank, "id": identity, "similarity": sim}
+            if fold is not None:
+                row |= {"fold": fold, "truth": image.split("_")[0]}
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def test_fusion_keeps_the_ensemble_ranking_when_the_local_weight_is_zero():
+    a = member_table({"q1": [("x", 0.9), ("y", 0.5), ("z", 0.4)], "q2": [("y", 0.8), ("x", 0.7)]})
+    b = member_table({"q1": [("y", 0.6), ("x", 0.55)], "q2": [("z", 0.9), ("y", 0.3)]})
+    # The local member would reverse q1 and promote z on q2, and it lists only part of the candidates.
+    local = member_table({"q1": [("z", 0.99), ("y", 0.98)], "q2": [("z", 0.95)]})
+    without = ensemble_topk({"a": (a, 0.7), "b": (b, 0.3)}, depth=10)
+    with_zero = ensemble_topk({"a": (a, 0.7), "b": (b, 0.3), "local": (local, 0.0)}, 10, {"local": 0.02})
+    pd.testing.assert_frame_equal(without, with_zero)
+    with_weight = ensemble_topk({"a": (a, 0.7), "b": (b, 0.3), "local": (local, 1.0)}, 10, {"local": 0.02})
+    assert without[without["image"] == "q1"]["id"].iloc[0] == "x"
+    assert with_weight[with_weight["image"] == "q1"]["id"].iloc[0] == "y"  # weighted in, it re-ranks
+    # An identity the local member did not match counts with its fixed fallback, not its floor.
+    q1x = with_weight[(with_weight["image"] == "q1") & (with_weight["id"] == "x")]["similarity"].iloc[0]
+    assert q1x == pytest.approx((0.7 * 0.9 + 0.3 * 0.55 + 1.0 * 0.02) / 2.0, abs=1e-6)
+
+
+def test_weight_fit_gives_an_informative_local_member_weight_and_its_fallback_is_used():
+    rng = np.random.default_rng(0)
+    rows_global, rows_local = {}, {}
+    for q in range(60):
+        truth = f"id{q % 7}"
+        others = [f"id{(q + d) % 7}" for d in (1, 2, 3)]
+        # The global member puts the truth second; the local member finds it (and lists only it).
+        rows_global[f"{truth}_{q}"] = [(others[0], 0.8), (truth, 0.7), (others[1], 0.6), (others[2], 0.5)]
+        rows_local[f"{truth}_{q}"] = [(truth, 0.9 + 0.01 * rng.random())]
+    tables = {"global": member_table(rows_global, fold=0), "local": member_table(rows_local, fold=0)}
+    grid = np.round(np.arange(-0.2, 1.0001, 0.01), 6)
+    weights, report = fit_weights(tables, {"global": 1.0, "local": 1.0}, grid, 0.1, 5, 0.0, {"local": 0.0})
+    assert weights["local"] > 0 and report["val_map5"] == pytest.approx(1.0)
+    assert report["val_map5_member_alone"]["global"] == pytest.approx(0.5)
+
+
+def test_member_fallbacks_read_the_local_members_summary(tmp_path):
+    (tmp_path / "mnv2").mkdir()
+    (tmp_path / "local_sift").mkdir()
+    (tmp_path / "mnv2" / "summary.json").write_text(json.dumps({"threshold": 0.5}))
+    (tmp_path / "local_sift" / "summary.json").write_text(json.dumps({"threshold": 0.2, "outside_similarity": 0.03}))
+    members = {"mnv2@round0": (tmp_path / "mnv2", 1.0), "local_sift@round0": (tmp_path / "local_sift", 1.0)}
+    assert member_fallbacks(members) == {"local_sift@round0": 0.03}
+
+
+class FakeViews:
+    """MemberViews with given vectors: validation folds and test share one train matrix."""
+
+    def __init__(self, train_vectors, test_vectors):
+        self.val = {0: train_vectors, 1: train_vectors}
+        self.test_gallery, self.test_queries = train_vectors, test_vectors
+
+
+def test_shortlist_keeps_the_budget_skips_the_query_fold_and_new_whale():
+    train = pd.DataFrame(
+        {
+            "image": [f"t{i}" for i in range(8)],
+            "id": ["A", "A", "A", "B", "B", "C", NEW_WHALE, "A"],
+            "fold": [0, 1, 1, 1, 0, 1, 1, 0],
+        }
+    )
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(8, 4)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    test_vectors = vectors[[1]]  # the test photo is t1's twin
+    ranking = {
+        "val": member_table({"t0": [("A", 0.9), ("B", 0.5), ("C", 0.1), (NEW_WHALE, 0.0)]}, fold=0),
+        "test": member_table({"x0": [("B", 0.9), ("A", 0.5)]}),
+    }
+    views = {"m": FakeViews(vectors, test_vectors)}
+    pairs = shortlist_pairs(train, np.array(["x0"]), ranking, views, {"m": 1.0}, shortlist=3)
+    val = pairs[pairs["split"] == "val"]
+    # Fold 0's query sees fold 1 only (t1, t2 of A; t3 of B; t5 of C), never new_whale (t6).
+    assert set(val["gallery"]) <= {"t1", "t2", "t3", "t5"} and len(val) == 3
+    sims = vectors[[int(g[1:]) for g in val["gallery"]]] @ vectors[0]
+    assert np.all(np.diff(sims) <= 1e-6), "the images with the highest global similarity first"
+    test = pairs[pairs["split"] == "test"]
+    assert len(test) == 3 and test["gallery"].iloc[0] == "t1"  # its twin first
+    assert set(test["gallery_id"]) <= {"A", "B"}
+    # An identity scores its best image's probability and is ranked by it: the val shortlist's
+    # last (globally weakest) image matched well lifts its identity to the top.
+    last = val["gallery"].iloc[-1]
+    pairs["probability"] = np.where(pairs["gallery"] == last, 0.9, 0.1)
+    table = identity_table(pairs, "val", train)
+    assert table["id"].iloc[0] == val["gallery_id"].iloc[-1] and table["similarity"].iloc[0] == pytest.approx(0.9)
+    assert table["id"].is_unique and np.allclose(table["similarity"].iloc[1:], 0.1)
+    assert table["truth"].iloc[0] == "A"  # t0's identity has images outside fold 0
