@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import bench_search
+from bench import bench_detect, bench_search
 from bench.common import (
     CONFIG,
     REPO,
@@ -540,7 +540,9 @@ DETECT_METRICS = ("mask_iou", "box_iou", "pck@0.05", "pck@0.1", "n_holdout")
 def detector(reference: Reference) -> tuple[dict, str]:
     """Held-out mask IoU, box IoU and PCK of the learned detector per encoder initialisation, with
     its training time: each variant a copy of the reference folder with its encoder override,
-    built up to results/detect/metrics.json (a variant equal to the reference reruns nothing)."""
+    built up to results/detect/metrics.json (a variant equal to the reference reruns nothing).
+    Then, on the demo, the annotation budget (bench_detect.compare_annotations): every annotation
+    of up to max_train_images photos against 100 photos exported the way the annotate page does."""
     if not (reference.dir / "results" / "data").is_dir():
         reference.ensure()
     model = reference.config["detect"]["model"]
@@ -612,4 +614,18 @@ def detector(reference: Reference) -> tuple[dict, str]:
         f"at most {recipe['max_train_images']} training images. "
         "PCK@f: share of keypoints within f x the fluke span of the truth."
     )
-    return result, table + "\n" + note + "\n"
+    markdown = table + "\n" + note + "\n"
+    config = reference.config
+    if config["data"]["source"] == "demo":
+        root = reference.dir / "resources" / "demo" / f"{config['data']['demo']['preset']}-seed{config['seed']}"
+        detect = config["detect"]
+        result["annotations"] = bench_detect.compare_annotations(
+            root / "kaggle",
+            {**detect["model"], "keypoints": detect["keypoints"]},
+            {**detect["boxes"], "min_area_fraction": detect["min_area_fraction"]},
+            int(config["seed"]),
+            reference.workdir / "detector_annotations",
+            reference.cores,
+        )
+        markdown += "\nAnnotation budget:\n\n" + bench_detect.annotations_markdown(result["annotations"])
+    return result, markdown

@@ -182,15 +182,15 @@ def test_learned_detection_is_refused_for_omniglot(problems, omniglot_zip):
     ]
 
 
-def test_learned_detection_needs_mask_or_keypoint_annotations(problems, tmp_path):
+def test_learned_detection_needs_mask_keypoint_or_box_annotations(problems, tmp_path):
     kaggle = {"data": {"source": "kaggle", "root": str(tmp_path)}}
     expected = [
-        "detect.method learned trains on mask or keypoint annotations, and data.annotations names none;"
+        "detect.method learned trains on mask, keypoint or box annotations, and data.annotations names none;"
         " add them (flukeline annotate makes them), or set detect.method: none (the whole photo)"
     ]
     assert problems(kaggle) == expected
-    # Boxes alone do not train the detector.
-    assert problems(merged(kaggle, {"data": {"annotations": {"boxes": "boxes.csv"}}})) == expected
+    # Boxes alone train the detector (their filled region stands in for the mask).
+    assert problems(merged(kaggle, {"data": {"annotations": {"boxes": "boxes.csv"}}})) == []
     assert problems(merged(kaggle, {"data": {"annotations": {"keypoints": "keypoints.csv"}}})) == []
     assert problems(merged(kaggle, {"detect": {"method": "threshold"}})) == []
 

@@ -1,6 +1,6 @@
 """Gallery pieces without a workflow run or a subprocess: leave-one-out over synthetic sightings,
-an empty gallery's refusals (a manta-demo photo, tests/helpers_gallery.py) and the headless
-embedding net. The `flukeline identify` / `add` / `gallery-new` / `calibrate-gallery` commands on
+an empty gallery's refusals (a manta-demo photo, tests/helpers_gallery.py), identify's terminal
+text and the headless embedding net. The `flukeline identify` / `add` / `gallery-new` / `calibrate-gallery` commands on
 the tiny run and on the manta photos are in tests/workflow/test_gallery.py."""
 
 import numpy as np
@@ -11,7 +11,7 @@ from helpers_gallery import MANTAS
 from flukeline.core.errors import InputError
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.gallery.calibrate import leave_one_out_topk
-from flukeline.gallery.identify import identify
+from flukeline.gallery.identify import format_results, identify
 from flukeline.gallery.manifest import new_gallery
 from flukeline.gallery.sightings import add_sightings
 
@@ -53,6 +53,27 @@ def test_new_gallery_refuses_new_whale_id(tmp_path):
         add_sightings(folder, [next((MANTAS / "test").glob("*.png"))], NEW_WHALE)
     with pytest.raises(InputError, match="no sightings yet"):
         identify(folder, [next((MANTAS / "test").glob("*.png"))])
+
+
+def test_identify_text_says_new_individual_and_the_table_keeps_kaggles_id():
+    results = pd.DataFrame(
+        {
+            "photo": ["zebra1.jpg"] * 3 + ["zebra2.jpg"] * 3,
+            "rank": [1, 2, 3] * 2,
+            "id": [NEW_WHALE, "Stripes", "Dot", "Stripes", NEW_WHALE, "Dot"],
+            "similarity": [np.nan, 0.41, 0.38, 0.83, np.nan, 0.52],
+            "threshold": [0.6] * 6,
+        }
+    )
+    text = format_results(results)
+    assert NEW_WHALE not in text  # people read this, for any species
+    lines = text.splitlines()
+    assert lines[0] == "zebra1.jpg: new individual (best similarity below the threshold 0.600)"
+    assert lines[1].split() == ["1.", "new", "individual", "(below", "the", "threshold)"]
+    assert lines[2].split() == ["2.", "Stripes", "0.410"]
+    assert lines[4] == "zebra2.jpg: Stripes (similarity 0.830, threshold 0.600)"
+    assert lines[6].split()[:3] == ["2.", "new", "individual"]
+    assert (results["id"] == NEW_WHALE).sum() == 2  # the table itself is unchanged
 
 
 def test_embedding_net_without_head_is_the_pooled_backbone():

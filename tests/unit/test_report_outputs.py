@@ -82,11 +82,14 @@ def test_metrics_table_rows_per_member_round_and_ensemble():
     table = metrics_rows(METRICS, SUMMARIES)
     assert table[["round", "method"]].values.tolist() == [[0, "r18"], [0, "ensemble"], [1, "r18"]]
     assert table["CV MAP@5"].tolist() == [0.50, 0.55, 0.52]
-    assert table["new_whale threshold"].tolist() == [0.7, 0.65, 0.75]
+    assert table["new-individual threshold"].tolist() == [0.7, 0.65, 0.75]
     assert table["test MAP@5"].tolist() == [0.57, 0.60, 0.58]
     page = metrics_html(METRICS, SUMMARIES)
     assert page.startswith("<!DOCTYPE html>") and "<table" in page and "0.6500" in page
-    assert "submission MAP@5 0.6100" in page and "on every fold: 0.3000" in page
+    assert "submission MAP@5 0.6100" in page and "0.3000 on every fold" in page
+    # People read the page: Kaggle's label appears only where it names submission.csv's token.
+    assert page.count("new_whale") == 1 and "(new_whale in submission.csv)" in page
+    assert "every photo a new individual 0.2800" in page
     # Without test identities (a user's data) there is no test column.
     without_test = {k: v for k, v in METRICS.items() if k != "test"}
     assert "test MAP@5" not in metrics_rows(without_test, SUMMARIES).columns

@@ -98,4 +98,4 @@ def test_metrics_page_puts_the_warning_first_and_lists_the_references(run):
     warning = page.index('<p class="warning">Warning: the submission (ensemble@round0) scores validation MAP@5 0.812')
     assert warning < page.index("<h3>MAP@5 per member and ensemble</h3>")
     references = page[page.index("References without training") :]
-    assert "all-new_whale" in references and "pixel_1nn" in references and "1.0000" in references
+    assert "every photo a new individual" in references and "pixel_1nn" in references and "1.0000" in references

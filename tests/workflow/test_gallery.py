@@ -138,4 +138,4 @@ def test_mantas_untrained_imagenet_backbone(tmp_path):
     found = manifest["threshold_calibration"]
     assert (found["known_queries"], found["new_queries"], found["previous_threshold"]) == (4, 2, 0.5)
     assert found["map5"] >= found["previous_map5"]
-    assert f"new_whale threshold {manifest['threshold']:.3f} (was 0.500)" in result.stdout
+    assert f"new-individual threshold {manifest['threshold']:.3f} (was 0.500)" in result.stdout

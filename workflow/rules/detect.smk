@@ -1,5 +1,6 @@
 # Detect stage: fluke masks, keypoints and boxes for every image.
-# detect.method learned: a U-Net (mask + keypoint heatmaps) trained on the annotated images;
+# detect.method learned: a U-Net (mask + keypoint heatmaps) trained on the annotated images
+# (masks, keypoints and/or boxes: with boxes alone it learns box regions, see detect/train.py);
 # threshold / none: the classical detector (no masks, no keypoints; align uses the boxes).
 
 DETECT_OUTPUTS = {
@@ -14,6 +15,7 @@ if config["detect"]["method"] == "learned":
         input:
             train="results/data/train.parquet",
             keypoints="results/data/keypoints.parquet",
+            boxes="results/data/boxes.parquet",
         output:
             model="results/detect/model.safetensors",
             history="results/detect/history.csv",
@@ -30,7 +32,7 @@ if config["detect"]["method"] == "learned":
             seed=config["seed"],
         shell:
             "{FLUKELINE} detect-train --train {input.train:q} --keypoints {input.keypoints:q}"
-            " --params {params.model:q} --seed {params.seed} --model {output.model:q}"
+            " --boxes {input.boxes:q} --params {params.model:q} --seed {params.seed} --model {output.model:q}"
             " --history {output.history:q} --threads {threads} > {log:q} 2>&1"
 
     rule detect_predict:

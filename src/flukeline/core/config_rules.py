@@ -140,15 +140,16 @@ def _omniglot_problems(config: dict, project_dir: str | os.PathLike) -> list[str
 
 
 def _has_training_annotations(config: dict) -> bool:
-    """Whether the data has the mask or keypoint annotations the learned detector trains on: the
-    demo renders all of them, Omniglot has none, Kaggle-layout data has those data.annotations names."""
+    """Whether the data has the mask, keypoint or box annotations the learned detector trains on:
+    the demo renders all of them, Omniglot has none, Kaggle-layout data has those data.annotations
+    names (boxes alone train it too: flukeline.detect.train)."""
     source = config["data"]["source"]
     if source == "demo":
         return True
     if source == "omniglot":
         return False
     annotations = config["data"]["annotations"]
-    return bool(annotations.get("masks") or annotations.get("keypoints"))
+    return bool(annotations.get("masks") or annotations.get("keypoints") or annotations.get("boxes"))
 
 
 def _detection_problems(config: dict) -> list[str]:
@@ -162,7 +163,7 @@ def _detection_problems(config: dict) -> list[str]:
         )
     elif not _has_training_annotations(config):
         problems.append(
-            "detect.method learned trains on mask or keypoint annotations, and data.annotations names none;"
+            "detect.method learned trains on mask, keypoint or box annotations, and data.annotations names none;"
             " add them (flukeline annotate makes them), or set detect.method: none (the whole photo)"
         )
     template, keypoints = config["align"]["template"], config["detect"]["keypoints"]

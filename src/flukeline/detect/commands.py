@@ -32,10 +32,11 @@ def register(subparsers) -> None:
         subparsers,
         "detect-train",
         "flukeline.detect.train:run_train",
-        "train the U-Net mask + keypoint-heatmap detector on annotated images",
+        "train the U-Net mask + keypoint-heatmap detector on annotated images (masks, boxes, keypoints)",
     )
     add_required(p, train_path="--train")
     add_option(p, "--keypoints", "keypoints_path", required=True, help="annotation keypoints from ingest")
+    add_option(p, "--boxes", "boxes_path", default=None, help="annotation boxes from ingest (boxes.parquet)")
     add_params(p, "detect.model settings plus detect.keypoints (JSON)", required=True)
     add_seed(p)
     add_required(p, model_path="--model", history_path="--history")

@@ -1,7 +1,13 @@
-"""The learned detector's held-out check (`detect_evaluate`): mask IoU, box IoU and PCK@0.05 / 0.1
-of the fluke span on the annotated train images that training held out (listed in the model
-file), written to results/detect/metrics.json, and an overlay sheet (results/detect/overlays.png)
-of photos with the predicted mask outline, box and keypoints."""
+"""The learned detector's held-out check (`detect_evaluate`) on the annotated train images that
+training held out (listed in the model file), written to results/detect/metrics.json, with an
+overlay sheet (results/detect/overlays.png) of photos with the predicted mask outline, box and
+keypoints. Each metric is computed from what the held-out images have, and is null otherwise:
+- box_iou: against the annotation boxes (the best-matching one when a photo has several);
+- mask_iou: against annotation masks, and only for a model whose mask channel learned masks (a
+  model trained from boxes alone predicts box regions: `mask_target` box);
+- pck@0.05 / pck@0.1 (share of keypoints within that fraction of the fluke span): over the
+  keypoints that training labelled (`pck_keypoints`) and the held-out images label.
+"""
 
 from __future__ import annotations
 
@@ -56,36 +62,56 @@ def pck(pred: np.ndarray, truth: np.ndarray, span: float, fraction: float) -> tu
     return int((distance <= fraction * span).sum()), int(labelled.sum())
 
 
-def evaluate_detection(train, gt_keypoints, gt_boxes, masks, keypoints, boxes, holdout: list[str], names) -> dict:
-    """Mask IoU, box IoU and PCK@0.05/0.1 of the fluke span on held-out annotated images."""
+def evaluate_detection(
+    train,
+    gt_keypoints,
+    gt_boxes,
+    masks,
+    keypoints,
+    boxes,
+    holdout: list[str],
+    names,
+    mask_target: str = "mask",
+    trained_keypoints: list[str] | None = None,
+) -> dict:
+    """Mask IoU, box IoU and PCK@0.05/0.1 of the fluke span on held-out annotated images; each
+    None when nothing held out can measure it (see the module docstring)."""
     held = train[train["image"].isin(set(holdout))]
     masks, boxes = masks.set_index("image"), boxes.set_index("image")
-    gt_boxes = gt_boxes.set_index("image") if len(gt_boxes) else gt_boxes
+    truth_boxes = {image: part for image, part in gt_boxes.groupby("image")} if len(gt_boxes) else {}
+    scored = [n for n in names if trained_keypoints is None or n in set(trained_keypoints)]
     truth_points, _ = keypoint_array(gt_keypoints, held["image"], names)
+    # Keypoints training never saw are left out of PCK: their heatmaps are untrained.
+    truth_points[:, [k for k, n in enumerate(names) if n not in scored]] = np.nan
     pred_kp = keypoints.pivot_table(index="image", columns="keypoint", values=["x", "y"])
     mask_ious, box_ious, hits = [], [], {0.05: [0, 0], 0.1: [0, 0]}
-    per_keypoint = {n: [0, 0] for n in names}
+    per_keypoint = {n: [0, 0] for n in scored}
     for i, row in enumerate(held.itertuples(index=False)):
-        if isinstance(row.mask_path, str):
+        if mask_target == "mask" and isinstance(row.mask_path, str):
             truth_mask = cv2.imread(row.mask_path, cv2.IMREAD_GRAYSCALE) > 127
             pred_mask = cv2.imread(masks.loc[row.image, "mask_path"], cv2.IMREAD_GRAYSCALE) > 127
             mask_ious.append(mask_iou(pred_mask, truth_mask))
-        if len(gt_boxes) and row.image in gt_boxes.index:
-            g = gt_boxes.loc[row.image]
-            truth_box = (g.x0, g.y0, g.x1 + 1, g.y1 + 1)  # annotation boxes are inclusive
+        if row.image in truth_boxes:
             p = boxes.loc[row.image]
-            box_ious.append(box_iou((p.x0, p.y0, p.x1, p.y1), truth_box))
-        pred = (
-            np.stack([pred_kp.loc[row.image, ("x", n)] for n in names]),
-            np.stack([pred_kp.loc[row.image, ("y", n)] for n in names]),
+            # Annotation boxes have exclusive ends like predicted ones (the annotate page, the demo).
+            truth = truth_boxes[row.image][["x0", "y0", "x1", "y1"]].to_numpy(np.float64)
+            box_ious.append(max(box_iou((p.x0, p.y0, p.x1, p.y1), t) for t in truth))
+        if not scored or not np.isfinite(truth_points[i]).any() or row.image not in pred_kp.index:
+            continue
+        pred = np.stack(
+            [
+                np.stack([pred_kp.loc[row.image, ("x", n)] for n in names]),
+                np.stack([pred_kp.loc[row.image, ("y", n)] for n in names]),
+            ],
+            axis=1,
         )
-        pred = np.stack(pred, axis=1)
         span = fluke_span(truth_points[i], names)
         for fraction in hits:
             ok, n = pck(pred, truth_points[i], span, fraction)
             hits[fraction][0] += ok
             hits[fraction][1] += n
-        for k, name in enumerate(names):
+        for name in scored:
+            k = names.index(name)
             ok, n = pck(pred[k : k + 1], truth_points[i][k : k + 1], span, 0.1)
             per_keypoint[name][0] += ok
             per_keypoint[name][1] += n
@@ -95,8 +121,12 @@ def evaluate_detection(train, gt_keypoints, gt_boxes, masks, keypoints, boxes, h
 
     return {
         "n_holdout": int(len(held)),
+        "mask_target": mask_target,
+        "n_mask_iou": len(mask_ious),
+        "n_box_iou": len(box_ious),
         "mask_iou": mean(mask_ious),
         "box_iou": mean(box_ious),
+        "pck_keypoints": scored,
         "pck@0.05": hits[0.05][0] / hits[0.05][1] if hits[0.05][1] else None,
         "pck@0.1": hits[0.1][0] / hits[0.1][1] if hits[0.1][1] else None,
         "pck@0.1_per_keypoint": {n: (ok / total if total else None) for n, (ok, total) in per_keypoint.items()},
@@ -144,6 +174,12 @@ def overlay_sheet(
     write_png_atomic(out_png, np.vstack(rows))
 
 
+def keypoints_trained(meta: dict, names: list[str]) -> list[str]:
+    """The keypoints training labelled (all of them for models saved without the counts)."""
+    labels = meta.get("keypoint_labels")
+    return list(names) if labels is None else [n for n in names if labels.get(n, 0) > 0]
+
+
 def run_evaluate(
     model_path,
     train_path,
@@ -168,6 +204,8 @@ def run_evaluate(
         boxes,
         meta["holdout"],
         names,
+        meta.get("mask_target", "mask"),
+        keypoints_trained(meta, names),
     )
     write_json_atomic(metrics, metrics_out)
     log.info("detection on %d held-out images: %s", metrics["n_holdout"], json.dumps(metrics))

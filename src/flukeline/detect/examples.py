@@ -1,8 +1,8 @@
-"""The detector's training examples: the annotated train images (a mask and/or a visible
+"""The detector's training examples: the annotated train images (a mask, a box and/or a visible
 configured keypoint), a stable held-out share (hash of seed and name) for detect-evaluate, keypoint
-arrays with visibility flags, photos and masks letterboxed to `detect.model.input_size`
-(flukeline.detect.letterbox), and the pose and photometric augmentation that moves masks and
-keypoints with the image."""
+arrays with visibility flags, photos, masks and filled annotation boxes letterboxed to
+`detect.model.input_size` (flukeline.detect.letterbox), and the pose and photometric augmentation
+that moves masks and keypoints with the image."""
 
 from __future__ import annotations
 
@@ -20,12 +20,42 @@ from flukeline.detect.letterbox import Letterbox
 from flukeline.detect.unet import PAD_RGB
 
 
-def annotated_images(train: pd.DataFrame, keypoints: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """Train images with a mask and/or at least one visible configured keypoint."""
+def annotated_images(
+    train: pd.DataFrame, keypoints: pd.DataFrame, names: list[str], boxes: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Train images with a mask, a box and/or at least one visible configured keypoint."""
     has_mask = train["mask_path"].notna()
     kp = keypoints[keypoints["keypoint"].isin(names) & (keypoints["visible"] == 1)]
     has_kp = train["image"].isin(set(kp["image"]))
-    return train[has_mask | has_kp].reset_index(drop=True)
+    has_box = train["image"].isin(set(boxes["image"])) if boxes is not None and len(boxes) else False
+    return train[has_mask | has_kp | has_box].reset_index(drop=True)
+
+
+def box_lists(boxes: pd.DataFrame | None, images: pd.Series) -> list[np.ndarray]:
+    """Per image the (B, 4) annotation boxes (x0, y0, x1, y1: pixel edges, x1 and y1 exclusive,
+    as the annotate page and the demo write them); B = 0 for an image without one."""
+    grouped = {}
+    if boxes is not None and len(boxes):
+        for image, part in boxes.groupby("image", sort=False):
+            grouped[image] = part[["x0", "y0", "x1", "y1"]].to_numpy(np.float64)
+    return [grouped.get(image, np.zeros((0, 4))) for image in images]
+
+
+def box_region(box: Letterbox, rects: np.ndarray) -> np.ndarray:
+    """The union of the boxes, filled, on the detector input (uint8 0/1): a pixel is inside when
+    its centre is. Box edges scale without the half-pixel shift of pixel centres."""
+    region = np.zeros((box.out_height, box.out_width), np.uint8)
+    sx, sy = box.scaled_width / box.width, box.scaled_height / box.height
+    for x0, y0, x1, y1 in rects:
+        # Centre j + 0.5 inside [edge0, edge1): j from ceil(edge0 - 0.5) to ceil(edge1 - 0.5) - 1,
+        # at least one pixel so that a box narrower than an input pixel still marks its place.
+        cols = [x0 * sx + box.pad_left, x1 * sx + box.pad_left]
+        rows = [y0 * sy + box.pad_top, y1 * sy + box.pad_top]
+        c0, c1 = int(np.ceil(cols[0] - 0.5)), int(np.ceil(cols[1] - 0.5))
+        r0, r1 = int(np.ceil(rows[0] - 0.5)), int(np.ceil(rows[1] - 0.5))
+        c0, r0 = min(max(c0, 0), box.out_width - 1), min(max(r0, 0), box.out_height - 1)
+        region[r0 : max(r1, r0 + 1), c0 : max(c1, c0 + 1)] = 1
+    return region
 
 
 def holdout_split(images: pd.Series, fraction: float, seed: int) -> np.ndarray:
@@ -48,7 +78,7 @@ def keypoint_array(keypoints: pd.DataFrame, images: pd.Series, names: list[str])
 
 
 def _load_example(task):
-    path, mask_path, size = task
+    path, mask_path, rects, size = task
     cv2.setNumThreads(1)
     rgb = read_image_rgb(path)
     box = Letterbox.fit(rgb.shape[1], rgb.shape[0], *size)
@@ -65,15 +95,20 @@ def _load_example(task):
             )
         mask = (box.apply((raw > 127).astype(np.float32), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.uint8)
         has_mask = True
-    return image, mask, has_mask, box
+    return image, mask, has_mask, box, box_region(box, rects)
 
 
-def load_examples(frame: pd.DataFrame, size, workers: int = 1):
-    tasks = [(p, m, tuple(size)) for p, m in zip(frame["path"], frame["mask_path"])]
+def load_examples(frame: pd.DataFrame, size, workers: int = 1, boxes: pd.DataFrame | None = None):
+    """Letterboxed photos (N, H, W, 3), masks (N, H, W; zeros without one), has-mask flags, the
+    Letterbox of each, and the filled annotation boxes (N, H, W; zeros without one)."""
+    rects = box_lists(boxes, frame["image"])
+    tasks = [(p, m, r, tuple(size)) for p, m, r in zip(frame["path"], frame["mask_path"], rects)]
     out = parallel_map(_load_example, tasks, workers)
+    empty = np.zeros((0, size[1], size[0]), np.uint8)
     images = np.stack([o[0] for o in out]) if out else np.zeros((0, size[1], size[0], 3), np.uint8)
-    masks = np.stack([o[1] for o in out]) if out else np.zeros((0, size[1], size[0]), np.uint8)
-    return images, masks, np.array([o[2] for o in out], bool), [o[3] for o in out]
+    masks = np.stack([o[1] for o in out]) if out else empty
+    regions = np.stack([o[4] for o in out]) if out else empty
+    return images, masks, np.array([o[2] for o in out], bool), [o[3] for o in out], regions
 
 
 def detector_augmentation(seed: int) -> A.Compose:

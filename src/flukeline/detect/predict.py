@@ -6,7 +6,9 @@ under results/detect/masks/), the K keypoints with confidences, and a box from t
 mask box widened to the confident keypoints -> mask box -> keypoint box x1.2 -> threshold detector
 -> whole image (method recorded). Written: masks.parquet (image, split, mask_path, area, score),
 keypoints.parquet (image, split, keypoint, x, y, confidence) and boxes.parquet (image, split, x0,
-y0, x1, y1, method, score).
+y0, x1, y1, method, score). A keypoint that no training image labelled gets confidence 0 (a
+detector trained from boxes alone gives align no landmarks, so align makes box crops). A model
+trained from boxes without masks (`mask_target` box) writes box regions as its masks.
 """
 
 from __future__ import annotations
@@ -92,6 +94,10 @@ def predict_all(model_path, train: pd.DataFrame, test: pd.DataFrame, params: dic
     masks_dir.mkdir(parents=True, exist_ok=True)
     images = pd.concat([train[["image", "split", "path"]], test[["image", "split", "path"]]], ignore_index=True)
     sigma = float(meta["params"].get("heatmap_sigma", 2.0))
+    # A keypoint no training image labelled has an untrained heatmap: its peak means nothing, so
+    # its confidence is 0 and align never uses it (models without the counts: all trained).
+    labels = meta.get("keypoint_labels") or {}
+    trained = np.array([labels.get(name, 1) > 0 for name in names])
     mask_rows, kp_rows, box_rows = [], [], []
     batch_size = 32
 
@@ -112,6 +118,8 @@ def predict_all(model_path, train: pd.DataFrame, test: pd.DataFrame, params: dic
         chunk = images.iloc[start : start + batch_size]
         rgbs = parallel_map(read_image_rgb, chunk["path"], threads)
         predictions = predict_batch(model, rgbs, size, sigma, device)
+        for pred in predictions:
+            pred["confidence"] = np.where(trained, pred["confidence"], 0.0)
         for row, mask_path, area, pred, box in parallel_map(
             finish, zip(chunk.itertuples(index=False), rgbs, predictions), threads
         ):

@@ -4,6 +4,16 @@ heatmaps (1 + K output channels, one shared encoder: the 1st Kaggle solution's m
 
 Everything is predicted on a letterboxed copy at `detect.input_size` and mapped back to original
 pixels (flukeline.detect.letterbox).
+
+What supervises the mask channel depends on the annotations (`mask_target` in the model's metadata):
+- "mask": some annotated images have masks; they train it fully. An image with a box and no mask
+  teaches only what a box tells for certain: no fluke outside it (BCE on the outside pixels).
+- "box": no annotated image has a mask (boxes from `flukeline annotate`, with or without
+  keypoints): the filled box is the target, so the channel learns the box's region, not the
+  animal's outline. Its "masks" are then box regions; their box is what is trusted, and
+  detect-evaluate reports no mask IoU for such a model.
+A keypoint heatmap trains on the images that label that keypoint; the training label counts per
+keypoint are kept (`keypoint_labels`) so that predict gives an untrained keypoint confidence 0.
 """
 
 from __future__ import annotations
@@ -35,33 +45,49 @@ log = logging.getLogger(__name__)
 
 
 def train_detector(
-    train: pd.DataFrame, keypoints: pd.DataFrame, params: dict, seed: int, model_path, history_path, threads: int = 1
+    train: pd.DataFrame,
+    keypoints: pd.DataFrame,
+    params: dict,
+    seed: int,
+    model_path,
+    history_path,
+    threads: int = 1,
+    boxes: pd.DataFrame | None = None,
 ) -> dict:
     names = list(params["keypoints"])
     size = tuple(params["input_size"])
     torch_ = configure_torch(threads, seed)
     device = select_device()
-    annotated = annotated_images(train, keypoints, names)
+    annotated = annotated_images(train, keypoints, names, boxes)
     if annotated.empty:
         raise InputError(
-            "detect.method learned needs mask or keypoint annotations for some train images "
+            "detect.method learned needs mask, box or keypoint annotations for some train images "
             "(data.annotations); none were found. Set detect.method: threshold to detect without them."
         )
+    # Decided on every annotated image (held-out ones too), so that one model has one meaning.
+    mask_target = "mask" if annotated["mask_path"].notna().any() else "box"
     held = holdout_split(annotated["image"], float(params.get("holdout_fraction", 0.1)), seed)
     fit = annotated[~held]
     limit = params.get("max_train_images")
     if limit and len(fit) > int(limit):
         fit = fit.sample(int(limit), random_state=seed).sort_values("image")
     fit = fit.reset_index(drop=True)
-    images, masks, has_mask, boxes = load_examples(fit, size, threads)
+    images, masks, has_mask, letterboxes, regions = load_examples(fit, size, threads, boxes)
+    has_box = regions.reshape(len(fit), -1).any(axis=1)
     points, visible = keypoint_array(keypoints, fit["image"], names)
-    points = np.stack([b.to_input(p) if len(p) else p for b, p in zip(boxes, points)]) if len(fit) else points
+    points = np.stack([b.to_input(p) if len(p) else p for b, p in zip(letterboxes, points)]) if len(fit) else points
+    if mask_target == "box":
+        # No masks anywhere: the filled box stands in for the mask (see the module docstring).
+        masks, has_mask = regions.copy(), has_box.copy()
     log.info(
-        "detector: %d training images (%d with masks, %d with keypoints), %d held out, device %s",
+        "detector: %d training images (%d with masks, %d with boxes, %d with keypoints), %d held out, "
+        "mask target %s, device %s",
         len(fit),
-        has_mask.sum(),
+        has_mask.sum() if mask_target == "mask" else 0,
+        has_box.sum(),
         visible.any(axis=1).sum(),
         held.sum(),
+        mask_target,
         device,
     )
 
@@ -78,7 +104,7 @@ def train_detector(
     generator = torch_.Generator().manual_seed(seed)
     sigma = float(params.get("heatmap_sigma", 2.0))
     heatmap_weight = float(params.get("heatmap_weight", 1.0))
-    digest = settings_digest({"params": params, "seed": seed, "n": len(fit)})
+    digest = settings_digest({"params": params, "seed": seed, "n": len(fit), "mask_target": mask_target})
 
     def plan_epoch(epoch, rng):
         augment.set_random_seed(seed + epoch)
@@ -86,56 +112,87 @@ def train_detector(
         return [order[step * batch_size : (step + 1) * batch_size] for step in range(steps_per_epoch)]
 
     def batch_loss(batch):
-        x, target, weight = _make_batch(batch, images, masks, has_mask, points, visible, augment, sigma)
+        x, target, weight, pixels = _make_batch(
+            batch, images, masks, has_mask, regions, has_box, points, visible, augment, sigma
+        )
         with autocast(device):
             logits = model(x.to(device))
-        return detector_loss(logits.float(), target.to(device), weight.to(device), heatmap_weight)
+        return detector_loss(logits.float(), target.to(device), weight.to(device), heatmap_weight, pixels.to(device))
 
     checkpoint = {"checkpoint": checkpoint_path(model_path), "digest": digest}
     state = {"scheduler": scheduler, "generator": generator}
     loop = TrainingLoop(model, optimizer, device, epochs, seed, plan_epoch, batch_loss, **checkpoint, stateful=state)
     history = loop.with_hooks(after_step=scheduler.step, desc="detector epoch", progress_seconds=5).train()
 
-    meta = {"params": params, "seed": seed, "n_train": len(fit), "holdout": sorted(annotated.loc[held, "image"])}
+    meta = {
+        "params": params,
+        "seed": seed,
+        "n_train": len(fit),
+        "holdout": sorted(annotated.loc[held, "image"]),
+        "mask_target": mask_target,
+        "n_train_masks": int(has_mask.sum()) if mask_target == "mask" else 0,
+        "n_train_boxes": int(has_box.sum()),
+        "keypoint_labels": {name: int(n) for name, n in zip(names, visible.sum(axis=0))},
+    }
     save_weights(model.cpu(), model_path, meta, key=WEIGHTS_KEY)
     write_csv_atomic(pd.DataFrame(history), history_path)
     checkpoint_path(model_path).unlink(missing_ok=True)
     return meta
 
 
-def _make_batch(batch, images, masks, has_mask, points, visible, augment, sigma):
+def _make_batch(batch, images, masks, has_mask, regions, has_box, points, visible, augment, sigma):
+    """Inputs, targets (mask + K heatmaps), per-channel weights (N, 1 + K, 1, 1) and the mask
+    channel's per-pixel BCE weights (N, 1, H, W)."""
     height, width = images.shape[1:3]
-    xs, targets, weights = [], [], []
+    xs, targets, weights, pixels = [], [], [], []
     k = points.shape[1]
     for i in batch:
         keep = visible[i]
-        out = augment(image=images[i], mask=masks[i], keypoints=np.nan_to_num(points[i]))
+        # The box region moves with the photo like a mask (it bounds the fluke after the warp too).
+        out = augment(image=images[i], masks=[masks[i], regions[i]], keypoints=np.nan_to_num(points[i]))
+        mask, region = out["masks"]
         moved = np.asarray(out["keypoints"], dtype=np.float64).reshape(-1, 2)
         inside = (
             keep & (moved[:, 0] >= 0) & (moved[:, 0] <= width - 1) & (moved[:, 1] >= 0) & (moved[:, 1] <= height - 1)
         )
         heat = gaussian_targets(moved, inside, height, width, sigma)
         xs.append(out["image"])
-        targets.append(np.concatenate([out["mask"][None].astype(np.float32), heat]))
+        targets.append(np.concatenate([np.asarray(mask)[None].astype(np.float32), heat]))
         # Channel weights: the mask counts when annotated; a keypoint when labelled and in frame.
         weights.append(np.concatenate([[float(has_mask[i])], inside.astype(np.float32)]))
+        if has_mask[i]:
+            pixels.append(np.ones((1, height, width), np.float32))
+        elif has_box[i]:
+            # A box without a mask: only "no fluke outside the box" is known (target 0 there).
+            pixels.append((1 - np.asarray(region, np.float32))[None])
+        else:
+            pixels.append(np.zeros((1, height, width), np.float32))
     return (
         to_tensor(np.stack(xs)),
         torch.from_numpy(np.stack(targets)),
         torch.from_numpy(np.stack(weights).astype(np.float32)).reshape(len(batch), 1 + k, 1, 1),
+        torch.from_numpy(np.stack(pixels)),
     )
 
 
 def detector_loss(
-    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, heatmap_weight: float = 1.0
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    heatmap_weight: float = 1.0,
+    mask_pixels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mask: BCE + Dice (area-balanced). Keypoints: each heatmap channel is a distribution over
     pixels (spatial softmax) matched to the normalised Gaussian target by cross-entropy, which
     gives every pixel a gradient towards the peak from the first step (per-pixel BCE on a target
-    covering ~0.2% of the input learns far slower). Unannotated channels weigh 0."""
+    covering ~0.2% of the input learns far slower). Unannotated channels weigh 0.
+
+    `mask_pixels` (N, 1, H, W), when given, weighs the mask BCE per pixel (a box without a mask:
+    the pixels outside it); Dice counts only the images whose `weight` mask channel is 1."""
     mask_w, heat_w = weight[:, :1], weight[:, 1:, 0, 0]
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, :1], target[:, :1], reduction="none")
-    mask_loss = (bce * mask_w).mean() / mask_w.mean().clamp_min(1e-6)
+    pixel_w = mask_w.expand_as(bce) if mask_pixels is None else mask_pixels
+    mask_loss = (bce * pixel_w).sum() / pixel_w.sum().clamp_min(1e-6)
     prob = torch.sigmoid(logits[:, :1])
     inter = (prob * target[:, :1]).sum(dim=(2, 3))
     dice = 1 - (2 * inter + 1) / (prob.sum(dim=(2, 3)) + target[:, :1].sum(dim=(2, 3)) + 1)
@@ -148,7 +205,7 @@ def detector_loss(
     return mask_loss + dice_loss + heatmap_weight * heat_loss
 
 
-def run_train(train_path, keypoints_path, params, seed, model_path, history_path, threads=1) -> None:
+def run_train(train_path, keypoints_path, params, seed, model_path, history_path, threads=1, boxes_path=None) -> None:
     train_detector(
         pd.read_parquet(train_path),
         pd.read_parquet(keypoints_path),
@@ -157,4 +214,5 @@ def run_train(train_path, keypoints_path, params, seed, model_path, history_path
         model_path,
         history_path,
         threads,
+        boxes=pd.read_parquet(boxes_path) if boxes_path else None,
     )

@@ -28,7 +28,7 @@ from flukeline.core.metrics import NEW_WHALE
 from flukeline.core.pretrained import initialise
 from flukeline.core.retrieval import threshold_grid
 from flukeline.core.runtime import configure_torch, select_device
-from flukeline.core.tensors import to_tensor
+from flukeline.core.tensors import channels_last, to_tensor
 from flukeline.core.training import TrainingLoop
 from flukeline.embed.crops import CropSet
 from flukeline.embed.curves import plot_curves
@@ -150,7 +150,7 @@ def write_frozen_head_member(
         settings["backbone"],
         initialise(model.full, settings["backbone"], pretrained, in_chans=in_chans),
     )
-    model.to(device)
+    channels_last(model.to(device))
     for parameter in model.full.parameters():
         parameter.requires_grad_(False)
 

@@ -11,7 +11,7 @@ import timm
 import torch
 from torch import nn
 
-from flukeline.core.tensors import to_tensor
+from flukeline.core.tensors import channels_last, to_tensor
 from flukeline.core.weights import read_weights, save_weights
 
 
@@ -65,7 +65,7 @@ def load_model(path, device="cpu") -> tuple[nn.Module, dict]:
     else:
         model = EmbeddingNet(meta["backbone"], meta["embedding_dim"], meta.get("in_chans", 3), meta.get("dropout", 0.0))
     model.load_state_dict(state)
-    return model.to(device).eval(), meta
+    return channels_last(model.to(device)).eval(), meta
 
 
 @torch.no_grad()

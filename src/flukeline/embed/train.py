@@ -29,7 +29,7 @@ from flukeline.core.io import write_csv_atomic
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.core.retrieval import threshold_grid
 from flukeline.core.runtime import configure_torch, select_device
-from flukeline.core.tensors import to_tensor
+from flukeline.core.tensors import channels_last, to_tensor
 from flukeline.core.training import TrainingLoop, autocast
 from flukeline.embed.crops import CropSet
 from flukeline.embed.curves import plot_curves
@@ -118,7 +118,7 @@ def train_member(
             pretrained,
             initialise(model.backbone, settings["backbone"], pretrained, in_chans=in_chans),
         )
-    model.to(device)
+    channels_last(model.to(device))
     loss_fn = MemberLoss(settings.get("loss", {}), len(class_names), dim).to(device)
     base_lr = float(settings.get("lr", 1e-3))
     # The new layers (embedding head, margin-loss class weights) learn faster than the backbone:

@@ -16,6 +16,7 @@ from flukeline.core.io import write_csv_atomic
 from flukeline.core.pretrained import initialise
 from flukeline.core.retrieval import threshold_grid
 from flukeline.core.runtime import configure_torch, select_device
+from flukeline.core.tensors import channels_last
 from flukeline.embed.crops import CropSet
 from flukeline.embed.curves import plot_curves
 from flukeline.embed.model import EmbeddingNet, save_model
@@ -55,7 +56,7 @@ def write_zero_shot_member(
     device = select_device()
     in_chans = int(settings.get("in_chans", 3))
     model, meta = zero_shot_model(settings["backbone"], settings.get("pretrained", "none"), in_chans)
-    model.to(device)
+    channels_last(model.to(device))
     crops_by_image = align[align["split"] == "train"].set_index("image")
     val, gallery = train[train["fold"] == fold], train[train["fold"] != fold]
     val_set = CropSet(crops_by_image.loc[val["image"]].reset_index(), box_crops=False, masks=in_chans == 4)

@@ -1,6 +1,8 @@
 """Gallery commands: the gallery rule's manifest of a finished run (workflow/rules/gallery.smk),
 and the commands people run on a gallery: identify new photos, add confirmed sightings, start an
-empty gallery, recalibrate its new_whale threshold. The runners are imported inside the commands (torch)."""
+empty gallery, recalibrate its new-individual threshold (new_whale in the tables). What these commands
+print and their help say "new individual": people run them on photos of any species. The runners are
+imported inside the commands (torch)."""
 
 from __future__ import annotations
 
@@ -52,9 +54,9 @@ def cmd_calibrate_gallery(args):
     configure_torch(args.threads)
     found = call_runner(calibrate_gallery, args)
     print(
-        f"new_whale threshold {found['threshold']:.3f} (was {found['previous_threshold']:.3f}): leave-one-out MAP@5 "
-        f"{found['map5']:.3f} (was {found['previous_map5']:.3f}) over {found['known_queries']} known and "
-        f"{found['new_queries']} new queries"
+        f"new-individual threshold {found['threshold']:.3f} (was {found['previous_threshold']:.3f}): "
+        f"leave-one-out MAP@5 {found['map5']:.3f} (was {found['previous_map5']:.3f}) over "
+        f"{found['known_queries']} known and {found['new_queries']} new queries"
     )
 
 
@@ -69,7 +71,7 @@ def register(subparsers) -> None:
         subparsers,
         "identify",
         cmd_identify,
-        "top identities (and the new_whale decision) of new photos against a gallery",
+        "top identities (or new individual) of new photos against a gallery",
         user=True,
         own=("out",),
     )
@@ -77,8 +79,10 @@ def register(subparsers) -> None:
     p.add_argument(
         "--gallery", default=DEFAULT_GALLERY, help=f"gallery folder (default: the workflow's, {DEFAULT_GALLERY})"
     )
-    p.add_argument("--top", type=int, default=5, help="identities listed per photo, new_whale included (default 5)")
-    p.add_argument("--out", help="also write the lists as CSV (photo, rank, id, similarity, threshold)")
+    top_help = "identities listed per photo, 'new individual' included (default 5)"
+    p.add_argument("--top", type=int, default=5, help=top_help)
+    out_help = "also write the lists as CSV (photo, rank, id, similarity, threshold; id new_whale: a new individual)"
+    p.add_argument("--out", help=out_help)
     add_threads(p, default=2)
 
     p = add_command(
@@ -93,7 +97,7 @@ def register(subparsers) -> None:
         subparsers,
         "calibrate-gallery",
         cmd_calibrate_gallery,
-        "set a gallery's new_whale threshold by leave-one-out over its sightings",
+        "set a gallery's new-individual threshold by leave-one-out over its sightings",
         user=True,
     )
     p.add_argument("--gallery", default=DEFAULT_GALLERY)
@@ -117,4 +121,4 @@ def register(subparsers) -> None:
     )
     p.add_argument("--pretrained", default="imagenet", help="imagenet | hub | none | a local weights file")
     p.add_argument("--size", default="224x224", help="crop size WxH the photos are resized to")
-    p.add_argument("--threshold", type=float, default=0.5, help="new_whale below this cosine similarity")
+    p.add_argument("--threshold", type=float, default=0.5, help="a new individual below this cosine similarity")

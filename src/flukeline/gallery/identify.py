@@ -3,7 +3,11 @@ training images plus the added sightings, per member), each new photo's candidat
 (identity templates), combined by the members' weighted mean similarity as the ensemble rule's
 `average` does, with new_whale inserted at the gallery's threshold; and the results as text for
 the terminal. New photos are embedded here, so the members are combined here too: the ensemble
-rule's tables hold the run's test images only."""
+rule's tables hold the run's test images only.
+
+The table (and `identify --out`'s CSV) keeps Kaggle's `new_whale` id, as submission.csv does, so
+that programs can tell it from any individual's id; the terminal text is for people photographing
+any species and says "new individual" instead (`NEW_INDIVIDUAL`)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,9 @@ from flukeline.core.metrics import NEW_WHALE
 from flukeline.gallery.manifest import read_manifest
 from flukeline.gallery.photos import base_sightings, embed_photos
 from flukeline.gallery.sightings import current_sightings
+
+# What a person reads where the tables say new_whale.
+NEW_INDIVIDUAL = "new individual"
 
 
 def gallery_embeddings(manifest: dict, sightings: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -79,12 +86,14 @@ def format_results(results: pd.DataFrame) -> str:
         threshold = group["threshold"].iloc[0]
         first = group.iloc[0]
         verdict = (
-            f"new individual (best similarity below the threshold {threshold:.3f})"
+            f"{NEW_INDIVIDUAL} (best similarity below the threshold {threshold:.3f})"
             if first["id"] == NEW_WHALE
             else f"{first['id']} (similarity {first['similarity']:.3f}, threshold {threshold:.3f})"
         )
         lines.append(f"{photo}: {verdict}")
         for row in group.itertuples(index=False):
-            score = "" if row.id == NEW_WHALE else f"{row.similarity:.3f}"
-            lines.append(f"  {row.rank}. {row.id:<24} {score}")
+            if row.id == NEW_WHALE:
+                lines.append(f"  {row.rank}. {NEW_INDIVIDUAL:<24} (below the threshold)")
+            else:
+                lines.append(f"  {row.rank}. {row.id:<24} {row.similarity:.3f}")
     return "\n".join(lines)

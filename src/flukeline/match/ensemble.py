@@ -258,6 +258,27 @@ def ensemble_pseudo_labels(combined: Combined, members, params, round_) -> tuple
     return labels, float(min_similarity), calibration
 
 
+def without_local(members, params) -> dict | None:
+    """With a local member (members: as configured, before the fit): the embedding members' own
+    ensemble (their weights fitted without it, its threshold and validation scores), for
+    summary.json. It is what the run would have submitted without the local member, and the
+    threshold a user of the embeddings alone (the gallery's `identify`, which has no local
+    matcher) needs: the fused score's threshold is on another scale."""
+    local = member_fallbacks(members)
+    embedding_members = {n: m for n, m in members.items() if n not in local}
+    if not local or not embedding_members:
+        return None
+    own, _ = fitted_members(embedding_members, params)
+    k, depth = int(params.get("top_k", 5)), int(params.get("candidates", 20))
+    val_topk = ensemble_topk(member_tables(own, "val_topk.parquet"), depth)
+    threshold, _ = decide_threshold(val_topk, params)
+    return {
+        "members": {n: w for n, (_, w) in own.items()},
+        "threshold": threshold,
+        "cv": prediction_scores(ranked_predictions(val_topk, threshold, k)),
+    }
+
+
 def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_labels_path) -> None:
     """results/match/round<r>/ensemble/: the members' weighted average (threshold calibrated on
     the validation folds) or weighted vote, the top-k tables it ranked by (val_topk.parquet,
@@ -270,7 +291,7 @@ def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_la
     members = {
         f"{Path(d).name}@{Path(d).parent.name}": (Path(d), float(w)) for d, w in zip(member_dirs, member_weights)
     }
-    weight_fit = None
+    weight_fit, configured = None, members
     if method == "average":
         # Members with weight 0 stay in the tables (their candidates count at weight 0).
         members, weight_fit = fitted_members(members, params)
@@ -298,6 +319,10 @@ def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_la
         "pseudo_label_min_similarity": min_similarity if np.isfinite(min_similarity) else None,
         "pseudo_label_calibration": pseudo_calibration,
     }
+    if method == "average":
+        reference = without_local(configured, params)
+        if reference is not None:
+            summary["without_local"] = reference
     write_json_atomic(summary, out / "summary.json")
     log.info(
         "ensemble round %d (%s): threshold %.3f, CV MAP@5 %.4f, %d pseudo-labels",

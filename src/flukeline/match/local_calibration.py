@@ -61,9 +61,8 @@ def fit_pair_calibration(scores, same) -> PairCalibration:
         share = float(same.mean())
         return PairCalibration(np.array([0.0]), np.array([share]), scale, positives, negatives)
     iso = IsotonicRegression(increasing=True, y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, same)
-    return PairCalibration(
-        np.asarray(iso.X_thresholds_, np.float64), np.asarray(iso.y_thresholds_, np.float64), scale, positives, negatives
-    )
+    x, y = np.asarray(iso.X_thresholds_, np.float64), np.asarray(iso.y_thresholds_, np.float64)
+    return PairCalibration(x, y, scale, positives, negatives)
 
 
 def plot_pair_calibration(calibration: PairCalibration, scores, same, path, title: str) -> None:
@@ -85,7 +84,7 @@ def plot_pair_calibration(calibration: PairCalibration, scores, same, path, titl
     left.set_xlabel("RANSAC inliers")
     left.set_ylabel("P(same individual)")
     left.set_ylim(0, 1)
-    left.legend(loc="lower right")
+    left.legend(loc="upper left")
     left.set_title(f"{title}: {calibration.positives} same / {calibration.negatives} other pairs")
     bins = np.linspace(0, max(top, 1.0), 40)
     right.hist(scores[~same], bins=bins, alpha=0.6, density=True, label="other individual")

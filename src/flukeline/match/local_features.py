@@ -9,10 +9,14 @@ matched (`root_sift`), a few microseconds per image.
 
 The cache is one .npz: `images` (names, in the align table's order), `offsets` (image i owns rows
 offsets[i]:offsets[i + 1]), `xy` (keypoint positions in crop pixels, float32) and `descriptors`
-(uint8), plus `method` and `size`."""
+(uint8), plus `method`, `size`, the seconds per image and a key of what was extracted. Every
+2,000 images the job saves what it has beside the output (`.features_<split>.npz.partial`), and a
+rerun after a kill resumes from there."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -29,6 +33,8 @@ from flukeline.core.runtime import parallel_map
 log = logging.getLogger(__name__)
 
 METHODS = ("sift",)
+# Crops per parallel batch, and how many images between two checkpoints of a running job.
+CHUNK, CHECKPOINT_EVERY = 64, 2000
 
 
 @dataclass
@@ -42,6 +48,9 @@ class LocalFeatures:
     xy: np.ndarray
     descriptors: np.ndarray
     seconds_per_image: float = float("nan")
+    # What the features were extracted from (method, size, settings, crops): a partial cache is
+    # resumed only under the same key.
+    key: str = ""
 
     def __post_init__(self):
         self.position = {name: i for i, name in enumerate(self.images)}
@@ -95,28 +104,62 @@ def image_keypoints(path: str, method: str, params: dict) -> tuple[np.ndarray, n
     raise InputError(f"match.local.method: unknown {method!r} ({', '.join(METHODS)})")
 
 
-def extract_features(paths: list[str], method: str, params: dict, threads: int = 1, chunk: int = 64):
+def extract_features(
+    paths: list[str],
+    method: str,
+    params: dict,
+    threads: int = 1,
+    chunk: int | None = None,
+    done: list | None = None,
+    checkpoint=None,
+    every: int | None = None,
+):
     """Keypoints of every crop, in order, on `threads` threads (OpenCV releases the GIL), with a
-    progress bar; returns (list of (xy, descriptors), seconds)."""
+    progress bar; returns (list of (xy, descriptors), seconds spent here). `done`: the features of
+    the first paths, from an interrupted run; `checkpoint(features so far)` is called every
+    `every` images."""
     import cv2
 
     # OpenCV's own pool on top of ours would oversubscribe the CPUs.
     cv2.setNumThreads(1)
-    start, out = time.perf_counter(), []
-    with tqdm(total=len(paths), desc=f"{method} features", mininterval=5) as progress:
-        for lo in range(0, len(paths), chunk):
+    chunk, every = chunk or CHUNK, every or CHECKPOINT_EVERY
+    out = list(done or [])
+    start, saved = time.perf_counter(), len(out)
+    with tqdm(total=len(paths), initial=len(out), desc=f"{method} features", mininterval=5) as progress:
+        for lo in range(len(out), len(paths), chunk):
             batch = paths[lo : lo + chunk]
             out.extend(parallel_map(lambda p: image_keypoints(p, method, params), batch, threads))
             progress.update(len(batch))
+            if checkpoint is not None and len(out) - saved >= every and len(out) < len(paths):
+                checkpoint(out)
+                saved = len(out)
     return out, time.perf_counter() - start
 
 
-def pack_features(method: str, size: str, images, features, seconds_per_image: float = float("nan")) -> LocalFeatures:
+def resumed_features(partial: Path, key: str, images) -> list:
+    """The features a previous, interrupted extraction of the same crops saved (a prefix), or []."""
+    if not partial.is_file():
+        return []
+    try:
+        cached = load_features(partial)
+    except (OSError, ValueError, KeyError) as error:  # a damaged checkpoint is only lost time
+        log.warning("local features: ignoring the unreadable checkpoint %s (%s)", partial, error)
+        return []
+    if cached.key != key or list(cached.images) != list(map(str, images[: len(cached)])):
+        log.info("local features: the checkpoint %s is of other crops or settings; starting over", partial)
+        return []
+    log.info("local features: resuming after %d images from %s", len(cached), partial)
+    return [cached.get(name) for name in cached.images]
+
+
+def pack_features(
+    method: str, size: str, images, features, seconds_per_image: float = float("nan"), key: str = ""
+) -> LocalFeatures:
     counts = np.array([len(xy) for xy, _ in features], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     xy = np.concatenate([f[0] for f in features]) if features else np.zeros((0, 2), np.float32)
     descriptors = np.concatenate([f[1] for f in features]) if features else np.zeros((0, 128), np.uint8)
-    return LocalFeatures(method, size, np.asarray(images, dtype=str), offsets, xy, descriptors, seconds_per_image)
+    return LocalFeatures(method, size, np.asarray(images, dtype=str), offsets, xy, descriptors, seconds_per_image, key)
 
 
 def save_features(features: LocalFeatures, path) -> None:
@@ -132,6 +175,7 @@ def save_features(features: LocalFeatures, path) -> None:
                 xy=features.xy,
                 descriptors=features.descriptors,
                 seconds_per_image=np.array(features.seconds_per_image),
+                key=np.array(features.key),
             )
 
     write_atomic(path, write)
@@ -147,6 +191,7 @@ def load_features(path) -> LocalFeatures:
             data["xy"],
             data["descriptors"],
             float(data["seconds_per_image"]),
+            str(data["key"]) if "key" in data else "",
         )
 
 
@@ -159,9 +204,22 @@ def run_local_features(align_path, split, method, size, params, out, threads=1) 
     table = table[table["split"] == split]
     if table.empty:
         log.warning("local features: no %s images in %s", split, align_path)
-    features, seconds = extract_features(table["crop_path"].astype(str).tolist(), method, params, threads)
-    packed = pack_features(method, size, table["image"].to_numpy(), features, seconds / max(1, len(table)))
+    images, paths = table["image"].to_numpy(), table["crop_path"].astype(str).tolist()
+    key = hashlib.sha1(
+        json.dumps([method, size, params, list(map(str, images)), paths], sort_keys=True).encode()
+    ).hexdigest()
+    # Resumable: an interrupted job left the features of its first images beside the output.
+    partial = Path(out).with_name(f".{Path(out).name}.partial")
+    done = resumed_features(partial, key, images)
+
+    def checkpoint(so_far):
+        save_features(pack_features(method, size, images[: len(so_far)], so_far, key=key), partial)
+
+    features, seconds = extract_features(paths, method, params, threads, done=done, checkpoint=checkpoint)
+    new = max(1, len(features) - len(done))
+    packed = pack_features(method, size, images, features, seconds / new, key=key)
     save_features(packed, out)
+    partial.unlink(missing_ok=True)
     per_image = np.diff(packed.offsets)
     log.info(
         "%s features of %d %s crops (%s): %.4f s per image (%d threads), keypoints per image median %d, min %d",
@@ -169,7 +227,7 @@ def run_local_features(align_path, split, method, size, params, out, threads=1) 
         len(table),
         split,
         size,
-        seconds / max(1, len(table)),
+        seconds / new,
         threads,
         int(np.median(per_image)) if len(per_image) else 0,
         int(per_image.min()) if len(per_image) else 0,

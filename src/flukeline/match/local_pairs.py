@@ -242,7 +242,10 @@ def run_local_member(
     out.mkdir(parents=True, exist_ok=True)
     train = pd.read_parquet(train_path)
     features = {"train": load_features(features_train), "test": load_features(features_test)}
-    members = {f"{Path(d).name}@{Path(d).parent.name}": (Path(d), float(w)) for d, w in zip(member_dirs, member_weights)}
+    # Named as the ensemble names them (results/match/round<r>/<member> is "<member>@round<r>").
+    members = {
+        f"{Path(d).name}@{Path(d).parent.name}": (Path(d), float(w)) for d, w in zip(member_dirs, member_weights)
+    }
     # The global ensemble's weights, fitted as the ensemble rule fits them (without this member).
     members, _ = fitted_members(members, params)
     weights = {n: w for n, (_, w) in members.items()}
@@ -268,9 +271,8 @@ def run_local_member(
     pairs.loc[val, "same"] = same
     pairs["probability"] = calibration(pairs["inliers"]).astype(np.float32)
     method = features["train"].method
-    plot_pair_calibration(
-        calibration, pairs.loc[val, "inliers"], same, out / "local_calibration.png", f"{method} ({features['train'].size})"
-    )
+    title = f"{method} ({features['train'].size})"
+    plot_pair_calibration(calibration, pairs.loc[val, "inliers"], same, out / "local_calibration.png", title)
 
     val_topk, test_topk = identity_table(pairs, "val", train), identity_table(pairs, "test", train)
     # The member's own new_whale threshold is on probabilities: a fixed cosine setting means nothing here.
@@ -294,7 +296,10 @@ def run_local_member(
         "seconds": round(seconds, 3),
         "seconds_per_pair": seconds / max(1, len(pairs)),
         "threads": int(threads),
-        "seconds_per_image_features": {s: f.seconds_per_image for s, f in features.items()},
+        # NaN (a cache written without timing) is no JSON: None.
+        "seconds_per_image_features": {
+            s: (f.seconds_per_image if np.isfinite(f.seconds_per_image) else None) for s, f in features.items()
+        },
     }
     summary = {
         "threshold": threshold,
@@ -322,7 +327,7 @@ def run_local_member(
         cost["seconds_per_pair"],
         threads,
         seconds,
-        {s: round(v, 4) for s, v in cost["seconds_per_image_features"].items()},
+        {s: (round(v, 4) if v is not None else None) for s, v in cost["seconds_per_image_features"].items()},
         calibration.positives,
         calibration.negatives,
         threshold,
