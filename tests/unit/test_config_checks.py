@@ -67,7 +67,8 @@ def test_every_preset_has_no_problems(problems, omniglot_zip):
 
 def test_an_undefined_active_member_is_named(problems):
     assert problems({"embed": {"active_members": ["mnv2", "vit_huge"]}}) == [
-        "embed.active_members names 'vit_huge', which embed.members does not define (['lite0', 'mnv2'])"
+        "embed.active_members names 'vit_huge', which embed.members does not define"
+        " (['lite0', 'lite0_head', 'mnv2', 'mnv2_head'])"
     ]
 
 
@@ -117,12 +118,12 @@ def test_the_zero_shot_baseline_needs_offline_weights_too(problems):
 
 def test_a_member_weights_file_must_exist(problems, tmp_path):
     missing = tmp_path / "missing.safetensors"
-    assert problems({"embed": {"members": {"mnv2": {"pretrained": str(missing)}}}}) == [
-        f"embed.members.mnv2: pretrained weights file {missing} does not exist"
+    assert problems({"embed": {"members": {"mnv2_head": {"pretrained": str(missing)}}}}) == [
+        f"embed.members.mnv2_head: pretrained weights file {missing} does not exist"
     ]
     present = tmp_path / "weights.safetensors"
     present.write_bytes(b"")
-    assert problems({"embed": {"members": {"mnv2": {"pretrained": str(present)}}}}) == []
+    assert problems({"embed": {"members": {"mnv2_head": {"pretrained": str(present)}}}}) == []
 
 
 def test_detector_imagenet_weights_need_an_offline_timm_encoder(problems):

@@ -86,3 +86,34 @@ def test_embedding_net_without_head_is_the_pooled_backbone():
     x = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32))
     with torch.no_grad():
         assert torch.equal(net(x), net.backbone(x))
+
+
+def test_a_run_gallery_takes_the_embedding_members_fit_when_a_local_member_was_fused(tmp_path):
+    # The fused fit may give every embedding member weight 0 (SIFT took it all) and a threshold on
+    # the fused scale; the gallery matches embeddings only, so it must use the embedding-only fit.
+    import json
+
+    from flukeline.gallery.manifest import manifest_from_run
+
+    summary = {
+        "members": {"a@round0": 0.0, "local_sift@round0": 1.0},
+        "threshold": 0.41,
+        "without_local": {"members": {"a@round0": 1.0}, "threshold": 0.58},
+    }
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    member = {"name": "a@round0", "size": "128x64", "weight": 0.5, "models": [tmp_path / "m"], "embeddings": []}
+    path = manifest_from_run(
+        tmp_path / "g", tmp_path / "train.parquet", {}, None, {}, {}, [member], tmp_path / "summary.json"
+    )
+    manifest = json.loads(path.read_text())
+    assert manifest["threshold"] == 0.58
+    assert [m["weight"] for m in manifest["members"]] == [1.0]
+    # Without a local member the ensemble's own fit is used.
+    del summary["without_local"]
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    manifest = json.loads(
+        manifest_from_run(
+            tmp_path / "h", tmp_path / "t", {}, None, {}, {}, [member], tmp_path / "summary.json"
+        ).read_text()
+    )
+    assert manifest["threshold"] == 0.41 and [m["weight"] for m in manifest["members"]] == [0.0]

@@ -182,6 +182,12 @@ case "${1:-}" in
         stop_daemons
         # Forget jobs and node state, so that the next `up` starts clean.
         rm -rf /var/spool/slurmctld/* /var/spool/slurmd/*
+        # Remove the config this script wrote (`up` writes it again): with a slurm.conf naming a
+        # controller that is down, every `snakemake` call on this machine waited ~9 s, because
+        # the SLURM executor plugin asks `scontrol show config` (10 s timeout) when it loads.
+        for conf in "$CONF" "$GRES_CONF"; do
+            if [ -e "$conf" ] && grep -qF "$MARK" "$conf"; then rm -f "$conf"; fi
+        done
         say "stopped"
         ;;
     *)

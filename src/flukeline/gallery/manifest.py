@@ -80,6 +80,10 @@ def manifest_from_run(
     ensemble's (its summary.json: weights fitted on validation replace the configured ones)."""
     out_dir = Path(out_dir)
     summary = json.loads(Path(ensemble_summary).read_text())
+    # With a local-feature member the ensemble's weights and threshold are those of the fused
+    # score, which the gallery (embeddings only) cannot compute: it takes the embedding members'
+    # own fit, which the ensemble records beside it.
+    summary = summary.get("without_local") or summary
     fitted = summary.get("members", {})
     manifest = {
         "source": "workflow run",

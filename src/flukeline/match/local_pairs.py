@@ -199,6 +199,9 @@ def identity_table(pairs: pd.DataFrame, split: str, train: pd.DataFrame) -> pd.D
     best image's probability, ranked by it (ties: the global ranking), with fold and truth on
     validation."""
     part = pairs[pairs["split"] == split]
+    columns = ["image", "rank", "id", "similarity", *(("fold", "truth") if split == "val" else ())]
+    if part.empty:
+        return pd.DataFrame(columns=columns)
     best = (
         part.groupby(["query", "gallery_id"], sort=False)
         .agg(similarity=("probability", "max"), identity_rank=("identity_rank", "min"), fold=("fold", "first"))
