@@ -61,15 +61,15 @@ def fresh_ids(count: int, used: set[str], prefix: str = "flk_") -> list[str]:
 def write_exclusive(path: Path, table: pd.DataFrame) -> None:
     """Write the CSV beside `path`, then link it into place: fails, and writes nothing, when
     `path` exists (another accept got there first), so no version is ever overwritten."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        table.to_csv(temporary, index=False)
+        table.to_csv(tmp, index=False)
         try:
-            os.link(temporary, path)
+            os.link(tmp, path)
         except FileExistsError as error:
             raise InputError(f"{path} exists already: another accept wrote it; run accept again") from error
     finally:
-        temporary.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def accept(decisions_path, test_path, train_path, catalogue_dir, *, prefix: str = "flk_") -> dict:
