@@ -107,3 +107,26 @@ def test_validation_truth_matches_assigned_folds():
         in_fold = train[train["fold"] == fold]
         # With assign_folds' guarantee, the truth is always the image's own label.
         assert truth.tolist() == in_fold["id"].tolist()
+
+
+def test_photos_of_one_encounter_share_a_fold_and_no_units_keep_the_folds():
+
+    from flukeline.data.catalogue_rows import fold_units
+
+    ids = [f"w_{i // 6}" for i in range(60)]  # 10 whales, 6 photos each
+    # Whale k's photos come from two encounters of three photos each.
+    encounters = [f"e{i // 3}" for i in range(60)]
+    train = pd.DataFrame({"image": [f"{i}.jpg" for i in range(60)], "encounter": encounters})
+    units = fold_units(train, None)
+    folds = assign_folds(ids, 4, seed=3, units=units)
+    for encounter in set(encounters):
+        rows = [i for i, e in enumerate(encounters) if e == encounter]
+        assert len({folds[i] for i in rows}) == 1, encounter
+    # Identities still spread over folds: each whale's two encounters are two units.
+    assert len(set(folds.tolist())) > 1
+    # Without encounters or duplicates there are no units, and the folds are the plain ones.
+    assert fold_units(train.drop(columns="encounter"), None) is None
+    assert fold_units(train.assign(encounter=""), None) is None
+    # A duplicate group wins over the encounter for its photo.
+    duplicate = fold_units(train, [7] + [None] * 59)
+    assert duplicate[0] == ("duplicate", 7) and duplicate[1] == ("encounter", "e0")

@@ -114,3 +114,18 @@ def add_encounters(table: pd.DataFrame, sources: list[str | Path | None]) -> pd.
     if not found:
         return table
     return table.assign(**{ENCOUNTER: table["image"].map(lambda image: known.get(image, "")).astype("string")})
+
+
+def fold_units(train: pd.DataFrame, duplicate_units: list | None) -> list | None:
+    """The fold unit of each training photo (core.folds.assign_folds: photos of one identity with
+    one unit share a fold): its duplicate group when it has one, else its encounter. Photos of one
+    encounter are near-copies (one animal, one day, often one burst), so splitting them across
+    folds would let validation match a photo to its sibling, as with duplicates. None when there
+    is neither, which keeps the folds exactly as without units."""
+    encounters = train[ENCOUNTER].tolist() if ENCOUNTER in train else [""] * len(train)
+    duplicates = duplicate_units if duplicate_units is not None else [None] * len(train)
+    units = [
+        ("duplicate", group) if group is not None else ("encounter", encounter) if encounter else None
+        for group, encounter in zip(duplicates, encounters)
+    ]
+    return units if any(unit is not None for unit in units) else None

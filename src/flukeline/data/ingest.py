@@ -44,7 +44,7 @@ from flukeline.core.io import write_csv_atomic, write_parquet_atomic
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.core.runtime import parallel_map
 from flukeline.data.annotations import ANNOTATION_COLUMNS, _mask_paths, load_annotations
-from flukeline.data.catalogue_rows import add_encounters, catalogue_entries
+from flukeline.data.catalogue_rows import add_encounters, catalogue_entries, fold_units
 from flukeline.data.csv_rows import csv_line, read_csv
 from flukeline.data.duplicates import Photo, duplicates_table, find_groups, perceptual_hash, report_groups
 from flukeline.data.id_checks import id_problem, named_list, warn_ids_differing_in_case
@@ -179,11 +179,11 @@ def ingest(
     train_df = _table(kept_train, "train")
     train_df.insert(2, "id", grouping.training_ids)
     train_df.insert(3, "original_id", [entry.id for entry in kept_train])
-    folds = assign_folds(grouping.training_ids, n_folds, seed, units=grouping.units)
-    train_df.insert(len(train_df.columns) - 1, "fold", folds)
-    test_df = _table(kept_test, "test")
     # The optional encounter column (same animal, same day) of the input CSVs.
     train_df = add_encounters(train_df, [root / "train.csv", catalogue])
+    folds = assign_folds(grouping.training_ids, n_folds, seed, units=fold_units(train_df, grouping.units))
+    train_df.insert(train_df.columns.get_loc("split"), "fold", folds)
+    test_df = _table(kept_test, "test")
     test_df = add_encounters(test_df, [root / "sample_submission.csv"])
 
     summary = _summarise(train_df, test_df, len(rejected), n_folds)
