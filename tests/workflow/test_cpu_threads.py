@@ -34,3 +34,13 @@ def test_cores_at_the_cpus_keep_the_rules_threads(tmp_path):
     threads, stderr = _dry_run_threads(tmp_path / "one", 1)
     assert "jobs are scheduled as on" not in stderr
     assert threads["train_member"] == {1}
+
+
+def test_commands_without_cores_still_parse(tmp_path):
+    # --unlock, --report and cluster profiles give no --cores; workflow.cores raises there.
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
+    result = subprocess.run(
+        [*command, "--configfile", str(TINY), "--unlock"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Unlocked working directory" in result.stdout + result.stderr

@@ -63,7 +63,20 @@ else:
 # the machine's CPUs (README's `--cores 8` on a 2-CPU laptop), every rule's threads are scaled so
 # that heavy jobs queue instead of sharing the CPUs; on a cluster each job has its own CPUs.
 CPUS = usable_cpus()
-LOCAL_CORES = workflow.cores if workflow.local_exec else None
+
+
+def _local_cores():
+    """--cores of a local run; None on a cluster executor, and for commands given no --cores
+    (--unlock, --report, a cluster profile), where workflow.cores raises."""
+    if not workflow.local_exec:
+        return None
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return None
+
+
+LOCAL_CORES = _local_cores()
 if LOCAL_CORES and LOCAL_CORES > CPUS:
     print(
         f"Flukeline: --cores {LOCAL_CORES} on a machine with {CPUS} CPUs: jobs are scheduled as on"
