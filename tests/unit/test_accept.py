@@ -240,3 +240,19 @@ def test_ingest_refuses_a_catalogue_photo_still_in_the_test_set_naming_its_line(
             n_folds=2,
             catalogue=catalogue / "catalogue-0001.csv",
         )
+
+
+def test_accepted_photos_become_gallery_sightings_that_identify_finds(tmp_path):
+    from flukeline.gallery.identify import identify
+    from flukeline.gallery.manifest import new_gallery
+
+    _, train, test = _run(tmp_path)
+    gallery = tmp_path / "gallery"
+    new_gallery(gallery, "mobilenetv2_100", "imagenet", "64x64", 0.5)
+    export = _export(tmp_path / "decisions.csv", [["q0.png", "new", ""], ["q1.png", "match", "w_a"]])
+    summary = accept(export, test, train, tmp_path / "catalogue", gallery_dir=gallery)
+    assert summary["gallery_sightings"] == 2
+    # Without retraining, the accepted photo is found as its new individual (its own copy).
+    results = identify(gallery, [tmp_path / "root" / "test" / "q0.png"])
+    top = results[results["rank"] == 1]
+    assert top["id"].tolist() == summary["new_individuals"] and top["similarity"].iloc[0] > 0.99

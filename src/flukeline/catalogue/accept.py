@@ -72,9 +72,13 @@ def write_exclusive(path: Path, table: pd.DataFrame) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def accept(decisions_path, test_path, train_path, catalogue_dir, *, prefix: str = "flk_") -> dict:
+def accept(
+    decisions_path, test_path, train_path, catalogue_dir, *, prefix: str = "flk_", gallery_dir=None, threads: int = 1
+) -> dict:
     """Append the export's confirmed rows to the catalogue in `catalogue_dir` as a new version;
-    returns a summary (version written, matches, new individuals and their ids, skipped)."""
+    returns a summary (version written, matches, new individuals and their ids, skipped). With
+    `gallery_dir`, the accepted photos also become sightings of that gallery (flukeline add), so
+    `identify` finds them before any retraining."""
     decisions_path, catalogue_dir = Path(decisions_path), Path(catalogue_dir)
     export = read_csv(decisions_path, required=["Image", "decision", "Id"])
     test = pd.read_parquet(test_path)
@@ -230,4 +234,18 @@ def accept(decisions_path, test_path, train_path, catalogue_dir, *, prefix: str 
         target,
         len(table),
     )
+    if gallery_dir is not None:
+        summary["gallery_sightings"] = _add_to_gallery(gallery_dir, added, catalogue_dir, threads)
     return summary
+
+
+def _add_to_gallery(gallery_dir, added: pd.DataFrame, catalogue_dir: Path, threads: int) -> int:
+    """The accepted photos (their catalogue copies) as sightings of their ids in the gallery;
+    the catalogue version is written first, so a refused sighting loses no decision."""
+    from flukeline.gallery.sightings import add_sightings
+
+    count = 0
+    for identity, rows in added.groupby("Id", sort=True):
+        sightings = add_sightings(gallery_dir, [catalogue_dir / path for path in rows["path"]], identity, threads)
+        count += sightings["sha1"].nunique()  # one row per photo and member
+    return count

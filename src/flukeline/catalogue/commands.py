@@ -34,3 +34,11 @@ def register(subparsers) -> None:
         help="catalogue folder (data.catalogue): catalogue-NNNN.csv versions and photos/",
     )
     p.add_argument("--prefix", default="flk_", help="prefix of the fresh ids of new individuals")
+    add_option(
+        p,
+        "--gallery",
+        "gallery_dir",
+        default=None,
+        help="also add the accepted photos to this gallery as sightings (results/gallery; no retraining)",
+    )
+    p.add_argument("--threads", type=int, default=1)
