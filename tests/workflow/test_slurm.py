@@ -44,6 +44,7 @@ SUBMITTED_RULES = {
     "submission",
     "evaluate",
     "review",
+    "decide",  # the review page shows each photo's decision (workflow/rules/decisions.smk)
 }
 GPU_RULES = {"train_member", "detect_train"}  # gpu: 1 in profiles/slurm
 
