@@ -33,3 +33,19 @@ def read_csv(path: Path, required: Sequence[str], known: Iterable[str] = ()) -> 
 
 def csv_line(path: Path, row_position: int) -> str:
     return f"{path.name} line {row_position + 2}"  # +1 for the header, +1 for counting from 1
+
+
+def read_ingest_table(path, required: Sequence[str], name: str) -> pd.DataFrame:
+    """A table ingest wrote beside train.parquet (`name`: duplicates.csv, id_groups.csv), all cells
+    strings; an InputError names the file and the problem (missing, unreadable, columns)."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file (ingest writes {name} beside train.parquet)") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not a readable CSV ({error})") from None
+    missing = [column for column in required if column not in table.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {missing} (has {list(table.columns)})")
+    return table

@@ -28,6 +28,7 @@ import pandas as pd
 
 from flukeline.core.errors import InputError
 from flukeline.core.metrics import NEW_WHALE
+from flukeline.data.csv_rows import read_ingest_table
 from flukeline.data.duplicates import MAX_LOGGED_GROUPS, Group, Photo, conflicting_ids
 
 logger = logging.getLogger("flukeline.data.ingest")  # read as ingest's own messages
@@ -189,15 +190,7 @@ def read_id_groups(path: str | Path) -> OriginalIds:
     original ids come ordered by their training photo count (most first, ties by name): the order
     the submission falls back to when it has no per-photo evidence."""
     path = Path(path)
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file (ingest writes id_groups.csv beside train.parquet)") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not a readable CSV ({error})") from None
-    missing = [column for column in ID_GROUP_COLUMNS if column not in table.columns]
-    if missing:
-        raise InputError(f"{path}: missing column(s) {missing} (has {list(table.columns)})")
+    table = read_ingest_table(path, ID_GROUP_COLUMNS, "id_groups.csv")
     counts = pd.to_numeric(table["n_images"], errors="coerce")
     bad = [str(n + 2) for n in range(len(table)) if not (counts.iloc[n] >= 1) or not table["training_id"].iloc[n]]
     if bad:

@@ -32,6 +32,7 @@ from flukeline.core.errors import InputError
 from flukeline.core.folds import validation_truth
 from flukeline.core.io import write_csv_atomic, write_parquet_atomic
 from flukeline.core.metrics import NEW_WHALE
+from flukeline.data.csv_rows import read_ingest_table
 from flukeline.data.id_groups import OriginalIds, read_id_groups
 
 log = logging.getLogger(__name__)
@@ -205,15 +206,7 @@ def _speak_original_ids(
 def read_duplicates(path) -> pd.DataFrame:
     """ingest's duplicates.csv; an InputError names the file and the problem."""
     path = Path(path)
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file (ingest writes duplicates.csv beside train.parquet)") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: not a readable CSV ({error})") from None
-    missing = [column for column in DUPLICATE_COLUMNS_NEEDED if column not in table.columns]
-    if missing:
-        raise InputError(f"{path}: missing column(s) {missing} (has {list(table.columns)})")
+    table = read_ingest_table(path, DUPLICATE_COLUMNS_NEEDED, "duplicates.csv")
     bad = sorted(set(table["split"]) - {"train", "test"})
     if bad:
         raise InputError(f"{path}: unknown split(s) {bad} (train or test)")
