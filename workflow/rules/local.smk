@@ -55,7 +55,7 @@ rule local_features:
     benchmark:
         "results/benchmarks/local_features_{method}_{size}_{split}.tsv"
     wildcard_constraints:
-        method="sift",
+        method="sift|aliked_lightglue|disk_lightglue",
         size=r"\d+x\d+",
         split="train|test",
     threads: 2
@@ -82,6 +82,8 @@ rule local_match:
         embeddings=lambda w: member_embeddings(int(w.round)),
     output:
         pairs="results/match/round{round}/local_{method}/pairs.parquet",
+        # Per test query and identity the best pair's inlier points (the review page draws them).
+        correspondences="results/match/round{round}/local_{method}/correspondences.parquet",
         val_topk="results/match/round{round}/local_{method}/val_topk.parquet",
         test_topk="results/match/round{round}/local_{method}/test_topk.parquet",
         val="results/match/round{round}/local_{method}/val_predictions.parquet",
@@ -102,7 +104,7 @@ rule local_match:
         "results/benchmarks/local_match_round{round}_{method}.tsv"
     wildcard_constraints:
         round=r"\d+",
-        method="sift",
+        method="sift|aliked_lightglue|disk_lightglue",
     threads: 2
     resources:
         # Omniglot seed 0: 10,450 pairs in ~4 s on 2 threads; demo 19,850 pairs in 13 s, 0.42 GB.

@@ -77,11 +77,11 @@ def register(subparsers) -> None:
         subparsers,
         "local-features",
         "flukeline.match.local_features:run_local_features",
-        "local features (SIFT) of one split's aligned crops, cached for the local member",
+        "local features (SIFT, ALIKED or DISK) of one split's aligned crops, cached for the local member",
     )
     add_required(p, align_path="--align")
     p.add_argument("--split", required=True, choices=["train", "test"])
-    p.add_argument("--method", required=True, help="match.local.method (sift)")
+    p.add_argument("--method", required=True, help="match.local.method (sift, aliked_lightglue, disk_lightglue)")
     p.add_argument("--size", required=True, help="crop size name, WxH")
     add_params(p, help="match.local as JSON")
     p.add_argument("--out", required=True, help=".npz feature cache")

