@@ -16,6 +16,11 @@ collects every part's table found in <out>):
                U-Net encoder from ImageNet (offline) or from scratch, and the LCNet encoder
   search       bench/bench_search.py: 10k queries x 100k and 1M gallery, FAISS exact, HNSW, IVF,
                NumPy brute force, and the matmul ceiling measured in the same run
+  local        the local-feature matchers (bench/bench_local.py): the ensemble with match.local.method
+               none / sift / aliked_lightglue / disk_lightglue on the demo reference and on Omniglot
+               seed 0 (hard-linked copies; MAP@5, known top-1, new_whale F1, the fitted weight, pairs
+               and seconds), and each matcher alone on the manta photos (--local-shortlist,
+               --local-features)
   real         real photos (bench/real_data.py): the omniglot preset for split seeds 0 and 1
                (references without training, every member, the ensemble; validation and test
                MAP@5 and known-identity top-1), and the manta photos through gallery-new/identify
@@ -32,16 +37,16 @@ import sys
 import time
 from pathlib import Path
 
-from bench import real_data, suite
+from bench import bench_local, real_data, suite
 from bench.common import REPO, environment, write_part
 
-PARTS = ["speed", "incremental", "accuracy", "detector", "search", "real"]
+PARTS = ["speed", "incremental", "accuracy", "detector", "search", "real", "local"]
 
 
 def summary(out: Path, command: str) -> str:
     """summary.md: every part's table found in `out`, with the machine and the command."""
     sections = []
-    for part in ["real", "accuracy", "detector", "speed", "incremental", "search"]:
+    for part in ["real", "local", "accuracy", "detector", "speed", "incremental", "search"]:
         if (out / f"{part}.json").exists() and (out / f"{part}.md").exists():
             meta = json.loads((out / f"{part}.json").read_text())
             when = meta.get("environment", {}).get("date") or ""
@@ -92,6 +97,13 @@ def main(argv=None) -> int:
         help="speed: also time README's command with this --cores from an empty folder (0: skip; skipped with --quick)",
     )
     parser.add_argument(
+        "--local-shortlist",
+        type=int,
+        default=10,
+        help="local: gallery images matched per query for every method (LightGlue ~0.1 s per pair on 2 CPU cores)",
+    )
+    parser.add_argument("--local-features", type=int, default=256, help="local: keypoints per crop for every method")
+    parser.add_argument(
         "--config",
         type=Path,
         default=REPO / "config.yaml",
@@ -117,13 +129,17 @@ def main(argv=None) -> int:
         args.config.resolve(),
         readme_cores=0 if args.quick else args.readme_cores,
     )
+    # --quick: the local part's rows on the tiny run with two pairs per query (numbers meaningless).
+    reference.local_shortlist = 2 if args.quick else args.local_shortlist
+    reference.local_features = args.local_features
     for part in [p for p in PARTS if p in parts]:
         started = time.perf_counter()
         print(f"== {part}", flush=True)
         if part == "search":
             suite.search(out, args.quick, args.cores)  # bench_search writes search.json/.md itself
         else:
-            result, table = (real_data.real if part == "real" else getattr(suite, part))(reference)
+            runner = {"real": real_data.real, "local": bench_local.local}.get(part) or getattr(suite, part)
+            result, table = runner(reference)
             result["command"] = command
             write_part(out, part, result, table)
             print(table, flush=True)

@@ -1,6 +1,6 @@
 """The match-review page the tiny run builds, and the page driven end to end in headless Chromium
-(clicks, keys, CSV export). Its data assembly on synthetic tables is in tests/unit/test_review_data.py;
-the synthetic tables themselves are in tests/helpers_review.py."""
+(clicks, keys, CSV export, the keypoint-matches panel). Its data assembly on synthetic tables is in
+tests/unit/test_review_data.py; the synthetic tables themselves are in tests/helpers_review.py."""
 
 import base64
 import csv
@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers_review import _page_data, _synthetic_run, _vote_topk
+from helpers_review import (
+    Q1_WA_GALLERY_XY,
+    Q1_WA_QUERY_XY,
+    _correspondences,
+    _page_data,
+    _synthetic_run,
+    _tables,
+    _vote_topk,
+)
 from PIL import Image
 
 from flukeline.review.page import run
@@ -56,6 +64,10 @@ def test_tiny_run_page_has_every_test_image_with_its_submission_candidates(tiny_
         for c in q["candidates"]
         if c["reference"]
         for kind in ("photo", "crop")
+    }
+    # With the local member on, the gallery images its keypoint matches were found on: their crops.
+    wanted |= {
+        f"train/{c['matches']['gallery']}/crop" for q in data["queries"] for c in q["candidates"] if "matches" in c
     }
     assert set(data["images"]) == wanted
     # Each query carries its decision class and probabilities from results/decisions.csv.
@@ -193,4 +205,111 @@ def test_vote_page_labels_its_scores_as_vote_shares(tmp_path, chromium):
     assert page.inner_text('#sort option[value="top-asc"]') == "top vote share, lowest first"
     assert "each member placed it by its own threshold" in page.text_content("#threshold-help")
     assert errors == []
+    context.close()
+
+
+# The panel's geometry as displayed: the two crops' boxes, the SVG's and its lines' endpoints (page px).
+PANEL_GEOMETRY = """() => {
+  const box = (selector) => { const r = document.querySelector(selector).getBoundingClientRect();
+    return { left: r.left, top: r.top, width: r.width, height: r.height }; };
+  const svg = box("#match-lines");
+  const lines = [...document.querySelectorAll("#match-lines line")].map((l) =>
+    ["x1", "y1", "x2", "y2"].map((a) => Number(l.getAttribute(a)) + (a[0] === "x" ? svg.left : svg.top)));
+  return { query: box("#match-query"), gallery: box("#match-gallery"), lines };
+}"""
+
+
+def _panel(page, image: str, k: int) -> dict:
+    """The open panel of `image`'s candidate k once drawn (both crops decoded, lines placed)."""
+    page.wait_for_selector(f'#matches-overlay[data-image="{image}"][data-k="{k}"][data-ready="true"]', timeout=5_000)
+    loaded = "img => img.complete && img.naturalWidth > 0"
+    assert page.eval_on_selector("#match-query", loaded) and page.eval_on_selector("#match-gallery", loaded)
+    return page.evaluate(PANEL_GEOMETRY)
+
+
+def _inside(x: float, y: float, box: dict, slack: float = 0.5) -> bool:
+    return (
+        box["left"] - slack <= x <= box["left"] + box["width"] + slack
+        and box["top"] - slack <= y <= box["top"] + box["height"] + slack
+    )
+
+
+def test_keypoint_matches_panel_draws_one_line_per_correspondence(tmp_path, chromium):
+    paths = _synthetic_run(tmp_path, _tables()[3], {"threshold": 0.9, "score": "similarity"}, _correspondences())
+    run(**paths)
+    data = _page_data(paths["out"])
+    context = chromium.new_context(viewport={"width": 1300, "height": 900})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(paths["out"].as_uri())
+    q1, q2 = 'li.query[data-image="q1.jpg"]', 'li.query[data-image="q2.jpg"]'
+    # Controls only on candidates with a row: q1's w_a (23 inliers) and w_b (0), q2's w_b; not on
+    # new_whale, nor on q2's w_a (no row).
+    assert page.locator("button.matches").count() == 3
+    assert page.inner_text(f'{q1} .card[data-k="1"] button.matches') == "matches (23)"
+    assert page.inner_text(f'{q1} .card[data-k="3"] button.matches') == "matches (0)"
+    assert page.locator(f'{q1} .card[data-k="2"] button.matches').count() == 0
+    assert page.locator(f'{q2} .card[data-k="3"] button.matches').count() == 0
+    assert page.is_hidden("#matches-overlay")
+    assert "m the keypoint matches (sift)" in page.text_content("#matches-help")
+
+    # A click: the query's crop and the matched gallery image's (t1.jpg, not w_a's reference t2.jpg).
+    page.click(f'{q1} .card[data-k="1"] button.matches')
+    geometry = _panel(page, "q1.jpg", 1)
+    assert page.get_attribute("#match-query", "src") == data["images"]["test/q1.jpg/crop"]
+    assert page.get_attribute("#match-gallery", "src") == data["images"]["train/t1.jpg/crop"]
+    assert page.inner_text("#matches-caption") == "23 inliers (sift) · P(same) 0.930 · gallery image t1.jpg · 7 drawn"
+    query, gallery = geometry["query"], geometry["gallery"]
+    assert query["width"] > 100 and gallery["width"] > 100 and gallery["left"] > query["left"] + query["width"]
+    assert len(geometry["lines"]) == len(Q1_WA_QUERY_XY) // 2
+    for i, (x1, y1, x2, y2) in enumerate(geometry["lines"]):
+        assert _inside(x1, y1, query) and _inside(x2, y2, gallery)
+        # The normalised coordinates scaled to the displayed boxes.
+        assert x1 == pytest.approx(query["left"] + Q1_WA_QUERY_XY[2 * i] * query["width"], abs=0.6)
+        assert y1 == pytest.approx(query["top"] + Q1_WA_QUERY_XY[2 * i + 1] * query["height"], abs=0.6)
+        assert x2 == pytest.approx(gallery["left"] + Q1_WA_GALLERY_XY[2 * i] * gallery["width"], abs=0.6)
+        assert y2 == pytest.approx(gallery["top"] + Q1_WA_GALLERY_XY[2 * i + 1] * gallery["height"], abs=0.6)
+    # The panel is modal: review keys wait; Escape closes it and review goes on as before.
+    page.keyboard.press("1")
+    assert page.get_attribute(q1, "data-decision") == ""
+    page.keyboard.press("Escape")
+    assert page.is_hidden("#matches-overlay")
+    assert _selected(page) == "q1.jpg"
+    page.keyboard.press("1")
+    assert page.get_attribute(q1, "data-decision") == "match"
+    page.keyboard.press("0")
+
+    # The key: m opens the selected query's first candidate with matches, m again the next one.
+    page.click(f"{q2} h2")
+    page.keyboard.press("m")
+    geometry = _panel(page, "q2.jpg", 2)
+    assert len(geometry["lines"]) == 2
+    assert page.inner_text("#matches-caption") == "2 inliers (sift) · P(same) 0.400 · gallery image t3.jpg"
+    page.keyboard.press("Escape")
+    assert page.is_hidden("#matches-overlay")
+    page.keyboard.press("j")
+    assert _selected(page) == "q1.jpg"
+    page.keyboard.press("m")
+    assert len(_panel(page, "q1.jpg", 1)["lines"]) == 7
+    page.keyboard.press("m")
+    assert len(_panel(page, "q1.jpg", 3)["lines"]) == 0
+    assert page.inner_text("#matches-caption").startswith("0 inliers (sift) · P(same) 0.020 · gallery image t3.jpg")
+    # The close button closes it too.
+    page.click("#matches-close")
+    assert page.is_hidden("#matches-overlay")
+    assert errors == []
+    context.close()
+
+
+def test_page_without_correspondences_has_no_matches_controls(tmp_path, chromium):
+    paths = _synthetic_run(tmp_path, _tables()[3], {"threshold": 0.9, "score": "similarity"})
+    run(**paths)
+    context = chromium.new_context()
+    page = context.new_page()
+    page.goto(paths["out"].as_uri())
+    assert page.locator("li.query").count() == 2 and page.locator("button.matches").count() == 0
+    assert page.text_content("#matches-help") == ""
+    page.keyboard.press("m")
+    assert page.is_hidden("#matches-overlay")
     context.close()

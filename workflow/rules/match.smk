@@ -176,9 +176,18 @@ rule submission:
         " --out {output:q} > {log:q} 2>&1"
 
 
-SCORED = [(f"{m}@round{r}", f"results/match/round{r}/{m}") for r in ROUNDS for m in MEMBERS] + [
-    (f"ensemble@round{r}", f"results/match/round{r}/ensemble") for r in ROUNDS
-]
+# Scored in metrics.json: every member, the local-feature member when on (workflow/rules/local.smk
+# writes its folder like a member's), and the ensemble of each round.
+_LOCAL_METHOD = config["match"]["local"]["method"]
+SCORED = (
+    [(f"{m}@round{r}", f"results/match/round{r}/{m}") for r in ROUNDS for m in MEMBERS]
+    + (
+        [(f"local_{_LOCAL_METHOD}@round{r}", f"results/match/round{r}/local_{_LOCAL_METHOD}") for r in ROUNDS]
+        if _LOCAL_METHOD != "none"
+        else []
+    )
+    + [(f"ensemble@round{r}", f"results/match/round{r}/ensemble") for r in ROUNDS]
+)
 
 
 def evaluate_input(wildcards):

@@ -35,6 +35,14 @@ def register(subparsers) -> None:
         default=None,
         help="the decide rule's decisions.csv: decision classes and probabilities, review photos first",
     )
+    add_option(
+        p,
+        "--correspondences",
+        "correspondences_path",
+        default=None,
+        help="the local-feature member's correspondences.parquet (final round): each candidate's inlier keypoints,"
+        " drawn as lines between the query's and the matched gallery image's crops",
+    )
     p.add_argument("--out", required=True, help="index.html to write")
     p.add_argument("--thumb", type=int, default=160, help="thumbnail size: longer side in pixels")
     p.add_argument(

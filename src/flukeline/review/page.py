@@ -7,7 +7,13 @@ template review_page.html beside it.
 The page needs no server and no network: thumbnails are base64 JPEG data URIs, the data is one
 JSON blob and the script and styles are inline. The scores are the final ensemble's own, read
 from its test_topk.parquet: the weighted mean similarity of an `average` ensemble, or the vote
-share of a `vote` one (summary.json "score" says which; the page labels them so)."""
+share of a `vote` one (summary.json "score" says which; the page labels them so).
+
+With the local-feature member's correspondences.parquet (`--correspondences`), a candidate whose
+identity the local matcher scored carries its best-matched gallery image, inliers, calibrated
+P(same individual) and the inlier keypoints, which the page draws as lines between the query's
+crop and that gallery image's crop (a thumbnail added for it: often not the identity's
+representative image)."""
 
 from __future__ import annotations
 
@@ -35,6 +41,14 @@ DATA_MARKER = "/*__REVIEW_DATA__*/"
 
 # The kinds of score an ensemble's top-k table holds (its summary.json "score").
 SCORES = ("similarity", "votes")
+
+# The local matcher's correspondences table (one row per test query and gallery identity).
+CORRESPONDENCE_COLUMNS = "query gallery gallery_id method inliers probability query_xy gallery_xy".split()
+# How far outside [0, 1] a normalised keypoint coordinate may be (rounding at the crop's border)
+# before the table is rejected; values within it are clipped.
+XY_TOLERANCE = 1e-3
+# Decimals of the coordinates in the page: 1/1000 of a crop is below a displayed pixel.
+XY_DECIMALS = 3
 
 
 def _require_columns(table: pd.DataFrame, columns: list[str], name: str) -> None:
@@ -137,8 +151,129 @@ def assemble_review(
         "threshold": float(threshold),
         "near_threshold": float(near_threshold),
         "min_margin": float(min_margin),
+        # The local matchers whose correspondences the candidates carry (attach_correspondences).
+        "correspondences": [],
         "queries": queries,
     }
+
+
+def _point_list(value) -> np.ndarray:
+    """One cell of a flattened x0,y0,x1,y1,... column as float64 (a null cell: no points)."""
+    if value is None or (np.ndim(value) == 0 and pd.isna(value)):
+        return np.zeros(0)
+    return np.asarray(value, dtype=np.float64).ravel()
+
+
+def _rows_named(table: pd.DataFrame, bad: np.ndarray) -> str:
+    first = table[bad].iloc[0]
+    return f"{int(bad.sum())} row(s), e.g. query {first['query']} gallery {first['gallery']}"
+
+
+def validate_correspondences(table: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The local matcher's correspondences table checked (columns, one row per query and gallery
+    identity, inliers, probability in [0, 1], query_xy / gallery_xy of equal even lengths with
+    coordinates in [0, 1] within XY_TOLERANCE); returned with the coordinates as float64 arrays
+    clipped to [0, 1]. Problems raise InputError naming `name` (the file)."""
+    _require_columns(table, CORRESPONDENCE_COLUMNS, name)
+    table = table[CORRESPONDENCE_COLUMNS].reset_index(drop=True)
+    for column in ("query", "gallery", "gallery_id", "method"):
+        if table[column].isna().any():
+            raise InputError(f"{name}: {column} is empty in {_rows_named(table, table[column].isna().to_numpy())}")
+        table[column] = table[column].astype(str)
+    duplicated = table.duplicated(["query", "gallery_id"], keep=False).to_numpy()
+    if duplicated.any():
+        raise InputError(f"{name}: more than one row per query and gallery_id: {_rows_named(table, duplicated)}")
+    inliers = pd.to_numeric(table["inliers"], errors="coerce")
+    bad = (inliers.isna() | (inliers < 0) | (inliers != inliers.round())).to_numpy()
+    if bad.any():
+        raise InputError(f"{name}: inliers not a non-negative whole number in {_rows_named(table, bad)}")
+    table["inliers"] = inliers.astype(np.int64)
+    probability = pd.to_numeric(table["probability"], errors="coerce")
+    bad = ((probability < 0) | (probability > 1)).to_numpy()
+    if bad.any():
+        raise InputError(f"{name}: probability outside [0, 1] in {_rows_named(table, bad)}")
+    table["probability"] = probability
+    points = {}
+    for column in ("query_xy", "gallery_xy"):
+        try:
+            points[column] = [_point_list(value) for value in table[column]]
+        except (TypeError, ValueError) as error:
+            raise InputError(f"{name}: {column} is not a list of numbers ({error})") from error
+    lengths = {column: np.array([len(v) for v in values], dtype=np.int64) for column, values in points.items()}
+    for column, length in lengths.items():
+        bad = length % 2 == 1
+        if bad.any():
+            raise InputError(
+                f"{name}: {column} has an odd number of values (flattened x0,y0,x1,y1,...) in {_rows_named(table, bad)}"
+            )
+    bad = lengths["query_xy"] != lengths["gallery_xy"]
+    if bad.any():
+        raise InputError(f"{name}: query_xy and gallery_xy differ in length in {_rows_named(table, bad)}")
+    for column, values in points.items():
+        bad = np.array(
+            [bool(len(v)) and not ((v >= -XY_TOLERANCE) & (v <= 1 + XY_TOLERANCE)).all() for v in values], dtype=bool
+        )
+        if bad.any():
+            raise InputError(
+                f"{name}: {column} has values outside [0, 1] (coordinates normalised by the crop's width and height)"
+                f" in {_rows_named(table, bad)}"
+            )
+        table[column] = [np.clip(v, 0.0, 1.0) for v in values]
+    return table
+
+
+def attach_correspondences(data: dict, table: pd.DataFrame, train: pd.DataFrame, name: str) -> dict:
+    """Give each candidate identity of `data` (assemble_review's) that has a row in the validated
+    correspondences `table` its "matches": the gallery image, inliers, probability, method and the
+    two point lists (rounded to XY_DECIMALS). Rows of images that are no test query of the page, or
+    of identities that are not among that query's candidates, are ignored (counted). Returns the
+    counts; data["correspondences"] lists the methods attached."""
+    candidates = {
+        (query["image"], candidate["id"]): candidate
+        for query in data["queries"]
+        for candidate in query["candidates"]
+        if not candidate["new"]
+    }
+    queries = {query["image"] for query in data["queries"]}
+    identity_of = train.set_index("image")["id"]
+    attached, not_a_query, not_a_candidate, methods = 0, 0, 0, set()
+    for row in table.itertuples(index=False):
+        candidate = candidates.get((row.query, row.gallery_id))
+        if candidate is None:
+            if row.query in queries:
+                not_a_candidate += 1
+            else:
+                not_a_query += 1
+            continue
+        if row.gallery not in identity_of.index:
+            raise InputError(f"{name}: gallery image {row.gallery} (query {row.query}) is not in the train table")
+        if str(identity_of[row.gallery]) != row.gallery_id:
+            raise InputError(
+                f"{name}: gallery image {row.gallery} is {identity_of[row.gallery]} in the train table,"
+                f" not gallery_id {row.gallery_id}"
+            )
+        candidate["matches"] = {
+            "gallery": row.gallery,
+            "inliers": int(row.inliers),
+            "probability": None if pd.isna(row.probability) else round(float(row.probability), 4),
+            "method": row.method,
+            "query_xy": np.round(row.query_xy, XY_DECIMALS).tolist(),
+            "gallery_xy": np.round(row.gallery_xy, XY_DECIMALS).tolist(),
+        }
+        attached += 1
+        methods.add(row.method)
+    data["correspondences"] = sorted(methods)
+    counts = {"attached": attached, "not_a_query": not_a_query, "not_a_candidate": not_a_candidate}
+    if not_a_query or not_a_candidate:
+        log.info(
+            "%s: ignored %d row(s) of images that are no test query and %d of identities that are not"
+            " among the query's candidates",
+            name,
+            not_a_query,
+            not_a_candidate,
+        )
+    log.info("%s: keypoint matches for %d candidate(s) (%s)", name, attached, ", ".join(sorted(methods)) or "none")
+    return counts
 
 
 def _probability(value) -> float | None:
@@ -179,6 +314,7 @@ def run(
     *,
     out,
     decisions_path=None,
+    correspondences_path=None,
     thumb=160,
     near_threshold=0.02,
     min_margin=0.01,
@@ -186,7 +322,9 @@ def run(
 ) -> dict:
     """Build results/review/index.html from a finished run (topk_path: the final ensemble's
     test_topk.parquet, beside summary_path; decisions_path: the decide rule's decisions.csv, or
-    None for a page without decision classes); returns a short summary."""
+    None for a page without decision classes; correspondences_path: the final round's local
+    member's correspondences.parquet, or None for a page without keypoint matches); returns a short
+    summary."""
     train = pd.read_parquet(train_path)
     test = pd.read_parquet(test_path)
     align = pd.read_parquet(align_path)
@@ -207,6 +345,10 @@ def run(
         score=summary["score"],
         decisions=decisions,
     )
+    matched = None
+    if correspondences_path is not None:
+        table = validate_correspondences(pd.read_parquet(correspondences_path), str(correspondences_path))
+        matched = attach_correspondences(data, table, train, str(correspondences_path))
 
     _require_columns(align, ["image", "split", "crop_path"], str(align_path))
     crop_of = align.set_index(["split", "image"])["crop_path"]
@@ -214,12 +356,17 @@ def run(
     photo_of.update({("train", i): p for i, p in zip(train["image"], train["path"])})
     wanted = [("test", q["image"]) for q in data["queries"]]
     wanted += sorted({("train", c["reference"]) for q in data["queries"] for c in q["candidates"] if c["reference"]})
+    # The gallery images the keypoint matches were found on: their crops only (the panel's).
+    matched_crops = sorted(
+        {("train", c["matches"]["gallery"]) for q in data["queries"] for c in q["candidates"] if "matches" in c}
+    )
     jobs = {}
-    for split, image in wanted:
+    for split, image in wanted + matched_crops:
         if (split, image) not in crop_of.index:
             raise InputError(f"{align_path}: no aligned crop for {split} image {image}")
-        jobs[f"{split}/{image}/photo"] = (photo_of[(split, image)], thumb)
         jobs[f"{split}/{image}/crop"] = (crop_of[(split, image)], thumb)
+    for split, image in wanted:
+        jobs[f"{split}/{image}/photo"] = (photo_of[(split, image)], thumb)
     uris = dict(zip(jobs, parallel_map(lambda job: thumbnail_data_uri(*job), jobs.values(), threads)))
     data["images"] = uris
     # Decisions are stored in the browser per run: a new set of predictions starts afresh.
@@ -238,6 +385,7 @@ def run(
         "decisions": {c: sum(q.get("decision") == c for q in data["queries"]) for c in ("match", "new", "review")}
         if data["decisions"]
         else None,
+        "correspondences": matched,
     }
     log.info("review page %s: %s", out, json.dumps(info))
     return info
