@@ -11,6 +11,8 @@ LOCAL_FEATURES = f"results/match/local/{LOCAL_METHOD}_{LOCAL_SIZE}"
 # What each step consumes: the extraction only the keypoint budget (method and size are in the path).
 LOCAL_FEATURE_KEYS = ("features",)
 LOCAL_MATCH_KEYS = ("shortlist", "ratio", "ransac_threshold")
+# The learned matchers load torch and their networks: ~1.2 GB resident (demo, ALIKED + LightGlue).
+LOCAL_TORCH = LOCAL_METHOD not in ("none", "sift")
 
 
 def local_members(round_):
@@ -60,7 +62,7 @@ rule local_features:
         split="train|test",
     threads: 2
     resources:
-        mem_mb=by_attempt(1000),  # demo 256x128: 1,500 train crops in 9 s, 0.2 GB
+        mem_mb=by_attempt(2500 if LOCAL_TORCH else 1000),  # demo 256x128 SIFT: 1,500 train crops in 9 s, 0.2 GB
         runtime=by_attempt(30),
     params:
         local=params_json({k: LOCAL[k] for k in LOCAL_FEATURE_KEYS}),
@@ -109,8 +111,9 @@ rule local_match:
     resources:
         # Omniglot seed 0: 10,450 pairs in ~4 s on 2 threads; demo 19,850 pairs in 13 s, 0.42 GB.
         # Photos at 512 px with 1,000 keypoints: ~30 ms per pair, i.e. ~25 min per 100k pairs.
-        mem_mb=by_attempt(2000),
-        runtime=by_attempt(120),
+        mem_mb=by_attempt(3000 if LOCAL_TORCH else 2000),
+        # LightGlue: ~0.1 s per pair on 2 CPU cores (demo, 7,940 pairs: ~15 min).
+        runtime=by_attempt(240 if LOCAL_TORCH else 120),
     params:
         match=local_params(),
         members=lambda w: " ".join(shlex.quote(d) for d, _ in ensemble_members(int(w.round))),

