@@ -3,8 +3,10 @@ precision/recall/F1, overall and per fold) of the all-new_whale baseline and of 
 ensemble, and, where the run knows the test identities (the demo, Omniglot), the submission and
 every method scored against them.
 
-This is the only module that reads a test-truth file (tests/workflow/test_truth_isolation.py
-checks it).
+It and evaluate/decision_scores.py (the `decision_scores` rule, outside `rule all`) are the only
+modules that score against a test-truth file: tests/unit/test_truth_sources.py checks that no
+training or matching module names it, and tests/workflow/test_truth_isolation.py that `rule all`
+plans no job but `evaluate` (and the generator) that touches it.
 """
 
 from __future__ import annotations
