@@ -30,3 +30,21 @@ def test_missing_prediction_is_an_error(tmp_path):
     predictions = pd.DataFrame({"image": ["q1.jpg"], "predicted": ["a b c d e"]})
     with pytest.raises(ValueError, match=r"no prediction for 1 test images, e.g. \['q2.jpg'\]"):
         write_submission(test, predictions, tmp_path / "s.csv")
+
+
+def test_original_id_lists_expands_one_predictions_table_by_photo_count():
+    """The submission's expansion on its own (the evaluate rule scores every method through it):
+    no embeddings, so a merged id's original ids come by training photo count; a synthetic id is
+    new_whale; repeats drop and the train table's most frequent original ids fill."""
+    from flukeline.data.id_groups import OriginalIds
+    from flukeline.evaluate.submission import active_id_groups, original_id_lists
+
+    groups = OriginalIds(merged={"ab": [("w_b", 4), ("w_a", 1)]}, new_whale={"nw~1"})
+    train = pd.DataFrame(
+        {"image": ["t1", "t2", "t3"], "id": ["ab", "c", "nw~1"], "original_id": ["w_b", "c", "new_whale"]}
+    )
+    rows = pd.Series({"q1": "c ab d e f", "q2": "nw~1 new_whale c d e"})
+    lists = original_id_lists(rows, 5, groups, train=train)
+    assert lists.to_dict() == {"q1": "c w_b w_a d e", "q2": "new_whale c d e w_b"}
+    assert active_id_groups(groups) is groups
+    assert active_id_groups(OriginalIds({}, set())) is None and active_id_groups(None) is None

@@ -196,6 +196,9 @@ def evaluate_input(wildcards):
         "methods": [f"{d}/{s}_predictions.parquet" for _, d in SCORED for s in ("val", "test")],
         "baselines": [f"results/baseline/{b}/{s}_predictions.parquet" for b in BASELINES for s in ("val", "test")],
         "submission": "results/submission.csv",
+        # Test predictions are scored in the user's ids, expanded as the submission expands them.
+        "id_groups": "results/data/id_groups.csv",
+        "train": "results/data/train.parquet",
     }
     if TEST_TRUTH:
         inputs["truth"] = TEST_TRUTH
@@ -229,7 +232,7 @@ rule evaluate:
     shell:
         "{FLUKELINE} evaluate --baseline {input.baseline:q} {params.methods} {params.baselines}"
         " --submission-method {params.submission_method} --submission {input.submission:q} {params.truth}"
-        " --out {output:q} > {log:q} 2>&1"
+        " --id-groups {input.id_groups:q} --train {input.train:q} --out {output:q} > {log:q} 2>&1"
 
 
 # The report's metrics table (`snakemake --report`): metrics.json with each method's threshold.

@@ -180,6 +180,14 @@ def _register_workflow_commands(subparsers) -> None:
     )
     add_option(p, "--submission", "submission_path", required=True)
     add_option(p, "--test-truth", "test_truth_path", default=None)
+    add_option(
+        p,
+        "--id-groups",
+        "id_groups_path",
+        default=None,
+        help="id_groups.csv of ingest: test predictions are scored after expansion into original ids",
+    )
+    add_option(p, "--train", "train_path", default=None, help="train.parquet (fills lists expansion shortened)")
     p.add_argument("--out", required=True)
 
     p = add_command(

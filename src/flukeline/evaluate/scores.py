@@ -1,7 +1,11 @@
 """results/metrics.json (the `evaluate` rule): cross-validated scores (MAP@5, top-1, new_whale
 precision/recall/F1, overall and per fold) of the all-new_whale baseline and of every member and
 ensemble, and, where the run knows the test identities (the demo, Omniglot), the submission and
-every method scored against them.
+every method scored against them. The test truth names the user's ids, the methods rank training
+ids: with data.group_duplicate_ids / group_new_whale_duplicates (a non-empty id_groups.csv) each
+method's test predictions are first expanded into original ids as the submission expands them
+(flukeline.evaluate.submission.original_id_lists, a merged id's ids by training photo count).
+Validation scores need no expansion: their truth is in training ids too (core.folds.validation_truth).
 
 It and evaluate/decision_scores.py (the `decision_scores` rule, outside `rule all`) are the only
 modules that score against a test-truth file: tests/unit/test_truth_sources.py checks that no
@@ -17,6 +21,8 @@ import pandas as pd
 
 from flukeline.core.errors import InputError
 from flukeline.core.metrics import NEW_WHALE, summarise
+from flukeline.data.id_groups import OriginalIds, read_id_groups
+from flukeline.evaluate.submission import active_id_groups, original_id_lists
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,23 @@ def score_submission(submission: pd.DataFrame, truth: pd.DataFrame) -> dict:
     return summarise(merged["Id_truth"].tolist(), _split_ids(merged["Id_predicted"]))
 
 
+TEST_K = 5  # ids per test list after expansion: the submission's (MAP@5)
+
+
+def score_test_predictions(
+    test: pd.DataFrame, truth: pd.DataFrame, id_groups: OriginalIds | None = None, train: pd.DataFrame | None = None
+) -> dict:
+    """A method's test predictions (image, predicted: training ids) against the test truth (Image,
+    Id: the user's ids). id_groups (read_id_groups): the lists are expanded into original ids first,
+    five long, as in the submission (train: the most frequent ids that fill a shortened list);
+    without id groups (None or an empty table) the predictions are scored as they are."""
+    mapping = active_id_groups(id_groups)
+    if mapping is None:
+        return score_submission(pd.DataFrame({"Image": test["image"], "Id": test["predicted"]}), truth)
+    lists = original_id_lists(test.set_index("image")["predicted"], TEST_K, mapping, train=train)
+    return score_submission(pd.DataFrame({"Image": lists.index, "Id": lists.to_numpy()}), truth)
+
+
 def evaluate(
     baseline_predictions,
     methods,
@@ -49,11 +72,15 @@ def evaluate(
     test_truth_path=None,
     baselines=(),
     submission_method: str | None = None,
+    id_groups_path=None,
+    train_path=None,
 ) -> dict:
     """methods: (name, validation predictions, test predictions) of every member and ensemble;
     baselines: the same for the references without training (raw-pixel and zero-shot 1-NN), scored
     on the same images; submission_method: the method the submission is, which is warned about
-    (metrics["warnings"], the log) when it does not beat the best baseline on validation."""
+    (metrics["warnings"], the log) when it does not beat the best baseline on validation.
+    id_groups_path, train_path: ingest's id_groups.csv and train.parquet; with id groups, the test
+    predictions are scored in original ids (score_test_predictions)."""
     baseline = pd.read_parquet(baseline_predictions)
     metrics = {
         "cv": {
@@ -73,6 +100,7 @@ def evaluate(
             "methods": {},
             "baselines": {},
         }
+    id_groups, train = _id_groups(id_groups_path, train_path) if truth is not None else (None, None)
     for group, entries in (("methods", methods), ("baselines", baselines)):
         for name, val_path, test_path in entries:
             predictions = pd.read_parquet(val_path)
@@ -84,14 +112,29 @@ def evaluate(
             )
             log.info("%s: CV MAP@5 %.4f", name, entry["map5"])
             if truth is not None:
-                test = pd.read_parquet(test_path)
-                scored = score_submission(pd.DataFrame({"Image": test["image"], "Id": test["predicted"]}), truth)
-                metrics["test"][group][name] = scored
+                metrics["test"][group][name] = score_test_predictions(
+                    pd.read_parquet(test_path), truth, id_groups, train
+                )
     if submission_method is not None:
         metrics["warnings"] = baseline_warnings(metrics, submission_method)
         for warning in metrics["warnings"]:
             log.warning("%s", warning)
     return metrics
+
+
+def _id_groups(id_groups_path, train_path) -> tuple[OriginalIds | None, pd.DataFrame | None]:
+    """The id groups that map any training id (else None) and, with them, the train table."""
+    id_groups = active_id_groups(read_id_groups(id_groups_path)) if id_groups_path else None
+    if id_groups is None:
+        return None, None
+    if train_path is None:
+        raise InputError("scoring the test predictions in original ids needs the train table (--train)")
+    log.info(
+        "id groups: %d merged and %d new_whale training ids; the test predictions are scored in original ids",
+        len(id_groups.merged),
+        len(id_groups.new_whale),
+    )
+    return id_groups, pd.read_parquet(train_path)
 
 
 # What to try when training did not beat a reference without training (README: Your own data).

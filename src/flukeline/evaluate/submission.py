@@ -15,7 +15,8 @@ the original ids' training photo counts. The list is cut to five; when expansion
 synthetic id becoming a new_whale already listed), the ensemble's further candidates fill it, then
 the most frequent original ids. With match.use_leaks, a test photo that ingest found to duplicate
 training photos (duplicates.csv) gets those photos' original ids first (known ids by photo count,
-then new_whale).
+then new_whale). The evaluate rule scores every method's test predictions after the same expansion
+(original_id_lists; photo counts order a merged id's original ids there).
 """
 
 from __future__ import annotations
@@ -112,11 +113,9 @@ def write_submission(
     short = [img for img, p in rows.items() if len(p.split()) != k]
     if short:
         raise ValueError(f"{len(short)} predictions do not have {k} ids, e.g. {short[:3]}")
-    mapping = id_groups if id_groups is not None and (id_groups.merged or id_groups.new_whale) else None
+    mapping = active_id_groups(id_groups)
     if mapping is not None or leaks:
-        rows = pd.Series(
-            _speak_original_ids(rows, k, mapping, leaks or {}, candidates, evidence, train), index=rows.index
-        )
+        rows = original_id_lists(rows, k, mapping, leaks=leaks, candidates=candidates, evidence=evidence, train=train)
     table = pd.DataFrame({"Image": test["image"].to_numpy(), "Id": rows.to_numpy()})
     skipped = (
         []
@@ -150,16 +149,29 @@ def _original_column(train: pd.DataFrame) -> str:
     return "original_id" if "original_id" in train.columns else "id"
 
 
-def _speak_original_ids(
+def active_id_groups(id_groups: OriginalIds | None) -> OriginalIds | None:
+    """id_groups when it maps any training id (a merged or synthetic new_whale one), else None: with
+    both data.group_* switches off id_groups.csv is empty and the training ids are the user's."""
+    return id_groups if id_groups is not None and (id_groups.merged or id_groups.new_whale) else None
+
+
+def original_id_lists(
     rows: pd.Series,
     k: int,
     mapping: OriginalIds | None,
-    leaks: dict[str, list[str]],
-    candidates: pd.DataFrame | None,
-    evidence: pd.DataFrame | None,
-    train: pd.DataFrame | None,
-) -> list[str]:
-    """Each image's k training ids -> k original ids (leaks first, expansion, fill)."""
+    *,
+    leaks: dict[str, list[str]] | None = None,
+    candidates: pd.DataFrame | None = None,
+    evidence: pd.DataFrame | None = None,
+    train: pd.DataFrame | None = None,
+) -> pd.Series:
+    """Each image's ranked training ids (rows: image -> space-separated ids) -> k original ids, as
+    the submission lists them: leaks first, each training id expanded (a merged one's original ids by
+    the photo's evidence, else by their training photo counts; a synthetic id to new_whale), repeats
+    dropped, cut to k; a list expansion shortened is filled from the candidates, then the most
+    frequent original ids of `train`. The evaluate rule scores every method's test predictions
+    through it (flukeline.evaluate.scores), without leaks, candidates or evidence."""
+    leaks = leaks or {}
     more: dict[str, list[str]] = {}
     if candidates is not None:
         ordered = candidates.sort_values(["image", "rank"], kind="stable")
@@ -200,7 +212,7 @@ def _speak_original_ids(
         log.info("match.use_leaks: %d test image(s) list the ids of the training photos they duplicate first", n_leaks)
     if n_filled:
         log.info("%d test image(s) had fewer than %d ids after expansion and were filled", n_filled, k)
-    return lists
+    return pd.Series(lists, index=rows.index)
 
 
 def read_duplicates(path) -> pd.DataFrame:
