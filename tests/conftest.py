@@ -8,6 +8,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "workflow" / "presets" / "tiny.yaml"
+# Debian's Chromium, which the pages' browser tests drive through Playwright (never Playwright's
+# own browser download).
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def snakemake(workdir, *args, configfiles=(TINY,), check=True, timeout=900):
@@ -33,6 +36,19 @@ def tiny_run(tmp_path_factory):
     workdir = Path(reuse) if reuse else tmp_path_factory.mktemp("tiny_run")
     result = snakemake(workdir, "--cores", "2")
     return workdir, result
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless Chromium for the pages' browser tests (review, annotate); skips without it."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent: tools/setup.sh installs it only when run as root with apt-get")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture

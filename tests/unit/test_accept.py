@@ -195,6 +195,18 @@ def test_accept_command_reports_a_refusal_in_one_message(tmp_path, capsys):
     )
 
 
+def _ingest_next_batch(root, catalogue, out):
+    """The next batch's ingest of the Kaggle root into out/, the catalogue's first version as training rows."""
+    return ingest(
+        root,
+        out / "train.parquet",
+        out / "test.parquet",
+        out / "rejected.csv",
+        n_folds=2,
+        catalogue=catalogue / "catalogue-0001.csv",
+    )
+
+
 def test_the_next_ingest_trains_on_the_catalogue(tmp_path):
     root, train, test = _run(tmp_path, encounters=["day1", "day1", "", "", ""])
     catalogue = tmp_path / "catalogue"
@@ -211,14 +223,7 @@ def test_the_next_ingest_trains_on_the_catalogue(tmp_path):
         (root / "test" / image).unlink()
     (root / "sample_submission.csv").unlink()
     out = tmp_path / "next"
-    ingest(
-        root,
-        out / "train.parquet",
-        out / "test.parquet",
-        out / "rejected.csv",
-        n_folds=2,
-        catalogue=catalogue / "catalogue-0001.csv",
-    )
+    _ingest_next_batch(root, catalogue, out)
     trained = pd.read_parquet(out / "train.parquet").set_index("image")
     assert trained.loc[["q0.png", "q1.png", "q2.png"], "id"].tolist() == ["flk_0004", "flk_0004", "w_b"]
     assert trained.loc["q0.png", "path"] == str((catalogue / "photos/q0.png").resolve())
@@ -232,14 +237,7 @@ def test_ingest_refuses_a_catalogue_photo_still_in_the_test_set_naming_its_line(
     accept(_export(tmp_path / "review.csv", [["q0.png", "match", "w_a"]]), test, train, catalogue)
     out = tmp_path / "next"
     with pytest.raises(InputError, match=r"catalogue-0001\.csv line 2: image 'q0\.png' is also listed in the test set"):
-        ingest(
-            root,
-            out / "train.parquet",
-            out / "test.parquet",
-            out / "rejected.csv",
-            n_folds=2,
-            catalogue=catalogue / "catalogue-0001.csv",
-        )
+        _ingest_next_batch(root, catalogue, out)
 
 
 def test_accepted_photos_become_gallery_sightings_that_identify_finds(tmp_path):

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers_annotated import NAMES, annotated_photos, fluke, tiny_detector
 from safetensors.torch import save_file
 
 import flukeline.core.training as detect_train
@@ -16,18 +17,7 @@ from flukeline.detect.predict import fuse_box, predict_all
 from flukeline.detect.train import detector_loss, train_detector
 from flukeline.detect.unet import build_detector
 
-NAMES = ["left_tip", "notch", "right_tip"]
-PARAMS = {
-    "encoder": "tu-lcnet_100",
-    "input_size": [64, 48],
-    "decoder_channels": [16, 16, 8, 8, 8],
-    "epochs": 2,
-    "batch_size": 4,
-    "lr": 0.003,
-    "heatmap_sigma": 2.0,
-    "holdout_fraction": 0.25,
-    "keypoints": NAMES,
-}
+PARAMS = tiny_detector()
 
 
 @pytest.mark.parametrize("width,height,gray", [(257, 171, False), (120, 300, True), (2528, 382, False), (5, 3, True)])
@@ -127,23 +117,9 @@ def test_loss_ignores_unannotated_channels():
 
 
 def _toy_dataset(tmp_path, n=8):
-    rows, kp_rows = [], []
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        w, h = int(rng.integers(80, 140)), int(rng.integers(50, 90))
-        image = np.full((h, w, 3), 40, np.uint8)
-        mask = np.zeros((h, w), np.uint8)
-        pts = np.array([[w * 0.2, h * 0.3], [w * 0.5, h * 0.5], [w * 0.8, h * 0.3]])
-        cv2.fillPoly(mask, [np.round(np.vstack([pts, [[w * 0.5, h * 0.8]]])).astype(np.int32)], 255)
-        image[mask > 0] = 220
-        name = f"img{i}.jpg"
-        cv2.imwrite(str(tmp_path / name), image)
-        cv2.imwrite(str(tmp_path / f"img{i}.png"), mask)
-        rows.append(
-            {"image": name, "path": str(tmp_path / name), "split": "train", "mask_path": str(tmp_path / f"img{i}.png")}
-        )
-        kp_rows += [{"image": name, "keypoint": k, "x": x, "y": y, "visible": 1} for k, (x, y) in zip(NAMES, pts)]
-    return pd.DataFrame(rows), pd.DataFrame(kp_rows)
+    """n fluke photos with masks and keypoints: (train, keypoints)."""
+    train, keypoints, _ = annotated_photos(tmp_path, n, shape=fluke, seed=0, prefix="img")
+    return train, keypoints
 
 
 def test_training_resumes_from_its_checkpoint_and_predicts_every_image(tmp_path, monkeypatch):

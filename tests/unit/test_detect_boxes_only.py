@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers_annotated import NAMES, annotated_photos, notched_block, tiny_detector
 
 from flukeline.align.settings import AlignSettings
 from flukeline.align.transforms import estimate_transforms
@@ -19,43 +20,14 @@ from flukeline.detect.predict import predict_all
 from flukeline.detect.train import detector_loss, train_detector
 from flukeline.detect.unet import WEIGHTS_KEY
 
-NAMES = ["left_tip", "notch", "right_tip"]
-PARAMS = {
-    "encoder": "tu-lcnet_100",
-    "input_size": [64, 48],
-    "decoder_channels": [16, 16, 8, 8, 8],
-    "epochs": 2,
-    "batch_size": 4,
-    "lr": 0.003,
-    "heatmap_sigma": 2.0,
-    "holdout_fraction": 0.25,
-    "keypoints": NAMES,
-}
+PARAMS = tiny_detector()
 NO_KEYPOINTS = pd.DataFrame({"image": [], "keypoint": [], "x": [], "y": [], "visible": []})
 
 
 def _photos(tmp_path, n=8, with_masks=False):
     """Bright rectangles-with-a-notch on a dark ground; boxes (exclusive ends) are their extent."""
-    rows, box_rows = [], []
-    rng = np.random.default_rng(1)
-    for i in range(n):
-        w, h = int(rng.integers(90, 140)), int(rng.integers(60, 90))
-        x0, y0 = int(rng.integers(5, w // 3)), int(rng.integers(5, h // 3))
-        x1, y1 = x0 + w // 2, y0 + h // 2
-        mask = np.zeros((h, w), np.uint8)
-        mask[y0:y1, x0:x1] = 255
-        mask[y0 : (y0 + y1) // 2, (x0 + x1) // 2 - 2 : (x0 + x1) // 2 + 2] = 0  # the notch
-        image = np.full((h, w, 3), 30, np.uint8)
-        image[mask > 0] = 210
-        name = f"p{i}.jpg"
-        cv2.imwrite(str(tmp_path / name), image)
-        mask_path = None
-        if with_masks:
-            mask_path = str(tmp_path / f"p{i}.png")
-            cv2.imwrite(mask_path, mask)
-        rows.append({"image": name, "path": str(tmp_path / name), "split": "train", "mask_path": mask_path})
-        box_rows.append({"image": name, "x0": float(x0), "y0": float(y0), "x1": float(x1), "y1": float(y1)})
-    return pd.DataFrame(rows), pd.DataFrame(box_rows)
+    train, _, boxes = annotated_photos(tmp_path, n, shape=notched_block, seed=1, prefix="p", masks=with_masks)
+    return train, boxes
 
 
 def test_box_region_fills_the_pixels_whose_centres_are_inside():

@@ -15,26 +15,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers_annotated import NAMES, tiny_detector
 
 from flukeline.annotate.page import run
 from flukeline.data.ingest import ingest
 from flukeline.detect.train import train_detector
 
-CHROMIUM = Path("/usr/bin/chromium")
-NAMES = ["left_tip", "notch", "right_tip"]
-# A detector that trains in seconds (tests/unit/test_detect.py), for one epoch on what was exported.
-PARAMS = {
-    "encoder": "tu-lcnet_100",
-    "encoder_weights": None,
-    "input_size": [64, 48],
-    "decoder_channels": [16, 16, 8, 8, 8],
-    "epochs": 1,
-    "batch_size": 4,
-    "lr": 0.003,
-    "heatmap_sigma": 2.0,
-    "holdout_fraction": 0.0,
-    "keypoints": NAMES,
-}
+# A detector that trains in seconds (tests/helpers_annotated.py), for one epoch on what was exported.
+PARAMS = tiny_detector(encoder_weights=None, epochs=1, holdout_fraction=0.0)
 TOLERANCE = 1.0  # original pixels between where the test clicked and what the CSV says
 
 
@@ -69,20 +57,6 @@ def demo(tmp_path_factory):
     )
     assert info["photos"] == 6
     return {"folder": folder, "root": root, "data": data, "page": page}
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    if not CHROMIUM.exists():
-        pytest.skip(
-            f"{CHROMIUM} is absent: tools/setup.sh installs Debian's chromium only when run as root with apt-get"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield browser
-        browser.close()
 
 
 def _page_data(path: Path) -> dict:

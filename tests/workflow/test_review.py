@@ -24,8 +24,6 @@ from PIL import Image
 
 from flukeline.review.page import run
 
-CHROMIUM = Path("/usr/bin/chromium")
-
 
 def _round(path: Path) -> int:
     return int(path.parent.parent.name.removeprefix("round"))
@@ -82,20 +80,6 @@ def test_tiny_run_page_has_every_test_image_with_its_submission_candidates(tiny_
         assert uri.startswith("data:image/jpeg;base64,")
         with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as thumb:
             assert thumb.format == "JPEG" and max(thumb.size) <= 160
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    if not CHROMIUM.exists():
-        pytest.skip(
-            f"{CHROMIUM} is absent: tools/setup.sh installs Debian's chromium only when run as root with apt-get"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield browser
-        browser.close()
 
 
 def _selected(page) -> str:

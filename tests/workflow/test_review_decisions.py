@@ -10,14 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from PIL import Image
 
 from flukeline.cli import main
 from flukeline.data.ingest import ingest
 from flukeline.review.page import run as review_page
 
-CHROMIUM = Path("/usr/bin/chromium")
 TRAIN = {"t1.png": "w_a", "t2.png": "w_a", "t3.png": "w_b", "t4.png": "w_c"}
 # Test photo -> (top identity, top similarity, margin): strong, weak and middling evidence.
 TEST = {
@@ -27,18 +25,6 @@ TEST = {
     "q3.png": ("w_c", 0.58, 0.02),
     "q4.png": ("w_a", 0.95, 0.28),
 }
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent: tools/setup.sh installs Debian's chromium only when run as root")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield browser
-        browser.close()
 
 
 def _photo(path, seed):
