@@ -287,3 +287,17 @@ def test_an_interrupted_feature_job_resumes_from_its_checkpoint(tmp_path, monkey
     calls.clear()
     run_local_features(tmp_path / "align.parquet", "train", "sift", "256x128", {"features": 100}, out)
     assert calls == paths
+
+
+def test_a_lower_sift_contrast_threshold_keeps_the_keypoints_of_a_faint_photo(tmp_path):
+    from flukeline.match.local_features import image_keypoints
+
+    # The same pattern at a sixth of its contrast, as underwater photos often are.
+    faint = (textured(1).astype(np.float32) / 6 + 100).astype(np.uint8)
+    default, low = sift_keypoints(faint, 500, 0.04), sift_keypoints(faint, 500, 0.01)
+    assert len(low[0]) >= 50 and len(low[0]) > 3 * max(1, len(default[0])), (len(default[0]), len(low[0]))
+    # match.local.sift_contrast reaches the extraction.
+    path = tmp_path / "faint.png"
+    cv2.imwrite(str(path), faint)
+    xy, _ = image_keypoints(str(path), "sift", {"features": 500, "sift_contrast": 0.01})
+    np.testing.assert_array_equal(xy, low[0])

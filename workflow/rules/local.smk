@@ -8,8 +8,8 @@ LOCAL = config["match"]["local"]
 LOCAL_METHOD = LOCAL["method"]
 LOCAL_SIZE = size_name(LOCAL["size"] or config["align"]["sizes"][0])
 LOCAL_FEATURES = f"results/match/local/{LOCAL_METHOD}_{LOCAL_SIZE}"
-# What each step consumes: the extraction only the keypoint budget (method and size are in the path).
-LOCAL_FEATURE_KEYS = ("features",)
+# What each step consumes: the extraction only the keypoint settings (method and size are in the path).
+LOCAL_FEATURE_KEYS = ("features", "sift_contrast")
 LOCAL_MATCH_KEYS = ("shortlist", "ratio", "ransac_threshold")
 # The learned matchers load torch and their networks: ~1.2 GB resident (demo, ALIKED + LightGlue).
 LOCAL_TORCH = LOCAL_METHOD not in ("none", "sift")

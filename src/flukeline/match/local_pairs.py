@@ -231,9 +231,9 @@ def score_pairs(
     points_for: tuple[str, ...] = ("test",),
 ) -> tuple[pd.DataFrame, float]:
     """pairs + matches, inliers and (for the `points_for` splits) the inlier points, streamed:
-    `chunk` queries at a time, a progress bar over the pairs; and the seconds it took. SIFT pairs
-    run on `threads` threads (OpenCV releases the GIL), LightGlue pairs one at a time on `threads`
-    torch threads. With `checkpoint`, the scored pairs are saved there every CHECKPOINT_SECONDS and
+    `chunk` queries at a time, a progress bar over the pairs; and the seconds it took. Queries run
+    on `threads` threads (OpenCV and torch release the GIL; LightGlue with one torch thread each,
+    or one at a time on a GPU). With `checkpoint`, the scored pairs are saved there every CHECKPOINT_SECONDS and
     a rerun resumes from them."""
     import cv2
 
@@ -241,11 +241,12 @@ def score_pairs(
     method = method or features["train"].method
     size = crop_size(features["train"])
     matcher = make_matcher(method, params, size)
-    if not matcher.parallel:
+    if method != "sift":
         import torch
 
-        torch.set_num_threads(max(1, int(threads)))
-    width = 1 if not matcher.parallel else threads
+        # Pairs on our threads, one torch thread each (see local_matchers); on a GPU, one stream.
+        torch.set_num_threads(1 if matcher.parallel else max(1, int(threads)))
+    width = threads if matcher.parallel else 1
     empty = (np.zeros((0, 2), np.float32), np.zeros((0, 128), features["train"].descriptors.dtype))
 
     def lookup(split: str, image: str):
