@@ -112,8 +112,8 @@ rule local_match:
         # Omniglot seed 0: 10,450 pairs in ~4 s on 2 threads; demo 19,850 pairs in 13 s, 0.42 GB.
         # Photos at 512 px with 1,000 keypoints: ~30 ms per pair, i.e. ~25 min per 100k pairs.
         mem_mb=by_attempt(3000 if LOCAL_TORCH else 2000),
-        # LightGlue on 2 CPU cores: Omniglot 4,180 pairs at 0.06 s per pair (the demo's 7,940 took
-        # 1,409 s at 0.18-0.21 s per pair before pairs ran on threads).
+        # LightGlue on 2 CPU cores (ALIKED): Omniglot 4,180 pairs at 0.06 s per pair, the demo's
+        # 7,940 at 0.093 s (754 s).
         runtime=by_attempt(240 if LOCAL_TORCH else 120),
     params:
         match=local_params(),
