@@ -137,6 +137,19 @@ def lightglue_weights(method: str) -> list[Path]:
     return paths
 
 
+def torch_workers(threads: int, device) -> int:
+    """Our threads for a learned extractor's crops or LightGlue's pairs on `device`, torch's own
+    thread count set to match: on CPU `threads` workers with one torch thread each (torch releases
+    the GIL; faster than one item at a time on all the threads, measured in local_matchers); on a
+    GPU one worker, torch keeping `threads` for its CPU side."""
+    import torch
+
+    threads = max(1, int(threads))
+    on_cpu = device.type == "cpu"
+    torch.set_num_threads(1 if on_cpu else threads)
+    return threads if on_cpu else 1
+
+
 @functools.lru_cache(maxsize=2)
 def learned_extractor(method: str, n_features: int):
     """The ALIKED or DISK extractor (eval mode, on the selected device), built once per job."""
@@ -189,23 +202,15 @@ def extract_features(
 ):
     """Keypoints of every crop, in order, with a progress bar; returns (list of (xy, descriptors),
     seconds spent here). Crops run on `threads` threads (OpenCV and torch release the GIL; a
-    learned extractor with one torch thread each, or one crop at a time on a GPU). `done`: the features of the first
-    paths, from an interrupted run; `checkpoint(features so far)` is called every `every` images."""
+    learned extractor as `torch_workers` says). `done`: the features of the first paths, from an
+    interrupted run; `checkpoint(features so far)` is called every `every` images."""
     import cv2
 
     # OpenCV's own pool on top of ours would oversubscribe the CPUs.
     cv2.setNumThreads(1)
     if method in LEARNED:
-        import torch
-
-        from flukeline.core.runtime import select_device
-
-        # On CPU crops on our threads with one torch thread each (as LightGlue's pairs, faster than
-        # one crop at a time on all of them); on a GPU one crop at a time.
-        on_gpu = select_device().type != "cpu"
-        torch.set_num_threads(max(1, int(threads)) if on_gpu else 1)
-        threads = 1 if on_gpu else threads
-        learned_extractor(method, int(params.get("features", 500)))  # built once, before the threads
+        model = learned_extractor(method, int(params.get("features", 500)))  # built once, before the threads
+        threads = torch_workers(threads, next(model.parameters()).device)
     chunk, every = chunk or CHUNK, every or CHECKPOINT_EVERY
     out = list(done or [])
     start, saved = time.perf_counter(), len(out)

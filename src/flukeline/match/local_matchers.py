@@ -56,8 +56,6 @@ def verified(src: np.ndarray, dst: np.ndarray, threshold: float) -> PairMatch:
 class SiftMatcher:
     """RootSIFT + ratio test + MAGSAC. Stateless: safe on threads (OpenCV releases the GIL)."""
 
-    parallel = True
-
     def __init__(self, ratio: float = 0.8, ransac_threshold: float = 4.0):
         self.ratio, self.threshold = float(ratio), float(ransac_threshold)
 
@@ -80,7 +78,7 @@ class SiftMatcher:
 
 class LightGlueMatcher:
     """LightGlue over cached ALIKED / DISK keypoints of crops of one size (`image_size`, W x H).
-    Its forward pass keeps no state, so pairs may run on threads (`parallel`, on CPU)."""
+    Its forward pass keeps no state, so pairs may run on threads (local_features.torch_workers)."""
 
     def __init__(self, method: str, image_size: tuple[int, int], ransac_threshold: float = 4.0, device=None):
         import torch
@@ -95,8 +93,6 @@ class LightGlueMatcher:
         self.model = LightGlue(features=LEARNED[method]).eval().to(self.device)
         self.size = torch.tensor([list(image_size)], dtype=torch.float32, device=self.device)
         self.threshold = float(ransac_threshold)
-        # On a GPU one stream of pairs; on CPU pairs on threads, one torch thread each.
-        self.parallel = self.device.type == "cpu"
 
     def prepare(self, xy: np.ndarray, descriptors: np.ndarray):
         import torch

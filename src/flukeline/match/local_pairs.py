@@ -48,7 +48,7 @@ from flukeline.match.calibration import (
 )
 from flukeline.match.ensemble import ensemble_topk, fitted_members, member_tables
 from flukeline.match.local_calibration import fit_pair_calibration, plot_pair_calibration
-from flukeline.match.local_features import LocalFeatures, load_features
+from flukeline.match.local_features import LEARNED, LocalFeatures, load_features, torch_workers
 from flukeline.match.local_matchers import PairMatch, SiftMatcher, make_matcher
 from flukeline.match.member import embedding_lookup
 from flukeline.match.templates import fuse_views
@@ -232,21 +232,16 @@ def score_pairs(
 ) -> tuple[pd.DataFrame, float]:
     """pairs + matches, inliers and (for the `points_for` splits) the inlier points, streamed:
     `chunk` queries at a time, a progress bar over the pairs; and the seconds it took. Queries run
-    on `threads` threads (OpenCV and torch release the GIL; LightGlue with one torch thread each,
-    or one at a time on a GPU). With `checkpoint`, the scored pairs are saved there every CHECKPOINT_SECONDS and
-    a rerun resumes from them."""
+    on `threads` threads (OpenCV and torch release the GIL; LightGlue as torch_workers says). With
+    `checkpoint`, the scored pairs are saved there every CHECKPOINT_SECONDS and a rerun resumes
+    from them."""
     import cv2
 
     cv2.setNumThreads(1)  # our threads, not OpenCV's pool on top of them
     method = method or features["train"].method
     size = crop_size(features["train"])
     matcher = make_matcher(method, params, size)
-    if method != "sift":
-        import torch
-
-        # Pairs on our threads, one torch thread each (see local_matchers); on a GPU, one stream.
-        torch.set_num_threads(1 if matcher.parallel else max(1, int(threads)))
-    width = threads if matcher.parallel else 1
+    width = torch_workers(threads, matcher.device) if method in LEARNED else threads
     empty = (np.zeros((0, 2), np.float32), np.zeros((0, 128), features["train"].descriptors.dtype))
 
     def lookup(split: str, image: str):

@@ -255,7 +255,7 @@ def attach_correspondences(data: dict, table: pd.DataFrame, train: pd.DataFrame,
         candidate["matches"] = {
             "gallery": row.gallery,
             "inliers": int(row.inliers),
-            "probability": None if pd.isna(row.probability) else round(float(row.probability), 4),
+            "probability": _probability(row.probability),
             "method": row.method,
             "query_xy": np.round(row.query_xy, XY_DECIMALS).tolist(),
             "gallery_xy": np.round(row.gallery_xy, XY_DECIMALS).tolist(),
