@@ -22,6 +22,7 @@ from flukeline.align.geometry import (
     template_frame,
     transform_of,
 )
+from flukeline.core.errors import InputError
 from flukeline.align.settings import DEFAULT_TEMPLATE, AlignSettings, parse_size
 from flukeline.align.transforms import estimate_transforms
 from flukeline.align.warp import warp
@@ -280,9 +281,9 @@ def test_keypoints_outside_the_template_are_ignored():
 
 
 def test_settings_are_checked():
-    with pytest.raises(ValueError, match="transform"):
+    with pytest.raises(InputError, match="transform"):
         AlignSettings.from_params({"transform": "projective"})
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(InputError, match="unknown"):
         AlignSettings.from_params({"marginn": 0.1})
     assert AlignSettings.from_params({"transform": "affine", "min_landmarks": 2}).min_points == 3
 

