@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -72,6 +73,47 @@ def write_exclusive(path: Path, table: pd.DataFrame) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@dataclass
+class _Known:
+    """What an export is checked against: the run's test and train tables and the catalogue."""
+
+    test_path: Path
+    train_path: Path
+    test_of: pd.DataFrame  # the test table by image
+    train_images: set
+    versions: list  # catalogue version files, oldest first
+    previous: pd.DataFrame  # the newest version's rows
+    in_catalogue: dict  # image -> row of `previous`
+    catalogue_ids: set
+    ids: set  # every individual's id in the train table or the catalogue
+
+    @classmethod
+    def read(cls, test_path, train_path, catalogue_dir: Path) -> _Known:
+        test, train = pd.read_parquet(test_path), pd.read_parquet(train_path)
+        versions = catalogue_versions(catalogue_dir)
+        previous = read_catalogue(versions[-1]) if versions else pd.DataFrame(columns=CATALOGUE_COLUMNS)
+        for column in CATALOGUE_COLUMNS:
+            if column not in previous:
+                previous[column] = ""
+        train_ids = set(train["id"]) - {NEW_WHALE}
+        # A training table made with the catalogue holds its ids too; original_id (duplicate grouping)
+        # holds the user's ids where a grouped training id replaced them.
+        if "original_id" in train:
+            train_ids |= set(train["original_id"]) - {NEW_WHALE}
+        catalogue_ids = set(previous["Id"])
+        return cls(
+            test_path=test_path,
+            train_path=train_path,
+            test_of=test.set_index("image"),
+            train_images=set(train["image"]),
+            versions=versions,
+            previous=previous,
+            in_catalogue={image: i for i, image in enumerate(previous["Image"])},
+            catalogue_ids=catalogue_ids,
+            ids=train_ids | catalogue_ids,
+        )
+
+
 def accept(
     decisions_path, test_path, train_path, catalogue_dir, *, prefix: str = "flk_", gallery_dir=None, threads: int = 1
 ) -> dict:
@@ -81,110 +123,10 @@ def accept(
     `identify` finds them before any retraining."""
     decisions_path, catalogue_dir = Path(decisions_path), Path(catalogue_dir)
     export = read_csv(decisions_path, required=["Image", "decision", "Id"])
-    test = pd.read_parquet(test_path)
-    train = pd.read_parquet(train_path)
-    test_of = test.set_index("image")
-    versions = catalogue_versions(catalogue_dir)
-    previous = read_catalogue(versions[-1]) if versions else pd.DataFrame(columns=CATALOGUE_COLUMNS)
-    for column in CATALOGUE_COLUMNS:
-        if column not in previous:
-            previous[column] = ""
-    in_catalogue = {image: i for i, image in enumerate(previous["Image"])}
-    train_ids = set(train["id"]) - {NEW_WHALE}
-    # A training table made with the catalogue holds its ids too; original_id (duplicate grouping)
-    # holds the user's ids where a grouped training id replaced them.
-    if "original_id" in train:
-        train_ids |= set(train["original_id"]) - {NEW_WHALE}
-    catalogue_ids = set(previous["Id"])
-    known = train_ids | catalogue_ids
-    train_images = set(train["image"])
-    where_is = f"{decisions_path.name}"
-
-    problems, rows, seen = [], [], {}
-    for position, row in enumerate(export.itertuples(index=False)):
-        line = csv_line(decisions_path, position)
-        image, decision, given = row.Image.strip(), row.decision.strip(), row.Id.strip()
-        if decision not in DECISIONS:
-            problems.append(f"{line}: decision {decision!r} for photo {image!r} is none of {', '.join(DECISIONS)}")
-            continue
-        if image in seen:
-            problems.append(f"{line}: photo {image!r} is listed twice (first on line {seen[image] + 2})")
-            continue
-        seen[image] = position
-        if decision == "unsure":
-            continue
-        if image not in test_of.index:
-            problems.append(f"{line}: photo {image!r} is no test photo of this run ({test_path})")
-            continue
-        if image in in_catalogue:
-            earlier = previous.iloc[in_catalogue[image]]
-            problems.append(
-                f"{line}: photo {image!r} is already in the catalogue ({versions[-1].name} line"
-                f" {in_catalogue[image] + 2}, as {earlier['Id']})"
-            )
-            continue
-        if image in train_images:
-            problems.append(f"{line}: photo {image!r} has the name of a training photo ({train_path})")
-            continue
-        photo = Path(test_of.at[image, "path"])
-        if not photo.is_file():
-            problems.append(f"{line}: photo {image!r} is missing at {photo}")
-            continue
-        if "sha1" in test_of and sha1_of(photo) != test_of.at[image, "sha1"]:
-            problems.append(f"{line}: photo {image!r} at {photo} has changed since this run read it (sha1 differs)")
-            continue
-        if decision == "match":
-            if given in ("", NEW_WHALE):
-                problems.append(f"{line}: match for photo {image!r} names no individual (Id {given!r})")
-                continue
-            if given not in known:
-                problems.append(
-                    f"{line}: match for photo {image!r} names {given!r}, which is no known individual"
-                    f" (not in {train_path} nor the catalogue)"
-                )
-                continue
-        elif given not in ("", NEW_WHALE) and given in known:
-            where = "the catalogue" if given in catalogue_ids else str(train_path)
-            problems.append(
-                f"{line}: new individual {given!r} for photo {image!r}: that id is already used for another"
-                f" animal (in {where})"
-            )
-            continue
-        encounter = ""
-        if ENCOUNTER in test_of:
-            value = test_of.at[image, ENCOUNTER]
-            encounter = "" if pd.isna(value) else str(value).strip()
-        rows.append(
-            {"line": line, "Image": image, "decision": decision, "given": given, "encounter": encounter, "photo": photo}
-        )
-
-    # One new animal per encounter (or per photo without one); a named new animal is one across rows.
-    animal_of = {}
-    for r in rows:
-        if r["decision"] == "new":
-            r["animal"] = (
-                ("named", r["given"])
-                if r["given"] not in ("", NEW_WHALE)
-                else (("encounter", r["encounter"]) if r["encounter"] else ("photo", r["Image"]))
-            )
-            animal_of.setdefault(r["animal"], None)
-    unnamed = [a for a in animal_of if a[0] != "named"]
-    for animal, fresh in zip(
-        unnamed, fresh_ids(len(unnamed), known | {a[1] for a in animal_of if a[0] == "named"}, prefix)
-    ):
-        animal_of[animal] = fresh
-    for r in rows:
-        r["Id"] = r["given"] if r["decision"] == "match" else (animal_of[r["animal"]] or r["given"])
-    # Photos of one encounter are one animal: they must end up with one id.
-    by_encounter = {}
-    for r in rows:
-        if r["encounter"]:
-            first = by_encounter.setdefault(r["encounter"], r)
-            if first["Id"] != r["Id"]:
-                problems.append(
-                    f"{r['line']}: photo {r['Image']!r} shares encounter {r['encounter']!r} with {first['Image']!r}"
-                    f" ({first['line']}) but is given another individual ({r['Id']} vs {first['Id']})"
-                )
+    known = _Known.read(test_path, train_path, catalogue_dir)
+    rows, problems = _checked_rows(export, decisions_path, known)
+    _assign_ids(rows, known.ids, prefix)
+    problems += _encounter_conflicts(rows)
     if problems:
         raise InputError(f"{len(problems)} problem(s) in {decisions_path}, nothing accepted:\n" + "\n".join(problems))
     if not rows:
@@ -192,16 +134,7 @@ def accept(
             f"{decisions_path}: no confirmed match or new individual to accept (only unsure rows, or none)"
         )
 
-    photos_dir = catalogue_dir / PHOTOS
-    photos_dir.mkdir(parents=True, exist_ok=True)
-    for r in rows:
-        target = photos_dir / r["Image"]
-        if target.exists():
-            # Left by an accept that stopped before writing its version: reused when it is the same file.
-            if sha1_of(target) != sha1_of(r["photo"]):
-                raise InputError(f"{target} exists and differs from {r['photo']}: not overwritten; move it away first")
-        else:
-            shutil.copy2(r["photo"], target)
+    _copy_photos(rows, catalogue_dir / PHOTOS)
     added = pd.DataFrame(
         {
             "Image": [r["Image"] for r in rows],
@@ -209,12 +142,13 @@ def accept(
             "path": [f"{PHOTOS}/{r['Image']}" for r in rows],
             "decision": [r["decision"] for r in rows],
             ENCOUNTER: [r["encounter"] for r in rows],
-            "source": where_is,
+            "source": decisions_path.name,
         }
     )
+    versions = known.versions
     number = version_number(versions[-1]) + 1 if versions else 1
     target = catalogue_dir / f"catalogue-{number:04d}.csv"
-    table = pd.concat([previous[CATALOGUE_COLUMNS], added], ignore_index=True)
+    table = pd.concat([known.previous[CATALOGUE_COLUMNS], added], ignore_index=True)
     write_exclusive(target, table)
     fresh = sorted({r["Id"] for r in rows if r["decision"] == "new"})
     summary = {
@@ -237,6 +171,120 @@ def accept(
     if gallery_dir is not None:
         summary["gallery_sightings"] = _add_to_gallery(gallery_dir, added, catalogue_dir, threads)
     return summary
+
+
+def _checked_rows(export: pd.DataFrame, decisions_path: Path, known: _Known) -> tuple[list[dict], list[str]]:
+    """(the export's confirmed rows, every problem found with its file and line); unsure rows are
+    checked for their decision and duplicates only."""
+    problems, rows, seen = [], [], {}
+    for position, row in enumerate(export.itertuples(index=False)):
+        line = csv_line(decisions_path, position)
+        image, decision, given = row.Image.strip(), row.decision.strip(), row.Id.strip()
+        if decision not in DECISIONS:
+            problems.append(f"{line}: decision {decision!r} for photo {image!r} is none of {', '.join(DECISIONS)}")
+            continue
+        if image in seen:
+            problems.append(f"{line}: photo {image!r} is listed twice (first on line {seen[image] + 2})")
+            continue
+        seen[image] = position
+        if decision == "unsure":
+            continue
+        problem = _photo_problem(image, known) or _id_problem(image, decision, given, known)
+        if problem:
+            problems.append(f"{line}: {problem}")
+            continue
+        encounter = ""
+        if ENCOUNTER in known.test_of:
+            value = known.test_of.at[image, ENCOUNTER]
+            encounter = "" if pd.isna(value) else str(value).strip()
+        photo = Path(known.test_of.at[image, "path"])
+        rows.append(
+            {"line": line, "Image": image, "decision": decision, "given": given, "encounter": encounter, "photo": photo}
+        )
+    return rows, problems
+
+
+def _photo_problem(image: str, known: _Known) -> str | None:
+    """Why a confirmed photo cannot enter the catalogue (None: it can)."""
+    if image not in known.test_of.index:
+        return f"photo {image!r} is no test photo of this run ({known.test_path})"
+    if image in known.in_catalogue:
+        earlier = known.previous.iloc[known.in_catalogue[image]]
+        return (
+            f"photo {image!r} is already in the catalogue ({known.versions[-1].name} line"
+            f" {known.in_catalogue[image] + 2}, as {earlier['Id']})"
+        )
+    if image in known.train_images:
+        return f"photo {image!r} has the name of a training photo ({known.train_path})"
+    photo = Path(known.test_of.at[image, "path"])
+    if not photo.is_file():
+        return f"photo {image!r} is missing at {photo}"
+    if "sha1" in known.test_of and sha1_of(photo) != known.test_of.at[image, "sha1"]:
+        return f"photo {image!r} at {photo} has changed since this run read it (sha1 differs)"
+    return None
+
+
+def _id_problem(image: str, decision: str, given: str, known: _Known) -> str | None:
+    """Why the id a row gives cannot stand (None: it can): a match names a known individual, a
+    named new individual an id nobody uses."""
+    if decision == "match":
+        if given in ("", NEW_WHALE):
+            return f"match for photo {image!r} names no individual (Id {given!r})"
+        if given not in known.ids:
+            return (
+                f"match for photo {image!r} names {given!r}, which is no known individual"
+                f" (not in {known.train_path} nor the catalogue)"
+            )
+    elif given not in ("", NEW_WHALE) and given in known.ids:
+        where = "the catalogue" if given in known.catalogue_ids else str(known.train_path)
+        return f"new individual {given!r} for photo {image!r}: that id is already used for another animal (in {where})"
+    return None
+
+
+def _assign_ids(rows: list[dict], known_ids: set, prefix: str) -> None:
+    """Each row's final Id: a match keeps its id; one new animal per encounter (or per photo
+    without one) gets one fresh id; a named new animal is one across rows."""
+    animal_of = {}
+    for r in rows:
+        if r["decision"] == "new":
+            r["animal"] = (
+                ("named", r["given"])
+                if r["given"] not in ("", NEW_WHALE)
+                else (("encounter", r["encounter"]) if r["encounter"] else ("photo", r["Image"]))
+            )
+            animal_of.setdefault(r["animal"], None)
+    unnamed = [a for a in animal_of if a[0] != "named"]
+    named = {a[1] for a in animal_of if a[0] == "named"}
+    for animal, fresh in zip(unnamed, fresh_ids(len(unnamed), known_ids | named, prefix)):
+        animal_of[animal] = fresh
+    for r in rows:
+        r["Id"] = r["given"] if r["decision"] == "match" else (animal_of[r["animal"]] or r["given"])
+
+
+def _encounter_conflicts(rows: list[dict]) -> list[str]:
+    """Photos of one encounter are one animal: each one given another id is a problem."""
+    problems, by_encounter = [], {}
+    for r in rows:
+        if r["encounter"]:
+            first = by_encounter.setdefault(r["encounter"], r)
+            if first["Id"] != r["Id"]:
+                problems.append(
+                    f"{r['line']}: photo {r['Image']!r} shares encounter {r['encounter']!r} with {first['Image']!r}"
+                    f" ({first['line']}) but is given another individual ({r['Id']} vs {first['Id']})"
+                )
+    return problems
+
+
+def _copy_photos(rows: list[dict], photos_dir: Path) -> None:
+    photos_dir.mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        target = photos_dir / r["Image"]
+        if target.exists():
+            # Left by an accept that stopped before writing its version: reused when it is the same file.
+            if sha1_of(target) != sha1_of(r["photo"]):
+                raise InputError(f"{target} exists and differs from {r['photo']}: not overwritten; move it away first")
+        else:
+            shutil.copy2(r["photo"], target)
 
 
 def _add_to_gallery(gallery_dir, added: pd.DataFrame, catalogue_dir: Path, threads: int) -> int:
