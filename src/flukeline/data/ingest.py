@@ -123,16 +123,7 @@ def ingest(
     `out_rejected`, written (empty) with both options off too.
     Returns a JSON-safe summary dict.
     """
-    if on_bad_image not in BAD_IMAGE_POLICIES:
-        raise InputError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
-    if test_order not in TEST_ORDERS:
-        raise InputError(f"test_order must be one of {TEST_ORDERS}, got {test_order!r}")
-    if threads < 1:
-        raise InputError(f"threads must be >= 1, got {threads}")
-    if n_folds < 2:
-        raise InputError(f"n_folds must be >= 2, got {n_folds}")
-    if min_image_side < 0:
-        raise InputError(f"min_image_side must be >= 0, got {min_image_side}")
+    _check_arguments(on_bad_image, test_order, threads, n_folds, min_image_side)
     root = Path(root).resolve()
     if not root.is_dir():
         raise InputError(f"data root {root} does not exist or is not a folder")
@@ -148,25 +139,7 @@ def ingest(
     _flag_images_in_both_splits(train_entries, test_entries)
     _inspect_images(train_entries + test_entries, threads)
     _flag_small_images(train_entries + test_entries, min_image_side, as_problem=on_bad_image == "skip")
-
-    rejected = [entry for entry in train_entries + test_entries if entry.problems]
-    if rejected and on_bad_image == "error":
-        raise InputError(
-            f"{len(rejected)} bad image row(s) under {root} (set on_bad_image to 'skip' to drop them):\n"
-            + "\n".join(entry.describe_problems() for entry in rejected)
-        )
-    kept_train = [entry for entry in train_entries if not entry.problems]
-    kept_test = [entry for entry in test_entries if not entry.problems]
-    if not kept_train:
-        raise InputError(f"no usable training images left in {root / 'train.csv'}" + _listing(rejected))
-    if not kept_test:
-        raise InputError(f"no usable test images left under {root / 'test'}" + _listing(rejected))
-    if all(entry.id == NEW_WHALE for entry in kept_train):
-        # Matching ranks known identities; with none, every prediction could only be new_whale.
-        raise InputError(
-            f"{root / 'train.csv'}: all {len(kept_train)} usable training row(s) have Id {NEW_WHALE!r};"
-            " at least one known identity is needed to match against"
-        )
+    kept_train, kept_test, rejected = _kept_entries(root, train_entries, test_entries, on_bad_image)
 
     out_duplicates = Path(out_rejected).parent / "duplicates.csv" if out_duplicates is None else out_duplicates
     out_id_groups = Path(out_rejected).parent / "id_groups.csv" if out_id_groups is None else out_id_groups
@@ -189,18 +162,7 @@ def ingest(
     summary = _summarise(train_df, test_df, len(rejected), n_folds)
     summary.update(duplicate_summary)
     summary.update(grouping.summary)
-    kept = set(train_df["image"]) | set(test_df["image"])
-    for kind, table in annotation_tables.items():
-        annotation_tables[kind] = table[table["image"].isin(kept)].reset_index(drop=True)
-        summary[f"n_{kind}"] = len(annotation_tables[kind])
-    if masks_dir is not None:
-        for df in (train_df, test_df):
-            df["mask_path"] = _mask_paths(masks_dir, df["image"])
-        summary["n_masks"] = int(train_df["mask_path"].notna().sum() + test_df["mask_path"].notna().sum())
-    else:
-        # Downstream stages read one schema whether or not annotations exist.
-        for df in (train_df, test_df):
-            df["mask_path"] = pd.Series([None] * len(df), dtype="string")
+    summary.update(_attach_annotations(train_df, test_df, masks_dir, annotation_tables))
     write_parquet_atomic(train_df, out_train)
     write_parquet_atomic(test_df, out_test)
     for kind, columns in ANNOTATION_COLUMNS.items():
@@ -213,6 +175,61 @@ def ingest(
         logger.warning("skipped %d bad image row(s); see %s", len(rejected), out_rejected)
     logger.info("ingested %d training and %d test images from %s", len(train_df), len(test_df), root)
     return summary
+
+
+def _check_arguments(on_bad_image: str, test_order: str, threads: int, n_folds: int, min_image_side: int) -> None:
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise InputError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
+    if test_order not in TEST_ORDERS:
+        raise InputError(f"test_order must be one of {TEST_ORDERS}, got {test_order!r}")
+    if threads < 1:
+        raise InputError(f"threads must be >= 1, got {threads}")
+    if n_folds < 2:
+        raise InputError(f"n_folds must be >= 2, got {n_folds}")
+    if min_image_side < 0:
+        raise InputError(f"min_image_side must be >= 0, got {min_image_side}")
+
+
+def _kept_entries(root: Path, train_entries: list, test_entries: list, on_bad_image: str):
+    """(usable train rows, usable test rows, rejected rows) under the bad-image policy; an error
+    when a policy of "error" meets a bad row, or when too little is left to match."""
+    rejected = [entry for entry in train_entries + test_entries if entry.problems]
+    if rejected and on_bad_image == "error":
+        raise InputError(
+            f"{len(rejected)} bad image row(s) under {root} (set on_bad_image to 'skip' to drop them):\n"
+            + "\n".join(entry.describe_problems() for entry in rejected)
+        )
+    kept_train = [entry for entry in train_entries if not entry.problems]
+    kept_test = [entry for entry in test_entries if not entry.problems]
+    if not kept_train:
+        raise InputError(f"no usable training images left in {root / 'train.csv'}" + _listing(rejected))
+    if not kept_test:
+        raise InputError(f"no usable test images left under {root / 'test'}" + _listing(rejected))
+    if all(entry.id == NEW_WHALE for entry in kept_train):
+        # Matching ranks known identities; with none, every prediction could only be new_whale.
+        raise InputError(
+            f"{root / 'train.csv'}: all {len(kept_train)} usable training row(s) have Id {NEW_WHALE!r};"
+            " at least one known identity is needed to match against"
+        )
+    return kept_train, kept_test, rejected
+
+
+def _attach_annotations(train_df, test_df, masks_dir, annotation_tables: dict) -> dict:
+    """Annotation rows of the kept photos only (in place), and each photo's mask path (or a null
+    column: downstream stages read one schema whether or not annotations exist); their counts."""
+    counts = {}
+    kept = set(train_df["image"]) | set(test_df["image"])
+    for kind, table in annotation_tables.items():
+        annotation_tables[kind] = table[table["image"].isin(kept)].reset_index(drop=True)
+        counts[f"n_{kind}"] = len(annotation_tables[kind])
+    if masks_dir is not None:
+        for df in (train_df, test_df):
+            df["mask_path"] = _mask_paths(masks_dir, df["image"])
+        counts["n_masks"] = int(train_df["mask_path"].notna().sum() + test_df["mask_path"].notna().sum())
+    else:
+        for df in (train_df, test_df):
+            df["mask_path"] = pd.Series([None] * len(df), dtype="string")
+    return counts
 
 
 def _locate(folder: Path, name: str) -> tuple[Path | None, str | None]:
