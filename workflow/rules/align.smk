@@ -1,20 +1,6 @@
 # Align stage: one transform per image onto the landmark template (box-derived when the landmarks
 # are not usable), then aligned and box crops (and warped masks) at every configured size.
 
-ALIGN_SIZES = [size_name(s) for s in config["align"]["sizes"]]
-# The align.* keys the transform step consumes (the margin and padding only shape its contact sheet).
-ALIGN_TRANSFORM_KEYS = (
-    "template",
-    "transform",
-    "min_keypoint_confidence",
-    "min_landmarks",
-    "max_residual",
-    "max_scale_ratio",
-    "max_rotation_deg",
-    "margin",
-    "padding",
-)
-
 
 rule align_transforms:
     input:
@@ -36,7 +22,7 @@ rule align_transforms:
         mem_mb=by_attempt(1000),  # demo preset: 0.2 GB, 2 s
         runtime=by_attempt(10),
     params:
-        align=params_json({k: config["align"][k] for k in ALIGN_TRANSFORM_KEYS if k in config["align"]}),
+        align=params_json(ALIGN),
     shell:
         "{FLUKELINE} align-transforms --train {input.train:q} --test {input.test:q}"
         " --keypoints {input.keypoints:q} --boxes {input.boxes:q} --params {params.align:q}"
@@ -63,8 +49,8 @@ rule align_crops:
         mem_mb=by_attempt(1000),  # demo preset (128x64): 0.4 GB, 4-6 s
         runtime=by_attempt(10),
     params:
-        margin=config["align"].get("margin", 0.1),
-        padding=config["align"].get("padding", "context"),
+        margin=config["align"]["margin"],
+        padding=config["align"]["padding"],
     shell:
         "{FLUKELINE} align --train {input.train:q} --test {input.test:q} --transforms {input.transforms:q}"
         " --masks {input.masks:q} --size {wildcards.size} --margin {params.margin} --padding {params.padding}"

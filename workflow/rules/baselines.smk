@@ -3,15 +3,6 @@
 # embeddings table matched by the match stage's own command, so it is scored on exactly the
 # members' validation folds and threshold grid; 1-NN: every train image is a template, no flips.
 
-BASELINES = ["pixel_1nn", "zero_shot_1nn"]
-# The zero-shot baseline sees the crops the members see, at the first configured size.
-ZERO_SHOT_SIZE = size_name(config["align"]["sizes"][0])
-
-
-def baseline_match_params():
-    settings = {k: config["match"][k] for k in MATCH_KEYS if k in config["match"]}
-    return params_json({**settings, "templates": "images", "flip_fusion": False})
-
 
 rule baseline_pixel_embeddings:
     input:
@@ -95,11 +86,9 @@ rule match_baseline:
         mem_mb=by_attempt(1000),
         runtime=by_attempt(10),
     params:
-        # A function: match.smk, included after this file, defines MATCH_KEYS.
-        match=lambda w: baseline_match_params(),
-        folds=",".join(map(str, CV_FOLDS)),
-        # The same table stands for every fold's model: a baseline has nothing to train per fold.
-        embeddings=lambda w, input: " ".join([shlex.quote(input.embeddings)] * len(CV_FOLDS)),
+        match=params_json(BASELINE_SEARCH),
+        folds=FOLDS,
+        embeddings=baseline_embeddings,
         out_dir=lambda w: f"results/baseline/{w.baseline}",
     shell:
         "{FLUKELINE} match --train {input.train:q} --embeddings {params.embeddings}"

@@ -1,6 +1,5 @@
 # Data stage: the demo dataset (data.source demo) or the converted Omniglot characters (omniglot),
 # ingest, and the all-new_whale baseline.
-from flukeline.data.catalogue_rows import latest_catalogue
 
 if DEMO:
 
@@ -18,7 +17,7 @@ if DEMO:
             runtime=by_attempt(10),
         params:
             preset=config["data"]["demo"]["preset"],
-            overrides=params_json(config["data"]["demo"].get("overrides", {})),
+            overrides=params_json(config["data"]["demo"]["overrides"]),
             seed=config["seed"],
         shell:
             "{FLUKELINE} demo --out {output.root:q} --truth {output.truth:q}"
@@ -57,22 +56,11 @@ if OMNIGLOT:
             mem_mb=by_attempt(1000),
             runtime=by_attempt(10),
         params:
-            settings=params_json({k: v for k, v in config["data"]["omniglot"].items() if k != "zip"}),
+            settings=params_json(OMNIGLOT_SETTINGS),
             seed=config["seed"],
         shell:
             "{FLUKELINE} omniglot --zip {input.zip:q} --out {output.root:q} --truth {output.truth:q}"
             " --seed {params.seed} --settings {params.settings:q} > {log:q} 2>&1"
-
-
-# data.catalogue: the newest version of the catalogue of confirmed photos (`flukeline accept`),
-# whose rows ingest adds to train.csv's (a new version reruns ingest).
-CATALOGUE = latest_catalogue(config["data"].get("catalogue"))
-
-
-def ingest_input(wildcards):
-    # A generated root is a rule output (a directory); a user's data root is an existing folder.
-    inputs = {"root": DATA_ROOT} if GENERATED_DATA else {"train_csv": f"{DATA_ROOT}/train.csv"}
-    return inputs | ({"catalogue": str(CATALOGUE)} if CATALOGUE else {})
 
 
 rule ingest:

@@ -3,14 +3,12 @@
 # (flukeline.match.decisions), and, where the run knows the test identities, those decisions
 # scored against them (the evaluate stage's decision-scores; the decide rule never reads them).
 
-DECISION_ENSEMBLE = f"results/match/round{FINAL_ROUND}/ensemble"
-
 
 rule decide:
     input:
-        val_topk=f"{DECISION_ENSEMBLE}/val_topk.parquet",
-        test_topk=f"{DECISION_ENSEMBLE}/test_topk.parquet",
-        ensemble_summary=f"{DECISION_ENSEMBLE}/summary.json",
+        val_topk=f"{FINAL_ENSEMBLE}/val_topk.parquet",
+        test_topk=f"{FINAL_ENSEMBLE}/test_topk.parquet",
+        ensemble_summary=f"{FINAL_ENSEMBLE}/summary.json",
         train="results/data/train.parquet",
         test="results/data/test.parquet",
     output:
@@ -27,12 +25,12 @@ rule decide:
         "results/logs/decide.log",
     benchmark:
         "results/benchmarks/decide.tsv"
-    threads: 1
+    threads: cpu_threads(1)
     resources:
         mem_mb=by_attempt(1000),  # demo preset: 450 test photos, 3 s
         runtime=by_attempt(5),
     params:
-        decision=params_json({**config["match"]["decision"], "seed": config["seed"]}),
+        decision=params_json(DECISION),
     shell:
         "{FLUKELINE} decide --val-topk {input.val_topk:q} --test-topk {input.test_topk:q}"
         " --ensemble-summary {input.ensemble_summary:q} --train {input.train:q} --test {input.test:q}"

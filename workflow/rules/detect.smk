@@ -3,13 +3,7 @@
 # (masks, keypoints and/or boxes: with boxes alone it learns box regions, see detect/train.py);
 # threshold / none: the classical detector (no masks, no keypoints; align uses the boxes).
 
-DETECT_OUTPUTS = {
-    "boxes": "results/detect/boxes.parquet",
-    "keypoints": "results/detect/keypoints.parquet",
-    "masks": "results/detect/masks.parquet",
-}
-
-if config["detect"]["method"] == "learned":
+if LEARNED_DETECT:
 
     rule detect_train:
         input:
@@ -28,7 +22,7 @@ if config["detect"]["method"] == "learned":
             mem_mb=by_attempt(3000),  # demo preset: 1.3 GB, 137-186 s on 2 CPU cores
             runtime=by_attempt(30),
         params:
-            model=params_json({**config["detect"]["model"], "keypoints": config["detect"]["keypoints"]}),
+            model=params_json(DETECTOR_TRAINING),
             seed=config["seed"],
         shell:
             "{FLUKELINE} detect-train --train {input.train:q} --keypoints {input.keypoints:q}"
@@ -52,7 +46,7 @@ if config["detect"]["method"] == "learned":
             mem_mb=by_attempt(2000),  # 1.1 GB, 25-28 s (87 images/s)
             runtime=by_attempt(15),
         params:
-            boxes=params_json({**config["detect"]["boxes"], "min_area_fraction": config["detect"]["min_area_fraction"]}),
+            boxes=params_json(BOXES),
         shell:
             "{FLUKELINE} detect-predict --model {input.model:q} --train {input.train:q} --test {input.test:q}"
             " --params {params.boxes:q} --masks-dir {output.masks_dir:q} --masks {output.masks:q}"
@@ -106,9 +100,7 @@ else:
             mem_mb=by_attempt(1000),  # 0.4 GB, 6 s
             runtime=by_attempt(10),
         params:
-            detect=params_json(
-                {"method": config["detect"]["method"], "min_area_fraction": config["detect"]["min_area_fraction"]}
-            ),
+            detect=params_json(CLASSICAL_DETECT),
         shell:
             "{FLUKELINE} detect --train {input.train:q} --test {input.test:q} --out {output.boxes:q}"
             " --keypoints-out {output.keypoints:q} --masks-out {output.masks:q}"

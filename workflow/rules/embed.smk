@@ -3,28 +3,6 @@
 # crop and its mirror image.
 
 
-def train_params(wildcards):
-    """This member's settings over the shared embed settings: another member's edit leaves it alone.
-    Its ensemble `weight` is the match stage's (ensemble rule), not training's; which members and
-    folds exist (members, active_members, cv_folds) shapes the DAG, not a member's training.
-    match.threshold_grid is training's too: validation scores MAP@5 on it."""
-    shared = {k: v for k, v in config["embed"].items() if k not in ("members", "active_members", "cv_folds")}
-    # Validation picks the best epoch (and stops early) on the grid the match stage calibrates on.
-    shared["threshold_grid"] = config["match"]["threshold_grid"]
-    member = {k: v for k, v in config["embed"]["members"][wildcards.member].items() if k != "weight"}
-    return params_json({"member": member, "training": shared, "seed": config["seed"]})
-
-
-def train_inputs(wildcards):
-    inputs = {
-        "train": "results/data/train.parquet",
-        "align": f"results/align/{member_size(wildcards.member)}/align.parquet",
-    }
-    if int(wildcards.round) > 0:
-        inputs["pseudo_labels"] = f"results/match/round{int(wildcards.round) - 1}/pseudo_labels.parquet"
-    return inputs
-
-
 rule train_member:
     input:
         unpack(train_inputs),
@@ -51,9 +29,7 @@ rule train_member:
         runtime=by_attempt(60),
     params:
         train=train_params,
-        pseudo=lambda w, input: (
-            f"--pseudo-labels {shlex.quote(input.pseudo_labels)}" if "pseudo_labels" in input.keys() else ""
-        ),
+        pseudo=pseudo_labels_option,
     shell:
         "{FLUKELINE} train --train {input.train:q} --align {input.align:q} --fold {wildcards.fold}"
         " --params {params.train:q} {params.pseudo} --model {output.model:q} --history {output.history:q}"
@@ -63,7 +39,7 @@ rule train_member:
 rule embed_member:
     input:
         model="results/embed/round{round}/{member}/fold{fold}/model.safetensors",
-        align=lambda w: f"results/align/{member_size(w.member)}/align.parquet",
+        align=member_align,
     output:
         embeddings="results/embed/round{round}/{member}/fold{fold}/embeddings.parquet",
     log:
@@ -88,7 +64,7 @@ rule embed:
     input:
         expand(
             "results/embed/round{round}/{member}/fold{fold}/embeddings.parquet",
-            round=range(config["match"]["pseudo_labels"]["rounds"] + 1),
+            round=ROUNDS,
             member=MEMBERS,
             fold=CV_FOLDS,
         ),

@@ -4,48 +4,6 @@
 # shortlisted pairs matched, calibrated and written like a member's folder, which the ensemble
 # rule fuses with its fitted weight.
 
-LOCAL = config["match"]["local"]
-LOCAL_METHOD = LOCAL["method"]
-LOCAL_SIZE = size_name(LOCAL["size"] or config["align"]["sizes"][0])
-LOCAL_FEATURES = f"results/match/local/{LOCAL_METHOD}_{LOCAL_SIZE}"
-# What each step consumes: the extraction only the keypoint settings (method and size are in the path).
-LOCAL_FEATURE_KEYS = ("features", "sift_contrast")
-LOCAL_MATCH_KEYS = ("shortlist", "ratio", "ransac_threshold")
-# The learned matchers load torch and their networks: ~1.2 GB resident (demo, ALIKED + LightGlue).
-LOCAL_TORCH = LOCAL_METHOD not in ("none", "sift")
-
-
-def local_members(round_):
-    """The local member's folder and configured weight for round_'s ensemble ([] when off)."""
-    if LOCAL_METHOD == "none":
-        return []
-    return [(f"results/match/round{round_}/local_{LOCAL_METHOD}", float(LOCAL["weight"]))]
-
-
-def ensemble_with_local(round_):
-    """The ensemble rule's members: the embedding members of rounds 0..round_, then the local one."""
-    return ensemble_members(round_) + local_members(round_)
-
-
-def member_embeddings(round_):
-    """The global members' embeddings, member by member (ensemble_members' order), fold by fold."""
-    return [
-        f"{d.replace('results/match/', 'results/embed/', 1)}/fold{f}/embeddings.parquet"
-        for d, _ in ensemble_members(round_)
-        for f in CV_FOLDS
-    ]
-
-
-def local_params():
-    match = config["match"]
-    return params_json(
-        {
-            **{k: match[k] for k in (*ENSEMBLE_KEYS, "flip_fusion") if k in match},
-            "ensemble": {k: v for k, v in match["ensemble"].items() if k != "pseudo_label_weight"},
-            "local": {k: LOCAL[k] for k in LOCAL_MATCH_KEYS},
-        }
-    )
-
 
 rule local_features:
     input:
@@ -57,15 +15,15 @@ rule local_features:
     benchmark:
         "results/benchmarks/local_features_{method}_{size}_{split}.tsv"
     wildcard_constraints:
-        method="sift|aliked_lightglue|disk_lightglue",
+        method=LOCAL_METHODS,
         size=r"\d+x\d+",
         split="train|test",
-    threads: 2
+    threads: cpu_threads(2)
     resources:
         mem_mb=by_attempt(2500 if LOCAL_TORCH else 1000),  # demo 256x128 SIFT: 1,500 train crops in 9 s, 0.2 GB
         runtime=by_attempt(30),
     params:
-        local=params_json({k: LOCAL[k] for k in LOCAL_FEATURE_KEYS}),
+        local=params_json(LOCAL_FEATURE_SETTINGS),
     shell:
         "{FLUKELINE} local-features --align {input.align:q} --split {wildcards.split} --method {wildcards.method}"
         " --size {wildcards.size} --params {params.local:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
@@ -76,12 +34,8 @@ rule local_match:
         train="results/data/train.parquet",
         features_train=f"{LOCAL_FEATURES}/features_train.npz",
         features_test=f"{LOCAL_FEATURES}/features_test.npz",
-        members=lambda w: [
-            f"{d}/{name}"
-            for d, _ in ensemble_members(int(w.round))
-            for name in ("val_topk.parquet", "test_topk.parquet", "summary.json")
-        ],
-        embeddings=lambda w: member_embeddings(int(w.round)),
+        members=local_match_members,
+        embeddings=member_embeddings_of,
     output:
         pairs="results/match/round{round}/local_{method}/pairs.parquet",
         # Per test query and identity the best pair's inlier points (the review page draws them).
@@ -106,8 +60,8 @@ rule local_match:
         "results/benchmarks/local_match_round{round}_{method}.tsv"
     wildcard_constraints:
         round=r"\d+",
-        method="sift|aliked_lightglue|disk_lightglue",
-    threads: 2
+        method=LOCAL_METHODS,
+    threads: cpu_threads(2)
     resources:
         # Omniglot seed 0: 10,450 pairs in ~4 s on 2 threads; demo 19,850 pairs in 13 s, 0.42 GB.
         # Photos at 512 px with 1,000 keypoints: ~30 ms per pair, i.e. ~25 min per 100k pairs.
@@ -116,11 +70,11 @@ rule local_match:
         # 7,940 at 0.093 s (754 s).
         runtime=by_attempt(240 if LOCAL_TORCH else 120),
     params:
-        match=local_params(),
-        members=lambda w: " ".join(shlex.quote(d) for d, _ in ensemble_members(int(w.round))),
-        weights=lambda w: " ".join(str(wt) for _, wt in ensemble_members(int(w.round))),
-        embeddings=lambda w: " ".join(shlex.quote(p) for p in member_embeddings(int(w.round))),
-        folds=",".join(map(str, CV_FOLDS)),
+        match=params_json(LOCAL_MATCH),
+        members=global_member_dirs,
+        weights=global_member_weights,
+        embeddings=global_member_embeddings,
+        folds=FOLDS,
         out_dir=lambda w: f"results/match/round{w.round}/local_{w.method}",
     shell:
         "{FLUKELINE} local-match --train {input.train:q} --features-train {input.features_train:q}"

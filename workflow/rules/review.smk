@@ -1,16 +1,6 @@
 # Review stage: a static HTML page (no server) showing each test image beside the final
 # ensemble's top-5 candidates, for a person to mark match / new / unsure and export as CSV.
 
-# The crops of the first active member's size (the page shows one aligned crop per image).
-REVIEW_SIZE = member_size(MEMBERS[0])
-# The local-feature member's inlier keypoints of the final round (local.smk; none when it is off):
-# the page draws them between the query's crop and the matched gallery image's.
-REVIEW_LOCAL = (
-    {"correspondences": f"results/match/round{FINAL_ROUND}/local_{LOCAL_METHOD}/correspondences.parquet"}
-    if LOCAL_METHOD != "none"
-    else {}
-)
-
 
 rule review:
     input:
@@ -36,7 +26,7 @@ rule review:
         mem_mb=by_attempt(1000),  # tiny preset: 64 queries, 0.4 MB page, 3 s
         runtime=by_attempt(10),
     params:
-        correspondences="".join(f" --correspondences {shlex.quote(path)}" for path in REVIEW_LOCAL.values()),
+        correspondences=REVIEW_LOCAL_OPTION,
     shell:
         "{FLUKELINE} review --train {input.train:q} --test {input.test:q} --align {input.align:q}"
         " --predictions {input.predictions:q} --summary {input.summary:q} --topk {input.topk:q}"
