@@ -12,7 +12,7 @@ from flukeline.core.errors import InputError
 from flukeline.core.pretrained import initialise
 from flukeline.embed.frozen_head import FrozenHeadNet, pca_initialise
 from flukeline.embed.inference import embed_all
-from flukeline.embed.model import load_model
+from flukeline.embed.member_types import load_member
 from flukeline.embed.train import train_member
 
 PARAMS = {
@@ -47,7 +47,7 @@ def test_a_frozen_head_member_trains_only_its_head_and_embeds_like_a_member(tmp_
     train, align = _write_crops(tmp_path)
     model_path = tmp_path / "model.safetensors"
     train_member(train, align, 0, PARAMS, model_path, tmp_path / "history.csv", tmp_path / "curves.png")
-    model, meta = load_model(model_path)
+    model, meta = load_member(model_path)
     assert isinstance(model, FrozenHeadNet) and meta["type"] == "frozen_head" and meta["block"] == 3
     reference = FrozenHeadNet("mobilenetv2_100", 3, 2, 16)
     initialise(reference.full, "mobilenetv2_100", "imagenet")

@@ -13,8 +13,10 @@ from flukeline.core.augmentation import build_augmentation
 from flukeline.core.errors import InputError
 from flukeline.embed.inference import embed_all
 from flukeline.embed.losses import MemberLoss
-from flukeline.embed.model import EmbeddingNet, load_model
+from flukeline.embed.member_types import load_member
+from flukeline.embed.model import EmbeddingNet
 from flukeline.embed.recipe import NO_LABEL, freeze_early_layers, learning_rate, pk_batches, training_items
+from flukeline.embed.settings import LossSettings, ScheduleSettings
 from flukeline.embed.train import train_member
 
 
@@ -52,16 +54,18 @@ def test_pk_batches_hold_p_identities_times_k_plus_unlabelled_negatives():
 
 
 def test_learning_rate_warms_up_then_decays():
-    schedule = {"warmup_epochs": 2}
+    schedule = ScheduleSettings(warmup_epochs=2)
     assert learning_rate(0.0, schedule, 1.0, 10, None) < learning_rate(1.0, schedule, 1.0, 10, None) < 1.0
     assert learning_rate(2.0, schedule, 1.0, 10, None) == pytest.approx(1.0)
     assert learning_rate(6.0, schedule, 1.0, 10, None) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
     assert learning_rate(10.0, schedule, 1.0, 10, None) == pytest.approx(0.0, abs=1e-9)
-    multistep = {"type": "multistep", "warmup_epochs": 1, "milestones": [4, 7], "gamma": 0.5}
+    multistep = ScheduleSettings.from_dict(
+        {"type": "multistep", "warmup_epochs": 1, "milestones": [4, 7], "gamma": 0.5}
+    )
     assert [learning_rate(e, multistep, 1.0, 10, None) for e in (3, 5, 8)] == [1.0, 0.5, 0.25]
     # SWA epochs hold a constant share of the base rate; the cosine ends where SWA starts.
-    assert learning_rate(8.5, {"warmup_epochs": 1, "swa_lr": 0.2}, 1.0, 10, swa_start=8) == pytest.approx(0.2)
-    assert learning_rate(7.999, {"warmup_epochs": 1}, 1.0, 10, swa_start=8) == pytest.approx(0.0, abs=1e-4)
+    assert learning_rate(8.5, ScheduleSettings(warmup_epochs=1, swa_lr=0.2), 1.0, 10, swa_start=8) == pytest.approx(0.2)
+    assert learning_rate(7.999, ScheduleSettings(warmup_epochs=1), 1.0, 10, swa_start=8) == pytest.approx(0.0, abs=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["arcface", "subcenter_arcface", "cosface"])
@@ -70,9 +74,8 @@ def test_member_loss_trains_an_embedding_and_ignores_unlabelled_for_the_margin_t
     labels = torch.tensor([0, 0, 1, 1, 2, 2, NO_LABEL, NO_LABEL])
     features = torch.randn(8, 16)
     net = torch.nn.Linear(16, 8)
-    loss_fn = MemberLoss(
-        {"margin": {"type": kind, "scale": 16.0, "margin": 0.3}, "triplet": {"weight": 1.0, "margin": 0.3}}, 3, 8
-    )
+    config = {"margin": {"type": kind, "scale": 16.0, "margin": 0.3}, "triplet": {"weight": 1.0, "margin": 0.3}}
+    loss_fn = MemberLoss(LossSettings.from_dict(config), 3, 8)
     optimizer = torch.optim.Adam(list(net.parameters()) + list(loss_fn.parameters()), lr=0.05)
     first = loss_fn(net(features), labels).item()
     for _ in range(60):
@@ -87,7 +90,7 @@ def test_member_loss_trains_an_embedding_and_ignores_unlabelled_for_the_margin_t
 
 def test_unknown_margin_loss_is_a_config_error():
     with pytest.raises(InputError, match="embed.loss.margin.type"):
-        MemberLoss({"margin": {"type": "softmax"}}, 3, 8)
+        MemberLoss(LossSettings.from_dict({"margin": {"type": "softmax"}}), 3, 8)
 
 
 def test_freezing_keeps_only_the_last_layer_groups_trainable():
@@ -209,7 +212,7 @@ def test_a_member_trains_with_every_recipe_option_and_embeds_plain_and_mirrored(
     assert history["epoch"].tolist() == [1, 2, 3] and history["val_map5"].between(0, 1).all()
     assert (tmp_path / "curves.png").stat().st_size > 0
     assert not (tmp_path / "model.safetensors.checkpoint.pt").exists()
-    model, meta = load_model(model_path)
+    model, meta = load_member(model_path)
     assert meta["in_chans"] == 4 and meta["embedding_dim"] == 16
     table = embed_all(model_path, align)
     plain, mirrored = np.stack(table["embedding"]), np.stack(table["embedding_flip"])
@@ -274,7 +277,7 @@ def test_a_killed_training_resumes_after_its_last_epoch_and_ends_with_the_same_w
 
 
 def test_early_stopping_counts_validations_without_gain():
-    from flukeline.embed.train import _stalled
+    from flukeline.embed.member_types.trained import stalled as _stalled
 
     def history(scores):
         return [{"val_map5": s} for s in scores]

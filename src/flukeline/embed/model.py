@@ -1,8 +1,10 @@
 """The embedding network (`EmbeddingNet`): a timm backbone (global pooled features; 4 input
 channels = RGB + fluke mask) with the 3rd place's BN -> dropout -> FC -> BN head, or with no head
 (`embedding_dim` 0: the pooled features, as `flukeline gallery-new` uses an ImageNet backbone
-untrained). `save_model` / `load_model` use the safetensors format of flukeline.core.weights, and
-`embed_images` gives L2-normalised embeddings of uint8 crops or of their mirror images."""
+untrained). `save_model` writes the safetensors format of flukeline.core.weights (a weights file is
+read back by flukeline.embed.member_types.load_member, which asks the file's member type to rebuild
+the module); `embed_images` gives L2-normalised embeddings of uint8 crops or of their mirror images,
+through `batched`, the batch-and-flip loop every member type's features share."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import timm
 import torch
 from torch import nn
 
-from flukeline.core.tensors import channels_last, to_tensor
-from flukeline.core.weights import read_weights, save_weights
+from flukeline.core.tensors import to_tensor
+from flukeline.core.weights import save_weights
 
 
 class EmbeddingNet(nn.Module):
@@ -52,20 +54,25 @@ def save_model(model: EmbeddingNet, path, meta: dict) -> None:
     save_weights(model, path, meta)
 
 
-def load_model(path, device="cpu") -> tuple[nn.Module, dict]:
-    """The member a weights file holds: an EmbeddingNet (trained or zero-shot members) or, for
-    `type: frozen_head`, an embed.frozen_head.FrozenHeadNet; with its description."""
-    state, meta = read_weights(path)
-    if meta.get("type") == "frozen_head":
-        from flukeline.embed.frozen_head import FrozenHeadNet
-
-        model = FrozenHeadNet(
-            meta["backbone"], meta["block"], meta["pool"], meta["embedding_dim"], meta.get("in_chans", 3)
-        )
-    else:
-        model = EmbeddingNet(meta["backbone"], meta["embedding_dim"], meta.get("in_chans", 3), meta.get("dropout", 0.0))
-    model.load_state_dict(state)
-    return channels_last(model.to(device)).eval(), meta
+def batched(
+    model_fn,
+    images: np.ndarray,
+    masks: np.ndarray | None = None,
+    flip: bool = False,
+    batch_size: int = 128,
+    device="cpu",
+) -> list:
+    """`model_fn` of each batch of N x H x W x 3 uint8 `images` (masks: N x H x W, the 4th channel),
+    or of their mirror images with `flip`, as model input tensors on `device`: the list of its results."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch_images = images[start : start + batch_size]
+        batch_masks = None if masks is None else masks[start : start + batch_size]
+        if flip:
+            batch_images = batch_images[:, :, ::-1]
+            batch_masks = None if batch_masks is None else batch_masks[:, :, ::-1]
+        out.append(model_fn(to_tensor(batch_images, batch_masks).to(device)))
+    return out
 
 
 @torch.no_grad()
@@ -80,17 +87,13 @@ def embed_images(
     """L2-normalised float32 embeddings of N x H x W x 3 uint8 images (masks: N x H x W, for
     4-channel models); `flip` embeds the mirror images (the flipped identities' view)."""
     model.eval()
-    out = []
     use_amp = torch.device(device).type == "cuda"
-    for start in range(0, len(images), batch_size):
-        batch_images = images[start : start + batch_size]
-        batch_masks = None if masks is None else masks[start : start + batch_size]
-        if flip:
-            batch_images = batch_images[:, :, ::-1]
-            batch_masks = None if batch_masks is None else batch_masks[:, :, ::-1]
-        batch = to_tensor(batch_images, batch_masks).to(device)
+
+    def embed(batch: torch.Tensor) -> np.ndarray:
         with torch.autocast(device_type="cuda", enabled=use_amp):
-            out.append(nn.functional.normalize(model(batch).float(), dim=1).cpu().numpy())
+            return nn.functional.normalize(model(batch).float(), dim=1).cpu().numpy()
+
+    out = batched(embed, images, masks, flip, batch_size, device)
     if not out:
         return np.zeros((0, model.embedding_dim), dtype=np.float32)
     return np.concatenate(out).astype(np.float32)

@@ -5,19 +5,21 @@
   fluke); new_whale images are NO_LABEL, negatives only;
 - one epoch of P x K batches (P identities x K images) plus a share of new_whale negatives;
 - the learning rate: linear warm-up, then cosine or multistep decay, constant during SWA;
-- freezing timm's early layer groups (staged training), and a member's settings over the shared
-  embed settings.
+- freezing timm's early layer groups (staged training).
 """
 
 from __future__ import annotations
 
-import copy
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import nn
 
 from flukeline.core.metrics import NEW_WHALE
+
+if TYPE_CHECKING:
+    from flukeline.embed.settings import ScheduleSettings
 
 NO_LABEL = -1  # new_whale: a negative for the triplet loss, no class for the margin loss
 
@@ -73,17 +75,19 @@ def pk_batches(
     return batches
 
 
-def learning_rate(epoch_progress: float, schedule: dict, base_lr: float, epochs: int, swa_start: int | None) -> float:
+def learning_rate(
+    epoch_progress: float, schedule: ScheduleSettings, base_lr: float, epochs: int, swa_start: int | None
+) -> float:
     """Learning rate at a (fractional) epoch: linear warm-up, then cosine to zero or multistep;
-    constant `swa.lr` (a share of the base) from the first SWA epoch on."""
-    warmup = float(schedule.get("warmup_epochs", 1))
+    constant `schedule.swa_lr` (a share of the base) from the first SWA epoch on."""
+    warmup = float(schedule.warmup_epochs)
     if swa_start is not None and epoch_progress >= swa_start:
-        return base_lr * float(schedule.get("swa_lr", 0.1))
+        return base_lr * float(schedule.swa_lr)
     if epoch_progress < warmup:
         return base_lr * (epoch_progress + 1e-3) / warmup
-    if schedule.get("type", "cosine") == "multistep":
-        passed = sum(1 for m in schedule.get("milestones", []) if epoch_progress >= m)
-        return base_lr * float(schedule.get("gamma", 0.1)) ** passed
+    if schedule.type == "multistep":
+        passed = sum(1 for m in schedule.milestones if epoch_progress >= m)
+        return base_lr * float(schedule.gamma) ** passed
     end = swa_start if swa_start is not None else epochs
     progress = min(1.0, (epoch_progress - warmup) / max(1e-9, end - warmup))
     return base_lr * 0.5 * (1 + math.cos(math.pi * progress))
@@ -102,10 +106,3 @@ def freeze_early_layers(backbone: nn.Module, trainable_groups: int) -> int:
             parameter.requires_grad_(False)
             frozen += 1
     return frozen
-
-
-def member_settings(params: dict) -> dict:
-    """The member's own settings over the shared embed settings (members override any key)."""
-    settings = copy.deepcopy(params["training"])
-    settings.update(copy.deepcopy(params["member"]))
-    return settings

@@ -1,0 +1,144 @@
+"""Frozen-head members (`type: frozen_head`): the ImageNet trunk cut after `block` stays frozen,
+its pooled feature map is computed once, and a PCA-initialised linear head trains on it with the
+member's losses (see flukeline.embed.frozen_head for the network and the measurements).
+
+Unlike a trained member it keeps its own recipe: no warm-up (the head starts from PCA), the loop
+runs on the CPU (features are cached there), the untrained (PCA) head is scored as epoch 0 and the
+best validation epoch is kept; it trains on the training folds only (no pseudo-labels)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+from torch import nn
+
+from flukeline.core.errors import InputError
+from flukeline.core.pretrained import initialise
+from flukeline.core.runtime import configure_torch, select_device
+from flukeline.core.tensors import channels_last
+from flukeline.core.training import TrainingLoop
+from flukeline.embed.crops import CropSet
+from flukeline.embed.frozen_head import FrozenHeadNet, centre_class_weights, frozen_features, head_map5, pca_initialise
+from flukeline.embed.losses import MemberLoss
+from flukeline.embed.member_types._registry import register_member_type
+from flukeline.embed.member_types.base import MemberType, TrainJob, untrained_row
+from flukeline.embed.recipe import learning_rate, pk_batches, training_items
+from flukeline.embed.settings import MemberSettings
+
+log = logging.getLogger(__name__)
+
+
+@register_member_type("frozen_head")
+class FrozenHeadMember(MemberType):
+    uses_pseudo_labels = False
+
+    def build(self, settings: MemberSettings) -> FrozenHeadNet:
+        """The network with its trunk filled from `pretrained` (none is refused) and frozen."""
+        in_chans = int(settings.in_chans)
+        if settings.pretrained in (None, "none"):
+            raise InputError(
+                f"a frozen_head member needs pretrained weights (imagenet, hub or a file) for "
+                f"{settings.backbone}, not none: its trunk is never trained"
+            )
+        model = FrozenHeadNet(
+            settings.backbone, int(settings.block), int(settings.pool), int(settings.embedding.dim), in_chans
+        )
+        report = initialise(model.full, settings.backbone, settings.pretrained, in_chans=in_chans)
+        log.info("frozen_head %s: %s", settings.backbone, report)
+        for parameter in model.full.parameters():
+            parameter.requires_grad_(False)
+        return model
+
+    def from_meta(self, meta: dict) -> FrozenHeadNet:
+        return FrozenHeadNet(
+            meta["backbone"], meta["block"], meta["pool"], meta["embedding_dim"], meta.get("in_chans", 3)
+        )
+
+    def train(self, job: TrainJob) -> None:
+        settings, fold, seed = job.settings, job.fold, job.seed
+        configure_torch(job.threads, seed)
+        device = select_device()
+        in_chans = int(settings.in_chans)
+        dim = int(settings.embedding.dim)
+        model = self.build(settings)
+        channels_last(model.to(device))
+
+        fit, fit_rows = self.fit_split(job, settings)
+        flip_twins = bool(settings.flip_as_new_identity)
+        fit_set = CropSet(fit_rows, box_crops=False, masks=in_chans == 4)
+        plain = frozen_features(model, fit_set, device)
+        mirrored = frozen_features(model, fit_set, device, flip=True) if flip_twins else plain
+        item_image, item_flipped, item_label, class_names = training_items(fit["id"].to_numpy(), flip_twins)
+        item_features = torch.where(torch.from_numpy(item_flipped)[:, None], mirrored[item_image], plain[item_image])
+
+        validation = self.validation(job, settings)
+        val_features = frozen_features(model, validation.val_set, device)
+        gallery_features = frozen_features(model, validation.gallery_set, device)
+        gallery_ids, val_truth, grid = validation.gallery_ids, validation.truth, validation.grid
+
+        head = model.head.cpu()
+        pca_initialise(head, plain)
+        loss_fn = MemberLoss(settings.loss, len(class_names), dim)
+        with torch.no_grad():
+            centre_class_weights(loss_fn, nn.functional.normalize(head(item_features), dim=1), item_label)
+        base_lr = float(settings.lr)
+        optimizer = torch.optim.AdamW(
+            list(head.parameters()) + list(loss_fn.parameters()), lr=base_lr, weight_decay=float(settings.weight_decay)
+        )
+        epochs = int(settings.epochs)
+        schedule = settings.schedule.replace(warmup_epochs=0)  # the head starts from PCA: no warm-up
+        p, k = int(settings.sampler.identities), int(settings.sampler.images_per_identity)
+        extra_negatives = int(round(float(settings.new_whale_negatives) * p * k))
+        validate_every = int(settings.validate_every)
+        start_map5, start_threshold = head_map5(head, val_features, gallery_features, gallery_ids, val_truth, grid)
+        best = {"map5": start_map5, "state": copy.deepcopy(head.state_dict())}
+
+        def set_learning_rate(epoch, step, steps):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(epoch + step / steps, schedule, base_lr, epochs, None)
+
+        def end_epoch(epoch, history):
+            row = {"lr": optimizer.param_groups[0]["lr"], "val_map5": float("nan"), "val_threshold": float("nan")}
+            if (epoch + 1) % validate_every == 0 or epoch + 1 == epochs:
+                row["val_map5"], row["val_threshold"] = head_map5(
+                    head, val_features, gallery_features, gallery_ids, val_truth, grid
+                )
+                if row["val_map5"] > best["map5"]:
+                    best.update(map5=row["val_map5"], state=copy.deepcopy(head.state_dict()))
+            return row
+
+        def plan_epoch(epoch, rng):
+            return pk_batches(item_label, p, k, extra_negatives, rng)
+
+        def batch_loss(batch):
+            return loss_fn(head(item_features[batch]), torch.from_numpy(item_label[batch]))
+
+        # The features are cached on the CPU: the head trains there whatever the device.
+        loop = TrainingLoop(head, optimizer, torch.device("cpu"), epochs, seed, plan_epoch, batch_loss)
+        hooks = {"before_step": set_learning_rate, "end_epoch": end_epoch}
+        history = loop.with_hooks(**hooks, desc=f"frozen_head {settings.backbone} fold {fold} epoch").train()
+        head.load_state_dict(best["state"])
+        history = [untrained_row(start_map5, start_threshold), *history]
+        log.info(
+            "frozen_head %s fold %d: validation MAP@5 %.4f after PCA, %.4f at the best epoch",
+            settings.backbone,
+            fold,
+            start_map5,
+            best["map5"],
+        )
+        meta = {
+            "type": "frozen_head",
+            "backbone": settings.backbone,
+            "block": model.block,
+            "pool": model.pool,
+            "embedding_dim": dim,
+            "in_chans": in_chans,
+            "dropout": 0.0,
+            "pretrained": settings.pretrained,
+            "size": list(settings.size),
+            "fold": fold,
+        }
+        title = f"{settings.backbone} fold {fold} (frozen block {model.block}, head)"
+        self.write(job, model.cpu().eval(), meta, history, title)
