@@ -18,6 +18,7 @@ from flukeline.match.decision_calibration import (
     reliability_bins,
 )
 from flukeline.match.decisions import classify, decide, run_decide
+from flukeline.match.settings import DecisionSettings
 
 
 def _evidence(n=600, seed=0):
@@ -158,7 +159,7 @@ def _run_tables(n_val=400, n_test=120, seed=0):
 
 def test_decide_reaches_the_precision_targets_on_validation_and_decides_every_test_photo():
     val, test_topk, train, test, truth = _run_tables()
-    table, summary, calibration, _ = decide(val, test_topk, train, test, {"min_support": 10})
+    table, summary, calibration, _ = decide(val, test_topk, train, test, DecisionSettings(min_support=10))
     assert table["Image"].tolist() == test["image"].tolist()
     assert set(table["decision"]) <= {"match", "new", "review"}
     for name in ("match", "new"):
@@ -188,7 +189,7 @@ def test_decide_decides_an_encounter_together(tmp_path):
     val, test_topk, train, test, _ = _run_tables(n_test=6)
     images = test["image"].tolist()
     test = test.assign(encounter=["e1", "e1", "e1", "", "e2", ""])
-    table, summary, _, _ = decide(val, test_topk, train, test, {})
+    table, summary, _, _ = decide(val, test_topk, train, test, DecisionSettings())
     day = table[table["encounter"] == "e1"]
     assert day["photos"].tolist() == [3, 3, 3]
     assert day["decision"].nunique() == 1 and day["candidate"].nunique() == 1 and day["p_correct"].nunique() == 1
@@ -198,7 +199,7 @@ def test_decide_decides_an_encounter_together(tmp_path):
 
 def test_unreachable_targets_leave_everything_to_review(tmp_path):
     val, test_topk, train, test, _ = _run_tables(n_val=60, n_test=20)
-    table, summary, _, _ = decide(val, test_topk, train, test, {"min_support": 1000})
+    table, summary, _, _ = decide(val, test_topk, train, test, DecisionSettings(min_support=1000))
     assert (table["decision"] == "review").all()
     assert summary["operating_points"]["match"]["threshold"] is None
     assert summary["validation"]["classes"]["review"]["share"] == 1.0

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from flukeline.core.metrics import NEW_WHALE
-from flukeline.match.weights import fit_weights, simplex_grid, stacked_candidates
+from flukeline.match.ensemble_weights import fit_weights, simplex_grid, stacked_candidates
 
 GRID = np.round(np.arange(-0.2, 1.0001, 0.01), 6)
 

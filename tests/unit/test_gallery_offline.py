@@ -10,10 +10,10 @@ from helpers_gallery import MANTAS
 
 from flukeline.core.errors import InputError
 from flukeline.core.metrics import NEW_WHALE
-from flukeline.gallery.calibrate import leave_one_out_topk
 from flukeline.gallery.identify import format_results, identify
 from flukeline.gallery.manifest import new_gallery
 from flukeline.gallery.sightings import add_sightings
+from flukeline.gallery.threshold import leave_one_out_topk
 
 
 def test_leave_one_out_holds_each_sighting_out_and_calls_single_sightings_new():
@@ -38,7 +38,7 @@ def test_leave_one_out_holds_each_sighting_out_and_calls_single_sightings_new():
     assert first["id"].tolist()[:5] == ["a", "a", "a", "b", "b"] and first["id"].iloc[5] == "a"
     assert (first["similarity"].iloc[:5] > 0.9).all() and 0.6 < first["similarity"].iloc[5] < 0.8
     assert not (topk["id"] == NEW_WHALE).any()  # a new_whale sighting is never a candidate
-    from flukeline.match.calibration import calibrate_threshold
+    from flukeline.match.new_whale_threshold import calibrate_threshold
 
     threshold, _ = calibrate_threshold(topk, np.round(np.arange(0, 1.001, 0.01), 6))
     assert first["similarity"].iloc[5] < threshold <= first["similarity"].iloc[:5].min()

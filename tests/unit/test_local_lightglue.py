@@ -12,8 +12,10 @@ from helpers_local import rotated_crop, textured
 
 from flukeline.core.errors import InputError
 from flukeline.match import local_features as lf
-from flukeline.match import local_pairs as lp
+from flukeline.match import pair_scoring as lp
 from flukeline.match.local_matchers import LightGlueMatcher, SiftMatcher
+from flukeline.match.local_tables import correspondences
+from flukeline.match.settings import LocalPairSettings
 
 SIZE = (256, 128)
 
@@ -108,8 +110,8 @@ def test_a_killed_pair_scoring_resumes_from_its_checkpoint_and_matches_a_clean_r
     ids = {g: f"w{i // 2}" for i, g in enumerate(gallery)}
     features = {"train": sift_cache(tmp_path, gallery), "test": sift_cache(tmp_path, queries)}
     pairs = pair_table(queries, gallery, ids)
-    params = {"ratio": 0.8, "ransac_threshold": 4.0}
-    clean, _ = lp.score_pairs(pairs, features, params, chunk=1)
+    settings = LocalPairSettings(ratio=0.8, ransac_threshold=4.0)
+    clean, _ = lp.score_pairs(pairs, features, settings, chunk=1)
 
     checkpoint = tmp_path / ".pairs.partial.parquet"
     monkeypatch.setattr(lp, "CHECKPOINT_SECONDS", 0.0)  # save after every chunk
@@ -123,12 +125,12 @@ def test_a_killed_pair_scoring_resumes_from_its_checkpoint_and_matches_a_clean_r
 
     monkeypatch.setattr(SiftMatcher, "match", killed_after_three_queries)
     with pytest.raises(KeyboardInterrupt):
-        lp.score_pairs(pairs, features, params, chunk=1, checkpoint=checkpoint)
+        lp.score_pairs(pairs, features, settings, chunk=1, checkpoint=checkpoint)
     assert checkpoint.is_file() and len(pd.read_parquet(checkpoint)) == 3 * len(gallery)
 
     calls.clear()
     monkeypatch.setattr(SiftMatcher, "match", lambda self, q, g: (calls.append(1), real(self, q, g))[1])
-    resumed, _ = lp.score_pairs(pairs, features, params, chunk=1, checkpoint=checkpoint)
+    resumed, _ = lp.score_pairs(pairs, features, settings, chunk=1, checkpoint=checkpoint)
     assert len(calls) == 3 * len(gallery) and resumed.attrs["scored_now"] == 3 * len(gallery)
     for column in ("query", "gallery", "matches", "inliers"):
         assert resumed[column].tolist() == clean[column].tolist(), column
@@ -136,7 +138,7 @@ def test_a_killed_pair_scoring_resumes_from_its_checkpoint_and_matches_a_clean_r
 
     # Other settings: the checkpoint is not this run's, so every pair is scored again.
     calls.clear()
-    lp.score_pairs(pairs, features, {**params, "ratio": 0.7}, chunk=1, checkpoint=checkpoint)
+    lp.score_pairs(pairs, features, settings.replace(ratio=0.7), chunk=1, checkpoint=checkpoint)
     assert len(calls) == len(pairs)
 
 
@@ -144,9 +146,9 @@ def test_correspondences_keep_each_identitys_best_pair_as_crop_fractions(tmp_pat
     gallery = [f"g{i}.jpg" for i in range(4)]
     ids = {g: f"w{i // 2}" for i, g in enumerate(gallery)}
     features = {"train": sift_cache(tmp_path, gallery), "test": sift_cache(tmp_path, ["q0.jpg", "q1.jpg"])}
-    scored, _ = lp.score_pairs(pair_table(["q0.jpg", "q1.jpg"], gallery, ids), features, {})
+    scored, _ = lp.score_pairs(pair_table(["q0.jpg", "q1.jpg"], gallery, ids), features, LocalPairSettings())
     scored["probability"] = np.float32(0.5)
-    table = lp.correspondences(scored, "sift")
+    table = correspondences(scored, "sift")
     assert len(table) == 4 and not table.duplicated(["query", "gallery_id"]).any()
     for row in table.itertuples():
         candidates = scored[(scored["query"] == row.query) & (scored["gallery_id"] == row.gallery_id)]

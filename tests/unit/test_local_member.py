@@ -13,10 +13,13 @@ from helpers_local import rotated_crop, textured
 
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.match.ensemble import ensemble_topk, member_fallbacks
-from flukeline.match.local_calibration import fit_pair_calibration
+from flukeline.match.ensemble_weights import fit_weights
 from flukeline.match.local_features import load_features, root_sift, run_local_features, sift_keypoints
-from flukeline.match.local_pairs import identity_table, match_pair, shortlist_pairs
-from flukeline.match.weights import fit_weights
+from flukeline.match.local_shortlist import shortlist_pairs
+from flukeline.match.local_tables import identity_table
+from flukeline.match.pair_calibration import fit_pair_calibration
+from flukeline.match.pair_scoring import match_pair
+from flukeline.match.settings import LocalFeatureSettings
 
 
 def features(image):
@@ -88,7 +91,8 @@ def test_feature_cache_round_trips(tmp_path):
     assert "t.jpg" not in cache and np.isfinite(cache.seconds_per_image)
     for name, path in zip(["a.jpg", "b.jpg", "c.jpg"], paths):
         xy, desc = cache.get(name)
-        want_xy, want_desc = sift_keypoints(cv2.imread(path, cv2.IMREAD_GRAYSCALE), 300)
+        gray = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+        want_xy, want_desc = sift_keypoints(gray, 300, LocalFeatureSettings.sift_contrast)
         assert 0 < len(xy) <= 300 + 10  # SIFT keeps ties at the cut
         np.testing.assert_array_equal(xy, want_xy)
         np.testing.assert_array_equal(desc, want_desc)

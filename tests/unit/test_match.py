@@ -6,10 +6,11 @@ import pytest
 
 from flukeline.core.metrics import map_at_k
 from flukeline.core.retrieval import identity_centres, l2_normalise, map5_by_threshold, rank_with_new_whale, search
-from flukeline.match.calibration import calibrate_threshold, decide_threshold, ranked_predictions
 from flukeline.match.ensemble import ensemble_topk, vote_predictions
 from flukeline.match.member import member_topk
+from flukeline.match.new_whale_threshold import calibrate_threshold, decide_threshold, ranked_predictions
 from flukeline.match.pseudo_labels import calibrate_pseudo_label_similarity, select_pseudo_labels
+from flukeline.match.settings import RankingSettings, SearchSettings
 from flukeline.match.tables import to_long
 from flukeline.match.templates import fuse_views, identity_topk, trimmed_centres
 
@@ -60,7 +61,11 @@ def test_centre_templates_find_the_identity_of_a_noisy_copy_and_ignore_new_whale
     ids[0] = "new_whale"  # never a candidate
     queries = centres[[4, 9]] + 0.05 * rng.normal(size=(2, 16))
     candidates, sims = identity_topk(
-        l2_normalise(queries), l2_normalise(gallery), ids, 5, {"templates": "centres", "centres": {"min_images": 10}}
+        l2_normalise(queries),
+        l2_normalise(gallery),
+        ids,
+        5,
+        SearchSettings.from_dict({"templates": "centres", "centres": {"min_images": 10}}),
     )
     ranked, best = rank_with_new_whale(candidates, sims, threshold=0.2), sims[:, 0]
     assert "new_whale" not in set(candidates.ravel())
@@ -108,7 +113,7 @@ def test_calibration_finds_the_known_optimum_of_a_constructed_score_matrix():
     assert curve["map5"].max() == pytest.approx(1.0)
     assert curve.loc[curve["threshold"] == threshold, "new_whale_top1"].item() == pytest.approx(0.5)
     assert curve.loc[curve["threshold"] == 0.0, "map5"].item() == pytest.approx((1 + 1 / 3) / 2)  # new_whale third
-    fixed, _ = decide_threshold(table, {"new_whale_threshold": 0.2, "threshold_grid": [0.0, 1.0, 0.1]})
+    fixed, _ = decide_threshold(table, RankingSettings(new_whale_threshold=0.2, threshold_grid=(0.0, 1.0, 0.1)))
     assert fixed == 0.2
 
 
@@ -148,12 +153,12 @@ def test_flip_fusion_averages_plain_and_mirrored_cosines_per_image():
             "embedding_flip": list(mirrored[:5]),
         }
     )
-    val, test = member_topk(train, {0: table}, {"candidates": 2, "templates": "images", "flip_fusion": True})
+    val, test = member_topk(train, {0: table}, SearchSettings(candidates=2, templates="images", flip_fusion=True))
     row = {img: i for i, img in enumerate(table["image"])}
     expected = fused[row["i0"]] @ fused[row["i1"]]
     got = val[(val["image"] == "i0") & (val["id"] == "a")]["similarity"].item()
     assert got == pytest.approx(expected, abs=1e-5)
-    plain_only, _ = member_topk(train, {0: table}, {"candidates": 2, "templates": "images", "flip_fusion": False})
+    plain_only, _ = member_topk(train, {0: table}, SearchSettings(candidates=2, templates="images", flip_fusion=False))
     got_plain = plain_only[(plain_only["image"] == "i0") & (plain_only["id"] == "a")]["similarity"].item()
     assert got_plain == pytest.approx(plain[row["i0"]] @ plain[row["i1"]], abs=1e-5)
 
@@ -161,7 +166,11 @@ def test_flip_fusion_averages_plain_and_mirrored_cosines_per_image():
 def test_image_templates_score_an_identity_by_its_best_image_once():
     gallery = l2_normalise(np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.7, 0.7]]))
     ids, sims = identity_topk(
-        l2_normalise(np.array([[1.0, 0.05]])), gallery, ["a", "a", "b", "new_whale"], 3, {"templates": "images"}
+        l2_normalise(np.array([[1.0, 0.05]])),
+        gallery,
+        ["a", "a", "b", "new_whale"],
+        3,
+        SearchSettings(templates="images"),
     )
     assert ids[0].tolist() == ["a", "b", ""] and np.isinf(sims[0, 2])
     assert sims[0, 0] == pytest.approx(l2_normalise(np.array([[1.0, 0.05]]))[0] @ gallery[0], abs=1e-6)

@@ -6,6 +6,8 @@ so that embed scores a fold the way match calibrates without importing match."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import faiss
 import numpy as np
 
@@ -79,8 +81,19 @@ def map5_by_threshold(
     return np.asarray(scores)
 
 
-def threshold_grid(params: dict) -> np.ndarray:
-    low, high, step = params.get("threshold_grid", [-0.2, 1.0, 0.01])
+def threshold_grid(settings) -> np.ndarray:
+    """The new_whale thresholds to try: `threshold_grid` (low, high, step) of a settings object
+    (match's RankingSettings and its subclasses) or of a mapping (embed's runners, still on
+    dicts, pass their settings with match.threshold_grid merged in)."""
+    if isinstance(settings, Mapping):
+        # A mapping without the key: match.threshold_grid's default (match.settings is standard
+        # library only: importing it here loads nothing heavy).
+        from flukeline.match.settings import RankingSettings
+
+        grid = settings.get("threshold_grid", RankingSettings.threshold_grid)
+    else:
+        grid = settings.threshold_grid
+    low, high, step = grid
     return np.round(np.arange(low, high + step / 2, step), 6)
 
 

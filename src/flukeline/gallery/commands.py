@@ -49,7 +49,7 @@ def cmd_add(args):
 
 def cmd_calibrate_gallery(args):
     from flukeline.core.runtime import configure_torch
-    from flukeline.gallery.calibrate import calibrate_gallery
+    from flukeline.gallery.threshold import calibrate_gallery
 
     configure_torch(args.threads)
     found = call_runner(calibrate_gallery, args)

@@ -65,7 +65,7 @@ def calibrate_gallery(gallery, threads: int = 1, max_queries: int = 2000) -> dic
     individual with two sightings (a known query) and one seen once or a new_whale sighting (a new
     one). Returns what it found; gallery.json keeps the threshold and how it was chosen."""
     from flukeline.core.retrieval import map5_by_threshold, threshold_grid
-    from flukeline.match.calibration import calibrate_threshold
+    from flukeline.match.new_whale_threshold import calibrate_threshold
     from flukeline.match.tables import to_wide
 
     manifest = read_manifest(gallery)

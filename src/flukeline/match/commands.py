@@ -23,7 +23,7 @@ def cmd_ensemble(args):
 
 
 def cmd_local_match(args):
-    from flukeline.match.local_pairs import run_local_member
+    from flukeline.match.local_member import run_local_member
 
     call_runner(run_local_member, args, folds=[int(f) for f in args.folds.split(",")])
 

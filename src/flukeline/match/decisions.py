@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ from flukeline.match.decision_calibration import (
     photo_evidence,
     reliability_bins,
 )
+from flukeline.match.settings import DecisionSettings
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +66,20 @@ DECISION_COLUMNS = [
     "encounter",
     "photos",
 ]
-DEFAULTS = {"auto_accept_precision": 0.95, "auto_new_precision": 0.95, "min_support": 10, "cross_fit_splits": 5}
+# Seeded random parts of the validation photos that the out-of-fold probabilities are fitted on
+# when the validation has a single fold (the default config): five, so that each model is fitted
+# on 80% of the photos. No config key: the operating points' precision is measured, not tuned.
+CROSS_FIT_SPLITS = 5
 ENCOUNTER = "encounter"
 
 
-def settings(params: dict) -> dict:
-    merged = {**DEFAULTS, **(params or {})}
-    for key in ("auto_accept_precision", "auto_new_precision"):
-        if not 0 < float(merged[key]) <= 1:
-            raise InputError(f"match.decision.{key}: {merged[key]} is no precision in (0, 1]")
-    return merged
+def precision_targets(settings: DecisionSettings) -> dict[str, float]:
+    """The operating points' target precisions (correct: auto-accept, new: auto-new), checked."""
+    targets = {"correct": settings.auto_accept_precision, "new": settings.auto_new_precision}
+    for name, key in (("correct", "auto_accept_precision"), ("new", "auto_new_precision")):
+        if not 0 < float(targets[name]) <= 1:
+            raise InputError(f"match.decision.{key}: {targets[name]} is no precision in (0, 1]")
+    return {name: float(value) for name, value in targets.items()}
 
 
 def encounter_groups(table: pd.DataFrame, by_fold: pd.Series | None = None) -> pd.Series | None:
@@ -154,36 +160,58 @@ def point_json(point: OperatingPoint, target: float) -> dict:
     }
 
 
-def decide(val_topk: pd.DataFrame, test_topk: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame, params: dict):
-    """The decisions table (one row per test photo, in test-table order), the summary and the
-    fitted models; see the module docstring."""
-    config = settings(params)
-    targets = {"correct": float(config["auto_accept_precision"]), "new": float(config["auto_new_precision"])}
-    missing = sorted(set(test["image"]) - set(test_topk["image"]))
-    if missing:
-        raise InputError(f"test top-k table: no candidates for {len(missing)} test photo(s), e.g. {missing[:3]}")
+@dataclass
+class ValidationFit:
+    """What the validation folds give the decisions: the evidence per unit (photo or encounter),
+    the 0/1 outcomes and unit weights, the out-of-fold probabilities, the operating points, the
+    models fitted on all validation units, and the reliability curves."""
+
+    units: pd.DataFrame
+    outcomes: dict[str, np.ndarray]
+    weight: np.ndarray
+    cross_fit: str
+    oof: dict[str, np.ndarray]
+    points: dict[str, OperatingPoint]
+    models: dict
+    curves: dict[str, pd.DataFrame]
+
+    @property
+    def cuts(self) -> dict[str, float]:
+        return {name: point.threshold for name, point in self.points.items()}
+
+
+def fit_validation(
+    val_topk: pd.DataFrame, train: pd.DataFrame, targets: dict[str, float], min_support: int, seed: int
+) -> ValidationFit:
+    """P(correct) and P(new) models on the validation units, and the lowest cuts of their
+    out-of-fold probabilities that reach the target precisions on at least min_support photos."""
     val_topk = with_truth(val_topk, train)
     fold_of = val_topk.drop_duplicates("image").set_index("image")["fold"] if "fold" in val_topk else None
     val = photo_evidence(val_topk, encounter_groups(train, fold_of) if fold_of is not None else None)
     if val.empty:
         raise InputError("validation top-k table: no validation photos to calibrate the decisions on")
     truth = val["truth"].astype(str).to_numpy()
-    targets_of = {"correct": (val["top_id"].to_numpy() == truth) & (truth != NEW_WHALE), "new": truth == NEW_WHALE}
+    outcomes = {"correct": (val["top_id"].to_numpy() == truth) & (truth != NEW_WHALE), "new": truth == NEW_WHALE}
     weight = val["size"].to_numpy(dtype=np.float64)
-    keys, cross_fit = fold_keys(val, int(config["cross_fit_splits"]), int(config.get("seed", 0)))
+    keys, cross_fit = fold_keys(val, CROSS_FIT_SPLITS, seed)
     increasing = {"correct": True, "new": False}
     oof, points, models, curves = {}, {}, {}, {}
     for name in ("correct", "new"):
-        outcome = targets_of[name].astype(np.float64)
+        outcome = outcomes[name].astype(np.float64)
         oof[name] = out_of_fold(val, outcome, increasing[name], keys)
-        points[name] = choose_threshold(oof[name], outcome, weight, targets[name], int(config["min_support"]))
+        points[name] = choose_threshold(oof[name], outcome, weight, targets[name], int(min_support))
         models[name] = fit_calibrator(val, outcome, increasing[name])
         curves[name] = reliability_bins(oof[name], outcome, weight)
-    cuts = {name: points[name].threshold for name in points}
-    val_decision = classify(oof["correct"], oof["new"], cuts["correct"], cuts["new"])
+    return ValidationFit(val, outcomes, weight, cross_fit, oof, points, models, curves)
 
+
+def decide_test_photos(
+    test_topk: pd.DataFrame, test: pd.DataFrame, fit: ValidationFit
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the decisions table, one row per test photo in test-table order; the decided units)."""
+    cuts = fit.cuts
     units = photo_evidence(test_topk, encounter_groups(test))
-    p_correct, p_new = models["correct"].predict(units), models["new"].predict(units)
+    p_correct, p_new = fit.models["correct"].predict(units), fit.models["new"].predict(units)
     units = units.assign(
         p_correct=p_correct, p_new=p_new, decision=classify(p_correct, p_new, cuts["correct"], cuts["new"])
     )
@@ -204,26 +232,37 @@ def decide(val_topk: pd.DataFrame, test_topk: pd.DataFrame, train: pd.DataFrame,
             "photos": per_photo["size"].astype(int).to_numpy(),
         }
     )[DECISION_COLUMNS]
+    return table, units
+
+
+def decision_summary(
+    fit: ValidationFit, targets: dict[str, float], min_support: int, table: pd.DataFrame, units: pd.DataFrame
+) -> dict:
+    """summary.json: the classes, the operating points, how they were chosen, validation and test shares."""
+    cuts = fit.cuts
+    val_decision = classify(fit.oof["correct"], fit.oof["new"], cuts["correct"], cuts["new"])
     test_weight = np.ones(len(table))
-    summary = {
+    return {
         "classes": {name: CLASS_LABELS[name] for name in CLASSES},
         "evidence": list(("top_score", "margin")),
         "operating_points": {
-            MATCH: point_json(points["correct"], targets["correct"]),
-            NEW: point_json(points["new"], targets["new"]),
+            MATCH: point_json(fit.points["correct"], targets["correct"]),
+            NEW: point_json(fit.points["new"], targets["new"]),
         },
         "threshold_choice": (
             "each cut is the lowest probability at which the validation photos at or above it reach the"
-            f" target precision, on at least {int(config['min_support'])} photos (out-of-fold probabilities:"
+            f" target precision, on at least {int(min_support)} photos (out-of-fold probabilities:"
             " each validation photo's from a model fitted without it); no such cut: nothing is decided"
             " automatically in that class"
         ),
         "validation": {
-            "photos": int(weight.sum()),
-            "units": len(val),
-            "cross_fit": cross_fit,
+            "photos": int(fit.weight.sum()),
+            "units": len(fit.units),
+            "cross_fit": fit.cross_fit,
             "classes": class_table(
-                val_decision, weight, {MATCH: targets_of["correct"].astype(float), NEW: targets_of["new"].astype(float)}
+                val_decision,
+                fit.weight,
+                {MATCH: fit.outcomes["correct"].astype(float), NEW: fit.outcomes["new"].astype(float)},
             ),
         },
         "test": {
@@ -233,12 +272,31 @@ def decide(val_topk: pd.DataFrame, test_topk: pd.DataFrame, train: pd.DataFrame,
             "classes": class_table(table["decision"].to_numpy(), test_weight),
         },
     }
+
+
+def decide(
+    val_topk: pd.DataFrame,
+    test_topk: pd.DataFrame,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    settings: DecisionSettings,
+    seed: int = 0,
+):
+    """The decisions table (one row per test photo, in test-table order), the summary and the
+    fitted models; see the module docstring. seed: the cross-fit's random parts (one fold only)."""
+    targets = precision_targets(settings)
+    missing = sorted(set(test["image"]) - set(test_topk["image"]))
+    if missing:
+        raise InputError(f"test top-k table: no candidates for {len(missing)} test photo(s), e.g. {missing[:3]}")
+    fit = fit_validation(val_topk, train, targets, settings.min_support, seed)
+    table, units = decide_test_photos(test_topk, test, fit)
+    summary = decision_summary(fit, targets, settings.min_support, table, units)
     calibration = {
         "evidence": ["top_score", "margin"],
-        "models": {"p_correct": models["correct"].to_json(), "p_new": models["new"].to_json()},
-        "reliability": {name: curve.to_dict(orient="records") for name, curve in curves.items()},
+        "models": {"p_correct": fit.models["correct"].to_json(), "p_new": fit.models["new"].to_json()},
+        "reliability": {name: curve.to_dict(orient="records") for name, curve in fit.curves.items()},
     }
-    return table, summary, calibration, (curves, cuts, targets)
+    return table, summary, calibration, (fit.curves, fit.cuts, targets)
 
 
 def run_decide(
@@ -254,14 +312,19 @@ def run_decide(
     calibration_out,
     figure_out,
 ) -> dict:
-    """results/decisions.csv and results/decisions/{summary,calibration}.json, reliability.png."""
+    """results/decisions.csv and results/decisions/{summary,calibration}.json, reliability.png.
+    params: DecisionSettings' keys plus "seed" (the decide rule's JSON)."""
+    values = dict(params or {})
+    seed = int(values.pop("seed", 0))  # the rule passes the config's seed; 0 as the CLI's --seed
+    settings = DecisionSettings.from_dict(values)
     ensemble = json.loads(Path(ensemble_summary_path).read_text())
     table, summary, calibration, plot = decide(
         pd.read_parquet(val_topk_path),
         pd.read_parquet(test_topk_path),
         pd.read_parquet(train_path),
         pd.read_parquet(test_path),
-        params,
+        settings,
+        seed,
     )
     # The evidence's unit: the ensemble's mean similarity, or its vote share.
     summary["score"] = calibration["score"] = ensemble.get("score", "similarity")

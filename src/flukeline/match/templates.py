@@ -11,6 +11,12 @@ import pandas as pd
 
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.core.retrieval import l2_normalise, search
+from flukeline.match.settings import SearchSettings
+
+# `templates: images` searches this many nearest images per identity wanted (k x 10): an identity
+# scored by its best image needs its images among the nearest, and a query's nearest images are
+# often several of one identity; no config key (the workflow never changed it).
+IMAGES_PER_IDENTITY_DEPTH = 10
 
 
 def trimmed_centres(
@@ -47,26 +53,27 @@ def fuse_views(*views: np.ndarray) -> np.ndarray:
 
 
 def identity_topk(
-    queries: np.ndarray, gallery: np.ndarray, gallery_ids, k: int, params: dict
+    queries: np.ndarray, gallery: np.ndarray, gallery_ids, k: int, settings: SearchSettings
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per query, the k best identities (ids, similarities, descending). Templates: trimmed
     centres, or every gallery image with an identity scored by its best image (`templates: images`)."""
     gallery_ids = np.asarray(gallery_ids)
     known = gallery_ids != NEW_WHALE
-    index_options = {
-        "ann_above": params.get("ann_above"),
-        "hnsw_m": params.get("hnsw_m", 32),
-        "ef_search": params.get("ef_search", 128),
-    }
-    if params.get("templates", "centres") == "centres":
-        centre = params.get("centres", {})
+    index_options = {"ann_above": settings.ann_above, "hnsw_m": settings.hnsw_m, "ef_search": settings.ef_search}
+    if settings.templates == "centres":
+        centres = settings.centres
         names, vectors = trimmed_centres(
-            gallery[known], gallery_ids[known], int(centre.get("min_images", 4)), float(centre.get("drop_share", 0.25))
+            gallery[known], gallery_ids[known], int(centres.min_images), float(centres.drop_share)
         )
         sims, idx = search(queries, vectors, k, **index_options)
         return pad_candidates(names[np.maximum(idx, 0)], sims, idx < 0, k)
-    names, vectors = gallery_ids[known], gallery[known]
-    depth = min(len(vectors), k * int(params.get("images_per_identity_depth", 10)))
+    return best_image_topk(queries, gallery_ids[known], gallery[known], k, index_options)
+
+
+def best_image_topk(queries: np.ndarray, names, vectors: np.ndarray, k: int, index_options: dict):
+    """`templates: images`: every gallery image a template, an identity scored by its best image
+    among the IMAGES_PER_IDENTITY_DEPTH x k nearest images."""
+    depth = min(len(vectors), k * IMAGES_PER_IDENTITY_DEPTH)
     sims, idx = search(queries, vectors, depth, **index_options)
     long = pd.DataFrame(
         {

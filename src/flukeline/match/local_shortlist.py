@@ -1,0 +1,120 @@
+"""The local member's pairs to match (`shortlist_pairs`): per query, the global members'
+weighted-mean identity ranking (`global_ranking`: their weights fitted on validation exactly as the
+ensemble fits them), and among the gallery images of its top `candidates` identities the B with
+the highest weighted-mean image cosine of the members' embeddings (B = `match.local.shortlist`).
+Validation queries of fold f see the other folds' images only, test queries every training image;
+new_whale images are no gallery. Computed query by query: a query touches only its candidates'
+images, never a query x gallery matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flukeline.core.metrics import NEW_WHALE
+from flukeline.match.ensemble import ensemble_topk, member_tables
+from flukeline.match.member import embedding_lookup
+from flukeline.match.templates import fuse_views
+
+PAIR_COLUMNS = ["split", "query", "fold", "gallery", "gallery_id", "identity_rank", "global_similarity"]
+
+
+class MemberViews:
+    """One global member's embeddings as matrices indexed by position: per validation fold, the
+    fold model's train vectors; for test, all fold models fused (train and test), as match_member
+    searches them."""
+
+    def __init__(self, tables: dict[int, pd.DataFrame], train_images, test_images, flip: bool):
+        lookups = {fold: embedding_lookup(t, flip) for fold, t in sorted(tables.items())}
+        self.val = {fold: lookup(train_images, "train") for fold, lookup in lookups.items()}
+        self.test_gallery = fuse_views(*[lookup(train_images, "train") for lookup in lookups.values()])
+        self.test_queries = fuse_views(*[lookup(test_images, "test") for lookup in lookups.values()])
+
+
+def pair_cosines(view: MemberViews, split: str, fold: int, query: int, gallery: np.ndarray) -> np.ndarray:
+    """Cosines of the query (a position in train, or in the test images) with gallery images
+    (positions in train): the validation fold's model, or the fused test views."""
+    if split == "val":
+        return view.val[fold][gallery] @ view.val[fold][query]
+    return view.test_gallery[gallery] @ view.test_queries[query]
+
+
+def global_ranking(members: dict[str, tuple[Path, float]], candidates: int, split: str) -> pd.DataFrame:
+    """The global ensemble's identity candidates of one split (ensemble_topk of the members' tables
+    with these weights, the first `candidates` per query), as the ensemble would rank them without
+    the local member."""
+    return ensemble_topk(member_tables(members, f"{split}_topk.parquet"), int(candidates))
+
+
+class TrainIndex:
+    """Positions of the training images: by name, by identity, and their folds."""
+
+    def __init__(self, train: pd.DataFrame, test_images: np.ndarray):
+        self.ids = train["id"].to_numpy()
+        self.folds = train["fold"].to_numpy()
+        self.names = train["image"].to_numpy()
+        self.position = pd.Series(np.arange(len(train)), index=self.names)
+        self.test_position = pd.Series(np.arange(len(test_images)), index=np.asarray(test_images))
+        self.by_id = pd.Series(np.arange(len(train))).groupby(self.ids).apply(np.asarray).to_dict()
+
+
+def query_gallery(index: TrainIndex, split: str, image: str, candidates: pd.DataFrame):
+    """(fold, query position, gallery positions, identity -> its place in the ranking) of one
+    query: the images of its ranked identities (new_whale and unknown ids left out), of the other
+    folds for a validation query; None when no gallery image is left."""
+    fold = int(candidates["fold"].iloc[0]) if split == "val" else -1
+    ids = [i for i in candidates.sort_values("rank")["id"] if i != NEW_WHALE and i in index.by_id]
+    if not ids:
+        return None
+    gallery = np.concatenate([index.by_id[i] for i in ids])
+    if split == "val":
+        gallery = gallery[index.folds[gallery] != fold]
+        query = index.position[image]
+    else:
+        query = index.test_position[image]
+    if len(gallery) == 0:
+        return None
+    return fold, query, gallery, {i: r for r, i in enumerate(ids)}
+
+
+def shortlist_pairs(
+    train: pd.DataFrame,
+    test_images: np.ndarray,
+    ranking: dict[str, pd.DataFrame],
+    views: dict[str, MemberViews],
+    weights: dict[str, float],
+    shortlist: int,
+) -> pd.DataFrame:
+    """Each query's B gallery images (see the module docstring): split, query, fold, gallery,
+    gallery_id, identity_rank (the identity's place in the global ranking) and global_similarity
+    (weighted-mean image cosine)."""
+    total = sum(weights.values()) or 1.0
+    index = TrainIndex(train, test_images)
+    rows = []
+    for split, table in ranking.items():
+        for image, candidates in table.groupby("image", sort=False):
+            found = query_gallery(index, split, image, candidates)
+            if found is None:
+                continue
+            fold, query, gallery, rank_of = found
+            score = np.zeros(len(gallery))
+            for name, view in views.items():
+                score += weights[name] * pair_cosines(view, split, fold, query, gallery)
+            score /= total
+            keep = np.argsort(-score, kind="stable")[:shortlist]
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "split": split,
+                        "query": image,
+                        "fold": fold,
+                        "gallery": index.names[gallery[keep]],
+                        "gallery_id": index.ids[gallery[keep]],
+                        "identity_rank": [rank_of[i] for i in index.ids[gallery[keep]]],
+                        "global_similarity": score[keep].astype(np.float32),
+                    }
+                )
+            )
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=PAIR_COLUMNS)

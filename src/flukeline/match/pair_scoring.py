@@ -1,0 +1,199 @@
+"""The local member's pair scores (`score_pairs`): the method's matcher (match/local_matchers.py:
+RootSIFT + ratio test, or LightGlue over ALIKED / DISK), then the inliers of a MAGSAC homography.
+Streamed query by query (a query's B pairs at a time): only the Q x B pair rows are kept; the
+scored pairs are checkpointed beside the outputs (`save_checkpoint`, `resumed_pairs`), so that a
+killed job resumes where it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from flukeline.core.errors import InputError
+from flukeline.core.io import write_atomic
+from flukeline.core.runtime import parallel_map
+from flukeline.match.local_features import LEARNED, LocalFeatures, torch_workers
+from flukeline.match.local_matchers import PairMatch, SiftMatcher, make_matcher
+from flukeline.match.settings import LocalPairSettings
+
+log = logging.getLogger(__name__)
+
+# Inlier correspondences kept per pair for the review page (and while scoring, to bound memory).
+MAX_POINTS = 40
+# A running job saves the pairs scored so far beside its outputs this often (seconds); a rerun
+# after a kill resumes from there.
+CHECKPOINT_SECONDS = 60.0
+# What score_pairs adds to each pair.
+SCORE_COLUMNS = ("matches", "inliers", "query_xy", "gallery_xy")
+
+
+def match_pair(
+    query: tuple[np.ndarray, np.ndarray],
+    gallery: tuple[np.ndarray, np.ndarray],
+    settings: LocalPairSettings | None = None,
+) -> tuple[int, int]:
+    """(ratio-test matches, MAGSAC homography inliers) of two images' SIFT (xy, descriptors); the
+    query's descriptors may already be RootSIFT (float32), the gallery's are the cache's uint8."""
+    settings = settings or LocalPairSettings()
+    matcher = SiftMatcher(settings.ratio, settings.ransac_threshold)
+    return matcher.match(matcher.prepare(*query), gallery).counts()
+
+
+def crop_size(features: LocalFeatures) -> tuple[int, int]:
+    """(W, H) of the crops a cache was extracted from (its `size`, "WxH")."""
+    try:
+        w, h = (int(v) for v in str(features.size).split("x"))
+    except ValueError as error:
+        raise InputError(f"local features: size {features.size!r} is not WxH") from error
+    return w, h
+
+
+def pairs_key(pairs: pd.DataFrame, features: dict[str, LocalFeatures], settings: LocalPairSettings, method: str) -> str:
+    """What a scoring run depends on: a checkpoint is resumed only under the same key."""
+    features_keys = {s: f.key for s, f in sorted(features.items())}
+    digest = hashlib.sha1(json.dumps([method, settings.to_dict(), features_keys], sort_keys=True).encode())
+    for column in ("split", "query", "gallery"):
+        digest.update("\n".join(map(str, pairs[column])).encode())
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: Path, rows: pd.DataFrame, key: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"flukeline_key": key.encode()})
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def resumed_pairs(path: Path | None, key: str, ordered: pd.DataFrame) -> pd.DataFrame | None:
+    """The scored prefix an interrupted run saved at `path` (same key, same pair order), or None."""
+    import pyarrow.parquet as pq
+
+    if path is None or not path.is_file():
+        return None
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as error:  # a damaged checkpoint is only lost time
+        log.warning("local pairs: ignoring the unreadable checkpoint %s (%s)", path, error)
+        return None
+    if (table.schema.metadata or {}).get(b"flukeline_key", b"").decode() != key:
+        log.info("local pairs: the checkpoint %s is of other pairs or settings; starting over", path)
+        return None
+    done = table.to_pandas()
+    head = ordered.iloc[: len(done)]
+    if (
+        len(done) > len(ordered)
+        or not (
+            (head["query"].to_numpy() == done["query"].to_numpy()).all()
+            and (head["gallery"].to_numpy() == done["gallery"].to_numpy())
+        ).all()
+    ):
+        log.info("local pairs: the checkpoint %s does not continue these pairs; starting over", path)
+        return None
+    log.info("local pairs: resuming after %d scored pairs from %s", len(done), path)
+    return done
+
+
+def pair_row(match: PairMatch, size: tuple[int, int], keep_points: bool) -> tuple:
+    """A scored pair's columns; the inlier points (at most MAX_POINTS, as fractions of the crop's
+    width and height) only where the review page reads them."""
+    if not keep_points or match.inliers == 0:
+        empty = np.zeros(0, np.float32)
+        return match.matches, match.inliers, empty, empty
+    scale = np.array(size, np.float32)
+    q = (match.query_xy[:MAX_POINTS] / scale).ravel().astype(np.float32)
+    g = (match.gallery_xy[:MAX_POINTS] / scale).ravel().astype(np.float32)
+    return match.matches, match.inliers, q, g
+
+
+def resumed_results(
+    groups: list[pd.DataFrame], ordered: pd.DataFrame, key: str, checkpoint: Path | None
+) -> tuple[list[tuple], int, int]:
+    """(the scored rows a checkpoint holds, the first query group still to score, the pairs
+    before it): whole queries only, so that a run resumes on a query's first pair."""
+    done = resumed_pairs(checkpoint, key, ordered)
+    results: list[tuple] = [] if done is None else list(zip(*(done[c] for c in SCORE_COLUMNS)))
+    first, covered = 0, 0
+    while first < len(groups) and covered + len(groups[first]) <= len(results):
+        covered += len(groups[first])
+        first += 1
+    return results[:covered], first, covered
+
+
+def with_scores(ordered: pd.DataFrame, results: list[tuple]) -> pd.DataFrame:
+    """The pairs with their score columns (matches and inliers int32, points float32 arrays)."""
+    ordered["matches"] = np.array([r[0] for r in results], dtype=np.int32)
+    ordered["inliers"] = np.array([r[1] for r in results], dtype=np.int32)
+    ordered["query_xy"] = [np.asarray(r[2], np.float32) for r in results]
+    ordered["gallery_xy"] = [np.asarray(r[3], np.float32) for r in results]
+    return ordered
+
+
+def score_pairs(
+    pairs: pd.DataFrame,
+    features: dict[str, LocalFeatures],
+    settings: LocalPairSettings,
+    threads: int = 1,
+    chunk: int = 16,
+    method: str | None = None,
+    checkpoint: Path | None = None,
+    points_for: tuple[str, ...] = ("test",),
+) -> tuple[pd.DataFrame, float]:
+    """pairs + matches, inliers and (for the `points_for` splits) the inlier points, streamed:
+    `chunk` queries at a time, a progress bar over the pairs; and the seconds it took. Queries run
+    on `threads` threads (OpenCV and torch release the GIL; LightGlue as torch_workers says). With
+    `checkpoint`, the scored pairs are saved there every CHECKPOINT_SECONDS and a rerun resumes
+    from them."""
+    import cv2
+
+    cv2.setNumThreads(1)  # our threads, not OpenCV's pool on top of them
+    method = method or features["train"].method
+    size = crop_size(features["train"])
+    matcher = make_matcher(method, settings, size)
+    width = torch_workers(threads, matcher.device) if method in LEARNED else threads
+    empty = (np.zeros((0, 2), np.float32), np.zeros((0, 128), features["train"].descriptors.dtype))
+
+    def lookup(split: str, image: str):
+        table = features[split]
+        return table.get(image) if image in table else empty
+
+    def one_query(group: pd.DataFrame) -> list[tuple]:
+        split = group["split"].iloc[0]
+        query = matcher.prepare(*lookup("train" if split == "val" else "test", group["query"].iloc[0]))
+        keep = split in points_for
+        return [pair_row(matcher.match(query, lookup("train", g)), size, keep) for g in group["gallery"]]
+
+    groups = [g for _, g in pairs.groupby(["split", "query"], sort=False)]
+    ordered = pd.concat(groups, ignore_index=True) if groups else pairs.iloc[:0].copy()
+    key = pairs_key(ordered, features, settings, method)
+    results, first, covered = resumed_results(groups, ordered, key, checkpoint)
+
+    def save() -> None:
+        scored = ordered.iloc[: len(results)][["split", "query", "gallery"]].copy()
+        for i, column in enumerate(SCORE_COLUMNS):
+            scored[column] = [r[i] for r in results]
+        save_checkpoint(checkpoint, scored, key)
+
+    start = last_save = time.perf_counter()
+    with tqdm(total=len(pairs), initial=covered, desc=f"{method} pairs", mininterval=5) as progress:
+        for lo in range(first, len(groups), chunk):
+            batch = groups[lo : lo + chunk]
+            for scored in parallel_map(one_query, batch, width):
+                results.extend(scored)
+            progress.update(sum(len(g) for g in batch))
+            if checkpoint is not None and time.perf_counter() - last_save >= CHECKPOINT_SECONDS:
+                save()
+                last_save = time.perf_counter()
+    seconds = time.perf_counter() - start
+    ordered = with_scores(ordered, results)
+    # Pairs scored by this run (the rest came from a checkpoint): the honest denominator of its time.
+    ordered.attrs["scored_now"] = len(results) - covered
+    return ordered, seconds
