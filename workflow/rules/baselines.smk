@@ -38,7 +38,7 @@ rule baseline_zero_shot_model:
     params:
         backbone=config["baselines"]["zero_shot"]["backbone"],
         pretrained=config["baselines"]["zero_shot"]["pretrained"],
-        size=ZERO_SHOT_SIZE.replace("x", " "),
+        size=ZERO_SHOT_SIZE_ARGS,
     shell:
         "{FLUKELINE} zero-shot-model --backbone {params.backbone:q} --pretrained {params.pretrained:q}"
         " --size {params.size} --out {output:q} > {log:q} 2>&1"

@@ -1,6 +1,7 @@
-# Everything the rule files use besides rules: config checks the schema cannot express, the
-# sources and paths, threads, and each step's params. The rule files (data.smk ... review.smk)
-# hold rules only, so none of them depends on another's definitions or on the include order.
+# Everything the stages' .smk files use besides their rules (config checks the schema cannot
+# express, the sources and paths, threads, each step's params), so that data.smk ... review.smk
+# hold rules only and none depends on another's definitions or on the include order. (Snakemake's
+# --lint flags a file with both a def and the word rule followed by a colon on one line.)
 # A step's params are its settings class's pick of the config (flukeline.*.settings): exactly the
 # keys the step consumes, so an edit to any other key never reruns it.
 from flukeline.align.settings import AlignSettings
@@ -274,8 +275,8 @@ def local_members(round_):
 
 
 def ensemble_with_local(round_):
-    """The ensemble rule's members as (folder, weight): the embedding members of rounds 0..round_,
-    then the local one."""
+    """The ensemble's members as (folder, weight): the embedding members of rounds 0..round_, then
+    the local one."""
     return list(zip(member_dirs(round_), member_weights(round_))) + local_members(round_)
 
 
@@ -317,6 +318,7 @@ def global_member_embeddings(wildcards):
 BASELINES = ["pixel_1nn", "zero_shot_1nn"]
 # The zero-shot baseline sees the crops the members see, at the first configured size.
 ZERO_SHOT_SIZE = size_name(config["align"]["sizes"][0])
+ZERO_SHOT_SIZE_ARGS = " ".join(map(str, config["align"]["sizes"][0]))  # zero-shot-model --size W H
 # 1-NN: every train image is a template, no flips; otherwise the members' search.
 BASELINE_SEARCH = {**SEARCH, "templates": "images", "flip_fusion": False}
 
