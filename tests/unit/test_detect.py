@@ -14,6 +14,7 @@ from flukeline.detect.evaluate import box_iou, fluke_span, mask_iou, pck
 from flukeline.detect.heatmap import decode_peaks, gaussian_targets
 from flukeline.detect.letterbox import Letterbox
 from flukeline.detect.predict import fuse_box, predict_all
+from flukeline.detect.settings import BoxSettings
 from flukeline.detect.train import detector_loss, train_detector
 from flukeline.detect.unet import build_detector
 
@@ -74,7 +75,7 @@ def test_box_fusion_falls_back_step_by_step():
     mask[40:60, 50:150] = True
     points = np.array([[45.0, 42.0], [100.0, 58.0], [160.0, 41.0]])  # the right tip pokes out of the mask
     confident = np.array([0.9, 0.9, 0.9])
-    params = {"min_mask_score": 0.6, "min_keypoint_confidence": 0.3, "min_area_fraction": 0.01}
+    params = BoxSettings(min_mask_score=0.6, min_keypoint_confidence=0.3, min_area_fraction=0.01)
     fused = fuse_box(mask, 0.9, points, confident, rgb, params)
     assert fused.method == "mask+keypoints" and (fused.x0, fused.y0, fused.x1, fused.y1) == (45, 40, 161, 60)
     assert fuse_box(mask, 0.9, points, confident * 0, rgb, params).method == "mask"

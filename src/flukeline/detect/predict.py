@@ -14,6 +14,7 @@ trained from boxes without masks (`mask_target` box) writes box regions as its m
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import cv2
@@ -29,8 +30,9 @@ from flukeline.core.tensors import to_tensor
 from flukeline.detect.boxes import Box, clip_box, keypoint_box, largest_component, mask_box
 from flukeline.detect.heatmap import decode_peaks, heatmap_probabilities, peak_mass
 from flukeline.detect.letterbox import Letterbox
+from flukeline.detect.settings import BoxSettings
 from flukeline.detect.threshold import threshold_box
-from flukeline.detect.unet import PAD_RGB, load_detector
+from flukeline.detect.unet import PAD_RGB, load_detector, training_settings
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +63,21 @@ def predict_batch(model, rgbs: list[np.ndarray], size, sigma: float, device) -> 
 
 
 def fuse_box(
-    mask: np.ndarray, mask_score: float, points: np.ndarray, confidence: np.ndarray, rgb: np.ndarray, params: dict
+    mask: np.ndarray,
+    mask_score: float,
+    points: np.ndarray,
+    confidence: np.ndarray,
+    rgb: np.ndarray,
+    settings: BoxSettings,
 ) -> Box:
     """Fallback chain: mask box widened to the confident keypoints (thin tips escape masks) ->
     mask box -> keypoint box x1.2 -> threshold detector -> whole image."""
     height, width = mask.shape
-    min_conf = float(params.get("min_keypoint_confidence", 0.3))
-    min_area = float(params.get("min_area_fraction", 0.01))
+    min_conf = float(settings.min_keypoint_confidence)
+    min_area = float(settings.min_area_fraction)
     good = points[confidence >= min_conf]
-    from_mask = (
-        mask_box(mask) if mask_score >= float(params.get("min_mask_score", 0.6)) and mask.mean() >= min_area else None
-    )
+    trusted = mask_score >= float(settings.min_mask_score) and mask.mean() >= min_area
+    from_mask = mask_box(mask) if trusted else None
     if from_mask is not None and len(good):
         x0, y0 = min(from_mask[0], good[:, 0].min()), min(from_mask[1], good[:, 1].min())
         x1, y1 = max(from_mask[2], good[:, 0].max() + 1), max(from_mask[3], good[:, 1].max() + 1)
@@ -84,16 +90,22 @@ def fuse_box(
     return threshold_box(rgb, min_area)
 
 
-def predict_all(model_path, train: pd.DataFrame, test: pd.DataFrame, params: dict, masks_dir, threads: int = 1):
-    """Masks (PNG + table), keypoints and boxes for every train and test image."""
+def predict_all(
+    model_path, train: pd.DataFrame, test: pd.DataFrame, settings: BoxSettings | Mapping, masks_dir, threads: int = 1
+):
+    """Masks (PNG + table), keypoints and boxes for every train and test image. settings: the
+    boxes' (a mapping, e.g. a gallery's detect section, is parsed)."""
+    if not isinstance(settings, BoxSettings):
+        settings = BoxSettings.from_dict(settings)
     configure_torch(threads)
     device = select_device()
     model, meta = load_detector(model_path, device)
-    size, names = tuple(meta["params"]["input_size"]), list(meta["params"]["keypoints"])
+    trained_with = training_settings(meta["params"])
+    size, names = tuple(trained_with.input_size), list(trained_with.keypoints)
     masks_dir = Path(masks_dir)
     masks_dir.mkdir(parents=True, exist_ok=True)
     images = pd.concat([train[["image", "split", "path"]], test[["image", "split", "path"]]], ignore_index=True)
-    sigma = float(meta["params"].get("heatmap_sigma", 2.0))
+    sigma = float(trained_with.heatmap_sigma)
     # A keypoint no training image labelled has an untrained heatmap: its peak means nothing, so
     # its confidence is 0 and align never uses it (models without the counts: all trained).
     labels = meta.get("keypoint_labels") or {}
@@ -111,7 +123,7 @@ def predict_all(model_path, train: pd.DataFrame, test: pd.DataFrame, params: dic
         mask_path.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(mask_path), mask.astype(np.uint8) * 255):
             raise OSError(f"could not write {mask_path}")
-        box = fuse_box(mask, pred["mask_score"], pred["keypoints"], pred["confidence"], rgb, params)
+        box = fuse_box(mask, pred["mask_score"], pred["keypoints"], pred["confidence"], rgb, settings)
         return row, str(mask_path), int(mask.sum()), pred, box
 
     for start in tqdm(range(0, len(images), batch_size), desc="detect", mininterval=5):
@@ -135,8 +147,10 @@ def predict_all(model_path, train: pd.DataFrame, test: pd.DataFrame, params: dic
 
 
 def run_predict(model_path, train_path, test_path, params, masks_dir, masks_out, keypoints_out, boxes_out, threads=1):
+    """detect-predict: params, BoxSettings' keys (the detect_predict rule's JSON)."""
+    settings = BoxSettings.from_dict(params)
     masks, keypoints, boxes = predict_all(
-        model_path, pd.read_parquet(train_path), pd.read_parquet(test_path), params, masks_dir, threads
+        model_path, pd.read_parquet(train_path), pd.read_parquet(test_path), settings, masks_dir, threads
     )
     write_parquet_atomic(masks, masks_out)
     write_parquet_atomic(keypoints, keypoints_out)

@@ -56,6 +56,17 @@ class BoxSettings(StageSettings):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ClassicalDetectSettings(StageSettings):
+    """What the classical `detect` step consumes (detect.method threshold or none): one box per
+    photo, background-difference or the whole photo."""
+
+    section: ClassVar[str] = "detect"
+
+    method: str = "threshold"  # threshold | none
+    min_area_fraction: float = BoxSettings.min_area_fraction
+
+
+@dataclass(frozen=True, kw_only=True)
 class BoxSection(StageSettings):
     """detect.boxes as config.yaml holds it (min_area_fraction sits one level up)."""
 

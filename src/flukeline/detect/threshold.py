@@ -19,6 +19,7 @@ boxes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import cv2
 import numpy as np
@@ -28,6 +29,7 @@ from flukeline.core.images import read_image_rgb
 from flukeline.core.io import write_parquet_atomic
 from flukeline.core.runtime import parallel_map
 from flukeline.detect.boxes import Box
+from flukeline.detect.settings import ClassicalDetectSettings
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ WORK_SIDE = 256
 SMALL_BOX_SHARE = 0.05
 
 
-def threshold_box(rgb: np.ndarray, min_area_fraction: float = 0.01) -> Box:
+def threshold_box(rgb: np.ndarray, min_area_fraction: float = ClassicalDetectSettings.min_area_fraction) -> Box:
     """Box (x0, y0 inclusive; x1, y1 exclusive, original pixels) of the largest foreground blob,
     or the whole image when no blob covers min_area_fraction of it."""
     height, width = rgb.shape[:2]
@@ -109,10 +111,15 @@ def _log_small_boxes(table: pd.DataFrame, photo_areas) -> None:
         )
 
 
-def detect_boxes(train: pd.DataFrame, test: pd.DataFrame, params: dict, threads: int = 1) -> pd.DataFrame:
+def detect_boxes(
+    train: pd.DataFrame, test: pd.DataFrame, settings: ClassicalDetectSettings | Mapping, threads: int = 1
+) -> pd.DataFrame:
+    """One box per train and test photo (settings: a mapping, e.g. a gallery's, is parsed)."""
+    if not isinstance(settings, ClassicalDetectSettings):
+        settings = ClassicalDetectSettings.from_dict(settings)
     images = pd.concat([train[["image", "split", "path"]], test[["image", "split", "path"]]], ignore_index=True)
-    method = params.get("method", "threshold")
-    min_area = float(params.get("min_area_fraction", 0.01))
+    method = settings.method
+    min_area = float(settings.min_area_fraction)
     tasks = [(p, method, min_area) for p in images["path"]]
     found = parallel_map(_detect_one, tasks, threads, processes=True, chunksize=16)
     table = pd.DataFrame([box.__dict__ for box, _ in found])
@@ -129,7 +136,9 @@ MASK_COLUMNS = ["image", "split", "mask_path", "area", "score"]
 
 
 def run(train_path, test_path, out_path, params: dict, threads: int = 1, keypoints_out=None, masks_out=None) -> None:
-    table = detect_boxes(pd.read_parquet(train_path), pd.read_parquet(test_path), params, threads)
+    """detect (threshold or none): params, ClassicalDetectSettings' keys (the detect rule's JSON)."""
+    settings = ClassicalDetectSettings.from_dict(params)
+    table = detect_boxes(pd.read_parquet(train_path), pd.read_parquet(test_path), settings, threads)
     write_parquet_atomic(table, out_path)
     # Same tables as the learned detector writes, empty: downstream falls back to the boxes.
     if keypoints_out:

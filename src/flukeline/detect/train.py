@@ -19,6 +19,7 @@ keypoint are kept (`keypoint_labels`) so that predict gives an untrained keypoin
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,8 @@ from flukeline.detect.examples import (
     load_examples,
 )
 from flukeline.detect.heatmap import gaussian_targets
-from flukeline.detect.unet import WEIGHTS_KEY, build_detector
+from flukeline.detect.settings import DetectorTrainingSettings
+from flukeline.detect.unet import WEIGHTS_KEY, build_detector, training_settings
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +49,18 @@ log = logging.getLogger(__name__)
 def train_detector(
     train: pd.DataFrame,
     keypoints: pd.DataFrame,
-    params: dict,
+    settings: DetectorTrainingSettings | Mapping,
     seed: int,
     model_path,
     history_path,
     threads: int = 1,
     boxes: pd.DataFrame | None = None,
 ) -> dict:
-    names = list(params["keypoints"])
-    size = tuple(params["input_size"])
+    """Train the detector and save it (weights and meta: its settings, the held-out images, what
+    supervised the mask); returns the meta."""
+    settings = training_settings(settings)
+    names = list(settings.keypoints)
+    size = tuple(settings.input_size)
     torch_ = configure_torch(threads, seed)
     device = select_device()
     annotated = annotated_images(train, keypoints, names, boxes)
@@ -66,9 +71,9 @@ def train_detector(
         )
     # Decided on every annotated image (held-out ones too), so that one model has one meaning.
     mask_target = "mask" if annotated["mask_path"].notna().any() else "box"
-    held = holdout_split(annotated["image"], float(params.get("holdout_fraction", 0.1)), seed)
+    held = holdout_split(annotated["image"], float(settings.holdout_fraction), seed)
     fit = annotated[~held]
-    limit = params.get("max_train_images")
+    limit = settings.max_train_images
     if limit and len(fit) > int(limit):
         fit = fit.sample(int(limit), random_state=seed).sort_values("image")
     fit = fit.reset_index(drop=True)
@@ -91,10 +96,10 @@ def train_detector(
         device,
     )
 
-    model = build_detector(params).to(device)
-    lr = float(params.get("lr", 2e-3))
+    model = build_detector(settings).to(device)
+    lr = float(settings.lr)
     optimizer = torch_.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    epochs, batch_size = int(params.get("epochs", 15)), int(params.get("batch_size", 16))
+    epochs, batch_size = int(settings.epochs), int(settings.batch_size)
     steps_per_epoch = max(1, len(fit) // batch_size)
     scheduler = torch_.optim.lr_scheduler.OneCycleLR(
         optimizer, lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
@@ -102,8 +107,10 @@ def train_detector(
     augment = detector_augmentation(seed)
     # The batch order comes from a generator of its own, saved in the checkpoint.
     generator = torch_.Generator().manual_seed(seed)
-    sigma = float(params.get("heatmap_sigma", 2.0))
-    heatmap_weight = float(params.get("heatmap_weight", 1.0))
+    sigma = float(settings.heatmap_sigma)
+    heatmap_weight = float(settings.heatmap_weight)
+    # The settings as detect-train's --params held them (every key: the rule passes them all).
+    params = settings.to_dict()
     digest = settings_digest({"params": params, "seed": seed, "n": len(fit), "mask_target": mask_target})
 
     def plan_epoch(epoch, rng):
@@ -206,10 +213,11 @@ def detector_loss(
 
 
 def run_train(train_path, keypoints_path, params, seed, model_path, history_path, threads=1, boxes_path=None) -> None:
+    """detect-train: params, DetectorTrainingSettings' keys (the detect_train rule's JSON)."""
     train_detector(
         pd.read_parquet(train_path),
         pd.read_parquet(keypoints_path),
-        params,
+        DetectorTrainingSettings.from_dict(params),
         int(seed),
         model_path,
         history_path,

