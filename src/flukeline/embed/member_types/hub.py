@@ -147,7 +147,8 @@ class HubMember(MemberType):
             config = transformers.AutoConfig.from_pretrained(meta["repository"], trust_remote_code=True)
             model = transformers.AutoModel.from_config(config, trust_remote_code=True)
         else:
-            model = timm.create_model(meta["architecture"], pretrained=False, num_classes=0, **meta["model_args"])
+            args = {**meta["model_args"], "num_classes": 0}
+            model = timm.create_model(meta["architecture"], pretrained=False, **args)
         return HubNet(model, meta["embedding_dim"], meta["input_size"])
 
     def train(self, job: TrainJob) -> None:
