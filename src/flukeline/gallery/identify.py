@@ -16,7 +16,7 @@ import pandas as pd
 
 from flukeline.core.errors import InputError
 from flukeline.core.metrics import NEW_WHALE
-from flukeline.gallery.manifest import read_manifest
+from flukeline.gallery.manifest import match_settings, read_manifest
 from flukeline.gallery.photos import base_sightings, embed_photos
 from flukeline.gallery.sightings import current_sightings
 
@@ -55,12 +55,12 @@ def identify(gallery, photos, top: int = 5, threads: int = 1) -> pd.DataFrame:
     sightings = current_sightings(manifest, threads)
     ids, gallery_vectors = gallery_embeddings(manifest, sightings)
     images, query_vectors = embed_photos(photos, manifest, threads)
-    params = dict(manifest["match"])
-    depth = max(int(params.get("candidates", 20)), top)
+    settings = match_settings(manifest)
+    depth = max(int(settings.candidates), top)
     members = {}
     for member in manifest["members"]:
         name = member["name"]
-        cand_ids, cand_sims = identity_topk(query_vectors[name], gallery_vectors[name], ids[name], depth, params)
+        cand_ids, cand_sims = identity_topk(query_vectors[name], gallery_vectors[name], ids[name], depth, settings)
         members[name] = (to_long(images["image"], cand_ids, cand_sims), float(member["weight"]))
     topk = ensemble_topk(members, depth)
     threshold = float(manifest["threshold"])

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from flukeline.core.errors import InputError
 from flukeline.core.io import write_json_atomic
+from flukeline.detect.settings import ClassicalDetectSettings
+from flukeline.match.settings import SearchSettings
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,11 @@ def read_manifest(folder) -> dict:
         member["models"] = [absolute(p) for p in member["models"]]
         member["embeddings"] = [absolute(p) for p in member.get("embeddings", [])]
     return manifest
+
+
+def match_settings(manifest: dict) -> SearchSettings:
+    """How the gallery searches (its `match` section: SearchSettings' keys, as match_member's)."""
+    return SearchSettings.from_dict(manifest["match"])
 
 
 def manifest_from_run(
@@ -123,13 +130,18 @@ def new_gallery(out_dir, backbone: str, pretrained: str | None, size: str, thres
         {
             "source": f"{backbone} ({pretrained or 'random'} weights, untrained)",
             "train": None,
-            "detect": {"method": "none", "min_area_fraction": 0.01, "model": None},
+            "detect": {**ClassicalDetectSettings(method="none").to_dict(), "model": None},
             # No landmarks: each photo is its own box, letterboxed whole (aspect kept) into the size.
             "align": {"margin": 0.0},
             # Every sighting is a template: a few photos per individual, nothing to average away. No
             # flip fusion: marks are chiral and an untrained backbone was not taught that a mirrored
             # pattern is the same animal (manta-demo: 4 of 5 right at rank 1 without, 3 with).
-            "match": {"templates": "images", "flip_fusion": False, "top_k": 5, "candidates": 20},
+            "match": {
+                "templates": "images",
+                "flip_fusion": False,
+                "top_k": SearchSettings.top_k,
+                "candidates": SearchSettings.candidates,
+            },
             "threshold": float(threshold),
             "members": [
                 {

@@ -16,6 +16,7 @@ import pandas as pd
 
 from flukeline.core.errors import InputError
 from flukeline.core.images import read_image_rgb
+from flukeline.gallery.manifest import match_settings
 
 
 def photo_table(photos) -> pd.DataFrame:
@@ -40,11 +41,30 @@ def crop_photos(images: pd.DataFrame, manifest: dict, work_dir, threads: int = 1
     """Detection, alignment and crops of `images` at every member size, as the workflow does
     for test images: size -> the align table embed reads."""
     from flukeline.align.crops import crop_images
-    from flukeline.align.settings import DEFAULT_PADDING, AlignSettings
+    from flukeline.align.settings import AlignSettings
     from flukeline.align.transforms import estimate_transforms
-    from flukeline.detect.threshold import KEYPOINT_COLUMNS, detect_boxes
 
     work_dir = Path(work_dir)
+    masks, keypoints, boxes = detect_photos(images, manifest, work_dir, threads)
+    align = AlignSettings.from_params(manifest["align"])
+    transforms = estimate_transforms(images, keypoints, boxes, align)
+    sizes = sorted({m["size"] for m in manifest["members"]})
+    # The run's box-crop margin and padding (align.margin, align.padding), so that identify crops as the run did.
+    return {
+        size: crop_images(
+            images, transforms, masks, size, float(align.margin), work_dir / size, threads, padding=align.padding
+        )
+        for size in sizes
+    }
+
+
+def detect_photos(images: pd.DataFrame, manifest: dict, work_dir: Path, threads: int = 1):
+    """(masks or None, keypoints, boxes) of the photos with the gallery's detector: the run's
+    learned one (its `detect` section: method, model and BoxSettings' keys) or a classical one
+    (method and min_area_fraction)."""
+    from flukeline.detect.settings import BoxSettings, ClassicalDetectSettings
+    from flukeline.detect.threshold import KEYPOINT_COLUMNS, detect_boxes
+
     settings = dict(manifest["detect"])
     method = settings.pop("method")
     model = settings.pop("model", None)
@@ -52,29 +72,18 @@ def crop_photos(images: pd.DataFrame, manifest: dict, work_dir, threads: int = 1
     if method == "learned":
         from flukeline.detect.predict import predict_all
 
-        masks, keypoints, boxes = predict_all(model, empty, images, settings, work_dir / "masks", threads)
-    else:
-        boxes = detect_boxes(empty, images, {"method": method, **settings}, threads)
-        keypoints = pd.DataFrame(
-            {c: pd.Series(dtype="float64" if c in ("x", "y", "confidence") else "str") for c in KEYPOINT_COLUMNS}
-        )
-        masks = None
-    align = dict(manifest["align"])
-    margin = float(align.get("margin", 0.1))
-    transforms = estimate_transforms(images, keypoints, boxes, AlignSettings.from_params(align))
-    sizes = sorted({m["size"] for m in manifest["members"]})
-    # The run's box-crop padding (align.padding), so that identify crops as the run did.
-    padding = align.get("padding", DEFAULT_PADDING)
-    return {
-        size: crop_images(images, transforms, masks, size, margin, work_dir / size, threads, padding=padding)
-        for size in sizes
-    }
+        return predict_all(model, empty, images, BoxSettings.from_dict(settings), work_dir / "masks", threads)
+    boxes = detect_boxes(empty, images, ClassicalDetectSettings.from_dict({"method": method, **settings}), threads)
+    keypoints = pd.DataFrame(
+        {c: pd.Series(dtype="float64" if c in ("x", "y", "confidence") else "str") for c in KEYPOINT_COLUMNS}
+    )
+    return None, keypoints, boxes
 
 
 def member_key(member: dict, manifest: dict) -> str:
     """Identifies how an embedding was made (the models, flip fusion): a retrained member or a
     changed recipe re-embeds the sightings."""
-    recipe = {"flip": bool(manifest["match"].get("flip_fusion", True)), "size": member["size"]}
+    recipe = {"flip": bool(match_settings(manifest).flip_fusion), "size": member["size"]}
     digest = hashlib.sha1(json.dumps(recipe).encode())
     for path in member["models"]:
         digest.update(Path(path).read_bytes())
@@ -99,7 +108,7 @@ def embed_crops(member: dict, crops: pd.DataFrame, flip: bool, threads: int = 1)
 def embed_photos(photos, manifest: dict, threads: int = 1) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """(photo table, member name -> fused embeddings in photo order)."""
     images = photo_table(photos)
-    flip = bool(manifest["match"].get("flip_fusion", True))
+    flip = bool(match_settings(manifest).flip_fusion)
     with tempfile.TemporaryDirectory(prefix="flukeline-identify-") as work:
         crops = crop_photos(images, manifest, work, threads)
         vectors = {m["name"]: embed_crops(m, crops[m["size"]], flip, threads) for m in manifest["members"]}
@@ -112,7 +121,7 @@ def base_sightings(manifest: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     if not manifest.get("train"):
         return np.array([], dtype=object), {m["name"]: None for m in manifest["members"]}
     train = pd.read_parquet(manifest["train"])
-    flip = bool(manifest["match"].get("flip_fusion", True))
+    flip = bool(match_settings(manifest).flip_fusion)
     vectors = {}
     for member in manifest["members"]:
         tables = [pd.read_parquet(p) for p in member["embeddings"]]

@@ -18,7 +18,7 @@ from flukeline.core.errors import InputError
 from flukeline.core.io import write_json_atomic
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.gallery.identify import gallery_embeddings
-from flukeline.gallery.manifest import MANIFEST, read_manifest
+from flukeline.gallery.manifest import MANIFEST, match_settings, read_manifest
 from flukeline.gallery.sightings import current_sightings
 
 log = logging.getLogger(__name__)
@@ -39,15 +39,15 @@ def leave_one_out_topk(manifest: dict, sightings: pd.DataFrame, max_queries: int
     order = np.arange(len(any_ids))
     if len(order) > max_queries:
         order = np.sort(np.random.default_rng(seed).choice(order, max_queries, replace=False))
-    params = dict(manifest["match"])
-    depth = int(params.get("candidates", 20))
+    settings = match_settings(manifest)
+    depth = int(settings.candidates)
     members = {m["name"]: [] for m in manifest["members"]}
     for i in order:
         keep = np.arange(len(any_ids)) != i
         for member in manifest["members"]:
             name = member["name"]
             cand_ids, cand_sims = identity_topk(
-                vectors[name][i : i + 1], vectors[name][keep], ids[name][keep], depth, params
+                vectors[name][i : i + 1], vectors[name][keep], ids[name][keep], depth, settings
             )
             members[name].append(to_long([f"sighting{i}"], cand_ids, cand_sims))
     weights = {m["name"]: float(m["weight"]) for m in manifest["members"]}
@@ -79,8 +79,8 @@ def calibrate_gallery(gallery, threads: int = 1, max_queries: int = 2000) -> dic
             f"sightings and one seen once (or new_whale sightings); this gallery gives {known} known "
             f"and {new} new leave-one-out queries"
         )
-    k = int(manifest["match"].get("top_k", 5))
-    threshold, curve = calibrate_threshold(topk, threshold_grid(manifest["match"]), k)
+    settings = match_settings(manifest)
+    threshold, curve = calibrate_threshold(topk, threshold_grid(settings), int(settings.top_k))
 
     images, cand_ids, cand_sims = to_wide(topk, 5)
     truth_of = topk.drop_duplicates("image").set_index("image")["truth"].loc[images].to_numpy()
