@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -46,23 +47,35 @@ from flukeline.detect.unet import WEIGHTS_KEY, build_detector, training_settings
 log = logging.getLogger(__name__)
 
 
-def train_detector(
+@dataclass
+class TrainingExamples:
+    """The annotated images (held-out flags), the ones the detector fits on, what supervises the
+    mask channel, and their letterboxed inputs and targets (see `load_examples`)."""
+
+    annotated: pd.DataFrame
+    held: np.ndarray
+    fit: pd.DataFrame
+    mask_target: str
+    images: np.ndarray
+    masks: np.ndarray
+    has_mask: np.ndarray
+    regions: np.ndarray
+    has_box: np.ndarray
+    points: np.ndarray
+    visible: np.ndarray
+
+
+def training_examples(
     train: pd.DataFrame,
     keypoints: pd.DataFrame,
-    settings: DetectorTrainingSettings | Mapping,
+    settings: DetectorTrainingSettings,
     seed: int,
-    model_path,
-    history_path,
     threads: int = 1,
     boxes: pd.DataFrame | None = None,
-) -> dict:
-    """Train the detector and save it (weights and meta: its settings, the held-out images, what
-    supervised the mask); returns the meta."""
-    settings = training_settings(settings)
-    names = list(settings.keypoints)
-    size = tuple(settings.input_size)
-    torch_ = configure_torch(threads, seed)
-    device = select_device()
+) -> TrainingExamples:
+    """The held-out split (holdout_fraction), at most max_train_images fitted on, loaded at
+    input_size; with no mask anywhere the filled boxes are the mask targets."""
+    names, size = list(settings.keypoints), tuple(settings.input_size)
     annotated = annotated_images(train, keypoints, names, boxes)
     if annotated.empty:
         raise InputError(
@@ -84,6 +97,31 @@ def train_detector(
     if mask_target == "box":
         # No masks anywhere: the filled box stands in for the mask (see the module docstring).
         masks, has_mask = regions.copy(), has_box.copy()
+    return TrainingExamples(
+        annotated, held, fit, mask_target, images, masks, has_mask, regions, has_box, points, visible
+    )
+
+
+def train_detector(
+    train: pd.DataFrame,
+    keypoints: pd.DataFrame,
+    settings: DetectorTrainingSettings | Mapping,
+    seed: int,
+    model_path,
+    history_path,
+    threads: int = 1,
+    boxes: pd.DataFrame | None = None,
+) -> dict:
+    """Train the detector and save it (weights and meta: its settings, the held-out images, what
+    supervised the mask); returns the meta."""
+    settings = training_settings(settings)
+    names = list(settings.keypoints)
+    torch_ = configure_torch(threads, seed)
+    device = select_device()
+    ex = training_examples(train, keypoints, settings, seed, threads, boxes)
+    annotated, held, fit, mask_target = ex.annotated, ex.held, ex.fit, ex.mask_target
+    images, masks, has_mask, regions, has_box = ex.images, ex.masks, ex.has_mask, ex.regions, ex.has_box
+    points, visible = ex.points, ex.visible
     log.info(
         "detector: %d training images (%d with masks, %d with boxes, %d with keypoints), %d held out, "
         "mask target %s, device %s",
