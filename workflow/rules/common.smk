@@ -238,7 +238,7 @@ def member_embeddings_of(wildcards):
     return member_embeddings(int(wildcards.round))
 
 
-# The members' folders of match_member's outputs that the ensemble and local_match read.
+# The tables of a member's folder (match_member's outputs) that the ensemble reads, with summary.json.
 MEMBER_TABLES = ("val_topk.parquet", "test_topk.parquet", "val_predictions.parquet", "test_predictions.parquet")
 
 
@@ -259,6 +259,8 @@ LOCAL = config["match"]["local"]
 LOCAL_METHOD = LOCAL["method"]
 LOCAL_SIZE = size_name(LOCAL["size"] or config["align"]["sizes"][0])
 LOCAL_FEATURES = f"results/match/local/{LOCAL_METHOD}_{LOCAL_SIZE}"
+# The local member's folder name beside the members' (results/match/round<r>/local_<method>).
+LOCAL_MEMBER = f"local_{LOCAL_METHOD}"
 LOCAL_METHODS = "sift|aliked_lightglue|disk_lightglue"
 # The learned matchers load torch and their networks: ~1.2 GB resident (demo, ALIKED + LightGlue).
 LOCAL_TORCH = LOCAL_METHOD not in ("none", "sift")
@@ -271,7 +273,7 @@ def local_members(round_):
     """The local member's folder and configured weight for round_'s ensemble ([] when off)."""
     if LOCAL_METHOD == "none":
         return []
-    return [(match_dir(round_, f"local_{LOCAL_METHOD}"), float(LOCAL["weight"]))]
+    return [(match_dir(round_, LOCAL_MEMBER), float(LOCAL["weight"]))]
 
 
 def ensemble_with_local(round_):
@@ -333,11 +335,7 @@ def baseline_embeddings(wildcards, input):
 # folder like a member's), and the ensemble of each round.
 SCORED = (
     [(f"{m}@round{r}", match_dir(r, m)) for r in ROUNDS for m in MEMBERS]
-    + (
-        [(f"local_{LOCAL_METHOD}@round{r}", match_dir(r, f"local_{LOCAL_METHOD}")) for r in ROUNDS]
-        if LOCAL_METHOD != "none"
-        else []
-    )
+    + ([(f"{LOCAL_MEMBER}@round{r}", match_dir(r, LOCAL_MEMBER)) for r in ROUNDS] if LOCAL_METHOD != "none" else [])
     + [(f"ensemble@round{r}", match_dir(r, "ensemble")) for r in ROUNDS]
 )
 SCORED_SUMMARIES = [f"{d}/summary.json" for _, d in SCORED]
@@ -402,7 +400,7 @@ REVIEW_SIZE = member_size(MEMBERS[0])
 # The local-feature member's inlier keypoints of the final round (none when it is off): the page
 # draws them between the query's crop and the matched gallery image's.
 REVIEW_LOCAL = (
-    {"correspondences": f"{match_dir(FINAL_ROUND, f'local_{LOCAL_METHOD}')}/correspondences.parquet"}
+    {"correspondences": f"{match_dir(FINAL_ROUND, LOCAL_MEMBER)}/correspondences.parquet"}
     if LOCAL_METHOD != "none"
     else {}
 )
