@@ -29,7 +29,7 @@ import pandas as pd
 import yaml
 
 from flukeline.annotate.page import select_photos, train_from_root
-from flukeline.core.weights import save_weights
+from flukeline.core.model_file import save_weights
 from flukeline.data.annotations import load_annotations
 from flukeline.data.demo.generate import generate_demo
 from flukeline.detect.evaluate import evaluate_detection, keypoints_trained

@@ -22,11 +22,11 @@ from flukeline.align.geometry import (
     template_frame,
     transform_of,
 )
-from flukeline.core.errors import InputError
 from flukeline.align.settings import DEFAULT_TEMPLATE, AlignSettings, parse_size
 from flukeline.align.transforms import estimate_transforms
 from flukeline.align.warp import warp
 from flukeline.cli import main
+from flukeline.core.errors import InputError
 
 TEMPLATE = DEFAULT_TEMPLATE
 NAMES = list(TEMPLATE)

@@ -226,7 +226,7 @@ def test_several_mistakes_give_one_line_each_in_a_fixed_order(problems, tmp_path
 
 def test_the_config_checks_import_no_torch():
     code = (
-        "import sys, flukeline.core.config_check, flukeline.core.config_rules, flukeline.core.weight_sources;"
+        "import sys, flukeline.core.config_check, flukeline.core.config_rules, flukeline.core.offline_weights;"
         " print(sorted(m for m in ('torch', 'timm', 'numpy') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

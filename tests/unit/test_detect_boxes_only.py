@@ -12,7 +12,7 @@ from helpers_annotated import NAMES, annotated_photos, notched_block, tiny_detec
 
 from flukeline.align.settings import AlignSettings
 from flukeline.align.transforms import estimate_transforms
-from flukeline.core.weights import read_weights
+from flukeline.core.model_file import read_weights
 from flukeline.detect.evaluate import evaluate_detection, run_evaluate
 from flukeline.detect.examples import annotated_images, box_region
 from flukeline.detect.letterbox import Letterbox

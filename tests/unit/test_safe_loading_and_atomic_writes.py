@@ -14,7 +14,7 @@ import torch
 from flukeline.core.checkpoint import resume_training_state, save_training_state
 from flukeline.core.errors import InputError
 from flukeline.core.io import write_parquet_atomic
-from flukeline.core.weights import read_weights, save_weights
+from flukeline.core.model_file import read_weights, save_weights
 
 # --- safe loading --------------------------------------------------------------------------------
 
@@ -104,12 +104,12 @@ def test_a_crash_while_saving_weights_leaves_no_model_file(tmp_path, monkeypatch
 
     weights = tmp_path / "model.safetensors"
     monkeypatch.setattr(
-        "flukeline.core.weights.save_file", lambda state, path, metadata: (Path(path).write_bytes(b"half"), 1 / 0)
+        "flukeline.core.model_file.save_file", lambda state, path, metadata: (Path(path).write_bytes(b"half"), 1 / 0)
     )
     with pytest.raises(ZeroDivisionError):
         save_weights(torch.nn.Linear(3, 2), weights, {"fold": 0})
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr("flukeline.core.weights.save_file", safetensors.torch.save_file)
+    monkeypatch.setattr("flukeline.core.model_file.save_file", safetensors.torch.save_file)
     save_weights(torch.nn.Linear(3, 2), weights, {"fold": 0})
     assert read_weights(weights, tensors=False)[1] == {"fold": 0}
 

@@ -41,8 +41,10 @@ def mismatches(cls: type[StageSettings], node: dict, path: str, dag_keys=(), fie
     properties = {k: v for k, v in node.get("properties", {}).items() if k not in dag_keys}
     fields = {f.name: f for f in dataclasses.fields(cls)}
     nested = _nested_types(cls)
-    problems = [f"{path}.{k}: in the schema, not a field of {cls.__name__}" for k in sorted(set(properties) - set(fields))]
-    problems += [f"{path}.{k}: a field of {cls.__name__}, not in the schema" for k in sorted(set(fields) - set(properties) - set(field_only))]
+    schema_only = sorted(set(properties) - set(fields))
+    field_only = sorted(set(fields) - set(properties) - set(field_only))
+    problems = [f"{path}.{k}: in the schema, not a field of {cls.__name__}" for k in schema_only]
+    problems += [f"{path}.{k}: a field of {cls.__name__}, not in the schema" for k in field_only]
     for name in sorted(set(properties) & set(fields)):
         schema_node = resolve(properties[name])
         field = fields[name]
@@ -84,7 +86,10 @@ def test_a_wrong_default_is_found():
         epochs: int = 12
 
     node = {"properties": {"epochs": {"type": "integer", "default": 60}, "extra": {"type": "integer"}}}
-    assert mismatches(Tiny, node, "x") == ["x.extra: in the schema, not a field of Tiny", "x.epochs: schema default 60, field 12"]
+    assert mismatches(Tiny, node, "x") == [
+        "x.extra: in the schema, not a field of Tiny",
+        "x.epochs: schema default 60, field 12",
+    ]
 
 
 def test_member_settings_merge_the_member_over_the_shared_keys():

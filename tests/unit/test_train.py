@@ -224,7 +224,7 @@ def test_a_member_trains_with_every_recipe_option_and_embeds_plain_and_mirrored(
 def test_a_killed_training_resumes_after_its_last_epoch_and_ends_with_the_same_weights(tmp_path, monkeypatch):
 
     import flukeline.core.training as train_module
-    from flukeline.core.weights import read_weights
+    from flukeline.core.model_file import read_weights
 
     train, align = _write_crops(tmp_path)
     params = {

@@ -4,7 +4,7 @@ files, the Omniglot zip).
 
 `workflow_problems(config, project_dir)` returns one line per problem; the workflow
 (workflow/rules/common.smk) raises them all at once, after the schema check and its defaults.
-Snakemake parses this on every run, so it imports the standard library and `weight_sources` only
+Snakemake parses this on every run, so it imports the standard library and `offline_weights` only
 (no torch).
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .weight_sources import IMAGENET_SOURCES, timm_name
+from .offline_weights import IMAGENET_SOURCES, timm_name
 
 
 def omniglot_zip(config: dict, project_dir: str | os.PathLike) -> Path:

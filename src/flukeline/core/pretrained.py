@@ -34,7 +34,7 @@ from .errors import InputError
 
 # The table of offline weights lives in a torch-free module (the workflow's config checks read it
 # at parse time); re-exported here for the callers that import it from this module.
-from .weight_sources import IMAGENET_SOURCES, WeightSource, timm_name  # noqa: F401
+from .offline_weights import IMAGENET_SOURCES, WeightSource, timm_name  # noqa: F401
 
 
 class WeightMappingError(InputError):

@@ -6,8 +6,6 @@ so that embed scores a fold the way match calibrates without importing match."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import faiss
 import numpy as np
 
@@ -81,18 +79,9 @@ def map5_by_threshold(
     return np.asarray(scores)
 
 
-def threshold_grid(settings) -> np.ndarray:
-    """The new_whale thresholds to try: `threshold_grid` (low, high, step) of a settings object
-    (match's RankingSettings and its subclasses) or of a mapping (embed's runners, still on
-    dicts, pass their settings with match.threshold_grid merged in)."""
-    if isinstance(settings, Mapping):
-        # A mapping without the key: match.threshold_grid's default (match.settings is standard
-        # library only: importing it here loads nothing heavy).
-        from flukeline.match.settings import RankingSettings
-
-        grid = settings.get("threshold_grid", RankingSettings.threshold_grid)
-    else:
-        grid = settings.threshold_grid
+def threshold_grid(grid) -> np.ndarray:
+    """The new_whale thresholds to try, from match.threshold_grid's (low, high, step) (its default
+    lives in flukeline.match.settings.RankingSettings; embed receives the value in its params)."""
     low, high, step = grid
     return np.round(np.arange(low, high + step / 2, step), 6)
 

@@ -29,5 +29,5 @@ def to_tensor(batch_uint8: np.ndarray, masks: np.ndarray | None = None) -> torch
 def channels_last(model: torch.nn.Module) -> torch.nn.Module:
     """The model with its convolution weights in channels_last layout, matching to_tensor's
     inputs (no layout conversion inside each convolution). Weights are saved contiguous
-    (core.weights.save_weights), so files do not depend on it."""
+    (core.model_file.save_weights), so files do not depend on it."""
     return model.to(memory_format=torch.channels_last)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from flukeline.core.images import read_image_rgb
 from flukeline.core.io import write_json_atomic, write_png_atomic
-from flukeline.core.weights import read_weights
+from flukeline.core.model_file import read_weights
 from flukeline.detect.examples import keypoint_array
 from flukeline.detect.unet import WEIGHTS_KEY
 

@@ -29,10 +29,10 @@ import torch
 from flukeline.core.checkpoint import checkpoint_path, settings_digest
 from flukeline.core.errors import InputError
 from flukeline.core.io import write_csv_atomic
+from flukeline.core.model_file import save_weights
 from flukeline.core.runtime import configure_torch, select_device
 from flukeline.core.tensors import to_tensor
 from flukeline.core.training import TrainingLoop, autocast
-from flukeline.core.weights import save_weights
 from flukeline.detect.examples import (
     annotated_images,
     detector_augmentation,

@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file
 
 from flukeline.core.errors import InputError
+from flukeline.core.model_file import read_weights
 from flukeline.core.tensors import MEAN
-from flukeline.core.weights import read_weights
 from flukeline.detect.settings import DetectorTrainingSettings
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The embedding network (`EmbeddingNet`): a timm backbone (global pooled features; 4 input
 channels = RGB + fluke mask) with the 3rd place's BN -> dropout -> FC -> BN head, or with no head
 (`embedding_dim` 0: the pooled features, as `flukeline gallery-new` uses an ImageNet backbone
-untrained). `save_model` writes the safetensors format of flukeline.core.weights (a weights file is
+untrained). `save_model` writes the safetensors format of flukeline.core.model_file (a weights file is
 read back by flukeline.embed.member_types.load_member, which asks the file's member type to rebuild
 the module); `embed_images` gives L2-normalised embeddings of uint8 crops or of their mirror images,
 through `batched`, the batch-and-flip loop every member type's features share."""
@@ -13,8 +13,8 @@ import timm
 import torch
 from torch import nn
 
+from flukeline.core.model_file import save_weights
 from flukeline.core.tensors import to_tensor
-from flukeline.core.weights import save_weights
 
 
 class EmbeddingNet(nn.Module):

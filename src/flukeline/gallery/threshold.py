@@ -80,7 +80,7 @@ def calibrate_gallery(gallery, threads: int = 1, max_queries: int = 2000) -> dic
             f"and {new} new leave-one-out queries"
         )
     settings = match_settings(manifest)
-    threshold, curve = calibrate_threshold(topk, threshold_grid(settings), int(settings.top_k))
+    threshold, curve = calibrate_threshold(topk, threshold_grid(settings.threshold_grid), int(settings.top_k))
 
     images, cand_ids, cand_sims = to_wide(topk, 5)
     truth_of = topk.drop_duplicates("image").set_index("image")["truth"].loc[images].to_numpy()

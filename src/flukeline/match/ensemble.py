@@ -186,7 +186,7 @@ def fitted_members(
     weights, report = fit_weights(
         tables,
         prior,
-        threshold_grid(settings),
+        threshold_grid(settings.threshold_grid),
         float(fusion.weight_step),
         int(settings.top_k),
         float(fusion.weight_min_gain),

@@ -46,7 +46,7 @@ def ranked_predictions(topk: pd.DataFrame, threshold: float, k: int = 5) -> pd.D
 
 def decide_threshold(val_topk: pd.DataFrame, settings: RankingSettings) -> tuple[float, pd.DataFrame]:
     """Calibrated on the validation folds (max MAP@5), or the fixed config value."""
-    calibrated, curve = calibrate_threshold(val_topk, threshold_grid(settings), int(settings.top_k))
+    calibrated, curve = calibrate_threshold(val_topk, threshold_grid(settings.threshold_grid), int(settings.top_k))
     setting = settings.new_whale_threshold
     return (calibrated if setting == "calibrate" else float(setting)), curve
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from flukeline.core.model_file import read_weights
 from flukeline.core.tensors import channels_last
-from flukeline.core.weights import read_weights
 from flukeline.embed.member_types import frozen_head, hub, trained, zero_shot  # noqa: F401 (registers them)
 from flukeline.embed.member_types._registry import member_type, member_type_names, register_member_type
 from flukeline.embed.member_types.base import MemberType, TrainJob

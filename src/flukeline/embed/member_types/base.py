@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from flukeline.core.errors import InputError
 from flukeline.core.folds import validation_truth
 from flukeline.core.io import write_csv_atomic
 from flukeline.core.metrics import NEW_WHALE
@@ -53,7 +54,13 @@ class TrainJob:
     @property
     def grid(self) -> np.ndarray:
         """The new_whale threshold grid validation scores on (the match stage's)."""
-        return threshold_grid(self.params["training"])
+        grid = self.params["training"].get("threshold_grid")
+        if grid is None:
+            raise InputError(
+                "a member's params need training.threshold_grid (match.threshold_grid: validation scores"
+                " MAP@5 on the grid the match stage calibrates on)"
+            )
+        return threshold_grid(grid)
 
 
 @dataclass(frozen=True)
