@@ -13,6 +13,7 @@ from flukeline.align.geometry import box_crop, box_window
 from flukeline.align.settings import AlignSettings
 from flukeline.align.transforms import estimate_transforms
 from flukeline.align.warp import warp_box_crop
+from flukeline.core.errors import InputError
 
 RED = (255, 0, 0)
 PADDINGS = ("context", "constant", "reflect")
@@ -186,10 +187,10 @@ def test_a_degenerate_box_still_gives_a_centred_crop():
 
 
 def test_an_unknown_padding_is_refused():
-    with pytest.raises(ValueError, match="align.padding"):
+    with pytest.raises(InputError, match="align.padding"):
         AlignSettings.from_params({"padding": "replicate"})
     geometry = box_crop((0, 0, 10, 10), 0.0, (8, 8))
-    with pytest.raises(ValueError, match="align.padding"):
+    with pytest.raises(InputError, match="align.padding"):
         warp_box_crop(np.zeros((10, 10, 3), np.uint8), geometry, (8, 8), "smear")
 
 

@@ -1,4 +1,4 @@
-"""Ensemble weights fitted on the validation folds (match.weights): the simplex grid, the stacked
+"""Ensemble weights fitted on the validation folds (match.ensemble_weights): the simplex grid, the stacked
 candidates, and a fit that gives a useless member no weight and is never below the best member."""
 
 import numpy as np
