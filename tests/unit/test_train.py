@@ -181,6 +181,7 @@ def test_a_member_trains_with_every_recipe_option_and_embeds_plain_and_mirrored(
         "seed": 0,
         "member": {"backbone": "resnet18", "size": [32, 16], "in_chans": 4},
         "training": {
+            "threshold_grid": [-0.2, 1.0, 0.01],  # match.threshold_grid, as the train rule passes it
             "epochs": 3,
             "lr": 0.002,
             "sampler": {"identities": 2, "images_per_identity": 2},
@@ -231,6 +232,7 @@ def test_a_killed_training_resumes_after_its_last_epoch_and_ends_with_the_same_w
         "seed": 1,
         "member": {"backbone": "resnet18", "size": [32, 16]},
         "training": {
+            "threshold_grid": [-0.2, 1.0, 0.01],
             "epochs": 2,
             "sampler": {"identities": 2, "images_per_identity": 2},
             "new_whale_negatives": 0.5,
