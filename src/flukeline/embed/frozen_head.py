@@ -6,10 +6,8 @@ a linear projection, the only trained part, initialised with PCA of the training
 trained with the member's margin and triplet losses on features computed once. Training is then a
 matter of seconds per epoch on a CPU, so it runs many epochs and keeps the best validation one.
 
-Measured on Omniglot (2026-12-01, bench/real_data.py's protocol, one thread): mobilenetv2_100's
-block 3 at 64x64 pooled 4x4, head 256-d, ArcFace + triplet, ~60 epochs: test MAP@5 0.76 / 0.74
-(split seeds 0 / 1) against 0.47 for the zero-shot member's pooled final features, 0.65 for the
-same frozen block without the head, and ~0.75 when the backbone is then fine-tuned as well."""
+On Omniglot it beats the zero-shot member's pooled features, the same frozen block without the
+head, and fine-tuning the backbone as well (bench/results/defaults.md)."""
 
 from __future__ import annotations
 

