@@ -136,3 +136,12 @@ def test_settings_import_no_third_party_package():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_of_keeps_settings_and_parses_mappings():
+    settings = SearchSettings.from_dict({"top_k": 3})
+    assert SearchSettings.of(settings) is settings
+    assert SearchSettings.of({"top_k": 3}) == settings
+    with pytest.raises(InputError, match="unknown setting"):
+        SearchSettings.of({"top_k": 3, "shortlist": 10})
+    assert SearchSettings.of({"top_k": 3, "shortlist": 10}, only_own_keys=True) == settings

@@ -70,6 +70,15 @@ class StageSettings:
         except TypeError as error:  # a required field without a value
             raise InputError(f"{cls.section or cls.__name__}: {error}") from None
 
+    @classmethod
+    def of(cls: type[S], value: StageSettings | Mapping[str, Any], *, only_own_keys: bool = False) -> S:
+        """`value` itself when it already is these settings, else parsed from a mapping (a rule's
+        params, a model's stored description, a library caller's dict); `only_own_keys` drops the
+        keys of other steps that such a dict may also hold, instead of refusing them."""
+        if isinstance(value, cls):
+            return value
+        return cls.from_dict(cls.pick(value) if only_own_keys else value)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain values (tuples back to lists), as a config section would hold them."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}

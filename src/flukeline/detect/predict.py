@@ -95,8 +95,7 @@ def predict_all(
 ):
     """Masks (PNG + table), keypoints and boxes for every train and test image. settings: the
     boxes' (a mapping, e.g. a gallery's detect section, is parsed)."""
-    if not isinstance(settings, BoxSettings):
-        settings = BoxSettings.from_dict(settings)
+    settings = BoxSettings.of(settings)
     configure_torch(threads)
     device = select_device()
     model, meta = load_detector(model_path, device)

@@ -88,9 +88,3 @@ class DetectSettings(StageSettings):
     min_area_fraction: float = BoxSettings.min_area_fraction
     model: DetectModelSettings = nested_default(DetectModelSettings)
     boxes: BoxSection = nested_default(BoxSection)
-
-    def training(self) -> DetectorTrainingSettings:
-        return DetectorTrainingSettings.from_dict({**self.model.to_dict(), "keypoints": list(self.keypoints)})
-
-    def box_settings(self) -> BoxSettings:
-        return BoxSettings.from_dict({**self.boxes.to_dict(), "min_area_fraction": self.min_area_fraction})

@@ -115,8 +115,7 @@ def detect_boxes(
     train: pd.DataFrame, test: pd.DataFrame, settings: ClassicalDetectSettings | Mapping, threads: int = 1
 ) -> pd.DataFrame:
     """One box per train and test photo (settings: a mapping, e.g. a gallery's, is parsed)."""
-    if not isinstance(settings, ClassicalDetectSettings):
-        settings = ClassicalDetectSettings.from_dict(settings)
+    settings = ClassicalDetectSettings.of(settings)
     images = pd.concat([train[["image", "split", "path"]], test[["image", "split", "path"]]], ignore_index=True)
     method = settings.method
     min_area = float(settings.min_area_fraction)

@@ -35,9 +35,7 @@ PAD_RGB = tuple(int(round(255 * m)) for m in MEAN)
 def training_settings(settings: DetectorTrainingSettings | Mapping) -> DetectorTrainingSettings:
     """The detector's settings; a mapping (detect-train's --params, a trained model's meta
     "params", a library caller's dict) is parsed (missing keys take the fields' defaults)."""
-    if isinstance(settings, DetectorTrainingSettings):
-        return settings
-    return DetectorTrainingSettings.from_dict(settings)
+    return DetectorTrainingSettings.of(settings)
 
 
 def build_detector(settings: DetectorTrainingSettings | Mapping) -> torch.nn.Module:

@@ -289,7 +289,7 @@ def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_la
     the validation folds) or weighted vote, the top-k tables it ranked by (val_topk.parquet,
     test_topk.parquet; summary.json "score" says whether they hold similarities or vote shares),
     and the pseudo-labels for round r + 1. params: EnsembleSettings' keys (the ensemble rule's JSON)."""
-    settings = params if isinstance(params, EnsembleSettings) else EnsembleSettings.from_dict(params)
+    settings = EnsembleSettings.of(params)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     method = settings.ensemble.method

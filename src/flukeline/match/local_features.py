@@ -186,9 +186,7 @@ def learned_keypoints(path: str, method: str, n_features: int) -> tuple[np.ndarr
 def feature_settings(settings: LocalFeatureSettings | Mapping) -> LocalFeatureSettings:
     """The extraction's settings; a mapping (a library caller's, e.g. bench/bench_local.py, which
     may hold the pair keys too) keeps only LocalFeatureSettings' keys."""
-    if isinstance(settings, LocalFeatureSettings):
-        return settings
-    return LocalFeatureSettings.from_dict(LocalFeatureSettings.pick(settings))
+    return LocalFeatureSettings.of(settings, only_own_keys=True)
 
 
 def image_keypoints(path: str, method: str, settings: LocalFeatureSettings | Mapping) -> tuple[np.ndarray, np.ndarray]:

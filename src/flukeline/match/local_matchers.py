@@ -128,8 +128,7 @@ def make_matcher(method: str, settings: LocalPairSettings | Mapping, image_size:
     """The method's matcher with match.local's ratio and ransac_threshold; a mapping (a library
     caller's, e.g. bench/bench_local.py, which may hold the feature keys too) keeps only
     LocalPairSettings' keys."""
-    if not isinstance(settings, LocalPairSettings):
-        settings = LocalPairSettings.from_dict(LocalPairSettings.pick(settings))
+    settings = LocalPairSettings.of(settings, only_own_keys=True)
     threshold = float(settings.ransac_threshold)
     if method == "sift":
         return SiftMatcher(float(settings.ratio), threshold)

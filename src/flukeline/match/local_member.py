@@ -135,7 +135,7 @@ def run_local_member(
     """results/match/round<r>/local_<method>/ (see the module docstring). member_dirs: the global
     members' match folders; embedding_paths: their embeddings, member by member, fold by fold.
     params: LocalMatchSettings' keys (the local_match rule's JSON)."""
-    settings = params if isinstance(params, LocalMatchSettings) else LocalMatchSettings.from_dict(params)
+    settings = LocalMatchSettings.of(params)
     if len(member_dirs) != len(member_weights):
         raise InputError(f"{len(member_dirs)} member folders but {len(member_weights)} weights")
     if len(embedding_paths) != len(member_dirs) * len(folds):
