@@ -225,6 +225,19 @@ def convert_omniglot(zip_path, out_root, truth_path, seed: int = 0, settings: di
     for split in ("train", "test"):
         (out_root / split).mkdir(parents=True, exist_ok=True)
     truth_path.parent.mkdir(parents=True, exist_ok=True)
+    _copy_images(zip_path, out_root, plan)
+    counts = _write_tables(out_root, truth_path, plan)
+    return {
+        "archive": str(Path(zip_path).resolve()),
+        "seed": int(seed),
+        "settings": cfg,
+        "n_characters_in_archive": len(characters),
+        **_split_counts(plan, counts),
+    }
+
+
+def _copy_images(zip_path, out_root: Path, plan: list[OmniglotImage]) -> None:
+    """The planned images' archive bytes under their new names, and no other image of ours."""
     with zipfile.ZipFile(zip_path) as archive:
         for image in plan:
             write_bytes_atomic(out_root / image.split / image.name, archive.read(image.member))
@@ -235,40 +248,43 @@ def convert_omniglot(zip_path, out_root, truth_path, seed: int = 0, settings: di
             if _NAME.match(path.name) and (split, path.name) not in keep:
                 path.unlink()
 
+
+def _write_tables(out_root: Path, truth_path: Path, plan: list[OmniglotImage]) -> Counter:
+    """train.csv, sample_submission.csv, the test truth and the sources table; returns the known
+    identities' training image counts."""
     train = [image for image in plan if image.split == "train"]
     test = [image for image in plan if image.split == "test"]
     write_csv_atomic(pd.DataFrame([(i.name, i.label) for i in train], columns=["Image", "Id"]), out_root / "train.csv")
     counts = Counter(i.label for i in train if i.label != NEW_WHALE)
+    # Kaggle's placeholder: new_whale then the most frequent identities (the test truth stays outside).
     placeholder = " ".join([NEW_WHALE] + [k for k, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:4]])
     write_csv_atomic(
         pd.DataFrame({"Image": [i.name for i in test], "Id": placeholder}), out_root / "sample_submission.csv"
     )
     write_csv_atomic(pd.DataFrame([(i.name, i.label) for i in test], columns=["Image", "Id"]), truth_path)
-    write_csv_atomic(
-        pd.DataFrame(
-            [
-                {
-                    "Image": i.name,
-                    "split": i.split,
-                    "Id": i.label,
-                    "character": i.character,
-                    "alphabet": i.alphabet,
-                    "drawer": i.drawer,
-                    "member": i.member,
-                }
-                for i in plan
-            ]
-        ),
-        sources_path(truth_path),
-    )
+    sources = [
+        {
+            "Image": i.name,
+            "split": i.split,
+            "Id": i.label,
+            "character": i.character,
+            "alphabet": i.alphabet,
+            "drawer": i.drawer,
+            "member": i.member,
+        }
+        for i in plan
+    ]
+    write_csv_atomic(pd.DataFrame(sources), sources_path(truth_path))
+    return counts
 
+
+def _split_counts(plan: list[OmniglotImage], counts: Counter) -> dict:
+    """The summary's character and image counts of the split."""
+    train = [image for image in plan if image.split == "train"]
+    test = [image for image in plan if image.split == "test"]
     known = {i.character for i in plan if i.label != NEW_WHALE}
     new = {i.character for i in plan if i.label == NEW_WHALE}
     return {
-        "archive": str(Path(zip_path).resolve()),
-        "seed": int(seed),
-        "settings": cfg,
-        "n_characters_in_archive": len(characters),
         "n_characters_used": len(known | new),
         "n_known_characters": len(known),
         "n_new_characters": len(new),

@@ -119,9 +119,22 @@ def generate_demo(out_root, truth_path, preset="demo", seed=0, workers=1, overri
     by_individual: dict[int, list[PlannedImage]] = {}
     for image in plan:
         by_individual.setdefault(image.individual, []).append(image)
+    results = _render_individuals(cfg, int(seed), out_root, by_individual, workers)
+    _write_tables(out_root, truth_path, cfg, results)
+    _remove_stale_files(out_root, {image.name for image in plan})
+
+    seconds = time.perf_counter() - started
+    summary = {"preset": preset, "seed": int(seed), "workers": int(workers)}
+    summary.update(_plan_counts(plan, len(by_individual), [row[4] for row in results]))
+    return summary | {"seconds": round(seconds, 3), "images_per_s": round(len(plan) / seconds, 2)}
+
+
+def _render_individuals(cfg: dict, seed: int, out_root: Path, by_individual: dict, workers: int) -> list[tuple]:
+    """Every image rendered and written, one task per individual; the rows sorted by image name
+    (whatever order the workers finished in)."""
     # Biggest tasks first so the last ones to finish are short.
     tasks = [
-        (cfg, int(seed), str(out_root), ind, imgs)
+        (cfg, seed, str(out_root), ind, imgs)
         for ind, imgs in sorted(by_individual.items(), key=lambda kv: (-len(kv[1]), kv[0]))
     ]
     results = []
@@ -140,19 +153,15 @@ def generate_demo(out_root, truth_path, preset="demo", seed=0, workers=1, overri
         ):
             results += rows
     results.sort(key=lambda row: row[0].name)
+    return results
 
-    _write_tables(out_root, truth_path, cfg, results)
-    _remove_stale_files(out_root, {image.name for image in plan})
 
-    seconds = time.perf_counter() - started
+def _plan_counts(plan: list[PlannedImage], n_individuals: int, attrs: list[dict]) -> dict:
+    """The summary's counts of the planned images and of what the renderer drew (attrs)."""
     train = [img for img in plan if img.split == "train"]
     test = [img for img in plan if img.split == "test"]
     per_identity = Counter(img.label for img in train if img.label != "new_whale")
-    attrs = [row[4] for row in results]
     return {
-        "preset": preset,
-        "seed": int(seed),
-        "workers": int(workers),
         "n_train": len(train),
         "n_test": len(test),
         "n_train_new_whale": sum(img.label == "new_whale" for img in train),
@@ -160,15 +169,13 @@ def generate_demo(out_root, truth_path, preset="demo", seed=0, workers=1, overri
         "n_identities": len(per_identity),
         "n_test_known": sum(img.label != "new_whale" for img in test),
         "n_test_new_whale": sum(img.label == "new_whale" for img in test),
-        "n_individuals": len(by_individual),
+        "n_individuals": n_individuals,
         "images_per_identity": dict(sorted(Counter(per_identity.values()).items())),
         "grayscale_share": round(sum(img.grayscale for img in plan) / len(plan), 4),
         "n_two_flukes": sum(img.two_flukes for img in plan),
         "n_extreme_ratio": sum(img.extreme_ratio for img in plan),
         "n_submerged": sum(a["submerged"] for a in attrs),
         "n_occluded": sum(bool(a["occluders"]) for a in attrs),
-        "seconds": round(seconds, 3),
-        "images_per_s": round(len(plan) / seconds, 2),
     }
 
 

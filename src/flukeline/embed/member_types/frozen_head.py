@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -57,88 +59,137 @@ class FrozenHeadMember(MemberType):
         )
 
     def train(self, job: TrainJob) -> None:
-        settings, fold, seed = job.settings, job.fold, job.seed
-        configure_torch(job.threads, seed)
+        settings = job.settings
+        configure_torch(job.threads, job.seed)
         device = select_device()
-        in_chans = int(settings.in_chans)
-        dim = int(settings.embedding.dim)
         model = self.build(settings)
         channels_last(model.to(device))
-
-        fit, fit_rows = self.fit_split(job, settings)
-        flip_twins = bool(settings.flip_as_new_identity)
-        fit_set = CropSet(fit_rows, box_crops=False, masks=in_chans == 4)
-        plain = frozen_features(model, fit_set, device)
-        mirrored = frozen_features(model, fit_set, device, flip=True) if flip_twins else plain
-        item_image, item_flipped, item_label, class_names = training_items(fit["id"].to_numpy(), flip_twins)
-        item_features = torch.where(torch.from_numpy(item_flipped)[:, None], mirrored[item_image], plain[item_image])
-
-        validation = self.validation(job, settings)
-        val_features = frozen_features(model, validation.val_set, device)
-        gallery_features = frozen_features(model, validation.gallery_set, device)
-        gallery_ids, val_truth, grid = validation.gallery_ids, validation.truth, validation.grid
-
-        head = model.head.cpu()
-        pca_initialise(head, plain)
-        loss_fn = MemberLoss(settings.loss, len(class_names), dim)
-        with torch.no_grad():
-            centre_class_weights(loss_fn, nn.functional.normalize(head(item_features), dim=1), item_label)
-        base_lr = float(settings.lr)
-        optimizer = torch.optim.AdamW(
-            list(head.parameters()) + list(loss_fn.parameters()), lr=base_lr, weight_decay=float(settings.weight_decay)
-        )
-        epochs = int(settings.epochs)
-        schedule = settings.schedule.replace(warmup_epochs=0)  # the head starts from PCA: no warm-up
-        p, k = int(settings.sampler.identities), int(settings.sampler.images_per_identity)
-        extra_negatives = int(round(float(settings.new_whale_negatives) * p * k))
-        validate_every = int(settings.validate_every)
-        start_map5, start_threshold = head_map5(head, val_features, gallery_features, gallery_ids, val_truth, grid)
-        best = {"map5": start_map5, "state": copy.deepcopy(head.state_dict())}
-
-        def set_learning_rate(epoch, step, steps):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(epoch + step / steps, schedule, base_lr, epochs, None)
-
-        def end_epoch(epoch, history):
-            row = {"lr": optimizer.param_groups[0]["lr"], "val_map5": float("nan"), "val_threshold": float("nan")}
-            if (epoch + 1) % validate_every == 0 or epoch + 1 == epochs:
-                row["val_map5"], row["val_threshold"] = head_map5(
-                    head, val_features, gallery_features, gallery_ids, val_truth, grid
-                )
-                if row["val_map5"] > best["map5"]:
-                    best.update(map5=row["val_map5"], state=copy.deepcopy(head.state_dict()))
-            return row
-
-        def plan_epoch(epoch, rng):
-            return pk_batches(item_label, p, k, extra_negatives, rng)
-
-        def batch_loss(batch):
-            return loss_fn(head(item_features[batch]), torch.from_numpy(item_label[batch]))
-
+        features = self.cached_features(job, settings, model, device)
         # The features are cached on the CPU: the head trains there whatever the device.
-        loop = TrainingLoop(head, optimizer, torch.device("cpu"), epochs, seed, plan_epoch, batch_loss)
-        hooks = {"before_step": set_learning_rate, "end_epoch": end_epoch}
-        history = loop.with_hooks(**hooks, desc=f"frozen_head {settings.backbone} fold {fold} epoch").train()
-        head.load_state_dict(best["state"])
-        history = [untrained_row(start_map5, start_threshold), *history]
+        head = model.head.cpu()
+        loss_fn = initialised_loss(head, features, settings)
+        desc = f"frozen_head {settings.backbone} fold {job.fold} epoch"
+        history, best_map5 = train_head(head, loss_fn, features, settings, job.seed, desc)
         log.info(
             "frozen_head %s fold %d: validation MAP@5 %.4f after PCA, %.4f at the best epoch",
             settings.backbone,
-            fold,
-            start_map5,
-            best["map5"],
+            job.fold,
+            history[0]["val_map5"],
+            best_map5,
         )
-        meta = {
-            "type": "frozen_head",
-            "backbone": settings.backbone,
-            "block": model.block,
-            "pool": model.pool,
-            "embedding_dim": dim,
-            "in_chans": in_chans,
-            "dropout": 0.0,
-            "pretrained": settings.pretrained,
-            "size": list(settings.size),
-            "fold": fold,
-        }
-        title = f"{settings.backbone} fold {fold} (frozen block {model.block}, head)"
-        self.write(job, model.cpu().eval(), meta, history, title)
+        title = f"{settings.backbone} fold {job.fold} (frozen block {model.block}, head)"
+        self.write(job, model.cpu().eval(), weights_meta(settings, model, job.fold), history, title)
+
+    def cached_features(
+        self, job: TrainJob, settings: MemberSettings, model: FrozenHeadNet, device: torch.device
+    ) -> HeadFeatures:
+        """The frozen trunk's pooled features of the fit items, the fold and its gallery, computed
+        once: the trunk never changes, so every epoch trains the head on the same vectors."""
+        fit, fit_rows = self.fit_split(job, settings)
+        flip_twins = bool(settings.flip_as_new_identity)
+        fit_set = CropSet(fit_rows, box_crops=False, masks=int(settings.in_chans) == 4)
+        plain = frozen_features(model, fit_set, device)
+        mirrored = frozen_features(model, fit_set, device, flip=True) if flip_twins else plain
+        item_image, item_flipped, item_label, class_names = training_items(fit["id"].to_numpy(), flip_twins)
+        # A mirrored twin's item takes the mirrored crop's features, the others the plain ones.
+        item_features = torch.where(torch.from_numpy(item_flipped)[:, None], mirrored[item_image], plain[item_image])
+        validation = self.validation(job, settings)
+        return HeadFeatures(
+            plain=plain,
+            items=item_features,
+            labels=item_label,
+            n_classes=len(class_names),
+            val=frozen_features(model, validation.val_set, device),
+            gallery=frozen_features(model, validation.gallery_set, device),
+            gallery_ids=validation.gallery_ids,
+            val_truth=validation.truth,
+            grid=validation.grid,
+        )
+
+
+@dataclass(frozen=True)
+class HeadFeatures:
+    """What the head trains and is scored on: cached trunk features (CPU tensors) and labels."""
+
+    plain: torch.Tensor  # each fit image's features, unmirrored (the PCA's data)
+    items: torch.Tensor  # each training item's features (mirrored twins mirrored)
+    labels: np.ndarray  # each item's class; NO_LABEL for new_whale negatives
+    n_classes: int
+    val: torch.Tensor
+    gallery: torch.Tensor
+    gallery_ids: np.ndarray
+    val_truth: np.ndarray
+    grid: np.ndarray
+
+    def score(self, head: nn.Module) -> tuple[float, float]:
+        """The fold's (MAP@5, new_whale threshold) through `head`."""
+        return head_map5(head, self.val, self.gallery, self.gallery_ids, self.val_truth, self.grid)
+
+
+def initialised_loss(head: nn.Module, features: HeadFeatures, settings: MemberSettings) -> MemberLoss:
+    """The head PCA-initialised on the fit features (in place) and the member's loss, its class
+    weights at the classes' centres in that head's space: training starts from a working embedding,
+    which is why this type needs no warm-up."""
+    pca_initialise(head, features.plain)
+    loss_fn = MemberLoss(settings.loss, features.n_classes, int(settings.embedding.dim))
+    with torch.no_grad():
+        centre_class_weights(loss_fn, nn.functional.normalize(head(features.items), dim=1), features.labels)
+    return loss_fn
+
+
+def train_head(
+    head: nn.Module, loss_fn: MemberLoss, features: HeadFeatures, settings: MemberSettings, seed: int, desc: str
+) -> tuple[list[dict], float]:
+    """(history with the untrained head as epoch 0, best validation MAP@5); the head is left with
+    the weights of its best validation epoch (PCA's own when no epoch beat it)."""
+    base_lr = float(settings.lr)
+    optimizer = torch.optim.AdamW(
+        list(head.parameters()) + list(loss_fn.parameters()), lr=base_lr, weight_decay=float(settings.weight_decay)
+    )
+    epochs = int(settings.epochs)
+    schedule = settings.schedule.replace(warmup_epochs=0)  # the head starts from PCA: no warm-up
+    p, k = int(settings.sampler.identities), int(settings.sampler.images_per_identity)
+    extra_negatives = int(round(float(settings.new_whale_negatives) * p * k))
+    validate_every = int(settings.validate_every)
+    start_map5, start_threshold = features.score(head)
+    best = {"map5": start_map5, "state": copy.deepcopy(head.state_dict())}
+
+    def set_learning_rate(epoch, step, steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(epoch + step / steps, schedule, base_lr, epochs, None)
+
+    def end_epoch(epoch, history):
+        row = {"lr": optimizer.param_groups[0]["lr"], "val_map5": float("nan"), "val_threshold": float("nan")}
+        if (epoch + 1) % validate_every == 0 or epoch + 1 == epochs:
+            row["val_map5"], row["val_threshold"] = features.score(head)
+            if row["val_map5"] > best["map5"]:
+                best.update(map5=row["val_map5"], state=copy.deepcopy(head.state_dict()))
+        return row
+
+    def plan_epoch(epoch, rng):
+        return pk_batches(features.labels, p, k, extra_negatives, rng)
+
+    def batch_loss(batch):
+        return loss_fn(head(features.items[batch]), torch.from_numpy(features.labels[batch]))
+
+    loop = TrainingLoop(head, optimizer, torch.device("cpu"), epochs, seed, plan_epoch, batch_loss)
+    hooks = {"before_step": set_learning_rate, "end_epoch": end_epoch}
+    history = loop.with_hooks(**hooks, desc=desc).train()
+    head.load_state_dict(best["state"])
+    return [untrained_row(start_map5, start_threshold), *history], best["map5"]
+
+
+def weights_meta(settings: MemberSettings, model: FrozenHeadNet, fold: int) -> dict:
+    """The description stored with the weights (load_member rebuilds the network from it)."""
+    return {
+        "type": "frozen_head",
+        "backbone": settings.backbone,
+        "block": model.block,
+        "pool": model.pool,
+        "embedding_dim": int(settings.embedding.dim),
+        "in_chans": int(settings.in_chans),
+        "dropout": 0.0,
+        "pretrained": settings.pretrained,
+        "size": list(settings.size),
+        "fold": fold,
+    }
