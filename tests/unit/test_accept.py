@@ -42,7 +42,7 @@ def _run(tmp_path, encounters=None):
             root / "sample_submission.csv", index=False
         )
     results = tmp_path / "results"
-    ingest(root, results / "train.parquet", results / "test.parquet", results / "rejected.csv", n_folds=2)
+    ingest(root, results / "train.parquet", results / "test.parquet", results / "rejected.csv", {"folds": 2})
     return root, results / "train.parquet", results / "test.parquet"
 
 
@@ -202,7 +202,7 @@ def _ingest_next_batch(root, catalogue, out):
         out / "train.parquet",
         out / "test.parquet",
         out / "rejected.csv",
-        n_folds=2,
+        {"folds": 2},
         catalogue=catalogue / "catalogue-0001.csv",
     )
 

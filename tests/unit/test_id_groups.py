@@ -5,6 +5,7 @@ folders in tmp_path (the photo makers of test_ingest_hygiene); no Snakemake."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -20,11 +21,13 @@ from flukeline.core.errors import InputError
 from flukeline.core.folds import ALWAYS_TRAIN, assign_folds, validation_truth
 from flukeline.data.id_groups import ID_GROUP_COLUMNS, read_id_groups
 from flukeline.data.ingest import ingest
+from flukeline.data.settings import IngestSettings
 
 
 def run(root: Path, **options):
     out = root.parent / "out"
-    summary = ingest(root, out / "train.parquet", out / "test.parquet", out / "rejected.csv", n_folds=2, **options)
+    settings = {"folds": 2, "min_image_side": 0, **options}  # tiny test photos (see test_ingest_hygiene)
+    summary = ingest(root, out / "train.parquet", out / "test.parquet", out / "rejected.csv", settings)
     id_groups = pd.read_csv(out / "id_groups.csv", dtype={"groups": str}, keep_default_na=False)
     return pd.read_parquet(out / "train.parquet"), id_groups, summary
 
@@ -246,15 +249,18 @@ def test_the_rules_pass_the_keys_to_registered_options():
 
     data_rules = (REPO / "workflow" / "rules" / "data.smk").read_text()
     match_rules = (REPO / "workflow" / "rules" / "match.smk").read_text()
-    for key in ("group_duplicate_ids", "group_new_whale_duplicates"):
-        assert f'("{key}", "--{key.replace("_", "-")}")' in data_rules
+    # The ingest rule passes IngestSettings.pick(config["data"]) (common.smk's INGEST) as --params.
+    assert "data=params_json(INGEST)" in data_rules and "--params {params.data:q}" in data_rules
+    switches = {"group_duplicate_ids": True, "group_new_whale_duplicates": True}
+    assert IngestSettings.pick({**switches, "source": "demo"}) == switches
     assert '"--use-leaks" if config["match"]["use_leaks"]' in match_rules
     parser = cli.build_parser()
     ingest_args = parser.parse_args(
-        "ingest --root r --train a --test b --rejected c --summary d --id-groups e"
-        " --group-duplicate-ids --group-new-whale-duplicates".split()
+        "ingest --root r --train a --test b --rejected c --summary d --id-groups e --params".split()
+        + [json.dumps(switches)]
     )
-    assert (ingest_args.group_duplicate_ids, ingest_args.group_new_whale_duplicates) == (True, True)
+    settings = IngestSettings.of(ingest_args.params)
+    assert (settings.group_duplicate_ids, settings.group_new_whale_duplicates) == (True, True)
     assert ingest_args.out_id_groups == "e"
     submit_args = parser.parse_args(
         "submit --test a --predictions b --out c --id-groups d --duplicates e --use-leaks --topk f"

@@ -14,6 +14,7 @@ from flukeline.core.folds import ALWAYS_TRAIN
 from flukeline.core.images import is_grayscale, read_image_rgb
 from flukeline.core.io import write_json_atomic, write_parquet_atomic
 from flukeline.data.ingest import ingest
+from flukeline.data.settings import IngestSettings
 
 TRAIN_COLUMNS = [
     "image",
@@ -119,8 +120,11 @@ def good_layout(root: Path, submission: list[str] | None = None) -> Path:
 
 
 def run(root: Path, **kwargs) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """ingest with `kwargs`: data.* settings (IngestSettings' fields) and ingest's own keywords."""
     out = root.parent / "out"
-    summary = ingest(root, out / "train.parquet", out / "test.parquet", out / "rejected.csv", **kwargs)
+    # min_image_side 0: the test photos are tiny on purpose (test_ingest_hygiene checks the limit).
+    settings = {"min_image_side": 0, **{key: kwargs.pop(key) for key in IngestSettings.keys() if key in kwargs}}
+    summary = ingest(root, out / "train.parquet", out / "test.parquet", out / "rejected.csv", settings, **kwargs)
     return (
         pd.read_parquet(out / "train.parquet"),
         pd.read_parquet(out / "test.parquet"),
@@ -134,7 +138,7 @@ def run(root: Path, **kwargs) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
 
 def test_tables_from_a_good_layout(tmp_path):
     root = good_layout(tmp_path / "data")
-    train, test, rejected, summary = run(root, n_folds=2, seed=1)
+    train, test, rejected, summary = run(root, folds=2, seed=1)
 
     assert list(train.columns) == TRAIN_COLUMNS
     assert list(test.columns) == TEST_COLUMNS

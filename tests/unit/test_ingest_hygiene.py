@@ -71,7 +71,8 @@ def distinct_files(*names: str, first_seed: int = 100) -> dict[str, bytes]:
 
 def run(root: Path, **options):
     out = root.parent / "out"
-    summary = ingest(root, out / "train.parquet", out / "test.parquet", out / "rejected.csv", n_folds=2, **options)
+    settings = {"folds": 2, "min_image_side": 0, **options}  # tiny test photos; the min_image_side tests set it
+    summary = ingest(root, out / "train.parquet", out / "test.parquet", out / "rejected.csv", settings)
     return (
         pd.read_parquet(out / "train.parquet"),
         pd.read_csv(out / "rejected.csv", keep_default_na=False),
@@ -323,7 +324,7 @@ def test_no_duplicates_writes_an_empty_table(tmp_path, caplog):
             tmp_path / "out" / "train.parquet",
             tmp_path / "out" / "test.parquet",
             tmp_path / "out" / "rejected.csv",
-            n_folds=2,
+            {"folds": 2, "min_image_side": 0},
             out_duplicates=out,
         )
     assert pd.read_csv(out).columns.tolist() == DUPLICATE_COLUMNS and len(pd.read_csv(out)) == 0

@@ -43,7 +43,8 @@ def truncated_jpeg() -> bytes:
 
 def run_ingest(root: Path, **options):
     out = root.parent / "out"
-    summary = ingest(root, out / "train.parquet", out / "test.parquet", out / "rejected.csv", n_folds=2, **options)
+    settings = {"folds": 2, "min_image_side": 0, **options}  # tiny test photos (see test_ingest_hygiene)
+    summary = ingest(root, out / "train.parquet", out / "test.parquet", out / "rejected.csv", settings)
     return pd.read_parquet(out / "train.parquet"), pd.read_csv(out / "rejected.csv", keep_default_na=False), summary
 
 
@@ -163,7 +164,7 @@ def test_unknown_columns_are_named_in_a_warning(tmp_path, caplog):
 
 
 def ingest_cli(root: Path, out: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "flukeline", "ingest", "--root", str(root), "--folds", "2"]
+    command = [sys.executable, "-m", "flukeline", "ingest", "--root", str(root), "--params", '{"folds": 2}']
     for name in ("train.parquet", "test.parquet", "rejected.csv", "summary.json"):
         command += [f"--{name.split('.')[0]}", str(out / name)]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)

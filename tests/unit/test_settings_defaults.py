@@ -11,6 +11,7 @@ from conftest import REPO
 from flukeline.align.settings import AlignSettings
 from flukeline.core.errors import InputError
 from flukeline.core.settings import StageSettings, _nested_types, _plain
+from flukeline.data.settings import IngestSettings
 from flukeline.detect.settings import DetectSettings
 from flukeline.embed.settings import MemberEntry, MemberSettings
 from flukeline.evaluate.settings import BaselineSettings
@@ -19,8 +20,12 @@ from flukeline.match.settings import EnsembleSettings, LocalMatchSettings, Match
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 
-# Keys of a section that shape the DAG (which jobs exist), not a step's settings.
-DAG_KEYS = {"align": {"sizes"}, "embed": {"members", "active_members", "cv_folds"}}
+# Keys of a section that shape the DAG (which jobs exist, their inputs), not a step's settings.
+DAG_KEYS = {
+    "align": {"sizes"},
+    "embed": {"members", "active_members", "cv_folds"},
+    "data": {"source", "root", "catalogue", "demo", "omniglot", "annotations"},
+}
 # Member settings that only a member's own entry sets (embed.members.<name>), not the shared level.
 MEMBER_ONLY = {"backbone", "size", "type", "block", "pool"}
 
@@ -63,6 +68,7 @@ def mismatches(cls: type[StageSettings], node: dict, path: str, dag_keys=(), fie
 
 
 SECTIONS = [
+    (IngestSettings, SCHEMA["properties"]["data"], "data"),
     (AlignSettings, SCHEMA["properties"]["align"], "align"),
     (DetectSettings, SCHEMA["properties"]["detect"], "detect"),
     (MemberSettings, SCHEMA["properties"]["embed"], "embed"),
@@ -113,6 +119,9 @@ def test_pick_gives_each_step_exactly_its_keys():
     ensemble = EnsembleSettings.pick(match)
     assert "pseudo_label_weight" not in ensemble["ensemble"] and "rounds" not in ensemble["pseudo_labels"]
     assert set(LocalMatchSettings.pick(match)["local"]) == {"shortlist", "ratio", "ransac_threshold"}
+    assert set(IngestSettings.pick(CONFIG["data"])) == {
+        "on_bad_image", "min_image_side", "group_duplicate_ids", "group_new_whale_duplicates", "folds",
+    }  # fmt: skip
 
 
 def test_unknown_keys_name_the_section_and_settings_are_frozen():
@@ -131,7 +140,7 @@ def test_settings_import_no_third_party_package():
 
     code = (
         "import sys; import flukeline.match.settings, flukeline.embed.settings, flukeline.detect.settings,"
-        " flukeline.align.settings, flukeline.evaluate.settings;"
+        " flukeline.align.settings, flukeline.evaluate.settings, flukeline.data.settings;"
         " bad = sorted(m for m in ('numpy', 'torch', 'pandas', 'yaml', 'cv2') if m in sys.modules); print(bad)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

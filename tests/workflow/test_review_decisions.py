@@ -73,7 +73,7 @@ def test_review_export_accept_and_the_next_ingest(tmp_path, chromium):
         _photo(root / "test" / name, 100 + i)
     pd.DataFrame({"Image": list(TRAIN), "Id": list(TRAIN.values())}).to_csv(root / "train.csv", index=False)
     results = tmp_path / "results"
-    ingest(root, results / "train.parquet", results / "test.parquet", results / "rejected.csv", n_folds=2)
+    ingest(root, results / "train.parquet", results / "test.parquet", results / "rejected.csv", {"folds": 2})
 
     # The decide command on the ensemble-like tables.
     ensemble = tmp_path / "ensemble"
@@ -172,7 +172,7 @@ def test_review_export_accept_and_the_next_ingest(tmp_path, chromium):
         (root / "test" / image).unlink()
     _photo(root / "test" / "q5.png", 200)
     nxt = tmp_path / "next"
-    ingest(root, nxt / "train.parquet", nxt / "test.parquet", nxt / "rejected.csv", n_folds=2, catalogue=version)
+    ingest(root, nxt / "train.parquet", nxt / "test.parquet", nxt / "rejected.csv", {"folds": 2}, catalogue=version)
     trained = pd.read_parquet(nxt / "train.parquet").set_index("image")
     assert trained.loc[["q0.png", "q2.png", "q3.png"], "id"].tolist() == ["w_a", "w_b", "flk_0001"]
     assert len(trained) == len(TRAIN) + 3

@@ -8,6 +8,7 @@ from flukeline.align.settings import AlignSettings
 from flukeline.core.config_rules import omniglot_zip, workflow_problems
 from flukeline.core.runtime import scheduled_threads, usable_cpus
 from flukeline.data.catalogue_rows import latest_catalogue
+from flukeline.data.settings import IngestSettings
 from flukeline.detect.settings import BoxSettings, DetectorTrainingSettings
 from flukeline.embed.settings import MemberEntry, MemberSettings
 from flukeline.match.settings import (
@@ -112,6 +113,9 @@ else:
 
 # The converter's settings (the zip is the omniglot_dataset job's input, not a setting).
 OMNIGLOT_SETTINGS = {k: v for k, v in config["data"]["omniglot"].items() if k != "zip"}
+
+# The ingest step's data.* keys (the rest of data.* chooses the inputs and paths above and below).
+INGEST = IngestSettings.pick(config["data"])
 
 # data.catalogue: the newest version of the catalogue of confirmed photos (`flukeline accept`),
 # whose rows ingest adds to train.csv's (a new version reruns ingest).

@@ -88,25 +88,14 @@ rule ingest:
     params:
         root=DATA_ROOT,
         annotations=params_json(ANNOTATIONS),
-        on_bad_image=config["data"]["on_bad_image"],
-        folds=config["data"]["folds"],
+        data=params_json(INGEST),
         seed=config["seed"],
-        min_image_side=config["data"]["min_image_side"],
-        grouping=" ".join(
-            flag
-            for key, flag in (
-                ("group_duplicate_ids", "--group-duplicate-ids"),
-                ("group_new_whale_duplicates", "--group-new-whale-duplicates"),
-            )
-            if config["data"][key]
-        ),
         catalogue=f"--catalogue {shlex.quote(str(CATALOGUE))}" if CATALOGUE else "",
     shell:
         "{FLUKELINE} ingest --root {params.root:q} --train {output.train:q} --test {output.test:q}"
         " --rejected {output.rejected:q} --summary {output.summary:q}"
-        " --annotations {params.annotations:q} --on-bad-image {params.on_bad_image}"
-        " --folds {params.folds} --seed {params.seed} --min-image-side {params.min_image_side}"
-        " --duplicates {output.duplicates:q} --id-groups {output.id_groups:q} {params.grouping} {params.catalogue}"
+        " --annotations {params.annotations:q} --params {params.data:q} --seed {params.seed}"
+        " --duplicates {output.duplicates:q} --id-groups {output.id_groups:q} {params.catalogue}"
         " --threads {threads} > {log:q} 2>&1"
 
 

@@ -9,6 +9,7 @@ import logging
 from flukeline.core.cli_args import (
     add_command,
     add_option,
+    add_params,
     add_required,
     add_seed,
     add_threads,
@@ -37,7 +38,7 @@ def cmd_ingest(args):
     from flukeline.core.io import write_json_atomic
     from flukeline.data.ingest import ingest
 
-    summary = call_runner(ingest, args, annotations=args.annotations or None)
+    summary = call_runner(ingest, args, settings=args.params, annotations=args.annotations or None)
     write_json_atomic(summary, args.summary)
 
 
@@ -81,34 +82,21 @@ def register(subparsers) -> None:
         "ingest",
         cmd_ingest,
         "validate a Kaggle-layout data root and write the image tables",
-        own=("summary",),
+        own=("summary", "params"),
     )
     add_required(p, "--root", out_train="--train", out_test="--test", out_rejected="--rejected")
     add_required(p, "--summary")
     p.add_argument("--annotations", type=json_value, default={})
-    p.add_argument("--on-bad-image", choices=["error", "skip"], default="error")
-    add_option(p, "--folds", "n_folds", type=int, default=4)
-    p.add_argument(
-        "--min-image-side",
-        type=int,
-        default=0,
-        help="photos with a side under this many pixels are warned about (skipped with skip); 0: no check",
+    add_params(
+        p,
+        "the data.* settings ingest consumes (JSON): on_bad_image, min_image_side, group_duplicate_ids,"
+        " group_new_whale_duplicates, folds; absent keys take flukeline.data.settings.IngestSettings' defaults",
     )
     add_option(
         p, "--duplicates", "out_duplicates", default=None, help="duplicates.csv to write (default: beside --rejected)"
     )
     add_option(
         p, "--id-groups", "out_id_groups", default=None, help="id_groups.csv to write (default: beside --rejected)"
-    )
-    p.add_argument(
-        "--group-duplicate-ids",
-        action="store_true",
-        help="merge the known ids of a duplicate group into one training id (data.group_duplicate_ids)",
-    )
-    p.add_argument(
-        "--group-new-whale-duplicates",
-        action="store_true",
-        help="new_whale photos duplicating each other become one training id (data.group_new_whale_duplicates)",
     )
     p.add_argument(
         "--catalogue",

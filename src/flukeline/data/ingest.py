@@ -13,7 +13,8 @@ case, photos smaller than `min_image_side` (a bad row with `skip`), exact and ne
 (flukeline.data.duplicates), conflicting labels and train/test leaks are logged as warnings.
 With group_duplicate_ids / group_new_whale_duplicates, the duplicate groups also decide the training
 ids (flukeline.data.id_groups) before the folds are dealt, so the folds see the merged identities
-and keep each group's copies in one fold.
+and keep each group's copies in one fold. These data.* settings are `IngestSettings`
+(flukeline.data.settings).
 
 Written (the `ingest` rule puts them in results/data/): train.parquet (image, path, id, original_id,
 width, height, grayscale, sha1, fold, split, mask_path; `id` is the training id, `original_id` the
@@ -33,6 +34,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,12 +51,11 @@ from flukeline.data.csv_rows import csv_line, read_csv
 from flukeline.data.duplicates import Photo, duplicates_table, find_groups, perceptual_hash, report_groups
 from flukeline.data.id_checks import id_problem, named_list, warn_ids_differing_in_case
 from flukeline.data.id_groups import group_ids
+from flukeline.data.settings import IngestSettings
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-BAD_IMAGE_POLICIES = ("error", "skip")
 
 TEST_ORDERS = ("auto", "sample_submission", "sorted")
 
@@ -91,83 +92,65 @@ def ingest(
     out_train: str | os.PathLike,
     out_test: str | os.PathLike,
     out_rejected: str | os.PathLike,
+    settings: IngestSettings | Mapping[str, Any] | None = None,
     *,
-    on_bad_image: str = "error",
     annotations: Mapping[str, str | os.PathLike | None] | None = None,
-    n_folds: int = 4,
     seed: int = 0,
     threads: int = 1,
     test_order: str = "auto",
-    min_image_side: int = 0,
     out_duplicates: str | os.PathLike | None = None,
-    group_duplicate_ids: bool = False,
-    group_new_whale_duplicates: bool = False,
     out_id_groups: str | os.PathLike | None = None,
     catalogue: str | os.PathLike | None = None,
 ) -> dict:
     """Validate the data under `root` and write the train/test/rejected tables.
 
-    on_bad_image: "error" raises one InputError listing every bad row; "skip" drops bad rows,
-    records them in `out_rejected` (split,image,problem) and logs one warning.
+    settings: the data.* keys ingest consumes (`IngestSettings`, or a mapping of them such as the
+    rule's params; None: the defaults). on_bad_image "error" raises one InputError listing every
+    bad row, "skip" drops bad rows, records them in `out_rejected` (split,image,problem) and logs one
+    warning; min_image_side, group_duplicate_ids, group_new_whale_duplicates and folds: see
+    flukeline.data.settings.
     annotations: optional {"masks": folder of <stem>.png, "keypoints": CSV, "boxes": CSV}, each
     relative to `root` or absolute.
     test_order: "auto" (sample_submission.csv if present, else sorted test/ file names),
     "sample_submission" (required) or "sorted".
-    min_image_side: photos with a side under this many pixels are named in a warning (a bad row
-    with "skip"); 0 checks nothing. The workflow passes data.min_image_side (32).
     out_duplicates: the duplicate groups' table; default duplicates.csv beside `out_rejected`.
     catalogue: a catalogue CSV (flukeline.data.catalogue_rows) whose rows are training rows too.
-    group_duplicate_ids: merge the known ids of a duplicate group into one training id.
-    group_new_whale_duplicates: new_whale photos duplicating each other become one training id.
     out_id_groups: the training ids' table (flukeline.data.id_groups); default id_groups.csv beside
-    `out_rejected`, written (empty) with both options off too.
+    `out_rejected`, written (empty) with both grouping settings off too.
     Returns a JSON-safe summary dict.
     """
-    _check_arguments(on_bad_image, test_order, threads, n_folds, min_image_side)
+    settings = IngestSettings() if settings is None else IngestSettings.of(settings)
+    _check_arguments(test_order, threads)
     root = Path(root).resolve()
     if not root.is_dir():
         raise InputError(f"data root {root} does not exist or is not a folder")
 
-    train_entries = _list_train(root)
-    listed = {entry.image: entry.where for entry in train_entries}
-    train_entries += catalogue_entries(catalogue, listed, lambda **row: _Entry(split="train", **row))
-    test_entries = _list_test(root, test_order)
+    train_entries, test_entries = _list_entries(root, test_order, catalogue)
     # Annotation mistakes are configuration errors: report them before the long image decoding.
     masks_dir, annotation_tables = load_annotations(
         root, annotations or {}, listed={entry.image for entry in train_entries + test_entries}
     )
-    _flag_images_in_both_splits(train_entries, test_entries)
-    _inspect_images(train_entries + test_entries, threads)
-    _flag_small_images(train_entries + test_entries, min_image_side, as_problem=on_bad_image == "skip")
-    kept_train, kept_test, rejected = _kept_entries(root, train_entries, test_entries, on_bad_image)
+    _inspect_and_flag(train_entries, test_entries, threads, settings)
+    kept_train, kept_test, rejected = _kept_entries(root, train_entries, test_entries, settings.on_bad_image)
 
     out_duplicates = Path(out_rejected).parent / "duplicates.csv" if out_duplicates is None else out_duplicates
     out_id_groups = Path(out_rejected).parent / "id_groups.csv" if out_id_groups is None else out_id_groups
     photos = [_photo(entry) for entry in kept_train + kept_test]
     groups = find_groups(photos, threads)
     duplicate_summary = report_groups(photos, groups, out_duplicates)  # logged before the grouping it leads to
-    # The training ids come before the folds: assign_folds must deal a merged identity as one, and
-    # (units) keep the copies of one photo in one fold, or validation would match a photo to its copy.
-    grouping = group_ids(photos, groups, merge_known=group_duplicate_ids, group_new_whale=group_new_whale_duplicates)
-    train_df = _table(kept_train, "train")
-    train_df.insert(2, "id", grouping.training_ids)
-    train_df.insert(3, "original_id", [entry.id for entry in kept_train])
-    # The optional encounter column (same animal, same day) of the input CSVs.
-    train_df = add_encounters(train_df, [root / "train.csv", catalogue])
-    folds = assign_folds(grouping.training_ids, n_folds, seed, units=fold_units(train_df, grouping.units))
-    train_df.insert(train_df.columns.get_loc("split"), "fold", folds)
-    test_df = _table(kept_test, "test")
-    test_df = add_encounters(test_df, [root / "sample_submission.csv"])
+    grouping = group_ids(
+        photos, groups, merge_known=settings.group_duplicate_ids, group_new_whale=settings.group_new_whale_duplicates
+    )
+    train_df = _train_table(root, kept_train, grouping, catalogue, settings.folds, seed)
+    test_df = add_encounters(_table(kept_test, "test"), [root / "sample_submission.csv"])
 
-    summary = _summarise(train_df, test_df, len(rejected), n_folds)
+    summary = _summarise(train_df, test_df, len(rejected), settings.folds)
     summary.update(duplicate_summary)
     summary.update(grouping.summary)
     summary.update(_attach_annotations(train_df, test_df, masks_dir, annotation_tables))
     write_parquet_atomic(train_df, out_train)
     write_parquet_atomic(test_df, out_test)
-    for kind, columns in ANNOTATION_COLUMNS.items():
-        table = annotation_tables.get(kind, pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()}))
-        write_parquet_atomic(table, Path(out_train).parent / f"{kind}.parquet")
+    _write_annotation_tables(annotation_tables, Path(out_train).parent)
     write_csv_atomic(_rejected_table(rejected), out_rejected)
     write_csv_atomic(duplicates_table(photos, groups), out_duplicates)
     write_csv_atomic(grouping.table, out_id_groups)
@@ -177,17 +160,48 @@ def ingest(
     return summary
 
 
-def _check_arguments(on_bad_image: str, test_order: str, threads: int, n_folds: int, min_image_side: int) -> None:
-    if on_bad_image not in BAD_IMAGE_POLICIES:
-        raise InputError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
+def _check_arguments(test_order: str, threads: int) -> None:
     if test_order not in TEST_ORDERS:
         raise InputError(f"test_order must be one of {TEST_ORDERS}, got {test_order!r}")
     if threads < 1:
         raise InputError(f"threads must be >= 1, got {threads}")
-    if n_folds < 2:
-        raise InputError(f"n_folds must be >= 2, got {n_folds}")
-    if min_image_side < 0:
-        raise InputError(f"min_image_side must be >= 0, got {min_image_side}")
+
+
+def _list_entries(root: Path, test_order: str, catalogue) -> tuple[list[_Entry], list[_Entry]]:
+    """(train rows: train.csv's, then the catalogue's; test rows), each with its listing problems."""
+    train_entries = _list_train(root)
+    listed = {entry.image: entry.where for entry in train_entries}
+    train_entries += catalogue_entries(catalogue, listed, lambda **row: _Entry(split="train", **row))
+    return train_entries, _list_test(root, test_order)
+
+
+def _inspect_and_flag(train_entries: list, test_entries: list, threads: int, settings: IngestSettings) -> None:
+    """Every image decoded and its problems recorded on its entry, so that one run reports them all."""
+    _flag_images_in_both_splits(train_entries, test_entries)
+    _inspect_images(train_entries + test_entries, threads)
+    as_problem = settings.on_bad_image == "skip"
+    _flag_small_images(train_entries + test_entries, settings.min_image_side, as_problem=as_problem)
+
+
+def _train_table(root: Path, kept_train: list, grouping, catalogue, n_folds: int, seed: int) -> pd.DataFrame:
+    """The train table with its training and original ids, encounters and folds."""
+    train_df = _table(kept_train, "train")
+    train_df.insert(2, "id", grouping.training_ids)
+    train_df.insert(3, "original_id", [entry.id for entry in kept_train])
+    # The optional encounter column (same animal, same day) of the input CSVs.
+    train_df = add_encounters(train_df, [root / "train.csv", catalogue])
+    # The training ids come before the folds: assign_folds must deal a merged identity as one, and
+    # (units) keep the copies of one photo in one fold, or validation would match a photo to its copy.
+    folds = assign_folds(grouping.training_ids, n_folds, seed, units=fold_units(train_df, grouping.units))
+    train_df.insert(train_df.columns.get_loc("split"), "fold", folds)
+    return train_df
+
+
+def _write_annotation_tables(annotation_tables: dict, folder: Path) -> None:
+    # Written even without annotations (empty, typed): detect reads one schema either way.
+    for kind, columns in ANNOTATION_COLUMNS.items():
+        table = annotation_tables.get(kind, pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()}))
+        write_parquet_atomic(table, folder / f"{kind}.parquet")
 
 
 def _kept_entries(root: Path, train_entries: list, test_entries: list, on_bad_image: str):
