@@ -15,7 +15,13 @@ from flukeline.data.settings import IngestSettings
 from flukeline.detect.settings import DetectSettings
 from flukeline.embed.settings import MemberEntry, MemberSettings
 from flukeline.evaluate.settings import BaselineSettings
-from flukeline.match.settings import EnsembleSettings, LocalMatchSettings, MatchSettings, SearchSettings
+from flukeline.match.settings import (
+    EnsembleSettings,
+    LocalFeatureSettings,
+    LocalMatchSettings,
+    MatchSettings,
+    SearchSettings,
+)
 
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -118,7 +124,12 @@ def test_pick_gives_each_step_exactly_its_keys():
     }  # fmt: skip
     ensemble = EnsembleSettings.pick(match)
     assert "pseudo_label_weight" not in ensemble["ensemble"] and "rounds" not in ensemble["pseudo_labels"]
-    assert set(LocalMatchSettings.pick(match)["local"]) == {"shortlist", "ratio", "ransac_threshold"}
+    assert set(LocalMatchSettings.pick(match)["local"]) == {
+        "shortlist", "ratio", "ransac_threshold", "lnbnn_identities", "photos_per_identity", "lnbnn_k",
+        "exact_below", "nprobe",
+    }  # fmt: skip
+    # Extraction never reruns for a matching edit, nor for the DAG-only keys.
+    assert set(LocalFeatureSettings.pick(match["local"])) == {"features", "sift_contrast", "long_side"}
     assert set(IngestSettings.pick(CONFIG["data"])) == {
         "on_bad_image", "min_image_side", "group_duplicate_ids", "group_new_whale_duplicates", "folds",
     }  # fmt: skip

@@ -261,7 +261,12 @@ def submission_embeddings_option(wildcards, input):
 # --- Local-feature member (local.smk) --------------------------------------------------------
 LOCAL = config["match"]["local"]
 LOCAL_METHOD = LOCAL["method"]
-LOCAL_SIZE = size_name(LOCAL["size"] or config["align"]["sizes"][0])
+# source photo: the detect box on the photo at long_side ("photo<N>"); crop: the aligned crops.
+LOCAL_SIZE = (
+    f"photo{int(LOCAL['long_side'])}"
+    if LOCAL["source"] == "photo"
+    else size_name(LOCAL["size"] or config["align"]["sizes"][0])
+)
 LOCAL_FEATURES = f"results/match/local/{LOCAL_METHOD}_{LOCAL_SIZE}"
 # The local member's folder name beside the members' (results/match/round<r>/local_<method>).
 LOCAL_MEMBER = f"local_{LOCAL_METHOD}"

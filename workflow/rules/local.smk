@@ -1,8 +1,37 @@
-# The local-feature ensemble member (match.local, off with method: none): local features of the
-# aligned crops at match.local.size, extracted once per split and cached, so that editing the
-# matching or its calibration never re-extracts; then per pseudo-label round the global ensemble's
-# shortlisted pairs matched, calibrated and written like a member's folder, which the ensemble
-# rule fuses with its fitted weight.
+# The local-feature ensemble member (match.local, off with method: none): local features of each
+# photo's detect box at match.local.long_side (source: photo; per photo cached by content in
+# results/cache/local_features) or of the aligned crops (source: crop), one table per split, so
+# that editing the matching or its calibration never re-extracts; then per pseudo-label round the
+# pairs to verify (the LNBNN shortlist over every catalogue descriptor, and the global ensemble's)
+# matched, calibrated and written like a member's folder, which the ensemble rule fuses with its
+# fitted weight.
+
+
+rule photo_features:
+    input:
+        photos="results/data/{split}.parquet",
+        boxes="results/detect/boxes.parquet",
+    output:
+        "results/match/local/{method}_photo{long_side}/features_{split}.npz",
+    log:
+        "results/logs/photo_features_{method}_{long_side}_{split}.log",
+    benchmark:
+        "results/benchmarks/photo_features_{method}_{long_side}_{split}.tsv"
+    wildcard_constraints:
+        method=LOCAL_METHODS,
+        long_side=r"\d+",
+        split="train|test",
+    threads: cpu_threads(2)
+    resources:
+        mem_mb=by_attempt(2500 if LOCAL_TORCH else 1500),
+        runtime=by_attempt(60),
+    params:
+        local=params_json(LOCAL_FEATURE_SETTINGS),
+        cache="results/cache/local_features",
+    shell:
+        "{FLUKELINE} photo-features --photos {input.photos:q} --boxes {input.boxes:q} --split {wildcards.split}"
+        " --method {wildcards.method} --params {params.local:q} --cache {params.cache:q} --out {output:q}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 rule local_features:

@@ -89,6 +89,20 @@ def register(subparsers) -> None:
 
     p = add_command(
         subparsers,
+        "photo-features",
+        "flukeline.match.photo_features:run_photo_features",
+        "local features of one split's photos (their detect boxes at match.local.long_side), cached per photo",
+    )
+    add_required(p, photos_path="--photos", boxes_path="--boxes")
+    p.add_argument("--split", required=True, choices=["train", "test"])
+    p.add_argument("--method", required=True, help="match.local.method (sift, aliked_lightglue, disk_lightglue)")
+    add_params(p, help="match.local as JSON")
+    p.add_argument("--cache", dest="cache_dir", required=True, help="folder of the per-photo feature cache")
+    p.add_argument("--out", required=True, help=".npz feature table of the split")
+    add_threads(p)
+
+    p = add_command(
+        subparsers,
         "local-match",
         cmd_local_match,
         "the local member: shortlisted pairs matched, calibrated to probabilities, ranked like a member",

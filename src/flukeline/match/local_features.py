@@ -69,6 +69,9 @@ class LocalFeatures:
     # What the features were extracted from (method, size, settings, crops): a partial cache is
     # resumed only under the same key.
     key: str = ""
+    # Photo chips only (match/photo_features.py): per image x0, y0, scale, photo width and height,
+    # so that a chip point is (x0 + x / scale, y0 + y / scale) on the photo. None for crops.
+    frames: np.ndarray | None = None
 
     def __post_init__(self):
         self.position = {name: i for i, name in enumerate(self.images)}
@@ -170,13 +173,18 @@ def learned_extractor(method: str, n_features: int):
 
 def learned_keypoints(path: str, method: str, n_features: int) -> tuple[np.ndarray, np.ndarray]:
     """(xy N x 2 float32 in crop pixels, descriptors N x 128 float16) of one crop."""
-    import torch
-
     from flukeline.core.images import read_image_rgb
+
+    return learned_array_keypoints(read_image_rgb(path), method, n_features)
+
+
+def learned_array_keypoints(rgb_image: np.ndarray, method: str, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """(xy N x 2 float32 in pixels, descriptors N x 128 float16) of one RGB uint8 image."""
+    import torch
 
     model = learned_extractor(method, n_features)
     device = next(model.parameters()).device
-    rgb = torch.from_numpy(np.ascontiguousarray(read_image_rgb(path))).permute(2, 0, 1).float() / 255.0
+    rgb = torch.from_numpy(np.ascontiguousarray(rgb_image)).permute(2, 0, 1).float() / 255.0
     with torch.inference_mode():
         out = model.extract(rgb.to(device), resize=None)
     xy = out["keypoints"][0].float().cpu().numpy().astype(np.float32)
@@ -274,6 +282,7 @@ def save_features(features: LocalFeatures, path) -> None:
                 descriptors=features.descriptors,
                 seconds_per_image=np.array(features.seconds_per_image),
                 key=np.array(features.key),
+                **({} if features.frames is None else {"frames": features.frames}),
             )
 
     write_atomic(path, write)
@@ -290,6 +299,7 @@ def load_features(path) -> LocalFeatures:
             data["descriptors"],
             float(data["seconds_per_image"]),
             str(data["key"]) if "key" in data else "",
+            data["frames"] if "frames" in data else None,
         )
 
 

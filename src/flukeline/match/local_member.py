@@ -32,7 +32,13 @@ from flukeline.core.io import write_json_atomic, write_parquet_atomic
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.match.ensemble import fitted_members
 from flukeline.match.local_features import LocalFeatures, load_features
-from flukeline.match.local_shortlist import MemberViews, global_ranking, shortlist_pairs
+from flukeline.match.local_shortlist import (
+    MemberViews,
+    catalogue_index,
+    global_ranking,
+    shortlist_pairs,
+    with_lnbnn_pairs,
+)
 from flukeline.match.local_tables import correspondences, identity_table
 from flukeline.match.new_whale_threshold import (
     decide_threshold,
@@ -156,6 +162,11 @@ def run_local_member(
     views = member_views(members, folds, embedding_paths, train, test_images, bool(settings.flip_fusion))
 
     pairs = shortlist_pairs(train, test_images, ranking, views, weights, int(settings.local.shortlist))
+    if int(settings.local.lnbnn_identities) > 0:
+        index = catalogue_index(train, features["train"], settings.local, threads)
+        pairs = with_lnbnn_pairs(pairs, ranking, features, index, settings.local)
+    else:
+        pairs = pairs.assign(lnbnn=np.float32(0.0))
     method = features["train"].method
     partial = out / ".pairs.partial.parquet"
     pairs, seconds = score_pairs(pairs, features, settings.local, threads, method=method, checkpoint=partial)
@@ -169,7 +180,8 @@ def run_local_member(
     k = int(settings.top_k)
     val_predictions = ranked_predictions(val_topk, threshold, k)
     test_predictions = ranked_predictions(test_topk, threshold, k)
-    write_parquet_atomic(correspondences(pairs, method), out / "correspondences.parquet")
+    frame = "crop" if features["train"].frames is None else "photo"
+    write_parquet_atomic(correspondences(pairs, method, frame=frame), out / "correspondences.parquet")
     write_parquet_atomic(pairs.drop(columns=["query_xy", "gallery_xy"]), out / "pairs.parquet")
     write_parquet_atomic(val_topk, out / "val_topk.parquet")
     write_parquet_atomic(test_topk, out / "test_topk.parquet")

@@ -1,13 +1,17 @@
-"""The local member's pairs to match (`shortlist_pairs`): per query, the global members'
-weighted-mean identity ranking (`global_ranking`: their weights fitted on validation exactly as the
-ensemble fits them), and among the gallery images of its top `candidates` identities the B with
-the highest weighted-mean image cosine of the members' embeddings (B = `match.local.shortlist`).
+"""The local member's pairs to match. Per query, the global members' weighted-mean identity
+ranking (`global_ranking`: their weights fitted on validation exactly as the ensemble fits them),
+and among the gallery images of its top `candidates` identities the B with the highest
+weighted-mean image cosine of the members' embeddings (`shortlist_pairs`, B =
+`match.local.shortlist`); joined by the LNBNN shortlist over every catalogue descriptor
+(`catalogue_index`, `with_lnbnn_pairs`), which needs no embedding to find the right individual.
 Validation queries of fold f see the other folds' images only, test queries every training image;
 new_whale images are no gallery. Computed query by query: a query touches only its candidates'
 images, never a query x gallery matrix."""
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,8 @@ from flukeline.core.metrics import NEW_WHALE
 from flukeline.match.ensemble import ensemble_topk, member_tables
 from flukeline.match.member import embedding_lookup
 from flukeline.match.templates import fuse_views
+
+log = logging.getLogger(__name__)
 
 PAIR_COLUMNS = ["split", "query", "fold", "gallery", "gallery_id", "identity_rank", "global_similarity"]
 
@@ -118,3 +124,75 @@ def shortlist_pairs(
                 )
             )
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=PAIR_COLUMNS)
+
+
+def catalogue_index(train: pd.DataFrame, features, settings, threads: int = 1):
+    """The LNBNN index (match/local_index.py) of every known training photo's descriptors: the
+    catalogue a query's features vote over (new_whale photos name no individual)."""
+    from flukeline.match.local_index import DescriptorIndex
+
+    known = train[(train["id"] != NEW_WHALE) & train["image"].isin(set(map(str, features.images)))]
+    return DescriptorIndex(
+        known["image"],
+        known["id"],
+        known["fold"],
+        [features.get(image)[1] for image in known["image"]],
+        k=int(settings.lnbnn_k),
+        exact_below=int(settings.exact_below),
+        nprobe=int(settings.nprobe),
+        threads=threads,
+    )
+
+
+def with_lnbnn_pairs(pairs: pd.DataFrame, ranking: dict[str, pd.DataFrame], features, index, settings) -> pd.DataFrame:
+    """The global shortlist's pairs joined by each query's LNBNN pairs (the photos_per_identity
+    best-voted photos of its lnbnn_identities best identities, over the whole catalogue; a
+    validation query never sees its own fold), one row per (split, query, gallery), each with
+    `lnbnn`: the query's LNBNN score of the pair's identity (the identity table's tie-break).
+    LNBNN-only pairs have no global similarity, and an identity_rank after the global ranking's."""
+    from flukeline.match.local_index import QueryVotes
+
+    identity_position = {name: i for i, name in enumerate(index.identities)}
+    by_query = {key: group for key, group in pairs.groupby(["split", "query"], sort=False)}
+    parts, start = [], time.perf_counter()
+    for split, table in ranking.items():
+        source = features["train" if split == "val" else "test"]
+        for image, candidates in table.groupby("image", sort=False):
+            fold = int(candidates["fold"].iloc[0]) if split == "val" else -1
+            own = by_query.get((split, image), pd.DataFrame(columns=PAIR_COLUMNS))
+            if image in source:
+                votes = index.query(source.get(image)[1], exclude_fold=fold if split == "val" else None)
+            else:
+                votes = QueryVotes(np.zeros(len(index.identities)), np.zeros(len(index.photos)), 0)
+            chosen = index.shortlist(votes, int(settings.lnbnn_identities), int(settings.photos_per_identity))
+            already = set(own["gallery"])
+            new = [(g, i) for g, i in chosen if g not in already]
+            rank_of = {i: r for r, i in enumerate(dict.fromkeys(i for _, i in chosen))}
+            extra = pd.DataFrame(
+                {
+                    "split": split,
+                    "query": image,
+                    "fold": fold,
+                    "gallery": [g for g, _ in new],
+                    "gallery_id": [i for _, i in new],
+                    "identity_rank": [len(candidates) + rank_of[i] for _, i in new],
+                    "global_similarity": np.float32(np.nan),
+                },
+                columns=PAIR_COLUMNS,
+            )
+            both = pd.concat([own, extra], ignore_index=True) if len(extra) else own.copy()
+            positions = [identity_position.get(i, -1) for i in both["gallery_id"]]
+            both["lnbnn"] = np.array([votes.identity_scores[p] if p >= 0 else 0.0 for p in positions], dtype=np.float32)
+            parts.append(both)
+    log.info(
+        "LNBNN shortlist: %d queries in %.1f s over %d catalogue descriptors",
+        len(parts),
+        time.perf_counter() - start,
+        len(index),
+    )
+    if not parts:
+        return pairs.assign(lnbnn=np.float32(0)).iloc[:0]
+    out = pd.concat(parts, ignore_index=True)
+    for column, dtype in (("fold", np.int64), ("identity_rank", np.int64), ("global_similarity", np.float32)):
+        out[column] = out[column].astype(dtype)
+    return out

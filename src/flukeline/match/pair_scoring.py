@@ -47,7 +47,11 @@ def match_pair(
 
 
 def crop_size(features: LocalFeatures) -> tuple[int, int]:
-    """(W, H) of the crops a cache was extracted from (its `size`, "WxH")."""
+    """(W, H) of the crops a cache was extracted from (its `size`, "WxH"); for photo chips
+    ("photo<N>") the N x N square their longer side fits in."""
+    if str(features.size).startswith("photo"):
+        side = int(str(features.size)[len("photo") :])
+        return side, side
     try:
         w, h = (int(v) for v in str(features.size).split("x"))
     except ValueError as error:
@@ -102,15 +106,26 @@ def resumed_pairs(path: Path | None, key: str, ordered: pd.DataFrame) -> pd.Data
     return done
 
 
-def pair_row(match: PairMatch, size: tuple[int, int], keep_points: bool) -> tuple:
+def as_fractions(xy: np.ndarray, size: tuple[int, int], frame: np.ndarray | None) -> np.ndarray:
+    """Points as fractions of the image the page draws them on: the crop (size W x H), or, for a
+    photo chip, the photo (frame: x0, y0, scale, photo width, photo height), flattened."""
+    if frame is None:
+        return (xy / np.array(size, np.float32)).ravel().astype(np.float32)
+    x0, y0, scale, width, height = (float(v) for v in frame)
+    photo = xy / scale + np.array([x0, y0], np.float32)
+    return (photo / np.array([width, height], np.float32)).ravel().astype(np.float32)
+
+
+def pair_row(match: PairMatch, size: tuple[int, int], keep_points: bool, frames: tuple | None = None) -> tuple:
     """A scored pair's columns; the inlier points (at most MAX_POINTS, as fractions of the crop's
-    width and height) only where the review page reads them."""
+    or the photo's width and height: `frames`, the query's and the gallery's photo frames) only
+    where the review page reads them."""
     if not keep_points or match.inliers == 0:
         empty = np.zeros(0, np.float32)
         return match.matches, match.inliers, empty, empty
-    scale = np.array(size, np.float32)
-    q = (match.query_xy[:MAX_POINTS] / scale).ravel().astype(np.float32)
-    g = (match.gallery_xy[:MAX_POINTS] / scale).ravel().astype(np.float32)
+    query_frame, gallery_frame = frames or (None, None)
+    q = as_fractions(match.query_xy[:MAX_POINTS], size, query_frame)
+    g = as_fractions(match.gallery_xy[:MAX_POINTS], size, gallery_frame)
     return match.matches, match.inliers, q, g
 
 
@@ -165,11 +180,21 @@ def score_pairs(
         table = features[split]
         return table.get(image) if image in table else empty
 
+    def frame(split: str, image: str):
+        table = features[split]
+        if table.frames is None or image not in table:
+            return None
+        return table.frames[table.position[image]]
+
     def one_query(group: pd.DataFrame) -> list[tuple]:
         split = group["split"].iloc[0]
-        query = matcher.prepare(*lookup("train" if split == "val" else "test", group["query"].iloc[0]))
+        source, name = ("train" if split == "val" else "test"), group["query"].iloc[0]
+        query = matcher.prepare(*lookup(source, name))
         keep = split in points_for
-        return [pair_row(matcher.match(query, lookup("train", g)), size, keep) for g in group["gallery"]]
+        return [
+            pair_row(matcher.match(query, lookup("train", g)), size, keep, (frame(source, name), frame("train", g)))
+            for g in group["gallery"]
+        ]
 
     groups = [g for _, g in pairs.groupby(["split", "query"], sort=False)]
     ordered = pd.concat(groups, ignore_index=True) if groups else pairs.iloc[:0].copy()

@@ -99,16 +99,27 @@ class LocalFeatureSettings(StageSettings):
 
     section: ClassVar[str] = "match.local"
 
-    features: int = 500  # keypoints kept per crop (LightGlue's time per pair grows with it)
+    features: int = 500  # keypoints kept per crop or photo (LightGlue's time per pair grows with it)
     # SIFT's contrastThreshold: OpenCV's 0.04 loses low-contrast photos' keypoints (bench/results/local.md).
     sift_contrast: float = 0.01
+    # source photo: the detect box's longer side is resized to this many pixels (small photos scaled
+    # up, as HotSpotter's 700-px chips; bench/results/local.md).
+    long_side: int = 768
 
 
 @dataclass(frozen=True, kw_only=True)
 class LocalPairSettings(StageSettings):
     section: ClassVar[str] = "match.local"
 
-    shortlist: int = 25  # gallery images matched per query
+    shortlist: int = 25  # the global ensemble's best gallery images verified per query
+    # The LNBNN ranking over every catalogue descriptor (match/local_index.py): its best identities'
+    # best-voted photos verified too (0 identities: the global shortlist only).
+    lnbnn_identities: int = 10
+    photos_per_identity: int = 3  # 0: all of them
+    lnbnn_k: int = 4  # HotSpotter's K; the (K+1)-th neighbour is the normaliser
+    # Exact search below this many gallery descriptors; above, IVF with 8-bit codes (bench/results/local.md).
+    exact_below: int = 100_000
+    nprobe: int = 16
     ratio: float = 0.8  # Lowe's ratio test
     ransac_threshold: float = 4.0  # MAGSAC reprojection threshold, crop pixels
 
@@ -118,7 +129,9 @@ class LocalSection(LocalPairSettings, LocalFeatureSettings):
     """match.local as config.yaml holds it."""
 
     method: str = "none"  # none | sift | aliked_lightglue | disk_lightglue
-    size: tuple | None = None  # crops matched; None: align.sizes[0]
+    # photo: features of the detect box on the photo at long_side; crop: of the aligned crops at size.
+    source: str = "photo"
+    size: tuple | None = None  # crops matched (source crop); None: align.sizes[0]
     weight: float = 1.0  # its weight under ensemble.weights config
 
 

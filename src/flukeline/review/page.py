@@ -259,6 +259,8 @@ def attach_correspondences(data: dict, table: pd.DataFrame, train: pd.DataFrame,
             "method": row.method,
             "query_xy": np.round(row.query_xy, XY_DECIMALS).tolist(),
             "gallery_xy": np.round(row.gallery_xy, XY_DECIMALS).tolist(),
+            # The image the points are fractions of: the aligned crop, or the photo (source: photo).
+            "frame": str(getattr(row, "frame", "crop") or "crop"),
         }
         attached += 1
         methods.add(row.method)
@@ -356,16 +358,17 @@ def run(
     photo_of.update({("train", i): p for i, p in zip(train["image"], train["path"])})
     wanted = [("test", q["image"]) for q in data["queries"]]
     wanted += sorted({("train", c["reference"]) for q in data["queries"] for c in q["candidates"] if c["reference"]})
-    # The gallery images the keypoint matches were found on: their crops only (the panel's).
-    matched_crops = sorted(
-        {("train", c["matches"]["gallery"]) for q in data["queries"] for c in q["candidates"] if "matches" in c}
-    )
+    # The gallery images the keypoint matches were found on, in the frame their points are in
+    # (the crop or the photo: the panel's).
+    matches = [c["matches"] for q in data["queries"] for c in q["candidates"] if "matches" in c]
+    matched_crops = sorted({("train", m["gallery"]) for m in matches if m["frame"] == "crop"})
+    matched_photos = sorted({("train", m["gallery"]) for m in matches if m["frame"] == "photo"})
     jobs = {}
     for split, image in wanted + matched_crops:
         if (split, image) not in crop_of.index:
             raise InputError(f"{align_path}: no aligned crop for {split} image {image}")
         jobs[f"{split}/{image}/crop"] = (crop_of[(split, image)], thumb)
-    for split, image in wanted:
+    for split, image in wanted + matched_photos:
         jobs[f"{split}/{image}/photo"] = (photo_of[(split, image)], thumb)
     uris = dict(zip(jobs, parallel_map(lambda job: thumbnail_data_uri(*job), jobs.values(), threads)))
     data["images"] = uris

@@ -1,0 +1,199 @@
+"""Candidates from the local features themselves, over the whole catalogue (`DescriptorIndex`):
+every gallery photo's RootSIFT descriptors in one FAISS index, each query descriptor's K nearest
+gallery descriptors voting for identities with LNBNN scores (local naive-Bayes nearest neighbour,
+McCann & Lowe 2012, as Wildbook's HotSpotter scores them): a neighbour's vote is how much closer
+it is than the (K+1)-th neighbour, the normaliser, so a descriptor that is near everything (sky,
+water, a generic edge) votes ~0 and a distinctive one votes strongly. An identity's score is the
+sum over query descriptors of each descriptor's best vote for it (HotSpotter's `nsum`), so an
+identity with many photos is not counted once per photo.
+
+Why: the global ensemble's shortlist holds the true identity for too few queries on photos the
+embeddings see badly (whole photos, the animal small in the frame; bench/results/local.md); this
+ranking needs no training and sees every catalogue photo.
+
+Validation queries of fold f must not see fold f's photos: the gallery is stored sorted by fold,
+so fold f is one id range, and FAISS skips it during the search (an IDSelector), which keeps the
+K neighbours and the normaliser exact. Exact (flat) search up to `exact_below` descriptors; above
+it an IVF index with 8-bit scalar quantisation (a quarter of float32's bytes), `nprobe` lists
+searched per descriptor (bench/results/local.md has the cost as the catalogue grows)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def root_sift_rows(descriptors: np.ndarray) -> np.ndarray:
+    """RootSIFT of SIFT rows (uint8 or float): L1-normalised, square-rooted, float32. Kept here
+    (not imported from local_features) so the index needs nothing but NumPy and FAISS."""
+    d = descriptors.astype(np.float32)
+    d /= np.maximum(d.sum(axis=1, keepdims=True), 1e-7)
+    return np.sqrt(d)
+
+
+def lnbnn_votes(distances: np.ndarray, k: int) -> np.ndarray:
+    """n x k LNBNN votes of n query descriptors from their k + 1 nearest (squared L2, ascending)
+    distances: the normaliser (the last column) minus each of the first k, never below 0."""
+    return np.maximum(distances[:, k : k + 1] - distances[:, :k], 0.0)
+
+
+def best_vote_per_label(labels: np.ndarray, votes: np.ndarray, n_labels: int) -> np.ndarray:
+    """Per label, the sum over rows of the row's largest vote for that label (a row voting twice
+    for one label, through two of its neighbours, counts once). labels, votes: n x k; -1 labels
+    (no neighbour) are ignored."""
+    if labels.size == 0:
+        return np.zeros(n_labels, np.float64)
+    # Sort each row by (label, -vote): a label's best vote comes first among its repeats.
+    order = np.lexsort((-votes, labels), axis=1)
+    labels = np.take_along_axis(labels, order, axis=1)
+    votes = np.take_along_axis(votes, order, axis=1)
+    first = np.ones_like(labels, dtype=bool)
+    first[:, 1:] = labels[:, 1:] != labels[:, :-1]
+    keep = first & (labels >= 0)
+    return np.bincount(labels[keep], weights=votes[keep], minlength=n_labels)
+
+
+@dataclass
+class QueryVotes:
+    """One query's LNBNN scores: per gallery identity and per gallery photo (positions in the
+    index's `identities` and `photos`), and the descriptors it sent."""
+
+    identity_scores: np.ndarray
+    photo_scores: np.ndarray
+    descriptors: int
+
+    def top_identities(self, n: int) -> np.ndarray:
+        """Positions of the n best-scored identities with a score above 0, best first."""
+        scored = np.flatnonzero(self.identity_scores > 0)
+        order = np.argsort(-self.identity_scores[scored], kind="stable")
+        return scored[order[:n]]
+
+
+class DescriptorIndex:
+    """Every gallery photo's descriptors in one FAISS index (see the module docstring).
+
+    photos: gallery photo names; identities: their identity per photo; folds: their fold per photo
+    (validation queries of fold f exclude it); descriptors: per photo an array (N_i x 128 SIFT,
+    uint8) in the same order."""
+
+    def __init__(
+        self,
+        photos,
+        identities,
+        folds,
+        descriptors: list[np.ndarray],
+        *,
+        k: int = 4,
+        exact_below: int = 2_000_000,
+        nprobe: int = 16,
+        threads: int = 1,
+        seed: int = 0,
+    ):
+        import faiss
+
+        faiss.omp_set_num_threads(max(1, int(threads)))
+        folds = np.asarray(folds)
+        # Sorted by fold, so that each fold is one contiguous range of descriptor ids.
+        order = np.argsort(folds, kind="stable")
+        self.photos = np.asarray(photos, dtype=str)[order]
+        self.folds = folds[order]
+        self.identity_of_photo, self.identities = _factorize(np.asarray(identities, dtype=str)[order])
+        counts = np.array([len(descriptors[i]) for i in order], dtype=np.int64)
+        self.photo_of_row = np.repeat(np.arange(len(order)), counts)
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        self.fold_rows: dict[int, tuple[int, int]] = {}
+        for f in np.unique(self.folds):
+            in_fold = np.flatnonzero(self.folds == f)
+            self.fold_rows[int(f)] = (int(starts[in_fold[0]]), int(starts[in_fold[-1] + 1]))
+        self.k = int(k)
+        rows = np.concatenate([descriptors[i] for i in order]) if len(order) else np.zeros((0, 128), np.uint8)
+        vectors = root_sift_rows(rows)
+        self.exact = len(vectors) < int(exact_below)
+        if self.exact:
+            self.index = faiss.IndexFlatL2(vectors.shape[1])
+        else:
+            lists = int(min(65536, max(256, 4 * np.sqrt(len(vectors)))))
+            quantizer = faiss.IndexFlatL2(vectors.shape[1])
+            self.index = faiss.IndexIVFScalarQuantizer(
+                quantizer, vectors.shape[1], lists, faiss.ScalarQuantizer.QT_8bit
+            )
+            sample = np.random.default_rng(seed).choice(len(vectors), min(len(vectors), 64 * lists), replace=False)
+            self.index.train(vectors[np.sort(sample)])
+            self.nprobe = int(nprobe)
+        self.index.add(vectors)
+        log.info(
+            "descriptor index: %d photos, %d identities, %d descriptors (%s, %.0f MB)",
+            len(self.photos),
+            len(self.identities),
+            len(vectors),
+            "exact" if self.exact else f"IVF {self.index.nlist} lists, 8-bit, nprobe {nprobe}",
+            self.nbytes / 1e6,
+        )
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the index holds (vectors, codes and ids; the arrays beside it are ~8 bytes per row)."""
+        per_row = 4 * self.index.d if self.exact else self.index.code_size + 8
+        return int(self.index.ntotal) * per_row + self.photo_of_row.nbytes
+
+    def _search_parameters(self, exclude_fold):
+        import faiss
+
+        selector = None
+        if exclude_fold is not None and int(exclude_fold) in self.fold_rows:
+            lo, hi = self.fold_rows[int(exclude_fold)]
+            selector = faiss.IDSelectorNot(faiss.IDSelectorRange(lo, hi))
+        if self.exact:
+            return faiss.SearchParameters(sel=selector) if selector is not None else None
+        parameters = faiss.SearchParametersIVF(nprobe=self.nprobe)
+        if selector is not None:
+            parameters.sel = selector
+        return parameters
+
+    def query(self, descriptors: np.ndarray, exclude_fold: int | None = None) -> QueryVotes:
+        """LNBNN scores of one query's descriptors (N x 128 SIFT) against the gallery, without the
+        photos of `exclude_fold` (a validation query's own fold)."""
+        n_photos, n_ids = len(self.photos), len(self.identities)
+        if len(descriptors) == 0 or len(self) == 0:
+            return QueryVotes(np.zeros(n_ids), np.zeros(n_photos), 0)
+        parameters = self._search_parameters(exclude_fold)
+        selector = getattr(parameters, "sel", None) if parameters is not None else None
+        distances, rows = self.index.search(root_sift_rows(descriptors), self.k + 1, params=parameters)
+        del selector  # kept alive through the search: FAISS holds a raw pointer
+        missing = rows < 0
+        # Fewer than k + 1 neighbours found (a tiny gallery, or IVF lists nearly empty): a missing
+        # distance is the farthest one found, so a missing normaliser still bounds the votes and a
+        # missing neighbour votes 0.
+        farthest = float(distances[~missing].max()) if (~missing).any() else 0.0
+        votes = lnbnn_votes(np.where(missing, farthest, distances), self.k)
+        photos = np.where(missing[:, : self.k], -1, self.photo_of_row[np.maximum(rows[:, : self.k], 0)])
+        identities = np.where(photos >= 0, self.identity_of_photo[np.maximum(photos, 0)], -1)
+        return QueryVotes(
+            best_vote_per_label(identities, votes, n_ids),
+            best_vote_per_label(photos, votes, n_photos),
+            len(descriptors),
+        )
+
+    def shortlist(self, votes: QueryVotes, identities: int, photos_per_identity: int) -> list[tuple[str, str]]:
+        """(gallery photo, its identity) of the `identities` best identities, each with its
+        `photos_per_identity` best-voted photos (all of them when <= 0): the pairs to verify."""
+        pairs = []
+        for identity in votes.top_identities(identities):
+            own = np.flatnonzero(self.identity_of_photo == identity)
+            own = own[np.argsort(-votes.photo_scores[own], kind="stable")]
+            if photos_per_identity > 0:
+                own = own[:photos_per_identity]
+            pairs.extend((str(self.photos[p]), str(self.identities[identity])) for p in own)
+        return pairs
+
+
+def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    uniques, codes = np.unique(values, return_inverse=True)
+    return codes.astype(np.int64), uniques
