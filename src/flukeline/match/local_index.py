@@ -26,6 +26,10 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+DIMENSIONS = 128
+# IVF: lists at most, training vectors per list, photos added per block.
+MAX_LISTS, TRAIN_PER_LIST, ADD_PHOTOS = 4096, 32, 2000
+
 
 def root_sift_rows(descriptors: np.ndarray) -> np.ndarray:
     """RootSIFT of SIFT rows (uint8 or float): L1-normalised, square-rooted, float32. Kept here
@@ -110,26 +114,30 @@ class DescriptorIndex:
             in_fold = np.flatnonzero(self.folds == f)
             self.fold_rows[int(f)] = (int(starts[in_fold[0]]), int(starts[in_fold[-1] + 1]))
         self.k = int(k)
-        rows = np.concatenate([descriptors[i] for i in order]) if len(order) else np.zeros((0, 128), np.uint8)
-        vectors = root_sift_rows(rows)
-        self.exact = len(vectors) < int(exact_below)
+        total = int(counts.sum())
+        self.exact = total < max(1, int(exact_below))
         if self.exact:
-            self.index = faiss.IndexFlatL2(vectors.shape[1])
+            self.index = faiss.IndexFlatL2(DIMENSIONS)
         else:
-            lists = int(min(65536, max(256, 4 * np.sqrt(len(vectors)))))
-            quantizer = faiss.IndexFlatL2(vectors.shape[1])
-            self.index = faiss.IndexIVFScalarQuantizer(
-                quantizer, vectors.shape[1], lists, faiss.ScalarQuantizer.QT_8bit
-            )
-            sample = np.random.default_rng(seed).choice(len(vectors), min(len(vectors), 64 * lists), replace=False)
-            self.index.train(vectors[np.sort(sample)])
+            # ~4 sqrt(n) lists (FAISS's guideline), at most MAX_LISTS so that training and assigning
+            # stay minutes on 2 cores at a 25k-photo catalogue (bench/results/local.md).
+            lists = int(np.clip(4 * np.sqrt(total), 1, MAX_LISTS))
+            quantizer = faiss.IndexFlatL2(DIMENSIONS)
+            self.index = faiss.IndexIVFScalarQuantizer(quantizer, DIMENSIONS, lists, faiss.ScalarQuantizer.QT_8bit)
+            rng = np.random.default_rng(seed)
+            sample = np.sort(rng.choice(total, min(total, TRAIN_PER_LIST * lists), replace=False))
+            self.index.train(root_sift_rows(_rows_at(descriptors, order, starts, sample)))
             self.nprobe = int(nprobe)
-        self.index.add(vectors)
+        # Added a block of photos at a time: RootSIFT as float32 is 4x the uint8 cache.
+        for lo in range(0, len(order), ADD_PHOTOS):
+            block = [descriptors[i] for i in order[lo : lo + ADD_PHOTOS]]
+            if block:
+                self.index.add(root_sift_rows(np.concatenate(block)))
         log.info(
             "descriptor index: %d photos, %d identities, %d descriptors (%s, %.0f MB)",
             len(self.photos),
             len(self.identities),
-            len(vectors),
+            len(self),
             "exact" if self.exact else f"IVF {self.index.nlist} lists, 8-bit, nprobe {nprobe}",
             self.nbytes / 1e6,
         )
@@ -192,6 +200,13 @@ class DescriptorIndex:
                 own = own[:photos_per_identity]
             pairs.extend((str(self.photos[p]), str(self.identities[identity])) for p in own)
         return pairs
+
+
+def _rows_at(descriptors: list[np.ndarray], order: np.ndarray, starts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The descriptor rows at sorted global positions `rows` (photos in `order`, photo j's rows
+    starting at starts[j]), without stacking the whole catalogue."""
+    photo = np.searchsorted(starts, rows, side="right") - 1
+    return np.stack([descriptors[order[p]][r - starts[p]] for p, r in zip(photo, rows)])
 
 
 def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
