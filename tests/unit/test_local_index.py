@@ -81,12 +81,14 @@ def test_an_empty_query_or_tiny_gallery_votes_nothing_without_failing():
 
 def test_chip_scales_the_box_longer_side_up_and_maps_back_to_the_photo():
     photo = np.zeros((100, 200), np.uint8)
-    region, frame = chip(photo, (50, 20, 150, 70), 400)
+    region, frame = chip(photo, (50, 20, 150, 70), 400, upscale=True)
     assert region.shape == (200, 400)  # 100 x 50 box, x4
     x0, y0, scale, width, height = frame
     assert (x0, y0, scale, width, height) == (50, 20, 4.0, 200, 100)
     # A chip point at (200, 100) is the box's centre on the photo: (100, 45) -> fractions (0.5, 0.45).
     np.testing.assert_allclose(as_fractions(np.array([[200.0, 100.0]]), (400, 400), frame), [0.5, 0.45])
+    # Without upscale a small box keeps its own size; a larger one is still reduced.
+    assert chip(photo, (50, 20, 150, 70), 400)[0].shape == (50, 100)
     # An empty or inverted box falls back to the whole photo rather than losing it.
     region, frame = chip(photo, (10, 10, 10, 10), 100)
     assert region.shape == (50, 100) and frame[0] == 0 and frame[2] == 0.5
@@ -131,7 +133,7 @@ def test_photo_features_extract_only_new_photos_on_a_rerun(tmp_path, long_side):
         )
     table = tmp_path / "test.parquet"
     pd.DataFrame(rows[:2]).to_parquet(table)
-    params = {"features": 50, "long_side": long_side}
+    params = {"features": 50, "long_side": long_side, "upscale": True}
     out, cache = tmp_path / "features_test.npz", tmp_path / "cache"
     run_photo_features(table, tmp_path / "no_boxes.parquet", "test", "sift", params, out, cache)
     first = load_features(out)

@@ -129,7 +129,7 @@ def test_pick_gives_each_step_exactly_its_keys():
         "exact_below", "nprobe",
     }  # fmt: skip
     # Extraction never reruns for a matching edit, nor for the DAG-only keys.
-    assert set(LocalFeatureSettings.pick(match["local"])) == {"features", "sift_contrast", "long_side"}
+    assert set(LocalFeatureSettings.pick(match["local"])) == {"features", "sift_contrast", "long_side", "upscale"}
     assert set(IngestSettings.pick(CONFIG["data"])) == {
         "on_bad_image", "min_image_side", "group_duplicate_ids", "group_new_whale_duplicates", "folds",
     }  # fmt: skip

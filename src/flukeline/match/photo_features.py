@@ -1,8 +1,10 @@
 """Local features of the photo itself (`match.local.source: photo`, the default): the detect box
-(the whole photo with `detect.method: none`) cut from the original photo and resized so that its
-longer side is `match.local.long_side` pixels (small photos scaled up, as HotSpotter scales its
-chips to 700 px: a 240-px photo has too few scale-space extrema for SIFT to find the marks), then
-the method's keypoints on that chip.
+(the whole photo with `detect.method: none`) cut from the original photo, its longer side reduced
+to `match.local.long_side` pixels where it is longer (the cost of a pair grows with the keypoints'
+spread, not their count alone), then the method's keypoints on that chip. Smaller photos stay at
+their own size unless `match.local.upscale`: HotSpotter scales every chip to 700 px for its
+Hessian-affine detector, but SIFT on upscaled chips put the right individual first less often on
+both the demo's whole photos and the mantas (bench/results/local.md).
 
 Why not the aligned crops: a whole photo letterboxed into the members' 256x128 leaves the animal a
 few dozen pixels tall, and the marks that tell individuals apart are gone before SIFT sees them
@@ -54,10 +56,11 @@ def photo_size_name(long_side: int) -> str:
     return f"photo{int(long_side)}"
 
 
-def chip(image: np.ndarray, box, long_side: int) -> tuple[np.ndarray, np.ndarray]:
-    """(the box region of `image` resized so its longer side is long_side, its frame: x0, y0,
-    scale, photo width, photo height). A box outside the photo is clipped; an empty one is the
-    whole photo (a detector that found nothing must not lose the photo)."""
+def chip(image: np.ndarray, box, long_side: int, upscale: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(the box region of `image`, its longer side resized to long_side (a smaller region only
+    with `upscale`), its frame: x0, y0, scale, photo width, photo height). A box outside the
+    photo is clipped; an empty one is the whole photo (a detector that found nothing must not
+    lose the photo)."""
     import cv2
 
     height, width = image.shape[:2]
@@ -68,6 +71,8 @@ def chip(image: np.ndarray, box, long_side: int) -> tuple[np.ndarray, np.ndarray
         x0, y0, x1, y1 = 0, 0, width, height
     region = image[y0:y1, x0:x1]
     scale = float(long_side) / max(region.shape[:2])
+    if not upscale:
+        scale = min(scale, 1.0)
     size = (max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale)))
     # Cubic up (keeps edges for the detector), area down (no aliasing).
     interpolation = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
@@ -87,7 +92,7 @@ def photo_keypoints(path: str, box, method: str, settings: LocalFeatureSettings)
         image = read_image_rgb(path)
     if image is None:
         raise InputError(f"local features: cannot read the photo {path}")
-    region, frame = chip(image, box, int(settings.long_side))
+    region, frame = chip(image, box, int(settings.long_side), bool(settings.upscale))
     if method == "sift":
         xy, descriptors = sift_keypoints(region, int(settings.features), float(settings.sift_contrast))
     else:

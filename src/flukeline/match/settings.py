@@ -102,9 +102,11 @@ class LocalFeatureSettings(StageSettings):
     features: int = 500  # keypoints kept per crop or photo (LightGlue's time per pair grows with it)
     # SIFT's contrastThreshold: OpenCV's 0.04 loses low-contrast photos' keypoints (bench/results/local.md).
     sift_contrast: float = 0.01
-    # source photo: the detect box's longer side is resized to this many pixels (small photos scaled
-    # up, as HotSpotter's 700-px chips; bench/results/local.md).
+    # source photo: the detect box's longer side reduced to at most this many pixels ...
     long_side: int = 768
+    # ... and smaller boxes scaled up to it only with upscale (HotSpotter's 700-px chips): with SIFT
+    # it lost rank-1 on the demo's whole photos and the mantas (bench/results/local.md).
+    upscale: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
