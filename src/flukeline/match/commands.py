@@ -91,7 +91,7 @@ def register(subparsers) -> None:
         subparsers,
         "photo-features",
         "flukeline.match.photo_features:run_photo_features",
-        "local features of one split's photos (their detect boxes at match.local.long_side), cached per photo",
+        "local features of one split's photos (their detect boxes), cached per photo",
     )
     add_required(p, photos_path="--photos", boxes_path="--boxes")
     p.add_argument("--split", required=True, choices=["train", "test"])
