@@ -23,9 +23,17 @@ def test_local_sift_plans_features_per_split_and_a_member_per_round(tmp_path):
 
 def test_local_sift_from_photos_plans_photo_features_and_no_extra_crops(tmp_path):
     override = tmp_path / "local.yaml"
-    override.write_text(yaml.safe_dump({"match": {"local": {"method": "sift", "long_side": 320}}}))
+    override.write_text(yaml.safe_dump({"match": {"local": {"method": "sift", "source": "photo", "long_side": 320}}}))
     result = snakemake(tmp_path / "run", "-n", "--quiet", "rules", configfiles=(TINY, override))
     counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", result.stdout, flags=re.M))
     assert counts["photo_features"] == "2" and "local_features" not in counts
     assert counts["local_match"] == counts["ensemble"]
     assert int(counts["align_crops"]) == 1  # the members' size only: no crops for the matcher
+
+
+def test_local_source_auto_reads_photos_without_landmarks(tmp_path):
+    override = tmp_path / "local.yaml"
+    override.write_text(yaml.safe_dump({"match": {"local": {"method": "sift"}}, "detect": {"method": "none"}}))
+    result = snakemake(tmp_path / "run", "-n", "--quiet", "rules", configfiles=(TINY, override))
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", result.stdout, flags=re.M))
+    assert counts["photo_features"] == "2" and "local_features" not in counts

@@ -261,10 +261,14 @@ def submission_embeddings_option(wildcards, input):
 # --- Local-feature member (local.smk) --------------------------------------------------------
 LOCAL = config["match"]["local"]
 LOCAL_METHOD = LOCAL["method"]
-# source photo: the detect box on the photo at long_side ("photo<N>"); crop: the aligned crops.
+# source photo: the detect box on the photo at long_side ("photo<N>"); crop: the aligned crops;
+# auto: the crops where the learned detector's landmarks align them, else the photo.
+LOCAL_SOURCE = (
+    ("crop" if config["detect"]["method"] == "learned" else "photo") if LOCAL["source"] == "auto" else LOCAL["source"]
+)
 LOCAL_SIZE = (
     f"photo{int(LOCAL['long_side'])}"
-    if LOCAL["source"] == "photo"
+    if LOCAL_SOURCE == "photo"
     else size_name(LOCAL["size"] or config["align"]["sizes"][0])
 )
 LOCAL_FEATURES = f"results/match/local/{LOCAL_METHOD}_{LOCAL_SIZE}"

@@ -162,7 +162,9 @@ def run_local_member(
     views = member_views(members, folds, embedding_paths, train, test_images, bool(settings.flip_fusion))
 
     pairs = shortlist_pairs(train, test_images, ranking, views, weights, int(settings.local.shortlist))
-    if int(settings.local.lnbnn_identities) > 0:
+    # LNBNN on photo chips only (`frames`): on the demo's aligned crops it lowered known-identity
+    # rank-1 (bench/results/local.md).
+    if int(settings.local.lnbnn_identities) > 0 and features["train"].frames is not None:
         index = catalogue_index(train, features["train"], settings.local, threads)
         pairs = with_lnbnn_pairs(pairs, ranking, features, index, settings.local)
     else:

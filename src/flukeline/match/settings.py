@@ -115,7 +115,8 @@ class LocalPairSettings(StageSettings):
 
     shortlist: int = 25  # the global ensemble's best gallery images verified per query
     # The LNBNN ranking over every catalogue descriptor (match/local_index.py): its best identities'
-    # best-voted photos verified too (0 identities: the global shortlist only).
+    # best-voted photos verified too (0 identities: the global shortlist only). Photo features
+    # only: on the demo's aligned crops it lowered known-identity rank-1 (bench/results/local.md).
     lnbnn_identities: int = 10
     photos_per_identity: int = 3  # 0: all of them
     lnbnn_k: int = 4  # HotSpotter's K; the (K+1)-th neighbour is the normaliser
@@ -131,8 +132,10 @@ class LocalSection(LocalPairSettings, LocalFeatureSettings):
     """match.local as config.yaml holds it."""
 
     method: str = "none"  # none | sift | aliked_lightglue | disk_lightglue
-    # photo: features of the detect box on the photo at long_side; crop: of the aligned crops at size.
-    source: str = "photo"
+    # photo: features of the detect box on the photo at long_side; crop: of the aligned crops at
+    # size; auto: crop where the learned detector's landmarks align the crops, else photo
+    # (bench/results/local.md: each wins where auto picks it).
+    source: str = "auto"
     size: tuple | None = None  # crops matched (source crop); None: align.sizes[0]
     weight: float = 1.0  # its weight under ensemble.weights config
 
