@@ -116,12 +116,12 @@ def sift_keypoints(gray: np.ndarray, n_features: int, contrast: float = SIFT_CON
     return xy, np.clip(np.rint(descriptors), 0, 255).astype(np.uint8)
 
 
-def read_gray(path: str) -> np.ndarray:
+def read_gray(path: str, what: str = "crop") -> np.ndarray:
     import cv2
 
     gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if gray is None:
-        raise InputError(f"local features: cannot read the crop {path}")
+        raise InputError(f"local features: cannot read the {what} {path}")
     return gray
 
 

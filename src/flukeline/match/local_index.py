@@ -24,19 +24,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flukeline.match.local_features import root_sift
+
 log = logging.getLogger(__name__)
 
 DIMENSIONS = 128
 # IVF: lists at most, training vectors per list, photos added per block.
 MAX_LISTS, TRAIN_PER_LIST, ADD_PHOTOS = 4096, 32, 2000
-
-
-def root_sift_rows(descriptors: np.ndarray) -> np.ndarray:
-    """RootSIFT of SIFT rows (uint8 or float): L1-normalised, square-rooted, float32. Kept here
-    (not imported from local_features) so the index needs nothing but NumPy and FAISS."""
-    d = descriptors.astype(np.float32)
-    d /= np.maximum(d.sum(axis=1, keepdims=True), 1e-7)
-    return np.sqrt(d)
 
 
 def lnbnn_votes(distances: np.ndarray, k: int) -> np.ndarray:
@@ -106,6 +100,8 @@ class DescriptorIndex:
         self.photos = np.asarray(photos, dtype=str)[order]
         self.folds = folds[order]
         self.identity_of_photo, self.identities = _factorize(np.asarray(identities, dtype=str)[order])
+        # Per identity its photos' positions, once: a query's shortlist reads them per identity.
+        self.photos_of_identity = [np.flatnonzero(self.identity_of_photo == i) for i in range(len(self.identities))]
         counts = np.array([len(descriptors[i]) for i in order], dtype=np.int64)
         self.photo_of_row = np.repeat(np.arange(len(order)), counts)
         starts = np.concatenate([[0], np.cumsum(counts)])
@@ -126,13 +122,13 @@ class DescriptorIndex:
             self.index = faiss.IndexIVFScalarQuantizer(quantizer, DIMENSIONS, lists, faiss.ScalarQuantizer.QT_8bit)
             rng = np.random.default_rng(seed)
             sample = np.sort(rng.choice(total, min(total, TRAIN_PER_LIST * lists), replace=False))
-            self.index.train(root_sift_rows(_rows_at(descriptors, order, starts, sample)))
+            self.index.train(root_sift(_rows_at(descriptors, order, starts, sample)))
             self.nprobe = int(nprobe)
         # Added a block of photos at a time: RootSIFT as float32 is 4x the uint8 cache.
         for lo in range(0, len(order), ADD_PHOTOS):
             block = [descriptors[i] for i in order[lo : lo + ADD_PHOTOS]]
             if block:
-                self.index.add(root_sift_rows(np.concatenate(block)))
+                self.index.add(root_sift(np.concatenate(block)))
         log.info(
             "descriptor index: %d photos, %d identities, %d descriptors (%s, %.0f MB)",
             len(self.photos),
@@ -154,16 +150,14 @@ class DescriptorIndex:
     def _search_parameters(self, exclude_fold):
         import faiss
 
-        selector = None
+        # FAISS's wrappers keep the selectors referenced by the parameters that use them.
+        selection = {}
         if exclude_fold is not None and int(exclude_fold) in self.fold_rows:
             lo, hi = self.fold_rows[int(exclude_fold)]
-            selector = faiss.IDSelectorNot(faiss.IDSelectorRange(lo, hi))
+            selection["sel"] = faiss.IDSelectorNot(faiss.IDSelectorRange(lo, hi))
         if self.exact:
-            return faiss.SearchParameters(sel=selector) if selector is not None else None
-        parameters = faiss.SearchParametersIVF(nprobe=self.nprobe)
-        if selector is not None:
-            parameters.sel = selector
-        return parameters
+            return faiss.SearchParameters(**selection) if selection else None
+        return faiss.SearchParametersIVF(nprobe=self.nprobe, **selection)
 
     def query(self, descriptors: np.ndarray, exclude_fold: int | None = None) -> QueryVotes:
         """LNBNN scores of one query's descriptors (N x 128 SIFT) against the gallery, without the
@@ -172,9 +166,7 @@ class DescriptorIndex:
         if len(descriptors) == 0 or len(self) == 0:
             return QueryVotes(np.zeros(n_ids), np.zeros(n_photos), 0)
         parameters = self._search_parameters(exclude_fold)
-        selector = getattr(parameters, "sel", None) if parameters is not None else None
-        distances, rows = self.index.search(root_sift_rows(descriptors), self.k + 1, params=parameters)
-        del selector  # kept alive through the search: FAISS holds a raw pointer
+        distances, rows = self.index.search(root_sift(descriptors), self.k + 1, params=parameters)
         missing = rows < 0
         # Fewer than k + 1 neighbours found (a tiny gallery, or IVF lists nearly empty): a missing
         # distance is the farthest one found, so a missing normaliser still bounds the votes and a
@@ -194,7 +186,7 @@ class DescriptorIndex:
         `photos_per_identity` best-voted photos (all of them when <= 0): the pairs to verify."""
         pairs = []
         for identity in votes.top_identities(identities):
-            own = np.flatnonzero(self.identity_of_photo == identity)
+            own = self.photos_of_identity[identity]
             own = own[np.argsort(-votes.photo_scores[own], kind="stable")]
             if photos_per_identity > 0:
                 own = own[:photos_per_identity]

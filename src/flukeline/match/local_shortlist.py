@@ -150,8 +150,6 @@ def with_lnbnn_pairs(pairs: pd.DataFrame, ranking: dict[str, pd.DataFrame], feat
     validation query never sees its own fold), one row per (split, query, gallery), each with
     `lnbnn`: the query's LNBNN score of the pair's identity (the identity table's tie-break).
     LNBNN-only pairs have no global similarity, and an identity_rank after the global ranking's."""
-    from flukeline.match.local_index import QueryVotes
-
     identity_position = {name: i for i, name in enumerate(index.identities)}
     by_query = {key: group for key, group in pairs.groupby(["split", "query"], sort=False)}
     parts, start = [], time.perf_counter()
@@ -160,10 +158,9 @@ def with_lnbnn_pairs(pairs: pd.DataFrame, ranking: dict[str, pd.DataFrame], feat
         for image, candidates in table.groupby("image", sort=False):
             fold = int(candidates["fold"].iloc[0]) if split == "val" else -1
             own = by_query.get((split, image), pd.DataFrame(columns=PAIR_COLUMNS))
-            if image in source:
-                votes = index.query(source.get(image)[1], exclude_fold=fold if split == "val" else None)
-            else:
-                votes = QueryVotes(np.zeros(len(index.identities)), np.zeros(len(index.photos)), 0)
+            # A query without features votes for no one (index.query of no descriptors).
+            descriptors = source.get(image)[1] if image in source else np.zeros((0, 128), np.uint8)
+            votes = index.query(descriptors, exclude_fold=fold if split == "val" else None)
             chosen = index.shortlist(votes, int(settings.lnbnn_identities), int(settings.photos_per_identity))
             already = set(own["gallery"])
             new = [(g, i) for g, i in chosen if g not in already]
