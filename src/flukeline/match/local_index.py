@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from flukeline.match.local_features import root_sift
+from flukeline.match.settings import LocalPairSettings
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,9 @@ class DescriptorIndex:
         folds,
         descriptors: list[np.ndarray],
         *,
-        k: int = 4,
-        exact_below: int = 2_000_000,
-        nprobe: int = 16,
+        k: int = LocalPairSettings.lnbnn_k,
+        exact_below: int = LocalPairSettings.exact_below,
+        nprobe: int = LocalPairSettings.nprobe,
         threads: int = 1,
         seed: int = 0,
     ):
