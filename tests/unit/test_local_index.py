@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flukeline.match.local_index import DescriptorIndex, best_vote_per_label, lnbnn_votes
+from flukeline.match.local_features import root_sift
+from flukeline.match.local_index import DescriptorIndex, best_vote_per_label, lnbnn_votes, lnbnn_weights
 from flukeline.match.pair_scoring import as_fractions
 from flukeline.match.photo_features import PhotoFeatureCache, chip, photo_boxes
 from flukeline.match.settings import LocalFeatureSettings
@@ -146,3 +147,19 @@ def test_photo_features_extract_only_new_photos_on_a_rerun(tmp_path, long_side):
     assert len(second) == 3 and len(list(cache.rglob("*.npz"))) == 3
     assert set(entries) < {p.name for p in cache.rglob("*.npz")}
     np.testing.assert_array_equal(second.get("p0.png")[1], first.get("p0.png")[1])
+
+
+def test_normalisers_are_each_descriptors_k_plus_first_squared_distance_and_weigh_matches():
+    rng = np.random.default_rng(3)
+    names, ids, folds, descriptors, marks = _catalogue(rng, identities=4, per_photo=20)
+    index = DescriptorIndex(names, ids, folds, descriptors, k=2)
+    query = np.clip(marks["id1"] + rng.integers(-6, 7, size=marks["id1"].shape), 0, 255).astype(np.uint8)
+    votes = index.query(query, exclude_fold=1)
+    # By brute force over the photos outside fold 1 (RootSIFT, squared L2): the 3rd nearest.
+    gallery = np.vstack([d for d, f in zip(descriptors, folds) if f != 1])
+    squared = ((root_sift(query)[:, None, :] - root_sift(gallery)[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(votes.normalisers, np.sort(squared, axis=1)[:, 2], rtol=1e-4, atol=1e-6)
+    # A correspondence weighs its normaliser minus its distance, never below 0.
+    weights = lnbnn_weights(np.array([0.5, 0.2, 0.9], np.float32), np.array([2, 1, 0]), np.array([0.1, 0.3, 0.9]))
+    np.testing.assert_allclose(weights, [0.8, 0.0, 0.0], atol=1e-6)
+    assert lnbnn_weights(votes.normalisers, np.zeros(0, int), np.zeros(0)).shape == (0,)

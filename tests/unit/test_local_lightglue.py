@@ -14,7 +14,7 @@ from flukeline.core.errors import InputError
 from flukeline.match import local_features as lf
 from flukeline.match import pair_scoring as lp
 from flukeline.match.local_matchers import LightGlueMatcher, SiftMatcher
-from flukeline.match.local_tables import correspondences
+from flukeline.match.local_tables import correspondences, identity_evidence
 from flukeline.match.settings import LocalPairSettings
 
 SIZE = (256, 128)
@@ -147,8 +147,8 @@ def test_correspondences_keep_each_identitys_best_pair_as_crop_fractions(tmp_pat
     ids = {g: f"w{i // 2}" for i, g in enumerate(gallery)}
     features = {"train": sift_cache(tmp_path, gallery), "test": sift_cache(tmp_path, ["q0.jpg", "q1.jpg"])}
     scored, _ = lp.score_pairs(pair_table(["q0.jpg", "q1.jpg"], gallery, ids), features, LocalPairSettings())
-    scored["probability"] = np.float32(0.5)
-    table = correspondences(scored, "sift")
+    identities = identity_evidence(scored, "inliers").assign(probability=np.float32(0.5))
+    table = correspondences(scored, identities, "sift")
     assert len(table) == 4 and not table.duplicated(["query", "gallery_id"]).any()
     for row in table.itertuples():
         candidates = scored[(scored["query"] == row.query) & (scored["gallery_id"] == row.gallery_id)]

@@ -16,7 +16,7 @@ from flukeline.match.ensemble import ensemble_topk, member_fallbacks
 from flukeline.match.ensemble_weights import fit_weights
 from flukeline.match.local_features import load_features, root_sift, run_local_features, sift_keypoints
 from flukeline.match.local_shortlist import shortlist_pairs
-from flukeline.match.local_tables import identity_table
+from flukeline.match.local_tables import identity_evidence, identity_table
 from flukeline.match.pair_calibration import fit_pair_calibration
 from flukeline.match.pair_scoring import match_pair
 from flukeline.match.settings import LocalFeatureSettings
@@ -189,11 +189,13 @@ def test_shortlist_keeps_the_budget_skips_the_query_fold_and_new_whale():
     test = pairs[pairs["split"] == "test"]
     assert len(test) == 3 and test["gallery"].iloc[0] == "t1"  # its twin first
     assert set(test["gallery_id"]) <= {"A", "B"}
-    # An identity scores its best image's probability and is ranked by it: the val shortlist's
-    # last (globally weakest) image matched well lifts its identity to the top.
+    # An identity (score inliers) is its best image's inliers, ranked by their probability: the val
+    # shortlist's last (globally weakest) image matched well lifts its identity to the top.
     last = val["gallery"].iloc[-1]
-    pairs["probability"] = np.where(pairs["gallery"] == last, 0.9, 0.1)
-    table = identity_table(pairs, "val", train)
+    pairs["inliers"] = np.where(pairs["gallery"] == last, 30, 2)
+    identities = identity_evidence(pairs, "inliers")
+    identities["probability"] = np.where(identities["evidence"] >= 30, 0.9, 0.1)
+    table = identity_table(identities, "val", train)
     assert table["id"].iloc[0] == val["gallery_id"].iloc[-1] and table["similarity"].iloc[0] == pytest.approx(0.9)
     assert table["id"].is_unique and np.allclose(table["similarity"].iloc[1:], 0.1)
     assert table["truth"].iloc[0] == "A"  # t0's identity has images outside fold 0

@@ -20,7 +20,7 @@ searched per descriptor (bench/results/local.md has the cost as the catalogue gr
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,6 +38,15 @@ def lnbnn_votes(distances: np.ndarray, k: int) -> np.ndarray:
     """n x k LNBNN votes of n query descriptors from their k + 1 nearest (squared L2, ascending)
     distances: the normaliser (the last column) minus each of the first k, never below 0."""
     return np.maximum(distances[:, k : k + 1] - distances[:, :k], 0.0)
+
+
+def lnbnn_weights(normalisers: np.ndarray, features: np.ndarray, distances: np.ndarray) -> np.ndarray:
+    """LNBNN weights of correspondences: query descriptor `features[i]` matched at squared distance
+    `distances[i]` weighs its normaliser minus that distance, never below 0 (as lnbnn_votes weighs
+    a neighbour). A correspondence of a descriptor near everything weighs ~0."""
+    if len(features) == 0 or len(normalisers) == 0:
+        return np.zeros(len(features), np.float32)
+    return np.maximum(normalisers[features] - distances, 0.0).astype(np.float32)
 
 
 def best_vote_per_label(labels: np.ndarray, votes: np.ndarray, n_labels: int) -> np.ndarray:
@@ -59,11 +68,14 @@ def best_vote_per_label(labels: np.ndarray, votes: np.ndarray, n_labels: int) ->
 @dataclass
 class QueryVotes:
     """One query's LNBNN scores: per gallery identity and per gallery photo (positions in the
-    index's `identities` and `photos`), and the descriptors it sent."""
+    index's `identities` and `photos`), the descriptors it sent, and per descriptor its normaliser
+    (squared RootSIFT distance to its (K+1)-th neighbour): a verified correspondence of that
+    descriptor weighs what it is closer than that (`lnbnn_weights`)."""
 
     identity_scores: np.ndarray
     photo_scores: np.ndarray
     descriptors: int
+    normalisers: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     def top_identities(self, n: int) -> np.ndarray:
         """Positions of the n best-scored identities with a score above 0, best first."""
@@ -165,7 +177,7 @@ class DescriptorIndex:
         photos of `exclude_fold` (a validation query's own fold)."""
         n_photos, n_ids = len(self.photos), len(self.identities)
         if len(descriptors) == 0 or len(self) == 0:
-            return QueryVotes(np.zeros(n_ids), np.zeros(n_photos), 0)
+            return QueryVotes(np.zeros(n_ids), np.zeros(n_photos), 0, np.full(len(descriptors), np.float32(0)))
         parameters = self._search_parameters(exclude_fold)
         distances, rows = self.index.search(root_sift(descriptors), self.k + 1, params=parameters)
         missing = rows < 0
@@ -180,6 +192,7 @@ class DescriptorIndex:
             best_vote_per_label(identities, votes, n_ids),
             best_vote_per_label(photos, votes, n_photos),
             len(descriptors),
+            np.where(missing[:, self.k], farthest, distances[:, self.k]).astype(np.float32),
         )
 
     def shortlist(self, votes: QueryVotes, identities: int, photos_per_identity: int) -> list[tuple[str, str]]:

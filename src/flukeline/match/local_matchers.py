@@ -28,19 +28,36 @@ from flukeline.match.settings import LocalPairSettings
 MIN_MATCHES = 4
 
 
+def _none(dtype) -> np.ndarray:
+    return np.zeros(0, dtype)
+
+
 @dataclass
 class PairMatch:
+    """A pair's putative matches and verified inliers; per inlier its points, the query feature's
+    index (its row in the query's features) and the squared descriptor distance of the
+    correspondence (SIFT only: what its LNBNN weight is computed from; empty for LightGlue)."""
+
     matches: int
     inliers: int
     query_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
     gallery_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    query_features: np.ndarray = field(default_factory=lambda: _none(np.int32))
+    distances: np.ndarray = field(default_factory=lambda: _none(np.float32))
 
     def counts(self) -> tuple[int, int]:
         return self.matches, self.inliers
 
 
-def verified(src: np.ndarray, dst: np.ndarray, threshold: float) -> PairMatch:
-    """The MAGSAC homography inliers among putative correspondences src[i] <-> dst[i]."""
+def verified(
+    src: np.ndarray,
+    dst: np.ndarray,
+    threshold: float,
+    query_features: np.ndarray | None = None,
+    distances: np.ndarray | None = None,
+) -> PairMatch:
+    """The MAGSAC homography inliers among putative correspondences src[i] <-> dst[i] (of query
+    feature query_features[i], at squared descriptor distance distances[i], where given)."""
     import cv2
 
     if len(src) < MIN_MATCHES:
@@ -51,7 +68,11 @@ def verified(src: np.ndarray, dst: np.ndarray, threshold: float) -> PairMatch:
     if mask is None:
         return PairMatch(len(src), 0)
     keep = mask.ravel().astype(bool)
-    return PairMatch(len(src), int(keep.sum()), src[keep].astype(np.float32), dst[keep].astype(np.float32))
+    features = _none(np.int32) if query_features is None else np.asarray(query_features, np.int32)[keep]
+    distances = _none(np.float32) if distances is None else np.asarray(distances, np.float32)[keep]
+    return PairMatch(
+        len(src), int(keep.sum()), src[keep].astype(np.float32), dst[keep].astype(np.float32), features, distances
+    )
 
 
 class SiftMatcher:
@@ -74,9 +95,12 @@ class SiftMatcher:
             return PairMatch(0, 0)
         knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(d_q, root_sift(d_g), k=2)
         good = [p[0] for p in knn if len(p) == 2 and p[0].distance < self.ratio * p[1].distance]
-        src = xy_q[[m.queryIdx for m in good]] if good else np.zeros((0, 2), np.float32)
+        features = np.array([m.queryIdx for m in good], np.int32)
+        src = xy_q[features] if good else np.zeros((0, 2), np.float32)
         dst = xy_g[[m.trainIdx for m in good]] if good else np.zeros((0, 2), np.float32)
-        return verified(src, dst, self.threshold)
+        # OpenCV's distances are L2; FAISS's, which the normalisers come from, squared L2.
+        distances = np.square(np.array([m.distance for m in good], np.float32))
+        return verified(src, dst, self.threshold, features, distances)
 
 
 class LightGlueMatcher:

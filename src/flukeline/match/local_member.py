@@ -1,23 +1,27 @@
-"""The `local` ensemble member (`match.local.method`): each query's shortlist of the global
-ensemble's top-B gallery images re-scored by a local matcher on the aligned crops, the pair
-scores calibrated to probabilities on the validation pairs, and written like any member
-(results/match/round<r>/local_<method>/), so that the ensemble fuses it with its fitted weight.
+"""The `local` ensemble member (`match.local.method`): each query's shortlist of gallery photos
+re-scored by a local matcher, each identity's evidence calibrated to a probability on the
+validation folds, and written like any member (results/match/round<r>/local_<method>/), so that
+the ensemble fuses it with its fitted weight.
 
 - Shortlist (match/local_shortlist.py): the global members' weighted-mean identity ranking (their
   weights fitted on validation exactly as the ensemble fits them), and among the gallery images
   of its top `candidates` identities the B with the highest weighted-mean image cosine
-  (B = `match.local.shortlist`).
+  (B = `match.local.shortlist`); with photo features, joined by the LNBNN ranking's best
+  identities over every catalogue descriptor (match/local_index.py).
 - Pairs (match/pair_scoring.py): the method's matcher, then the inliers of a MAGSAC homography,
-  streamed query by query and checkpointed beside the outputs, so a killed job resumes.
-- Calibration (match/pair_calibration.py): isotonic P(same individual | inliers) on the validation
-  pairs, applied to every pair; an identity scores its best image's probability
-  (match/local_tables.py). An identity outside the shortlist was not matched: it counts with the
-  probability of zero inliers (summary.json `outside_similarity`, which the ensemble reads).
+  streamed query by query and checkpointed beside the outputs, so a killed job resumes. Each
+  inlier carries its LNBNN weight (SIFT: the query descriptor's normaliser over the catalogue).
+- Evidence (match/local_tables.py, `match.local.score`): per query and identity its inliers'
+  LNBNN weights summed over query features (HotSpotter's nsum), or its best photo's inliers.
+- Calibration (match/pair_calibration.py): isotonic P(same individual | evidence) on the
+  validation rows, applied to every (query, identity). An identity outside the shortlist was not
+  matched: it counts with the probability of no evidence (summary.json `outside_similarity`,
+  which the ensemble reads).
 
 Outputs as a member's ({val,test}_topk, {val,test}_predictions, calibration.{csv,png},
-summary.json), plus pairs.parquet (one row per matched pair), correspondences.parquet (per test
-query and identity, the best pair's inlier points, which the review page draws) and
-local_calibration.png."""
+summary.json), plus pairs.parquet (one row per matched pair, with its identity's evidence and
+probability), correspondences.parquet (per test query and identity,
+the best pair's inlier points, which the review page draws) and local_calibration.png."""
 
 from __future__ import annotations
 
@@ -35,11 +39,12 @@ from flukeline.match.local_features import LocalFeatures, load_features
 from flukeline.match.local_shortlist import (
     MemberViews,
     catalogue_index,
+    catalogue_votes,
     global_ranking,
     shortlist_pairs,
     with_lnbnn_pairs,
 )
-from flukeline.match.local_tables import correspondences, identity_table
+from flukeline.match.local_tables import EVIDENCE_KEYS, correspondences, identity_evidence, identity_table
 from flukeline.match.new_whale_threshold import (
     decide_threshold,
     new_whale_top1_share,
@@ -53,6 +58,9 @@ from flukeline.match.settings import LocalMatchSettings
 
 log = logging.getLogger(__name__)
 
+# The calibration plot's x axis per match.local.score.
+EVIDENCE_LABELS = {"lnbnn": "LNBNN-weighted inliers (nsum)", "inliers": "RANSAC inliers (best photo)"}
+
 
 def member_views(
     members, folds, embedding_paths, train: pd.DataFrame, test_images, flip: bool
@@ -65,22 +73,50 @@ def member_views(
     return views
 
 
-def calibrated_pairs(
-    pairs: pd.DataFrame, train: pd.DataFrame, plot_path: Path, title: str
+def calibrated_identities(
+    identities: pd.DataFrame, train: pd.DataFrame, plot_path: Path, title: str, score: str
 ) -> tuple[pd.DataFrame, PairCalibration]:
-    """The pairs with `same` (validation pairs only: the test identities are never read here) and
-    `probability` (isotonic in the inliers, fitted on the validation pairs, drawn at plot_path)."""
-    val = pairs["split"] == "val"
+    """identity_evidence's rows with `same` (validation rows only: the test identities are never
+    read here) and `probability` (isotonic in the evidence, fitted on the validation rows, drawn
+    at plot_path)."""
+    val = (identities["split"] == "val").to_numpy()
     query_ids = train.set_index("image")["id"]
-    same = (pairs.loc[val, "gallery_id"].to_numpy() == query_ids.loc[pairs.loc[val, "query"]].to_numpy()) & (
-        pairs.loc[val, "gallery_id"].to_numpy() != NEW_WHALE
-    )
-    calibration = fit_pair_calibration(pairs.loc[val, "inliers"], same)
-    pairs["same"] = pd.Series(pd.NA, index=pairs.index, dtype="boolean")
-    pairs.loc[val, "same"] = same
-    pairs["probability"] = calibration(pairs["inliers"]).astype(np.float32)
-    plot_pair_calibration(calibration, pairs.loc[val, "inliers"], same, plot_path, title)
-    return pairs, calibration
+    gallery = identities.loc[val, "gallery_id"].to_numpy()
+    same = (gallery == query_ids.loc[identities.loc[val, "query"]].to_numpy()) & (gallery != NEW_WHALE)
+    calibration = fit_pair_calibration(identities.loc[val, "evidence"], same)
+    identities["same"] = pd.Series(pd.NA, index=identities.index, dtype="boolean")
+    identities.loc[val, "same"] = same
+    identities["probability"] = calibration(identities["evidence"]).astype(np.float32)
+    label = EVIDENCE_LABELS.get(score, score)
+    plot_pair_calibration(calibration, identities.loc[val, "evidence"], same, plot_path, title, label)
+    return identities, calibration
+
+
+def pairs_table(pairs: pd.DataFrame, identities: pd.DataFrame) -> pd.DataFrame:
+    """pairs.parquet: each scored pair with its weighted inliers (the sum of its inliers' LNBNN
+    weights), and its identity's evidence, `same` (validation) and calibrated probability."""
+    arrays = ["query_xy", "gallery_xy", "evidence_features", "evidence_weights"]
+    table = pairs.drop(columns=arrays)
+    table["weighted_inliers"] = pairs["evidence_weights"].map(np.sum).astype(np.float32)
+    own = identities[EVIDENCE_KEYS + ["evidence", "same", "probability"]]
+    return table.merge(own, on=EVIDENCE_KEYS, how="left", validate="many_to_one")
+
+
+def catalogue_normalisers(train, features, ranking, settings: LocalMatchSettings, threads: int, pairs):
+    """The pairs with `lnbnn` (and the LNBNN pairs, photo features only: on the demo's aligned
+    crops they lowered known-identity rank-1, bench/results/local.md) and each query's LNBNN
+    normalisers, which weigh its inliers (score lnbnn), or the pairs with lnbnn 0 and None where
+    neither is asked for or the method is no SIFT (its descriptors are no RootSIFT)."""
+    local = settings.local
+    weigh = local.score == "lnbnn"
+    add_pairs = int(local.lnbnn_identities) > 0 and features["train"].frames is not None
+    if features["train"].method != "sift" or not (weigh or add_pairs):
+        return pairs.assign(lnbnn=np.float32(0.0)), None
+    index = catalogue_index(train, features["train"], local, threads)
+    votes = catalogue_votes(ranking, features, index)
+    identities = int(local.lnbnn_identities) if add_pairs else 0
+    pairs = with_lnbnn_pairs(pairs, ranking, votes, index, identities, int(local.photos_per_identity))
+    return pairs, ({key: v.normalisers for key, v in votes.items()} if weigh else None)
 
 
 def scoring_cost(
@@ -162,29 +198,28 @@ def run_local_member(
     views = member_views(members, folds, embedding_paths, train, test_images, bool(settings.flip_fusion))
 
     pairs = shortlist_pairs(train, test_images, ranking, views, weights, int(settings.local.shortlist))
-    # LNBNN on photo chips only (`frames`): on the demo's aligned crops it lowered known-identity
-    # rank-1 (bench/results/local.md).
-    if int(settings.local.lnbnn_identities) > 0 and features["train"].frames is not None:
-        index = catalogue_index(train, features["train"], settings.local, threads)
-        pairs = with_lnbnn_pairs(pairs, ranking, features, index, settings.local)
-    else:
-        pairs = pairs.assign(lnbnn=np.float32(0.0))
+    pairs, normalisers = catalogue_normalisers(train, features, ranking, settings, threads, pairs)
     method = features["train"].method
     partial = out / ".pairs.partial.parquet"
-    pairs, seconds = score_pairs(pairs, features, settings.local, threads, method=method, checkpoint=partial)
+    pairs, seconds = score_pairs(
+        pairs, features, settings.local, threads, method=method, checkpoint=partial, normalisers=normalisers
+    )
     scored_now = int(pairs.attrs.get("scored_now", len(pairs)))
     title = f"{method} ({features['train'].size})"
-    pairs, calibration = calibrated_pairs(pairs, train, out / "local_calibration.png", title)
+    identities = identity_evidence(pairs, settings.local.score)
+    identities, calibration = calibrated_identities(
+        identities, train, out / "local_calibration.png", title, settings.local.score if normalisers else "inliers"
+    )
 
-    val_topk, test_topk = identity_table(pairs, "val", train), identity_table(pairs, "test", train)
+    val_topk, test_topk = identity_table(identities, "val", train), identity_table(identities, "test", train)
     # The member's own new_whale threshold is on probabilities: a fixed cosine setting means nothing here.
     threshold, curve = decide_threshold(val_topk, settings.replace(new_whale_threshold="calibrate"))
     k = int(settings.top_k)
     val_predictions = ranked_predictions(val_topk, threshold, k)
     test_predictions = ranked_predictions(test_topk, threshold, k)
     frame = "crop" if features["train"].frames is None else "photo"
-    write_parquet_atomic(correspondences(pairs, method, frame=frame), out / "correspondences.parquet")
-    write_parquet_atomic(pairs.drop(columns=["query_xy", "gallery_xy"]), out / "pairs.parquet")
+    write_parquet_atomic(correspondences(pairs, identities, method, frame=frame), out / "correspondences.parquet")
+    write_parquet_atomic(pairs_table(pairs, identities), out / "pairs.parquet")
     write_parquet_atomic(val_topk, out / "val_topk.parquet")
     write_parquet_atomic(test_topk, out / "test_topk.parquet")
     write_parquet_atomic(val_predictions, out / "val_predictions.parquet")
@@ -202,7 +237,8 @@ def run_local_member(
         "global_weights": weights,
         # What the ensemble gives an identity this member did not match (outside the shortlist).
         "outside_similarity": float(calibration(np.array([0.0]))[0]),
-        "pair_calibration": calibration.to_dict(),
+        "score": settings.local.score if normalisers else "inliers",
+        "evidence_calibration": calibration.to_dict(),
         "cost": cost,
     }
     write_json_atomic(summary, out / "summary.json")

@@ -3,7 +3,8 @@ ranking (`global_ranking`: their weights fitted on validation exactly as the ens
 and among the gallery images of its top `candidates` identities the B with the highest
 weighted-mean image cosine of the members' embeddings (`shortlist_pairs`, B =
 `match.local.shortlist`); joined by the LNBNN shortlist over every catalogue descriptor
-(`catalogue_index`, `with_lnbnn_pairs`), which needs no embedding to find the right individual.
+(`catalogue_index`, `catalogue_votes`, `with_lnbnn_pairs`), which needs no embedding to find the
+right individual.
 Validation queries of fold f see the other folds' images only, test queries every training image;
 new_whale images are no gallery. Computed query by query: a query touches only its candidates'
 images, never a query x gallery matrix."""
@@ -144,24 +145,48 @@ def catalogue_index(train: pd.DataFrame, features, settings, threads: int = 1):
     )
 
 
-def with_lnbnn_pairs(pairs: pd.DataFrame, ranking: dict[str, pd.DataFrame], features, index, settings) -> pd.DataFrame:
-    """The global shortlist's pairs joined by each query's LNBNN pairs (the photos_per_identity
-    best-voted photos of its lnbnn_identities best identities, over the whole catalogue; a
-    validation query never sees its own fold), one row per (split, query, gallery), each with
-    `lnbnn`: the query's LNBNN score of the pair's identity (the identity table's tie-break).
-    LNBNN-only pairs have no global similarity, and an identity_rank after the global ranking's."""
-    identity_position = {name: i for i, name in enumerate(index.identities)}
-    by_query = {key: group for key, group in pairs.groupby(["split", "query"], sort=False)}
-    parts, start = [], time.perf_counter()
+def catalogue_votes(ranking: dict[str, pd.DataFrame], features, index) -> dict[tuple[str, str], object]:
+    """Each query's LNBNN votes over the catalogue index (index.query), by (split, query): a
+    validation query never sees its own fold; a query without features votes for no one."""
+    votes, start = {}, time.perf_counter()
     for split, table in ranking.items():
         source = features["train" if split == "val" else "test"]
         for image, candidates in table.groupby("image", sort=False):
+            fold = int(candidates["fold"].iloc[0]) if split == "val" else None
+            descriptors = source.get(image)[1] if image in source else np.zeros((0, 128), np.uint8)
+            votes[(split, image)] = index.query(descriptors, exclude_fold=fold)
+    log.info(
+        "LNBNN votes: %d queries in %.1f s over %d catalogue descriptors",
+        len(votes),
+        time.perf_counter() - start,
+        len(index),
+    )
+    return votes
+
+
+def with_lnbnn_pairs(
+    pairs: pd.DataFrame,
+    ranking: dict[str, pd.DataFrame],
+    votes: dict[tuple[str, str], object],
+    index,
+    identities: int,
+    photos_per_identity: int,
+) -> pd.DataFrame:
+    """The global shortlist's pairs joined by each query's LNBNN pairs (the photos_per_identity
+    best-voted photos of its `identities` best identities, over the whole catalogue: `votes`,
+    catalogue_votes'), one row per (split, query, gallery), each with `lnbnn`: the query's LNBNN
+    score of the pair's identity (a tie-break of the identity table). identities 0 adds no pair,
+    only the column. LNBNN-only pairs have no global similarity, and an identity_rank after the
+    global ranking's."""
+    identity_position = {name: i for i, name in enumerate(index.identities)}
+    by_query = {key: group for key, group in pairs.groupby(["split", "query"], sort=False)}
+    parts = []
+    for split, table in ranking.items():
+        for image, candidates in table.groupby("image", sort=False):
             fold = int(candidates["fold"].iloc[0]) if split == "val" else -1
             own = by_query.get((split, image), pd.DataFrame(columns=PAIR_COLUMNS))
-            # A query without features votes for no one (index.query of no descriptors).
-            descriptors = source.get(image)[1] if image in source else np.zeros((0, 128), np.uint8)
-            votes = index.query(descriptors, exclude_fold=fold if split == "val" else None)
-            chosen = index.shortlist(votes, int(settings.lnbnn_identities), int(settings.photos_per_identity))
+            query_votes = votes[(split, image)]
+            chosen = index.shortlist(query_votes, int(identities), int(photos_per_identity)) if identities > 0 else []
             already = set(own["gallery"])
             new = [(g, i) for g, i in chosen if g not in already]
             rank_of = {i: r for r, i in enumerate(dict.fromkeys(i for _, i in chosen))}
@@ -179,14 +204,9 @@ def with_lnbnn_pairs(pairs: pd.DataFrame, ranking: dict[str, pd.DataFrame], feat
             )
             both = pd.concat([own, extra], ignore_index=True) if len(extra) else own.copy()
             positions = [identity_position.get(i, -1) for i in both["gallery_id"]]
-            both["lnbnn"] = np.array([votes.identity_scores[p] if p >= 0 else 0.0 for p in positions], dtype=np.float32)
+            scores = query_votes.identity_scores
+            both["lnbnn"] = np.array([scores[p] if p >= 0 else 0.0 for p in positions], dtype=np.float32)
             parts.append(both)
-    log.info(
-        "LNBNN shortlist: %d queries in %.1f s over %d catalogue descriptors",
-        len(parts),
-        time.perf_counter() - start,
-        len(index),
-    )
     if not parts:
         return pairs.assign(lnbnn=np.float32(0)).iloc[:0]
     out = pd.concat(parts, ignore_index=True)

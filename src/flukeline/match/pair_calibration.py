@@ -65,9 +65,12 @@ def fit_pair_calibration(scores, same) -> PairCalibration:
     return PairCalibration(x, y, scale, positives, negatives)
 
 
-def plot_pair_calibration(calibration: PairCalibration, scores, same, path, title: str) -> None:
-    """The calibrated curve over the inlier counts, the observed same-individual share in bins, and
-    the two classes' inlier histograms (how far apart the matcher puts them)."""
+def plot_pair_calibration(
+    calibration: PairCalibration, scores, same, path, title: str, label: str = "RANSAC inliers"
+) -> None:
+    """The calibrated curve over the scores (`label`: inliers, or the LNBNN-weighted evidence), the
+    observed same-individual share in bins, and the two classes' histograms (how far apart the
+    matcher puts them)."""
     scores = np.maximum(np.asarray(scores, dtype=np.float64), 0.0)
     same = np.asarray(same, dtype=bool)
     fig, (left, right) = new_figure(1, 2, figsize=(10, 3.6))
@@ -81,7 +84,7 @@ def plot_pair_calibration(calibration: PairCalibration, scores, same, path, titl
             centres = [scores[which == b].mean() for b in range(len(edges) - 1) if (which == b).any()]
             shares = [same[which == b].mean() for b in range(len(edges) - 1) if (which == b).any()]
             left.plot(centres, shares, "o", markersize=3, label="observed share (quantile bins)")
-    left.set_xlabel("RANSAC inliers")
+    left.set_xlabel(label)
     left.set_ylabel("P(same individual)")
     left.set_ylim(0, 1)
     left.legend(loc="upper left")
@@ -89,9 +92,9 @@ def plot_pair_calibration(calibration: PairCalibration, scores, same, path, titl
     bins = np.linspace(0, max(top, 1.0), 40)
     right.hist(scores[~same], bins=bins, alpha=0.6, density=True, label="other individual")
     right.hist(scores[same], bins=bins, alpha=0.6, density=True, label="same individual")
-    right.set_xlabel("RANSAC inliers")
+    right.set_xlabel(label)
     right.set_yscale("log")
     right.legend(loc="upper right")
-    right.set_title("validation pairs")
+    right.set_title("validation")
     fig.tight_layout()
     save_figure(fig, path)

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from flukeline.core.errors import InputError
 from flukeline.core.io import write_atomic
 from flukeline.core.runtime import parallel_map
 from flukeline.match.local_features import LEARNED, LocalFeatures, torch_workers
+from flukeline.match.local_index import lnbnn_weights
 from flukeline.match.local_matchers import PairMatch, SiftMatcher, make_matcher
 from flukeline.match.settings import LocalPairSettings
 
@@ -30,8 +32,10 @@ MAX_POINTS = 40
 # A running job saves the pairs scored so far beside its outputs this often (seconds); a rerun
 # after a kill resumes from there.
 CHECKPOINT_SECONDS = 60.0
-# What score_pairs adds to each pair.
-SCORE_COLUMNS = ("matches", "inliers", "query_xy", "gallery_xy")
+# What score_pairs adds to each pair: counts, the review page's points, and per inlier its query
+# feature and LNBNN weight (empty without normalisers), from which local_tables.identity_evidence
+# scores an identity.
+SCORE_COLUMNS = ("matches", "inliers", "query_xy", "gallery_xy", "evidence_features", "evidence_weights")
 
 
 def match_pair(
@@ -116,17 +120,28 @@ def as_fractions(xy: np.ndarray, size: tuple[int, int], frame: np.ndarray | None
     return (photo / np.array([width, height], np.float32)).ravel().astype(np.float32)
 
 
-def pair_row(match: PairMatch, size: tuple[int, int], keep_points: bool, frames: tuple | None = None) -> tuple:
-    """A scored pair's columns; the inlier points (at most MAX_POINTS, as fractions of the crop's
-    or the photo's width and height: `frames`, the query's and the gallery's photo frames) only
-    where the review page reads them."""
+def pair_row(
+    match: PairMatch,
+    size: tuple[int, int],
+    keep_points: bool,
+    frames: tuple | None = None,
+    normalisers: np.ndarray | None = None,
+) -> tuple:
+    """A scored pair's columns (SCORE_COLUMNS); the inlier points (at most MAX_POINTS, as fractions
+    of the crop's or the photo's width and height: `frames`, the query's and the gallery's photo
+    frames) only where the review page reads them; every inlier's query feature and LNBNN weight
+    where the query has `normalisers` (its descriptors' LNBNN normalisers) and the matcher gave
+    distances."""
+    weighted = normalisers is not None and len(match.distances) == match.inliers > 0
+    features = match.query_features if weighted else np.zeros(0, np.int32)
+    weights = lnbnn_weights(normalisers, features, match.distances) if weighted else np.zeros(0, np.float32)
     if not keep_points or match.inliers == 0:
         empty = np.zeros(0, np.float32)
-        return match.matches, match.inliers, empty, empty
+        return match.matches, match.inliers, empty, empty, features, weights
     query_frame, gallery_frame = frames or (None, None)
     q = as_fractions(match.query_xy[:MAX_POINTS], size, query_frame)
     g = as_fractions(match.gallery_xy[:MAX_POINTS], size, gallery_frame)
-    return match.matches, match.inliers, q, g
+    return match.matches, match.inliers, q, g, features, weights
 
 
 def resumed_results(
@@ -149,6 +164,8 @@ def with_scores(ordered: pd.DataFrame, results: list[tuple]) -> pd.DataFrame:
     ordered["inliers"] = np.array([r[1] for r in results], dtype=np.int32)
     ordered["query_xy"] = [np.asarray(r[2], np.float32) for r in results]
     ordered["gallery_xy"] = [np.asarray(r[3], np.float32) for r in results]
+    ordered["evidence_features"] = [np.asarray(r[4], np.int32) for r in results]
+    ordered["evidence_weights"] = [np.asarray(r[5], np.float32) for r in results]
     return ordered
 
 
@@ -161,12 +178,14 @@ def score_pairs(
     method: str | None = None,
     checkpoint: Path | None = None,
     points_for: tuple[str, ...] = ("test",),
+    normalisers: Mapping[tuple[str, str], np.ndarray] | None = None,
 ) -> tuple[pd.DataFrame, float]:
     """pairs + matches, inliers and (for the `points_for` splits) the inlier points, streamed:
     `chunk` queries at a time, a progress bar over the pairs; and the seconds it took. Queries run
     on `threads` threads (OpenCV and torch release the GIL; LightGlue as torch_workers says). With
     `checkpoint`, the scored pairs are saved there every CHECKPOINT_SECONDS and a rerun resumes
-    from them."""
+    from them. `normalisers`: per (split, query) its descriptors' LNBNN normalisers (the catalogue
+    index's), which weigh each inlier (pair_row)."""
     import cv2
 
     cv2.setNumThreads(1)  # our threads, not OpenCV's pool on top of them
@@ -191,8 +210,11 @@ def score_pairs(
         source, name = ("train" if split == "val" else "test"), group["query"].iloc[0]
         query = matcher.prepare(*lookup(source, name))
         keep = split in points_for
+        own = None if normalisers is None else normalisers.get((split, name))
         return [
-            pair_row(matcher.match(query, lookup("train", g)), size, keep, (frame(source, name), frame("train", g)))
+            pair_row(
+                matcher.match(query, lookup("train", g)), size, keep, (frame(source, name), frame("train", g)), own
+            )
             for g in group["gallery"]
         ]
 
