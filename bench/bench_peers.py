@@ -13,7 +13,10 @@ is in the catalogue (the test truth file the evaluate rule reads). Scored on the
 - Wildbook's HotSpotter (bench/peers: ibeis 2.6.0 in its own environment, default config,
   untrained) on the same catalogue and queries, and the ratio of our local member's rank-1 to it.
 
-    .venv/bin/python -m bench.bench_peers RUN_DIR [RUN_DIR ...] --out bench/results/peers
+And, with no workflow run, the matchers alone on the real sets in ../shared/data (`--sets mantas
+omniglot`: bench/peers/splits.py): our local matcher (each match.local.score) beside HotSpotter.
+
+    .venv/bin/python -m bench.bench_peers RUN_DIR [RUN_DIR ...] [--sets mantas omniglot] --out bench/results/peers
 """
 
 from __future__ import annotations
@@ -148,6 +151,43 @@ def bench_run(run: Path, workdir: Path, with_peer: bool = True) -> dict:
     }
 
 
+def bench_set(name: str, workdir: Path, with_peer: bool = True) -> dict:
+    """Matchers alone on a real set with no workflow run (bench/peers/splits.py: mantas, omniglot):
+    our local matcher with each match.local.score beside HotSpotter, on the same gallery and
+    queries, every gallery photo verified."""
+    from bench.peers import splits
+
+    folder = workdir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    gallery, queries = splits.mantas() if name == "mantas" else splits.omniglot(folder)
+    rows = []
+    for score in ("lnbnn", "inliers"):
+        alone = local_alone(gallery, queries, score=score)
+        rows.append({"method": f"local matcher alone, score {score}", **alone})
+    if with_peer:
+        from bench.peers.hotspotter import rank_scores, run_hotspotter
+
+        ranked, info = run_hotspotter(gallery, queries, folder / "hotspotter")
+        scores = rank_scores(ranked, queries)
+        rows.append(
+            {
+                "method": "HotSpotter (ibeis 2.6.0, untrained)",
+                "rank1": scores["rank1"],
+                "rank5": scores["rank5"],
+                "seconds_per_query": info["seconds_per_query_mean"],
+            }
+        )
+    ours, peer = rows[0], rows[-1] if with_peer else None
+    return {
+        "run": f"bench.peers.splits.{name}",
+        "catalogue_photos": len(gallery),
+        "catalogue_ids": int(gallery["id"].nunique()),
+        "known_queries": int(queries["id"].isin(set(gallery["id"])).sum()),
+        "rows": rows,
+        "local_over_hotspotter_rank1": (ours["rank1"] / peer["rank1"]) if peer and peer.get("rank1") else None,
+    }
+
+
 def _cell(value, digits: int = 3) -> str:
     return "" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
 
@@ -176,7 +216,10 @@ def peers_markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="finished workflow folders (results/metrics.json)")
+    parser.add_argument("runs", nargs="*", type=Path, help="finished workflow folders (results/metrics.json)")
+    parser.add_argument(
+        "--sets", nargs="*", default=[], choices=("mantas", "omniglot"), help="matchers alone on these real sets"
+    )
     parser.add_argument("--names", nargs="*", help="a name per run (default: the folder names)")
     parser.add_argument("--out", type=Path, required=True, help="writes peers.json and peers.md here")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/flukeline-peers"), help="HotSpotter's databases")
@@ -188,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python -m bench.bench_peers", *sys.argv[1:]]),
         "runs": {name: bench_run(run.resolve(), args.workdir, not args.no_peer) for name, run in zip(names, args.runs)},
     }
+    for name in args.sets:
+        result["runs"][name] = bench_set(name, args.workdir, not args.no_peer)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "peers.json").write_text(json.dumps(result, indent=1, default=str))
     table = peers_markdown(result)
@@ -196,18 +241,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
-def local_alone(gallery: pd.DataFrame, queries: pd.DataFrame, long_side: int | None = None) -> dict:
+def local_alone(
+    gallery: pd.DataFrame, queries: pd.DataFrame, long_side: int | None = None, score: str = "lnbnn"
+) -> dict:
     """Our local matcher alone on a gallery (path, id) and queries (path, id), as the local
     member runs it on whole photos: chips at long_side (own size below it), LNBNN over every
     catalogue descriptor, every catalogue photo verified (RootSIFT, ratio, MAGSAC; small sets
-    only), an identity ranked by its best photo's inliers, ties by LNBNN. Known-identity rank-1,
-    rank-5 and seconds per query; the same split as bench.peers.splits gives HotSpotter."""
-    from flukeline.match.local_index import DescriptorIndex
+    only), an identity ranked by its evidence (match.local.score: its inliers weighed by LNBNN,
+    nsum, or its best photo's inliers), ties by LNBNN. Known-identity rank-1, rank-5 and seconds
+    per query; the same split as bench.peers.splits gives HotSpotter."""
+    from flukeline.match.local_index import DescriptorIndex, lnbnn_weights
     from flukeline.match.local_matchers import SiftMatcher
+    from flukeline.match.local_tables import identity_evidence
     from flukeline.match.photo_features import photo_keypoints
     from flukeline.match.settings import LocalFeatureSettings, LocalPairSettings
 
@@ -223,12 +268,24 @@ def local_alone(gallery: pd.DataFrame, queries: pd.DataFrame, long_side: int | N
     ranks, start = [], time.perf_counter()
     for path, identity in zip(known["path"], known["id"]):
         xy, descriptors, _ = photo_keypoints(str(path), whole, "sift", features)
-        lnbnn = dict(zip(index.identities, index.query(descriptors).identity_scores))
+        votes = index.query(descriptors)
         prepared = matcher.prepare(xy, descriptors)
-        best: dict[str, int] = {}
-        for name, photo in zip(gallery["id"], found):
-            best[name] = max(best.get(name, 0), matcher.match(prepared, photo[:2]).inliers)
-        ranked = sorted(best, key=lambda n: (-best[n], -lnbnn.get(n, 0.0)))
+        matches = [matcher.match(prepared, photo[:2]) for photo in found]
+        pairs = pd.DataFrame(
+            {
+                "split": "test",
+                "query": str(path),
+                "fold": -1,
+                "gallery_id": gallery["id"].astype(str).to_numpy(),
+                "identity_rank": 0,
+                "inliers": [m.inliers for m in matches],
+                "evidence_features": [m.query_features for m in matches],
+                "evidence_weights": [lnbnn_weights(votes.normalisers, m.query_features, m.distances) for m in matches],
+            }
+        )
+        evidence = identity_evidence(pairs, score).set_index("gallery_id")["evidence"]
+        lnbnn = dict(zip(index.identities, votes.identity_scores))
+        ranked = sorted(evidence.index, key=lambda n: (-evidence[n], -lnbnn.get(n, 0.0)))
         ranks.append(ranked.index(identity) + 1)
     ranks = np.array(ranks)
     return {
@@ -236,5 +293,10 @@ def local_alone(gallery: pd.DataFrame, queries: pd.DataFrame, long_side: int | N
         "rank1": float(np.mean(ranks == 1)),
         "rank5": float(np.mean(ranks <= 5)),
         "long_side": features.long_side,
+        "score": score,
         "seconds_per_query": (time.perf_counter() - start) / max(1, len(ranks)),
     }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
