@@ -143,8 +143,8 @@ def train_from_root(root: str | Path) -> pd.DataFrame:
     csv_path = root / "train.csv"
     if not csv_path.is_file():
         raise InputError(f"missing {csv_path} (the Kaggle layout needs train.csv with columns Image,Id)")
-    table = read_csv(csv_path, required=["Image", "Id"])
     folder = (root / "train").resolve()
+    table = read_csv(csv_path, required=["Image", "Id"], image_folders=[folder])
     paths = [folder / name for name in table["Image"]]
     present = np.array([bool(name.strip()) and path.is_file() for name, path in zip(table["Image"], paths)], bool)
     if not present.all():

@@ -277,7 +277,7 @@ def _list_train(root: Path) -> list[_Entry]:
     if not (root / "train").is_dir():
         raise InputError(f"missing training image folder {root / 'train'}")
     folder = (root / "train").resolve()
-    table = read_csv(csv_path, required=["Image", "Id"], known=["encounter"])
+    table = read_csv(csv_path, required=["Image", "Id"], known=["encounter"], image_folders=[folder])
     entries, stripped = [], []
     for position, (image, label) in enumerate(zip(table["Image"].tolist(), table["Id"].tolist())):
         entry = _new_entry("train", folder, image, csv_line(csv_path, position), label.strip())
@@ -306,7 +306,8 @@ def _list_test(root: Path, test_order: str) -> list[_Entry]:
     if use_submission:
         if not submission.is_file():
             raise InputError(f"test_order is 'sample_submission' but {submission} does not exist")
-        names = read_csv(submission, required=["Image"], known=["Id", "encounter"])["Image"].tolist()
+        names = read_csv(submission, required=["Image"], known=["Id", "encounter"], image_folders=[folder])
+        names = names["Image"].tolist()
         if not names:
             raise InputError(f"{submission} lists no test images")
         entries = [
