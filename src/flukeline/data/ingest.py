@@ -41,7 +41,7 @@ import pandas as pd
 
 from flukeline.core.errors import InputError, UnreadableImageError
 from flukeline.core.folds import ALWAYS_TRAIN, assign_folds
-from flukeline.core.images import decode_image_rgb, is_grayscale
+from flukeline.core.images import PHOTO_SUFFIXES, decode_image_rgb, is_grayscale
 from flukeline.core.io import write_csv_atomic, write_parquet_atomic
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.core.runtime import parallel_map
@@ -55,7 +55,6 @@ from flukeline.data.settings import IngestSettings
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 TEST_ORDERS = ("auto", "sample_submission", "sorted")
 
@@ -300,7 +299,7 @@ def _list_test(root: Path, test_order: str) -> list[_Entry]:
         raise InputError(f"missing test image folder {root / 'test'}")
     folder = (root / "test").resolve()
     files_in_folder = sorted(
-        path.name for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+        path.name for path in folder.iterdir() if path.suffix.lower() in PHOTO_SUFFIXES and path.is_file()
     )
     use_submission = test_order == "sample_submission" or (test_order == "auto" and submission.is_file())
     if use_submission:
@@ -318,7 +317,9 @@ def _list_test(root: Path, test_order: str) -> list[_Entry]:
             logger.warning("%d image(s) in %s are not listed in %s and are ignored", unlisted, folder, submission)
     else:
         if not files_in_folder:
-            raise InputError(f"test folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise InputError(
+                f"test folder {folder} holds no images (JPEG, PNG, HEIC/HEIF, TIFF, WebP, BMP or camera RAW files)"
+            )
         entries = [_new_entry("test", folder, name, "test folder") for name in files_in_folder]
     _flag_duplicates(entries)
     return entries
