@@ -89,7 +89,7 @@ def register(subparsers) -> None:
     p.add_argument("--annotations", type=json_value, default={})
     add_params(
         p,
-        "the data.* settings ingest consumes (JSON): on_bad_image, min_image_side, group_duplicate_ids,"
+        "the data.* settings ingest consumes (JSON): new_label, on_bad_image, min_image_side, group_duplicate_ids,"
         " group_new_whale_duplicates, folds; absent keys take flukeline.data.settings.IngestSettings' defaults",
     )
     add_option(
