@@ -15,6 +15,7 @@ configfile: Path(workflow.basedir) / "config.yaml"
 
 
 from flukeline.core.config_check import config_problems
+from flukeline.core.failed_jobs import failure_summary
 
 # Our own messages first (key path + problem); Snakemake's validate then fills in the defaults.
 _problems = config_problems(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
@@ -64,3 +65,10 @@ onsuccess:
     if _metrics.is_file():
         for _warning in json.loads(_metrics.read_text()).get("warnings", []):
             print(f"\nFlukeline warning: {_warning}\n(also in results/metrics.html)", file=sys.stderr)
+
+
+# A failed run ends with each failed job's rule and the reason its log gives, below Snakemake's
+# shutdown lines (the default profile prints the whole log above them: profiles/default).
+onerror:
+    for _line in failure_summary(log):
+        print(_line, file=sys.stderr)

@@ -18,6 +18,7 @@ from flukeline import cli
 from flukeline.core import cli_args
 
 USER_COMMANDS = {
+    "init",
     "identify",
     "add",
     "gallery-new",

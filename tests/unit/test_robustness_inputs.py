@@ -176,7 +176,8 @@ def test_empty_test_folder_is_named_by_the_cli(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        f"flukeline ingest: error: test folder {(root / 'test').resolve()} holds no images (.jpg, .jpeg, .png)"
+        f"flukeline ingest: error: test folder {(root / 'test').resolve()} holds no images"
+        " (JPEG, PNG, HEIC/HEIF, TIFF, WebP, BMP or camera RAW files)"
     )
 
 

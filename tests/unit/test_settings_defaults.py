@@ -131,7 +131,7 @@ def test_pick_gives_each_step_exactly_its_keys():
     # Extraction never reruns for a matching edit, nor for the DAG-only keys.
     assert set(LocalFeatureSettings.pick(match["local"])) == {"features", "sift_contrast", "long_side", "upscale"}
     assert set(IngestSettings.pick(CONFIG["data"])) == {
-        "on_bad_image", "min_image_side", "group_duplicate_ids", "group_new_whale_duplicates", "folds",
+        "new_label", "on_bad_image", "min_image_side", "group_duplicate_ids", "group_new_whale_duplicates", "folds",
     }  # fmt: skip
 
 

@@ -105,3 +105,22 @@ def test_unusual_images_and_a_skipped_one_go_through_detect_and_align(tmp_path):
     assert set(crops["image"]) == expected
     for crop in crops["crop_path"]:
         assert read_image_rgb(crop).shape == (32, 64, 3)
+
+
+def test_a_failing_ingest_ends_the_console_with_the_reason(tmp_path):
+    """A train.csv naming a file that is not an image: the console's last 5 lines hold the exact
+    reason (the Snakefile's onerror), and the default profile printed the job's log above them."""
+    root = write_layout(tmp_path / "data", [("phone.heic", "w_a")], {"phone.heic": b"not an image at all"})
+    config = tmp_path / "kaggle.yaml"
+    config.write_text(
+        yaml.safe_dump({"data": {"source": "kaggle", "root": str(root)}, "detect": {"method": "threshold"}})
+    )
+    result = snakemake(
+        tmp_path / "work", "--cores", "1", "results/data/train.parquet", configfiles=(config,), check=False
+    )
+    assert result.returncode != 0
+    console = (result.stdout + result.stderr).strip().splitlines()
+    reason = "train.csv line 5: image 'phone.heic' is not a recognised image file"
+    assert any(line.strip() == reason for line in console[-5:]), console[-12:]
+    assert "Flukeline: rule ingest failed (log: results/logs/ingest.log):" in console[-8:]
+    assert "Logfile results/logs/ingest.log:" in console  # show-failed-logs, from profiles/default

@@ -19,6 +19,11 @@ def register(subparsers) -> None:
     add_option(source, "--train", "train_path", help="ingest's train.parquet (results/data/train.parquet)")
     source.add_argument("--root", help="a Kaggle-layout folder (train.csv, train/)")
     p.add_argument(
+        "--new-label",
+        default="new_whale",
+        help="with --root: train.csv's Id for an animal not in the catalogue (data.new_label, e.g. unknown)",
+    )
+    p.add_argument(
         "--keypoints",
         required=True,
         help="detect.keypoints in clicking order, comma-separated (e.g. left_tip,notch,right_tip)",

@@ -113,6 +113,8 @@ def assemble_annotate(chosen: pd.DataFrame, pictures: list[tuple], keypoints: li
             {
                 "image": row.image,
                 "id": row.id,
+                # What the page shows a person: Kaggle's token is not a name.
+                "label": "new individual" if row.id == NEW_WHALE else f"identity {row.id}",
                 "width": int(width),
                 "height": int(height),
                 "thumb_width": int(thumb_width),
@@ -136,28 +138,32 @@ def render_page(data: dict) -> str:
     return pages.render_page("flukeline.annotate", "annotate_page.html", data, DATA_MARKER)
 
 
-def train_from_root(root: str | Path) -> pd.DataFrame:
+def train_from_root(root: str | Path, new_label: str = NEW_WHALE) -> pd.DataFrame:
     """image, path, id of a Kaggle-layout folder's train.csv, for the rows whose photo exists under
-    train/ (the others are named in a warning; ingest is the full check)."""
+    train/ (the others are named in a warning; ingest is the full check). `new_label`: the CSV's Id
+    for an unknown animal (data.new_label), new_whale in the table as in ingest's."""
     root = Path(root)
     csv_path = root / "train.csv"
     if not csv_path.is_file():
         raise InputError(f"missing {csv_path} (the Kaggle layout needs train.csv with columns Image,Id)")
-    table = read_csv(csv_path, required=["Image", "Id"])
     folder = (root / "train").resolve()
+    table = read_csv(csv_path, required=["Image", "Id"], image_folders=[folder])
     paths = [folder / name for name in table["Image"]]
     present = np.array([bool(name.strip()) and path.is_file() for name, path in zip(table["Image"], paths)], bool)
     if not present.all():
         missing = table.loc[~present, "Image"].tolist()
         log.warning("%d train.csv row(s) have no photo under %s, left out: %s", len(missing), folder, missing[:5])
-    train = pd.DataFrame({"image": table["Image"], "path": [str(p) for p in paths], "id": table["Id"].str.strip()})
+    ids = table["Id"].str.strip().replace(new_label.strip(), NEW_WHALE)
+    train = pd.DataFrame({"image": table["Image"], "path": [str(p) for p in paths], "id": ids})
     train = train[present].drop_duplicates("image").reset_index(drop=True)
     if train.empty:
         raise InputError(f"{csv_path}: no row has its photo under {folder}")
     return train
 
 
-def run(train_path=None, root=None, *, keypoints, out, n=200, seed=0, display=640, threads=2) -> dict:
+def run(
+    train_path=None, root=None, *, keypoints, out, n=200, seed=0, display=640, threads=2, new_label=NEW_WHALE
+) -> dict:
     """Write the annotation page for `n` photos of ingest's train table (`train_path`) or of a
     Kaggle-layout folder (`root`); returns a short summary."""
     if (train_path is None) == (root is None):
@@ -171,7 +177,7 @@ def run(train_path=None, root=None, *, keypoints, out, n=200, seed=0, display=64
         if missing:
             raise InputError(f"{train_path}: missing column(s) {missing} (is it ingest's train.parquet?)")
     else:
-        train = train_from_root(root)
+        train = train_from_root(root, new_label)
     chosen = select_photos(train, n, seed)
     pictures = parallel_map(lambda path: photo_data_uri(path, display), list(chosen["path"]), threads)
     data = assemble_annotate(chosen, pictures, names, display)

@@ -47,8 +47,10 @@ def load_annotations(
             f"annotations: unknown kind(s) {', '.join(unknown_kinds)} (expected {', '.join(ANNOTATION_KINDS)})"
         )
     masks_dir = _annotation_path(root, "masks", sources["masks"], want_dir=True) if "masks" in sources else None
+    # The photos the annotations name: they decide a CSV's encoding when it is not UTF-8.
+    photo_folders = [root / "train", root / "test"]
     tables = {
-        kind: reader(_annotation_path(root, kind, sources[kind], want_dir=False), listed)
+        kind: reader(_annotation_path(root, kind, sources[kind], want_dir=False), listed, photo_folders)
         for kind, reader in (("keypoints", _read_keypoints), ("boxes", _read_boxes))
         if kind in sources
     }
@@ -92,9 +94,9 @@ def _check_annotation_rows(
         )
 
 
-def _read_keypoints(path: Path, listed: set[str]) -> pd.DataFrame:
+def _read_keypoints(path: Path, listed: set[str], photo_folders: list[Path]) -> pd.DataFrame:
     """Columns image, keypoint, x, y (float; may be empty when not visible), visible (bool)."""
-    table = read_csv(path, required=KEYPOINT_COLUMNS)
+    table = read_csv(path, required=KEYPOINT_COLUMNS, image_folders=photo_folders)
     x, y, visible = _numeric(table, "x"), _numeric(table, "y"), _numeric(table, "visible")
     problems_by_row = defaultdict(list)
     for position in np.flatnonzero(~visible.isin([0, 1])):
@@ -109,9 +111,9 @@ def _read_keypoints(path: Path, listed: set[str]) -> pd.DataFrame:
     )
 
 
-def _read_boxes(path: Path, listed: set[str]) -> pd.DataFrame:
+def _read_boxes(path: Path, listed: set[str], photo_folders: list[Path]) -> pd.DataFrame:
     """Columns image, x0, y0, x1, y1 (float, x0 < x1 and y0 < y1); several boxes per image allowed."""
-    table = read_csv(path, required=BOX_COLUMNS)
+    table = read_csv(path, required=BOX_COLUMNS, image_folders=photo_folders)
     coords = {name: _numeric(table, name) for name in BOX_COLUMNS[1:]}
     problems_by_row = defaultdict(list)
     for name, values in coords.items():

@@ -14,12 +14,14 @@ the tables keep their usual columns. The decide rule decides an encounter's phot
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path, PurePath
 
 import pandas as pd
 
 from flukeline.core.errors import InputError
+from flukeline.data.csv_encoding import csv_text
 from flukeline.data.csv_rows import csv_line, read_csv
 
 CATALOGUE_COLUMNS = ["Image", "Id", "path", "decision", "encounter", "source"]
@@ -105,11 +107,11 @@ def add_encounters(table: pd.DataFrame, sources: list[str | Path | None]) -> pd.
     for source in sources:
         if source is None or not Path(source).is_file():
             continue
-        header = pd.read_csv(source, dtype=str, nrows=0, encoding="utf-8-sig").columns
-        if ENCOUNTER not in header or "Image" not in header:
+        # csv_text: the encoding ingest already decided for this file (train.csv may be cp1252).
+        rows = pd.read_csv(io.StringIO(csv_text(source)), dtype=str, keep_default_na=False)
+        if ENCOUNTER not in rows.columns or "Image" not in rows.columns:
             continue
         found = True
-        rows = pd.read_csv(source, dtype=str, keep_default_na=False, encoding="utf-8-sig", usecols=["Image", ENCOUNTER])
         known.update({image: value.strip() for image, value in zip(rows["Image"], rows[ENCOUNTER]) if value.strip()})
     if not found:
         return table

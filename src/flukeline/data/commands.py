@@ -49,6 +49,29 @@ def _add_generated_root(parser, out_help: str) -> None:
 
 
 def register(subparsers) -> None:
+    p = add_command(
+        subparsers,
+        "init",
+        "flukeline.data.init:init_folder",
+        "look at your photo folder: what is in it, what to run, and a config that runs",
+        user=True,
+    )
+    p.add_argument(
+        "path", help="a Kaggle-layout folder (train.csv, train/, test/) or one subfolder of photos per individual"
+    )
+    p.add_argument("--config", default=None, help="config file to write (default: flukeline-<folder name>.yaml here)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="with one subfolder per individual: the Kaggle layout to make (default: <path>-kaggle)",
+    )
+    p.add_argument(
+        "--test", default=None, help="with one subfolder per individual: the photos to identify (default: <path>/test)"
+    )
+    p.add_argument("--new-label", default="new_whale", help="the Id (or subfolder) of unknown animals, e.g. unknown")
+    p.add_argument("--force", action="store_true", help="replace an existing --config file")
+    add_threads(p, default=2)
+
     p = add_command(subparsers, "demo", cmd_demo, "render the synthetic fluke dataset in the Kaggle layout")
     _add_generated_root(p, "data root to write (train.csv, train/, test/, annotations/)")
     p.add_argument("--preset", default="demo")
@@ -89,7 +112,7 @@ def register(subparsers) -> None:
     p.add_argument("--annotations", type=json_value, default={})
     add_params(
         p,
-        "the data.* settings ingest consumes (JSON): on_bad_image, min_image_side, group_duplicate_ids,"
+        "the data.* settings ingest consumes (JSON): new_label, on_bad_image, min_image_side, group_duplicate_ids,"
         " group_new_whale_duplicates, folds; absent keys take flukeline.data.settings.IngestSettings' defaults",
     )
     add_option(

@@ -41,7 +41,7 @@ import pandas as pd
 
 from flukeline.core.errors import InputError, UnreadableImageError
 from flukeline.core.folds import ALWAYS_TRAIN, assign_folds
-from flukeline.core.images import decode_image_rgb, is_grayscale
+from flukeline.core.images import PHOTO_SUFFIXES, decode_image_rgb, is_grayscale
 from flukeline.core.io import write_csv_atomic, write_parquet_atomic
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.core.runtime import parallel_map
@@ -55,7 +55,6 @@ from flukeline.data.settings import IngestSettings
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 TEST_ORDERS = ("auto", "sample_submission", "sorted")
 
@@ -125,13 +124,15 @@ def ingest(
     if not root.is_dir():
         raise InputError(f"data root {root} does not exist or is not a folder")
 
-    train_entries, test_entries = _list_entries(root, test_order, catalogue)
+    train_entries, test_entries = _list_entries(root, test_order, catalogue, settings.new_label)
     # Annotation mistakes are configuration errors: report them before the long image decoding.
     masks_dir, annotation_tables = load_annotations(
         root, annotations or {}, listed={entry.image for entry in train_entries + test_entries}
     )
     _inspect_and_flag(train_entries, test_entries, threads, settings)
-    kept_train, kept_test, rejected = _kept_entries(root, train_entries, test_entries, settings.on_bad_image)
+    kept_train, kept_test, rejected = _kept_entries(
+        root, train_entries, test_entries, settings.on_bad_image, settings.new_label
+    )
 
     out_duplicates = Path(out_rejected).parent / "duplicates.csv" if out_duplicates is None else out_duplicates
     out_id_groups = Path(out_rejected).parent / "id_groups.csv" if out_id_groups is None else out_id_groups
@@ -167,9 +168,9 @@ def _check_arguments(test_order: str, threads: int) -> None:
         raise InputError(f"threads must be >= 1, got {threads}")
 
 
-def _list_entries(root: Path, test_order: str, catalogue) -> tuple[list[_Entry], list[_Entry]]:
+def _list_entries(root: Path, test_order: str, catalogue, new_label: str) -> tuple[list[_Entry], list[_Entry]]:
     """(train rows: train.csv's, then the catalogue's; test rows), each with its listing problems."""
-    train_entries = _list_train(root)
+    train_entries = _list_train(root, new_label)
     listed = {entry.image: entry.where for entry in train_entries}
     train_entries += catalogue_entries(catalogue, listed, lambda **row: _Entry(split="train", **row))
     return train_entries, _list_test(root, test_order)
@@ -204,7 +205,7 @@ def _write_annotation_tables(annotation_tables: dict, folder: Path) -> None:
         write_parquet_atomic(table, folder / f"{kind}.parquet")
 
 
-def _kept_entries(root: Path, train_entries: list, test_entries: list, on_bad_image: str):
+def _kept_entries(root: Path, train_entries: list, test_entries: list, on_bad_image: str, new_label: str = NEW_WHALE):
     """(usable train rows, usable test rows, rejected rows) under the bad-image policy; an error
     when a policy of "error" meets a bad row, or when too little is left to match."""
     rejected = [entry for entry in train_entries + test_entries if entry.problems]
@@ -222,7 +223,9 @@ def _kept_entries(root: Path, train_entries: list, test_entries: list, on_bad_im
     if all(entry.id == NEW_WHALE for entry in kept_train):
         # Matching ranks known identities; with none, every prediction could only be new_whale.
         raise InputError(
-            f"{root / 'train.csv'}: all {len(kept_train)} usable training row(s) have Id {NEW_WHALE!r};"
+            f"{root / 'train.csv'}: all {len(kept_train)} usable training row(s) have Id {new_label!r}"
+            + ("" if new_label == NEW_WHALE else f" (or {NEW_WHALE!r})")
+            + ";"
             " at least one known identity is needed to match against"
         )
     return kept_train, kept_test, rejected
@@ -270,21 +273,25 @@ def _new_entry(split: str, folder: Path, image: str, where: str, label: str | No
     return entry
 
 
-def _list_train(root: Path) -> list[_Entry]:
+def _list_train(root: Path, new_label: str = NEW_WHALE) -> list[_Entry]:
     csv_path = root / "train.csv"
     if not csv_path.is_file():
         raise InputError(f"missing {csv_path} (the Kaggle layout needs train.csv with columns Image,Id)")
     if not (root / "train").is_dir():
         raise InputError(f"missing training image folder {root / 'train'}")
     folder = (root / "train").resolve()
-    table = read_csv(csv_path, required=["Image", "Id"], known=["encounter"])
+    table = read_csv(csv_path, required=["Image", "Id"], known=["encounter"], image_folders=[folder])
     entries, stripped = [], []
     for position, (image, label) in enumerate(zip(table["Image"].tolist(), table["Id"].tolist())):
-        entry = _new_entry("train", folder, image, csv_line(csv_path, position), label.strip())
-        problem = id_problem(label)
+        # The user's word for an unknown animal (data.new_label) is new_whale from here on.
+        unknown = label.strip() in (new_label.strip(), NEW_WHALE)
+        entry = _new_entry(
+            "train", folder, image, csv_line(csv_path, position), NEW_WHALE if unknown else label.strip()
+        )
+        problem = None if unknown else id_problem(label)
         if problem:
             entry.problems.append(problem)
-        elif entry.id != label:
+        elif label.strip() != label:
             stripped.append(f"{entry.where} ({label!r})")
         entries.append(entry)
     if stripped:
@@ -300,13 +307,14 @@ def _list_test(root: Path, test_order: str) -> list[_Entry]:
         raise InputError(f"missing test image folder {root / 'test'}")
     folder = (root / "test").resolve()
     files_in_folder = sorted(
-        path.name for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+        path.name for path in folder.iterdir() if path.suffix.lower() in PHOTO_SUFFIXES and path.is_file()
     )
     use_submission = test_order == "sample_submission" or (test_order == "auto" and submission.is_file())
     if use_submission:
         if not submission.is_file():
             raise InputError(f"test_order is 'sample_submission' but {submission} does not exist")
-        names = read_csv(submission, required=["Image"], known=["Id", "encounter"])["Image"].tolist()
+        names = read_csv(submission, required=["Image"], known=["Id", "encounter"], image_folders=[folder])
+        names = names["Image"].tolist()
         if not names:
             raise InputError(f"{submission} lists no test images")
         entries = [
@@ -317,7 +325,9 @@ def _list_test(root: Path, test_order: str) -> list[_Entry]:
             logger.warning("%d image(s) in %s are not listed in %s and are ignored", unlisted, folder, submission)
     else:
         if not files_in_folder:
-            raise InputError(f"test folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise InputError(
+                f"test folder {folder} holds no images (JPEG, PNG, HEIC/HEIF, TIFF, WebP, BMP or camera RAW files)"
+            )
         entries = [_new_entry("test", folder, name, "test folder") for name in files_in_folder]
     _flag_duplicates(entries)
     return entries

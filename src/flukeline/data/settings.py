@@ -17,10 +17,14 @@ BAD_IMAGE_POLICIES = ("error", "skip")
 
 @dataclass(frozen=True, kw_only=True)
 class IngestSettings(StageSettings):
-    """What ingest consumes: the bad-row policy, the smallest photo, the duplicate groups that
-    become one training id, and the number of cross-validation folds."""
+    """What ingest consumes: the word for an unknown animal, the bad-row policy, the smallest photo,
+    the duplicate groups that become one training id, and the number of cross-validation folds."""
 
     section: ClassVar[str] = "data"
+
+    # The Id that marks an animal not in the catalogue in the user's CSVs (e.g. `unknown`). Inside
+    # the workflow and in submission.csv it is Kaggle's `new_whale`, which is always understood too.
+    new_label: str = "new_whale"
 
     # error by default: a bad row stops the run with every problem listed, so no photo is lost
     # without the user deciding so (skip: dropped and listed in rejected.csv).
@@ -37,6 +41,10 @@ class IngestSettings(StageSettings):
     folds: int = 4
 
     def __post_init__(self):
+        if not self.new_label.strip() or any(character in self.new_label for character in ",\r\n"):
+            raise InputError(
+                f"new_label must be a non-empty word without commas or line breaks, got {self.new_label!r}"
+            )
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
             raise InputError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {self.on_bad_image!r}")
         if self.folds < 2:

@@ -39,7 +39,6 @@ from flukeline.match.local_features import (
     learned_array_keypoints,
     learned_extractor,
     pack_features,
-    read_gray,
     save_features,
     sift_keypoints,
     torch_workers,
@@ -83,12 +82,9 @@ def chip(image: np.ndarray, box, long_side: int, upscale: bool = False) -> tuple
 
 def photo_keypoints(path: str, box, method: str, settings: LocalFeatureSettings) -> tuple:
     """(xy in chip pixels, descriptors, frame) of one photo's box."""
-    if method == "sift":
-        image = read_gray(path, what="photo")
-    else:
-        from flukeline.core.images import read_image_rgb
+    from flukeline.core.images import read_image_gray, read_image_rgb
 
-        image = read_image_rgb(path)
+    image = read_image_gray(path) if method == "sift" else read_image_rgb(path)
     region, frame = chip(image, box, int(settings.long_side), bool(settings.upscale))
     if method == "sift":
         xy, descriptors = sift_keypoints(region, int(settings.features), float(settings.sift_contrast))
