@@ -1,5 +1,6 @@
-"""Phone and camera formats (flukeline.core.images): HEIC/HEIF through pillow-heif, camera RAW
-through rawpy (LibRaw), each made here at test time: a HEIF written by pillow-heif, a linear DNG
+"""Phone and camera formats (flukeline.core.images): HEIC/HEIF through pi-heif, camera RAW
+through rawpy (LibRaw), each made here at test time: a HEIF written by pillow-heif (a test-only
+dependency: pi-heif only decodes), a linear DNG
 (a real DNG: TIFF with the DNG tags, written by tifffile). No CR2/NEF can be made here (only a
 camera writes them): their reading is LibRaw's, the same call as the DNG's, and an undecodable one
 is tested for its message."""
@@ -30,8 +31,11 @@ def halves_rgb(height=20, width=40) -> np.ndarray:
 
 
 def heic_bytes(rgb: np.ndarray) -> bytes:
+    import pillow_heif
+
+    # Encoded without registering pillow-heif with Pillow: reading must go through core.images' pi-heif.
     buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, "HEIF", quality=95)  # pillow-heif's writer (registered by core.images)
+    pillow_heif.from_pillow(Image.fromarray(rgb)).save(buffer, quality=95)
     return buffer.getvalue()
 
 
@@ -101,11 +105,11 @@ def test_without_rawpy_a_raw_file_says_how_to_get_it(monkeypatch):
         decode_image_rgb(linear_dng_bytes(halves_rgb()), "DSC_0001.NEF")
 
 
-def test_without_pillow_heif_a_heic_photo_says_how_to_get_it(monkeypatch):
+def test_without_pi_heif_a_heic_photo_says_how_to_get_it(monkeypatch):
     import flukeline.core.images as images
 
     data = heic_bytes(halves_rgb())
-    monkeypatch.setattr(images, "pillow_heif", None)
+    monkeypatch.setattr(images, "pi_heif", None)
     monkeypatch.setattr(Image, "ID", [name for name in Image.ID if name != "HEIF"])  # the opener gone
-    with pytest.raises(UnreadableImageError, match=r"is a HEIC/HEIF photo and pillow-heif is not installed"):
+    with pytest.raises(UnreadableImageError, match=r"is a HEIC/HEIF photo and pi-heif is not installed"):
         decode_image_rgb(data, "IMG_0001.HEIC")

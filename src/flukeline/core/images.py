@@ -3,7 +3,7 @@ shows up only then) into an HxWx3 uint8 RGB array, upright per its EXIF orientat
 CMYK, palette and grayscale images become 8-bit RGB; alpha is dropped). Empty, truncated or
 undecodable data raise `UnreadableImageError` naming the file.
 
-Phones save HEIC/HEIF by default (Pillow reads it through pillow-heif), and field cameras write
+Phones save HEIC/HEIF by default (Pillow reads it through pi-heif), and field cameras write
 RAW files (DNG, CR2, NEF, ...: demosaiced by LibRaw through rawpy, with the camera's white
 balance and orientation)."""
 
@@ -20,13 +20,15 @@ from flukeline.core.errors import UnreadableImageError
 
 HEIF_SUFFIXES = (".heic", ".heif", ".hif")
 try:
-    import pillow_heif
+    # pi-heif: pillow-heif's decoder-only build (BSD-3-Clause around LGPL libheif and libde265;
+    # pillow-heif's wheels also bundle the GPL x265 encoder, which reading never needs).
+    import pi_heif
 except ImportError:  # pinned in pyproject.toml; an environment without it names the fix per photo
-    pillow_heif = None
+    pi_heif = None
 else:
     # Pillow opens HEIC/HEIF from here on. libheif applies the photo's rotation while decoding and
-    # pillow-heif resets the EXIF orientation, so exif_transpose below never turns a photo twice.
-    pillow_heif.register_heif_opener()
+    # pi-heif resets the EXIF orientation, so exif_transpose below never turns a photo twice.
+    pi_heif.register_heif_opener()
 
 # Camera RAW formats LibRaw reads. Decided by the name, before Pillow: Pillow would open a DNG, CR2
 # or NEF as a TIFF and return the small preview embedded in it, not the photo.
@@ -79,9 +81,9 @@ def decode_image_rgb(data: bytes, source: str) -> np.ndarray:
             ImageOps.exif_transpose(img, in_place=True)
             return _to_rgb_array(img)
     except UnidentifiedImageError as exc:
-        if pillow_heif is None and PurePath(source).suffix.lower() in HEIF_SUFFIXES:
+        if pi_heif is None and PurePath(source).suffix.lower() in HEIF_SUFFIXES:
             raise UnreadableImageError(
-                source, "is a HEIC/HEIF photo and pillow-heif is not installed: run tools/setup.sh (or save it as JPEG)"
+                source, "is a HEIC/HEIF photo and pi-heif is not installed: run tools/setup.sh (or save it as JPEG)"
             ) from exc
         raise UnreadableImageError(source, "is not a recognised image file") from exc
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
