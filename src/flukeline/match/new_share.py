@@ -65,11 +65,12 @@ def em_new_share(p_new: np.ndarray, validation_share: float, tol: float = 1e-7, 
 @dataclass(frozen=True)
 class NewShareEstimate:
     estimate: float  # EM's share of new individuals among the photos being matched
-    low: float  # bootstrap interval (INTERVAL_LEVEL)
+    low: float  # bootstrap interval at `level`
     high: float
     validation_share: float  # the share on the validation photos (per photo)
     photos: int  # photos the estimate is made on
     method: str
+    level: float = INTERVAL_LEVEL
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -99,7 +100,7 @@ def estimate_new_share(
     if not 0 < validation_share < 1 or test.empty:
         # One class only on validation, or nothing to match: nothing to re-estimate from.
         same = validation_share
-        return NewShareEstimate(same, same, same, same, len(test), method)
+        return NewShareEstimate(same, same, same, same, len(test), method, level)
     estimate = em_new_share(_p_new(val, is_new, test), validation_share)
     rng = np.random.default_rng(seed)
     draws = []
@@ -112,7 +113,7 @@ def estimate_new_share(
         draws.append(em_new_share(_p_new(val.iloc[v], is_new[v], test.iloc[t]), share))
     tail = (1 - level) / 2
     low, high = np.quantile(draws, [tail, 1 - tail]) if draws else (estimate, estimate)
-    return NewShareEstimate(float(estimate), float(low), float(high), validation_share, len(test), method)
+    return NewShareEstimate(float(estimate), float(low), float(high), validation_share, len(test), method, level)
 
 
 def _p_new(val: pd.DataFrame, is_new: np.ndarray, test: pd.DataFrame) -> np.ndarray:
