@@ -202,3 +202,32 @@ def test_decide_takes_more_photos_as_new_at_a_higher_share():
         assert summary["new_share"]["used"] == ("validation" if share is None else share)
     assert new_taken[0.1] <= new_taken[None] <= new_taken[0.8]
     assert new_taken[0.1] < new_taken[0.8]
+
+
+def test_pseudo_label_cut_follows_the_new_share():
+    from flukeline.match.pseudo_labels import calibrate_pseudo_label_similarity
+    from flukeline.match.tables import to_long
+
+    # Validation: 20 images ranked "a" first, 11 of the top 12 right, image 2 a new individual
+    # (validation share 1/20); below them, wrong ones ("c").
+    top1 = np.linspace(0.95, 0.0, 20)
+    truths = ["a"] * 12 + ["c"] * 8
+    truths[2] = "new_whale"
+    table = pd.concat(
+        [
+            to_long([f"{i}.jpg"], np.array([["a", "b"]], dtype=object), np.array([[s, s - 0.5]]), truth=t, fold=0)
+            for i, (s, t) in enumerate(zip(top1, truths))
+        ]
+    )
+
+    def cut(share, support=10):
+        return calibrate_pseudo_label_similarity(table, -1.0, 0.9, 0.1, support, share=share)[0]
+
+    # As validation is: 12 taken at 11/12 right.
+    assert cut(None) == pytest.approx(top1[11], abs=1e-6)
+    # Fewer new animals: the new one weighs 0.2, 13 taken reach (11 x 1.04) / (12 x 1.04 + 0.2) > 0.9.
+    assert cut(0.01) == pytest.approx(top1[12], abs=1e-6)
+    # Half of them new: the wrong pseudo-label weighs 10 known ones; only the two above it are
+    # precise enough, too few for the support.
+    assert cut(0.5) == float("inf")
+    assert cut(0.5, support=1) == pytest.approx(top1[1], abs=1e-6)

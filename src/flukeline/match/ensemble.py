@@ -284,8 +284,10 @@ def ensemble_pseudo_labels(
     if min_similarity == "auto":
         val_topk = similarity_topk(combined, members, "val", depth)
         min_precision = float(pseudo.min_precision)
+        # The vote calibrates no share (new_share None): the validation images as they are.
+        share = reweighting(combined.new_share) if combined.new_share else None
         min_similarity, calibration = calibrated_pseudo_label_cut(
-            val_topk, combined.threshold, min_precision, min_margin
+            val_topk, combined.threshold, min_precision, min_margin, share
         )
     test_topk = similarity_topk(combined, members, "test", depth)
     labels = select_pseudo_labels(test_topk, combined.threshold, float(min_similarity), min_margin, round_)
