@@ -310,6 +310,9 @@ def test_ensemble_takes_test_pseudo_labels_at_the_similarity_the_validation_fold
     assert summary["pseudo_label_calibration"]["validation_taken"] == 11
     assert summary["pseudo_label_calibration"]["validation_precision"] == pytest.approx(10 / 11)
     assert pd.read_parquet(tmp_path / "pseudo.parquet")["image"].tolist() == ["t0", "t1", "t2"]
+    # No new individual on validation: nothing to estimate a new share from, nothing reweighted.
+    share = summary["new_share"]
+    assert (share["setting"], share["estimate"], share["validation_share"], share["used"]) == ("auto", 0.0, 0.0, 0.0)
     # A fixed similarity is used as given.
     params["pseudo_labels"]["min_similarity"] = 0.5
     run_ensemble([member], [1.0], params, 0, tmp_path / "ensemble", tmp_path / "pseudo.parquet")

@@ -372,6 +372,8 @@ def evaluate_input(wildcards):
         # Test predictions are scored in the user's ids, expanded as the submission expands them.
         "id_groups": "results/data/id_groups.csv",
         "train": "results/data/train.parquet",
+        # Its estimated share of new individuals, beside the true one.
+        "ensemble_summary": f"{FINAL_ENSEMBLE}/summary.json",
     }
     if TEST_TRUTH:
         inputs["truth"] = TEST_TRUTH

@@ -131,7 +131,8 @@ rule evaluate:
     shell:
         "{FLUKELINE} evaluate --baseline {input.baseline:q} {params.methods} {params.baselines}"
         " --submission-method {params.submission_method} --submission {input.submission:q} {params.truth}"
-        " --id-groups {input.id_groups:q} --train {input.train:q} --out {output:q} > {log:q} 2>&1"
+        " --id-groups {input.id_groups:q} --train {input.train:q} --ensemble-summary {input.ensemble_summary:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 # The report's metrics table (`snakemake --report`): metrics.json with each method's threshold.

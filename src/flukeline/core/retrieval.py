@@ -58,9 +58,10 @@ def rank_with_new_whale(candidate_ids, candidate_sims, threshold: float, k: int 
 
 
 def map5_by_threshold(
-    truth, candidate_ids: np.ndarray, candidate_sims: np.ndarray, thresholds, k: int = 5
+    truth, candidate_ids: np.ndarray, candidate_sims: np.ndarray, thresholds, k: int = 5, weights=None
 ) -> np.ndarray:
-    """MAP@k of `rank_with_new_whale` for every threshold at once, without building the lists.
+    """MAP@k of `rank_with_new_whale` for every threshold at once, without building the lists;
+    with `weights` (one per query), the weighted mean of the queries' average precisions.
 
     candidate_ids/sims: Q x C top candidates per query, similarity descending. new_whale lands at
     rank `cut` = number of candidates with similarity >= threshold; a known truth found at
@@ -75,7 +76,8 @@ def map5_by_threshold(
     for threshold in np.asarray(thresholds, dtype=np.float64):
         cut = (candidate_sims >= threshold).sum(axis=1)
         rank = np.where(is_new, cut, np.where(position < cut, position, position + 1))
-        scores.append(np.where(rank < k, 1.0 / (rank + 1), 0.0).mean() if len(truth) else float("nan"))
+        precision = np.where(rank < k, 1.0 / (rank + 1), 0.0)
+        scores.append(np.average(precision, weights=weights) if len(truth) else float("nan"))
     return np.asarray(scores)
 
 
@@ -87,13 +89,13 @@ def threshold_grid(grid) -> np.ndarray:
 
 
 def best_threshold(
-    truth, candidate_ids: np.ndarray, candidate_sims: np.ndarray, grid, k: int = 5
+    truth, candidate_ids: np.ndarray, candidate_sims: np.ndarray, grid, k: int = 5, weights=None
 ) -> tuple[float, float, np.ndarray]:
     """(threshold, its MAP@k, MAP@k at every grid point): the new_whale threshold maximising MAP@k
-    over `grid` (ties: the lowest). The match stage calibrates with it and the embed stage's
-    validation (best epoch, early stopping) scores with it, on the same config grid, so both
-    optimise the same decision."""
+    (weighted by `weights` per query, if given) over `grid` (ties: the lowest). The match stage
+    calibrates with it and the embed stage's validation (best epoch, early stopping) scores with
+    it, on the same config grid, so both optimise the same decision."""
     grid = np.asarray(grid, dtype=np.float64)
-    scores = map5_by_threshold(truth, candidate_ids, candidate_sims, grid, k)
+    scores = map5_by_threshold(truth, candidate_ids, candidate_sims, grid, k, weights)
     best = int(np.nanargmax(scores))
     return float(grid[best]), float(scores[best]), scores

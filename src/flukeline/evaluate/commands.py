@@ -188,6 +188,13 @@ def _register_workflow_commands(subparsers) -> None:
         help="id_groups.csv of ingest: test predictions are scored after expansion into original ids",
     )
     add_option(p, "--train", "train_path", default=None, help="train.parquet (fills lists expansion shortened)")
+    add_option(
+        p,
+        "--ensemble-summary",
+        "ensemble_summary_path",
+        default=None,
+        help="the final ensemble's summary.json: its estimated share of new individuals beside the true one",
+    )
     p.add_argument("--out", required=True)
 
     p = add_command(

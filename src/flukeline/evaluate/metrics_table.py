@@ -1,7 +1,10 @@
 """The metrics table for Snakemake's HTML report (the `metrics_table` rule, results/metrics.html,
 "5 match"): one row per member and ensemble of every round with CV MAP@5 and top-1, the
 every-photo-a-new-individual baseline on the same images, the calibrated threshold from its
-summary.json and, where the test identities are known, test MAP@5; the baselines beneath.
+summary.json and, where the test identities are known, test MAP@5; the baselines beneath; then
+the new individuals: the share estimated among the test photos (with its interval, the
+validation share and, where known, the true one) and each method's open-set scores (AUROC new vs
+known, BAKS, BAUS, new-individual precision and recall; evaluate/open_set.py).
 
 The page is read by people working on any species, so it says "new individual" where the data
 and the Kaggle lists say `new_whale` (the label itself stays in submission.csv and metrics.json)."""
@@ -85,6 +88,45 @@ def baseline_rows(metrics: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+OPEN_SET_COLUMNS = {
+    "auroc_new": "AUROC new vs known",
+    "baks": "BAKS",
+    "baus": "BAUS",
+    "new_whale_precision": "new precision",
+    "new_whale_recall": "new recall",
+    "new_share_predicted": "share called new",
+}
+
+
+def open_set_rows(metrics: dict) -> tuple[pd.DataFrame, str]:
+    """One row per method with its open-set scores, on the test photos where their identities are
+    known, else on validation; and which of the two it is."""
+    split = "test" if "test" in metrics else "cv"
+    rows = []
+    for name, entry in metrics[split]["methods"].items():
+        scores = {**entry, **entry.get("open_set", {})}
+        rows.append({"method": name, **{label: scores.get(key) for key, label in OPEN_SET_COLUMNS.items()}})
+    return pd.DataFrame(rows), ("test photos" if split == "test" else "validation photos")
+
+
+def new_share_note(metrics: dict) -> str | None:
+    """The share of new individuals in words: estimated, its interval, validation's, the one the
+    threshold was chosen for and, where known, the truth."""
+    share = metrics.get("new_share")
+    if not share:
+        return None
+    low, high = share["interval"]
+    level = f"{share['interval_level']:.0%} " if share.get("interval_level") else ""
+    text = (
+        f"Share of new individuals among the test photos: estimated {share['estimated']:.3f} ({level}interval"
+        f" {low:.3f}-{high:.3f}) from their own scores; validation {share['validation']:.3f}; the threshold"
+        f" and decision cuts were chosen for {share['used']:.3f} (match.new_share: {share['setting']})."
+    )
+    if "true" in share:
+        text += f" True share: {share['true']:.3f} (estimate off by {share['error']:+.3f})."
+    return text
+
+
 def metrics_html(metrics: dict, summaries: dict[str, dict]) -> str:
     """A small self-contained HTML page: any warning first (in red), the metrics table, and the
     references without training beneath it."""
@@ -107,6 +149,9 @@ def metrics_html(metrics: dict, summaries: dict[str, dict]) -> str:
 
     warnings = "".join(f'<p class="warning">Warning: {html.escape(w)}</p>\n' for w in metrics.get("warnings", []))
     notes_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
+    open_set, where = open_set_rows(metrics)
+    share = new_share_note(metrics)
+    share_html = f"<p>{html.escape(share)}</p>\n" if share else ""
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Flukeline metrics</title><style>'
         "body{font-family:sans-serif;font-size:14px}table.metrics{border-collapse:collapse}"
@@ -120,7 +165,12 @@ def metrics_html(metrics: dict, summaries: dict[str, dict]) -> str:
         + notes_html
         + "\n<h3>References without training (same validation images)</h3>\n"
         + as_html(baseline_rows(metrics))
-        + "\n</body></html>\n"
+        + f"\n<h3>New individuals (open set, {where})</h3>\n"
+        + share_html
+        + as_html(open_set)
+        + "\n<p>AUROC: new against known photos ranked by the best similarity (threshold-free); BAKS / BAUS:"
+        " top-1 accuracy per individual averaged over the known / the new individuals (wildlife-datasets);"
+        " precision and recall of the first guess new individual.</p>" + "\n</body></html>\n"
     )
 
 

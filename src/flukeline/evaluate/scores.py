@@ -15,13 +15,17 @@ plans no job but `evaluate` (and the generator) that touches it.
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from flukeline.core.errors import InputError
 from flukeline.core.metrics import NEW_WHALE, summarise
 from flukeline.data.id_groups import OriginalIds, read_id_groups
+from flukeline.evaluate.open_set import new_scores_of, open_set_scores
 from flukeline.evaluate.submission import active_id_groups, original_id_lists
 
 log = logging.getLogger(__name__)
@@ -32,8 +36,11 @@ def _split_ids(column) -> list[list[str]]:
 
 
 def cv_summary(predictions: pd.DataFrame) -> dict:
-    """Scores over all validation images plus one entry per fold."""
-    result = summarise(predictions["truth"].tolist(), _split_ids(predictions["predicted"]))
+    """Scores over all validation images (with the open-set scores, evaluate/open_set.py) plus one
+    entry per fold."""
+    lists = _split_ids(predictions["predicted"])
+    result = summarise(predictions["truth"].tolist(), lists)
+    result["open_set"] = open_set_scores(predictions["truth"].tolist(), lists, new_scores_of(predictions))
     result["per_fold"] = {
         str(fold): summarise(group["truth"].tolist(), _split_ids(group["predicted"]))
         for fold, group in predictions.groupby("fold", sort=True)
@@ -41,11 +48,18 @@ def cv_summary(predictions: pd.DataFrame) -> dict:
     return result
 
 
-def score_submission(submission: pd.DataFrame, truth: pd.DataFrame) -> dict:
+def score_submission(submission: pd.DataFrame, truth: pd.DataFrame, new_scores: pd.Series | None = None) -> dict:
+    """Kaggle lists (Image, Id) against the truth; with `new_scores` (image -> a score rising with
+    "new"), the open-set scores too (evaluate/open_set.py)."""
     merged = submission.merge(truth, on="Image", how="outer", suffixes=("_predicted", "_truth"), indicator=True)
     if not (merged["_merge"] == "both").all():
         raise InputError("submission and test truth do not list the same images")
-    return summarise(merged["Id_truth"].tolist(), _split_ids(merged["Id_predicted"]))
+    lists = _split_ids(merged["Id_predicted"])
+    result = summarise(merged["Id_truth"].tolist(), lists)
+    if new_scores is not None:
+        scores = new_scores.reindex(merged["Image"]).to_numpy()
+        result["open_set"] = open_set_scores(merged["Id_truth"].tolist(), lists, scores)
+    return result
 
 
 TEST_K = 5  # ids per test list after expansion: the submission's (MAP@5)
@@ -59,10 +73,13 @@ def score_test_predictions(
     five long, as in the submission (train: the most frequent ids that fill a shortened list);
     without id groups (None or an empty table) the predictions are scored as they are."""
     mapping = active_id_groups(id_groups)
+    scores = new_scores_of(test)
+    # Always an open-set entry: a method without scores (a vote) still has baks and baus.
+    scores = pd.Series(np.nan if scores is None else scores, index=test["image"].to_numpy())
     if mapping is None:
-        return score_submission(pd.DataFrame({"Image": test["image"], "Id": test["predicted"]}), truth)
+        return score_submission(pd.DataFrame({"Image": test["image"], "Id": test["predicted"]}), truth, scores)
     lists = original_id_lists(test.set_index("image")["predicted"], TEST_K, mapping, train=train)
-    return score_submission(pd.DataFrame({"Image": lists.index, "Id": lists.to_numpy()}), truth)
+    return score_submission(pd.DataFrame({"Image": lists.index, "Id": lists.to_numpy()}), truth, scores)
 
 
 def evaluate(
@@ -74,13 +91,16 @@ def evaluate(
     submission_method: str | None = None,
     id_groups_path=None,
     train_path=None,
+    ensemble_summary_path=None,
 ) -> dict:
     """methods: (name, validation predictions, test predictions) of every member and ensemble;
     baselines: the same for the references without training (raw-pixel and zero-shot 1-NN), scored
     on the same images; submission_method: the method the submission is, which is warned about
     (metrics["warnings"], the log) when it does not beat the best baseline on validation.
     id_groups_path, train_path: ingest's id_groups.csv and train.parquet; with id groups, the test
-    predictions are scored in original ids (score_test_predictions)."""
+    predictions are scored in original ids (score_test_predictions). ensemble_summary_path: the
+    final ensemble's summary.json, whose estimated share of new individuals metrics["new_share"]
+    repeats, beside the true share where the test truth is known."""
     baseline = pd.read_parquet(baseline_predictions)
     metrics = {
         "cv": {
@@ -100,6 +120,10 @@ def evaluate(
             "methods": {},
             "baselines": {},
         }
+    if ensemble_summary_path is not None:
+        share = new_share_entry(json.loads(Path(ensemble_summary_path).read_text()), truth)
+        if share is not None:
+            metrics["new_share"] = share
     id_groups, train = _id_groups(id_groups_path, train_path) if truth is not None else (None, None)
     for group, entries in (("methods", methods), ("baselines", baselines)):
         for name, val_path, test_path in entries:
@@ -120,6 +144,28 @@ def evaluate(
         for warning in metrics["warnings"]:
             log.warning("%s", warning)
     return metrics
+
+
+def new_share_entry(ensemble_summary: dict, truth: pd.DataFrame | None) -> dict | None:
+    """The share of new individuals: estimated among the test photos by the match stage (with its
+    interval), the validation folds', the one the threshold was chosen for, and, where the test
+    truth is known, the true one and the estimate's error. None for an ensemble without an
+    estimate (a vote)."""
+    share = ensemble_summary.get("new_share")
+    if not share:
+        return None
+    entry = {
+        "estimated": share["estimate"],
+        "interval": [share["low"], share["high"]],
+        "interval_level": share.get("level"),
+        "validation": share["validation_share"],
+        "used": share["used"],
+        "setting": share["setting"],
+    }
+    if truth is not None:
+        entry["true"] = float((truth["Id"] == NEW_WHALE).mean())
+        entry["error"] = entry["estimated"] - entry["true"]
+    return entry
 
 
 def _id_groups(id_groups_path, train_path) -> tuple[OriginalIds | None, pd.DataFrame | None]:

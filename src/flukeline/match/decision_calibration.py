@@ -178,27 +178,36 @@ class OperatingPoint:
 
 
 def choose_threshold(
-    probability: np.ndarray, correct: np.ndarray, weight: np.ndarray, target: float, min_support: int
+    probability: np.ndarray,
+    correct: np.ndarray,
+    weight: np.ndarray,
+    target: float,
+    min_support: int,
+    photos: np.ndarray | None = None,
 ) -> OperatingPoint:
     """The lowest cut (the most photos taken) at which the photos with probability >= cut are
     right at least `target` of the time, counting at least `min_support` photos; inf when no cut
-    reaches it. Cuts sit at the distinct probabilities (ties are taken or left together)."""
+    reaches it. Cuts sit at the distinct probabilities (ties are taken or left together).
+    `weight` weighs the precision; `photos` (default: `weight`) are what min_support and the point's
+    `taken` count, so that importance weights (match/new_share.py) move the precision, not the support."""
     order = np.argsort(-probability, kind="stable")
     p, c, w = (
         probability[order],
         np.asarray(correct, dtype=np.float64)[order],
         np.asarray(weight, dtype=np.float64)[order],
     )
+    counted = np.cumsum(np.asarray(weight if photos is None else photos, dtype=np.float64)[order])
     taken = np.cumsum(w)
     right = np.cumsum(w * c)
     # The end of each run of equal probabilities: a cut there takes the whole run.
     ends = np.flatnonzero(np.r_[p[1:] != p[:-1], True])
-    precision = right[ends] / taken[ends]
-    ok = (precision >= target - 1e-12) & (taken[ends] >= min_support)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = right[ends] / taken[ends]
+    ok = (precision >= target - 1e-12) & (counted[ends] >= min_support)
     if not ok.any():
         return OperatingPoint(float("inf"), 0, None)
     last = ends[np.flatnonzero(ok)[-1]]
-    return OperatingPoint(float(p[last]), int(round(taken[last])), float(right[last] / taken[last]))
+    return OperatingPoint(float(p[last]), int(round(counted[last])), float(right[last] / taken[last]))
 
 
 def reliability_bins(probability: np.ndarray, outcome: np.ndarray, weight: np.ndarray, bins: int = 10) -> pd.DataFrame:

@@ -46,6 +46,7 @@ from flukeline.match.decision_calibration import (
     photo_evidence,
     reliability_bins,
 )
+from flukeline.match.new_share import adjust_decision_probabilities, class_weights
 from flukeline.match.settings import DecisionSettings
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,9 @@ class ValidationFit:
     points: dict[str, OperatingPoint]
     models: dict
     curves: dict[str, pd.DataFrame]
+    # (validation share, target share) of new individuals when the probabilities and cuts were
+    # moved to the target share (match.new_share); None: the validation share as it is.
+    shift: tuple[float, float] | None = None
 
     @property
     def cuts(self) -> dict[str, float]:
@@ -181,10 +185,18 @@ class ValidationFit:
 
 
 def fit_validation(
-    val_topk: pd.DataFrame, train: pd.DataFrame, targets: dict[str, float], min_support: int, seed: int
+    val_topk: pd.DataFrame,
+    train: pd.DataFrame,
+    targets: dict[str, float],
+    min_support: int,
+    seed: int,
+    share: float | None = None,
 ) -> ValidationFit:
     """P(correct) and P(new) models on the validation units, and the lowest cuts of their
-    out-of-fold probabilities that reach the target precisions on at least min_support photos."""
+    out-of-fold probabilities that reach the target precisions on at least min_support photos.
+    With a new `share` (of new individuals among the test photos), the probabilities are moved to
+    that share (Bayes' prior correction) and the precision is the validation photos'
+    importance-weighted to it (match/new_share.py); min_support still counts photos."""
     val_topk = with_truth(val_topk, train)
     fold_of = val_topk.drop_duplicates("image").set_index("image")["fold"] if "fold" in val_topk else None
     val = photo_evidence(val_topk, encounter_groups(train, fold_of) if fold_of is not None else None)
@@ -199,10 +211,20 @@ def fit_validation(
     for name in ("correct", "new"):
         outcome = outcomes[name].astype(np.float64)
         oof[name] = out_of_fold(val, outcome, increasing[name], keys)
-        points[name] = choose_threshold(oof[name], outcome, weight, targets[name], int(min_support))
         models[name] = fit_calibrator(val, outcome, increasing[name])
-        curves[name] = reliability_bins(oof[name], outcome, weight)
-    return ValidationFit(val, outcomes, weight, cross_fit, oof, points, models, curves)
+    validation_share = float(np.average(outcomes["new"], weights=weight))
+    shift, precision_weight = None, weight
+    if share is not None and 0 < validation_share < 1:
+        shift = (validation_share, float(share))
+        oof["correct"], oof["new"] = adjust_decision_probabilities(oof["correct"], oof["new"], *shift)
+        precision_weight = weight * class_weights(outcomes["new"], *shift)
+    for name in ("correct", "new"):
+        outcome = outcomes[name].astype(np.float64)
+        points[name] = choose_threshold(
+            oof[name], outcome, precision_weight, targets[name], int(min_support), photos=weight
+        )
+        curves[name] = reliability_bins(oof[name], outcome, precision_weight)
+    return ValidationFit(val, outcomes, weight, cross_fit, oof, points, models, curves, shift)
 
 
 def decide_test_photos(
@@ -212,6 +234,8 @@ def decide_test_photos(
     cuts = fit.cuts
     units = photo_evidence(test_topk, encounter_groups(test))
     p_correct, p_new = fit.models["correct"].predict(units), fit.models["new"].predict(units)
+    if fit.shift is not None:
+        p_correct, p_new = adjust_decision_probabilities(p_correct, p_new, *fit.shift)
     units = units.assign(
         p_correct=p_correct, p_new=p_new, decision=classify(p_correct, p_new, cuts["correct"], cuts["new"])
     )
@@ -281,22 +305,39 @@ def decide(
     test: pd.DataFrame,
     settings: DecisionSettings,
     seed: int = 0,
+    share: float | None = None,
 ):
     """The decisions table (one row per test photo, in test-table order), the summary and the
-    fitted models; see the module docstring. seed: the cross-fit's random parts (one fold only)."""
+    fitted models; see the module docstring. seed: the cross-fit's random parts (one fold only);
+    share: the new share to move the probabilities and cuts to (None: validation's)."""
     targets = precision_targets(settings)
     missing = sorted(set(test["image"]) - set(test_topk["image"]))
     if missing:
         raise InputError(f"test top-k table: no candidates for {len(missing)} test photo(s), e.g. {missing[:3]}")
-    fit = fit_validation(val_topk, train, targets, settings.min_support, seed)
+    fit = fit_validation(val_topk, train, targets, settings.min_support, seed, share)
     table, units = decide_test_photos(test_topk, test, fit)
     summary = decision_summary(fit, targets, settings.min_support, table, units)
+    summary["new_share"] = (
+        {"validation": fit.shift[0], "used": fit.shift[1], "precision": "validation photos weighted to the share used"}
+        if fit.shift is not None
+        else {"used": "validation"}
+    )
     calibration = {
         "evidence": ["top_score", "margin"],
         "models": {"p_correct": fit.models["correct"].to_json(), "p_new": fit.models["new"].to_json()},
         "reliability": {name: curve.to_dict(orient="records") for name, curve in fit.curves.items()},
     }
     return table, summary, calibration, (fit.curves, fit.cuts, targets)
+
+
+def ensemble_new_share(ensemble_summary: dict) -> float | None:
+    """The new share the ensemble chose its threshold for (summary.json new_share, match.new_share),
+    so that the threshold and the cuts serve one share; None for the validation share (the
+    setting, or a vote ensemble, which calibrates nothing)."""
+    share = ensemble_summary.get("new_share")
+    if not share or share.get("setting") == "validation":
+        return None
+    return float(share["used"])
 
 
 def run_decide(
@@ -325,6 +366,7 @@ def run_decide(
         pd.read_parquet(test_path),
         settings,
         seed,
+        ensemble_new_share(ensemble),
     )
     # The evidence's unit: the ensemble's mean similarity, or its vote share.
     summary["score"] = calibration["score"] = ensemble.get("score", "similarity")

@@ -16,6 +16,7 @@ import pandas as pd
 from flukeline.core.io import write_csv_atomic, write_json_atomic, write_parquet_atomic
 from flukeline.core.retrieval import threshold_grid
 from flukeline.match.ensemble_weights import fit_weights
+from flukeline.match.new_share import VALIDATION, estimate_new_share, target_share
 from flukeline.match.new_whale_threshold import (
     decide_threshold,
     new_whale_top1_share,
@@ -142,6 +143,7 @@ class Combined:
     test_topk: pd.DataFrame
     val_predictions: pd.DataFrame
     test_predictions: pd.DataFrame
+    new_share: dict | None = None  # new_share_report: estimated, used (None: a vote, not calibrated)
 
 
 def member_tables(members: dict[str, tuple[Path, float]], name: str) -> dict[str, tuple[pd.DataFrame, float]]:
@@ -197,16 +199,43 @@ def fitted_members(
     return {n: (d, weights[n]) for n, (d, _) in members.items()}, report
 
 
+def new_share_report(val_topk: pd.DataFrame, test_topk: pd.DataFrame, setting) -> dict:
+    """summary.json's new_share: the share of new individuals estimated among the test photos (EM,
+    with its bootstrap interval), the validation share, and the share the threshold and the
+    decision cuts are chosen for (match.new_share)."""
+    estimate = estimate_new_share(val_topk, test_topk)
+    used = target_share(setting, estimate, estimate.validation_share)
+    log.info(
+        "new share: estimated %.3f (%.3f-%.3f) of %d test photos, validation %.3f; used %.3f (match.new_share: %s)",
+        estimate.estimate,
+        estimate.low,
+        estimate.high,
+        estimate.photos,
+        estimate.validation_share,
+        used,
+        setting,
+    )
+    return {"setting": setting, "used": used, **estimate.to_json()}
+
+
+def reweighting(share: dict) -> float | None:
+    """The share to reweight validation to; None for match.new_share: validation, which keeps the
+    plain validation MAP@5 (bit for bit: no weights of 1.0 through another summation)."""
+    return None if share["setting"] == VALIDATION else share["used"]
+
+
 def average_members(members, settings: EnsembleSettings, round_, out: Path) -> Combined:
-    """Weighted mean similarities; the threshold calibrated on the validation folds (curve written)."""
+    """Weighted mean similarities; the threshold calibrated on the validation folds (curve
+    written), for the share of new individuals that match.new_share names."""
     k, depth = int(settings.top_k), int(settings.candidates)
     fallbacks = member_fallbacks(members)
     val_topk = ensemble_topk(member_tables(members, "val_topk.parquet"), depth, fallbacks)
     test_topk = ensemble_topk(member_tables(members, "test_topk.parquet"), depth, fallbacks)
-    threshold, curve = decide_threshold(val_topk, settings)
+    share = new_share_report(val_topk, test_topk, settings.new_share)
+    threshold, curve = decide_threshold(val_topk, settings, reweighting(share))
     write_calibration(curve, threshold, out, title=f"ensemble, round {round_}")
     lists = [ranked_predictions(topk, threshold, k) for topk in (val_topk, test_topk)]
-    return Combined(SIMILARITY, threshold, val_topk, test_topk, *lists)
+    return Combined(SIMILARITY, threshold, val_topk, test_topk, *lists, new_share=share)
 
 
 def vote_members(members, settings: EnsembleSettings, out: Path) -> Combined:
@@ -255,20 +284,22 @@ def ensemble_pseudo_labels(
     if min_similarity == "auto":
         val_topk = similarity_topk(combined, members, "val", depth)
         min_precision = float(pseudo.min_precision)
+        # The vote calibrates no share (new_share None): the validation images as they are.
+        share = reweighting(combined.new_share) if combined.new_share else None
         min_similarity, calibration = calibrated_pseudo_label_cut(
-            val_topk, combined.threshold, min_precision, min_margin
+            val_topk, combined.threshold, min_precision, min_margin, share
         )
     test_topk = similarity_topk(combined, members, "test", depth)
     labels = select_pseudo_labels(test_topk, combined.threshold, float(min_similarity), min_margin, round_)
     return labels, float(min_similarity), calibration
 
 
-def without_local(members, settings: EnsembleSettings) -> dict | None:
+def without_local(members, settings: EnsembleSettings, share: float | None) -> dict | None:
     """With a local member (members: as configured, before the fit): the embedding members' own
-    ensemble (their weights fitted without it, its threshold and validation scores), for
-    summary.json. It is what the run would have submitted without the local member, and the
-    threshold a user of the embeddings alone (the gallery's `identify`, which has no local
-    matcher) needs: the fused score's threshold is on another scale."""
+    ensemble (their weights fitted without it, its threshold, chosen for the ensemble's new
+    `share`, and validation scores), for summary.json. It is what the run would have submitted
+    without the local member, and the threshold a user of the embeddings alone (the gallery's
+    `identify`, which has no local matcher) needs: the fused score's threshold is on another scale."""
     local = member_fallbacks(members)
     embedding_members = {n: m for n, m in members.items() if n not in local}
     if not local or not embedding_members:
@@ -276,7 +307,7 @@ def without_local(members, settings: EnsembleSettings) -> dict | None:
     own, _ = fitted_members(embedding_members, settings)
     k, depth = int(settings.top_k), int(settings.candidates)
     val_topk = ensemble_topk(member_tables(own, "val_topk.parquet"), depth)
-    threshold, _ = decide_threshold(val_topk, settings)
+    threshold, _ = decide_threshold(val_topk, settings, share)
     return {
         "members": {n: w for n, (_, w) in own.items()},
         "threshold": threshold,
@@ -318,12 +349,13 @@ def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_la
         "weight_fit": weight_fit,
         "cv": prediction_scores(combined.val_predictions),
         "test_new_whale_top1": new_whale_top1_share(combined.test_predictions),
+        "new_share": combined.new_share,
         "pseudo_labels": len(labels),
         "pseudo_label_min_similarity": min_similarity if np.isfinite(min_similarity) else None,
         "pseudo_label_calibration": pseudo_calibration,
     }
     if method == "average":
-        reference = without_local(configured, settings)
+        reference = without_local(configured, settings, reweighting(combined.new_share))
         if reference is not None:
             summary["without_local"] = reference
     write_json_atomic(summary, out / "summary.json")

@@ -1,5 +1,6 @@
-"""The new_whale threshold and the Kaggle lists: the threshold maximising validation MAP@5 or the
-fixed `match.new_whale_threshold`, its curve (calibration.csv and .png, with the share of
+"""The new_whale threshold and the Kaggle lists: the threshold maximising validation MAP@5 (or, for
+a target share of new individuals, the expected MAP@5 of photos with that share: match/new_share.py)
+or the fixed `match.new_whale_threshold`, its curve (calibration.csv and .png, with the share of
 validation images whose top-1 is new_whale), new_whale inserted into each image's candidates at the
 threshold (predictions: image, predicted, best_similarity, plus fold and truth on validation), and
 the scores that a member's or the ensemble's summary.json reports."""
@@ -14,20 +15,31 @@ import pandas as pd
 from flukeline.core.figures import new_figure, save_figure
 from flukeline.core.io import write_csv_atomic
 from flukeline.core.metrics import NEW_WHALE, summarise
-from flukeline.core.retrieval import best_threshold, rank_with_new_whale, threshold_grid
+from flukeline.core.retrieval import best_threshold, map5_by_threshold, rank_with_new_whale, threshold_grid
+from flukeline.match.new_share import class_weights
 from flukeline.match.settings import RankingSettings
 from flukeline.match.tables import to_wide
 
 
-def calibrate_threshold(val_topk: pd.DataFrame, grid, k: int = 5) -> tuple[float, pd.DataFrame]:
+def calibrate_threshold(
+    val_topk: pd.DataFrame, grid, k: int = 5, share: float | None = None
+) -> tuple[float, pd.DataFrame]:
     """The threshold maximising validation MAP@k (ties: the lowest), and the whole curve with
-    each threshold's share of validation images whose top-1 is new_whale."""
+    each threshold's share of validation images whose top-1 is new_whale. With `share` (of new
+    individuals among the photos to match), the validation photos are importance-weighted to that
+    share and the threshold maximises that expected MAP@k (curve column map5_at_share)."""
     truth = val_topk.drop_duplicates("image").set_index("image")["truth"]
     images, ids, sims = to_wide(val_topk, k)
+    truth = truth.loc[images].to_numpy()
     grid = np.asarray(grid, dtype=np.float64)
-    threshold, _, scores = best_threshold(truth.loc[images].to_numpy(), ids, sims, grid, k)
+    is_new = truth == NEW_WHALE
+    weights = None if share is None else class_weights(is_new, float(is_new.mean()), share)
+    threshold, _, scores = best_threshold(truth, ids, sims, grid, k, weights)
     new_top1 = [(sims[:, 0] < t).mean() for t in grid]
-    curve = pd.DataFrame({"threshold": grid, "map5": scores, "new_whale_top1": new_top1})
+    curve = pd.DataFrame({"threshold": grid, "map5": map5_by_threshold(truth, ids, sims, grid, k)})
+    if share is not None:
+        curve["map5_at_share"] = scores
+    curve["new_whale_top1"] = new_top1
     return threshold, curve
 
 
@@ -44,9 +56,13 @@ def ranked_predictions(topk: pd.DataFrame, threshold: float, k: int = 5) -> pd.D
     return out
 
 
-def decide_threshold(val_topk: pd.DataFrame, settings: RankingSettings) -> tuple[float, pd.DataFrame]:
-    """Calibrated on the validation folds (max MAP@5), or the fixed config value."""
-    calibrated, curve = calibrate_threshold(val_topk, threshold_grid(settings.threshold_grid), int(settings.top_k))
+def decide_threshold(
+    val_topk: pd.DataFrame, settings: RankingSettings, share: float | None = None
+) -> tuple[float, pd.DataFrame]:
+    """Calibrated on the validation folds (max MAP@5, or expected MAP@5 at a new `share`), or the
+    fixed config value."""
+    grid = threshold_grid(settings.threshold_grid)
+    calibrated, curve = calibrate_threshold(val_topk, grid, int(settings.top_k), share)
     setting = settings.new_whale_threshold
     return (calibrated if setting == "calibrate" else float(setting)), curve
 
@@ -72,6 +88,8 @@ def write_calibration(curve: pd.DataFrame, threshold: float, out: Path, title: s
 def plot_calibration(curve: pd.DataFrame, threshold: float, path: Path, title: str) -> None:
     fig, ax = new_figure(figsize=(6, 3.5))
     ax.plot(curve["threshold"], curve["map5"], label="validation MAP@5")
+    if "map5_at_share" in curve:
+        ax.plot(curve["threshold"], curve["map5_at_share"], label="expected MAP@5 at the new share")
     ax.plot(curve["threshold"], curve["new_whale_top1"], label="new_whale top-1 share", linestyle="--")
     ax.axvline(threshold, color="grey", linewidth=1)
     ax.set_xlabel("new_whale threshold (cosine similarity)")

@@ -5,7 +5,9 @@ pseudo_labels.parquet: image, id, similarity, margin, round, reason).
 
 The cut is fixed, or calibrated (`min_similarity: auto`): the lowest similarity at which the
 validation folds' would-be pseudo-labels are right `min_precision` of the time on at least 10
-images. Selection and calibration share one eligibility rule.
+images, the validation images weighted to the test photos' new share where match.new_share moves
+it (match/new_share.py), so that a season with many new animals does not take them as known ones.
+Selection and calibration share one eligibility rule.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import logging
 import numpy as np
 import pandas as pd
 
+from flukeline.core.metrics import NEW_WHALE
+from flukeline.match.new_share import class_weights
 from flukeline.match.tables import to_wide
 
 log = logging.getLogger(__name__)
@@ -66,22 +70,28 @@ def calibrate_pseudo_label_similarity(
     min_precision: float,
     min_margin: float,
     min_support: int = PSEUDO_LABEL_MIN_SUPPORT,
+    share: float | None = None,
 ) -> tuple[float, pd.DataFrame]:
     """The lowest top-1 similarity at which the validation folds' would-be pseudo-labels (top-1
     identity above the new_whale threshold, `min_margin` ahead of the runner-up) are right at least
     `min_precision` of the time, counted on at least `min_support` images; a new_whale image that
-    would be taken counts as wrong. Returns (similarity, or inf when no cut qualifies, and the
-    curve: similarity, taken, precision at every cut), so the rule can say why nothing was taken."""
+    would be taken counts as wrong. With `share`, the precision is that of validation images
+    importance-weighted to that new share (min_support still counts images). Returns (similarity,
+    or inf when no cut qualifies, and the curve: similarity, taken, precision at every cut), so the
+    rule can say why nothing was taken."""
     if "truth" not in val_topk:
         raise ValueError("pseudo-label calibration needs the validation truth ('truth' column of the top-k table)")
     images, top_ids, top_sims, _, eligible = pseudo_label_candidates(val_topk, threshold, min_margin)
     truth = val_topk.drop_duplicates("image").set_index("image")["truth"].loc[images].to_numpy()
+    is_new = truth == NEW_WHALE
+    weight = np.ones(len(truth)) if share is None else class_weights(is_new, float(is_new.mean()), share)
     top = top_sims[eligible]
     right = top_ids[eligible] == truth[eligible]
     order = np.argsort(-top, kind="stable")
-    top, right = top[order], right[order]
+    top, right, weight = top[order], right[order], weight[eligible][order]
     taken = np.arange(1, len(top) + 1)
-    precision = np.cumsum(right) / np.maximum(taken, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.cumsum(weight * right) / np.cumsum(weight)
     # A cut can only fall between different similarities: ties are taken together.
     cut = np.r_[top[1:] != top[:-1], True] if len(top) else np.zeros(0, dtype=bool)
     curve = pd.DataFrame({"similarity": top[cut], "taken": taken[cut], "precision": precision[cut]})
@@ -90,11 +100,12 @@ def calibrate_pseudo_label_similarity(
 
 
 def calibrated_pseudo_label_cut(
-    val_topk: pd.DataFrame, threshold: float, min_precision: float, min_margin: float
+    val_topk: pd.DataFrame, threshold: float, min_precision: float, min_margin: float, share: float | None = None
 ) -> tuple[float, dict]:
-    """match.pseudo_labels.min_similarity: auto -- the cut the validation folds support, and what
-    it took there (inf and a logged reason when no cut reaches the precision)."""
-    similarity, curve = calibrate_pseudo_label_similarity(val_topk, threshold, min_precision, min_margin)
+    """match.pseudo_labels.min_similarity: auto -- the cut the validation folds support (at the
+    new `share`, if given), and what it took there (inf and a logged reason when no cut reaches
+    the precision)."""
+    similarity, curve = calibrate_pseudo_label_similarity(val_topk, threshold, min_precision, min_margin, share=share)
     at = curve[curve["similarity"] >= similarity]
     found = bool(np.isfinite(similarity))
     report = {
@@ -103,6 +114,7 @@ def calibrated_pseudo_label_cut(
         "validation_images": int(val_topk["image"].nunique()),
         "validation_taken": int(at["taken"].max()) if found else 0,
         "validation_precision": float(at["precision"].iloc[-1]) if found else None,
+        "new_share": share,
     }
     if found:
         log.info(

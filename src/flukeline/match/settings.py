@@ -91,6 +91,10 @@ class EnsembleSettings(RankingSettings):
 
     ensemble: FusionSettings = nested_default(FusionSettings)
     pseudo_labels: PseudoLabelSettings = nested_default(PseudoLabelSettings)
+    # The share of new individuals the threshold (and the decision cuts) are chosen for: auto, the
+    # EM estimate from the test photos' own scores; validation, the validation folds' share; or a
+    # number the user knows (match/new_share.py; bench/results/new_share.md measured auto).
+    new_share: str | float = "auto"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,6 +175,7 @@ class MatchSettings(SearchSettings):
     """The whole match section."""
 
     use_leaks: bool = False  # a test photo duplicating training photos lists their ids first
+    new_share: str | float = EnsembleSettings.new_share
     ensemble: EnsembleSection = nested_default(EnsembleSection)
     local: LocalSection = nested_default(LocalSection)
     pseudo_labels: PseudoLabelSection = nested_default(PseudoLabelSection)

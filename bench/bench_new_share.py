@@ -1,0 +1,255 @@
+"""The new-individual decision when the test's share of new individuals differs from validation's
+(issue 30), measured on finished runs without training anything again.
+
+For each finished workflow folder given (the demo default, the demo with detect.method none, an
+Omniglot run, ...), the final ensemble's validation and test top-k tables are kept as they are and
+the test photos are subsampled (known or new photos dropped, seeded) to test new shares of 10%,
+25%, 50% and 70%, beside the test as generated. Per share (mean over the seeds):
+
+- the estimated share (match/new_share.py: EM on validation-calibrated P(new), and how often its
+  bootstrap interval holds the truth) against the true share;
+- MAP@5 at the validation-calibrated threshold (match.new_share: validation), at the estimated
+  share's threshold (auto), at the true share's threshold (the best any share estimate can do) and
+  at the best threshold in hindsight (chosen on the subsample's own truth), and the all-new_whale
+  baseline (every list only new_whale: MAP@5 = the new share);
+- AUROC of new vs known on the calibrated P(new) and on the top score;
+- the automatic "new individual" decisions (match/decisions.py at its default 0.95 target, for the
+  share used): the share of photos decided new, their precision, and the share of the truly new
+  photos decided new.
+
+    .venv/bin/python -m bench.bench_new_share RUN_DIR [RUN_DIR ...] [--seeds 5] [--out bench/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from bench.bench_peers import truth_file
+from bench.common import environment, markdown_table, write_part
+from flukeline.core.metrics import NEW_WHALE
+from flukeline.core.retrieval import best_threshold, map5_by_threshold, threshold_grid
+from flukeline.match.decision_calibration import fit_calibrator, photo_evidence
+from flukeline.match.decisions import NEW, decide
+from flukeline.match.new_share import estimate_new_share
+from flukeline.match.new_whale_threshold import decide_threshold
+from flukeline.match.settings import DecisionSettings, EnsembleSettings
+from flukeline.match.tables import to_wide
+
+SHARES = (0.10, 0.25, 0.50, 0.70)
+
+
+def subsample(is_new: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the largest subsample with the given new share: every photo of the scarcer side
+    kept, the other side drawn without replacement."""
+    new, known = np.flatnonzero(is_new), np.flatnonzero(~is_new)
+    if share * len(known) / (1 - share) <= len(new):
+        n_new, n_known = int(round(share * len(known) / (1 - share))), len(known)
+    else:
+        n_new, n_known = len(new), int(round(len(new) * (1 - share) / share))
+    return np.sort(np.r_[rng.choice(new, n_new, replace=False), rng.choice(known, n_known, replace=False)])
+
+
+class Run:
+    """A finished run's final ensemble tables, test truth and tables for the decisions."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        ensembles = sorted((folder / "results" / "match").glob("round*/ensemble"))
+        self.ensemble = ensembles[-1]
+        self.val_topk = pd.read_parquet(self.ensemble / "val_topk.parquet")
+        self.test_topk = pd.read_parquet(self.ensemble / "test_topk.parquet")
+        self.train = pd.read_parquet(folder / "results" / "data" / "train.parquet")
+        self.test = pd.read_parquet(folder / "results" / "data" / "test.parquet")
+        truth = pd.read_csv(truth_file(folder), dtype=str, keep_default_na=False).set_index("Image")["Id"]
+        self.settings = EnsembleSettings()
+        self.k = int(self.settings.top_k)
+        self.images, self.ids, self.sims = to_wide(self.test_topk, self.k)
+        self.truth = truth.loc[self.images].to_numpy()
+        self.is_new = self.truth == NEW_WHALE
+        self.grid = threshold_grid(self.settings.threshold_grid)
+        self.threshold_validation, _ = decide_threshold(self.val_topk, self.settings)
+        val = photo_evidence(self.val_topk)
+        val_new = (val["truth"].astype(str) == NEW_WHALE).to_numpy()
+        self.validation_share = float(val_new.mean())
+        test = photo_evidence(self.test_topk).set_index("unit").loc[self.images]
+        self.p_new = fit_calibrator(val, val_new.astype(float), increasing=False).predict(test)
+        self.top_score = test["top_score"].to_numpy()
+
+    def map5(self, rows: np.ndarray, threshold: float) -> float:
+        return float(map5_by_threshold(self.truth[rows], self.ids[rows], self.sims[rows], [threshold], self.k)[0])
+
+    def measure(self, rows: np.ndarray, seed: int) -> dict:
+        """Every figure of one subsample."""
+        images = set(self.images[rows])
+        test_topk = self.test_topk[self.test_topk["image"].isin(images)]
+        estimate = estimate_new_share(self.val_topk, test_topk, seed=seed)
+        true_share = float(self.is_new[rows].mean())
+        threshold_estimated, _ = decide_threshold(self.val_topk, self.settings, estimate.estimate)
+        threshold_true, _ = decide_threshold(self.val_topk, self.settings, true_share)
+        _, hindsight, _ = best_threshold(self.truth[rows], self.ids[rows], self.sims[rows], self.grid, self.k)
+        is_new = self.is_new[rows]
+        both = 0 < is_new.mean() < 1
+        out = {
+            "photos": len(rows),
+            "true_share": true_share,
+            "estimated_share": estimate.estimate,
+            "interval": [estimate.low, estimate.high],
+            "interval_holds_truth": bool(estimate.low <= true_share <= estimate.high),
+            "map5_validation_threshold": self.map5(rows, self.threshold_validation),
+            "map5_estimated_share_threshold": self.map5(rows, threshold_estimated),
+            "map5_true_share_threshold": self.map5(rows, threshold_true),
+            "map5_hindsight": float(hindsight),
+            "map5_all_new_whale": true_share,
+            "thresholds": {"validation": self.threshold_validation, "estimated": threshold_estimated},
+            "auroc_p_new": float(roc_auc_score(is_new, self.p_new[rows])) if both else None,
+            "auroc_top_score": float(roc_auc_score(is_new, -self.top_score[rows])) if both else None,
+        }
+        test = self.test[self.test["image"].isin(images)]
+        truth = pd.Series(self.truth, index=self.images)
+        for name, share in (("validation", None), ("estimated", estimate.estimate)):
+            table, *_ = decide(self.val_topk, test_topk, self.train, test, DecisionSettings(), seed=0, share=share)
+            new = table["decision"].to_numpy() == NEW
+            truly_new = truth.loc[table["Image"]].to_numpy() == NEW_WHALE
+            out[f"auto_new_{name}"] = {
+                "share": float(new.mean()),
+                "precision": float(truly_new[new].mean()) if new.any() else None,
+                "recall": float(new[truly_new].mean()) if truly_new.any() else None,
+            }
+        return out
+
+
+def mean_of(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Means over the seeds; the worst gap to hindsight and the worst estimation error."""
+    keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    out = {k: mean_of([r[k] for r in rows]) for k in keys}
+    out["interval_holds_truth"] = float(np.mean([r["interval_holds_truth"] for r in rows]))
+    out["worst_gap_estimated"] = max(r["map5_hindsight"] - r["map5_estimated_share_threshold"] for r in rows)
+    out["worst_gap_validation"] = max(r["map5_hindsight"] - r["map5_validation_threshold"] for r in rows)
+    out["worst_share_error"] = max(abs(r["estimated_share"] - r["true_share"]) for r in rows)
+    for name in ("validation", "estimated"):
+        out[f"auto_new_{name}"] = {
+            key: mean_of([r[f"auto_new_{name}"][key] for r in rows]) for key in ("share", "precision", "recall")
+        }
+    return out
+
+
+def bench_run(folder: Path, shares, seeds: int) -> dict:
+    run = Run(folder)
+    result = {
+        "run": str(folder),
+        "ensemble": str(run.ensemble),
+        "validation_share": run.validation_share,
+        "test_photos": len(run.images),
+        "test_share": float(run.is_new.mean()),
+        "threshold_validation": run.threshold_validation,
+        "shares": {},
+    }
+    everything = np.arange(len(run.images))
+    result["shares"]["as generated"] = summarise([run.measure(everything, seed=0)])
+    for share in shares:
+        rows = [run.measure(subsample(run.is_new, share, np.random.default_rng(seed)), seed) for seed in range(seeds)]
+        result["shares"][f"{share:.2f}"] = {**summarise(rows), "seeds": rows}
+    return result
+
+
+def tables(results: list[dict], command: str, env: dict) -> str:
+    lines = [
+        "# The new-individual decision at test new shares unlike validation's (issue 30)",
+        "",
+        f"{env['date']}, commit {env['git_commit']}, {env['cpu']}; `{command}`",
+        "",
+        "Each run's final ensemble tables as they are; test photos subsampled (known or new dropped,"
+        " seeded) to each new share; means over the seeds. MAP@5 at the validation-calibrated"
+        " threshold (`match.new_share: validation`), at the estimated share's (`auto`), at the true"
+        " share's, and at the best threshold in hindsight; all-new_whale = every list only new_whale."
+        " Gap = hindsight minus auto, worst seed. Automatic new: decisions at the 0.95 target, share of"
+        " photos / precision / share of the truly new photos taken.",
+        "",
+    ]
+    for result in results:
+        lines += [
+            f"## {result['run']}",
+            "",
+            f"validation new share {result['validation_share']:.3f}; test {result['test_photos']} photos,"
+            f" new share {result['test_share']:.3f}; validation threshold {result['threshold_validation']:.2f}",
+            "",
+        ]
+        header = [
+            "test share",
+            "photos",
+            "estimated (interval holds truth)",
+            "worst |error|",
+            "MAP@5 validation thr",
+            "MAP@5 auto",
+            "MAP@5 true-share thr",
+            "MAP@5 hindsight",
+            "worst gap auto",
+            "worst gap validation",
+            "all-new_whale",
+            "AUROC P(new) / top score",
+            "auto-new validation",
+            "auto-new auto",
+        ]
+        rows = []
+        for name, s in result["shares"].items():
+            rows.append(
+                [
+                    f"{name} ({s['true_share']:.3f})",
+                    f"{s['photos']:.0f}",
+                    f"{s['estimated_share']:.3f} ({s['interval_holds_truth']:.0%})",
+                    s["worst_share_error"],
+                    s["map5_validation_threshold"],
+                    s["map5_estimated_share_threshold"],
+                    s["map5_true_share_threshold"],
+                    s["map5_hindsight"],
+                    s["worst_gap_estimated"],
+                    s["worst_gap_validation"],
+                    s["map5_all_new_whale"],
+                    f"{s['auroc_p_new']:.3f} / {s['auroc_top_score']:.3f}",
+                    auto_new(s["auto_new_validation"]),
+                    auto_new(s["auto_new_estimated"]),
+                ]
+            )
+        lines += [markdown_table(header, rows), ""]
+    return "\n".join(lines)
+
+
+def auto_new(entry: dict) -> str:
+    def number(value):
+        return "-" if value is None else f"{value:.2f}"
+
+    return f"{number(entry['share'])} / {number(entry['precision'])} / {number(entry['recall'])}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="finished workflow folders (demo, Omniglot)")
+    parser.add_argument("--shares", nargs="+", type=float, default=list(SHARES))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+    command = "python -m bench.bench_new_share " + shlex.join(sys.argv[1:] if argv is None else argv)
+    env = environment()
+    started = time.perf_counter()
+    results = [bench_run(folder, args.shares, args.seeds) for folder in args.runs]
+    result = {"command": command, "environment": env, "seconds": time.perf_counter() - started, "runs": results}
+    write_part(args.out, "new_share", result, tables(results, command, env))
+    print(tables(results, command, env))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
