@@ -21,6 +21,10 @@ collects every part's table found in <out>):
                seed 0 (hard-linked copies; MAP@5, known top-1, new_whale F1, the fitted weight, pairs
                and seconds), and each matcher alone on the manta photos (--local-shortlist,
                --local-features)
+  peers        bench/bench_peers.py: the reference run (each member, the ensemble, the references)
+               beside Wildbook's HotSpotter (ibeis 2.6.0 in its own environment, bench/peers) on the
+               same catalogue and queries, and the matchers alone on the mantas and Omniglot beside it
+               (--quick: our rows of the tiny run only, no HotSpotter)
   real         real photos (bench/real_data.py): the omniglot preset for split seeds 0 and 1
                (references without training, every member, the ensemble; validation and test
                MAP@5 and known-identity top-1), and the manta photos through gallery-new/identify
@@ -37,16 +41,16 @@ import sys
 import time
 from pathlib import Path
 
-from bench import bench_local, real_data, suite
+from bench import bench_local, bench_peers, real_data, suite
 from bench.common import REPO, environment, write_part
 
-PARTS = ["speed", "incremental", "accuracy", "detector", "search", "real", "local"]
+PARTS = ["speed", "incremental", "accuracy", "detector", "search", "real", "local", "peers"]
 
 
 def summary(out: Path, command: str) -> str:
     """summary.md: every part's table found in `out`, with the machine and the command."""
     sections = []
-    for part in ["real", "local", "accuracy", "detector", "speed", "incremental", "search"]:
+    for part in ["real", "peers", "local", "accuracy", "detector", "speed", "incremental", "search"]:
         if (out / f"{part}.json").exists() and (out / f"{part}.md").exists():
             meta = json.loads((out / f"{part}.json").read_text())
             when = meta.get("environment", {}).get("date") or ""
@@ -138,7 +142,8 @@ def main(argv=None) -> int:
         if part == "search":
             suite.search(out, args.quick, args.cores)  # bench_search writes search.json/.md itself
         else:
-            runner = {"real": real_data.real, "local": bench_local.local}.get(part) or getattr(suite, part)
+            runners = {"real": real_data.real, "local": bench_local.local, "peers": bench_peers.peers}
+            runner = runners.get(part) or getattr(suite, part)
             result, table = runner(reference)
             result["command"] = command
             write_part(out, part, result, table)

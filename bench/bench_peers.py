@@ -188,6 +188,24 @@ def bench_set(name: str, workdir: Path, with_peer: bool = True) -> dict:
     }
 
 
+def peers(reference) -> tuple[dict, str]:
+    """The `peers` part of `python -m bench`: the reference run beside HotSpotter, and the matchers
+    alone on the mantas and Omniglot beside it. --quick: our rows of the tiny reference only (no
+    HotSpotter environment is built: it installs ibeis from the registry)."""
+    reference.ensure()
+    workdir = reference.workdir / "peers"
+    with_peer = not reference.quick
+    result = {
+        "environment": environment(),
+        "runs": {"reference": bench_run(reference.dir, workdir, with_peer)},
+        "sets_skipped": "--quick" if reference.quick else None,
+    }
+    if not reference.quick:
+        for name in ("mantas", "omniglot"):
+            result["runs"][name] = bench_set(name, workdir)
+    return result, peers_markdown(result)
+
+
 def _cell(value, digits: int = 3) -> str:
     return "" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
 

@@ -118,8 +118,19 @@ def test_quick_suite_writes_every_part_and_row(tiny_run, tmp_path):
     assert set(local["mantas"]) == {"sift", "sift, sift_contrast 0.01", "aliked_lightglue"}
     assert all(r["queries"] == 5 and 0 <= r["rank1_hits"] <= 5 for r in local["mantas"].values())
 
+    peers = json.loads((out / "peers.json").read_text())
+    # --quick: our rows of the tiny run, no HotSpotter and no real sets.
+    assert list(peers["runs"]) == ["reference"] and peers["sets_skipped"] == "--quick"
+    reference = peers["runs"]["reference"]
+    assert reference["known_queries"] > 0 and reference["local_over_hotspotter_rank1"] is None
+    ranked = [r for r in reference["rows"] if "rank1" in r and r["method"].startswith("ensemble")]
+    assert ranked and all(0.0 <= r["rank1"] <= r["rank5"] <= 1.0 for r in ranked)
+
     summary = (out / "summary.md").read_text()
-    headings = ("### Real", "### Local", "### Accuracy", "### Detector", "### Speed", "### Incremental", "### Search")
+    headings = (
+        *("### Real", "### Peers", "### Local", "### Accuracy"),
+        *("### Detector", "### Speed", "### Incremental", "### Search"),
+    )
     for heading in headings:
         assert heading in summary
     for name in ACCURACY_ROWS:
