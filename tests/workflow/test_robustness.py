@@ -18,19 +18,25 @@ from flukeline.core.images import read_image_rgb
 # --- whole-dataset problems, as the user sees them (Snakemake) ------------------------------------
 
 
+def ingest_through_snakemake(tmp_path, root):
+    """Snakemake's ingest of a user's Kaggle-layout data root (detect threshold, one core), not
+    stopping at a failure: the completed process."""
+    config = tmp_path / "kaggle.yaml"
+    config.write_text(
+        yaml.safe_dump({"data": {"source": "kaggle", "root": str(root)}, "detect": {"method": "threshold"}})
+    )
+    return snakemake(
+        tmp_path / "work", "--cores", "1", "results/data/train.parquet", configfiles=(config,), check=False
+    )
+
+
 def test_only_new_whale_training_set_stops_the_workflow_with_the_reason(tmp_path):
     """Through Snakemake on a user's data root: the ingest job fails, its log says why."""
     rows = "".join(f"n{i}.jpg,new_whale\n" for i in range(3))
     root = write_layout(
         tmp_path / "data", [], {f"n{i}.jpg": noise_jpeg(50 + i) for i in range(3)}, csv_text="Image,Id\n" + rows
     )
-    config = tmp_path / "kaggle.yaml"
-    config.write_text(
-        yaml.safe_dump({"data": {"source": "kaggle", "root": str(root)}, "detect": {"method": "threshold"}})
-    )
-    result = snakemake(
-        tmp_path / "work", "--cores", "1", "results/data/train.parquet", configfiles=(config,), check=False
-    )
+    result = ingest_through_snakemake(tmp_path, root)
     assert result.returncode != 0
     assert "Error in rule ingest" in result.stdout + result.stderr
     log = (tmp_path / "work" / "results" / "logs" / "ingest.log").read_text()
@@ -111,13 +117,7 @@ def test_a_failing_ingest_ends_the_console_with_the_reason(tmp_path):
     """A train.csv naming a file that is not an image: the console's last 5 lines hold the exact
     reason (the Snakefile's onerror), and the default profile printed the job's log above them."""
     root = write_layout(tmp_path / "data", [("phone.heic", "w_a")], {"phone.heic": b"not an image at all"})
-    config = tmp_path / "kaggle.yaml"
-    config.write_text(
-        yaml.safe_dump({"data": {"source": "kaggle", "root": str(root)}, "detect": {"method": "threshold"}})
-    )
-    result = snakemake(
-        tmp_path / "work", "--cores", "1", "results/data/train.parquet", configfiles=(config,), check=False
-    )
+    result = ingest_through_snakemake(tmp_path, root)
     assert result.returncode != 0
     console = (result.stdout + result.stderr).strip().splitlines()
     reason = "train.csv line 5: image 'phone.heic' is not a recognised image file"
