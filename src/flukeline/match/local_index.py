@@ -185,14 +185,15 @@ class DescriptorIndex:
         # distance is the farthest one found, so a missing normaliser still bounds the votes and a
         # missing neighbour votes 0.
         farthest = float(distances[~missing].max()) if (~missing).any() else 0.0
-        votes = lnbnn_votes(np.where(missing, farthest, distances), self.k)
+        distances = np.where(missing, farthest, distances)
+        votes = lnbnn_votes(distances, self.k)
         photos = np.where(missing[:, : self.k], -1, self.photo_of_row[np.maximum(rows[:, : self.k], 0)])
         identities = np.where(photos >= 0, self.identity_of_photo[np.maximum(photos, 0)], -1)
         return QueryVotes(
             best_vote_per_label(identities, votes, n_ids),
             best_vote_per_label(photos, votes, n_photos),
             len(descriptors),
-            np.where(missing[:, self.k], farthest, distances[:, self.k]).astype(np.float32),
+            distances[:, self.k].astype(np.float32),
         )
 
     def shortlist(self, votes: QueryVotes, identities: int, photos_per_identity: int) -> list[tuple[str, str]]:

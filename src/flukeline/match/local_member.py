@@ -206,10 +206,10 @@ def run_local_member(
     )
     scored_now = int(pairs.attrs.get("scored_now", len(pairs)))
     title = f"{method} ({features['train'].size})"
-    identities = identity_evidence(pairs, settings.local.score)
-    identities, calibration = calibrated_identities(
-        identities, train, out / "local_calibration.png", title, settings.local.score if normalisers else "inliers"
-    )
+    # Without normalisers (no SIFT, or score inliers) there are no weights to sum.
+    score = settings.local.score if normalisers is not None else "inliers"
+    identities = identity_evidence(pairs, score)
+    identities, calibration = calibrated_identities(identities, train, out / "local_calibration.png", title, score)
 
     val_topk, test_topk = identity_table(identities, "val", train), identity_table(identities, "test", train)
     # The member's own new_whale threshold is on probabilities: a fixed cosine setting means nothing here.
@@ -237,7 +237,7 @@ def run_local_member(
         "global_weights": weights,
         # What the ensemble gives an identity this member did not match (outside the shortlist).
         "outside_similarity": float(calibration(np.array([0.0]))[0]),
-        "score": settings.local.score if normalisers else "inliers",
+        "score": score,
         "evidence_calibration": calibration.to_dict(),
         "cost": cost,
     }
