@@ -102,11 +102,13 @@ def our_rows(run: Path, queries: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def hotspotter_row(run: Path, gallery: pd.DataFrame, queries: pd.DataFrame, workdir: Path) -> dict:
+def hotspotter_row(gallery: pd.DataFrame, queries: pd.DataFrame, folder: Path) -> dict:
+    """HotSpotter on a gallery (path, id, optional boxes) and queries (path, id), its database in
+    `folder`: known-identity rank-1 and rank-5, MAP@5 of the known queries, seconds per query."""
     from bench.peers.hotspotter import rank_scores, run_hotspotter
 
-    ranked, info = run_hotspotter(gallery.reset_index(), queries.reset_index(), workdir / run.name)
-    scores = rank_scores(ranked, queries.reset_index())
+    ranked, info = run_hotspotter(gallery, queries, folder)
+    scores = rank_scores(ranked, queries)
     return {
         "method": "HotSpotter (ibeis 2.6.0, untrained)",
         "rank1": scores["rank1"],
@@ -137,7 +139,7 @@ def bench_run(run: Path, workdir: Path, with_peer: bool = True) -> dict:
         local["seconds_per_query"] = local_seconds_per_query(run)
     if with_peer:
         start = time.perf_counter()
-        rows.append(hotspotter_row(run, gallery, queries, workdir))
+        rows.append(hotspotter_row(gallery.reset_index(), queries.reset_index(), workdir / run.name))
         rows[-1]["wall_s"] = round(time.perf_counter() - start, 1)
     peer = rows[-1] if with_peer else None
     ratio = (local["rank1"] / peer["rank1"]) if local and peer and peer.get("rank1") else None
@@ -165,18 +167,7 @@ def bench_set(name: str, workdir: Path, with_peer: bool = True) -> dict:
         alone = local_alone(gallery, queries, score=score)
         rows.append({"method": f"local matcher alone, score {score}", **alone})
     if with_peer:
-        from bench.peers.hotspotter import rank_scores, run_hotspotter
-
-        ranked, info = run_hotspotter(gallery, queries, folder / "hotspotter")
-        scores = rank_scores(ranked, queries)
-        rows.append(
-            {
-                "method": "HotSpotter (ibeis 2.6.0, untrained)",
-                "rank1": scores["rank1"],
-                "rank5": scores["rank5"],
-                "seconds_per_query": info["seconds_per_query_mean"],
-            }
-        )
+        rows.append(hotspotter_row(gallery, queries, folder / "hotspotter"))
     ours, peer = rows[0], rows[-1] if with_peer else None
     return {
         "run": f"bench.peers.splits.{name}",
@@ -268,9 +259,10 @@ def local_alone(
     only), an identity ranked by its evidence (match.local.score: its inliers weighed by LNBNN,
     nsum, or its best photo's inliers), ties by LNBNN. Known-identity rank-1, rank-5 and seconds
     per query; the same split as bench.peers.splits gives HotSpotter."""
-    from flukeline.match.local_index import DescriptorIndex, lnbnn_weights
+    from flukeline.match.local_index import DescriptorIndex
     from flukeline.match.local_matchers import SiftMatcher
     from flukeline.match.local_tables import identity_evidence
+    from flukeline.match.pair_scoring import SCORE_COLUMNS, pair_row
     from flukeline.match.photo_features import photo_keypoints
     from flukeline.match.settings import LocalFeatureSettings, LocalPairSettings
 
@@ -288,18 +280,12 @@ def local_alone(
         xy, descriptors, _ = photo_keypoints(str(path), whole, "sift", features)
         votes = index.query(descriptors)
         prepared = matcher.prepare(xy, descriptors)
-        matches = [matcher.match(prepared, photo[:2]) for photo in found]
-        pairs = pd.DataFrame(
-            {
-                "split": "test",
-                "query": str(path),
-                "fold": -1,
-                "gallery_id": gallery["id"].astype(str).to_numpy(),
-                "identity_rank": 0,
-                "inliers": [m.inliers for m in matches],
-                "evidence_features": [m.query_features for m in matches],
-                "evidence_weights": [lnbnn_weights(votes.normalisers, m.query_features, m.distances) for m in matches],
-            }
+        # Each pair's columns as the member scores them (no points kept for a page).
+        scored = [
+            pair_row(matcher.match(prepared, photo[:2]), (1, 1), False, None, votes.normalisers) for photo in found
+        ]
+        pairs = pd.DataFrame(scored, columns=list(SCORE_COLUMNS)).assign(
+            split="test", query=str(path), fold=-1, gallery_id=gallery["id"].astype(str).to_numpy(), identity_rank=0
         )
         evidence = identity_evidence(pairs, score).set_index("gallery_id")["evidence"]
         lnbnn = dict(zip(index.identities, votes.identity_scores))
