@@ -64,3 +64,16 @@ def test_a_useless_member_gets_no_weight_and_the_fit_beats_every_member_alone():
     assert report["val_map5"] >= max(report["val_map5_member_alone"].values())
     assert report["val_map5"] >= report["val_map5_configured_weights"]
     assert report["val_map5_member_alone"]["good"] > report["val_map5_member_alone"]["noise"]
+
+
+def test_a_tie_with_a_member_alone_goes_to_that_member_not_to_a_mixture_near_the_configured_weights():
+    # The mantas' shape: two validation photos, which the local member ranks right with large
+    # probabilities and the embedding member wrong; many mixtures tie the local member's corner.
+    local = _table([("q0", "w0", 1.0, "w0"), ("q0", "w1", 0.0, "w0"), ("q1", "w1", 1.0, "w1"), ("q1", "w0", 0.0, "w1")])
+    cosine = _table(
+        [("q0", "w1", 0.9, "w0"), ("q0", "w0", 0.6, "w0"), ("q1", "w0", 0.9, "w1"), ("q1", "w1", 0.6, "w1")]
+    )
+    weights, report = fit_weights({"cosine": cosine, "local": local}, {"cosine": 1.0, "local": 0.0}, GRID, 0.1)
+    assert report["val_map5"] == 1.0 and report["val_map5_member_alone"]["local"] == 1.0
+    # 0.5 / 0.5 also ranks validation right (it is nearer the configured weights); the corner wins.
+    assert weights == {"cosine": 0.0, "local": 1.0}
