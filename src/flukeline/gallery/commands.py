@@ -83,6 +83,11 @@ def register(subparsers) -> None:
     p.add_argument("--top", type=int, default=5, help=top_help)
     out_help = "also write the lists as CSV (photo, rank, id, similarity, threshold; id new_whale: a new individual)"
     p.add_argument("--out", help=out_help)
+    local_help = (
+        "rank by the embeddings alone, at their own threshold (default: a gallery whose run fused the "
+        "local-feature matcher matches the photos with it too, as the run did)"
+    )
+    p.add_argument("--no-local", dest="local", action="store_false", help=local_help)
     add_threads(p, default=2)
 
     p = add_command(

@@ -68,6 +68,8 @@ def read_manifest(folder) -> dict:
     manifest["train"] = absolute(manifest.get("train"))
     if manifest["detect"].get("model"):
         manifest["detect"]["model"] = absolute(manifest["detect"]["model"])
+    if manifest.get("local"):
+        manifest["local"]["train_features"] = absolute(manifest["local"]["train_features"])
     for member in manifest["members"]:
         member["models"] = [absolute(p) for p in member["models"]]
         member["embeddings"] = [absolute(p) for p in member.get("embeddings", [])]
@@ -80,17 +82,31 @@ def match_settings(manifest: dict) -> SearchSettings:
 
 
 def manifest_from_run(
-    out_dir, train, detect: dict, detect_model, align: dict, match: dict, members: list[dict], ensemble_summary
+    out_dir,
+    train,
+    detect: dict,
+    detect_model,
+    align: dict,
+    match: dict,
+    members: list[dict],
+    ensemble_summary,
+    local: dict | None = None,
 ) -> Path:
     """gallery.json for a workflow run. members: {name, size, weight, models, embeddings} with
     one model and one embeddings table per fold; the threshold and the member weights are the final
-    ensemble's (its summary.json: weights fitted on validation replace the configured ones)."""
+    ensemble's (its summary.json: weights fitted on validation replace the configured ones).
+    local: the local-feature member's settings and files (gallery/local_matching.py's local_section)."""
+    from flukeline.gallery.local_matching import local_section
+
     out_dir = Path(out_dir)
-    summary = json.loads(Path(ensemble_summary).read_text())
-    # With a local-feature member the ensemble's weights and threshold are those of the fused
-    # score, which the gallery (embeddings only) cannot compute: it takes the embedding members'
-    # own fit, which the ensemble records beside it.
-    summary = summary.get("without_local") or summary
+    full = json.loads(Path(ensemble_summary).read_text())
+    # The top-level weights and threshold are the embedding members' own fit (the ensemble records
+    # it beside the fused one): what identify uses without the local matcher (--no-local), and
+    # what calibrate-gallery recalibrates. The fused ensemble's are in the `local` section.
+    summary = full.get("without_local") or full
+    section = local_section(local, full, members) if local else None
+    if section:
+        section["train_features"] = relative_path(section["train_features"], out_dir)
     fitted = summary.get("members", {})
     manifest = {
         "source": "workflow run",
@@ -109,6 +125,7 @@ def manifest_from_run(
             }
             for m in members
         ],
+        **({"local": section} if section else {}),
     }
     return write_manifest(out_dir, manifest)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +38,12 @@ def photo_table(photos) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["image", "split", "path", "width", "height", "photo"])
 
 
-def crop_photos(images: pd.DataFrame, manifest: dict, work_dir, threads: int = 1) -> dict[str, pd.DataFrame]:
-    """Detection, alignment and crops of `images` at every member size, as the workflow does
-    for test images: size -> the align table embed reads."""
+def crop_photos(
+    images: pd.DataFrame, manifest: dict, work_dir, threads: int = 1, extra_sizes=()
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Detection, alignment and crops of `images` at every member size (and `extra_sizes`: the
+    local matcher's crops), as the workflow does for test images: (size -> the align table embed
+    reads, the detect boxes)."""
     from flukeline.align.crops import crop_images
     from flukeline.align.settings import AlignSettings
     from flukeline.align.transforms import estimate_transforms
@@ -48,14 +52,15 @@ def crop_photos(images: pd.DataFrame, manifest: dict, work_dir, threads: int = 1
     masks, keypoints, boxes = detect_photos(images, manifest, work_dir, threads)
     align = AlignSettings.from_params(manifest["align"])
     transforms = estimate_transforms(images, keypoints, boxes, align)
-    sizes = sorted({m["size"] for m in manifest["members"]})
+    sizes = sorted({m["size"] for m in manifest["members"]} | set(extra_sizes))
     # The run's box-crop margin and padding (align.margin, align.padding), so that identify crops as the run did.
-    return {
+    crops = {
         size: crop_images(
             images, transforms, masks, size, float(align.margin), work_dir / size, threads, padding=align.padding
         )
         for size in sizes
     }
+    return crops, boxes
 
 
 def detect_photos(images: pd.DataFrame, manifest: dict, work_dir: Path, threads: int = 1):
@@ -105,14 +110,39 @@ def embed_crops(member: dict, crops: pd.DataFrame, flip: bool, threads: int = 1)
     return fused_embeddings(tables, crops["image"], "test", flip)
 
 
-def embed_photos(photos, manifest: dict, threads: int = 1) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """(photo table, member name -> fused embeddings in photo order)."""
+@dataclass
+class PhotoViews:
+    """New photos as a gallery matches them: the photo table, member name -> fused embeddings
+    (photo order), and with a local matcher each photo's local features (xy, descriptors, frame)."""
+
+    images: pd.DataFrame
+    vectors: dict[str, np.ndarray]
+    local: list | None = None
+
+
+def photo_views(photos, manifest: dict, threads: int = 1, local=None, embed: bool = True) -> PhotoViews:
+    """The photos' embeddings (unless not `embed`) and, with `local` (gallery/local_matching.py's
+    GalleryLocal), their local features, from one detection and alignment."""
+    from flukeline.gallery.local_matching import query_features
+
     images = photo_table(photos)
     flip = bool(match_settings(manifest).flip_fusion)
+    extra = [local.crop_size] if local is not None and local.crop_size else []
     with tempfile.TemporaryDirectory(prefix="flukeline-identify-") as work:
-        crops = crop_photos(images, manifest, work, threads)
-        vectors = {m["name"]: embed_crops(m, crops[m["size"]], flip, threads) for m in manifest["members"]}
-    return images, vectors
+        crops, boxes = crop_photos(images, manifest, work, threads, extra)
+        vectors = (
+            {m["name"]: embed_crops(m, crops[m["size"]], flip, threads) for m in manifest["members"]} if embed else {}
+        )
+        features = None
+        if local is not None:
+            features = query_features(images, boxes, crops.get(local.crop_size), local)
+    return PhotoViews(images, vectors, features)
+
+
+def embed_photos(photos, manifest: dict, threads: int = 1) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """(photo table, member name -> fused embeddings in photo order)."""
+    views = photo_views(photos, manifest, threads)
+    return views.images, views.vectors
 
 
 def base_sightings(manifest: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -15,8 +15,9 @@ import pandas as pd
 from flukeline.core.errors import InputError
 from flukeline.core.io import write_parquet_atomic
 from flukeline.core.metrics import NEW_WHALE
+from flukeline.gallery.local_matching import GalleryLocal, SightingFeatures
 from flukeline.gallery.manifest import read_manifest
-from flukeline.gallery.photos import embed_photos, member_key
+from flukeline.gallery.photos import embed_photos, member_key, photo_views
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,13 @@ def add_sightings(gallery, photos, identity: str, threads: int = 1) -> pd.DataFr
         sha1s.append(sha1)
     if not fresh:
         return table.iloc[0:0]
-    images, vectors = embed_photos(fresh, manifest, threads)
+    matcher = GalleryLocal.of(manifest)
+    views = photo_views(fresh, manifest, threads, matcher)
+    images, vectors = views.images, views.vectors
+    if matcher is not None:  # the photos' local features, for identify's local matcher
+        store = SightingFeatures(manifest["folder"], matcher)
+        for sha1, features in zip(sha1s, views.local):
+            store.put(sha1, features)
     keys = {m["name"]: member_key(m, manifest) for m in manifest["members"]}
     when = datetime.now(UTC).isoformat(timespec="seconds")
     rows = sighting_rows(images["path"].tolist(), sha1s, [identity] * len(fresh), [when] * len(fresh), vectors, keys)

@@ -34,6 +34,17 @@ class PairCalibration:
         base = np.interp(s, self.x, self.y) if len(self.x) else np.zeros_like(s)
         return (1.0 - TIE_BREAK) * base + TIE_BREAK * s / (s + self.scale)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> PairCalibration:
+        """The calibration to_dict wrote (a local member's summary.json, a gallery's manifest)."""
+        return cls(
+            np.asarray(values["x"], np.float64),
+            np.asarray(values["y"], np.float64),
+            float(values["scale"]),
+            int(values.get("positives", 0)),
+            int(values.get("negatives", 0)),
+        )
+
     def to_dict(self) -> dict:
         return {
             "method": "isotonic regression on validation pairs (+ strictly increasing tie-break)",
