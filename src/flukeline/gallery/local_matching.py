@@ -217,6 +217,7 @@ def local_topk(
     top-k table, weight in the embedding ensemble)) and, for SIFT photo features, the LNBNN
     shortlist over every catalogue descriptor; pairs verified, evidence calibrated."""
     from flukeline.match.ensemble import ensemble_topk
+    from flukeline.match.local_member import query_features
     from flukeline.match.local_shortlist import catalogue_index, catalogue_votes, with_lnbnn_pairs
     from flukeline.match.local_tables import identity_evidence, identity_table
     from flukeline.match.pair_scoring import score_pairs
@@ -227,18 +228,21 @@ def local_topk(
     shortlist = int(settings.local.shortlist)
     pairs = embedding_shortlist(images, ranking["test"], photos, embedding, embedding_topk, shortlist)
     features = {"train": gallery, "test": queries}
+    query_tables = query_features(features, settings)
     normalisers = None
     lnbnn = settings.local.score == "lnbnn" or int(settings.local.lnbnn_identities) > 0
     if local.method == "sift" and lnbnn and len(photos):
         index = catalogue_index(photos, gallery, settings.local, threads)
-        votes = catalogue_votes(ranking, features, index)
+        votes = catalogue_votes(ranking, query_tables, index)
         add = int(settings.local.lnbnn_identities) if gallery.frames is not None else 0
         pairs = with_lnbnn_pairs(pairs, ranking, votes, index, add, int(settings.local.photos_per_identity))
         if settings.local.score == "lnbnn":
             normalisers = {key: v.normalisers for key, v in votes.items()}
     else:
         pairs = pairs.assign(lnbnn=np.float32(0.0))
-    pairs, _ = score_pairs(pairs, features, settings.local, threads, method=local.method, normalisers=normalisers)
+    pairs, _ = score_pairs(
+        pairs, features, settings.local, threads, method=local.method, normalisers=normalisers, queries=query_tables
+    )
     score = local.score if normalisers is not None else "inliers"
     identities = identity_evidence(pairs, score)
     identities["probability"] = local.calibration(identities["evidence"]).astype(np.float32)

@@ -87,6 +87,55 @@ class LocalFeatures:
         lo, hi = self.offsets[i], self.offsets[i + 1]
         return self.xy[lo:hi], self.descriptors[lo:hi]
 
+    def with_mirrors(self) -> LocalFeatures:
+        """The same table with each image's SIFT features followed by those of its mirror image
+        (N -> 2N rows): as queries, they verify a gallery photo of either side. Feature i >= N of an
+        image is feature i - N mirrored: its descriptor's bins permuted (mirror_sift) and its point
+        mirrored to x' = -1 - x (negative: `unmirrored` gives the photo's point back). The points
+        must mirror too: MAGSAC's homographies preserve orientation (OpenCV rejects a reflecting
+        sample as degenerate), so mirrored descriptors at the original points never verify."""
+        if self.method != "sift":
+            raise InputError(f"match.local.mirrors: needs SIFT descriptors, not {self.method}'s")
+        xy, descriptors = [], []
+        for image in self.images:
+            own_xy, own = self.get(image)
+            xy += [own_xy, np.column_stack([-1.0 - own_xy[:, 0], own_xy[:, 1]]).astype(np.float32)]
+            descriptors += [own, mirror_sift(own)]
+        counts = np.diff(self.offsets) * 2
+        return LocalFeatures(
+            self.method,
+            self.size,
+            self.images,
+            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            np.concatenate(xy) if xy else self.xy,
+            np.concatenate(descriptors) if descriptors else self.descriptors,
+            self.seconds_per_image,
+            self.key + "+mirrors",
+            self.frames,
+        )
+
+
+# SIFT's 128 bins are 4 x 4 cells (rows, columns) x 8 orientations. A keypoint's descriptor in the
+# horizontally mirrored image is its own with the cell rows reversed and orientation o -> -o (mod 8):
+# the keypoint's orientation mirrors with the image, so its canonical patch mirrors about the
+# orientation axis (measured with OpenCV's SIFT on the manta photos: the same keypoints' descriptors
+# in the mirrored photo at RootSIFT distance 0.00-0.10, against 0.42-0.58 unpermuted).
+MIRROR_SIFT = np.arange(128).reshape(4, 4, 8)[::-1][:, :, (8 - np.arange(8)) % 8].ravel()
+
+
+def mirror_sift(descriptors: np.ndarray) -> np.ndarray:
+    """SIFT descriptors (N x 128) of the same keypoints in the horizontally mirrored image."""
+    return descriptors[:, MIRROR_SIFT]
+
+
+def unmirrored(xy: np.ndarray) -> np.ndarray:
+    """Points of a with_mirrors table as points of the photo (a mirrored feature's x' = -1 - x
+    back to x; the others, x >= 0, unchanged)."""
+    if len(xy) == 0 or xy[:, 0].min() >= 0:
+        return xy
+    x = np.where(xy[:, 0] < 0, -1.0 - xy[:, 0], xy[:, 0])
+    return np.column_stack([x, xy[:, 1]]).astype(np.float32)
+
 
 def root_sift(descriptors: np.ndarray) -> np.ndarray:
     """RootSIFT (Arandjelovic & Zisserman 2012): L1-normalised, square-rooted SIFT, so that the L2

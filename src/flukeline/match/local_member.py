@@ -102,18 +102,32 @@ def pairs_table(pairs: pd.DataFrame, identities: pd.DataFrame) -> pd.DataFrame:
     return table.merge(own, on=EVIDENCE_KEYS, how="left", validate="many_to_one")
 
 
-def catalogue_normalisers(train, features, ranking, settings: LocalMatchSettings, threads: int, pairs):
+def query_features(features: dict[str, LocalFeatures], settings: LocalMatchSettings) -> dict[str, LocalFeatures]:
+    """The tables the queries' features are read from: the features themselves, or with
+    `match.local.mirrors` (SIFT) each followed by its mirrored descriptors (with_mirrors)."""
+    if not settings.local.mirrors:
+        return features
+    if features["train"].method != "sift":
+        log.warning(
+            "match.local.mirrors: %s features cannot be mirrored: matched as they are", features["train"].method
+        )
+        return features
+    return {split: table.with_mirrors() for split, table in features.items()}
+
+
+def catalogue_normalisers(train, features, ranking, settings: LocalMatchSettings, threads: int, pairs, queries=None):
     """The pairs with `lnbnn` (and the LNBNN pairs, photo features only: on the demo's aligned
     crops they lowered known-identity rank-1, bench/results/local.md) and each query's LNBNN
     normalisers, which weigh its inliers (score lnbnn), or the pairs with lnbnn 0 and None where
-    neither is asked for or the method is no SIFT (its descriptors are no RootSIFT)."""
+    neither is asked for or the method is no SIFT (its descriptors are no RootSIFT). queries: the
+    tables the queries' features are read from (query_features; default the features)."""
     local = settings.local
     weigh = local.score == "lnbnn"
     add_pairs = int(local.lnbnn_identities) > 0 and features["train"].frames is not None
     if features["train"].method != "sift" or not (weigh or add_pairs):
         return pairs.assign(lnbnn=np.float32(0.0)), None
     index = catalogue_index(train, features["train"], local, threads)
-    votes = catalogue_votes(ranking, features, index)
+    votes = catalogue_votes(ranking, queries or features, index)
     identities = int(local.lnbnn_identities) if add_pairs else 0
     pairs = with_lnbnn_pairs(pairs, ranking, votes, index, identities, int(local.photos_per_identity))
     return pairs, ({key: v.normalisers for key, v in votes.items()} if weigh else None)
@@ -198,11 +212,19 @@ def run_local_member(
     views = member_views(members, folds, embedding_paths, train, test_images, bool(settings.flip_fusion))
 
     pairs = shortlist_pairs(train, test_images, ranking, views, weights, int(settings.local.shortlist))
-    pairs, normalisers = catalogue_normalisers(train, features, ranking, settings, threads, pairs)
+    queries = query_features(features, settings)
+    pairs, normalisers = catalogue_normalisers(train, features, ranking, settings, threads, pairs, queries)
     method = features["train"].method
     partial = out / ".pairs.partial.parquet"
     pairs, seconds = score_pairs(
-        pairs, features, settings.local, threads, method=method, checkpoint=partial, normalisers=normalisers
+        pairs,
+        features,
+        settings.local,
+        threads,
+        method=method,
+        checkpoint=partial,
+        normalisers=normalisers,
+        queries=queries,
     )
     scored_now = int(pairs.attrs.get("scored_now", len(pairs)))
     title = f"{method} ({features['train'].size})"

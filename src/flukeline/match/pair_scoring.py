@@ -20,7 +20,7 @@ from tqdm import tqdm
 from flukeline.core.errors import InputError
 from flukeline.core.io import write_atomic
 from flukeline.core.runtime import parallel_map
-from flukeline.match.local_features import LEARNED, LocalFeatures, torch_workers
+from flukeline.match.local_features import LEARNED, LocalFeatures, torch_workers, unmirrored
 from flukeline.match.local_index import lnbnn_weights
 from flukeline.match.local_matchers import PairMatch, SiftMatcher, make_matcher
 from flukeline.match.settings import LocalPairSettings
@@ -139,7 +139,7 @@ def pair_row(
         empty = np.zeros(0, np.float32)
         return match.matches, match.inliers, empty, empty, features, weights
     query_frame, gallery_frame = frames or (None, None)
-    q = as_fractions(match.query_xy[:MAX_POINTS], size, query_frame)
+    q = as_fractions(unmirrored(match.query_xy[:MAX_POINTS]), size, query_frame)
     g = as_fractions(match.gallery_xy[:MAX_POINTS], size, gallery_frame)
     return match.matches, match.inliers, q, g, features, weights
 
@@ -179,13 +179,16 @@ def score_pairs(
     checkpoint: Path | None = None,
     points_for: tuple[str, ...] = ("test",),
     normalisers: Mapping[tuple[str, str], np.ndarray] | None = None,
+    queries: Mapping[str, LocalFeatures] | None = None,
 ) -> tuple[pd.DataFrame, float]:
     """pairs + matches, inliers and (for the `points_for` splits) the inlier points, streamed:
     `chunk` queries at a time, a progress bar over the pairs; and the seconds it took. Queries run
     on `threads` threads (OpenCV and torch release the GIL; LightGlue as torch_workers says). With
     `checkpoint`, the scored pairs are saved there every CHECKPOINT_SECONDS and a rerun resumes
     from them. `normalisers`: per (split, query) its descriptors' LNBNN normalisers (the catalogue
-    index's), which weigh each inlier (pair_row)."""
+    index's), which weigh each inlier (pair_row). `queries`: the tables the queries' own features
+    are read from ("train" for validation queries, "test") where they differ from the gallery's
+    (with_mirrors: each query's features and their mirrors)."""
     import cv2
 
     cv2.setNumThreads(1)  # our threads, not OpenCV's pool on top of them
@@ -195,8 +198,10 @@ def score_pairs(
     width = torch_workers(threads, matcher.device) if method in LEARNED else threads
     empty = (np.zeros((0, 2), np.float32), np.zeros((0, 128), features["train"].descriptors.dtype))
 
-    def lookup(split: str, image: str):
-        table = features[split]
+    queries = queries or features
+
+    def lookup(split: str, image: str, tables=features):
+        table = tables[split]
         return table.get(image) if image in table else empty
 
     def frame(split: str, image: str):
@@ -208,7 +213,7 @@ def score_pairs(
     def one_query(group: pd.DataFrame) -> list[tuple]:
         split = group["split"].iloc[0]
         source, name = ("train" if split == "val" else "test"), group["query"].iloc[0]
-        query = matcher.prepare(*lookup(source, name))
+        query = matcher.prepare(*lookup(source, name, queries))
         keep = split in points_for
         own = None if normalisers is None else normalisers.get((split, name))
         return [
@@ -220,7 +225,7 @@ def score_pairs(
 
     groups = [g for _, g in pairs.groupby(["split", "query"], sort=False)]
     ordered = pd.concat(groups, ignore_index=True) if groups else pairs.iloc[:0].copy()
-    key = pairs_key(ordered, features, settings, method)
+    key = pairs_key(ordered, {**features, **{f"{s} queries": t for s, t in queries.items()}}, settings, method)
     results, first, covered = resumed_results(groups, ordered, key, checkpoint)
 
     def save() -> None:

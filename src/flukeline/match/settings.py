@@ -134,6 +134,11 @@ class LocalPairSettings(StageSettings):
     # inlier count. lnbnn ranked the right individual first more often on every set we measured
     # (bench/results/local.md, "Verified inliers weighed by LNBNN"); see match/local_tables.py.
     score: str = "lnbnn"
+    # Mirrored views the same individual (faces, symmetric marks): each query's SIFT descriptors
+    # are matched as they are and mirrored (local_features.mirror_sift), so a photo of the other
+    # side can verify (by a reflecting homography). Off for chiral marks (flukes, fins, flanks,
+    # characters: a mirrored b is a d); workflow/presets/face.yaml turns it on.
+    mirrors: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
