@@ -166,6 +166,9 @@ def bench_set(name: str, workdir: Path, with_peer: bool = True) -> dict:
     for score in ("lnbnn", "inliers"):
         alone = local_alone(gallery, queries, score=score)
         rows.append({"method": f"local matcher alone, score {score}", **alone})
+    # match.local.mirrors (the face preset's): each query matched as it is and mirrored.
+    alone = local_alone(gallery, queries, score="lnbnn", mirrors=True)
+    rows.append({"method": "local matcher alone, score lnbnn, mirrors", **alone})
     if with_peer:
         rows.append(hotspotter_row(gallery, queries, folder / "hotspotter"))
     ours, peer = rows[0], rows[-1] if with_peer else None
@@ -251,14 +254,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def local_alone(
-    gallery: pd.DataFrame, queries: pd.DataFrame, long_side: int | None = None, score: str = "lnbnn"
+    gallery: pd.DataFrame,
+    queries: pd.DataFrame,
+    long_side: int | None = None,
+    score: str = "lnbnn",
+    mirrors: bool = False,
 ) -> dict:
     """Our local matcher alone on a gallery (path, id) and queries (path, id), as the local
     member runs it on whole photos: chips at long_side (own size below it), LNBNN over every
     catalogue descriptor, every catalogue photo verified (RootSIFT, ratio, MAGSAC; small sets
     only), an identity ranked by its evidence (match.local.score: its inliers weighed by LNBNN,
-    nsum, or its best photo's inliers), ties by LNBNN. Known-identity rank-1, rank-5 and seconds
-    per query; the same split as bench.peers.splits gives HotSpotter."""
+    nsum, or its best photo's inliers), ties by LNBNN; with `mirrors` each query's features also
+    mirrored (match.local.mirrors). Known-identity rank-1, rank-5 and seconds per query; the same
+    split as bench.peers.splits gives HotSpotter."""
+    from flukeline.match.local_features import pack_features
     from flukeline.match.local_index import DescriptorIndex
     from flukeline.match.local_matchers import SiftMatcher
     from flukeline.match.local_tables import identity_evidence
@@ -278,6 +287,8 @@ def local_alone(
     ranks, start = [], time.perf_counter()
     for path, identity in zip(known["path"], known["id"]):
         xy, descriptors, _ = photo_keypoints(str(path), whole, "sift", features)
+        if mirrors:
+            xy, descriptors = pack_features("sift", "photo", ["q"], [(xy, descriptors)]).with_mirrors().get("q")
         votes = index.query(descriptors)
         prepared = matcher.prepare(xy, descriptors)
         # Each pair's columns as the member scores them (no points kept for a page).
@@ -298,6 +309,7 @@ def local_alone(
         "rank5": float(np.mean(ranks <= 5)),
         "long_side": features.long_side,
         "score": score,
+        "mirrors": mirrors,
         "seconds_per_query": (time.perf_counter() - start) / max(1, len(ranks)),
     }
 
