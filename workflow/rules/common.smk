@@ -125,6 +125,11 @@ CATALOGUE = latest_catalogue(config["data"]["catalogue"])
 def ingest_input(wildcards):
     # A generated root is a rule output (a directory); a user's data root is an existing folder.
     inputs = {"root": DATA_ROOT} if GENERATED_DATA else {"train_csv": f"{DATA_ROOT}/train.csv"}
+    if not GENERATED_DATA:
+        # The test photos' order and metadata (date, place, side; flukeline.data.metadata): an edit reruns ingest.
+        for name in ("sample_submission.csv", "test.csv"):
+            if Path(DATA_ROOT, name).is_file():
+                inputs[name.replace(".", "_")] = f"{DATA_ROOT}/{name}"
     return inputs | ({"catalogue": str(CATALOGUE)} if CATALOGUE else {})
 
 

@@ -17,7 +17,8 @@ decision and one set of probabilities cover them all. On validation, an encounte
 within its fold.
 
 Written: results/decisions.csv (Image, decision, Id, candidate, p_correct, p_new, top_score, margin,
-encounter, photos), results/decisions/summary.json (targets, thresholds, validation shares and
+encounter, photos, then the test table's date, location, latitude, longitude and viewpoint where it
+has them), results/decisions/summary.json (targets, thresholds, validation shares and
 precision, test shares), calibration.json (the two fitted models) and reliability.png (the report's
 reliability curve). Precision against the test truth, where one exists, is the evaluate stage's
 (`flukeline decision-scores`): this stage never reads it."""
@@ -37,6 +38,7 @@ from flukeline.core.figures import new_figure, save_figure
 from flukeline.core.folds import validation_truth
 from flukeline.core.io import write_csv_atomic, write_json_atomic
 from flukeline.core.metrics import NEW_WHALE
+from flukeline.data.metadata import metadata_columns
 from flukeline.match.decision_calibration import (
     OperatingPoint,
     choose_threshold,
@@ -256,6 +258,9 @@ def decide_test_photos(
             "photos": per_photo["size"].astype(int).to_numpy(),
         }
     )[DECISION_COLUMNS]
+    # Date, place and side of each photo where ingest read them (flukeline.data.metadata), for the reader.
+    for column in metadata_columns(test):
+        table[column] = test[column].to_numpy()
     return table, units
 
 
