@@ -127,9 +127,9 @@ def ingest_input(wildcards):
     inputs = {"root": DATA_ROOT} if GENERATED_DATA else {"train_csv": f"{DATA_ROOT}/train.csv"}
     if not GENERATED_DATA:
         # The test photos' order and metadata (date, place, side; flukeline.data.metadata): an edit reruns ingest.
-        for name in ("sample_submission.csv", "test.csv"):
+        for key, name in (("sample_submission", "sample_submission.csv"), ("test_metadata", "test.csv")):
             if Path(DATA_ROOT, name).is_file():
-                inputs[name.replace(".", "_")] = f"{DATA_ROOT}/{name}"
+                inputs[key] = f"{DATA_ROOT}/{name}"
     return inputs | ({"catalogue": str(CATALOGUE)} if CATALOGUE else {})
 
 
@@ -211,6 +211,10 @@ FINAL_ENSEMBLE = f"results/match/round{FINAL_ROUND}/ensemble"
 # ensemble in its weights.
 SEARCH = SearchSettings.pick(config["match"])
 ENSEMBLE = EnsembleSettings.pick(config["match"])
+# match.scope.mirrored_sides auto: a mirrored photo is the same animal (embed.flip_as_new_identity
+# false), so a mirrored left may match a right (match/scope.py).
+if ENSEMBLE.get("scope", {}).get("mirrored_sides", "auto") == "auto":
+    ENSEMBLE["scope"] = {**ENSEMBLE.get("scope", {}), "mirrored_sides": not config["embed"]["flip_as_new_identity"]}
 DECISION = {**DecisionSettings.pick(config["match"]["decision"]), "seed": config["seed"]}
 
 

@@ -55,6 +55,10 @@ def register(subparsers) -> None:
         required=True,
         help="Parquet of test images taken for the next round",
     )
+    add_option(
+        p, "--train", "train_path", default=None, help="train.parquet: the date, place and side match.scope reads"
+    )
+    add_option(p, "--test", "test_path", default=None, help="test.parquet: the test photos' date, place and side")
 
     p = add_command(
         subparsers,

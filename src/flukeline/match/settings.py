@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from flukeline.core.errors import InputError
 from flukeline.core.settings import StageSettings, nested_default
 
 
@@ -86,10 +87,44 @@ class PseudoLabelSection(PseudoLabelSettings):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScopeSettings(StageSettings):
+    """Which identities a photo may be matched with, from the date, place and side recorded with
+    the photos (match/scope.py). Each rule applies only where both photos carry its value, so
+    without metadata nothing changes."""
+
+    section: ClassVar[str] = "match.scope"
+
+    # Sides that cannot show the same marks are never candidates (left vs right, front-left vs
+    # front-right); on by default: it acts only where both photos have a viewpoint.
+    viewpoint: bool = True
+    # auto: left and right are one side when embed.flip_as_new_identity is false (a mirrored photo
+    # is the same animal, so a mirrored left may match a right); true / false: say so.
+    mirrored_sides: str | bool = "auto"
+    compatible: tuple = ()  # [[a, b], ...] viewpoint pairs compatible whatever the rule says
+    incompatible: tuple = ()  # [[a, b], ...] viewpoint pairs never compared
+    # Off by default: animals move between sites; on, a photo is matched within its own site.
+    same_site: bool = False
+    within_km: float | None = None  # catalogue photos farther than this (latitude/longitude) are out
+    # A photo cannot match an individual first seen after it (off: catalogues are not always dated in order).
+    date_order: bool = False
+
+    def __post_init__(self):
+        if self.mirrored_sides not in ("auto", True, False):
+            raise InputError(f"match.scope.mirrored_sides must be auto, true or false, got {self.mirrored_sides!r}")
+        if self.within_km is not None and not float(self.within_km) > 0:
+            raise InputError(f"match.scope.within_km must be a positive distance or null, got {self.within_km!r}")
+        for name in ("compatible", "incompatible"):
+            for pair in getattr(self, name):
+                if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                    raise InputError(f"match.scope.{name}: each entry is a pair of viewpoints, got {pair!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class EnsembleSettings(RankingSettings):
     """The ensemble step: fusion of the members' tables, calibration, pseudo-labels."""
 
     ensemble: FusionSettings = nested_default(FusionSettings)
+    scope: ScopeSettings = nested_default(ScopeSettings)
     pseudo_labels: PseudoLabelSettings = nested_default(PseudoLabelSettings)
     # The share of new individuals the threshold (and the decision cuts) are chosen for: auto, the
     # EM estimate from the test photos' own scores; validation, the validation folds' share; or a
@@ -180,3 +215,4 @@ class MatchSettings(SearchSettings):
     local: LocalSection = nested_default(LocalSection)
     pseudo_labels: PseudoLabelSection = nested_default(PseudoLabelSection)
     decision: DecisionSettings = nested_default(DecisionSettings)
+    scope: ScopeSettings = nested_default(ScopeSettings)
