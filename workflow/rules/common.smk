@@ -216,6 +216,17 @@ ENSEMBLE = EnsembleSettings.pick(config["match"])
 if ENSEMBLE.get("scope", {}).get("mirrored_sides", "auto") == "auto":
     ENSEMBLE["scope"] = {**ENSEMBLE.get("scope", {}), "mirrored_sides": not config["embed"]["flip_as_new_identity"]}
 DECISION = {**DecisionSettings.pick(config["match"]["decision"]), "seed": config["seed"]}
+# The decide rule's embeddings (new individuals grouped, match/new_groups.py): the final round's
+# members, every fold, with each table's fold.
+_DECIDE_TABLES = (
+    [(m, f) for m in MEMBERS for f in CV_FOLDS] if config["match"]["decision"]["new_groups"]["enabled"] else []
+)
+DECIDE_EMBEDDINGS = [f"results/embed/round{FINAL_ROUND}/{m}/fold{f}/embeddings.parquet" for m, f in _DECIDE_TABLES]
+DECIDE_EMBEDDINGS_OPTION = (
+    f" --embeddings {quoted(DECIDE_EMBEDDINGS)} --embedding-folds {' '.join(str(f) for _, f in _DECIDE_TABLES)}"
+    if _DECIDE_TABLES
+    else ""
+)
 
 
 def match_dir(round_, member):

@@ -195,6 +195,31 @@ class LocalMatchSettings(RankingSettings):
 
 
 @dataclass(frozen=True, kw_only=True)
+class NewGroupSettings(StageSettings):
+    """New individuals grouped across a batch (match/new_groups.py): provisional ids new_0001 ..."""
+
+    section: ClassVar[str] = "match.decision.new_groups"
+
+    enabled: bool = True
+    # The pairwise precision the grouping cut reaches on validation pairs: precision first, since
+    # a wrong pair merges two animals while a missed one only leaves a photo for the reviewer.
+    precision: float = 0.95
+    min_pairs: int = 10  # validation pairs the cut must take (fewer: no photos grouped)
+    # complete: every pair in a group at or above the cut (the conservative one) | average
+    linkage: str = "complete"
+    # Photos decided new are grouped, and those with P(new individual) at least this (review photos).
+    min_p_new: float = 0.5
+
+    def __post_init__(self):
+        if not 0 < float(self.precision) <= 1:
+            raise InputError(f"match.decision.new_groups.precision: {self.precision} is no precision in (0, 1]")
+        if self.linkage not in ("complete", "average"):
+            raise InputError(f"match.decision.new_groups.linkage must be complete or average, got {self.linkage!r}")
+        if not 0 <= float(self.min_p_new) <= 1:
+            raise InputError(f"match.decision.new_groups.min_p_new must lie in [0, 1], got {self.min_p_new}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class DecisionSettings(StageSettings):
     """results/decisions.csv: the lowest cuts at which validation reaches these precisions."""
 
@@ -203,6 +228,7 @@ class DecisionSettings(StageSettings):
     auto_accept_precision: float = 0.95
     auto_new_precision: float = 0.95
     min_support: int = 10  # validation photos a cut must take
+    new_groups: NewGroupSettings = nested_default(NewGroupSettings)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -146,9 +146,12 @@ def assemble_review(
                     "p_correct": _probability(row["p_correct"]),
                     "p_new": _probability(row["p_new"]),
                     "encounter": str(row.get("encounter", "") or "") if "encounter" in decided else "",
+                    # The provisional id of its new individual's group (match/new_groups.py).
+                    "new_group": str(row.get("new_group", "") or "") if "new_group" in decided else "",
                 }
             )
         queries.append(query)
+    _count_group_photos(queries)
     return {
         "score": score,
         "decisions": decided is not None,
@@ -159,6 +162,17 @@ def assemble_review(
         "correspondences": [],
         "queries": queries,
     }
+
+
+def _count_group_photos(queries: list[dict]) -> None:
+    """Each grouped query's group size (`new_group_photos`), for the page's label."""
+    sizes: dict[str, int] = {}
+    for query in queries:
+        if query.get("new_group"):
+            sizes[query["new_group"]] = sizes.get(query["new_group"], 0) + 1
+    for query in queries:
+        if query.get("new_group"):
+            query["new_group_photos"] = sizes[query["new_group"]]
 
 
 def _photo_descriptions(test: pd.DataFrame) -> dict[str, str]:
