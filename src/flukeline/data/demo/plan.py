@@ -39,6 +39,7 @@ class PlannedImage:
     grayscale: bool
     two_flukes: bool
     extreme_ratio: bool
+    viewpoint: str = ""  # left / right with the `flanks` knob (data/demo/field_records.py), else ""
 
 
 def unique_hex(rng, n, digits, taken=()):

@@ -47,6 +47,11 @@ _COMMON = {
     "grayscale_share": 0.30,  # exact share of grayscale (single-channel) images (Kaggle ~30%)
     # -- annotations ---------------------------------------------------------------------------
     "n_keypoints": 6,  # first n of KEYPOINT_NAMES written to annotations/keypoints.csv
+    # -- field records (data/demo/field_records.py; off: the files are those of before) --------
+    "metadata": False,  # encounter, date, location, latitude, longitude columns in train.csv and test.csv
+    "sites": 6,  # study sites, ~55 km apart
+    "home_site_prob": 0.8,  # chance an encounter is at the individual's home site
+    "flanks": False,  # each photo a left or right side (viewpoint column), the two sides marked differently
 }
 
 PRESETS: dict[str, dict] = {
@@ -147,11 +152,14 @@ def resolve_config(preset: str = "demo", overrides: dict | None = None) -> dict:
         "crop_prob",
         "horizon_prob",
         "blur_prob",
+        "home_site_prob",
     ):
         if not 0.0 <= float(cfg[knob]) <= 1.0:
             raise ValueError(f"demo knob {knob!r} must lie in [0, 1], got {cfg[knob]!r}")
     if not 1 <= int(cfg["n_keypoints"]) <= len(KEYPOINT_NAMES):
         raise ValueError(f"demo knob 'n_keypoints' must lie in 1..{len(KEYPOINT_NAMES)}, got {cfg['n_keypoints']!r}")
+    if int(cfg["sites"]) < 1:
+        raise ValueError(f"demo knob 'sites' must be >= 1, got {cfg['sites']!r}")
     if int(cfg["n_train"]) < 2 or int(cfg["n_test"]) < 1:
         raise ValueError("demo knobs 'n_train' >= 2 and 'n_test' >= 1 are required")
     return cfg
