@@ -44,3 +44,19 @@ def test_field_records_leave_the_other_files_alone_and_mark_the_two_sides_differ
     # Back to the plain knobs in the same folder: the plain files again, test.csv gone.
     generate_demo(root, tmp_path / "field/truth.csv", preset="tiny", seed=5, overrides=SMALL)
     assert _digests(tmp_path / "field") == plain
+
+
+def test_new_animals_may_have_several_test_photos():
+    from collections import Counter
+
+    from flukeline.data.demo.plan import plan_dataset
+    from flukeline.data.demo.presets import resolve_config
+
+    plain = plan_dataset(resolve_config("tiny", SMALL), 1)
+    grouped = plan_dataset(resolve_config("tiny", {**SMALL, "new_test_photos": 3}), 1)
+    new = [i for i in plain if i.split == "test" and i.label == "new_whale"]
+    assert max(Counter(i.individual for i in new).values()) == 1
+    counts = Counter(i.individual for i in grouped if i.split == "test" and i.label == "new_whale")
+    assert sorted(counts.values())[1:] == [3] * (len(counts) - 1) and sum(counts.values()) == len(new)
+    # Everything else (names, splits, labels) as without the knob.
+    assert [(i.name, i.split, i.label) for i in plain] == [(i.name, i.split, i.label) for i in grouped]

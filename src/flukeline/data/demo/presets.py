@@ -18,6 +18,7 @@ _COMMON = {
     # -- identities --------------------------------------------------------------------------
     "new_whale_share": 0.38,  # share of train images labelled new_whale (Kaggle: 38.1%)
     "test_new_share": 0.30,  # share of test images showing individuals absent from train
+    "new_test_photos": 1,  # test photos per individual absent from train (1: each a different animal)
     "identity_similarity": 0.3,  # 0 = independent animals .. 1 = identical; pulls outlines and
     #                              pigmentation towards a shared population template and fades
     #                              personal marks (nicks, spots, scars, rake marks)
@@ -158,6 +159,8 @@ def resolve_config(preset: str = "demo", overrides: dict | None = None) -> dict:
             raise ValueError(f"demo knob {knob!r} must lie in [0, 1], got {cfg[knob]!r}")
     if not 1 <= int(cfg["n_keypoints"]) <= len(KEYPOINT_NAMES):
         raise ValueError(f"demo knob 'n_keypoints' must lie in 1..{len(KEYPOINT_NAMES)}, got {cfg['n_keypoints']!r}")
+    if int(cfg["new_test_photos"]) < 1:
+        raise ValueError(f"demo knob 'new_test_photos' must be >= 1, got {cfg['new_test_photos']!r}")
     if int(cfg["sites"]) < 1:
         raise ValueError(f"demo knob 'sites' must be >= 1, got {cfg['sites']!r}")
     if int(cfg["n_train"]) < 2 or int(cfg["n_test"]) < 1:
