@@ -111,7 +111,8 @@ def _scope_rows(run: Path, scratch: Path, configs: list[Path]) -> list[dict]:
         wrong_side = wrong_site = 0
         for image, listed in zip(predictions["image"], lists):
             ids = [i for i in listed if i != NEW_WHALE]
-            side, site = query.at[image, "viewpoint"], query.at[image, "location"]
+            side = query.at[image, "viewpoint"] if side_of is not None else ""
+            site = query.at[image, "location"] if site_of is not None else ""
             wrong_side += bool(side) and any(side not in side_of.get(i, {side}) for i in ids)
             wrong_site += bool(site) and any(site not in site_of.get(i, {site}) for i in ids)
         removed = summary["scope"].get("test", {}).get("removed", 0)
@@ -187,6 +188,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_scope", description=__doc__)
     parser.add_argument("run", type=Path, help="a finished run with the demo's field records")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--name", default="scope", help="<out>/<name>.md and .json")
     parser.add_argument("--configfile", type=Path, nargs="+", required=True, help="the run's config files, in order")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
@@ -202,8 +204,8 @@ def main(argv=None) -> int:
         + "\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scope.md").write_text(text)
-    (args.out / "scope.json").write_text(
+    (args.out / f"{args.name}.md").write_text(text)
+    (args.out / f"{args.name}.json").write_text(
         json.dumps({"scope": scope_rows, "groups": group_rows}, indent=1, default=float)
     )
     print(text)

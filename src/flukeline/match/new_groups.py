@@ -9,7 +9,7 @@ plain and mirrored views averaged, then the members averaged; a member with seve
 each fold's test embeddings averaged), clustered by complete linkage (default: every pair inside
 a group at or above the cut) or average linkage. The cut is calibrated on validation pairs: the
 photos of each fold, embedded by the model that did not train on them, paired among themselves
-(known identities only); it is the lowest similarity at which the pairs above it are the same
+(each new_whale photo counted as an animal of its own); it is the lowest similarity at which the pairs above it are the same
 individual at least `precision` of the time, on at least `min_pairs` such pairs. No cut reaches
 it: every photo is a group of its own. Photos of one encounter are one animal: they are joined
 before the clustering (their similarity set to the maximum). The local matcher compares test
@@ -76,9 +76,9 @@ def photo_similarity(tables: dict[str, list[tuple[int, pd.DataFrame]]], images: 
 
 
 def validation_pairs(tables: dict[str, list[tuple[int, pd.DataFrame]]], train: pd.DataFrame) -> pd.DataFrame:
-    """Every pair of known-identity photos of one fold (fold, similarity averaged over the members
-    that embedded that fold out of training, same individual or not)."""
-    known = train[(train["id"] != NEW_WHALE) & (train["fold"] >= 0)]
+    """Every pair of photos of one fold (fold, similarity averaged over the members that embedded
+    that fold out of training, same individual or not; each new_whale photo its own animal)."""
+    known = train[train["fold"] >= 0]
     out = []
     folds = sorted({fold for member in tables.values() for fold, _ in member})
     for fold in folds:
@@ -94,7 +94,10 @@ def validation_pairs(tables: dict[str, list[tuple[int, pd.DataFrame]]], train: p
         ]
         mean = np.mean(sims, axis=0)
         upper = np.triu_indices(len(images), k=1)
-        ids = photos["id"].to_numpy()
+        # A new_whale photo is an animal of its own: its pairs count as different individuals.
+        # Conservative (two new_whale photos may show one animal), and it is what the test's new
+        # photos look like: animals the model never trained on, mostly one photo each.
+        ids = np.where(photos["id"] == NEW_WHALE, "new:" + photos["image"], photos["id"]).astype(str)
         out.append(pd.DataFrame({"fold": fold, "similarity": mean[upper], "same": ids[upper[0]] == ids[upper[1]]}))
     if not out:
         return pd.DataFrame({"fold": [], "similarity": [], "same": []})
