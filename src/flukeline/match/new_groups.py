@@ -8,9 +8,11 @@ Precision first: two photos' evidence is the cosine similarity of their embeddin
 plain and mirrored views averaged, then the members averaged; a member with several fold models,
 each fold's test embeddings averaged), clustered by complete linkage (default: every pair inside
 a group at or above the cut) or average linkage. The cut is calibrated on validation pairs: the
-photos of each fold, embedded by the model that did not train on them, paired among themselves
-(each new_whale photo counted as an animal of its own); it is the lowest similarity at which the pairs above it are the same
-individual at least `precision` of the time, on at least `min_pairs` such pairs. No cut reaches
+photos of each fold, embedded by the model that did not train on them (it trained on other photos
+of the same identities, so known animals' pairs look closer than new animals' would), paired among
+themselves, each new_whale photo counted as an animal of its own; it is the lowest similarity at
+which the pairs above it are the same individual at least `precision` of the time, on at least
+`min_pairs` such pairs. No cut reaches
 it: every photo is a group of its own. Photos of one encounter are one animal: they are joined
 before the clustering (their similarity set to the maximum). The local matcher compares test
 photos with the catalogue only, so no local evidence between test photos is used."""
