@@ -125,6 +125,11 @@ CATALOGUE = latest_catalogue(config["data"]["catalogue"])
 def ingest_input(wildcards):
     # A generated root is a rule output (a directory); a user's data root is an existing folder.
     inputs = {"root": DATA_ROOT} if GENERATED_DATA else {"train_csv": f"{DATA_ROOT}/train.csv"}
+    if not GENERATED_DATA:
+        # The test photos' order and metadata (date, place, side; flukeline.data.metadata): an edit reruns ingest.
+        for key, name in (("sample_submission", "sample_submission.csv"), ("test_metadata", "test.csv")):
+            if Path(DATA_ROOT, name).is_file():
+                inputs[key] = f"{DATA_ROOT}/{name}"
     return inputs | ({"catalogue": str(CATALOGUE)} if CATALOGUE else {})
 
 
@@ -206,7 +211,22 @@ FINAL_ENSEMBLE = f"results/match/round{FINAL_ROUND}/ensemble"
 # ensemble in its weights.
 SEARCH = SearchSettings.pick(config["match"])
 ENSEMBLE = EnsembleSettings.pick(config["match"])
+# match.scope.mirrored_sides auto: a mirrored photo is the same animal (embed.flip_as_new_identity
+# false), so a mirrored left may match a right (match/scope.py).
+if ENSEMBLE.get("scope", {}).get("mirrored_sides", "auto") == "auto":
+    ENSEMBLE["scope"] = {**ENSEMBLE.get("scope", {}), "mirrored_sides": not config["embed"]["flip_as_new_identity"]}
 DECISION = {**DecisionSettings.pick(config["match"]["decision"]), "seed": config["seed"]}
+# The decide rule's embeddings (new individuals grouped, match/new_groups.py): the final round's
+# members, every fold, with each table's fold.
+_DECIDE_TABLES = (
+    [(m, f) for m in MEMBERS for f in CV_FOLDS] if config["match"]["decision"]["new_groups"]["enabled"] else []
+)
+DECIDE_EMBEDDINGS = [f"results/embed/round{FINAL_ROUND}/{m}/fold{f}/embeddings.parquet" for m, f in _DECIDE_TABLES]
+DECIDE_EMBEDDINGS_OPTION = (
+    f" --embeddings {quoted(DECIDE_EMBEDDINGS)} --embedding-folds {' '.join(str(f) for _, f in _DECIDE_TABLES)}"
+    if _DECIDE_TABLES
+    else ""
+)
 
 
 def match_dir(round_, member):

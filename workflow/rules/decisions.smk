@@ -11,6 +11,8 @@ rule decide:
         ensemble_summary=f"{FINAL_ENSEMBLE}/summary.json",
         train="results/data/train.parquet",
         test="results/data/test.parquet",
+        # The final round's members' embeddings: the new individuals grouped (match.decision.new_groups).
+        embeddings=DECIDE_EMBEDDINGS,
     output:
         decisions="results/decisions.csv",
         summary="results/decisions/summary.json",
@@ -31,11 +33,12 @@ rule decide:
         runtime=by_attempt(5),
     params:
         decision=params_json(DECISION),
+        embeddings=DECIDE_EMBEDDINGS_OPTION,
     shell:
         "{FLUKELINE} decide --val-topk {input.val_topk:q} --test-topk {input.test_topk:q}"
         " --ensemble-summary {input.ensemble_summary:q} --train {input.train:q} --test {input.test:q}"
         " --params {params.decision:q} --out {output.decisions:q} --summary {output.summary:q}"
-        " --calibration {output.calibration:q} --figure {output.figure:q} > {log:q} 2>&1"
+        " --calibration {output.calibration:q} --figure {output.figure:q}{params.embeddings} > {log:q} 2>&1"
 
 
 if TEST_TRUTH:

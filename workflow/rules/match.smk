@@ -44,6 +44,9 @@ rule ensemble:
     input:
         # The local member (workflow/rules/local.smk, match.local) when on, as one more member folder.
         ensemble_input,
+        # The photos' date, place and side that match.scope reads (match/scope.py).
+        train="results/data/train.parquet",
+        test="results/data/test.parquet",
     output:
         # The candidates and the score the ensemble ranked by (summary.json "score": similarity or votes).
         val_topk="results/match/round{round}/ensemble/val_topk.parquet",
@@ -77,7 +80,8 @@ rule ensemble:
         out_dir=lambda w: f"results/match/round{w.round}/ensemble",
     shell:
         "{FLUKELINE} ensemble --members {params.members} --weights {params.weights} --params {params.match:q}"
-        " --round {wildcards.round} --out-dir {params.out_dir:q} --pseudo-labels {output.pseudo_labels:q} > {log:q} 2>&1"
+        " --round {wildcards.round} --out-dir {params.out_dir:q} --pseudo-labels {output.pseudo_labels:q}"
+        " --train {input.train:q} --test {input.test:q} > {log:q} 2>&1"
 
 
 rule submission:

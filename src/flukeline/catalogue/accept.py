@@ -3,8 +3,10 @@ confirmed photos that the next run trains on (data.catalogue; flukeline.data.cat
 
 Confirmed matches keep the id the person chose; confirmed new individuals get fresh ids
 (flk_0001, flk_0002, ... above every flk_ number in use, never an id the train table or the
-catalogue holds), one per new animal: photos sharing an encounter are one animal. A new row may
-also name its animal itself (an Id other than new_whale), which must then be an id nobody uses.
+catalogue holds), one per new animal: photos sharing an encounter are one animal, and so are
+photos given one provisional id new_0001, new_0002, ... (the groups of new individuals in
+decisions.csv, which the review page puts in its export). A new row may also name its animal
+itself (another Id than new_whale), which must then be an id nobody uses.
 `unsure` rows are left out.
 
 Nothing is overwritten: each accept writes the next version, catalogue-<N+1>.csv, holding the
@@ -36,11 +38,14 @@ from flukeline.data.catalogue_rows import (
     version_number,
 )
 from flukeline.data.csv_rows import csv_line, read_csv
+from flukeline.data.metadata import METADATA_COLUMNS, column_map
 
 log = logging.getLogger(__name__)
 
 DECISIONS = ("match", "new", "unsure")
 FRESH = re.compile(r"^flk_(\d+)$")
+# The provisional ids of new individuals grouped across a batch (decisions.csv new_group).
+PROVISIONAL = re.compile(r"^new_\d{4,}$")
 
 
 def sha1_of(path: Path) -> str:
@@ -148,7 +153,8 @@ def accept(
     versions = known.versions
     number = version_number(versions[-1]) + 1 if versions else 1
     target = catalogue_dir / f"catalogue-{number:04d}.csv"
-    table = pd.concat([known.previous[CATALOGUE_COLUMNS], added], ignore_index=True)
+    previous, added = _with_metadata(known.previous, added, known.test_of)
+    table = pd.concat([previous, added], ignore_index=True)
     write_exclusive(target, table)
     fresh = sorted({r["Id"] for r in rows if r["decision"] == "new"})
     summary = {
@@ -171,6 +177,25 @@ def accept(
     if gallery_dir is not None:
         summary["gallery_sightings"] = _add_to_gallery(gallery_dir, added, catalogue_dir, threads)
     return summary
+
+
+def _with_metadata(previous: pd.DataFrame, added: pd.DataFrame, test_of: pd.DataFrame):
+    """(the previous version's rows, the added rows), both with the metadata columns (date, place,
+    side; flukeline.data.metadata) that either the previous version or the run's test table has:
+    the catalogue keeps what was recorded with each photo, and the next ingest reads it back."""
+    renamed = previous.rename(columns=column_map(c for c in previous.columns if c not in CATALOGUE_COLUMNS))
+    columns = [c for c in METADATA_COLUMNS if c in renamed.columns or c in test_of.columns]
+    previous = renamed[CATALOGUE_COLUMNS + [c for c in columns if c in renamed.columns]].copy()
+    added = added.copy()
+    for column in columns:
+        if column not in previous:
+            previous[column] = ""
+        if column in test_of.columns:
+            values = test_of[column].reindex(added["Image"])
+            added[column] = ["" if pd.isna(v) else str(v) for v in values]
+        else:
+            added[column] = ""
+    return previous[CATALOGUE_COLUMNS + columns], added[CATALOGUE_COLUMNS + columns]
 
 
 def _checked_rows(export: pd.DataFrame, decisions_path: Path, known: _Known) -> tuple[list[dict], list[str]]:
@@ -248,7 +273,10 @@ def _assign_ids(rows: list[dict], known_ids: set, prefix: str) -> None:
     for r in rows:
         if r["decision"] == "new":
             r["animal"] = (
-                ("named", r["given"])
+                # new_0001 ...: a provisional group of the decide rule (match/new_groups.py), one animal.
+                ("group", r["given"])
+                if PROVISIONAL.match(r["given"])
+                else ("named", r["given"])
                 if r["given"] not in ("", NEW_WHALE)
                 else (("encounter", r["encounter"]) if r["encounter"] else ("photo", r["Image"]))
             )

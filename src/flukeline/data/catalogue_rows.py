@@ -23,6 +23,7 @@ import pandas as pd
 from flukeline.core.errors import InputError
 from flukeline.data.csv_encoding import csv_text
 from flukeline.data.csv_rows import csv_line, read_csv
+from flukeline.data.metadata import spellings
 
 CATALOGUE_COLUMNS = ["Image", "Id", "path", "decision", "encounter", "source"]
 VERSION_PATTERN = re.compile(r"^catalogue-(\d{4,})\.csv$")
@@ -56,7 +57,8 @@ def latest_catalogue(location: str | Path | None) -> Path | None:
 
 
 def read_catalogue(path: str | Path) -> pd.DataFrame:
-    return read_csv(Path(path), required=["Image", "Id", "path"], known=CATALOGUE_COLUMNS)
+    # Date, place and side of the photos (flukeline.data.metadata) may be columns too.
+    return read_csv(Path(path), required=["Image", "Id", "path"], known=[*CATALOGUE_COLUMNS, *spellings()])
 
 
 def catalogue_entries(path: str | Path | None, listed: dict[str, str], make_entry) -> list:

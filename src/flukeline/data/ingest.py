@@ -22,7 +22,9 @@ train.csv Id), test.parquet (the same without the ids and fold), rejected.csv (s
 problem), duplicates.csv (beside it unless given; group, split, image, id, kind, distance),
 id_groups.csv (beside it unless given; training_id, original_id, n_images, groups, reason) and,
 beside the train table, keypoints.parquet and boxes.parquet from the annotations
-(flukeline.data.annotations).
+(flukeline.data.annotations). The optional encounter, date, location, latitude, longitude and
+viewpoint columns of train.csv, the catalogue, sample_submission.csv or test.csv become columns of
+the image tables (flukeline.data.catalogue_rows, flukeline.data.metadata).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from flukeline.data.csv_rows import csv_line, read_csv
 from flukeline.data.duplicates import Photo, duplicates_table, find_groups, perceptual_hash, report_groups
 from flukeline.data.id_checks import id_problem, named_list, warn_ids_differing_in_case
 from flukeline.data.id_groups import group_ids
+from flukeline.data.metadata import TEST_METADATA, add_metadata, read_metadata, spellings
 from flukeline.data.settings import IngestSettings
 
 logger = logging.getLogger(__name__)
@@ -125,6 +128,9 @@ def ingest(
         raise InputError(f"data root {root} does not exist or is not a folder")
 
     train_entries, test_entries = _list_entries(root, test_order, catalogue, settings.new_label)
+    # Date, place and side (flukeline.data.metadata): checked before the long image decoding too.
+    train_metadata = read_metadata([root / "train.csv", catalogue])
+    test_metadata = read_metadata([root / "sample_submission.csv", root / TEST_METADATA])
     # Annotation mistakes are configuration errors: report them before the long image decoding.
     masks_dir, annotation_tables = load_annotations(
         root, annotations or {}, listed={entry.image for entry in train_entries + test_entries}
@@ -143,7 +149,9 @@ def ingest(
         photos, groups, merge_known=settings.group_duplicate_ids, group_new_whale=settings.group_new_whale_duplicates
     )
     train_df = _train_table(root, kept_train, grouping, catalogue, settings.folds, seed)
-    test_df = add_encounters(_table(kept_test, "test"), [root / "sample_submission.csv"])
+    test_df = add_encounters(_table(kept_test, "test"), [root / "sample_submission.csv", root / TEST_METADATA])
+    train_df = add_metadata(train_df, train_metadata, "train")
+    test_df = add_metadata(test_df, test_metadata, "test")
 
     summary = _summarise(train_df, test_df, len(rejected), settings.folds)
     summary.update(duplicate_summary)
@@ -280,7 +288,7 @@ def _list_train(root: Path, new_label: str = NEW_WHALE) -> list[_Entry]:
     if not (root / "train").is_dir():
         raise InputError(f"missing training image folder {root / 'train'}")
     folder = (root / "train").resolve()
-    table = read_csv(csv_path, required=["Image", "Id"], known=["encounter"], image_folders=[folder])
+    table = read_csv(csv_path, required=["Image", "Id"], known=["encounter", *spellings()], image_folders=[folder])
     entries, stripped = [], []
     for position, (image, label) in enumerate(zip(table["Image"].tolist(), table["Id"].tolist())):
         # The user's word for an unknown animal (data.new_label) is new_whale from here on.
@@ -313,7 +321,8 @@ def _list_test(root: Path, test_order: str) -> list[_Entry]:
     if use_submission:
         if not submission.is_file():
             raise InputError(f"test_order is 'sample_submission' but {submission} does not exist")
-        names = read_csv(submission, required=["Image"], known=["Id", "encounter"], image_folders=[folder])
+        known = ["Id", "encounter", *spellings()]
+        names = read_csv(submission, required=["Image"], known=known, image_folders=[folder])
         names = names["Image"].tolist()
         if not names:
             raise InputError(f"{submission} lists no test images")

@@ -55,6 +55,10 @@ def register(subparsers) -> None:
         required=True,
         help="Parquet of test images taken for the next round",
     )
+    add_option(
+        p, "--train", "train_path", default=None, help="train.parquet: the date, place and side match.scope reads"
+    )
+    add_option(p, "--test", "test_path", default=None, help="test.parquet: the test photos' date, place and side")
 
     p = add_command(
         subparsers,
@@ -72,6 +76,18 @@ def register(subparsers) -> None:
     add_option(p, "--summary", "summary_out", required=True, help="summary.json to write")
     add_option(p, "--calibration", "calibration_out", required=True, help="calibration.json to write")
     add_option(p, "--figure", "figure_out", required=True, help="reliability.png to write")
+    add_option(
+        p,
+        "--embeddings",
+        "embedding_paths",
+        nargs="*",
+        default=(),
+        help="the final round's members' embeddings.parquet (results/embed/round<r>/<member>/fold<k>/): new"
+        " individuals grouped (match.decision.new_groups); none: no new_group column",
+    )
+    add_option(
+        p, "--embedding-folds", "embedding_folds", nargs="*", type=int, default=(), help="the fold of each table"
+    )
 
     p = add_command(
         subparsers,

@@ -17,7 +17,9 @@ decision and one set of probabilities cover them all. On validation, an encounte
 within its fold.
 
 Written: results/decisions.csv (Image, decision, Id, candidate, p_correct, p_new, top_score, margin,
-encounter, photos), results/decisions/summary.json (targets, thresholds, validation shares and
+encounter, photos, then the test table's date, location, latitude, longitude and viewpoint where it
+has them, and new_group: the provisional id of a new individual's group, match/new_groups.py),
+results/decisions/summary.json (targets, thresholds, validation shares and
 precision, test shares), calibration.json (the two fitted models) and reliability.png (the report's
 reliability curve). Precision against the test truth, where one exists, is the evaluate stage's
 (`flukeline decision-scores`): this stage never reads it."""
@@ -37,6 +39,7 @@ from flukeline.core.figures import new_figure, save_figure
 from flukeline.core.folds import validation_truth
 from flukeline.core.io import write_csv_atomic, write_json_atomic
 from flukeline.core.metrics import NEW_WHALE
+from flukeline.data.metadata import metadata_columns
 from flukeline.match.decision_calibration import (
     OperatingPoint,
     choose_threshold,
@@ -256,6 +259,9 @@ def decide_test_photos(
             "photos": per_photo["size"].astype(int).to_numpy(),
         }
     )[DECISION_COLUMNS]
+    # Date, place and side of each photo where ingest read them (flukeline.data.metadata), for the reader.
+    for column in metadata_columns(test):
+        table[column] = test[column].to_numpy()
     return table, units
 
 
@@ -352,9 +358,12 @@ def run_decide(
     summary_out,
     calibration_out,
     figure_out,
+    embedding_paths=(),
+    embedding_folds=(),
 ) -> dict:
     """results/decisions.csv and results/decisions/{summary,calibration}.json, reliability.png.
-    params: DecisionSettings' keys plus "seed" (the decide rule's JSON)."""
+    params: DecisionSettings' keys plus "seed" (the decide rule's JSON). embedding_paths (with the
+    fold of each): the members' embeddings that group the new individuals (match/new_groups.py)."""
     values = dict(params or {})
     seed = int(values.pop("seed", 0))  # the rule passes the config's seed; 0 as the CLI's --seed
     settings = DecisionSettings.from_dict(values)
@@ -368,6 +377,16 @@ def run_decide(
         seed,
         ensemble_new_share(ensemble),
     )
+    if embedding_paths and settings.new_groups.enabled:
+        from flukeline.match.new_groups import group_new_photos, read_embeddings
+
+        table, summary["new_groups"] = group_new_photos(
+            table,
+            pd.read_parquet(test_path),
+            pd.read_parquet(train_path),
+            read_embeddings(embedding_paths, embedding_folds),
+            settings.new_groups,
+        )
     # The evidence's unit: the ensemble's mean similarity, or its vote share.
     summary["score"] = calibration["score"] = ensemble.get("score", "similarity")
     plot_reliability(*plot, figure_out)

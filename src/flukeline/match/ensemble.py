@@ -38,7 +38,7 @@ def query_order(queries: pd.Series, images: pd.Series) -> np.ndarray:
 
 
 def ensemble_topk(
-    members: dict[str, tuple[pd.DataFrame, float]], depth: int, fallbacks: dict[str, float] | None = None
+    members: dict[str, tuple[pd.DataFrame, float]], depth: int | None, fallbacks: dict[str, float] | None = None
 ) -> pd.DataFrame:
     """Weighted mean of member similarities (3rd place) over the union of their candidates; an
     identity missing from a member's list counts with that member's lowest listed similarity for
@@ -67,7 +67,8 @@ def ensemble_topk(
     # Queries keep their first-appearance order; within one, similarity descending, ties by id.
     union["order"] = query_order(union["image"].drop_duplicates(), union["image"])
     ordered = union.sort_values(["order", "similarity", "id"], ascending=[True, False, True], kind="stable")
-    ordered = ordered.groupby("image", sort=False).head(depth)
+    if depth is not None:
+        ordered = ordered.groupby("image", sort=False).head(depth)
     ordered["rank"] = ordered.groupby("image").cumcount()
     extra = [c for c in ("fold", "truth") if c in next(iter(members.values()))[0]]
     if extra:
@@ -224,13 +225,18 @@ def reweighting(share: dict) -> float | None:
     return None if share["setting"] == VALIDATION else share["used"]
 
 
-def average_members(members, settings: EnsembleSettings, round_, out: Path) -> Combined:
+def average_members(members, settings: EnsembleSettings, round_, out: Path, scope: Scoping | None = None) -> Combined:
     """Weighted mean similarities; the threshold calibrated on the validation folds (curve
-    written), for the share of new individuals that match.new_share names."""
+    written), for the share of new individuals that match.new_share names. With a `scope`, the
+    fused candidates are scoped (match/scope.py) before anything is calibrated on them."""
     k, depth = int(settings.top_k), int(settings.candidates)
     fallbacks = member_fallbacks(members)
-    val_topk = ensemble_topk(member_tables(members, "val_topk.parquet"), depth, fallbacks)
-    test_topk = ensemble_topk(member_tables(members, "test_topk.parquet"), depth, fallbacks)
+    # Scoped: every fused candidate first (the union of the members' lists), the depth after.
+    fused = depth if scope is None else None
+    val_topk = ensemble_topk(member_tables(members, "val_topk.parquet"), fused, fallbacks)
+    test_topk = ensemble_topk(member_tables(members, "test_topk.parquet"), fused, fallbacks)
+    if scope is not None:
+        val_topk, test_topk = scope.apply(val_topk, test_topk, depth)
     share = new_share_report(val_topk, test_topk, settings.new_share)
     threshold, curve = decide_threshold(val_topk, settings, reweighting(share))
     write_calibration(curve, threshold, out, title=f"ensemble, round {round_}")
@@ -238,13 +244,17 @@ def average_members(members, settings: EnsembleSettings, round_, out: Path) -> C
     return Combined(SIMILARITY, threshold, val_topk, test_topk, *lists, new_share=share)
 
 
-def vote_members(members, settings: EnsembleSettings, out: Path) -> Combined:
+def vote_members(members, settings: EnsembleSettings, out: Path, scope: Scoping | None = None) -> Combined:
     """Weighted vote over the members' lists. Nothing to calibrate: each member placed new_whale by
-    its own threshold; the mean of those is reported (and cuts the pseudo-labels)."""
+    its own threshold; the mean of those is reported (and cuts the pseudo-labels). With a `scope`,
+    the voted ids are scoped (match/scope.py) before the lists are cut."""
     k, depth = int(settings.top_k), int(settings.candidates)
     val_predictions = member_tables(members, "val_predictions.parquet")
     test_predictions = member_tables(members, "test_predictions.parquet")
-    val_votes, test_votes = vote_topk(val_predictions, k, depth), vote_topk(test_predictions, k, depth)
+    voted = depth if scope is None else None
+    val_votes, test_votes = vote_topk(val_predictions, k, voted), vote_topk(test_predictions, k, voted)
+    if scope is not None:
+        val_votes, test_votes = scope.apply(val_votes, test_votes, depth)
     thresholds = [pd.read_json(d / "summary.json", typ="series")["threshold"] for d, _ in members.values()]
     threshold = float(np.mean(thresholds))
     write_csv_atomic(
@@ -315,12 +325,42 @@ def without_local(members, settings: EnsembleSettings, share: float | None) -> d
     }
 
 
-def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_labels_path) -> None:
+@dataclass
+class Scoping:
+    """The run's match.scope (match/scope.py) and what it removed from each split's candidates."""
+
+    scope: object  # scope.Scope
+    reports: dict
+
+    def apply(self, val_topk: pd.DataFrame, test_topk: pd.DataFrame, depth: int):
+        from flukeline.match.scope import scope_topk
+
+        val_topk, self.reports["val"] = scope_topk(val_topk, self.scope, depth)
+        test_topk, self.reports["test"] = scope_topk(test_topk, self.scope, depth)
+        return val_topk, test_topk
+
+
+def run_scoping(settings: EnsembleSettings, train_path, test_path) -> tuple[Scoping | None, dict]:
+    """The scope of the run's image tables (None without metadata or with every rule off: the
+    ensemble is then exactly as without scope) and summary.json's scope entry."""
+    from flukeline.match.scope import build_scope, scope_report
+
+    if train_path is None or test_path is None:
+        return None, scope_report(None, {})
+    scope = build_scope(settings.scope, pd.read_parquet(train_path), pd.read_parquet(test_path))
+    return (Scoping(scope, {}) if scope is not None else None), scope_report(scope, {})
+
+
+def run_ensemble(
+    member_dirs, member_weights, params, round_, out_dir, pseudo_labels_path, train_path=None, test_path=None
+) -> None:
     """results/match/round<r>/ensemble/: the members' weighted average (threshold calibrated on
     the validation folds) or weighted vote, the top-k tables it ranked by (val_topk.parquet,
     test_topk.parquet; summary.json "score" says whether they hold similarities or vote shares),
-    and the pseudo-labels for round r + 1. params: EnsembleSettings' keys (the ensemble rule's JSON)."""
+    and the pseudo-labels for round r + 1. params: EnsembleSettings' keys (the ensemble rule's JSON).
+    train_path / test_path: the image tables, whose date, place and side match.scope reads."""
     settings = EnsembleSettings.of(params)
+    scoping, scope_summary = run_scoping(settings, train_path, test_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     method = settings.ensemble.method
@@ -332,9 +372,9 @@ def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_la
     if method == "average":
         # Members with weight 0 stay in the tables (their candidates count at weight 0).
         members, weight_fit = fitted_members(members, settings)
-        combined = average_members(members, settings, round_, out)
+        combined = average_members(members, settings, round_, out, scoping)
     elif method == "vote":
-        combined = vote_members(members, settings, out)
+        combined = vote_members(members, settings, out, scoping)
     else:
         raise ValueError(f"match.ensemble.method: unknown {method!r} (average, vote)")
     write_combined(combined, out)
@@ -353,6 +393,7 @@ def run_ensemble(member_dirs, member_weights, params, round_, out_dir, pseudo_la
         "pseudo_labels": len(labels),
         "pseudo_label_min_similarity": min_similarity if np.isfinite(min_similarity) else None,
         "pseudo_label_calibration": pseudo_calibration,
+        "scope": {**scope_summary, **(scoping.reports if scoping else {})},
     }
     if method == "average":
         reference = without_local(configured, settings, reweighting(combined.new_share))

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from flukeline.core.errors import InputError
 from flukeline.core.settings import StageSettings, nested_default
 
 
@@ -86,10 +87,44 @@ class PseudoLabelSection(PseudoLabelSettings):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScopeSettings(StageSettings):
+    """Which identities a photo may be matched with, from the date, place and side recorded with
+    the photos (match/scope.py). Each rule applies only where both photos carry its value, so
+    without metadata nothing changes."""
+
+    section: ClassVar[str] = "match.scope"
+
+    # Sides that cannot show the same marks are never candidates (left vs right, front-left vs
+    # front-right); on by default: it acts only where both photos have a viewpoint.
+    viewpoint: bool = True
+    # auto: left and right are one side when embed.flip_as_new_identity is false (a mirrored photo
+    # is the same animal, so a mirrored left may match a right); true / false: say so.
+    mirrored_sides: str | bool = "auto"
+    compatible: tuple = ()  # [[a, b], ...] viewpoint pairs compatible whatever the rule says
+    incompatible: tuple = ()  # [[a, b], ...] viewpoint pairs never compared
+    # Off by default: animals move between sites; on, a photo is matched within its own site.
+    same_site: bool = False
+    within_km: float | None = None  # catalogue photos farther than this (latitude/longitude) are out
+    # A photo cannot match an individual first seen after it (off: catalogues are not always dated in order).
+    date_order: bool = False
+
+    def __post_init__(self):
+        if self.mirrored_sides not in ("auto", True, False):
+            raise InputError(f"match.scope.mirrored_sides must be auto, true or false, got {self.mirrored_sides!r}")
+        if self.within_km is not None and not float(self.within_km) > 0:
+            raise InputError(f"match.scope.within_km must be a positive distance or null, got {self.within_km!r}")
+        for name in ("compatible", "incompatible"):
+            for pair in getattr(self, name):
+                if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                    raise InputError(f"match.scope.{name}: each entry is a pair of viewpoints, got {pair!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class EnsembleSettings(RankingSettings):
     """The ensemble step: fusion of the members' tables, calibration, pseudo-labels."""
 
     ensemble: FusionSettings = nested_default(FusionSettings)
+    scope: ScopeSettings = nested_default(ScopeSettings)
     pseudo_labels: PseudoLabelSettings = nested_default(PseudoLabelSettings)
     # The share of new individuals the threshold (and the decision cuts) are chosen for: auto, the
     # EM estimate from the test photos' own scores; validation, the validation folds' share; or a
@@ -165,6 +200,31 @@ class LocalMatchSettings(RankingSettings):
 
 
 @dataclass(frozen=True, kw_only=True)
+class NewGroupSettings(StageSettings):
+    """New individuals grouped across a batch (match/new_groups.py): provisional ids new_0001 ..."""
+
+    section: ClassVar[str] = "match.decision.new_groups"
+
+    enabled: bool = True
+    # The pairwise precision the grouping cut reaches on validation pairs: precision first, since
+    # a wrong pair merges two animals while a missed one only leaves a photo for the reviewer.
+    precision: float = 0.95
+    min_pairs: int = 10  # validation pairs the cut must take (fewer: no photos grouped)
+    # complete: every pair in a group at or above the cut (the conservative one) | average
+    linkage: str = "complete"
+    # Photos decided new are grouped, and those with P(new individual) at least this (review photos).
+    min_p_new: float = 0.5
+
+    def __post_init__(self):
+        if not 0 < float(self.precision) <= 1:
+            raise InputError(f"match.decision.new_groups.precision: {self.precision} is no precision in (0, 1]")
+        if self.linkage not in ("complete", "average"):
+            raise InputError(f"match.decision.new_groups.linkage must be complete or average, got {self.linkage!r}")
+        if not 0 <= float(self.min_p_new) <= 1:
+            raise InputError(f"match.decision.new_groups.min_p_new must lie in [0, 1], got {self.min_p_new}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class DecisionSettings(StageSettings):
     """results/decisions.csv: the lowest cuts at which validation reaches these precisions."""
 
@@ -173,6 +233,7 @@ class DecisionSettings(StageSettings):
     auto_accept_precision: float = 0.95
     auto_new_precision: float = 0.95
     min_support: int = 10  # validation photos a cut must take
+    new_groups: NewGroupSettings = nested_default(NewGroupSettings)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,3 +246,4 @@ class MatchSettings(SearchSettings):
     local: LocalSection = nested_default(LocalSection)
     pseudo_labels: PseudoLabelSection = nested_default(PseudoLabelSection)
     decision: DecisionSettings = nested_default(DecisionSettings)
+    scope: ScopeSettings = nested_default(ScopeSettings)

@@ -34,6 +34,7 @@ from flukeline.core.images import read_image_rgb
 from flukeline.core.io import write_bytes_atomic
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.core.runtime import parallel_map
+from flukeline.data.metadata import LATITUDE, LONGITUDE, metadata_columns
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ def assemble_review(
         undecided = sorted(set(test["image"]) - set(decided.index))
         if undecided:
             raise InputError(f"decisions: no decision for {len(undecided)} test image(s), e.g. {undecided[:3]}")
+    described = _photo_descriptions(test)
     queries = []
     for image in test["image"]:
         ids = predicted[image].split()
@@ -133,6 +135,8 @@ def assemble_review(
             "low_confidence": bool(close),
             "candidates": candidates,
         }
+        if described:
+            query["metadata"] = described[image]
         if decided is not None:
             row = decided.loc[image]
             query.update(
@@ -142,9 +146,12 @@ def assemble_review(
                     "p_correct": _probability(row["p_correct"]),
                     "p_new": _probability(row["p_new"]),
                     "encounter": str(row.get("encounter", "") or "") if "encounter" in decided else "",
+                    # The provisional id of its new individual's group (match/new_groups.py).
+                    "new_group": str(row.get("new_group", "") or "") if "new_group" in decided else "",
                 }
             )
         queries.append(query)
+    _count_group_photos(queries)
     return {
         "score": score,
         "decisions": decided is not None,
@@ -155,6 +162,32 @@ def assemble_review(
         "correspondences": [],
         "queries": queries,
     }
+
+
+def _count_group_photos(queries: list[dict]) -> None:
+    """Each grouped query's group size (`new_group_photos`), for the page's label."""
+    sizes: dict[str, int] = {}
+    for query in queries:
+        if query.get("new_group"):
+            sizes[query["new_group"]] = sizes.get(query["new_group"], 0) + 1
+    for query in queries:
+        if query.get("new_group"):
+            query["new_group_photos"] = sizes[query["new_group"]]
+
+
+def _photo_descriptions(test: pd.DataFrame) -> dict[str, str]:
+    """image -> its date, place and side in words ("2024-07-03 · Bay · left"), where the test
+    table has such columns (flukeline.data.metadata); {} without any."""
+    columns = metadata_columns(test)
+    if not columns:
+        return {}
+    texts = {}
+    for row in test[["image", *columns]].to_dict("records"):
+        parts = [str(row[c]) for c in columns if c not in (LATITUDE, LONGITUDE) and str(row[c] or "").strip()]
+        if LATITUDE in row and pd.notna(row[LATITUDE]) and pd.notna(row.get(LONGITUDE)):
+            parts.append(f"{row[LATITUDE]:.4f}, {row[LONGITUDE]:.4f}")
+        texts[row["image"]] = " · ".join(parts)
+    return texts
 
 
 def _point_list(value) -> np.ndarray:

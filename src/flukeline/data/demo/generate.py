@@ -8,7 +8,9 @@ Kaggle's long tail of images per identity and ~38% `new_whale` in train, one tas
 (in spawned worker processes when `workers` > 1).
 
 Written under `out_root`: train.csv, sample_submission.csv, train/*.jpg, test/*.jpg,
-annotations/masks/<stem>.png, annotations/keypoints.csv, annotations/boxes.csv.
+annotations/masks/<stem>.png, annotations/keypoints.csv, annotations/boxes.csv; with the
+`metadata` / `flanks` knobs also encounter, date, site and side columns in train.csv and a test.csv
+of the test photos' (data/demo/field_records.py).
 Written at `truth_path` (outside out_root; only the evaluation may read it): the test identities,
 plus `<truth stem>_attributes.csv` beside it with per-image rendering attributes.
 
@@ -29,6 +31,7 @@ import pandas as pd
 from flukeline.core.io import write_bytes_atomic
 from flukeline.core.runtime import parallel_map
 from flukeline.data.demo.camera import render_image
+from flukeline.data.demo.field_records import field_records, flank_stream, with_flanks
 from flukeline.data.demo.individual import KEYPOINT_NAMES, Individual, Population, make_individual, make_population
 from flukeline.data.demo.plan import (
     _COMPANION_SPAN_PX,
@@ -61,9 +64,20 @@ def build_individual(cfg: dict, seed: int, individual: int) -> Individual:
     )
 
 
+def _flank_individual(cfg: dict, seed: int, individual: int) -> Individual:
+    """The individual's right side, marked differently from its left (the `flanks` knob)."""
+    return make_individual(
+        stream_rng(seed, *flank_stream(individual)),
+        int(cfg["canonical_span_px"]),
+        _population(seed),
+        float(cfg["identity_similarity"]),
+    )
+
+
 def _render_task(task):
     cfg, seed, out_root, individual, images = task
     ind = build_individual(cfg, seed, individual)
+    right = _flank_individual(cfg, seed, individual) if any(i.viewpoint == "right" for i in images) else None
 
     def make_companion(rng):
         return make_individual(rng, _COMPANION_SPAN_PX, _population(seed), float(cfg["identity_similarity"]))
@@ -72,7 +86,7 @@ def _render_task(task):
     for image in images:
         rendered = render_image(
             stream_rng(seed, _STREAM_IMAGE, image.index),
-            ind,
+            right if image.viewpoint == "right" else ind,
             cfg,
             image.grayscale,
             image.two_flukes,
@@ -112,6 +126,8 @@ def generate_demo(out_root, truth_path, preset="demo", seed=0, workers=1, overri
     if truth_path.is_relative_to(out_root):
         raise ValueError(f"truth_path {truth_path} must lie outside out_root {out_root}")
     plan = plan_dataset(cfg, int(seed))
+    if cfg["flanks"]:
+        plan = with_flanks(plan, int(seed))
     for sub in ("train", "test", "annotations/masks"):
         (out_root / sub).mkdir(parents=True, exist_ok=True)
     truth_path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,6 +137,7 @@ def generate_demo(out_root, truth_path, preset="demo", seed=0, workers=1, overri
         by_individual.setdefault(image.individual, []).append(image)
     results = _render_individuals(cfg, int(seed), out_root, by_individual, workers)
     _write_tables(out_root, truth_path, cfg, results)
+    _write_field_records(out_root, cfg, int(seed), plan, results)
     _remove_stale_files(out_root, {image.name for image in plan})
 
     seconds = time.perf_counter() - started
@@ -216,6 +233,27 @@ def _write_tables(out_root: Path, truth_path: Path, cfg: dict, results) -> None:
     truth = pd.DataFrame([(img.name, img.label) for img, *_ in results if img.split == "test"], columns=["Image", "Id"])
     _write_csv_atomic(truth, truth_path)
     _write_csv_atomic(pd.DataFrame(attr_rows), attributes_path(truth_path))
+
+
+def _write_field_records(out_root: Path, cfg: dict, seed: int, plan: list[PlannedImage], results) -> None:
+    """With the `metadata` / `flanks` knobs (data/demo/field_records.py): train.csv again with the
+    field records' columns, and test.csv with the test photos'. Without them: nothing (and a
+    test.csv of an earlier run into the same folder removed)."""
+    if not (cfg["metadata"] or cfg["flanks"]):
+        (out_root / "test.csv").unlink(missing_ok=True)
+        return
+    records = field_records(plan, cfg, seed) if cfg["metadata"] else {}
+    rows = []
+    for image, *_ in results:
+        row = {"Image": image.name, "Id": image.label, "split": image.split, **records.get(image.name, {})}
+        if cfg["flanks"]:
+            row["viewpoint"] = image.viewpoint
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    train = table[table["split"] == "train"].drop(columns="split")
+    _write_csv_atomic(train, out_root / "train.csv")
+    # The test photos' records (ingest's test.csv); their identities stay in the truth file only.
+    _write_csv_atomic(table[table["split"] == "test"].drop(columns=["split", "Id"]), out_root / "test.csv")
 
 
 def _remove_stale_files(out_root: Path, names: set[str]) -> None:

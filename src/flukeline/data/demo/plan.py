@@ -39,6 +39,7 @@ class PlannedImage:
     grayscale: bool
     two_flukes: bool
     extreme_ratio: bool
+    viewpoint: str = ""  # left / right with the `flanks` knob (data/demo/field_records.py), else ""
 
 
 def unique_hex(rng, n, digits, taken=()):
@@ -72,7 +73,10 @@ def plan_dataset(cfg: dict, seed: int) -> list[PlannedImage]:
     for individual in np.sort(rng.choice(n_known, size=n_test_known, p=sizes / sizes.sum())):
         slots.append(("test", int(individual), ids[individual]))
     first_test_new = n_known + n_train_new
-    slots += [("test", first_test_new + k, "new_whale") for k in range(n_test_new)]
+    # Photos per new animal in test: 1 (the default) makes each a different animal; more give the
+    # new individuals several photos to be grouped (match/new_groups.py).
+    per_new = int(cfg["new_test_photos"])
+    slots += [("test", first_test_new + k // per_new, "new_whale") for k in range(n_test_new)]
 
     n = len(slots)
     names = unique_hex(rng, n, 9)

@@ -18,6 +18,7 @@ _COMMON = {
     # -- identities --------------------------------------------------------------------------
     "new_whale_share": 0.38,  # share of train images labelled new_whale (Kaggle: 38.1%)
     "test_new_share": 0.30,  # share of test images showing individuals absent from train
+    "new_test_photos": 1,  # test photos per individual absent from train (1: each a different animal)
     "identity_similarity": 0.3,  # 0 = independent animals .. 1 = identical; pulls outlines and
     #                              pigmentation towards a shared population template and fades
     #                              personal marks (nicks, spots, scars, rake marks)
@@ -47,6 +48,11 @@ _COMMON = {
     "grayscale_share": 0.30,  # exact share of grayscale (single-channel) images (Kaggle ~30%)
     # -- annotations ---------------------------------------------------------------------------
     "n_keypoints": 6,  # first n of KEYPOINT_NAMES written to annotations/keypoints.csv
+    # -- field records (data/demo/field_records.py; off: the files are those of before) --------
+    "metadata": False,  # encounter, date, location, latitude, longitude columns in train.csv and test.csv
+    "sites": 6,  # study sites, ~55 km apart
+    "home_site_prob": 0.8,  # chance an encounter is at the individual's home site
+    "flanks": False,  # each photo a left or right side (viewpoint column), the two sides marked differently
 }
 
 PRESETS: dict[str, dict] = {
@@ -147,11 +153,16 @@ def resolve_config(preset: str = "demo", overrides: dict | None = None) -> dict:
         "crop_prob",
         "horizon_prob",
         "blur_prob",
+        "home_site_prob",
     ):
         if not 0.0 <= float(cfg[knob]) <= 1.0:
             raise ValueError(f"demo knob {knob!r} must lie in [0, 1], got {cfg[knob]!r}")
     if not 1 <= int(cfg["n_keypoints"]) <= len(KEYPOINT_NAMES):
         raise ValueError(f"demo knob 'n_keypoints' must lie in 1..{len(KEYPOINT_NAMES)}, got {cfg['n_keypoints']!r}")
+    if int(cfg["new_test_photos"]) < 1:
+        raise ValueError(f"demo knob 'new_test_photos' must be >= 1, got {cfg['new_test_photos']!r}")
+    if int(cfg["sites"]) < 1:
+        raise ValueError(f"demo knob 'sites' must be >= 1, got {cfg['sites']!r}")
     if int(cfg["n_train"]) < 2 or int(cfg["n_test"]) < 1:
         raise ValueError("demo knobs 'n_train' >= 2 and 'n_test' >= 1 are required")
     return cfg
