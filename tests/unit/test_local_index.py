@@ -71,6 +71,25 @@ def test_ivf_search_agrees_with_the_exact_one_on_the_winner():
         assert exact.identities[exact.query(query).top_identities(1)[0]] == name
 
 
+@pytest.mark.parametrize("exact_below", [100_000, 10])
+def test_a_saved_index_loads_to_the_same_votes_and_fold_exclusion(tmp_path, exact_below):
+    rng = np.random.default_rng(4)
+    names, ids, folds, descriptors, marks = _catalogue(rng, identities=5, per_photo=50)
+    built = DescriptorIndex(names, ids, folds, descriptors, k=3, exact_below=exact_below, nprobe=4)
+    built.save(tmp_path / "index.npz")
+    loaded = DescriptorIndex.load(tmp_path / "index.npz")
+    assert (
+        loaded.exact == built.exact and len(loaded) == len(built) and list(loaded.identities) == list(built.identities)
+    )
+    query = np.clip(marks["id2"] + rng.integers(-6, 7, size=marks["id2"].shape), 0, 255).astype(np.uint8)
+    for fold in (None, 1):
+        a, b = built.query(query, exclude_fold=fold), loaded.query(query, exclude_fold=fold)
+        np.testing.assert_array_equal(a.identity_scores, b.identity_scores)
+        np.testing.assert_array_equal(a.photo_scores, b.photo_scores)
+        np.testing.assert_array_equal(a.normalisers, b.normalisers)
+        assert built.shortlist(a, 2, 2) == loaded.shortlist(b, 2, 2)
+
+
 def test_an_empty_query_or_tiny_gallery_votes_nothing_without_failing():
     rng = np.random.default_rng(2)
     one = [rng.integers(0, 255, size=(2, 128)).astype(np.uint8)]

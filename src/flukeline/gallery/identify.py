@@ -81,7 +81,10 @@ def identify(gallery, photos, top: int = 5, threads: int = 1, local: bool = True
         rows = pd.Series(np.arange(len(names)), index=names).loc[photos_table["image"]].to_numpy()
         embedding = {n: (query_vectors[n], gallery_vectors[n][rows]) for n in members}
         queries = as_table(matcher, images["image"], views.local)
-        own = local_topk(images, queries, photos_table, gallery_features, embedding, members, matcher, threads)
+        index_dir = Path(manifest["folder"]) / "local_index"
+        own = local_topk(
+            images, queries, photos_table, gallery_features, embedding, members, matcher, threads, index_dir
+        )
         fused = {n: (table, matcher.weights.get(n, 0.0)) for n, (table, _) in members.items()}
         fused[LOCAL] = (own, matcher.weights[LOCAL])
         topk = ensemble_topk(fused, depth, {LOCAL: matcher.outside_similarity})

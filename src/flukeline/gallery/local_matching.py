@@ -210,15 +210,17 @@ def local_topk(
     embedding_topk: dict[str, tuple[pd.DataFrame, float]],
     local: GalleryLocal,
     threads: int = 1,
+    index_dir=None,
 ) -> pd.DataFrame:
     """The local member's top-k table (image, rank, id, similarity) of the new photos, as the run's
     local_match computes a test photo's: the embedding ensemble's shortlist (embedding: member ->
     (query vectors, catalogue photo vectors in `photos`' order); embedding_topk: member -> (its
     top-k table, weight in the embedding ensemble)) and, for SIFT photo features, the LNBNN
-    shortlist over every catalogue descriptor; pairs verified, evidence calibrated."""
+    shortlist over every catalogue descriptor (its index kept in `index_dir`, see catalogue_index_of);
+    pairs verified, evidence calibrated."""
     from flukeline.match.ensemble import ensemble_topk
     from flukeline.match.local_member import query_features
-    from flukeline.match.local_shortlist import catalogue_index, catalogue_votes, with_lnbnn_pairs
+    from flukeline.match.local_shortlist import catalogue_votes, with_lnbnn_pairs
     from flukeline.match.local_tables import identity_evidence, identity_table
     from flukeline.match.pair_scoring import score_pairs
 
@@ -232,7 +234,7 @@ def local_topk(
     normalisers = None
     lnbnn = settings.local.score == "lnbnn" or int(settings.local.lnbnn_identities) > 0
     if local.method == "sift" and lnbnn and len(photos):
-        index = catalogue_index(photos, gallery, settings.local, threads)
+        index = catalogue_index_of(photos, gallery, settings, threads, index_dir)
         votes = catalogue_votes(ranking, query_tables, index)
         add = int(settings.local.lnbnn_identities) if gallery.frames is not None else 0
         pairs = with_lnbnn_pairs(pairs, ranking, votes, index, add, int(settings.local.photos_per_identity))
@@ -247,6 +249,37 @@ def local_topk(
     identities = identity_evidence(pairs, score)
     identities["probability"] = local.calibration(identities["evidence"]).astype(np.float32)
     return identity_table(identities, "test", photos)
+
+
+def catalogue_index_of(photos: pd.DataFrame, gallery: LocalFeatures, settings: LocalMatchSettings, threads, index_dir):
+    """The LNBNN index of the catalogue's descriptors, built once per catalogue and kept in
+    `index_dir` (one file, named by a key of the photos, their ids and folds, their features and
+    the index settings; an older one is replaced): a 25k-photo catalogue's takes minutes to
+    build (bench/results/catalogue_index.md), so identify must not rebuild it per call."""
+    from flukeline.match.local_index import DescriptorIndex
+    from flukeline.match.local_shortlist import catalogue_index
+
+    if index_dir is None:
+        return catalogue_index(photos, gallery, settings.local, threads)
+    pair = settings.local
+    digest = hashlib.sha1(json.dumps([int(pair.lnbnn_k), int(pair.exact_below), int(pair.nprobe)]).encode())
+    for column in ("image", "id", "fold"):
+        digest.update("\n".join(map(str, photos[column])).encode())
+    digest.update(gallery.offsets.tobytes())
+    digest.update(hashlib.sha1(gallery.descriptors.tobytes()).digest())
+    path = Path(index_dir) / f"{digest.hexdigest()[:20]}.npz"
+    if path.is_file():
+        try:
+            return DescriptorIndex.load(path, threads)
+        except (OSError, ValueError, KeyError) as error:  # a damaged file is only lost time
+            log.warning("catalogue index: rebuilding over the unreadable %s (%s)", path, error)
+    index = catalogue_index(photos, gallery, pair, threads)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for old in path.parent.glob("*.npz"):
+        old.unlink()
+    index.save(path)
+    log.info("catalogue index saved to %s", path)
+    return index
 
 
 def embedding_shortlist(
