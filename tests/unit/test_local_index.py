@@ -76,7 +76,7 @@ def test_a_saved_index_loads_to_the_same_votes_and_fold_exclusion(tmp_path, exac
     rng = np.random.default_rng(4)
     names, ids, folds, descriptors, marks = _catalogue(rng, identities=5, per_photo=50)
     built = DescriptorIndex(names, ids, folds, descriptors, k=3, exact_below=exact_below, nprobe=4)
-    built.save(tmp_path / "index.npz")
+    built.write(tmp_path / "index.npz")
     loaded = DescriptorIndex.load(tmp_path / "index.npz")
     assert (
         loaded.exact == built.exact and len(loaded) == len(built) and list(loaded.identities) == list(built.identities)

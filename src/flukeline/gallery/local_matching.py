@@ -277,7 +277,7 @@ def catalogue_index_of(photos: pd.DataFrame, gallery: LocalFeatures, settings: L
     path.parent.mkdir(parents=True, exist_ok=True)
     for old in path.parent.glob("*.npz"):
         old.unlink()
-    index.save(path)
+    index.write(path)
     log.info("catalogue index saved to %s", path)
     return index
 

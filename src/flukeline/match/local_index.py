@@ -155,7 +155,7 @@ class DescriptorIndex:
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
-    def save(self, path) -> None:
+    def write(self, path) -> None:
         """The index in one file (FAISS's serialised index and the arrays beside it), so that a
         gallery builds it once: at 25k catalogue photos the build takes minutes
         (bench/results/catalogue_index.md), a load a fraction of a second."""
@@ -182,7 +182,7 @@ class DescriptorIndex:
 
     @classmethod
     def load(cls, path, threads: int = 1) -> DescriptorIndex:
-        """An index `save` wrote."""
+        """An index `write` wrote."""
         import faiss
 
         faiss.omp_set_num_threads(max(1, int(threads)))
