@@ -7,6 +7,7 @@ import json
 import logging
 
 from flukeline.core.cli_args import (
+    add_cache,
     add_command,
     add_option,
     add_params,
@@ -110,6 +111,7 @@ def register(subparsers) -> None:
     add_required(p, "--root", out_train="--train", out_test="--test", out_rejected="--rejected")
     add_required(p, "--summary")
     p.add_argument("--annotations", type=json_value, default={})
+    add_cache(p)
     add_params(
         p,
         "the data.* settings ingest consumes (JSON): new_label, on_bad_image, min_image_side, group_duplicate_ids,"

@@ -4,6 +4,7 @@ training, prediction and evaluation. The runners are imported inside the command
 from __future__ import annotations
 
 from flukeline.core.cli_args import (
+    add_cache,
     add_command,
     add_option,
     add_params,
@@ -47,6 +48,7 @@ def register(subparsers) -> None:
     add_required(p, model_path="--model", train_path="--train", test_path="--test")
     add_params(p, "detect.boxes settings (JSON)")
     add_required(p, "--masks-dir", masks_out="--masks", keypoints_out="--keypoints", boxes_out="--boxes")
+    add_cache(p)
     add_threads(p)
 
     p = add_command(

@@ -3,7 +3,7 @@ aligned crop with it. The runners are imported inside the commands (torch, timm)
 
 from __future__ import annotations
 
-from flukeline.core.cli_args import add_command, add_option, add_params, add_required, add_threads
+from flukeline.core.cli_args import add_cache, add_command, add_option, add_params, add_required, add_threads
 
 
 def cmd_zero_shot_model(args):
@@ -37,6 +37,7 @@ def register(subparsers) -> None:
         "embeddings of every aligned crop with a trained member",
     )
     add_required(p, model_path="--model", align_path="--align", out_path="--out")
+    add_cache(p)
     add_threads(p)
 
     p = add_command(
