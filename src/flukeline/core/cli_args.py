@@ -88,6 +88,17 @@ def add_cache(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_model_store(parser: argparse.ArgumentParser) -> None:
+    """The folder keeping the last trained model for its retrain policy (flukeline.core.model_reuse)."""
+    add_option(
+        parser,
+        "--model-store",
+        "model_store",
+        default=None,
+        help="folder keeping the trained model, reused per the retrain setting (none: always train)",
+    )
+
+
 def add_seed(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flukeline.core.cli_args import (
     add_cache,
     add_command,
+    add_model_store,
     add_option,
     add_params,
     add_required,
@@ -41,6 +42,7 @@ def register(subparsers) -> None:
     add_params(p, "detect.model settings plus detect.keypoints (JSON)", required=True)
     add_seed(p)
     add_required(p, model_path="--model", history_path="--history")
+    add_model_store(p)
     add_threads(p)
 
     predict = "masks, keypoints and boxes of every image with the trained detector"
