@@ -73,6 +73,19 @@ def register(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing --config file")
     add_threads(p, default=2)
 
+    p = add_command(
+        subparsers,
+        "add-season",
+        "flukeline.data.season:add_season",
+        "a new folder of photos against the existing catalogue: a data root and a config for the next run,"
+        " which computes only the new photos (results/cache)",
+        user=True,
+    )
+    p.add_argument("new_photos", help="folder of the new season's photos (to identify)")
+    add_option(p, "--root", "root", required=True, help="the catalogue's data root (train.csv, train/)")
+    add_option(p, "--out", "out", required=True, help="the new season's data root to make (links, no copies)")
+    add_option(p, "--config", "config_out", default=None, help="config file to write (default: <out>.yaml)")
+
     p = add_command(subparsers, "demo", cmd_demo, "render the synthetic fluke dataset in the Kaggle layout")
     _add_generated_root(p, "data root to write (train.csv, train/, test/, annotations/)")
     p.add_argument("--preset", default="demo")
