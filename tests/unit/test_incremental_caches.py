@@ -139,3 +139,29 @@ def test_align_crops_from_the_cache_are_the_same_files(tmp_path):
     for a, b, c in zip(first["crop_path"], again["crop_path"], plain["crop_path"]):
         assert open(a, "rb").read() == open(b, "rb").read() == open(c, "rb").read()
     assert len(list(cache.rglob("*.npz"))) == 3
+
+
+def test_add_season_links_the_catalogue_and_keeps_only_its_annotation_rows(tmp_path):
+    import yaml
+
+    from flukeline.data.season import add_season
+
+    root, new = tmp_path / "catalogue", tmp_path / "new"
+    for folder in (root / "train", root / "annotations" / "masks", new):
+        folder.mkdir(parents=True)
+    _photo(root / "train" / "a.jpg", 0)
+    _photo(new / "n1.jpg", 1)
+    (root / "train.csv").write_text("Image,Id\na.jpg,w_1\n")
+    (root / "annotations" / "boxes.csv").write_text("Image,x0,y0,x1,y1\na.jpg,1,1,5,5\nold_test.jpg,1,1,5,5\n")
+    summary = add_season(new, root, tmp_path / "season")
+    season = tmp_path / "season"
+    assert summary["n_new"] == 1 and (season / "test").resolve() == new.resolve()
+    assert (season / "train" / "a.jpg").is_file() and (season / "train.csv").read_text() == "Image,Id\na.jpg,w_1\n"
+    assert pd.read_csv(season / "annotations" / "boxes.csv")["Image"].tolist() == ["a.jpg"]
+    config = yaml.safe_load((tmp_path / "season.yaml").read_text())["data"]
+    assert config["source"] == "kaggle" and config["annotations"]["keypoints"] is None
+    with pytest.raises(InputError, match="not empty"):
+        add_season(new, root, season)
+    _photo(new / "a.jpg", 2)  # a new photo named like a catalogue photo
+    with pytest.raises(InputError, match="name of a catalogue photo"):
+        add_season(new, root, tmp_path / "season2")

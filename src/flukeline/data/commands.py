@@ -77,8 +77,7 @@ def register(subparsers) -> None:
         subparsers,
         "add-season",
         "flukeline.data.season:add_season",
-        "a new folder of photos against the existing catalogue: a data root and a config for the next run,"
-        " which computes only the new photos (results/cache)",
+        "new photos against the catalogue: their data root and config (a rerun computes only them)",
         user=True,
     )
     p.add_argument("new_photos", help="folder of the new season's photos (to identify)")

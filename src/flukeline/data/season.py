@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +23,7 @@ import yaml
 
 from flukeline.core.errors import InputError
 from flukeline.core.images import PHOTO_SUFFIXES
-from flukeline.core.io import write_csv_atomic
+from flukeline.core.io import write_atomic, write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,13 @@ def add_season(new_photos, root, out, config_out=None) -> dict:
         )
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train.csv").write_bytes((root / "train.csv").read_bytes())
+    write_atomic(out / "train.csv", lambda tmp: shutil.copyfile(root / "train.csv", tmp))
     os.symlink(root / "train", out / "train", target_is_directory=True)
     os.symlink(new_photos, out / "test", target_is_directory=True)
     annotations = _link_annotations(root, out, set(train["Image"]))
     config = {"data": {"source": "kaggle", "root": str(out), "annotations": annotations}}
     config_out = Path(config_out) if config_out else out.with_name(out.name + ".yaml")
-    config_out.write_text(yaml.safe_dump(config, sort_keys=False))
+    write_atomic(config_out, lambda tmp: tmp.write_text(yaml.safe_dump(config, sort_keys=False)))
     log.info(
         "new season: %d photos in %s against %d catalogue photos of %s; run it in the same project folder:"
         " snakemake --cores 2 --configfile config.yaml %s",
