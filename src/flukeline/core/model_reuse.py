@@ -23,7 +23,6 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from flukeline.core.errors import InputError
-from flukeline.core.io import write_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +71,8 @@ def reuse_or_train(
     """Put the stored model's files in `outputs` when `policy` allows, else `train()` (which writes
     `outputs`) and store them. `store` None: always train, keep nothing. Returns what happened:
     {"reused": bool, "change": share or None, "reason": text} (also logged)."""
+    from flukeline.core.io import write_atomic  # here: the settings classes import this module at parse time
+
     check_policy(policy, above)
     outputs = [Path(path) for path in outputs]
     decision = _decide(Path(store) if store else None, settings_key, items, policy, above, outputs)
@@ -116,6 +117,8 @@ def _stored_files(store: Path, outputs: Sequence[Path]) -> list[Path]:
 
 
 def _store(store: Path, settings_key: str, items: Sequence[str], outputs: Sequence[Path]) -> None:
+    from flukeline.core.io import write_atomic, write_json_atomic
+
     store.mkdir(parents=True, exist_ok=True)
     (store / _MANIFEST).unlink(missing_ok=True)  # files and manifest never disagree: manifest last
     for out, stored in zip(outputs, _stored_files(store, outputs)):
