@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.common import markdown_table, run_snakemake, seed_workdir, timed_command, write_yaml
+from bench.common import environment, markdown_table, run_snakemake, seed_workdir, timed_command, write_yaml
 from bench.suite import _stage_times
 
 GROWTH_FLAG = 1.1  # exponents above this are flagged as faster than linear
@@ -132,7 +132,13 @@ def scale(reference) -> tuple[dict, str]:
     sizes = sorted(reference.scale_photos)
     n_season = int(reference.season_photos)
     base_dir = reference.workdir.parent / "scale"
-    result: dict = {"cores": reference.cores, "sizes": {}, "season": None, "season_photos": n_season}
+    result: dict = {
+        "cores": reference.cores,
+        "sizes": {},
+        "season": None,
+        "season_photos": n_season,
+        "environment": environment(),
+    }
     for n in sizes:
         season_here = n_season if n == sizes[-1] else 0
         top = base_dir / f"kaggle-{n}"
@@ -184,22 +190,25 @@ def _season(reference, base_dir: Path, top: Path, held: list[str]) -> dict:
 
 
 def scale_markdown(result: dict) -> str:
+    """The tables of a scale result (also from its JSON, whose size keys are strings)."""
     photos = list(result["sizes"])
     header = ["stage"]
     for n in photos:
         header += [f"{n}: wall s", f"{n}: CPU s", f"{n}: peak RSS MB"]
-    header += ["growth b (wall)", "growth b (CPU)", f"naive wall s at {KAGGLE_PHOTOS:,}"]
+    header += ["growth b (wall)", "growth b (CPU)", f"naive CPU s at {KAGGLE_PHOTOS:,}"]
     rows = []
     for stage, growth in result["growth"].items():
         row = [stage]
         for n in photos:
             s = result["sizes"][n]["stages"].get(stage, {})
             row += [s.get("wall_s_sum"), s.get("cpu_s"), s.get("max_rss_mb")]
-        b = growth["wall"]
-        last = result["sizes"][photos[-1]]["stages"].get(stage, {}).get("wall_s_sum")
-        projected = last * (KAGGLE_PHOTOS / photos[-1]) ** max(b, 1.0) if b is not None and last else None
+        # The CPU time: the wall times of a shared machine carry other jobs' load.
+        b = growth["cpu"]
+        last = result["sizes"][photos[-1]]["stages"].get(stage, {}).get("cpu_s")
+        projected = last * (KAGGLE_PHOTOS / int(photos[-1])) ** max(b, 1.0) if b is not None and last else None
         flag = " (above linear)" if b is not None and b > GROWTH_FLAG else ""
-        row += [f"{b:.2f}{flag}" if b is not None else None, growth["cpu"], projected]
+        wall = growth["wall"]
+        row += [f"{wall:.2f}" if wall is not None else None, f"{b:.2f}{flag}" if b is not None else None, projected]
         rows.append(row)
     totals = ["whole run (wall of snakemake)"]
     for n in photos:
@@ -215,8 +224,10 @@ def scale_markdown(result: dict) -> str:
         + ").",
         "Stage wall s = the sum of its jobs' wall time (jobs may overlap); peak RSS = its largest job's; the whole"
         " run's peak RSS is Snakemake's own process tree's largest single process (os.wait4).",
-        "growth b: slope of log time against log photos; the naive projection scales the largest size by"
-        " (33,321 / N)^max(b, 1) and ignores fixed start-up costs.",
+        "growth b: slope of log time against log photos, flagged above 1.1 on CPU time (the wall times of a"
+        " shared machine carry other jobs' load); the naive projection scales the largest size's CPU s by"
+        " (33,321 / N)^max(b, 1) and ignores fixed start-up costs and search-structure changes (the local"
+        " member's index turns approximate above match.local.exact_below descriptors).",
     ]
     season = result.get("season")
     if season:
