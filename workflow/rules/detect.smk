@@ -104,7 +104,8 @@ else:
             runtime=by_attempt(10),
         params:
             detect=params_json(CLASSICAL_DETECT),
+            cache=PHOTO_CACHE["detect"],
         shell:
             "{FLUKELINE} detect --train {input.train:q} --test {input.test:q} --out {output.boxes:q}"
             " --keypoints-out {output.keypoints:q} --masks-out {output.masks:q}"
-            " --params {params.detect:q} --threads {threads} > {log:q} 2>&1"
+            " --params {params.detect:q} --cache {params.cache:q} --threads {threads} > {log:q} 2>&1"

@@ -28,6 +28,7 @@ def register(subparsers) -> None:
     add_option(p, "--out", "out_path", required=True, help="boxes.parquet")
     p.add_argument("--keypoints-out", default=None, help="keypoints.parquet (empty: no landmarks)")
     p.add_argument("--masks-out", default=None, help="masks.parquet (empty: no masks)")
+    add_cache(p)
     add_threads(p)
 
     p = add_command(
