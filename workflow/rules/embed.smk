@@ -31,10 +31,12 @@ rule train_member:
         train=train_params,
         pseudo=pseudo_labels_option,
         store=f"{MODEL_STORE}/embed/round{{round}}/{{member}}/fold{{fold}}",
+        cache=PHOTO_CACHE["frozen_trunk"],
     shell:
         "{FLUKELINE} train --train {input.train:q} --align {input.align:q} --fold {wildcards.fold}"
         " --params {params.train:q} {params.pseudo} --model {output.model:q} --history {output.history:q}"
-        " --curves {output.curves:q} --model-store {params.store:q} --threads {threads} > {log:q} 2>&1"
+        " --curves {output.curves:q} --model-store {params.store:q} --cache {params.cache:q}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 rule embed_member:

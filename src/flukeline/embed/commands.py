@@ -37,6 +37,7 @@ def register(subparsers) -> None:
         help="test images (image, id) the previous round matched confidently: extra training data",
     )
     add_model_store(p)
+    add_cache(p)
     add_threads(p)
 
     p = add_command(

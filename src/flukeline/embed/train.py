@@ -39,13 +39,23 @@ def train_member(
     threads: int = 1,
     pseudo_labels: pd.DataFrame | None = None,
     model_store=None,
+    cache_dir=None,
 ) -> None:
     """Train the member of `params` (the train rule's {"training", "member", "seed"}) without
     `fold`, through its registered type, and write its weights, history and curves. With
     `model_store`, the member's retrain setting decides whether its stored model is put back
     instead (flukeline.core.model_reuse)."""
     job = TrainJob(
-        train, align, fold, params, Path(model_path), Path(history_path), Path(curves_path), threads, pseudo_labels
+        train,
+        align,
+        fold,
+        params,
+        Path(model_path),
+        Path(history_path),
+        Path(curves_path),
+        threads,
+        pseudo_labels,
+        None if cache_dir is None else Path(cache_dir),
     )
     settings = job.settings
     key = settings_key(
@@ -89,6 +99,7 @@ def run_train(
     threads=1,
     pseudo_labels_path=None,
     model_store=None,
+    cache_dir=None,
 ) -> None:
     pseudo = pd.read_parquet(pseudo_labels_path) if pseudo_labels_path else None
     train_member(
@@ -102,4 +113,5 @@ def run_train(
         threads,
         pseudo,
         model_store,
+        cache_dir,
     )
