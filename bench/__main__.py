@@ -25,6 +25,11 @@ collects every part's table found in <out>):
                beside Wildbook's HotSpotter (ibeis 2.6.0 in its own environment, bench/peers) on the
                same catalogue and queries, and the matchers alone on the mantas and Omniglot beside it
                (--quick: our rows of the tiny run only, no HotSpotter)
+  scale        bench/bench_scale.py (not in the default list: hours at full size): the default workflow
+               on the kaggle preset (Kaggle 2019's identity sizes, 1050-px photos) at --scale-photos
+               sizes, per stage wall, CPU s and peak RSS and the fitted growth exponent; then
+               --season-photos new photos against the largest (`flukeline add-season`) without and
+               with retraining
   real         real photos (bench/real_data.py): the omniglot preset for split seeds 0 and 1
                (references without training, every member, the ensemble; validation and test
                MAP@5 and known-identity top-1), and the manta photos through gallery-new/identify
@@ -41,16 +46,18 @@ import sys
 import time
 from pathlib import Path
 
-from bench import bench_local, bench_peers, real_data, suite
+from bench import bench_local, bench_peers, bench_scale, real_data, suite
 from bench.common import REPO, environment, write_part
 
-PARTS = ["speed", "incremental", "accuracy", "detector", "search", "real", "local", "peers"]
+PARTS = ["speed", "incremental", "accuracy", "detector", "search", "real", "local", "peers", "scale"]
+# What `python -m bench` runs without --only: scale is asked for by name (its full size takes hours).
+DEFAULT_PARTS = [part for part in PARTS if part != "scale"]
 
 
 def summary(out: Path, command: str) -> str:
     """summary.md: every part's table found in `out`, with the machine and the command."""
     sections = []
-    for part in ["real", "peers", "local", "accuracy", "detector", "speed", "incremental", "search"]:
+    for part in ["real", "peers", "local", "accuracy", "detector", "speed", "incremental", "search", "scale"]:
         if (out / f"{part}.json").exists() and (out / f"{part}.md").exists():
             meta = json.loads((out / f"{part}.json").read_text())
             when = meta.get("environment", {}).get("date") or ""
@@ -73,7 +80,7 @@ def main(argv=None) -> int:
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="toy scale, every part and row (CI)")
-    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {PARTS}")
+    parser.add_argument("--only", default=",".join(DEFAULT_PARTS), help=f"comma-separated parts of {PARTS}")
     parser.add_argument(
         "--out",
         type=Path,
@@ -94,6 +101,14 @@ def main(argv=None) -> int:
         "the tests pass the shared tiny run)",
     )
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument(
+        "--scale-photos",
+        default="2000,8000,33321",
+        help="scale: catalogue sizes (train + test photos) of the kaggle preset, comma-separated",
+    )
+    parser.add_argument(
+        "--season-photos", type=int, default=1000, help="scale: new photos against the largest size (0: none)"
+    )
     parser.add_argument(
         "--readme-cores",
         type=int,
@@ -136,13 +151,20 @@ def main(argv=None) -> int:
     # --quick: the local part's rows on the tiny run with two pairs per query (numbers meaningless).
     reference.local_shortlist = 2 if args.quick else args.local_shortlist
     reference.local_features = args.local_features
+    reference.scale_photos = [int(n) for n in args.scale_photos.split(",") if n.strip()]
+    reference.season_photos = args.season_photos
     for part in [p for p in PARTS if p in parts]:
         started = time.perf_counter()
         print(f"== {part}", flush=True)
         if part == "search":
             suite.search(out, args.quick, args.cores)  # bench_search writes search.json/.md itself
         else:
-            runners = {"real": real_data.real, "local": bench_local.local, "peers": bench_peers.peers}
+            runners = {
+                "real": real_data.real,
+                "local": bench_local.local,
+                "peers": bench_peers.peers,
+                "scale": bench_scale.scale,
+            }
             runner = runners.get(part) or getattr(suite, part)
             result, table = runner(reference)
             result["command"] = command

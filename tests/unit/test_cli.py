@@ -23,6 +23,7 @@ USER_COMMANDS = {
     "add",
     "gallery-new",
     "accept",
+    "add-season",
     "calibrate-gallery",
     "pixel-baseline",
     "classifier-baseline",

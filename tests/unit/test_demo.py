@@ -147,3 +147,33 @@ def test_contact_sheet_shows_identities(tiny, tmp_path):
     sheet = cv2.imread(str(out))
     assert sheet is not None and sheet.shape[0] > 100 and sheet.shape[1] > 200
     assert sheet.std() > 10  # not a blank canvas
+
+
+def test_photos_knob_scales_a_preset_at_its_train_test_ratio():
+    kaggle = resolve_config("kaggle")
+    assert (kaggle["n_train"], kaggle["n_test"], kaggle["image_width"]) == (25361, 7960, 1050)
+    for photos in (2000, 8000):
+        cfg = resolve_config("kaggle", {"photos": photos})
+        assert cfg["n_train"] + cfg["n_test"] == photos
+        assert cfg["n_train"] / photos == pytest.approx(25361 / (25361 + 7960), abs=1e-3)
+    with pytest.raises(ValueError, match="render_scale"):
+        resolve_config("tiny", {"render_scale": 0})
+
+
+def test_render_scale_draws_small_and_keeps_the_photo_size_and_ground_truth(tmp_path):
+    # Scenes drawn at 1/3 and resized up: photos at full size, masks and keypoints on the fluke.
+    overrides = {**SMALL, "n_train": 12, "n_test": 4, "image_width": 300, "render_scale": 1 / 3}
+    generate_demo(tmp_path / "kaggle", tmp_path / "truth.csv", preset="tiny", seed=1, overrides=overrides)
+    sizes = pd.read_csv(tmp_path / "truth_attributes.csv")
+    keypoints = pd.read_csv(tmp_path / "kaggle" / "annotations" / "keypoints.csv")
+    on_mask = []
+    for row in sizes.itertuples():
+        image = cv2.imread(str(tmp_path / "kaggle" / row.split / row.Image), cv2.IMREAD_UNCHANGED)
+        mask = cv2.imread(str(tmp_path / "kaggle" / "annotations" / "masks" / (row.Image[:-4] + ".png")), 0)
+        assert image.shape[:2] == mask.shape == (row.height, row.width)
+        near = cv2.dilate(mask, np.ones((9, 9), np.uint8)) > 0
+        for point in keypoints[(keypoints["Image"] == row.Image) & (keypoints["visible"] == 1)].itertuples():
+            x, y = int(round(point.x)), int(round(point.y))
+            if 0 <= x < mask.shape[1] and 0 <= y < mask.shape[0]:
+                on_mask.append(near[y, x])
+    assert sizes["width"].max() > 250 and len(on_mask) > 30 and np.mean(on_mask) > 0.95

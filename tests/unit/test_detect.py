@@ -1,5 +1,7 @@
 """Learned detection: letterbox geometry, heatmap decoding, box fusion, metrics, weights, resume."""
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -151,6 +153,20 @@ def test_training_resumes_from_its_checkpoint_and_predicts_every_image(tmp_path,
         assert cv2.imread(row.mask_path, cv2.IMREAD_GRAYSCALE).shape == image.shape[:2]
     assert kps["confidence"].between(0, 1).all()
     assert set(boxes["method"]) <= {"mask+keypoints", "mask", "keypoints", "threshold", "whole_image"}
+    # Through the per-photo cache: the first pass fills it, the second reads every photo from it;
+    # both give the tables and mask files of the pass without a cache.
+    with_sha1 = [
+        df.assign(sha1=[f"sha{i}" for i in range(len(df))]) for df in (train, test.assign(image="t" + test["image"]))
+    ]
+    first = predict_all(model_path, *with_sha1, {}, tmp_path / "m1", cache_dir=tmp_path / "cache")
+    second = predict_all(model_path, *with_sha1, {}, tmp_path / "m2", cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == len(train)  # the test photos share their sha1
+    for a, b, plain in zip(first, second, (masks, kps, boxes)):
+        a, b = (t.drop(columns=["image", "mask_path"], errors="ignore") for t in (a, b))
+        pd.testing.assert_frame_equal(a, b)
+        pd.testing.assert_frame_equal(a, plain.drop(columns=["image", "mask_path"], errors="ignore"))
+    for one, two in zip(first[0]["mask_path"], second[0]["mask_path"]):
+        assert Path(one).read_bytes() == Path(two).read_bytes()
 
 
 def test_encoder_weights_load_from_a_local_file_and_missing_files_are_named(tmp_path):

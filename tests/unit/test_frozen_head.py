@@ -61,6 +61,15 @@ def test_a_frozen_head_member_trains_only_its_head_and_embeds_like_a_member(tmp_
     plain = np.stack(table["embedding"])
     assert plain.shape == (len(align), 16)
     np.testing.assert_allclose(np.linalg.norm(plain, axis=1), 1.0, atol=1e-5)
+    # Trained again through the trunk-feature cache (filled, then read): the same weights, byte for byte.
+    for run in ("fill", "read"):
+        out = tmp_path / run
+        train_member(
+            train, align, 0, PARAMS, out / "m.safetensors", out / "h.csv", out / "c.png", cache_dir=tmp_path / "trunk"
+        )
+        assert (out / "m.safetensors").read_bytes() == model_path.read_bytes(), run
+    crops = len(set(align.loc[align["split"] == "train", "crop_path"]))
+    assert len(list((tmp_path / "trunk").rglob("*.npz"))) <= 2 * crops  # plain and mirrored views
 
 
 def test_a_frozen_head_member_needs_pretrained_weights_and_a_known_block(tmp_path):

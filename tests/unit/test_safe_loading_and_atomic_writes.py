@@ -136,6 +136,8 @@ def test_every_writer_of_the_package_writes_atomically():
         ("data/demo/generate.py", ".write_bytes("),  # demo images and masks: the demo_dataset rule's directory
         ("align/warp.py", "cv2.imwrite("),  # crops (directory) and, via a temporary name, the contact sheet
         ("detect/predict.py", "cv2.imwrite("),  # mask PNGs: the detect_predict rule's directory
+        ("detect/predict.py", ".write_bytes("),  # mask PNGs from the per-photo cache: the same directory
+        ("align/crops.py", ".write_bytes("),  # crops from the per-photo cache: the align_crops rule's directory
     }
     direct = set()
     for path in sorted(source.rglob("*.py")):

@@ -8,6 +8,7 @@ import torch
 from test_train import _write_crops
 
 from flukeline.core.errors import InputError
+from flukeline.core.photo_cache import file_sha1
 from flukeline.core.pretrained import initialise
 from flukeline.core.tensors import to_tensor
 from flukeline.embed.crops import read_crops
@@ -45,6 +46,13 @@ def test_a_zero_shot_member_is_the_imagenet_backbone_untouched(tmp_path):
         expected = reference.eval()(to_tensor(read_crops(align["crop_path"][:2]))).numpy()
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(plain[:2], expected, atol=1e-5)
+    # Through the per-crop cache: filled, then every crop read back, the same embeddings.
+    filled = embed_all(model_path, align, cache_dir=tmp_path / "cache")
+    cached = embed_all(model_path, align, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == len(set(map(file_sha1, align["crop_path"])))
+    for column in ("embedding", "embedding_flip"):
+        np.testing.assert_array_equal(np.stack(cached[column]), np.stack(filled[column]))
+        np.testing.assert_allclose(np.stack(filled[column]), np.stack(table[column]), atol=1e-6)
 
 
 def test_a_zero_shot_member_without_pretrained_weights_is_refused(tmp_path):

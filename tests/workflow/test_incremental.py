@@ -166,3 +166,19 @@ def test_adding_a_member_trains_only_that_member(complete_run, tmp_path):
 def test_stage_targets_build_their_stage_and_what_it_needs(complete_run, tmp_path, target, rules):
     workdir, config = complete_run
     assert set(scheduled(workdir, config, tmp_path, None, (target,), "--forceall")) == rules
+
+
+def test_the_run_kept_each_photo_and_model_for_the_next_season(complete_run):
+    """The per-photo caches hold one entry per photo (crop) and the trained models are stored, so a
+    rerun with new photos computes only those (flukeline.core.photo_cache, model_reuse; measured at
+    scale by `python -m bench --only scale`)."""
+    import pandas as pd
+
+    workdir, _ = complete_run
+    photos = sum(len(pd.read_parquet(workdir / f"results/data/{split}.parquet")) for split in ("train", "test"))
+    for stage in ("ingest", "detect", "align"):
+        assert len(list((workdir / "results/cache" / stage).rglob("*.npz"))) == photos, stage
+    # The member's embeddings and the zero-shot baseline's, one entry per crop and model.
+    assert len(list((workdir / "results/cache/embed").rglob("*.npz"))) == 2 * photos
+    stores = sorted(p.parent.relative_to(workdir) for p in (workdir / "results/cache/models").rglob("manifest.json"))
+    assert [str(p) for p in stores] == ["results/cache/models/detect", "results/cache/models/embed/round0/r18/fold0"]

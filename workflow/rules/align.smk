@@ -51,10 +51,12 @@ rule align_crops:
     params:
         margin=config["align"]["margin"],
         padding=config["align"]["padding"],
+        cache=PHOTO_CACHE["align"],
     shell:
         "{FLUKELINE} align --train {input.train:q} --test {input.test:q} --transforms {input.transforms:q}"
         " --masks {input.masks:q} --size {wildcards.size} --margin {params.margin} --padding {params.padding}"
-        " --table {output.table:q} --crops {output.crops:q} --threads {threads} > {log:q} 2>&1"
+        " --table {output.table:q} --crops {output.crops:q} --cache {params.cache:q} --threads {threads}"
+        " > {log:q} 2>&1"
 
 
 # Stage target: `snakemake --cores 2 align` (transforms and the crops at every align.sizes).

@@ -58,9 +58,11 @@ rule baseline_zero_shot_embeddings:
     resources:
         mem_mb=by_attempt(2000),
         runtime=by_attempt(15),
+    params:
+        cache=PHOTO_CACHE["embed"],
     shell:
-        "{FLUKELINE} embed --model {input.model:q} --align {input.align:q} --out {output:q} --threads {threads}"
-        " > {log:q} 2>&1"
+        "{FLUKELINE} embed --model {input.model:q} --align {input.align:q} --out {output:q} --cache {params.cache:q}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 rule match_baseline:

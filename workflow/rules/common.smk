@@ -82,6 +82,13 @@ def cpu_threads(wanted):
     return scheduled_threads(wanted, LOCAL_CORES, CPUS)
 
 
+# Per-photo results and trained models kept across runs (flukeline.core.photo_cache, model_reuse):
+# a rerun after new photos arrive computes only theirs. Keyed by content and settings, so never
+# stale; `rm -r results/cache` is always safe (it costs the recomputation). Not Snakemake outputs.
+PHOTO_CACHE = {stage: f"results/cache/{stage}" for stage in ("ingest", "detect", "align", "embed", "frozen_trunk")}
+MODEL_STORE = "results/cache/models"
+
+
 # --- Data (data.smk) -------------------------------------------------------------------------
 SOURCE = config["data"]["source"]
 DEMO = SOURCE == "demo"

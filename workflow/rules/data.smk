@@ -91,12 +91,13 @@ rule ingest:
         data=params_json(INGEST),
         seed=config["seed"],
         catalogue=f"--catalogue {shlex.quote(str(CATALOGUE))}" if CATALOGUE else "",
+        cache=PHOTO_CACHE["ingest"],
     shell:
         "{FLUKELINE} ingest --root {params.root:q} --train {output.train:q} --test {output.test:q}"
         " --rejected {output.rejected:q} --summary {output.summary:q}"
         " --annotations {params.annotations:q} --params {params.data:q} --seed {params.seed}"
         " --duplicates {output.duplicates:q} --id-groups {output.id_groups:q} {params.catalogue}"
-        " --threads {threads} > {log:q} 2>&1"
+        " --cache {params.cache:q} --threads {threads} > {log:q} 2>&1"
 
 
 # The data summary figure of the report (`snakemake --report`). A second of plotting: run where

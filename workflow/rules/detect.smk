@@ -24,10 +24,11 @@ if LEARNED_DETECT:
         params:
             model=params_json(DETECTOR_TRAINING),
             seed=config["seed"],
+            store=f"{MODEL_STORE}/detect",
         shell:
             "{FLUKELINE} detect-train --train {input.train:q} --keypoints {input.keypoints:q}"
             " --boxes {input.boxes:q} --params {params.model:q} --seed {params.seed} --model {output.model:q}"
-            " --history {output.history:q} --threads {threads} > {log:q} 2>&1"
+            " --history {output.history:q} --model-store {params.store:q} --threads {threads} > {log:q} 2>&1"
 
     rule detect_predict:
         input:
@@ -47,10 +48,12 @@ if LEARNED_DETECT:
             runtime=by_attempt(15),
         params:
             boxes=params_json(BOXES),
+            cache=PHOTO_CACHE["detect"],
         shell:
             "{FLUKELINE} detect-predict --model {input.model:q} --train {input.train:q} --test {input.test:q}"
             " --params {params.boxes:q} --masks-dir {output.masks_dir:q} --masks {output.masks:q}"
-            " --keypoints {output.keypoints:q} --boxes {output.boxes:q} --threads {threads} > {log:q} 2>&1"
+            " --keypoints {output.keypoints:q} --boxes {output.boxes:q} --cache {params.cache:q}"
+            " --threads {threads} > {log:q} 2>&1"
 
     rule detect_evaluate:
         input:
@@ -101,7 +104,8 @@ else:
             runtime=by_attempt(10),
         params:
             detect=params_json(CLASSICAL_DETECT),
+            cache=PHOTO_CACHE["detect"],
         shell:
             "{FLUKELINE} detect --train {input.train:q} --test {input.test:q} --out {output.boxes:q}"
             " --keypoints-out {output.keypoints:q} --masks-out {output.masks:q}"
-            " --params {params.detect:q} --threads {threads} > {log:q} 2>&1"
+            " --params {params.detect:q} --cache {params.cache:q} --threads {threads} > {log:q} 2>&1"

@@ -30,10 +30,13 @@ rule train_member:
     params:
         train=train_params,
         pseudo=pseudo_labels_option,
+        store=f"{MODEL_STORE}/embed/round{{round}}/{{member}}/fold{{fold}}",
+        cache=PHOTO_CACHE["frozen_trunk"],
     shell:
         "{FLUKELINE} train --train {input.train:q} --align {input.align:q} --fold {wildcards.fold}"
         " --params {params.train:q} {params.pseudo} --model {output.model:q} --history {output.history:q}"
-        " --curves {output.curves:q} --threads {threads} > {log:q} 2>&1"
+        " --curves {output.curves:q} --model-store {params.store:q} --cache {params.cache:q}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 rule embed_member:
@@ -53,9 +56,11 @@ rule embed_member:
     resources:
         mem_mb=by_attempt(2000),  # demo preset: 1.2 GB, 60-130 s
         runtime=by_attempt(15),
+    params:
+        cache=PHOTO_CACHE["embed"],
     shell:
         "{FLUKELINE} embed --model {input.model:q} --align {input.align:q}"
-        " --out {output.embeddings:q} --threads {threads} > {log:q} 2>&1"
+        " --out {output.embeddings:q} --cache {params.cache:q} --threads {threads} > {log:q} 2>&1"
 
 
 # Stage target: `snakemake --cores 2 embed`, every member's embeddings of every round and fold

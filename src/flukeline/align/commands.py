@@ -4,7 +4,15 @@ the crops of every member size. The runners are imported inside the commands, so
 from __future__ import annotations
 
 from flukeline.align.settings import DEFAULT_PADDING, PADDINGS
-from flukeline.core.cli_args import add_command, add_option, add_params, add_required, add_threads, add_train_test
+from flukeline.core.cli_args import (
+    add_cache,
+    add_command,
+    add_option,
+    add_params,
+    add_required,
+    add_threads,
+    add_train_test,
+)
 
 
 def register(subparsers) -> None:
@@ -37,4 +45,5 @@ def register(subparsers) -> None:
         help="what fills a box crop around the box (align.padding)",
     )
     add_required(p, table_path="--table", crops_dir="--crops")
+    add_cache(p)
     add_threads(p)

@@ -9,6 +9,10 @@ with 0). An image without a landmark fit uses its box crop as its crop.
 Written under results/align/<W>x<H>/: crops/{aligned,box,aligned_mask,box_mask}/<split>/*.png and
 align.parquet (image, split, method, n_landmarks, residual, crop_path, box_crop_path,
 mask_crop_path, box_mask_crop_path), the table the embed stage reads.
+
+With a cache folder, each photo's crop PNGs are kept under the key (photo's SHA-1, both crop
+matrices, padding, size, its mask file's SHA-1), so a rerun after new photos arrive warps only
+those (flukeline.core.photo_cache); the others' crops are copied from the cache.
 """
 
 from __future__ import annotations
@@ -26,15 +30,41 @@ from flukeline.align.transforms import image_table
 from flukeline.align.warp import warp, warp_box_crop, write_png
 from flukeline.core.images import read_image_rgb
 from flukeline.core.io import write_parquet_atomic
+from flukeline.core.photo_cache import PhotoCache, bytes_array, file_sha1
 from flukeline.core.runtime import parallel_map, worker_count
 
 log = logging.getLogger(__name__)
 
 
-def _crop_one(task):
-    """Read one photo (and mask), write its aligned and box crops (and warped masks)."""
-    path, aligned, box, padding, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png = task
+# What decides a crop besides its key's parts: bump when the warping code changes its pixels.
+_CROP_VERSION = 1
+
+
+def _crop_one(task) -> bool:
+    """Read one photo (and mask), write its aligned and box crops (and warped masks); True when
+    they came from the cache."""
+    path, aligned, box, padding, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png, cached = task
     cv2.setNumThreads(1)  # parallelism is over images
+    outputs = {"box": box_png, "aligned": crop_png, "box_mask": box_mask_png, "aligned_mask": mask_png}
+    cache = key = None
+    if cached is not None:
+        cache_root, photo_key = cached
+        cache = PhotoCache(cache_root, "align", {"version": _CROP_VERSION})
+        key = cache.key(photo_key, file_sha1(mask_path) if mask_path else "")
+        found = cache.get(key)
+        if found is not None:
+            for name, out in outputs.items():
+                if out is not None:
+                    Path(out).write_bytes(found[name].tobytes())
+            return True
+    _warp_one(path, aligned, box, padding, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png)
+    if cache is not None:
+        # aligned is box (and aligned_mask box_mask) for a photo without a landmark fit.
+        cache.put(key, **{name: bytes_array(Path(out).read_bytes()) for name, out in outputs.items() if out})
+    return False
+
+
+def _warp_one(path, aligned, box, padding, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png) -> None:
     rgb = read_image_rgb(path)
     write_png(box_png, warp_box_crop(rgb, box, out_size, padding))
     if crop_png != box_png:
@@ -85,11 +115,14 @@ def crop_images(
     crops_dir,
     threads: int = 1,
     padding: str = DEFAULT_PADDING,
+    cache_dir=None,
 ) -> pd.DataFrame:
-    """Write every image's crops at one size; returns the table the embed stage reads."""
+    """Write every image's crops at one size; returns the table the embed stage reads. cache_dir:
+    per-photo crops kept across runs (used when `images` has the photos' sha1)."""
     out_size = parse_size(size)
     check_padding(padding)
-    columns = [c for c in ("image", "split", "path", "width", "height") if c in images.columns]
+    columns = [c for c in ("image", "split", "path", "width", "height", "sha1") if c in images.columns]
+    use_cache = cache_dir is not None and "sha1" in columns
     table = images[columns].merge(transforms, on=["image", "split"], how="left", validate="one_to_one")
     if table["method"].isna().any():
         missing = table.loc[table["method"].isna(), "image"].tolist()[:5]
@@ -124,12 +157,28 @@ def crop_images(
         if mask_path:
             box_mask_png = str(folders["box_mask"] / row.split / name)
             mask_png = str(folders["aligned_mask"] / row.split / name) if aligned_fit else box_mask_png
-        tasks.append((row.path, aligned, box, padding, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png))
+        cached = None
+        if use_cache:
+            geometry = np.round(np.concatenate([aligned.ravel(), box.matrix.ravel(), box.content]), 6).tolist()
+            cached = (str(cache_dir), f"{row.sha1}|{geometry}|{padding}|{out_size}|{bool(mask_path)}")
+        tasks.append(
+            (row.path, aligned, box, padding, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png, cached)
+        )
         rows.append(
             (row.image, row.split, row.method, row.n_landmarks, row.residual, crop_png, box_png, mask_png, box_mask_png)
         )
     workers = worker_count(threads)
-    parallel_map(_crop_one, tasks, threads, processes=True, chunksize=min(16, len(tasks) // (4 * workers)))
+    from_cache = parallel_map(
+        _crop_one, tasks, threads, processes=True, chunksize=max(1, min(16, len(tasks) // (4 * workers)))
+    )
+    if use_cache:
+        log.info(
+            "crops of %d photos: %d from the cache %s, %d warped",
+            len(tasks),
+            sum(from_cache),
+            cache_dir,
+            len(tasks) - sum(from_cache),
+        )
     out = pd.DataFrame(
         rows,
         columns=[
@@ -179,8 +228,14 @@ def run(
     crops_dir,
     threads=1,
     padding=DEFAULT_PADDING,
+    cache_dir=None,
 ) -> None:
-    images = image_table(pd.read_parquet(train_path), pd.read_parquet(test_path))
+    train, test = pd.read_parquet(train_path), pd.read_parquet(test_path)
+    images = image_table(train, test)
+    if "sha1" in train and "sha1" in test:  # the cache's key (ingest's tables always have it)
+        images["sha1"] = pd.concat([train["sha1"], test["sha1"]], ignore_index=True).to_numpy()
     masks = pd.read_parquet(masks_path) if masks_path else None
-    table = crop_images(images, pd.read_parquet(transforms_path), masks, size, margin, crops_dir, threads, padding)
+    table = crop_images(
+        images, pd.read_parquet(transforms_path), masks, size, margin, crops_dir, threads, padding, cache_dir
+    )
     write_parquet_atomic(table, table_path)

@@ -77,6 +77,28 @@ def add_params(parser: argparse.ArgumentParser, help: str | None = None, require
     parser.add_argument("--params", type=json_value, required=required, default=None if required else {}, help=help)
 
 
+def add_cache(parser: argparse.ArgumentParser) -> None:
+    """The per-photo cache folder (flukeline.core.photo_cache); none given: nothing is cached."""
+    add_option(
+        parser,
+        "--cache",
+        "cache_dir",
+        default=None,
+        help="folder of per-photo results kept across runs (results/cache/<stage>): only new photos are computed",
+    )
+
+
+def add_model_store(parser: argparse.ArgumentParser) -> None:
+    """The folder keeping the last trained model for its retrain policy (flukeline.core.model_reuse)."""
+    add_option(
+        parser,
+        "--model-store",
+        "model_store",
+        default=None,
+        help="folder keeping the trained model, reused per the retrain setting (none: always train)",
+    )
+
+
 def add_seed(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 

@@ -7,6 +7,7 @@ import json
 import logging
 
 from flukeline.core.cli_args import (
+    add_cache,
     add_command,
     add_option,
     add_params,
@@ -72,6 +73,18 @@ def register(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing --config file")
     add_threads(p, default=2)
 
+    p = add_command(
+        subparsers,
+        "add-season",
+        "flukeline.data.season:add_season",
+        "new photos against the catalogue: their data root and config (a rerun computes only them)",
+        user=True,
+    )
+    p.add_argument("new_photos", help="folder of the new season's photos (to identify)")
+    add_option(p, "--root", "root", required=True, help="the catalogue's data root (train.csv, train/)")
+    add_option(p, "--out", "out", required=True, help="the new season's data root to make (links, no copies)")
+    add_option(p, "--config", "config_out", default=None, help="config file to write (default: <out>.yaml)")
+
     p = add_command(subparsers, "demo", cmd_demo, "render the synthetic fluke dataset in the Kaggle layout")
     _add_generated_root(p, "data root to write (train.csv, train/, test/, annotations/)")
     p.add_argument("--preset", default="demo")
@@ -110,6 +123,7 @@ def register(subparsers) -> None:
     add_required(p, "--root", out_train="--train", out_test="--test", out_rejected="--rejected")
     add_required(p, "--summary")
     p.add_argument("--annotations", type=json_value, default={})
+    add_cache(p)
     add_params(
         p,
         "the data.* settings ingest consumes (JSON): new_label, on_bad_image, min_image_side, group_duplicate_ids,"

@@ -46,11 +46,20 @@ from flukeline.core.folds import ALWAYS_TRAIN, assign_folds
 from flukeline.core.images import PHOTO_SUFFIXES, decode_image_rgb, is_grayscale
 from flukeline.core.io import write_csv_atomic, write_parquet_atomic
 from flukeline.core.metrics import NEW_WHALE
+from flukeline.core.photo_cache import PhotoCache, bytes_array
 from flukeline.core.runtime import parallel_map
 from flukeline.data.annotations import ANNOTATION_COLUMNS, _mask_paths, load_annotations
 from flukeline.data.catalogue_rows import add_encounters, catalogue_entries, fold_units
 from flukeline.data.csv_rows import csv_line, read_csv
-from flukeline.data.duplicates import Photo, duplicates_table, find_groups, perceptual_hash, report_groups
+from flukeline.data.duplicates import (
+    MIN_HASH_CONTRAST,
+    PHASH_SIZE,
+    Photo,
+    duplicates_table,
+    find_groups,
+    perceptual_hash,
+    report_groups,
+)
 from flukeline.data.id_checks import id_problem, named_list, warn_ids_differing_in_case
 from flukeline.data.id_groups import group_ids
 from flukeline.data.metadata import TEST_METADATA, add_metadata, read_metadata, spellings
@@ -103,6 +112,7 @@ def ingest(
     out_duplicates: str | os.PathLike | None = None,
     out_id_groups: str | os.PathLike | None = None,
     catalogue: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Validate the data under `root` and write the train/test/rejected tables.
 
@@ -119,6 +129,8 @@ def ingest(
     catalogue: a catalogue CSV (flukeline.data.catalogue_rows) whose rows are training rows too.
     out_id_groups: the training ids' table (flukeline.data.id_groups); default id_groups.csv beside
     `out_rejected`, written (empty) with both grouping settings off too.
+    cache_dir: per-photo facts kept across runs by the photo's SHA-1 (flukeline.core.photo_cache):
+    a photo seen before is read (for its hash) but not decoded again.
     Returns a JSON-safe summary dict.
     """
     settings = IngestSettings() if settings is None else IngestSettings.of(settings)
@@ -135,7 +147,7 @@ def ingest(
     masks_dir, annotation_tables = load_annotations(
         root, annotations or {}, listed={entry.image for entry in train_entries + test_entries}
     )
-    _inspect_and_flag(train_entries, test_entries, threads, settings)
+    _inspect_and_flag(train_entries, test_entries, threads, settings, cache_dir)
     kept_train, kept_test, rejected = _kept_entries(
         root, train_entries, test_entries, settings.on_bad_image, settings.new_label
     )
@@ -184,10 +196,12 @@ def _list_entries(root: Path, test_order: str, catalogue, new_label: str) -> tup
     return train_entries, _list_test(root, test_order)
 
 
-def _inspect_and_flag(train_entries: list, test_entries: list, threads: int, settings: IngestSettings) -> None:
+def _inspect_and_flag(
+    train_entries: list, test_entries: list, threads: int, settings: IngestSettings, cache_dir=None
+) -> None:
     """Every image decoded and its problems recorded on its entry, so that one run reports them all."""
     _flag_images_in_both_splits(train_entries, test_entries)
-    _inspect_images(train_entries + test_entries, threads)
+    _inspect_images(train_entries + test_entries, threads, cache_dir)
     as_problem = settings.on_bad_image == "skip"
     _flag_small_images(train_entries + test_entries, settings.min_image_side, as_problem=as_problem)
 
@@ -366,31 +380,50 @@ def _flag_images_in_both_splits(train_entries: list[_Entry], test_entries: list[
             entry.problems.append("is also listed in the test set")
 
 
-def inspect_image(path: Path) -> ImageFacts | str:
+def inspect_image(path: Path, cache: PhotoCache | None = None) -> ImageFacts | str:
     """Facts about one image file (full decode, EXIF-upright size, perceptual hash from the same
-    decoded pixels), or the problem as text."""
+    decoded pixels), or the problem as text; from `cache` when these bytes were inspected before
+    (only readable photos are cached: a problem is always found again)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
+    sha1 = hashlib.sha1(data).hexdigest()
+    key = cache.key(sha1) if cache is not None else None
+    found = cache.get(key) if cache is not None else None
+    if found is not None:
+        width, height, grayscale = (int(v) for v in found["size_gray"])
+        phash = found["phash"].tobytes() if len(found["phash"]) else None
+        return ImageFacts(width=width, height=height, grayscale=bool(grayscale), sha1=sha1, phash=phash)
     try:
         rgb = decode_image_rgb(data, str(path))
     except UnreadableImageError as exc:
         return exc.reason
-    return ImageFacts(
+    facts = ImageFacts(
         width=int(rgb.shape[1]),
         height=int(rgb.shape[0]),
         grayscale=is_grayscale(rgb),
-        sha1=hashlib.sha1(data).hexdigest(),
+        sha1=sha1,
         phash=perceptual_hash(rgb),
     )
+    if cache is not None:
+        size_gray = np.array([facts.width, facts.height, int(facts.grayscale)], np.int64)
+        cache.put(key, size_gray=size_gray, phash=bytes_array(facts.phash or b""))
+    return facts
 
 
-def _inspect_images(entries: list[_Entry], threads: int) -> None:
+# What an ingest cache entry depends on besides the photo's bytes: the perceptual hash's definition.
+_FACTS_VERSION = {"phash_size": PHASH_SIZE, "min_hash_contrast": MIN_HASH_CONTRAST, "version": 1}
+
+
+def _inspect_images(entries: list[_Entry], threads: int, cache_dir=None) -> None:
     """Decode every locatable image; threads suffice since PIL decoding and hashing drop the GIL."""
     todo = [entry for entry in entries if entry.path is not None]
     paths = [entry.path for entry in todo]
-    results = parallel_map(inspect_image, paths, threads)
+    cache = PhotoCache(cache_dir, "ingest", _FACTS_VERSION) if cache_dir is not None else None
+    results = parallel_map(lambda path: inspect_image(path, cache), paths, threads)
+    if cache is not None:
+        logger.info(cache.summary(f"checks and hashes of {len(paths)} photos"))
     for entry, result in zip(todo, results):
         if isinstance(result, ImageFacts):
             entry.facts = result

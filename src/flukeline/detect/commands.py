@@ -4,7 +4,9 @@ training, prediction and evaluation. The runners are imported inside the command
 from __future__ import annotations
 
 from flukeline.core.cli_args import (
+    add_cache,
     add_command,
+    add_model_store,
     add_option,
     add_params,
     add_required,
@@ -26,6 +28,7 @@ def register(subparsers) -> None:
     add_option(p, "--out", "out_path", required=True, help="boxes.parquet")
     p.add_argument("--keypoints-out", default=None, help="keypoints.parquet (empty: no landmarks)")
     p.add_argument("--masks-out", default=None, help="masks.parquet (empty: no masks)")
+    add_cache(p)
     add_threads(p)
 
     p = add_command(
@@ -40,6 +43,7 @@ def register(subparsers) -> None:
     add_params(p, "detect.model settings plus detect.keypoints (JSON)", required=True)
     add_seed(p)
     add_required(p, model_path="--model", history_path="--history")
+    add_model_store(p)
     add_threads(p)
 
     predict = "masks, keypoints and boxes of every image with the trained detector"
@@ -47,6 +51,7 @@ def register(subparsers) -> None:
     add_required(p, model_path="--model", train_path="--train", test_path="--test")
     add_params(p, "detect.boxes settings (JSON)")
     add_required(p, "--masks-dir", masks_out="--masks", keypoints_out="--keypoints", boxes_out="--boxes")
+    add_cache(p)
     add_threads(p)
 
     p = add_command(

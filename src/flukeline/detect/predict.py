@@ -9,6 +9,11 @@ keypoints.parquet (image, split, keypoint, x, y, confidence) and boxes.parquet (
 y0, x1, y1, method, score). A keypoint that no training image labelled gets confidence 0 (a
 detector trained from boxes alone gives align no landmarks, so align makes box crops). A model
 trained from boxes without masks (`mask_target` box) writes box regions as its masks.
+
+Photos are read 32 at a time (never all at once). With a cache folder, each photo's detection (its
+mask PNG, keypoints, confidences and box) is kept under the key (model file's SHA-1, box settings,
+photo's SHA-1), so a detector that was not retrained (detect.model.retrain) detects only photos it
+has not seen, such as a new season's (flukeline.core.photo_cache).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from tqdm import tqdm
 
 from flukeline.core.images import read_image_rgb
 from flukeline.core.io import write_parquet_atomic
+from flukeline.core.photo_cache import PhotoCache, bytes_array, file_sha1
 from flukeline.core.runtime import configure_torch, parallel_map, select_device
 from flukeline.core.tensors import to_tensor
 from flukeline.detect.boxes import Box, clip_box, keypoint_box, largest_component, mask_box
@@ -91,10 +97,17 @@ def fuse_box(
 
 
 def predict_all(
-    model_path, train: pd.DataFrame, test: pd.DataFrame, settings: BoxSettings | Mapping, masks_dir, threads: int = 1
+    model_path,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    settings: BoxSettings | Mapping,
+    masks_dir,
+    threads: int = 1,
+    cache_dir=None,
 ):
     """Masks (PNG + table), keypoints and boxes for every train and test image. settings: the
-    boxes' (a mapping, e.g. a gallery's detect section, is parsed)."""
+    boxes' (a mapping, e.g. a gallery's detect section, is parsed). cache_dir: per-photo
+    detections kept across runs (used when the tables have the photos' sha1)."""
     settings = BoxSettings.of(settings)
     configure_torch(threads)
     device = select_device()
@@ -103,7 +116,10 @@ def predict_all(
     size, names = tuple(trained_with.input_size), list(trained_with.keypoints)
     masks_dir = Path(masks_dir)
     masks_dir.mkdir(parents=True, exist_ok=True)
-    images = pd.concat([train[["image", "split", "path"]], test[["image", "split", "path"]]], ignore_index=True)
+    columns = ["image", "split", "path"] + (["sha1"] if "sha1" in train and "sha1" in test else [])
+    images = pd.concat([train[columns], test[columns]], ignore_index=True)
+    use_cache = cache_dir is not None and "sha1" in images
+    cache = PhotoCache(cache_dir if use_cache else None, "detect", [file_sha1(model_path), settings.to_dict()])
     sigma = float(trained_with.heatmap_sigma)
     # A keypoint no training image labelled has an untrained heatmap: its peak means nothing, so
     # its confidence is 0 and align never uses it (models without the counts: all trained).
@@ -123,17 +139,33 @@ def predict_all(
         if not cv2.imwrite(str(mask_path), mask.astype(np.uint8) * 255):
             raise OSError(f"could not write {mask_path}")
         box = fuse_box(mask, pred["mask_score"], pred["keypoints"], pred["confidence"], rgb, settings)
+        if use_cache:
+            ok, png = cv2.imencode(".png", mask.astype(np.uint8) * 255)
+            cache.put(cache.key(row.sha1), mask_png=bytes_array(png.tobytes()), **_detection_arrays(pred, box))
         return row, str(mask_path), int(mask.sum()), pred, box
+
+    def cached(row):
+        found = cache.get(cache.key(row.sha1)) if use_cache else None
+        if found is None:
+            return None
+        mask_path = masks_dir / row.split / (Path(row.image).stem + ".png")
+        mask_path.parent.mkdir(parents=True, exist_ok=True)
+        mask_path.write_bytes(found["mask_png"].tobytes())
+        return (row, str(mask_path), *_detection_from_arrays(found))
 
     for start in tqdm(range(0, len(images), batch_size), desc="detect", mininterval=5):
         chunk = images.iloc[start : start + batch_size]
-        rgbs = parallel_map(read_image_rgb, chunk["path"], threads)
-        predictions = predict_batch(model, rgbs, size, sigma, device)
-        for pred in predictions:
-            pred["confidence"] = np.where(trained, pred["confidence"], 0.0)
-        for row, mask_path, area, pred, box in parallel_map(
-            finish, zip(chunk.itertuples(index=False), rgbs, predictions), threads
-        ):
+        rows = list(chunk.itertuples(index=False))
+        done = parallel_map(cached, rows, threads) if use_cache else [None] * len(rows)
+        todo = [row for row, hit in zip(rows, done) if hit is None]
+        if todo:
+            rgbs = parallel_map(read_image_rgb, [row.path for row in todo], threads)
+            predictions = predict_batch(model, rgbs, size, sigma, device)
+            for pred in predictions:
+                pred["confidence"] = np.where(trained, pred["confidence"], 0.0)
+            fresh = iter(parallel_map(finish, zip(todo, rgbs, predictions), threads))
+            done = [hit if hit is not None else next(fresh) for hit in done]
+        for row, mask_path, area, pred, box in done:
             mask_rows.append((row.image, row.split, mask_path, area, pred["mask_score"]))
             for name, (x, y), c in zip(names, pred["keypoints"], pred["confidence"]):
                 kp_rows.append((row.image, row.split, name, float(x), float(y), float(c)))
@@ -142,14 +174,38 @@ def predict_all(
     keypoints = pd.DataFrame(kp_rows, columns=["image", "split", "keypoint", "x", "y", "confidence"])
     boxes = pd.DataFrame(box_rows, columns=["image", "split", "x0", "y0", "x1", "y1", "method", "score"])
     log.info("detected %d images: %s", len(boxes), boxes["method"].value_counts().to_dict())
+    if use_cache:
+        log.info(cache.summary(f"detections of {len(images)} photos"))
     return masks, keypoints, boxes
 
 
-def run_predict(model_path, train_path, test_path, params, masks_dir, masks_out, keypoints_out, boxes_out, threads=1):
+def _detection_arrays(pred: dict, box: Box) -> dict[str, np.ndarray]:
+    """One photo's detection as a cache entry's arrays (the mask PNG apart)."""
+    return {
+        "keypoints": np.asarray(pred["keypoints"], np.float64),
+        "confidence": np.asarray(pred["confidence"], np.float64),
+        "scores": np.array([pred["mask_score"], box.score], np.float64),
+        "box": np.array([box.x0, box.y0, box.x1, box.y1], np.int64),  # boxes are whole pixels
+        "method": np.array(box.method),
+    }
+
+
+def _detection_from_arrays(found: dict) -> tuple[int, dict, Box]:
+    """(mask area, prediction, box) of a cache entry, as `finish` returns them."""
+    mask = cv2.imdecode(found["mask_png"], cv2.IMREAD_GRAYSCALE)
+    mask_score, box_score = (float(v) for v in found["scores"])
+    pred = {"mask_score": mask_score, "keypoints": found["keypoints"], "confidence": found["confidence"]}
+    x0, y0, x1, y1 = (int(v) for v in found["box"])
+    return int((mask > 0).sum()), pred, Box(x0, y0, x1, y1, str(found["method"]), box_score)
+
+
+def run_predict(
+    model_path, train_path, test_path, params, masks_dir, masks_out, keypoints_out, boxes_out, threads=1, cache_dir=None
+):
     """detect-predict: params, BoxSettings' keys (the detect_predict rule's JSON)."""
     settings = BoxSettings.from_dict(params)
     masks, keypoints, boxes = predict_all(
-        model_path, pd.read_parquet(train_path), pd.read_parquet(test_path), settings, masks_dir, threads
+        model_path, pd.read_parquet(train_path), pd.read_parquet(test_path), settings, masks_dir, threads, cache_dir
     )
     write_parquet_atomic(masks, masks_out)
     write_parquet_atomic(keypoints, keypoints_out)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from flukeline.core.model_reuse import DEFAULT_RETRAIN, DEFAULT_RETRAIN_ABOVE
 from flukeline.core.settings import StageSettings, nested_default
 
 # The demo's six fluke landmarks; another species names its own in detect.keypoints.
@@ -33,6 +34,12 @@ class DetectModelSettings(StageSettings):
     heatmap_weight: float = 0.5  # keypoint loss relative to the mask loss
     max_train_images: int | None = 400
     holdout_fraction: float = 0.1
+    # Whether a rerun trains again (flukeline.core.model_reuse): always | when-train-changes |
+    # never. when-train-changes reuses the stored detector while at most retrain_above of its
+    # annotated training photos were added, removed or changed: a new season without annotations
+    # keeps it, so every photo detected before keeps its cached detection.
+    retrain: str = DEFAULT_RETRAIN
+    retrain_above: float = DEFAULT_RETRAIN_ABOVE
 
 
 @dataclass(frozen=True, kw_only=True)

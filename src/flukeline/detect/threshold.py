@@ -27,11 +27,15 @@ import pandas as pd
 
 from flukeline.core.images import read_image_rgb
 from flukeline.core.io import write_parquet_atomic
+from flukeline.core.photo_cache import PhotoCache
 from flukeline.core.runtime import parallel_map
 from flukeline.detect.boxes import Box
 from flukeline.detect.settings import ClassicalDetectSettings
 
 log = logging.getLogger(__name__)
+
+# Bump when threshold_box's result for the same photo changes (the per-photo cache's key).
+THRESHOLD_VERSION = 1
 
 # Detection runs on a downscaled copy: the box needs no more resolution than this.
 WORK_SIDE = 256
@@ -77,15 +81,26 @@ def threshold_box(rgb: np.ndarray, min_area_fraction: float = ClassicalDetectSet
 
 
 def _detect_one(task):
-    """(Box, photo area in pixels) of one photo."""
-    path, method, min_area_fraction = task
+    """(Box, photo area in pixels) of one photo; from the per-photo cache when `cached` (its
+    folder and key) has it."""
+    path, method, min_area_fraction, cached = task
+    cache = PhotoCache(cached[0], "detect-classical") if cached else None
+    found = cache.get(cached[1]) if cache else None
+    if found is not None:
+        x0, y0, x1, y1, area = (int(v) for v in found["box_area"])
+        return Box(x0, y0, x1, y1, str(found["method"]), float(found["score"])), area
     cv2.setNumThreads(1)
     rgb = read_image_rgb(path)
     area = rgb.shape[0] * rgb.shape[1]
     if method == "none":
         # No detection: the whole photo, as a plain classifier on resized images would see it.
-        return Box(0, 0, rgb.shape[1], rgb.shape[0], "whole_image", 0.0), area
-    return threshold_box(rgb, min_area_fraction), area
+        box = Box(0, 0, rgb.shape[1], rgb.shape[0], "whole_image", 0.0)
+    else:
+        box = threshold_box(rgb, min_area_fraction)
+    if cache:
+        box_area = np.array([box.x0, box.y0, box.x1, box.y1, area], np.int64)
+        cache.put(cached[1], box_area=box_area, method=np.array(box.method), score=np.array(box.score))
+    return box, area
 
 
 def _log_small_boxes(table: pd.DataFrame, photo_areas) -> None:
@@ -112,14 +127,25 @@ def _log_small_boxes(table: pd.DataFrame, photo_areas) -> None:
 
 
 def detect_boxes(
-    train: pd.DataFrame, test: pd.DataFrame, settings: ClassicalDetectSettings | Mapping, threads: int = 1
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    settings: ClassicalDetectSettings | Mapping,
+    threads: int = 1,
+    cache_dir=None,
 ) -> pd.DataFrame:
-    """One box per train and test photo (settings: a mapping, e.g. a gallery's, is parsed)."""
+    """One box per train and test photo (settings: a mapping, e.g. a gallery's, is parsed).
+    cache_dir: per-photo boxes kept across runs by the photo's SHA-1 and the settings (used when
+    the tables have the photos' sha1; flukeline.core.photo_cache)."""
     settings = ClassicalDetectSettings.of(settings)
-    images = pd.concat([train[["image", "split", "path"]], test[["image", "split", "path"]]], ignore_index=True)
+    columns = ["image", "split", "path"] + (["sha1"] if "sha1" in train and "sha1" in test else [])
+    images = pd.concat([train[columns], test[columns]], ignore_index=True)
     method = settings.method
     min_area = float(settings.min_area_fraction)
-    tasks = [(p, method, min_area) for p in images["path"]]
+    keys = [None] * len(images)
+    if cache_dir is not None and "sha1" in images:
+        cache = PhotoCache(cache_dir, "detect-classical", [settings.to_dict(), THRESHOLD_VERSION])
+        keys = [(str(cache_dir), cache.key(sha1)) for sha1 in images["sha1"]]
+    tasks = [(p, method, min_area, key) for p, key in zip(images["path"], keys)]
     found = parallel_map(_detect_one, tasks, threads, processes=True, chunksize=16)
     table = pd.DataFrame([box.__dict__ for box, _ in found])
     table.insert(0, "split", images["split"].to_numpy())
@@ -134,10 +160,12 @@ KEYPOINT_COLUMNS = ["image", "split", "keypoint", "x", "y", "confidence"]
 MASK_COLUMNS = ["image", "split", "mask_path", "area", "score"]
 
 
-def run(train_path, test_path, out_path, params: dict, threads: int = 1, keypoints_out=None, masks_out=None) -> None:
+def run(
+    train_path, test_path, out_path, params: dict, threads: int = 1, keypoints_out=None, masks_out=None, cache_dir=None
+) -> None:
     """detect (threshold or none): params, ClassicalDetectSettings' keys (the detect rule's JSON)."""
     settings = ClassicalDetectSettings.from_dict(params)
-    table = detect_boxes(pd.read_parquet(train_path), pd.read_parquet(test_path), settings, threads)
+    table = detect_boxes(pd.read_parquet(train_path), pd.read_parquet(test_path), settings, threads, cache_dir)
     write_parquet_atomic(table, out_path)
     # Same tables as the learned detector writes, empty: downstream falls back to the boxes.
     if keypoints_out:

@@ -18,6 +18,7 @@ keypoint are kept (`keypoint_labels`) so that predict gives an untrained keypoin
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from flukeline.core.checkpoint import checkpoint_path, settings_digest
 from flukeline.core.errors import InputError
 from flukeline.core.io import write_csv_atomic
 from flukeline.core.model_file import save_weights
+from flukeline.core.model_reuse import reuse_or_train, settings_key, without_reuse_keys
+from flukeline.core.photo_cache import file_sha1
 from flukeline.core.runtime import configure_torch, select_device
 from flukeline.core.tensors import to_tensor
 from flukeline.core.training import TrainingLoop, autocast
@@ -148,7 +151,7 @@ def train_detector(
     sigma = float(settings.heatmap_sigma)
     heatmap_weight = float(settings.heatmap_weight)
     # The settings as detect-train's --params held them (every key: the rule passes them all).
-    params = settings.to_dict()
+    params = without_reuse_keys(settings.to_dict())
     digest = settings_digest({"params": params, "seed": seed, "n": len(fit), "mask_target": mask_target})
 
     def plan_epoch(epoch, rng):
@@ -250,15 +253,42 @@ def detector_loss(
     return mask_loss + dice_loss + heatmap_weight * heat_loss
 
 
-def run_train(train_path, keypoints_path, params, seed, model_path, history_path, threads=1, boxes_path=None) -> None:
-    """detect-train: params, DetectorTrainingSettings' keys (the detect_train rule's JSON)."""
-    train_detector(
-        pd.read_parquet(train_path),
-        pd.read_parquet(keypoints_path),
-        DetectorTrainingSettings.from_dict(params),
-        int(seed),
-        model_path,
-        history_path,
-        threads,
-        boxes=pd.read_parquet(boxes_path) if boxes_path else None,
+def training_items(train: pd.DataFrame, keypoints: pd.DataFrame, names, boxes: pd.DataFrame | None) -> list[str]:
+    """One string per annotated training photo: its SHA-1 and its annotations' (keypoint rows, box
+    rows, mask file), what decides whether the detector's training data changed
+    (flukeline.core.model_reuse)."""
+    annotated = annotated_images(train, keypoints, list(names), boxes)
+    kp = keypoints[keypoints["keypoint"].isin(list(names))].sort_values(["image", "keypoint"])
+    kp_text = kp.groupby("image").apply(lambda rows: rows.to_csv(index=False, header=False), include_groups=False)
+    box_text = {}
+    if boxes is not None and len(boxes):
+        box_text = boxes.groupby("image").apply(
+            lambda rows: rows.to_csv(index=False, header=False), include_groups=False
+        )
+    items = []
+    for row in annotated.itertuples(index=False):
+        mask = file_sha1(row.mask_path) if isinstance(row.mask_path, str) and row.mask_path else ""
+        annotation = f"{kp_text.get(row.image, '')}|{box_text.get(row.image, '')}|{mask}"
+        items.append(f"{row.sha1}|{hashlib.sha1(annotation.encode()).hexdigest()}")
+    return items
+
+
+def run_train(
+    train_path, keypoints_path, params, seed, model_path, history_path, threads=1, boxes_path=None, model_store=None
+) -> None:
+    """detect-train: params, DetectorTrainingSettings' keys (the detect_train rule's JSON). With
+    `model_store`, detect.model.retrain decides whether a stored detector is reused."""
+    settings = DetectorTrainingSettings.from_dict(params)
+    train = pd.read_parquet(train_path)
+    keypoints = pd.read_parquet(keypoints_path)
+    boxes = pd.read_parquet(boxes_path) if boxes_path else None
+    items = training_items(train, keypoints, settings.keypoints, boxes) if model_store else []
+    reuse_or_train(
+        model_store,
+        settings_key(without_reuse_keys(settings.to_dict()), int(seed)),
+        items,
+        settings.retrain,
+        settings.retrain_above,
+        [model_path, history_path],
+        lambda: train_detector(train, keypoints, settings, int(seed), model_path, history_path, threads, boxes=boxes),
     )

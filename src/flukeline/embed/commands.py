@@ -3,7 +3,15 @@ aligned crop with it. The runners are imported inside the commands (torch, timm)
 
 from __future__ import annotations
 
-from flukeline.core.cli_args import add_command, add_option, add_params, add_required, add_threads
+from flukeline.core.cli_args import (
+    add_cache,
+    add_command,
+    add_model_store,
+    add_option,
+    add_params,
+    add_required,
+    add_threads,
+)
 
 
 def cmd_zero_shot_model(args):
@@ -28,6 +36,8 @@ def register(subparsers) -> None:
         "pseudo_labels_path",
         help="test images (image, id) the previous round matched confidently: extra training data",
     )
+    add_model_store(p)
+    add_cache(p)
     add_threads(p)
 
     p = add_command(
@@ -37,6 +47,7 @@ def register(subparsers) -> None:
         "embeddings of every aligned crop with a trained member",
     )
     add_required(p, model_path="--model", align_path="--align", out_path="--out")
+    add_cache(p)
     add_threads(p)
 
     p = add_command(

@@ -11,12 +11,16 @@ head, and fine-tuning the backbone as well (bench/results/defaults.md)."""
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import numpy as np
 import timm
 import torch
 from torch import nn
 
 from flukeline.core.errors import InputError
+from flukeline.core.photo_cache import PhotoCache, file_sha1
 from flukeline.embed.crops import CropSet
 from flukeline.embed.losses import MemberLoss
 from flukeline.embed.model import batched
@@ -64,13 +68,52 @@ class FrozenHeadNet(nn.Module):
 
 
 @torch.no_grad()
-def frozen_features(model: FrozenHeadNet, crops: CropSet, device, flip: bool = False, batch_size: int = 128):
-    """The trunk's pooled features (float32 tensor on the CPU) of every aligned crop, or of its mirror."""
+def frozen_features(
+    model: FrozenHeadNet, crops: CropSet, device, flip: bool = False, batch_size: int = 128, cache=None
+):
+    """The trunk's pooled features (float32 tensor on the CPU) of every aligned crop, or of its
+    mirror. cache: a PhotoCache whose settings name the trunk (trunk_cache): each crop's features
+    are kept by its SHA-1 (and its mask's), so a retraining computes only crops it has not seen."""
     model.eval()
-    out = batched(
-        lambda x: model.features(x).float().cpu(), crops.aligned, crops.aligned_mask, flip, batch_size, device
-    )
-    return torch.cat(out) if out else torch.zeros((0, model.feature_dim))
+
+    def compute(images, masks) -> torch.Tensor:
+        out = batched(lambda x: model.features(x).float().cpu(), images, masks, flip, batch_size, device)
+        return torch.cat(out) if out else torch.zeros((0, model.feature_dim))
+
+    if cache is None:
+        return compute(crops.aligned, crops.aligned_mask)
+    masks = crops.aligned_mask
+    keys = [
+        cache.key(_crop_sha1(crops.aligned.paths[i]), _crop_sha1(masks.paths[i]) if masks is not None else "", flip)
+        for i in range(len(crops))
+    ]
+    found = [cache.get(key) for key in keys]
+    todo = np.array([i for i, entry in enumerate(found) if entry is None], dtype=np.int64)
+    if len(todo):
+        fresh = compute(crops.aligned[todo], None if masks is None else masks[todo])
+        for row, i in enumerate(todo):
+            found[i] = {"features": fresh[row].numpy()}
+            cache.put(keys[i], **found[i])
+    if not found:
+        return torch.zeros((0, model.feature_dim))
+    return torch.from_numpy(np.stack([entry["features"] for entry in found]))
+
+
+# A training reads each crop's features up to four times (plain, mirrored, validation, gallery):
+# its file is hashed once per process (crops never change while a job runs).
+_crop_sha1 = functools.lru_cache(maxsize=None)(file_sha1)
+
+
+def trunk_cache(cache_dir, settings) -> PhotoCache | None:
+    """The per-crop cache of a frozen trunk's features: keyed by what makes the trunk (backbone,
+    block, pool, channels, its pretrained weights; a weights file by its SHA-1). None without a folder."""
+    if cache_dir is None:
+        return None
+    weights = str(settings.pretrained)
+    if Path(weights).is_file():
+        weights = file_sha1(weights)
+    trunk = [settings.backbone, int(settings.block), int(settings.pool), int(settings.in_chans), weights]
+    return PhotoCache(cache_dir, "frozen-trunk", trunk)
 
 
 def pca_initialise(head: nn.Linear, features: torch.Tensor) -> None:

@@ -66,8 +66,9 @@ def batched(
     or of their mirror images with `flip`, as model input tensors on `device`: the list of its results."""
     out = []
     for start in range(0, len(images), batch_size):
-        batch_images = images[start : start + batch_size]
-        batch_masks = None if masks is None else masks[start : start + batch_size]
+        # np.asarray: crops read from their files (embed.crops.CropFiles) one batch at a time.
+        batch_images = np.asarray(images[start : start + batch_size])
+        batch_masks = None if masks is None else np.asarray(masks[start : start + batch_size])
         if flip:
             batch_images = batch_images[:, :, ::-1]
             batch_masks = None if batch_masks is None else batch_masks[:, :, ::-1]

@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from flukeline.core.model_reuse import reuse_or_train, settings_key, without_reuse_keys
+from flukeline.core.photo_cache import file_sha1
+from flukeline.core.runtime import parallel_map
 from flukeline.embed.member_types import TrainJob, member_type
 
 
@@ -35,17 +38,68 @@ def train_member(
     curves_path,
     threads: int = 1,
     pseudo_labels: pd.DataFrame | None = None,
+    model_store=None,
+    cache_dir=None,
 ) -> None:
     """Train the member of `params` (the train rule's {"training", "member", "seed"}) without
-    `fold`, through its registered type, and write its weights, history and curves."""
+    `fold`, through its registered type, and write its weights, history and curves. With
+    `model_store`, the member's retrain setting decides whether its stored model is put back
+    instead (flukeline.core.model_reuse)."""
     job = TrainJob(
-        train, align, fold, params, Path(model_path), Path(history_path), Path(curves_path), threads, pseudo_labels
+        train,
+        align,
+        fold,
+        params,
+        Path(model_path),
+        Path(history_path),
+        Path(curves_path),
+        threads,
+        pseudo_labels,
+        None if cache_dir is None else Path(cache_dir),
     )
-    member_type(job.settings.type).train(job)
+    settings = job.settings
+    key = settings_key(
+        without_reuse_keys(params["member"]), without_reuse_keys(params["training"]), params.get("seed", 0), fold
+    )
+    reuse_or_train(
+        model_store,
+        key,
+        training_items(train, align, pseudo_labels, threads) if model_store else [],
+        settings.retrain,
+        settings.retrain_above,
+        [model_path, history_path, curves_path],
+        lambda: member_type(settings.type).train(job),
+    )
+
+
+def training_items(
+    train: pd.DataFrame, align: pd.DataFrame, pseudo_labels: pd.DataFrame | None, threads: int = 1
+) -> list[str]:
+    """One string per training photo, what decides whether a member's training data changed: its
+    crop's SHA-1 (so a new detector or alignment counts as a change), id and fold; pseudo-labelled
+    test photos with their assigned id."""
+    crops = align.drop_duplicates("image", keep="last").set_index("image")["crop_path"]
+    rows = [
+        (image, str(label), f"fold{fold}") for image, label, fold in zip(train["image"], train["id"], train["fold"])
+    ]
+    if pseudo_labels is not None and len(pseudo_labels):
+        rows += [(image, str(label), "pseudo") for image, label in zip(pseudo_labels["image"], pseudo_labels["id"])]
+    hashes = parallel_map(lambda row: file_sha1(crops[row[0]]) if row[0] in crops.index else "", rows, threads)
+    return [f"{crop}|{label}|{role}" for crop, (_, label, role) in zip(hashes, rows)]
 
 
 def run_train(
-    train_path, align_path, fold, params, model_path, history_path, curves_path, threads=1, pseudo_labels_path=None
+    train_path,
+    align_path,
+    fold,
+    params,
+    model_path,
+    history_path,
+    curves_path,
+    threads=1,
+    pseudo_labels_path=None,
+    model_store=None,
+    cache_dir=None,
 ) -> None:
     pseudo = pd.read_parquet(pseudo_labels_path) if pseudo_labels_path else None
     train_member(
@@ -58,4 +112,6 @@ def run_train(
         curves_path,
         threads,
         pseudo,
+        model_store,
+        cache_dir,
     )

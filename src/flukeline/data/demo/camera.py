@@ -114,6 +114,16 @@ def camera_effects(rng, image, cfg, grayscale: bool):
     return out, applied
 
 
+def _resized_up(pixels, mask, keypoints, width: int, height: int):
+    """A photo drawn small at its full size: pixels (bilinear), mask (nearest) and keypoints
+    (pixel centres mapped)."""
+    fx, fy = width / pixels.shape[1], height / pixels.shape[0]
+    pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR)
+    mask = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
+    keypoints = (np.asarray(keypoints, np.float64) + 0.5) * (fx, fy) - 0.5
+    return pixels, mask, keypoints
+
+
 @dataclass
 class RenderedImage:
     jpeg: bytes
@@ -129,8 +139,11 @@ def render_image(
 ) -> RenderedImage:
     """One whole photo of `ind`: size, layout, scene(s), camera, JPEG. `make_companion(rng)` draws
     an unrelated animal for the two-fluke pathology."""
-    height, width = sample_image_size(rng, cfg["image_width"], extreme_ratio)
-    attributes = {"width": width, "height": height, "grayscale": grayscale, "extreme_ratio": extreme_ratio}
+    full_height, full_width = sample_image_size(rng, cfg["image_width"], extreme_ratio)
+    attributes = {"width": full_width, "height": full_height, "grayscale": grayscale, "extreme_ratio": extreme_ratio}
+    # render_scale < 1: the scene is drawn smaller and resized up to the photo's size below.
+    scale = float(cfg.get("render_scale", 1.0))
+    height, width = max(8, round(full_height * scale)), max(8, round(full_width * scale))
     layout = "single"
     if two_flukes:
         layout = "collage" if rng.random() < 0.4 else "companion"
@@ -159,6 +172,8 @@ def render_image(
     attributes.update(scene.attributes)
     pixels, applied = camera_effects(rng, image, cfg, grayscale)
     attributes.update(applied)
+    if (height, width) != (full_height, full_width):
+        pixels, mask, keypoints = _resized_up(pixels, mask, keypoints, full_width, full_height)
     quality = int(rng.integers(cfg["jpeg_quality"][0], cfg["jpeg_quality"][1] + 1))
     attributes["jpeg_quality"] = quality
     ok, jpeg = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])

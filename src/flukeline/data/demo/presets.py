@@ -1,4 +1,4 @@
-"""The demo generator's knobs: `PRESETS` (tiny, demo, large: image counts, long-tail cap,
+"""The demo generator's knobs: `PRESETS` (tiny, demo, large, kaggle: image counts, long-tail cap,
 resolution) over the knobs they share (identities, framing, scene, camera, annotations; each one
 documented where defined), merged with `data.demo.overrides` and checked by `resolve_config`.
 
@@ -53,6 +53,12 @@ _COMMON = {
     "sites": 6,  # study sites, ~55 km apart
     "home_site_prob": 0.8,  # chance an encounter is at the individual's home site
     "flanks": False,  # each photo a left or right side (viewpoint column), the two sides marked differently
+    # -- size and speed ----------------------------------------------------------------------
+    "photos": None,  # total train + test photos; None: the preset's n_train + n_test. Both scale
+    #                  at the preset's ratio, so one preset makes a 2k, an 8k and the full catalogue
+    "render_scale": 1.0,  # scenes drawn at this share of the width, then resized up to it: the
+    #                       kaggle preset draws at 1/3 (33k scenes at 1050 px would take ~2 h on
+    #                       2 cores; decoding, detection and hashing still see 1050-px photos)
 }
 
 PRESETS: dict[str, dict] = {
@@ -73,6 +79,21 @@ PRESETS: dict[str, dict] = {
         "max_images_per_id": 40,
         "image_width": 256,
         "canonical_span_px": 256,
+    },
+    # Scale benchmarks (bench/bench_scale.py): Kaggle 2019's size and photo width (25,361 train,
+    # 7,960 test, 1050 px; the identities' long tail up to 73 images). Scenes are drawn at 350 px
+    # and resized to 1050 (render_scale): pixel counts, file sizes and decode times are a 1050-px
+    # catalogue's, the fine marks a 350-px photo's. `photos` makes smaller catalogues of the same
+    # make-up (e.g. overrides {photos: 2000}).
+    "kaggle": {
+        **_COMMON,
+        "test_new_share": 0.35,  # the brief: 30-40% of test photos show animals train never saw
+        "n_train": 25361,
+        "n_test": 7960,
+        "max_images_per_id": 73,
+        "image_width": 1050,
+        "canonical_span_px": 384,
+        "render_scale": 1 / 3,
     },
     # Benchmarks.
     "large": {
@@ -139,6 +160,7 @@ def resolve_config(preset: str = "demo", overrides: dict | None = None) -> dict:
             if len(value) != len(cfg[knob]) or value[0] > value[1]:
                 raise ValueError(f"demo knob {knob!r} must be a (low, high) pair, got {value!r}")
         cfg[knob] = value
+    _apply_photos(cfg)
     for knob in (
         "new_whale_share",
         "test_new_share",
@@ -163,9 +185,23 @@ def resolve_config(preset: str = "demo", overrides: dict | None = None) -> dict:
         raise ValueError(f"demo knob 'new_test_photos' must be >= 1, got {cfg['new_test_photos']!r}")
     if int(cfg["sites"]) < 1:
         raise ValueError(f"demo knob 'sites' must be >= 1, got {cfg['sites']!r}")
+    if not 0.0 < float(cfg["render_scale"]) <= 1.0:
+        raise ValueError(f"demo knob 'render_scale' must lie in (0, 1], got {cfg['render_scale']!r}")
     if int(cfg["n_train"]) < 2 or int(cfg["n_test"]) < 1:
         raise ValueError("demo knobs 'n_train' >= 2 and 'n_test' >= 1 are required")
     return cfg
+
+
+def _apply_photos(cfg: dict) -> None:
+    """n_train and n_test for `photos` in all (at the preset's train:test ratio), in place."""
+    if cfg.get("photos") is None:
+        return
+    photos = int(cfg["photos"])
+    if photos < 3:
+        raise ValueError(f"demo knob 'photos' must be at least 3, got {cfg['photos']!r}")
+    share = int(cfg["n_train"]) / (int(cfg["n_train"]) + int(cfg["n_test"]))
+    cfg["n_train"] = max(2, min(photos - 1, round(photos * share)))
+    cfg["n_test"] = photos - cfg["n_train"]
 
 
 def _kaggle_identity_sizes() -> np.ndarray:

@@ -41,6 +41,7 @@ class TrainJob:
     curves_path: Path
     threads: int = 1
     pseudo_labels: pd.DataFrame | None = None
+    cache_dir: Path | None = None  # per-crop results kept across runs (frozen trunks' features)
 
     @cached_property
     def settings(self) -> MemberSettings:

@@ -22,7 +22,14 @@ from flukeline.core.runtime import configure_torch, select_device
 from flukeline.core.tensors import channels_last
 from flukeline.core.training import TrainingLoop
 from flukeline.embed.crops import CropSet
-from flukeline.embed.frozen_head import FrozenHeadNet, centre_class_weights, frozen_features, head_map5, pca_initialise
+from flukeline.embed.frozen_head import (
+    FrozenHeadNet,
+    centre_class_weights,
+    frozen_features,
+    head_map5,
+    pca_initialise,
+    trunk_cache,
+)
 from flukeline.embed.losses import MemberLoss
 from flukeline.embed.member_types._registry import register_member_type
 from flukeline.embed.member_types.base import MemberType, TrainJob, untrained_row
@@ -88,8 +95,9 @@ class FrozenHeadMember(MemberType):
         fit, fit_rows = self.fit_split(job, settings)
         flip_twins = bool(settings.flip_as_new_identity)
         fit_set = CropSet(fit_rows, box_crops=False, masks=int(settings.in_chans) == 4)
-        plain = frozen_features(model, fit_set, device)
-        mirrored = frozen_features(model, fit_set, device, flip=True) if flip_twins else plain
+        cache = trunk_cache(job.cache_dir, settings)
+        plain = frozen_features(model, fit_set, device, cache=cache)
+        mirrored = frozen_features(model, fit_set, device, flip=True, cache=cache) if flip_twins else plain
         item_image, item_flipped, item_label, class_names = training_items(fit["id"].to_numpy(), flip_twins)
         # A mirrored twin's item takes the mirrored crop's features, the others the plain ones.
         item_features = torch.where(torch.from_numpy(item_flipped)[:, None], mirrored[item_image], plain[item_image])
@@ -99,8 +107,8 @@ class FrozenHeadMember(MemberType):
             items=item_features,
             labels=item_label,
             n_classes=len(class_names),
-            val=frozen_features(model, validation.val_set, device),
-            gallery=frozen_features(model, validation.gallery_set, device),
+            val=frozen_features(model, validation.val_set, device, cache=cache),
+            gallery=frozen_features(model, validation.gallery_set, device, cache=cache),
             gallery_ids=validation.gallery_ids,
             val_truth=validation.truth,
             grid=validation.grid,

@@ -278,7 +278,8 @@ def final_model(model, swa_model, best_model, fit_set: CropSet, history, device,
         averaged = swa_model.module
         batches = (
             to_tensor(
-                fit_set.aligned[i : i + 64], None if fit_set.aligned_mask is None else fit_set.aligned_mask[i : i + 64]
+                np.asarray(fit_set.aligned[i : i + 64]),
+                None if fit_set.aligned_mask is None else np.asarray(fit_set.aligned_mask[i : i + 64]),
             ).to(device)
             for i in range(0, len(fit_set), 64)
         )
