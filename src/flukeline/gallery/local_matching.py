@@ -219,8 +219,7 @@ def local_topk(
     shortlist over every catalogue descriptor (its index kept in `index_dir`, see catalogue_index_of);
     pairs verified, evidence calibrated."""
     from flukeline.match.ensemble import ensemble_topk
-    from flukeline.match.local_member import query_features
-    from flukeline.match.local_shortlist import catalogue_votes, with_lnbnn_pairs
+    from flukeline.match.local_member import catalogue_normalisers, query_features
     from flukeline.match.local_tables import identity_evidence, identity_table
     from flukeline.match.pair_scoring import score_pairs
 
@@ -231,17 +230,14 @@ def local_topk(
     pairs = embedding_shortlist(images, ranking["test"], photos, embedding, embedding_topk, shortlist)
     features = {"train": gallery, "test": queries}
     query_tables = query_features(features, settings)
-    normalisers = None
-    lnbnn = settings.local.score == "lnbnn" or int(settings.local.lnbnn_identities) > 0
-    if local.method == "sift" and lnbnn and len(photos):
-        index = catalogue_index_of(photos, gallery, settings, threads, index_dir)
-        votes = catalogue_votes(ranking, query_tables, index)
-        add = int(settings.local.lnbnn_identities) if gallery.frames is not None else 0
-        pairs = with_lnbnn_pairs(pairs, ranking, votes, index, add, int(settings.local.photos_per_identity))
-        if settings.local.score == "lnbnn":
-            normalisers = {key: v.normalisers for key, v in votes.items()}
-    else:
-        pairs = pairs.assign(lnbnn=np.float32(0.0))
+
+    # The run's own decisions (LNBNN pairs, normalisers), with the index kept in the gallery.
+    def index_of(train, gallery_features, _pair_settings, workers):
+        return catalogue_index_of(train, gallery_features, settings, workers, index_dir)
+
+    pairs, normalisers = catalogue_normalisers(
+        photos, features, ranking, settings, threads, pairs, query_tables, index_of
+    )
     pairs, _ = score_pairs(
         pairs, features, settings.local, threads, method=local.method, normalisers=normalisers, queries=query_tables
     )

@@ -115,18 +115,21 @@ def query_features(features: dict[str, LocalFeatures], settings: LocalMatchSetti
     return {split: table.with_mirrors() for split, table in features.items()}
 
 
-def catalogue_normalisers(train, features, ranking, settings: LocalMatchSettings, threads: int, pairs, queries=None):
+def catalogue_normalisers(
+    train, features, ranking, settings: LocalMatchSettings, threads: int, pairs, queries=None, index_of=catalogue_index
+):
     """The pairs with `lnbnn` (and the LNBNN pairs, photo features only: on the demo's aligned
     crops they lowered known-identity rank-1, bench/results/local.md) and each query's LNBNN
     normalisers, which weigh its inliers (score lnbnn), or the pairs with lnbnn 0 and None where
     neither is asked for or the method is no SIFT (its descriptors are no RootSIFT). queries: the
-    tables the queries' features are read from (query_features; default the features)."""
+    tables the queries' features are read from (query_features; default the features). index_of:
+    how the catalogue index is had (catalogue_index's signature; a gallery keeps it built)."""
     local = settings.local
     weigh = local.score == "lnbnn"
     add_pairs = int(local.lnbnn_identities) > 0 and features["train"].frames is not None
     if features["train"].method != "sift" or not (weigh or add_pairs):
         return pairs.assign(lnbnn=np.float32(0.0)), None
-    index = catalogue_index(train, features["train"], local, threads)
+    index = index_of(train, features["train"], local, threads)
     votes = catalogue_votes(ranking, queries or features, index)
     identities = int(local.lnbnn_identities) if add_pairs else 0
     pairs = with_lnbnn_pairs(pairs, ranking, votes, index, identities, int(local.photos_per_identity))
