@@ -205,8 +205,9 @@ def test_unreachable_targets_leave_everything_to_review(tmp_path):
     assert summary["validation"]["classes"]["review"]["share"] == 1.0
 
 
-def test_run_decide_writes_the_table_summary_model_and_reliability_figure(tmp_path):
-    val, test_topk, train, test, _ = _run_tables(n_val=200, n_test=30)
+def _decide(tmp_path, val, test_topk, train, test, params, **extra) -> dict:
+    """run_decide on these tables (written to tmp_path, beside an average ensemble's summary at
+    threshold 0.5); its output paths: csv, summary, calibration, png."""
     paths = {}
     for name, table in {"val": val, "test_topk": test_topk, "train": train, "test": test}.items():
         paths[name] = tmp_path / f"{name}.parquet"
@@ -219,12 +220,19 @@ def test_run_decide_writes_the_table_summary_model_and_reliability_figure(tmp_pa
         tmp_path / "ensemble.json",
         paths["train"],
         paths["test"],
-        {"auto_accept_precision": 0.9},
+        params,
         out=outputs["csv"],
         summary_out=outputs["summary"],
         calibration_out=outputs["calibration"],
         figure_out=outputs["png"],
+        **extra,
     )
+    return outputs
+
+
+def test_run_decide_writes_the_table_summary_model_and_reliability_figure(tmp_path):
+    val, test_topk, train, test, _ = _run_tables(n_val=200, n_test=30)
+    outputs = _decide(tmp_path, val, test_topk, train, test, {"auto_accept_precision": 0.9})
     table = pd.read_csv(outputs["csv"], keep_default_na=False)
     assert list(table.columns) == [
         "Image",

@@ -172,9 +172,7 @@ def test_review_page_marks_a_group_and_its_size():
 def test_run_decide_writes_the_groups_with_the_members_embeddings(tmp_path):
     import json
 
-    from test_decisions import _run_tables
-
-    from flukeline.match.decisions import run_decide
+    from test_decisions import _decide, _run_tables
 
     val, test_topk, _, test, _ = _run_tables(n_val=200, n_test=30)
     rng = np.random.default_rng(2)
@@ -191,23 +189,13 @@ def test_run_decide_writes_the_groups_with_the_members_embeddings(tmp_path):
     folder = tmp_path / "embed" / "round0" / "m" / "fold0"
     folder.mkdir(parents=True)
     embeddings.to_parquet(folder / "embeddings.parquet")
-    paths = {}
-    for name, table in {"val": val, "test_topk": test_topk, "train": train, "test": test}.items():
-        paths[name] = tmp_path / f"{name}.parquet"
-        table.to_parquet(paths[name])
-    (tmp_path / "ensemble.json").write_text(json.dumps({"score": "similarity", "threshold": 0.5}))
-    outputs = {k: tmp_path / f"out_{k}" for k in ("csv", "summary", "calibration", "png")}
-    run_decide(
-        paths["val"],
-        paths["test_topk"],
-        tmp_path / "ensemble.json",
-        paths["train"],
-        paths["test"],
+    outputs = _decide(
+        tmp_path,
+        val,
+        test_topk,
+        train,
+        test,
         {"new_groups": {"min_p_new": 0.0}},  # every photo grouped: the grouping alone is checked
-        out=outputs["csv"],
-        summary_out=outputs["summary"],
-        calibration_out=outputs["calibration"],
-        figure_out=outputs["png"],
         embedding_paths=[folder / "embeddings.parquet"],
         embedding_folds=[0],
     )
