@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 
 from flukeline.match.local_features import root_sift
-from flukeline.match.local_index import DescriptorIndex, best_vote_per_label, lnbnn_votes, lnbnn_weights
+from flukeline.match.local_index import (
+    DescriptorIndex,
+    best_vote_per_label,
+    lnbnn_votes,
+    lnbnn_weights,
+    other_identity_normalisers,
+)
 from flukeline.match.pair_scoring import as_fractions
 from flukeline.match.photo_features import PhotoFeatureCache, chip, photo_boxes
 from flukeline.match.settings import LocalFeatureSettings
@@ -54,9 +60,13 @@ def test_the_right_identity_wins_and_a_validation_query_never_sees_its_fold():
     in_fold_0 = np.flatnonzero(index.folds == 0)
     assert held_out.photo_scores[in_fold_0].sum() == 0 and votes.photo_scores[in_fold_0].sum() > 0
     assert index.identities[held_out.top_identities(1)[0]] == "id3"
-    pairs = index.shortlist(held_out, identities=2, photos_per_identity=1)
+    pairs = index.shortlist(held_out, identities=2, photos_per_identity=1, exclude_fold=0)
     # Only identities with votes are verified: the distinctive marks vote for id3 alone.
     assert [i for _, i in pairs] == ["id3"] and pairs[0][0] in {"id3_1.jpg", "id3_2.jpg"}
+    # Asked for more photos than the other folds hold, the shortlist never fills up with the
+    # query's own fold (the query itself would verify as its own best match).
+    every = index.shortlist(held_out, identities=2, photos_per_identity=0, exclude_fold=0)
+    assert sorted(g for g, _ in every) == ["id3_1.jpg", "id3_2.jpg"]
 
 
 def test_ivf_search_agrees_with_the_exact_one_on_the_winner():
@@ -171,7 +181,7 @@ def test_photo_features_extract_only_new_photos_on_a_rerun(tmp_path, long_side):
 def test_normalisers_are_each_descriptors_k_plus_first_squared_distance_and_weigh_matches():
     rng = np.random.default_rng(3)
     names, ids, folds, descriptors, marks = _catalogue(rng, identities=4, per_photo=20)
-    index = DescriptorIndex(names, ids, folds, descriptors, k=2)
+    index = DescriptorIndex(names, ids, folds, descriptors, k=2, normaliser_depth=0)
     query = np.clip(marks["id1"] + rng.integers(-6, 7, size=marks["id1"].shape), 0, 255).astype(np.uint8)
     votes = index.query(query, exclude_fold=1)
     # By brute force over the photos outside fold 1 (RootSIFT, squared L2): the 3rd nearest.
@@ -182,3 +192,35 @@ def test_normalisers_are_each_descriptors_k_plus_first_squared_distance_and_weig
     weights = lnbnn_weights(np.array([0.5, 0.2, 0.9], np.float32), np.array([2, 1, 0]), np.array([0.1, 0.3, 0.9]))
     np.testing.assert_allclose(weights, [0.8, 0.0, 0.0], atol=1e-6)
     assert lnbnn_weights(votes.normalisers, np.zeros(0, int), np.zeros(0)).shape == (0,)
+
+
+def test_the_other_identity_normaliser_is_the_first_neighbour_after_the_voters_of_none_of_their_identities():
+    distances = np.array([[1.0, 2.0, 3.0, 4.0, 5.0], [1.0, 2.0, 3.0, 4.0, 5.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
+    identities = np.array(
+        [
+            [7, 7, 7, 8, 9],  # voters {7}: the 7 at place 3 is skipped, the 8 normalises
+            [7, 8, 7, 8, 7],  # voters {7, 8}: none beyond is another identity: the last searched
+            [7, 7, -1, 9, 9],  # no neighbour found counts as another identity
+        ]
+    )
+    np.testing.assert_allclose(other_identity_normalisers(distances, identities, 2), [4.0, 5.0, 3.0])
+    np.testing.assert_allclose(lnbnn_votes(distances, 2, np.array([4.0, 5.0, 3.0])), [[3, 2], [4, 3], [2, 1]])
+
+
+def test_a_distinctive_descriptor_keeps_its_weight_however_many_photos_of_the_animal_the_catalogue_holds():
+    """The reason for the rule: with the (K+1)-th neighbour as normaliser, an individual with more
+    than K photos normalises its own marks away, so evidence depends on the catalogue's size per
+    individual (validation folds vs the whole catalogue); the other-identity normaliser does not."""
+    rng = np.random.default_rng(5)
+    query_votes = {}
+    for photos_each in (2, 6):
+        names, ids, folds, descriptors, marks = _catalogue(rng, identities=5, photos_each=photos_each, per_photo=30)
+        query = np.clip(marks["id2"] + rng.integers(-6, 7, size=marks["id2"].shape), 0, 255).astype(np.uint8)
+        for depth in (0, 10):
+            index = DescriptorIndex(names, ids, folds, descriptors, k=3, normaliser_depth=depth)
+            votes = index.query(query)
+            query_votes[photos_each, depth] = votes.identity_scores[list(index.identities).index("id2")]
+    # The (K+1)-th rule: 6 photos of id2 (more than K = 3) leave its descriptors almost no weight.
+    assert query_votes[6, 0] < 0.2 * query_votes[2, 0]
+    # The other-identity rule: the same evidence within 20% at either catalogue size.
+    assert abs(query_votes[6, 10] - query_votes[2, 10]) < 0.2 * query_votes[2, 10]

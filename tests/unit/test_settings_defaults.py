@@ -126,7 +126,7 @@ def test_pick_gives_each_step_exactly_its_keys():
     assert "pseudo_label_weight" not in ensemble["ensemble"] and "rounds" not in ensemble["pseudo_labels"]
     assert set(LocalMatchSettings.pick(match)["local"]) == {
         "shortlist", "ratio", "ransac_threshold", "lnbnn_identities", "photos_per_identity", "lnbnn_k",
-        "exact_below", "nprobe", "score", "mirrors",
+        "lnbnn_normaliser_depth", "exact_below", "nprobe", "score", "mirrors",
     }  # fmt: skip
     # Extraction never reruns for a matching edit, nor for the DAG-only keys.
     assert set(LocalFeatureSettings.pick(match["local"])) == {"features", "sift_contrast", "long_side", "upscale"}

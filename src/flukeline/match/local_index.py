@@ -35,10 +35,32 @@ DIMENSIONS = 128
 MAX_LISTS, TRAIN_PER_LIST, ADD_PHOTOS = 4096, 32, 2000
 
 
-def lnbnn_votes(distances: np.ndarray, k: int) -> np.ndarray:
-    """n x k LNBNN votes of n query descriptors from their k + 1 nearest (squared L2, ascending)
-    distances: the normaliser (the last column) minus each of the first k, never below 0."""
-    return np.maximum(distances[:, k : k + 1] - distances[:, :k], 0.0)
+def lnbnn_votes(distances: np.ndarray, k: int, normalisers: np.ndarray | None = None) -> np.ndarray:
+    """n x k LNBNN votes of n query descriptors from their nearest (squared L2, ascending)
+    distances: the normaliser (default the (k+1)-th distance) minus each of the first k, never
+    below 0."""
+    normalisers = distances[:, k] if normalisers is None else normalisers
+    return np.maximum(normalisers[:, None] - distances[:, :k], 0.0)
+
+
+def other_identity_normalisers(distances: np.ndarray, identities: np.ndarray, k: int) -> np.ndarray:
+    """Per query descriptor the distance of its first neighbour after the k voters whose identity
+    is none of the voters' (HotSpotter's `normalizer_rule='name'`), or the last neighbour searched
+    when all are. distances, identities: n x (k + depth), nearest first; -1 identity: no
+    neighbour found, which counts as another identity.
+
+    Why: the normaliser stands for "how close a descriptor of somebody else comes". When it is
+    another photo of the same individual (an individual with more than k photos in the
+    catalogue), a distinctive descriptor weighs ~0, and how much it weighs depends on how many
+    photos of the animal the catalogue holds: validation folds hold fewer than the full catalogue
+    the test photos search, so evidence calibrated on validation did not transfer
+    (bench/results/lnbnn_normaliser.md)."""
+    voters, beyond = identities[:, :k], identities[:, k:]
+    if beyond.shape[1] == 0:
+        return distances[:, -1]
+    other = ~(beyond[:, :, None] == voters[:, None, :]).any(axis=2) | (beyond < 0)
+    first = np.where(other.any(axis=1), other.argmax(axis=1), beyond.shape[1] - 1)
+    return np.take_along_axis(distances[:, k:], first[:, None], axis=1)[:, 0]
 
 
 def lnbnn_weights(normalisers: np.ndarray, features: np.ndarray, distances: np.ndarray) -> np.ndarray:
@@ -100,6 +122,7 @@ class DescriptorIndex:
         descriptors: list[np.ndarray],
         *,
         k: int = LocalPairSettings.lnbnn_k,
+        normaliser_depth: int = LocalPairSettings.lnbnn_normaliser_depth,
         exact_below: int = LocalPairSettings.exact_below,
         nprobe: int = LocalPairSettings.nprobe,
         threads: int = 1,
@@ -123,7 +146,7 @@ class DescriptorIndex:
         for f in np.unique(self.folds):
             in_fold = np.flatnonzero(self.folds == f)
             self.fold_rows[int(f)] = (int(starts[in_fold[0]]), int(starts[in_fold[-1] + 1]))
-        self.k = int(k)
+        self.k, self.normaliser_depth = int(k), max(0, int(normaliser_depth))
         total = int(counts.sum())
         self.exact = total < max(1, int(exact_below))
         if self.exact:
@@ -171,7 +194,9 @@ class DescriptorIndex:
             "identities": self.identities,
             "photo_of_row": self.photo_of_row,
             "fold_rows": np.array([[f, lo, hi] for f, (lo, hi) in sorted(self.fold_rows.items())], np.int64),
-            "settings": np.array([self.k, int(self.exact), getattr(self, "nprobe", 0)], np.int64),
+            "settings": np.array(
+                [self.k, int(self.exact), getattr(self, "nprobe", 0), self.normaliser_depth], np.int64
+            ),
         }
 
         def write(tmp: Path) -> None:
@@ -193,7 +218,8 @@ class DescriptorIndex:
             self.identity_of_photo, self.identities = data["identity_of_photo"], data["identities"]
             self.photo_of_row = data["photo_of_row"]
             self.fold_rows = {int(f): (int(lo), int(hi)) for f, lo, hi in data["fold_rows"]}
-            self.k, exact, nprobe = (int(v) for v in data["settings"])
+            # An index written before the normaliser rule was a setting used the (k+1)-th: depth 0.
+            self.k, exact, nprobe, self.normaliser_depth = (int(v) for v in [*data["settings"], 0][:4])
         self.exact = bool(exact)
         if not self.exact:
             self.nprobe = nprobe
@@ -225,29 +251,41 @@ class DescriptorIndex:
         if len(descriptors) == 0 or len(self) == 0:
             return QueryVotes(np.zeros(n_ids), np.zeros(n_photos), 0, np.full(len(descriptors), np.float32(0)))
         parameters = self._search_parameters(exclude_fold)
-        distances, rows = self.index.search(root_sift(descriptors), self.k + 1, params=parameters)
+        depth = self.normaliser_depth
+        distances, rows = self.index.search(root_sift(descriptors), self.k + max(1, depth), params=parameters)
         missing = rows < 0
         # Fewer than k + 1 neighbours found (a tiny gallery, or IVF lists nearly empty): a missing
         # distance is the farthest one found, so a missing normaliser still bounds the votes and a
         # missing neighbour votes 0.
         farthest = float(distances[~missing].max()) if (~missing).any() else 0.0
         distances = np.where(missing, farthest, distances)
-        votes = lnbnn_votes(distances, self.k)
-        photos = np.where(missing[:, : self.k], -1, self.photo_of_row[np.maximum(rows[:, : self.k], 0)])
+        photos = np.where(missing, -1, self.photo_of_row[np.maximum(rows, 0)])
         identities = np.where(photos >= 0, self.identity_of_photo[np.maximum(photos, 0)], -1)
+        if depth > 0:
+            normalisers = other_identity_normalisers(distances, identities, self.k)
+        else:
+            normalisers = distances[:, self.k]
+        votes = lnbnn_votes(distances, self.k, normalisers)
         return QueryVotes(
-            best_vote_per_label(identities, votes, n_ids),
-            best_vote_per_label(photos, votes, n_photos),
+            best_vote_per_label(identities[:, : self.k], votes, n_ids),
+            best_vote_per_label(photos[:, : self.k], votes, n_photos),
             len(descriptors),
-            distances[:, self.k].astype(np.float32),
+            normalisers.astype(np.float32),
         )
 
-    def shortlist(self, votes: QueryVotes, identities: int, photos_per_identity: int) -> list[tuple[str, str]]:
+    def shortlist(
+        self, votes: QueryVotes, identities: int, photos_per_identity: int, exclude_fold: int | None = None
+    ) -> list[tuple[str, str]]:
         """(gallery photo, its identity) of the `identities` best identities, each with its
-        `photos_per_identity` best-voted photos (all of them when <= 0): the pairs to verify."""
+        `photos_per_identity` best-voted photos (all of them when <= 0): the pairs to verify. A
+        validation query's own fold (`exclude_fold`, as in `query`) is no gallery: its photos got
+        no vote, but an identity with fewer voted photos than asked would otherwise fill up with
+        them, the query itself among them."""
         pairs = []
         for identity in votes.top_identities(identities):
             own = self.photos_of_identity[identity]
+            if exclude_fold is not None:
+                own = own[self.folds[own] != int(exclude_fold)]
             own = own[np.argsort(-votes.photo_scores[own], kind="stable")]
             if photos_per_identity > 0:
                 own = own[:photos_per_identity]

@@ -139,6 +139,7 @@ def catalogue_index(train: pd.DataFrame, features, settings, threads: int = 1):
         known["fold"],
         [features.get(image)[1] for image in known["image"]],
         k=int(settings.lnbnn_k),
+        normaliser_depth=int(settings.lnbnn_normaliser_depth),
         exact_below=int(settings.exact_below),
         nprobe=int(settings.nprobe),
         threads=threads,
@@ -186,7 +187,11 @@ def with_lnbnn_pairs(
             fold = int(candidates["fold"].iloc[0]) if split == "val" else -1
             own = by_query.get((split, image), pd.DataFrame(columns=PAIR_COLUMNS))
             query_votes = votes[(split, image)]
-            chosen = index.shortlist(query_votes, int(identities), int(photos_per_identity)) if identities > 0 else []
+            chosen = (
+                index.shortlist(query_votes, int(identities), int(photos_per_identity), None if fold < 0 else fold)
+                if identities > 0
+                else []
+            )
             already = set(own["gallery"])
             new = [(g, i) for g, i in chosen if g not in already]
             rank_of = {i: r for r, i in enumerate(dict.fromkeys(i for _, i in chosen))}

@@ -158,7 +158,11 @@ class LocalPairSettings(StageSettings):
     # only: on the demo's aligned crops it lowered known-identity rank-1 (bench/results/local.md).
     lnbnn_identities: int = 10
     photos_per_identity: int = 3  # 0: all of them
-    lnbnn_k: int = 4  # HotSpotter's K; the (K+1)-th neighbour is the normaliser
+    lnbnn_k: int = 4  # HotSpotter's K
+    # The normaliser: 0, the (K+1)-th neighbour (HotSpotter's default); N, the first of the N
+    # neighbours after the K voters that is of another identity than theirs (HotSpotter's "name"
+    # rule). See local_index.other_identity_normalisers for why, bench/results/lnbnn_normaliser.md.
+    lnbnn_normaliser_depth: int = 10
     # Exact search below this many gallery descriptors; above, IVF with 8-bit codes (bench/results/local.md).
     exact_below: int = 100_000
     nprobe: int = 16
