@@ -79,6 +79,19 @@ def test_no_warning_when_the_submission_beats_every_baseline(run):
     assert metrics["warnings"] == []
 
 
+def test_the_local_matcher_alone_is_a_reference_the_submission_must_beat(run):
+    baseline, ensemble, pixel, submission = run
+    metrics = evaluate(
+        baseline,
+        [("ensemble@round0", ensemble, ensemble), ("local_sift@round0", pixel, pixel)],
+        submission,
+        baselines=[("zero_shot_1nn", ensemble, ensemble)],
+        submission_method="ensemble@round0",
+    )
+    assert len(metrics["warnings"]) == 1
+    assert "not above the local_sift@round0 baseline's 1.000" in metrics["warnings"][0]
+
+
 def test_an_unknown_submission_method_is_named(run):
     baseline, ensemble, _, submission = run
     with pytest.raises(InputError, match="--submission-method 'ensemble@round1' is not among the scored methods"):

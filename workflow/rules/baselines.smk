@@ -1,5 +1,6 @@
 # References without training, scored in every run beside the members (results/metrics.json,
-# results/metrics.html, the report): raw-pixel 1-NN and zero-shot backbone 1-NN. Each is an
+# results/metrics.html, the report): raw-pixel 1-NN and zero-shot backbone 1-NN (on the aligned
+# crops, and on the whole detect box at the backbone's native input). Each is an
 # embeddings table matched by the match stage's own command, so it is scored on exactly the
 # members' validation folds and threshold grid; 1-NN: every train image is a template, no flips.
 
@@ -63,6 +64,29 @@ rule baseline_zero_shot_embeddings:
     shell:
         "{FLUKELINE} embed --model {input.model:q} --align {input.align:q} --out {output:q} --cache {params.cache:q}"
         " --threads {threads} > {log:q} 2>&1"
+
+
+rule baseline_zero_shot_box_embeddings:
+    input:
+        model="results/baseline/zero_shot_1nn/model.safetensors",
+        train="results/data/train.parquet",
+        test="results/data/test.parquet",
+        boxes="results/detect/boxes.parquet",
+    output:
+        "results/baseline/zero_shot_box_1nn/embeddings.parquet",
+    log:
+        "results/logs/baseline_zero_shot_box_embeddings.log",
+    benchmark:
+        "results/benchmarks/baseline_zero_shot_box_embeddings.tsv"
+    threads: cpu_threads(4)
+    resources:
+        mem_mb=by_attempt(2000),
+        runtime=by_attempt(30),
+    params:
+        size=" ".join(map(str, config["baselines"]["zero_shot"]["box_size"])),
+    shell:
+        "{FLUKELINE} box-embeddings --model {input.model:q} --train {input.train:q} --test {input.test:q}"
+        " --boxes {input.boxes:q} --size {params.size} --out {output:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule match_baseline:

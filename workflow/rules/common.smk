@@ -357,7 +357,7 @@ def global_member_embeddings(wildcards):
 
 
 # --- Baselines (baselines.smk) ---------------------------------------------------------------
-BASELINES = ["pixel_1nn", "zero_shot_1nn"]
+BASELINES = ["pixel_1nn", "zero_shot_1nn", "zero_shot_box_1nn"]
 # The zero-shot baseline sees the crops the members see, at the first configured size.
 ZERO_SHOT_SIZE = size_name(config["align"]["sizes"][0])
 ZERO_SHOT_SIZE_ARGS = " ".join(map(str, config["align"]["sizes"][0]))  # zero-shot-model --size W H

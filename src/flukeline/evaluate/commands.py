@@ -79,6 +79,22 @@ def cmd_pixel_embeddings(args):
     write_parquet_atomic(table, args.out)
 
 
+def cmd_box_embeddings(args):
+    import pandas as pd
+
+    from flukeline.core.io import write_parquet_atomic
+    from flukeline.evaluate.box_zero_shot import box_embeddings
+
+    table = call_runner(
+        box_embeddings,
+        args,
+        train=pd.read_parquet(args.train),
+        test=pd.read_parquet(args.test),
+        boxes=pd.read_parquet(args.boxes),
+    )
+    write_parquet_atomic(table, args.out)
+
+
 def cmd_evaluate(args):
     from flukeline.core.io import write_json_atomic
     from flukeline.evaluate.scores import evaluate
@@ -100,6 +116,19 @@ def register(subparsers) -> None:
     )
     add_train_test(p, "ingest's train.parquet", "ingest's test.parquet", dests=("train", "test"))
     p.add_argument("--size", type=int, default=32, help="images are resized to SIZE x SIZE grayscale")
+    p.add_argument("--out", required=True, help="embeddings.parquet to write")
+    add_threads(p)
+    p = add_command(
+        subparsers,
+        "box-embeddings",
+        cmd_box_embeddings,
+        "a zero-shot model's embeddings of every photo's whole detect box at the backbone's native input",
+        own=("out",),
+    )
+    add_train_test(p, "ingest's train.parquet", "ingest's test.parquet", dests=("train", "test"))
+    p.add_argument("--model", dest="model_path", required=True, help="zero-shot-model's model file")
+    p.add_argument("--boxes", required=True, help="detect's boxes.parquet")
+    p.add_argument("--size", type=int, nargs=2, default=(224, 224), metavar=("W", "H"), help="input size")
     p.add_argument("--out", required=True, help="embeddings.parquet to write")
     add_threads(p)
 
