@@ -258,7 +258,8 @@ def catalogue_index_of(photos: pd.DataFrame, gallery: LocalFeatures, settings: L
     if index_dir is None:
         return catalogue_index(photos, gallery, settings.local, threads)
     pair = settings.local
-    digest = hashlib.sha1(json.dumps([int(pair.lnbnn_k), int(pair.exact_below), int(pair.nprobe), int(pair.lnbnn_normaliser_depth)]).encode())
+    index_settings = [int(pair.lnbnn_k), int(pair.exact_below), int(pair.nprobe), int(pair.lnbnn_normaliser_depth)]
+    digest = hashlib.sha1(json.dumps(index_settings).encode())
     for column in ("image", "id", "fold"):
         digest.update("\n".join(map(str, photos[column])).encode())
     digest.update(gallery.offsets.tobytes())
