@@ -8,8 +8,8 @@ submission while the run's own zero-shot reference, at the crop size, did not wa
 reference the run warns against must be the strongest a user could run without training.
 
 Photos are read, boxed and resized one at a time per worker and embedded CHUNK at a time, so no
-step holds every photo's pixels. Mirrors are embedded too (the embeddings table's format); the
-1-NN baselines match without them."""
+step holds every photo's pixels. No mirrors: the 1-NN baselines match without them (the match
+stage reads `embedding_flip` only where a table has it), and they would double the cost."""
 
 from __future__ import annotations
 
@@ -57,28 +57,25 @@ def photo_boxes(train: pd.DataFrame, test: pd.DataFrame, boxes: pd.DataFrame) ->
 def box_embeddings(
     model_path, train: pd.DataFrame, test: pd.DataFrame, boxes: pd.DataFrame, size=(224, 224), threads: int = 1
 ) -> pd.DataFrame:
-    """Embeddings table (image, split, embedding, embedding_flip) of every photo's box at `size`."""
+    """Embeddings table (image, split, embedding) of every photo's box at `size`."""
     configure_torch(threads)
     device = select_device()
     model, _ = load_member(model_path, device)
     photos = photo_boxes(train, test, boxes)
     size = (int(size[0]), int(size[1]))
-    plain, mirrored = [], []
+    plain = []
     for start in range(0, len(photos), CHUNK):
         chunk = photos.iloc[start : start + CHUNK]
         rows = list(zip(chunk["path"], chunk[["x0", "y0", "x1", "y1"]].to_numpy(dtype=np.int64)))
         pixels = np.stack(parallel_map(lambda row: box_pixels(row[0], tuple(row[1]), size), rows, threads))
         plain.append(embed_images(model, pixels, device=device))
-        mirrored.append(embed_images(model, pixels, device=device, flip=True))
     log.info("zero-shot box embeddings: %d photos at %dx%d", len(photos), *size)
     dim = model.embedding_dim
     plain = np.concatenate(plain) if plain else np.zeros((0, dim), np.float32)
-    mirrored = np.concatenate(mirrored) if mirrored else np.zeros((0, dim), np.float32)
     return pd.DataFrame(
         {
             "image": photos["image"].to_numpy(),
             "split": photos["split"].to_numpy(),
             "embedding": list(plain.astype(np.float32)),
-            "embedding_flip": list(mirrored.astype(np.float32)),
         }
     )
