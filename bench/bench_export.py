@@ -70,7 +70,13 @@ def _linked_copy(run: Path, work: Path) -> Path:
 
 def _export(run: Path, out: Path, catalogue: Path | None = None) -> dict:
     demo = _demo_root(run)
-    args = ["export", "--train", str(run / "results/data/train.parquet"), "--test", str(run / "results/data/test.parquet")]
+    args = [
+        "export",
+        "--train",
+        str(run / "results/data/train.parquet"),
+        "--test",
+        str(run / "results/data/test.parquet"),
+    ]
     args += ["--decisions", str(run / "results/decisions.csv"), "--train-csv", str(demo / "kaggle/train.csv")]
     args += ["--out", str(out)] + (["--catalogue", str(catalogue)] if catalogue else [])
     started = time.perf_counter()
@@ -102,10 +108,7 @@ def _true_identity_chapman(run: Path, truth: dict) -> dict:
     train = train[train["original_id"] != NEW_WHALE]
     seen = {
         season: {truth["individual_of"][image] for image, day in rows if day[:4] == season}
-        for season, rows in (
-            (FIRST, zip(train["image"], train["date"])),
-            (SECOND, zip(test["image"], test["date"])),
-        )
+        for season, rows in ((FIRST, zip(train["image"], train["date"])), (SECOND, zip(test["image"], test["date"])))
     }
     return chapman(len(seen[FIRST]), len(seen[SECOND]), len(seen[FIRST] & seen[SECOND])).to_dict()
 
@@ -249,8 +252,9 @@ def main(argv=None) -> int:
     text = (
         f"`{command}` on {args.run} ({time.strftime('%Y-%m-%d')})\n\n{truth_note}\n\n"
         f"Chapman between seasons {FIRST} and {SECOND} (95% interval: Chao's log-normal):\n\n"
-        + markdown_table(["export", "pending photos as", "n1", "n2", "m2", "N", "95% interval", "covers truth"],
-                         rows, right_from=2)  # fmt: skip
+        + markdown_table(
+            ["export", "pending photos as", "n1", "n2", "m2", "N", "95% interval", "covers truth"], rows, right_from=2
+        )  # fmt: skip
         + f"\nOne accept cycle: {review['reviewed']} pending photos reviewed with the truth ({review['matches']}"
         f" matches, {review['new']} new; the best candidate was right for {review['candidate_was_right']}),"
         f" accepted into {version.name}.\n\nChecks of the files (read back by pandas and the MARK parser):\n\n"

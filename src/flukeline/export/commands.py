@@ -1,6 +1,6 @@
-"""Export command: `flukeline export`, run by the export rule and by people after `flukeline
-accept` (on a newer catalogue version). The runner is imported inside the command, so `--help`
-stays fast."""
+"""Export command: `flukeline export`, run by the export rule (a workflow command), and by people
+after `flukeline accept` with the new catalogue version (--catalogue). The runner is imported
+inside the command, so `--help` stays fast."""
 
 from __future__ import annotations
 
@@ -21,8 +21,7 @@ def register(subparsers) -> None:
         subparsers,
         "export",
         cmd_export,
-        "Darwin Core occurrences, MARK capture histories, sightings per individual, discovery curve and abundance",
-        user=True,
+        "Darwin Core occurrences, capture histories for MARK, discovery curve and abundance estimate",
     )
     add_option(p, "--train", "train_path", default="results/data/train.parquet", help="the run's train table")
     add_option(p, "--test", "test_path", default="results/data/test.parquet", help="the run's test table (photos)")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import date
 
 import pandas as pd
 
@@ -128,6 +129,19 @@ def occurrence_table(sightings: pd.DataFrame, settings: ExportSettings) -> pd.Da
     return table[TERMS].reset_index(drop=True)
 
 
+def is_iso_8601(value: str) -> bool:
+    """An ISO 8601 date, date-time or interval of them that names a real day (no 2023-13, 2023-02-30)."""
+    if not ISO_8601.match(value):
+        return False
+    for part in value.split("/"):
+        year, month, day = (part[:10].split("-") + ["01", "01"])[:3]
+        try:
+            date(int(year), int(month), int(day))
+        except ValueError:
+            return False
+    return True
+
+
 def darwin_core_problems(table: pd.DataFrame) -> tuple[list[str], list[str]]:
     """(problems GBIF's or OBIS's validator would reject, notes on what OBIS still needs), for an
     occurrence table read with every cell as text ("" = empty); rows named by their CSV line."""
@@ -151,14 +165,21 @@ def darwin_core_problems(table: pd.DataFrame) -> tuple[list[str], list[str]]:
         if column in table:
             for index in table.index[~table[column].isin(allowed)]:
                 problems.append(f"{line(index)}: {column} {table.at[index, column]!r} is none of {', '.join(allowed)}")
-    for index in table.index[(table["eventDate"] != "") & ~table["eventDate"].str.match(ISO_8601)]:
+    for index in table.index[(table["eventDate"] != "") & ~table["eventDate"].map(is_iso_8601)]:
         problems.append(f"{line(index)}: eventDate {table.at[index, 'eventDate']!r} is not ISO 8601")
     problems += _coordinate_problems(table, line)
     if "individualCount" in table:
         bad = ~table["individualCount"].str.fullmatch(r"[1-9]\d*") & (table["individualCount"] != "")
-        problems += [f"{line(i)}: individualCount {table.at[i, 'individualCount']!r} is no positive integer" for i in table.index[bad]]
+        problems += [
+            f"{line(i)}: individualCount {table.at[i, 'individualCount']!r} is no positive integer"
+            for i in table.index[bad]
+        ]
     without = int(((table["decimalLatitude"] == "") | (table["decimalLongitude"] == "")).sum())
-    notes = [f"{without} occurrence(s) without coordinates: OBIS requires decimalLatitude/decimalLongitude"] if without else []
+    notes = (
+        [f"{without} occurrence(s) without coordinates: OBIS requires decimalLatitude/decimalLongitude"]
+        if without
+        else []
+    )
     unnamed = int((table["scientificNameID"].str.strip() == "").sum())
     if unnamed:
         notes.append(f"{unnamed} occurrence(s) without scientificNameID: OBIS requires one (export.scientific_name_id)")
@@ -172,7 +193,10 @@ def _coordinate_problems(table: pd.DataFrame, line) -> list[str]:
         not_number = values.isna() & (table[column] != "")
         out_of_range = values.abs() > limit
         problems += [f"{line(i)}: {column} {table.at[i, column]!r} is not a number" for i in table.index[not_number]]
-        problems += [f"{line(i)}: {column} {table.at[i, column]!r} outside [-{limit:g}, {limit:g}]" for i in table.index[out_of_range]]
+        problems += [
+            f"{line(i)}: {column} {table.at[i, column]!r} outside [-{limit:g}, {limit:g}]"
+            for i in table.index[out_of_range]
+        ]
     half = (table["decimalLatitude"] == "") != (table["decimalLongitude"] == "")
     problems += [f"{line(i)}: only one of decimalLatitude / decimalLongitude" for i in table.index[half]]
     if "geodeticDatum" in table:
