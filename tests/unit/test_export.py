@@ -350,6 +350,13 @@ def test_undated_photos_are_refused_with_file_and_line(tmp_path):
     assert "train.csv line 3: photo 't2.jpg' (reviewed, w_a) has no date" in message
     assert "decisions.csv line 3: photo 'q2.jpg' (auto-accepted, new_0001) has no date" in message
     assert not paths["out_dir"].exists()
+    # No date anywhere: one line says so.
+    train = pd.read_parquet(paths["train_path"]).drop(columns="date")
+    train.to_parquet(paths["train_path"])
+    decisions.drop(columns="date").to_csv(paths["decisions_path"], index=False)
+    with pytest.raises(InputError, match=r"^1 problem\(s\), nothing exported:\nnone of the 8 photos has a date \(the"
+                       r" first: train\.csv line 2, photo 't1\.jpg'\)"):  # fmt: skip
+        run_export(**paths)
     # The CLI: a one-line error, exit 1.
     args = ["export", "--train", str(paths["train_path"]), "--test", str(paths["test_path"])]
     args += ["--decisions", str(paths["decisions_path"]), "--out", str(paths["out_dir"])]

@@ -44,8 +44,16 @@ def fill_from_encounters(table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 
 def undated_problems(table: pd.DataFrame) -> list[str]:
-    """One line per photo without a date, with its file and line."""
+    """One line per photo without a date, with its file and line (one line in all when no photo
+    has a date: the run's CSVs have no date column)."""
     undated = table[table[DATE] == ""]
+    if len(undated) and len(undated) == len(table):
+        first = undated.iloc[0]
+        return [
+            f"none of the {len(table)} photos has a date (the first: {first['where']}, photo {first['image']!r}):"
+            " Darwin Core's eventDate and the capture occasions need one; add a date column to train.csv and"
+            " test.csv (or sample_submission.csv), or set export.undated: leave_out"
+        ]
     return [
         f"{row.where}: photo {row.image!r} ({_who(row)}) has no date: Darwin Core's eventDate and the capture"
         " occasions need one (add it to that file, or set export.undated: leave_out)"
