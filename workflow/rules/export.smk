@@ -27,7 +27,8 @@ rule export_sightings:
         settings=params_json(EXPORT),
         train_csv=EXPORT_TRAIN_CSV,
         catalogue=EXPORT_CATALOGUE_OPTION,
-        out=EXPORT_DIR,
+        # The folder the command writes its fixed file names into: the outputs' own.
+        out=lambda wildcards, output: Path(output.summary).parent,
     shell:
         "{FLUKELINE} export --train {input.train:q} --test {input.test:q} --decisions {input.decisions:q}"
         "{params.catalogue} --train-csv {params.train_csv:q} --params {params.settings:q} --out {params.out:q}"
