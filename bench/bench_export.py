@@ -123,7 +123,9 @@ def _source_rows(run: Path, catalogue: Path | None) -> pd.DataFrame:
     }
     decisions = pd.read_csv(run / "results/decisions.csv", dtype=str, keep_default_na=False)
     for row in decisions.itertuples(index=False):
-        identity = row.Id if row.decision == "match" else ""  # new ones: provisional ids, checked by count
+        # A pending photo has no individual; an automatic new one has its provisional id (new_group,
+        # new:<encounter>), which the comparison below accepts for those rows only.
+        identity = row.Id if row.decision == "match" else ""
         rows[row.Image] = (identity, row.date)
     if catalogue is not None:
         for row in pd.read_csv(catalogue, dtype=str, keep_default_na=False).itertuples(index=False):
