@@ -123,9 +123,10 @@ def _source_rows(run: Path, catalogue: Path | None) -> pd.DataFrame:
     }
     decisions = pd.read_csv(run / "results/decisions.csv", dtype=str, keep_default_na=False)
     for row in decisions.itertuples(index=False):
-        # A pending photo has no individual; an automatic new one has its provisional id (new_group,
-        # new:<encounter>), which the comparison below accepts for those rows only.
-        identity = row.Id if row.decision == "match" else ""
+        # A pending photo has no individual; an automatic new one its provisional id (its group,
+        # else new:<encounter>, else new:<photo>).
+        provisional = row.new_group or (f"new:{row.encounter}" if row.encounter else f"new:{row.Image}")
+        identity = row.Id if row.decision == "match" else provisional if row.decision == "new" else ""
         rows[row.Image] = (identity, row.date)
     if catalogue is not None:
         for row in pd.read_csv(catalogue, dtype=str, keep_default_na=False).itertuples(index=False):
@@ -142,10 +143,7 @@ def _validate(run: Path, out: Path, summary: dict, catalogue: Path | None) -> di
     per_photo = occurrences.set_index("catalogNumber")
     named = per_photo.index[per_photo.index.isin(sources.index)]
     expected = sources.loc[named]
-    auto_new = per_photo.loc[named, "identificationRemarks"].str.startswith("new individual decided")
-    ids_intact = bool(
-        ((per_photo.loc[named, "organismID"] == expected["id"]) | (auto_new & (expected["id"] == ""))).all()
-    )
+    ids_intact = bool((per_photo.loc[named, "organismID"] == expected["id"]).all())
     dates_intact = bool((per_photo.loc[named, "eventDate"] == expected["date"]).all())
 
     # The histories rebuilt from occurrence.csv (decided rows, season of eventDate) ...
