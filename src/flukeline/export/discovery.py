@@ -122,7 +122,8 @@ def discovery_figure(curves: pd.DataFrame, resighted: dict, path) -> None:
     else:
         by_date.text(0.5, 0.5, "no dated photos", ha="center", va="center", transform=by_date.transAxes)
     counts = resighted["by_occasions"]
-    histogram.bar([str(k) for k in counts], list(counts.values()), color="#4a7")
+    histogram.bar(list(counts), list(counts.values()), color="#4a7")
+    histogram.set_xticks(list(counts))
     histogram.set(xlabel="occasions an individual was seen in", ylabel="individuals", title="Resighting frequency")
     fig.tight_layout()
     save_figure(fig, path)
