@@ -1,6 +1,6 @@
 # Flukeline: identify individual animals from photographs.
 #   snakemake --cores 8 results/submission.csv
-# Stages (one rules file each): data -> detect -> align -> embed -> match.
+# Stages (one rules file each): data -> detect -> align -> embed -> match; then review and export.
 import json
 import shlex
 import sys
@@ -43,6 +43,7 @@ include: "workflow/rules/local.smk"
 include: "workflow/rules/decisions.smk"
 include: "workflow/rules/gallery.smk"
 include: "workflow/rules/review.smk"
+include: "workflow/rules/export.smk"
 
 
 rule all:
@@ -57,6 +58,7 @@ rule all:
         "results/decisions.csv",
         "results/data/demo_contact_sheet.png" if DEMO else [],
         "results/detect/metrics.json" if config["detect"]["method"] == "learned" else [],
+        f"{EXPORT_DIR}/summary.json" if EXPORT_REPORT else [],
 
 
 # The warnings of evaluate (results/metrics.json), where a user sees them: at the end of the run.

@@ -18,6 +18,7 @@ from flukeline.data import commands as data_commands
 from flukeline.detect import commands as detect_commands
 from flukeline.embed import commands as embed_commands
 from flukeline.evaluate import commands as evaluate_commands
+from flukeline.export import commands as export_commands
 from flukeline.gallery import commands as gallery_commands
 from flukeline.match import commands as match_commands
 from flukeline.review import commands as review_commands
@@ -33,6 +34,7 @@ STAGES = {
     "gallery": gallery_commands.register,
     "review": review_commands.register,
     "catalogue": catalogue_commands.register,
+    "export": export_commands.register,
     "annotate": annotate_commands.register,
 }
 

@@ -1,6 +1,6 @@
 """The package's layout rules (docs/architecture.md), checked on the source: no import cycle
 between modules (lazy imports inside functions count: they only hide a cycle), and no stage
-imports a later stage (data -> detect -> align -> embed -> match -> evaluate; core imports none)."""
+imports a later stage (data -> detect -> align -> embed -> match -> evaluate -> export; core imports none)."""
 
 import ast
 from pathlib import Path
@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import REPO
 
 PACKAGE = REPO / "src" / "flukeline"
-STAGES = ["core", "data", "detect", "align", "embed", "match", "evaluate"]
+STAGES = ["core", "data", "detect", "align", "embed", "match", "evaluate", "export"]
 
 
 def module_name(path: Path) -> str:

@@ -15,6 +15,7 @@ from flukeline.data.settings import IngestSettings
 from flukeline.detect.settings import DetectSettings
 from flukeline.embed.settings import MemberEntry, MemberSettings
 from flukeline.evaluate.settings import BaselineSettings
+from flukeline.export.settings import ExportSettings
 from flukeline.match.settings import (
     EnsembleSettings,
     LocalFeatureSettings,
@@ -31,6 +32,7 @@ DAG_KEYS = {
     "align": {"sizes"},
     "embed": {"members", "active_members", "cv_folds"},
     "data": {"source", "root", "catalogue", "demo", "omniglot", "annotations"},
+    "export": {"report"},
 }
 # Member settings that only a member's own entry sets (embed.members.<name>), not the shared level.
 MEMBER_ONLY = {"backbone", "size", "type", "block", "pool"}
@@ -81,6 +83,7 @@ SECTIONS = [
     (MemberEntry, SCHEMA["properties"]["embed"]["properties"]["members"]["additionalProperties"], "embed.members.*"),
     (MatchSettings, SCHEMA["properties"]["match"], "match"),
     (BaselineSettings, SCHEMA["properties"]["baselines"], "baselines"),
+    (ExportSettings, SCHEMA["properties"]["export"], "export"),
 ]
 
 
@@ -151,7 +154,8 @@ def test_settings_import_no_third_party_package():
 
     code = (
         "import sys; import flukeline.match.settings, flukeline.embed.settings, flukeline.detect.settings,"
-        " flukeline.align.settings, flukeline.evaluate.settings, flukeline.data.settings;"
+        " flukeline.align.settings, flukeline.evaluate.settings, flukeline.data.settings,"
+        " flukeline.export.settings;"
         " bad = sorted(m for m in ('numpy', 'torch', 'pandas', 'yaml', 'cv2') if m in sys.modules); print(bad)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -1,14 +1,20 @@
 """Snakemake's HTML report (`snakemake --report`) of the tiny run, with the two outputs made for it:
 the data summary figure and the metrics table (their own tests, on synthetic tables, are in
-tests/unit/test_report_outputs.py)."""
+tests/unit/test_report_outputs.py); and the export rule on a copy of the run (export.report: its
+section in metrics.html, its figure in the report; tests/unit/test_export.py tests its numbers)."""
 
 import base64
 import json
 import re
+import shutil
+import subprocess
 
+import pandas as pd
 import yaml
 from conftest import REPO, TINY, snakemake
 from small_run import merge
+
+from flukeline.export.darwin_core import TERMS
 
 
 def _report_variable(page: str, name: str):
@@ -64,3 +70,41 @@ def test_report_embeds_every_stage(tiny_run, tmp_path):
         "method": "ensemble",
         "round": str(round_),
     }
+
+
+def test_export_joins_the_default_target_metrics_and_report(tiny_run, tmp_path):
+    """The export rule on a hard-linked copy of the tiny run, whose photos have no dates (refused
+    by default: tests/unit/test_export.py): with export.undated leave_out and export.report, the
+    default target builds it, metrics.html carries its section and the report its figure."""
+    workdir, _ = tiny_run
+    run = tmp_path / "run"
+    run.mkdir()
+    subprocess.run(["cp", "-al", str(workdir / "results"), str(workdir / "resources"), str(run)], check=True)
+    shutil.copytree(workdir / ".snakemake", run / ".snakemake", symlinks=True)
+    photos = len(pd.read_parquet(run / "results/data/train.parquet")) + len(
+        pd.read_parquet(run / "results/data/test.parquet")
+    )
+
+    leave_out = _config(tmp_path, "leave_out", report=True, undated="leave_out")
+    snakemake(run, "--cores", "2", configfiles=(TINY, leave_out))
+    summary = json.loads((run / "results/export/summary.json").read_text())
+    assert summary["sightings"]["photos"] == summary["sightings"]["undated_left_out"] == photos
+    assert summary["abundance"]["estimates"] is None and summary["occasions"] == []
+    occurrences = pd.read_csv(run / "results/export/occurrence.csv", dtype=str)
+    assert list(occurrences.columns) == TERMS and occurrences.empty
+    # Undated photos still count as sightings: one row per decided individual, the curve up to them.
+    sightings = pd.read_csv(run / "results/export/sightings.csv", dtype={"individual": str})
+    curve = pd.read_csv(run / "results/export/discovery.csv")
+    assert curve.loc[curve["scenario"] == "decided", "individuals"].max() == len(sightings)
+    assert "Sightings, discovery curve and abundance (export)" in (run / "results/metrics.html").read_text()
+
+    report = tmp_path / "report.html"
+    snakemake(run, "--report", str(report), configfiles=(TINY, leave_out))
+    categories = _report_variable(report.read_text(), "categories")
+    assert categories["6 export"] == {"Other": ["results/export/discovery.png"]}
+
+
+def _config(folder, name: str, **export) -> str:
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"export": export}))
+    return path

@@ -11,6 +11,7 @@ from flukeline.data.catalogue_rows import latest_catalogue
 from flukeline.data.settings import IngestSettings
 from flukeline.detect.settings import BoxSettings, DetectorTrainingSettings
 from flukeline.embed.settings import MemberEntry, MemberSettings
+from flukeline.export.settings import ExportSettings
 from flukeline.match.settings import (
     DecisionSettings,
     EnsembleSettings,
@@ -464,3 +465,29 @@ REVIEW_LOCAL = (
     else {}
 )
 REVIEW_LOCAL_OPTION = "".join(f" --correspondences {shlex.quote(path)}" for path in REVIEW_LOCAL.values())
+
+# --- Export (export.smk) ---------------------------------------------------------------------
+# export.report: `snakemake all` also builds the export, and metrics.html shows its section (the
+# discovery curve, resighting, the abundance estimate). Off by default: the export refuses photos
+# without a date (export.undated), which a run without dates would then stop on.
+EXPORT = ExportSettings.pick(config["export"])
+EXPORT_REPORT = config["export"]["report"]
+EXPORT_DIR = "results/export"
+# The data root's train.csv names a training photo's line in the export's messages (a param, not
+# an input: the demo's root is a directory output, and train.parquet already orders the rule).
+EXPORT_TRAIN_CSV = f"{DATA_ROOT}/train.csv"
+
+
+def export_input(wildcards):
+    """The export's tables, and the catalogue version the run ingested (data.catalogue)."""
+    inputs = {
+        "train": "results/data/train.parquet",
+        "test": "results/data/test.parquet",
+        "decisions": "results/decisions.csv",
+    }
+    return inputs | ({"catalogue": str(CATALOGUE)} if CATALOGUE else {})
+
+
+EXPORT_CATALOGUE_OPTION = f" --catalogue {shlex.quote(str(CATALOGUE))}" if CATALOGUE else ""
+METRICS_SECTIONS = [f"{EXPORT_DIR}/section.html"] if EXPORT_REPORT else []
+METRICS_SECTION_OPTION = "".join(f" --section {shlex.quote(path)}" for path in METRICS_SECTIONS)

@@ -145,6 +145,8 @@ rule metrics_table:
     input:
         metrics="results/metrics.json",
         summaries=SCORED_SUMMARIES,
+        # Later stages' sections (export.report: the export's discovery curve and abundance).
+        sections=METRICS_SECTIONS,
     output:
         report("results/metrics.html", caption="../report/metrics_table.rst", category="5 match", subcategory="metrics"),
     log:
@@ -157,8 +159,10 @@ rule metrics_table:
         runtime=by_attempt(5),
     params:
         summaries=SUMMARY_OPTIONS,
+        sections=METRICS_SECTION_OPTION,
     shell:
-        "{FLUKELINE} metrics-table --metrics {input.metrics:q} {params.summaries} --out {output:q} > {log:q} 2>&1"
+        "{FLUKELINE} metrics-table --metrics {input.metrics:q} {params.summaries}{params.sections}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 # Stage target: `snakemake --cores 2 match`, the submission and the metrics (and what they need).

@@ -266,20 +266,24 @@ def _id_problem(image: str, decision: str, given: str, known: _Known) -> str | N
     return None
 
 
+def new_animal(given: str, encounter: str, image: str) -> tuple[str, str]:
+    """Which animal a photo of a new individual shows, as (kind, key): the provisional group of
+    the decide rule (new_0001 ...: match/new_groups.py), an id the row names itself, else its
+    encounter (photos of one animal on one day), else the photo alone."""
+    if PROVISIONAL.match(given):
+        return ("group", given)
+    if given not in ("", NEW_WHALE):
+        return ("named", given)
+    return ("encounter", encounter) if encounter else ("photo", image)
+
+
 def _assign_ids(rows: list[dict], known_ids: set, prefix: str) -> None:
     """Each row's final Id: a match keeps its id; one new animal per encounter (or per photo
     without one) gets one fresh id; a named new animal is one across rows."""
     animal_of = {}
     for r in rows:
         if r["decision"] == "new":
-            r["animal"] = (
-                # new_0001 ...: a provisional group of the decide rule (match/new_groups.py), one animal.
-                ("group", r["given"])
-                if PROVISIONAL.match(r["given"])
-                else ("named", r["given"])
-                if r["given"] not in ("", NEW_WHALE)
-                else (("encounter", r["encounter"]) if r["encounter"] else ("photo", r["Image"]))
-            )
+            r["animal"] = new_animal(r["given"], r["encounter"], r["Image"])
             animal_of.setdefault(r["animal"], None)
     unnamed = [a for a in animal_of if a[0] != "named"]
     named = {a[1] for a in animal_of if a[0] == "named"}

@@ -179,7 +179,7 @@ def read_metadata(sources: Iterable[str | Path | None]) -> Metadata:
             if canonical not in found.columns:
                 found.columns.append(canonical)
         for position, row in enumerate(rows.to_dict("records")):
-            values, row_problems = _row_values({columns[c]: row[c] for c in columns}, csv_line(path, position))
+            values, row_problems = row_values({columns[c]: row[c] for c in columns}, csv_line(path, position))
             problems += row_problems
             if values:
                 found.values.setdefault(row["Image"], {}).update(values)
@@ -191,7 +191,7 @@ def read_metadata(sources: Iterable[str | Path | None]) -> Metadata:
     return found
 
 
-def _row_values(cells: dict[str, str], where: str) -> tuple[dict, list[str]]:
+def row_values(cells: dict[str, str], where: str) -> tuple[dict, list[str]]:
     """One row's parsed values (empty cells left out) and its problems."""
     values, problems = {}, []
     parsers = {

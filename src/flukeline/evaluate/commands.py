@@ -159,6 +159,14 @@ def _register_workflow_commands(subparsers) -> None:
         metavar=("NAME", "SUMMARY_JSON"),
         help="a scored method's name in metrics.json and its match summary.json; repeat for each",
     )
+    add_option(
+        p,
+        "--section",
+        "sections",
+        action="append",
+        default=[],
+        help="an HTML fragment a later stage wrote (the export's section.html), appended; repeat for each",
+    )
     add_option(p, "--out", "out_path", required=True, help="HTML to write")
 
     p = add_command(subparsers, "baseline", cmd_baseline, "the all-new_whale submission and its validation predictions")

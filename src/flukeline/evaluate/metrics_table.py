@@ -4,7 +4,9 @@ every-photo-a-new-individual baseline on the same images, the calibrated thresho
 summary.json and, where the test identities are known, test MAP@5; the baselines beneath; then
 the new individuals: the share estimated among the test photos (with its interval, the
 validation share and, where known, the true one) and each method's open-set scores (AUROC new vs
-known, BAKS, BAUS, new-individual precision and recall; evaluate/open_set.py).
+known, BAKS, BAUS, new-individual precision and recall; evaluate/open_set.py). Sections that later
+stages write as HTML fragments (--section: the export's discovery curve and abundance) follow as
+they are, so this module needs nothing of theirs.
 
 The page is read by people working on any species, so it says "new individual" where the data
 and the Kaggle lists say `new_whale` (the label itself stays in submission.csv and metrics.json)."""
@@ -127,9 +129,10 @@ def new_share_note(metrics: dict) -> str | None:
     return text
 
 
-def metrics_html(metrics: dict, summaries: dict[str, dict]) -> str:
+def metrics_html(metrics: dict, summaries: dict[str, dict], sections: list[str] = ()) -> str:
     """A small self-contained HTML page: any warning first (in red), the metrics table, and the
-    references without training beneath it."""
+    references without training beneath it; then `sections`, HTML fragments of later stages (the
+    export's discovery curve and abundance), as they are."""
     table = metrics_rows(metrics, summaries)
     baseline = metrics["cv"]["all_new_whale"]
     notes = [
@@ -170,18 +173,24 @@ def metrics_html(metrics: dict, summaries: dict[str, dict]) -> str:
         + as_html(open_set)
         + "\n<p>AUROC: new against known photos ranked by the best similarity (threshold-free); BAKS / BAUS:"
         " top-1 accuracy per individual averaged over the known / the new individuals (wildlife-datasets);"
-        " precision and recall of the first guess new individual.</p>" + "\n</body></html>\n"
+        " precision and recall of the first guess new individual.</p>\n" + "".join(sections) + "\n</body></html>\n"
     )
 
 
-def run_metrics_table(metrics_path, summaries: list[tuple[str, str]], out_path) -> pd.DataFrame:
+def run_metrics_table(metrics_path, summaries: list[tuple[str, str]], out_path, sections=()) -> pd.DataFrame:
     metrics = _read_json(metrics_path, "the metrics")
+    fragments = []
+    for path in sections or ():
+        try:
+            fragments.append(Path(path).read_text(encoding="utf-8"))
+        except OSError as error:
+            raise InputError(f"{path}: cannot read the section ({error})") from error
     loaded = {}
     for name, path in summaries:
         summary = _read_json(path, f"the match summary of {name}")
         if "threshold" not in summary:
             raise InputError(f"{path}: no 'threshold' key (the match stage's summary.json has one)")
         loaded[name] = summary
-    page = metrics_html(metrics, loaded)
+    page = metrics_html(metrics, loaded, fragments)
     write_bytes_atomic(out_path, page.encode("utf-8"))
     return metrics_rows(metrics, loaded)
