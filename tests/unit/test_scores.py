@@ -90,6 +90,7 @@ def test_the_local_matcher_alone_is_a_reference_the_submission_must_beat(run):
     )
     assert len(metrics["warnings"]) == 1
     assert "not above the local_sift@round0 baseline's 1.000" in metrics["warnings"][0]
+    assert "the trained members add nothing to the local matcher alone" in metrics["warnings"][0]
 
 
 def test_an_unknown_submission_method_is_named(run):

@@ -190,6 +190,10 @@ WHAT_TO_TRY = (
 )
 
 
+LOCAL_HINT = (
+    "the trained members add nothing to the local matcher alone here (their ensemble weights are in the "
+    "ensemble's summary.json); "
+) + WHAT_TO_TRY.replace("try:", "to make training pay, try:")
 # The local matcher's member (match.local.method: local_sift, local_aliked...) trains nothing.
 LOCAL_MEMBER_PREFIX = "local_"
 
@@ -217,8 +221,10 @@ def baseline_warnings(metrics: dict, submission_method: str) -> list[str]:
     best = max(references, key=references.get)
     if method["map5"] > references[best]:
         return []
+    # The local matcher is in the ensemble: not beating it alone means the trained members add nothing.
+    hint = LOCAL_HINT if best.startswith(LOCAL_MEMBER_PREFIX) else WHAT_TO_TRY
     return [
         f"the submission ({submission_method}) scores validation MAP@5 {method['map5']:.3f}, not above the "
         f"{best} baseline's {references[best]:.3f} on the same images: training did not beat a reference "
-        f"without training; {WHAT_TO_TRY}"
+        f"without training; {hint}"
     ]
