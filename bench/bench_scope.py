@@ -11,6 +11,12 @@ removed, the test photos with an incompatible identity (truth-side viewpoint) or
 in their top 5, and the ensemble's seconds. The members' and the local matcher's pairs are not
 scoped: the pairs compared are the members' as before.
 
+With --local: the local member (flukeline.match.local_member.run_local_member) run again on the
+run's features and members, its pairs not scoped (match.scope off) and scoped by viewpoint, each
+then fused by the final ensemble with the viewpoint rule (as the run fuses): pairs compared,
+the local member's seconds (all, and scoring the pairs), its validation pairs (same / other) and
+CV MAP@5, the test photos with a wrong-side id in its own top 5, and the ensemble's scores.
+
 Then the decide rule's grouping of new individuals (flukeline.match.new_groups, default settings)
 on the run's final ensemble and embeddings: photos grouped, groups, and pairwise precision and
 recall against the demo's individuals (test_truth_attributes.csv), over the grouped photos and
@@ -36,8 +42,9 @@ import yaml
 from flukeline.core.metrics import NEW_WHALE, summarise
 from flukeline.match.decisions import run_decide
 from flukeline.match.ensemble import run_ensemble
+from flukeline.match.local_member import run_local_member
 from flukeline.match.new_groups import pairwise_scores
-from flukeline.match.settings import EnsembleSettings
+from flukeline.match.settings import EnsembleSettings, LocalMatchSettings
 
 VARIANTS = {
     "no scope": {"viewpoint": False},
@@ -80,14 +87,32 @@ def _truth(run: Path) -> tuple[pd.Series, pd.Series]:
     return test["Id"], test["individual"].astype(str)
 
 
+class Incompatible:
+    """Counts the test photos whose top 5 holds an identity never photographed from the photo's
+    side (or at its site): the truth-side check of a list."""
+
+    def __init__(self, run: Path):
+        train = pd.read_parquet(run / "results/data/train.parquet")
+        known = train[train["id"] != NEW_WHALE]
+        self.side_of = known.groupby("id")["viewpoint"].agg(set) if "viewpoint" in train else None
+        self.site_of = known.groupby("id")["location"].agg(set) if "location" in train else None
+        self.query = pd.read_parquet(run / "results/data/test.parquet").set_index("image")
+
+    def count(self, images, lists) -> tuple[int, int]:
+        wrong_side = wrong_site = 0
+        for image, listed in zip(images, lists):
+            ids = [i for i in listed if i != NEW_WHALE]
+            side = self.query.at[image, "viewpoint"] if self.side_of is not None else ""
+            site = self.query.at[image, "location"] if self.site_of is not None else ""
+            wrong_side += bool(side) and any(side not in self.side_of.get(i, {side}) for i in ids)
+            wrong_site += bool(site) and any(site not in self.site_of.get(i, {site}) for i in ids)
+        return wrong_side, wrong_site
+
+
 def _scope_rows(run: Path, scratch: Path, configs: list[Path]) -> list[dict]:
     members, weights, params = _ensemble_call(run, configs)
     truth, _ = _truth(run)
-    train = pd.read_parquet(run / "results/data/train.parquet")
-    test = pd.read_parquet(run / "results/data/test.parquet")
-    side_of = train[train["id"] != NEW_WHALE].groupby("id")["viewpoint"].agg(set) if "viewpoint" in train else None
-    site_of = train[train["id"] != NEW_WHALE].groupby("id")["location"].agg(set) if "location" in train else None
-    query = test.set_index("image")
+    incompatible = Incompatible(run)
     rows = []
     for name, scope in VARIANTS.items():
         out = scratch / name.replace(" ", "_")
@@ -108,13 +133,7 @@ def _scope_rows(run: Path, scratch: Path, configs: list[Path]) -> list[dict]:
         predictions = pd.read_parquet(out / "test_predictions.parquet")
         lists = [p.split() for p in predictions["predicted"]]
         scores = summarise(truth.reindex(predictions["image"]).tolist(), lists)
-        wrong_side = wrong_site = 0
-        for image, listed in zip(predictions["image"], lists):
-            ids = [i for i in listed if i != NEW_WHALE]
-            side = query.at[image, "viewpoint"] if side_of is not None else ""
-            site = query.at[image, "location"] if site_of is not None else ""
-            wrong_side += bool(side) and any(side not in side_of.get(i, {side}) for i in ids)
-            wrong_site += bool(site) and any(site not in site_of.get(i, {site}) for i in ids)
+        wrong_side, wrong_site = incompatible.count(predictions["image"], lists)
         removed = summary["scope"].get("test", {}).get("removed", 0)
         rows.append(
             {
@@ -126,6 +145,88 @@ def _scope_rows(run: Path, scratch: Path, configs: list[Path]) -> list[dict]:
                 "photos with a wrong-side id in top 5": wrong_side,
                 "photos with another site's id in top 5": wrong_site,
                 "seconds": round(seconds, 2),
+            }
+        )
+    return rows
+
+
+LOCAL_VARIANTS = {"pairs not scoped": {"viewpoint": False}, "pairs scoped (viewpoint)": {"viewpoint": True}}
+
+
+def _local_call(run: Path, configs: list[Path]) -> dict:
+    """The run's local_match inputs: its features, the embedding members (configured weight 1.0,
+    the fit starts from them), their embeddings fold by fold, and LocalMatchSettings of the config."""
+    summary = json.loads((run / "results/match/round0/ensemble/summary.json").read_text())
+    names = [name.split("@")[0] for name in summary["members"]]
+    local = next(name for name in names if name.startswith("local_"))
+    members = [name for name in names if not name.startswith("local_")]
+    own = json.loads((run / f"results/match/round0/{local}/summary.json").read_text())
+    features = run / f"results/match/local/{own['method']}_{own['size']}"
+    folds = sorted(int(p.name[4:]) for p in (run / f"results/embed/round0/{members[0]}").glob("fold*"))
+    return {
+        "local": local,
+        "features_train": features / "features_train.npz",
+        "features_test": features / "features_test.npz",
+        "member_dirs": [run / "results/match/round0" / m for m in members],
+        "member_weights": [1.0] * len(members),
+        "embedding_paths": [
+            run / f"results/embed/round0/{m}/fold{f}/embeddings.parquet" for m in members for f in folds
+        ],
+        "folds": folds,
+        "params": LocalMatchSettings.pick(_merged(configs)["match"]),
+    }
+
+
+def _local_rows(run: Path, scratch: Path, configs: list[Path]) -> list[dict]:
+    call = _local_call(run, configs)
+    _, _, ensemble_params = _ensemble_call(run, configs)
+    truth, _ = _truth(run)
+    incompatible = Incompatible(run)
+    train, test = run / "results/data/train.parquet", run / "results/data/test.parquet"
+    rows = []
+    for name, scope in LOCAL_VARIANTS.items():
+        out = scratch / name.split()[1] / "round0"
+        local = out / call["local"]
+        started = time.perf_counter()
+        run_local_member(
+            train,
+            call["features_train"],
+            call["features_test"],
+            call["member_dirs"],
+            call["member_weights"],
+            call["embedding_paths"],
+            call["folds"],
+            {**call["params"], "scope": {"mirrored_sides": False, **scope}},
+            local,
+            threads=2,
+            test_path=test,
+        )
+        seconds = time.perf_counter() - started
+        own = json.loads((local / "summary.json").read_text())
+        predictions = pd.read_parquet(local / "test_predictions.parquet")
+        own_side, _ = incompatible.count(predictions["image"], [p.split() for p in predictions["predicted"]])
+        # The final ensemble as the run fuses (viewpoint rule on), this local member in it.
+        members = [*call["member_dirs"], local]
+        settings = {**ensemble_params, "scope": {"mirrored_sides": False, "viewpoint": True}}
+        run_ensemble(members, [1.0] * len(members), settings, 0, out / "ensemble", out / "pseudo.parquet", train, test)
+        fused = pd.read_parquet(out / "ensemble/test_predictions.parquet")
+        lists = [p.split() for p in fused["predicted"]]
+        scores = summarise(truth.reindex(fused["image"]).tolist(), lists)
+        calibration = own["evidence_calibration"]
+        rows.append(
+            {
+                "variant": name,
+                "pairs compared": own["cost"]["pairs"],
+                "pairs per query": round(own["cost"]["pairs_per_query_mean"], 2),
+                "local member seconds": round(seconds, 1),
+                "seconds scoring pairs": round(own["cost"]["seconds"], 2),
+                "validation pairs same / other": f"{calibration.get('positives')} / {calibration.get('negatives')}",
+                "local CV MAP@5": round(own["cv"]["map5"], 4),
+                "local: photos with a wrong-side id in top 5": own_side,
+                "removed by scope": json.dumps(own["scope"].get("removed", {})),
+                "ensemble test MAP@5": round(scores["map5"], 4),
+                "ensemble known top-1": round(scores["known_top1"], 4),
+                "ensemble: photos with a wrong-side id in top 5": incompatible.count(fused["image"], lists)[0],
             }
         )
     return rows
@@ -190,15 +291,23 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--name", default="scope", help="<out>/<name>.md and .json")
     parser.add_argument("--configfile", type=Path, nargs="+", required=True, help="the run's config files, in order")
+    parser.add_argument("--local", action="store_true", help="also the local member's pairs with and without scope")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         scope_rows = _scope_rows(args.run, Path(scratch), args.configfile)
+        local_rows = _local_rows(args.run, Path(scratch), args.configfile) if args.local else []
         group_rows = _group_rows(args.run, Path(scratch))
     text = (
         f"`{' '.join(map(shlex.quote, ['python', '-m', 'bench.bench_scope', *sys.argv[1:]]))}` on {args.run}"
         f" ({time.strftime('%Y-%m-%d')})\n\n"
         "match.scope variants (the final ensemble fused again; members unchanged):\n\n"
         + _markdown(scope_rows)
+        + (
+            "\n\nThe local member's pairs (run again; the final ensemble fused with the viewpoint rule):\n\n"
+            + _markdown(local_rows)
+            if local_rows
+            else ""
+        )
         + "\n\nNew individuals grouped (match.decision.new_groups defaults):\n\n"
         + _markdown(group_rows)
         + "\n"
@@ -206,7 +315,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.md").write_text(text)
     (args.out / f"{args.name}.json").write_text(
-        json.dumps({"scope": scope_rows, "groups": group_rows}, indent=1, default=float)
+        json.dumps({"scope": scope_rows, "local": local_rows, "groups": group_rows}, indent=1, default=float)
     )
     print(text)
     return 0

@@ -218,10 +218,19 @@ FINAL_ENSEMBLE = f"results/match/round{FINAL_ROUND}/ensemble"
 # ensemble in its weights.
 SEARCH = SearchSettings.pick(config["match"])
 ENSEMBLE = EnsembleSettings.pick(config["match"])
-# match.scope.mirrored_sides auto: a mirrored photo is the same animal (embed.flip_as_new_identity
-# false), so a mirrored left may match a right (match/scope.py).
-if ENSEMBLE.get("scope", {}).get("mirrored_sides", "auto") == "auto":
-    ENSEMBLE["scope"] = {**ENSEMBLE.get("scope", {}), "mirrored_sides": not config["embed"]["flip_as_new_identity"]}
+
+
+def resolved_scope(params):
+    """params with match.scope.mirrored_sides auto decided: a mirrored photo is the same animal
+    (embed.flip_as_new_identity false), so a mirrored left may match a right (match/scope.py).
+    The ensemble and the local member's pairs read the same scope."""
+    scope = params.get("scope", {})
+    if scope.get("mirrored_sides", "auto") == "auto":
+        scope = {**scope, "mirrored_sides": not config["embed"]["flip_as_new_identity"]}
+    return {**params, "scope": scope}
+
+
+ENSEMBLE = resolved_scope(ENSEMBLE)
 DECISION = {**DecisionSettings.pick(config["match"]["decision"]), "seed": config["seed"]}
 # The decide rule's embeddings (new individuals grouped, match/new_groups.py): the final round's
 # members, every fold, with each table's fold.
@@ -306,7 +315,7 @@ LOCAL_METHODS = "sift|aliked_lightglue|disk_lightglue"
 LOCAL_TORCH = LOCAL_METHOD not in ("none", "sift")
 # The extraction consumes only the keypoint settings (method and size are in the path).
 LOCAL_FEATURE_SETTINGS = LocalFeatureSettings.pick(LOCAL)
-LOCAL_MATCH = LocalMatchSettings.pick(config["match"])
+LOCAL_MATCH = resolved_scope(LocalMatchSettings.pick(config["match"]))
 
 
 def local_members(round_):

@@ -138,5 +138,12 @@ def register(subparsers) -> None:
     )
     p.add_argument("--folds", required=True, help="comma-separated folds, the order of each member's tables")
     add_params(p, help="the ensemble's match settings plus match.local, as JSON")
+    add_option(
+        p,
+        "--test",
+        "test_path",
+        default=None,
+        help="test.parquet: with --train, the date, place and side match.scope reads",
+    )
     p.add_argument("--out-dir", required=True)
     add_threads(p)

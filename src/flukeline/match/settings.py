@@ -197,6 +197,8 @@ class LocalMatchSettings(RankingSettings):
     ensemble: FusionSettings = nested_default(FusionSettings)
     flip_fusion: bool = SearchSettings.flip_fusion
     local: LocalPairSettings = nested_default(LocalPairSettings)
+    # The ensemble's scope, on the pairs (match/local_shortlist.py): none the ensemble would drop.
+    scope: ScopeSettings = nested_default(ScopeSettings)
 
 
 @dataclass(frozen=True, kw_only=True)
