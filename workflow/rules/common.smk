@@ -231,6 +231,18 @@ def resolved_scope(params):
 
 
 ENSEMBLE = resolved_scope(ENSEMBLE)
+# match.scope.estimate: viewpoints estimated for the photos without one (match/viewpoint_estimate.py,
+# rule estimate_viewpoints), read by the ensemble and the local member's scope; nothing when off.
+VIEWPOINT_DIR = "results/match/viewpoints"
+VIEWPOINT_INPUTS = (
+    [f"{VIEWPOINT_DIR}/viewpoints.parquet", f"{VIEWPOINT_DIR}/summary.json"]
+    if config["match"]["scope"]["estimate"]
+    else []
+)
+VIEWPOINT_OPTIONS = (
+    f" --viewpoints {VIEWPOINT_INPUTS[0]} --viewpoint-summary {VIEWPOINT_INPUTS[1]}" if VIEWPOINT_INPUTS else ""
+)
+LOCAL_VIEWPOINT_OPTION = f" --viewpoints {VIEWPOINT_INPUTS[0]}" if VIEWPOINT_INPUTS else ""
 DECISION = {**DecisionSettings.pick(config["match"]["decision"]), "seed": config["seed"]}
 # The decide rule's embeddings (new individuals grouped, match/new_groups.py): the final round's
 # members, every fold, with each table's fold.

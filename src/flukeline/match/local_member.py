@@ -191,14 +191,15 @@ def log_member(out: Path, cost: dict, threads: int, seconds: float, calibration,
     )
 
 
-def pair_scope(settings: LocalMatchSettings, train: pd.DataFrame, test_path) -> PairScope | None:
+def pair_scope(settings: LocalMatchSettings, train: pd.DataFrame, test_path, viewpoints_path=None) -> PairScope | None:
     """match.scope for the pairs (None without the test table, or when no rule applies: the
-    pairs are then exactly as without scope)."""
+    pairs are then exactly as without scope); viewpoints_path: the viewpoint estimate's table."""
     from flukeline.match.scope import build_scope
+    from flukeline.match.viewpoint_estimate import with_estimated_viewpoints
 
     if test_path is None:
         return None
-    scope = build_scope(settings.scope, train, pd.read_parquet(test_path))
+    scope = build_scope(settings.scope, *with_estimated_viewpoints(train, pd.read_parquet(test_path), viewpoints_path))
     return PairScope(scope) if scope is not None else None
 
 
@@ -214,11 +215,13 @@ def run_local_member(
     out_dir,
     threads=1,
     test_path=None,
+    viewpoints_path=None,
 ) -> None:
     """results/match/round<r>/local_<method>/ (see the module docstring). member_dirs: the global
     members' match folders; embedding_paths: their embeddings, member by member, fold by fold.
     params: LocalMatchSettings' keys (the local_match rule's JSON). test_path: test.parquet, whose
-    date, place and side match.scope reads (with train.parquet's)."""
+    date, place and side match.scope reads (with train.parquet's); viewpoints_path: the viewpoint
+    estimate's table (match.scope.estimate)."""
     settings = LocalMatchSettings.of(params)
     if len(member_dirs) != len(member_weights):
         raise InputError(f"{len(member_dirs)} member folders but {len(member_weights)} weights")
@@ -235,7 +238,7 @@ def run_local_member(
     # The global ensemble's weights, fitted as the ensemble rule fits them (without this member).
     members, _ = fitted_members(members, settings)
     weights = {n: w for n, (_, w) in members.items()}
-    scope = pair_scope(settings, train, test_path)
+    scope = pair_scope(settings, train, test_path, viewpoints_path)
     ranking = {split: global_ranking(members, settings.candidates, split, scope) for split in ("val", "test")}
     test_images = ranking["test"]["image"].drop_duplicates().to_numpy()
     views = member_views(members, folds, embedding_paths, train, test_images, bool(settings.flip_fusion))
