@@ -63,22 +63,27 @@ class PairScope:
 
     scope: object  # scope.Scope
     removed: dict = field(default_factory=lambda: {"identities": 0, "shortlist_photos": 0, "lnbnn_photos": 0})
+    seconds: float = 0.0  # spent on the rules (what scoping costs the member)
 
     def ranking(self, table: pd.DataFrame, candidates: int) -> pd.DataFrame:
         from flukeline.match.scope import scope_topk
 
+        started = time.perf_counter()
         scoped, report = scope_topk(table, self.scope, int(candidates))
         self.removed["identities"] += report["removed"]
+        self.seconds += time.perf_counter() - started
         return scoped
 
     def photos(self, query: str, names, counter: str) -> np.ndarray:
         """Which of the catalogue photos `names` the query may be compared with (counted under counter)."""
+        started = time.perf_counter()
         keep = self.scope.compatible_photos(query, names)
         self.removed[counter] += int((~keep).sum())
+        self.seconds += time.perf_counter() - started
         return keep
 
     def report(self) -> dict:
-        return {"rules": list(self.scope.rules), "removed": dict(self.removed)}
+        return {"rules": list(self.scope.rules), "removed": dict(self.removed), "seconds": round(self.seconds, 3)}
 
 
 def global_ranking(
