@@ -365,10 +365,10 @@ def _group_rows(run: Path, scratch: Path) -> list[dict]:
 
 
 def _markdown(rows: list[dict]) -> str:
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(column for row in rows for column in row))  # every row's, in order
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join("" if row[c] is None else str(row[c]) for c in columns) + " |")
+        lines.append("| " + " | ".join("" if row.get(c) is None else str(row[c]) for c in columns) + " |")
     return "\n".join(lines)
 
 

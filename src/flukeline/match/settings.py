@@ -109,13 +109,13 @@ class ScopeSettings(StageSettings):
     date_order: bool = False
     # Viewpoints estimated for the photos without one, from the labelled share (a classifier on the
     # members' embeddings, match/viewpoint_estimate.py). Off by default: on the demo with flanks (the
-    # sides marked differently, nothing else telling them apart) it stayed near chance
-    # (bench/results/scope_demo_field_records.md).
+    # sides marked differently, nothing else telling them apart) it stayed at chance, 0.54 on the
+    # hidden half of the labels, and used anyway it cost 0.03 of MAP@5 (bench/results/scope_estimate.md).
     estimate: bool = False
     # The cross-validated accuracy the estimate needs before scope uses it: a wrong side removes the
     # true individual from a photo's candidates, a right one only candidates that could not be it.
-    # On the demo, sides drawn at this accuracy for the unlabelled half kept the labelled run's
-    # MAP@5 within 0.01; at 0.8 they lost more than the labels gained (same file).
+    # On the demo with every label replaced by sides right at this rate, photos with a wrong-side
+    # id in the top 5 fell 157 -> 36 for 0.006 of MAP@5; at 0.9, to 44 for 0.018 (same file).
     estimate_min_accuracy: float = 0.95
 
     def __post_init__(self):
