@@ -18,6 +18,7 @@ common it is among all photos, whatever side they show."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -236,9 +237,7 @@ def with_lnbnn_pairs(
             fold = int(candidates["fold"].iloc[0]) if split == "val" else -1
             own = by_query.get((split, image), pd.DataFrame(columns=PAIR_COLUMNS))
             query_votes = votes[(split, image)]
-            allowed = None
-            if scope is not None:
-                allowed = lambda names, image=image: scope.photos(image, names, "lnbnn_photos")  # noqa: E731
+            allowed = None if scope is None else functools.partial(scope.photos, image, counter="lnbnn_photos")
             chosen = (
                 index.shortlist(query_votes, int(identities), int(photos_per_identity), allowed)
                 if identities > 0
