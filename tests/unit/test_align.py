@@ -444,11 +444,10 @@ def test_crops_of_tiny_huge_extreme_and_grayscale_photos(tmp_path):
             for path in (row.crop_path, row.box_crop_path):
                 assert _read(path).shape == (height, width, 3)  # grayscale photos too
             if row.image == "grey.png":
-                assert pd.isna(row.mask_crop_path) and pd.isna(row.box_mask_crop_path)
                 crop = _read(row.crop_path)
                 assert np.array_equal(crop[:, :, 0], crop[:, :, 2])
-            else:
-                assert _read(row.mask_crop_path).shape == (height, width)
+            # Every photo has a mask crop, the one without a mask its box's (see below).
+            assert _read(row.mask_crop_path).shape == _read(row.box_mask_crop_path).shape == (height, width)
             assert (row.crop_path == row.box_crop_path) == (row.method == "box")
     # The huge photo's aligned crop shows the fluke centred where the template says.
     table = crop_images(images, transforms, masks, "128x64", 0.1, tmp_path / "again")
@@ -479,6 +478,35 @@ def test_masks_are_warped_with_their_crops(tmp_path):
             inside = mask > 127
             iou = (fluke & inside).sum() / (fluke | inside).sum()
             assert iou > 0.9, (row.image, iou)
+
+
+def test_a_photo_whose_predicted_mask_is_empty_has_its_box_as_mask(tmp_path):
+    # The tiny preset's 4-channel member stopped on such a photo ("mask crop missing").
+    scenes = [
+        _scene(tmp_path, "a.jpg", 640, 400, similarity(300, 15, 330, 170)),
+        _scene(tmp_path, "b.jpg", 640, 400, similarity(260, -8, 300, 200), confidence=0.0),
+    ]
+    images, boxes, keypoints, masks = _tables(scenes)
+    masks.loc[1, "area"] = 0  # detect wrote an all-zero PNG
+    cv2.imwrite(masks.loc[1, "mask_path"], np.zeros((400, 640), np.uint8))
+    transforms = estimate_transforms(images, keypoints, boxes, AlignSettings.from_params({}))
+    for cache in (None, tmp_path / "cache", tmp_path / "cache"):  # warped, stored, then read back
+        table = crop_images(images, transforms, masks, "256x128", 0.1, tmp_path / "crops", cache_dir=cache)
+        row = table.set_index("image").loc["b.jpg"]
+        assert row["method"] == "box" and row["mask_crop_path"] == row["box_mask_crop_path"]
+        mask = _read(row["box_mask_crop_path"]) > 127
+        # The box's corners mapped into the box crop: the rectangle the mask fills.
+        crop = box_crop(scenes[1]["box"], 0.1, (256, 128), (640, 400))
+        x0, y0, x1, y1 = scenes[1]["box"]
+        (u0, v0), (u1, v1) = apply(crop.matrix, [[x0 - 0.5, y0 - 0.5], [x1 - 0.5, y1 - 0.5]])
+        expected = np.zeros_like(mask)
+        expected[int(round(v0)) : int(round(v1)), int(round(u0)) : int(round(u1))] = True
+        assert (mask & expected).sum() / (mask | expected).sum() > 0.9
+    # The CLI's embed stage reads a mask crop for every photo.
+    from flukeline.embed.crops import CropSet
+
+    crops = CropSet(table, box_crops=True, masks=True)
+    assert all(crops.get(i, box)[1].shape == (128, 256) for i in range(2) for box in (False, True))
 
 
 def test_crops_are_deterministic_and_independent_of_workers(tmp_path):

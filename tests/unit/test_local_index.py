@@ -60,13 +60,13 @@ def test_the_right_identity_wins_and_a_validation_query_never_sees_its_fold():
     in_fold_0 = np.flatnonzero(index.folds == 0)
     assert held_out.photo_scores[in_fold_0].sum() == 0 and votes.photo_scores[in_fold_0].sum() > 0
     assert index.identities[held_out.top_identities(1)[0]] == "id3"
-    pairs = index.shortlist(held_out, identities=2, photos_per_identity=1, exclude_fold=0)
+    pairs = index.shortlist(held_out, identities=2, photos_per_identity=1)
     # Only identities with votes are verified: the distinctive marks vote for id3 alone.
     assert [i for _, i in pairs] == ["id3"] and pairs[0][0] in {"id3_1.jpg", "id3_2.jpg"}
-    # Asked for more photos than the other folds hold, the shortlist never fills up with the
-    # query's own fold (the query itself would verify as its own best match).
-    every = index.shortlist(held_out, identities=2, photos_per_identity=0, exclude_fold=0)
-    assert sorted(g for g, _ in every) == ["id3_1.jpg", "id3_2.jpg"]
+    # Every photo of the identity: those of the query's own fold (the query itself among them,
+    # for a validation photo) stay out; the test query (no fold excluded) gets them all.
+    assert sorted(p for p, _ in index.shortlist(held_out, 2, 0)) == ["id3_1.jpg", "id3_2.jpg"]
+    assert sorted(p for p, _ in index.shortlist(votes, 2, 0)) == ["id3_0.jpg", "id3_1.jpg", "id3_2.jpg"]
 
 
 def test_ivf_search_agrees_with_the_exact_one_on_the_winner():

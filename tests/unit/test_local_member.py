@@ -307,3 +307,65 @@ def test_a_lower_sift_contrast_threshold_keeps_the_keypoints_of_a_faint_photo(tm
     cv2.imwrite(str(path), faint)
     xy, _ = image_keypoints(str(path), "sift", {"features": 500, "sift_contrast": 0.01})
     np.testing.assert_array_equal(xy, low[0])
+
+
+def test_scoped_pairs_compare_a_query_only_with_compatible_photos(tmp_path):
+    """match.scope on the local member's pairs: the global ranking loses the incompatible
+    identities (as the ensemble's candidates do), the embedding shortlist and the LNBNN shortlist
+    only photos compatible with the query, and the slots go to the next compatible photos."""
+    from flukeline.match.local_index import DescriptorIndex
+    from flukeline.match.local_shortlist import PairScope, global_ranking, with_lnbnn_pairs
+    from flukeline.match.scope import build_scope
+    from flukeline.match.settings import ScopeSettings
+
+    train = pd.DataFrame(
+        {
+            "image": [f"t{i}" for i in range(8)],
+            "id": ["A", "A", "A", "B", "B", "C", NEW_WHALE, "A"],
+            "fold": [0, 1, 1, 1, 0, 1, 1, 0],
+            "viewpoint": ["left", "left", "right", "right", "right", "front-left", "left", "left"],
+        }
+    )
+    test = pd.DataFrame({"image": ["x0"], "viewpoint": ["left"]})
+    scope = PairScope(build_scope(ScopeSettings(), train, test))
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(8, 4)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    # t2 (A's right flank) is the closest to both queries: unscoped it fills a slot first.
+    vectors[2] = vectors[0] * 0.99 + 0.01
+    test_vectors = vectors[[0]]
+    write_member(
+        tmp_path / "m",
+        {"t0": [("B", 0.9), ("A", 0.8), ("C", 0.1), (NEW_WHALE, 0.0)]},
+        {"x0": [("B", 0.9), ("A", 0.5), ("C", 0.4)]},
+        {"threshold": 0.5},
+    )
+    members = {"m@round0": (tmp_path / "m", 1.0)}
+    ranking = {split: global_ranking(members, 2, split, scope) for split in ("val", "test")}
+    # B (right flanks only) is no candidate: the first two compatible identities are A and C.
+    assert ranking["val"]["id"].tolist() == ranking["test"]["id"].tolist() == ["A", "C"]
+    assert global_ranking(members, 2, "test")["id"].tolist() == ["B", "A"]
+    views = {"m": FakeViews(vectors, test_vectors)}
+    pairs = shortlist_pairs(train, np.array(["x0"]), ranking, views, {"m": 1.0}, shortlist=2, scope=scope)
+    by_split = pairs.groupby("split")["gallery"].apply(set).to_dict()
+    # Fold 0's t0 sees fold 1: A's t1 (left) and C's t5 (front-left), never A's right flank t2;
+    # the test photo its twin t0 and one more of A's left or C's front-left photos.
+    assert by_split["val"] == {"t1", "t5"}
+    assert "t0" in by_split["test"] and len(by_split["test"]) == 2 and by_split["test"] <= {"t0", "t1", "t5", "t7"}
+    unscoped = shortlist_pairs(train, np.array(["x0"]), ranking, views, {"m": 1.0}, shortlist=2)
+    unscoped = unscoped.groupby("split")["gallery"].apply(set).to_dict()
+    assert unscoped == {"val": {"t1", "t2"}, "test": {"t0", "t2"}}  # t2, nearest to t0, took a slot
+    # The LNBNN shortlist: the best-voted identity (B, right flanks) is passed over for A.
+    names = ["t1", "t2", "t3", "t4", "t7"]
+    photo_marks = {n: rng.integers(0, 255, size=(30, 128)).astype(np.uint8) for n in names}
+    ids = train.set_index("image").loc[names, "id"]
+    index = DescriptorIndex(names, ids, train.set_index("image").loc[names, "fold"], list(photo_marks.values()), k=2)
+    query = np.concatenate([photo_marks["t3"], photo_marks["t4"], photo_marks["t1"][:10]])
+    votes = {("test", "x0"): index.query(query)}
+    assert index.identities[votes[("test", "x0")].top_identities(1)[0]] == "B"
+    test_only = {"test": ranking["test"]}
+    lnbnn = with_lnbnn_pairs(pairs[pairs["split"] == "test"], test_only, votes, index, 1, 0, scope)
+    assert set(lnbnn["gallery"]) == {"t0", "t1", "t7"} and set(lnbnn["gallery_id"]) == {"A"}
+    report = scope.report()
+    assert report["rules"] == ["viewpoint"] and report["removed"]["identities"] == 2
+    assert report["removed"]["shortlist_photos"] > 0 and report["removed"]["lnbnn_photos"] == 3

@@ -200,3 +200,27 @@ def test_ensemble_final_lists_hold_only_compatible_identities(tmp_path):
     plain = pd.read_parquet(tmp_path / "plain" / "test_topk.parquet")
     assert plain.groupby("image").size().eq(8).all()
     assert json.loads((tmp_path / "plain" / "summary.json").read_text())["scope"]["rules"] == []
+    # The viewpoint estimate (match/viewpoint_estimate.py) fills the test photos without one: they
+    # are scoped too, and summary.json reports the estimate.
+    estimates = pd.concat([train.assign(split="train"), test.assign(split="test")])[["image", "split", "viewpoint"]]
+    estimates["viewpoint"] = np.where(estimates["viewpoint"] == "", "left", estimates["viewpoint"])
+    estimates.to_parquet(tmp_path / "viewpoints.parquet")
+    (tmp_path / "estimate.json").write_text(json.dumps({"accuracy": 0.97, "used": True}))
+    run_ensemble(
+        [member],
+        [1.0],
+        params,
+        0,
+        tmp_path / "estimated",
+        tmp_path / "p3.parquet",
+        tmp_path / "train.parquet",
+        tmp_path / "test.parquet",
+        tmp_path / "viewpoints.parquet",
+        tmp_path / "estimate.json",
+    )
+    predictions = pd.read_parquet(tmp_path / "estimated" / "test_predictions.parquet").set_index("image")["predicted"]
+    unlabelled = test.loc[test["viewpoint"] == "", "image"]
+    assert all(side[i] == "left" for image in unlabelled for i in predictions[image].split() if i != NEW_WHALE)
+    summary = json.loads((tmp_path / "estimated" / "summary.json").read_text())
+    assert summary["scope"]["test"]["queries_changed"] == 30
+    assert summary["scope"]["viewpoint_estimate"] == {"accuracy": 0.97, "used": True}

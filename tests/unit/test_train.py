@@ -220,6 +220,18 @@ def test_a_member_trains_with_every_recipe_option_and_embeds_plain_and_mirrored(
     assert plain.shape == mirrored.shape == (len(align), 16)
     np.testing.assert_allclose(np.linalg.norm(plain, axis=1), 1.0, atol=1e-5)
     assert not np.allclose(plain, mirrored)
+    # A crop without a mask crop (detect gave no masks) is embedded with the whole crop as its
+    # mask, through the per-crop cache too: as a mask crop of 255 everywhere would be.
+    whole = tmp_path / "whole_mask.png"
+    cv2.imwrite(str(whole), np.full((16, 32), 255, np.uint8))
+    with_file, without = align.head(3).copy(), align.head(3).copy()
+    with_file["mask_crop_path"] = str(whole)
+    without["mask_crop_path"] = pd.Series([pd.NA] * 3, dtype="string")
+    expected = np.stack(embed_all(model_path, with_file)["embedding"])
+    for cache in (None, tmp_path / "cache"):
+        got = np.stack(embed_all(model_path, without, cache_dir=cache)["embedding"])
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert not np.allclose(expected, plain[:3])  # the mask channel counts
 
 
 def test_a_killed_training_resumes_after_its_last_epoch_and_ends_with_the_same_weights(tmp_path, monkeypatch):

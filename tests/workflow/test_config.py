@@ -45,6 +45,16 @@ def test_default_config_dry_run_plans_every_stage(tmp_path):
         "evaluate",
     ):
         assert rule in out, rule
+    # The viewpoint estimate (match.scope.estimate) is off by default: not planned; on, it is, and
+    # the ensemble and the local member read it.
+    assert "estimate_viewpoints" not in out
+    (tmp_path / "estimate.yaml").write_text(yaml.safe_dump({"match": {"scope": {"estimate": True}}}))
+    estimated = snakemake(tmp_path, "-n", "-p", "--cores", "8", configfiles=(tmp_path / "estimate.yaml",)).stdout
+    assert "rule estimate_viewpoints" in estimated and "flukeline estimate-viewpoints" in estimated
+    viewpoints = "--viewpoints results/match/viewpoints/viewpoints.parquet"
+    assert f"{viewpoints} --viewpoint-summary results/match/viewpoints/summary.json" in estimated
+    local = [line for line in estimated.splitlines() if "flukeline local-match" in line]
+    assert local and all(viewpoints in line for line in local)
 
 
 def test_learned_detection_without_annotations_is_refused_with_the_way_out(tmp_path):

@@ -219,10 +219,31 @@ FINAL_ENSEMBLE = f"results/match/round{FINAL_ROUND}/ensemble"
 # ensemble in its weights.
 SEARCH = SearchSettings.pick(config["match"])
 ENSEMBLE = EnsembleSettings.pick(config["match"])
-# match.scope.mirrored_sides auto: a mirrored photo is the same animal (embed.flip_as_new_identity
-# false), so a mirrored left may match a right (match/scope.py).
-if ENSEMBLE.get("scope", {}).get("mirrored_sides", "auto") == "auto":
-    ENSEMBLE["scope"] = {**ENSEMBLE.get("scope", {}), "mirrored_sides": not config["embed"]["flip_as_new_identity"]}
+
+
+def resolved_scope(params):
+    """params with match.scope.mirrored_sides auto decided: a mirrored photo is the same animal
+    (embed.flip_as_new_identity false), so a mirrored left may match a right (match/scope.py).
+    The ensemble and the local member's pairs read the same scope."""
+    scope = params.get("scope", {})
+    if scope.get("mirrored_sides", "auto") == "auto":
+        scope = {**scope, "mirrored_sides": not config["embed"]["flip_as_new_identity"]}
+    return {**params, "scope": scope}
+
+
+ENSEMBLE = resolved_scope(ENSEMBLE)
+# match.scope.estimate: viewpoints estimated for the photos without one (match/viewpoint_estimate.py,
+# rule estimate_viewpoints), read by the ensemble and the local member's scope; nothing when off.
+VIEWPOINT_DIR = "results/match/viewpoints"
+VIEWPOINT_INPUTS = (
+    [f"{VIEWPOINT_DIR}/viewpoints.parquet", f"{VIEWPOINT_DIR}/summary.json"]
+    if config["match"]["scope"]["estimate"]
+    else []
+)
+VIEWPOINT_OPTIONS = (
+    f" --viewpoints {VIEWPOINT_INPUTS[0]} --viewpoint-summary {VIEWPOINT_INPUTS[1]}" if VIEWPOINT_INPUTS else ""
+)
+LOCAL_VIEWPOINT_OPTION = f" --viewpoints {VIEWPOINT_INPUTS[0]}" if VIEWPOINT_INPUTS else ""
 DECISION = {**DecisionSettings.pick(config["match"]["decision"]), "seed": config["seed"]}
 # The decide rule's embeddings (new individuals grouped, match/new_groups.py): the final round's
 # members, every fold, with each table's fold.
@@ -307,7 +328,7 @@ LOCAL_METHODS = "sift|aliked_lightglue|disk_lightglue"
 LOCAL_TORCH = LOCAL_METHOD not in ("none", "sift")
 # The extraction consumes only the keypoint settings (method and size are in the path).
 LOCAL_FEATURE_SETTINGS = LocalFeatureSettings.pick(LOCAL)
-LOCAL_MATCH = LocalMatchSettings.pick(config["match"])
+LOCAL_MATCH = resolved_scope(LocalMatchSettings.pick(config["match"]))
 
 
 def local_members(round_):

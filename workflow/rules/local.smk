@@ -61,6 +61,9 @@ rule local_features:
 rule local_match:
     input:
         train="results/data/train.parquet",
+        # The photos' date, place and side: match.scope applies to the pairs too (match/local_shortlist.py).
+        test="results/data/test.parquet",
+        viewpoints=VIEWPOINT_INPUTS,
         features_train=f"{LOCAL_FEATURES}/features_train.npz",
         features_test=f"{LOCAL_FEATURES}/features_test.npz",
         members=local_match_members,
@@ -105,8 +108,9 @@ rule local_match:
         embeddings=global_member_embeddings,
         folds=FOLDS,
         out_dir=lambda w: f"results/match/round{w.round}/local_{w.method}",
+        viewpoints=LOCAL_VIEWPOINT_OPTION,
     shell:
-        "{FLUKELINE} local-match --train {input.train:q} --features-train {input.features_train:q}"
+        "{FLUKELINE} local-match --train {input.train:q} --test {input.test:q} --features-train {input.features_train:q}"
         " --features-test {input.features_test:q} --members {params.members} --weights {params.weights}"
         " --embeddings {params.embeddings} --folds {params.folds} --params {params.match:q}"
-        " --out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
+        " --out-dir {params.out_dir:q} --threads {threads}{params.viewpoints} > {log:q} 2>&1"

@@ -47,6 +47,7 @@ rule ensemble:
         # The photos' date, place and side that match.scope reads (match/scope.py).
         train="results/data/train.parquet",
         test="results/data/test.parquet",
+        viewpoints=VIEWPOINT_INPUTS,
     output:
         # The candidates and the score the ensemble ranked by (summary.json "score": similarity or votes).
         val_topk="results/match/round{round}/ensemble/val_topk.parquet",
@@ -78,10 +79,39 @@ rule ensemble:
         members=ensemble_member_dirs,
         weights=ensemble_member_weights,
         out_dir=lambda w: f"results/match/round{w.round}/ensemble",
+        viewpoints=VIEWPOINT_OPTIONS,
     shell:
         "{FLUKELINE} ensemble --members {params.members} --weights {params.weights} --params {params.match:q}"
         " --round {wildcards.round} --out-dir {params.out_dir:q} --pseudo-labels {output.pseudo_labels:q}"
-        " --train {input.train:q} --test {input.test:q} > {log:q} 2>&1"
+        " --train {input.train:q} --test {input.test:q}{params.viewpoints} > {log:q} 2>&1"
+
+
+# match.scope.estimate: the viewpoints of the photos without one, from the labelled photos and the
+# round-0 members' embeddings (match/viewpoint_estimate.py); used by scope when accurate enough.
+rule estimate_viewpoints:
+    input:
+        train="results/data/train.parquet",
+        test="results/data/test.parquet",
+        embeddings=member_embeddings(0),
+    output:
+        table=f"{VIEWPOINT_DIR}/viewpoints.parquet",
+        summary=f"{VIEWPOINT_DIR}/summary.json",
+    log:
+        "results/logs/estimate_viewpoints.log",
+    benchmark:
+        "results/benchmarks/estimate_viewpoints.tsv"
+    threads: cpu_threads(1)
+    resources:
+        mem_mb=by_attempt(1000),  # demo preset: 0.3 GB, 5 s
+        runtime=by_attempt(10),
+    params:
+        scope=params_json(ENSEMBLE["scope"]),
+        members=len(MEMBERS),
+        embeddings=quoted(member_embeddings(0)),
+    shell:
+        "{FLUKELINE} estimate-viewpoints --train {input.train:q} --test {input.test:q}"
+        " --embeddings {params.embeddings} --members {params.members} --params {params.scope:q}"
+        " --out {output.table:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
 rule submission:

@@ -4,7 +4,11 @@ with the image's landmark transform: one warpAffine from the original photo per 
 also gets a box crop, which knows no template: detect's box grown by the margin, letterboxed at
 one scale into the output and padded as align.padding says (flukeline.align.geometry.box_crop);
 its detect mask is warped both ways when there is one (a 4th channel for the embed stage, padded
-with 0). An image without a landmark fit uses its box crop as its crop.
+with 0). Where the detector gave masks but a photo's is empty (nothing predicted; its box then came
+from the keypoints, the threshold detector or the whole photo) or absent, its detect box stands in
+for the mask (filled, warped the same way): a 4-channel member needs a mask crop for every photo,
+and the box is where the detector put the animal. An image without a landmark fit uses its box
+crop as its crop.
 
 Written under results/align/<W>x<H>/: crops/{aligned,box,aligned_mask,box_mask}/<split>/*.png and
 align.parquet (image, split, method, n_landmarks, residual, crop_path, box_crop_path,
@@ -43,35 +47,47 @@ _CROP_VERSION = 1
 def _crop_one(task) -> bool:
     """Read one photo (and mask), write its aligned and box crops (and warped masks); True when
     they came from the cache."""
-    path, aligned, box, padding, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png, cached = task
+    path, aligned, box, padding, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png, cached, rect = task
     cv2.setNumThreads(1)  # parallelism is over images
     outputs = {"box": box_png, "aligned": crop_png, "box_mask": box_mask_png, "aligned_mask": mask_png}
     cache = key = None
     if cached is not None:
         cache_root, photo_key = cached
         cache = PhotoCache(cache_root, "align", {"version": _CROP_VERSION})
-        key = cache.key(photo_key, file_sha1(mask_path) if mask_path else "")
+        key = cache.key(photo_key, file_sha1(mask_path) if mask_path else ("box" if mask_png else ""))
         found = cache.get(key)
         if found is not None:
             for name, out in outputs.items():
                 if out is not None:
                     Path(out).write_bytes(found[name].tobytes())
             return True
-    _warp_one(path, aligned, box, padding, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png)
+    _warp_one(path, aligned, box, padding, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png, rect)
     if cache is not None:
         # aligned is box (and aligned_mask box_mask) for a photo without a landmark fit.
         cache.put(key, **{name: bytes_array(Path(out).read_bytes()) for name, out in outputs.items() if out})
     return False
 
 
-def _warp_one(path, aligned, box, padding, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png) -> None:
+def box_as_mask(height: int, width: int, rect) -> np.ndarray:
+    """A photo's mask standing in for an empty predicted one: its detect box (x0, y0, x1, y1,
+    x1 / y1 exclusive) filled with 255."""
+    mask = np.zeros((height, width), np.uint8)
+    x0, y0, x1, y1 = (int(round(v)) for v in rect)
+    mask[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = 255
+    return mask
+
+
+def _warp_one(path, aligned, box, padding, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png, rect):
     rgb = read_image_rgb(path)
     write_png(box_png, warp_box_crop(rgb, box, out_size, padding))
     if crop_png != box_png:
         write_png(crop_png, warp(rgb, aligned, out_size))
-    if mask_path is None:
+    if mask_png is None:
         return
-    mask = cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)
+    if mask_path is None:  # an empty or absent predicted mask: the box stands in (module docstring)
+        mask = box_as_mask(rgb.shape[0], rgb.shape[1], rect)
+    else:
+        mask = cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)
     if mask is None:
         raise OSError(f"cannot read mask {mask_path}")
     # Masks are stored at the photo's resolution (identity here); one that is not is rescaled.
@@ -128,12 +144,23 @@ def crop_images(
         missing = table.loc[table["method"].isna(), "image"].tolist()[:5]
         raise ValueError(f"align table has no transform for {missing} ...")
     mask_paths = [None] * len(table)
-    if masks is not None and len(masks):
+    # A detector that gave masks: every photo gets a mask crop, its box where its mask is empty.
+    with_masks = masks is not None and bool(len(masks))
+    if with_masks:
         found = masks.dropna(subset=["mask_path"])
         if "area" in found:
             found = found[found["area"] > 0]
         lookup = {(i, s): str(p) for i, s, p in found[["image", "split", "mask_path"]].itertuples(index=False)}
         mask_paths = [lookup.get((i, s)) for i, s in zip(table["image"], table["split"])]
+        empty = [image for image, path in zip(table["image"], mask_paths) if path is None]
+        if empty:
+            log.info(
+                "%d of %d photos have an empty or no predicted mask (e.g. %s): their mask crops are their detect box",
+                len(empty),
+                len(table),
+                ", ".join(map(str, empty[:3])),
+            )
+    rects = table[BOX_COLUMNS].to_numpy(np.float64)
     crops_dir = Path(crops_dir).resolve()
     names = _file_names(table)
     folders = {kind: crops_dir / kind for kind in ("aligned", "box", "aligned_mask", "box_mask")}
@@ -148,21 +175,36 @@ def crop_images(
     aligned_matrices = crop_matrix(transforms, frame, margin, out_size)
     box_crops = _box_crops(table, margin, out_size)
     tasks, rows = [], []
-    per_image = zip(table.itertuples(index=False), names, mask_paths, aligned_matrices, box_crops)
-    for row, name, mask_path, aligned, box in per_image:
+    per_image = zip(table.itertuples(index=False), names, mask_paths, aligned_matrices, box_crops, rects)
+    for row, name, mask_path, aligned, box, rect in per_image:
         aligned_fit = row.method == "landmarks"
         box_png = str(folders["box"] / row.split / name)
         crop_png = str(folders["aligned"] / row.split / name) if aligned_fit else box_png
         box_mask_png = mask_png = None
-        if mask_path:
+        if with_masks:
             box_mask_png = str(folders["box_mask"] / row.split / name)
             mask_png = str(folders["aligned_mask"] / row.split / name) if aligned_fit else box_mask_png
         cached = None
         if use_cache:
             geometry = np.round(np.concatenate([aligned.ravel(), box.matrix.ravel(), box.content]), 6).tolist()
-            cached = (str(cache_dir), f"{row.sha1}|{geometry}|{padding}|{out_size}|{bool(mask_path)}")
+            # The box rectangle: a mask that stands in is drawn from it.
+            extra = f"|{np.round(rect, 3).tolist()}" if with_masks and not mask_path else ""
+            cached = (str(cache_dir), f"{row.sha1}|{geometry}|{padding}|{out_size}|{bool(mask_path)}{extra}")
         tasks.append(
-            (row.path, aligned, box, padding, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png, cached)
+            (
+                row.path,
+                aligned,
+                box,
+                padding,
+                out_size,
+                crop_png,
+                box_png,
+                mask_path,
+                mask_png,
+                box_mask_png,
+                cached,
+                tuple(rect),
+            )
         )
         rows.append(
             (row.image, row.split, row.method, row.n_landmarks, row.residual, crop_png, box_png, mask_png, box_mask_png)

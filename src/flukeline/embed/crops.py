@@ -1,6 +1,9 @@
 """A member's input crops, from the align stage's per-size table (`CropSet`): aligned crops
 (always), box-only crops (when the recipe mixes them in) and the matching mask crops (4-channel
-members). A missing crop asks for the align stage to be rerun.
+members). A missing crop asks for the align stage to be rerun. A photo without a mask crop (the
+align table's mask path empty: a run whose detector gives no masks, detect.method none or
+threshold) has the whole crop as its mask, the box crop's content being all the run knows of
+where the animal is; align itself gives a photo with an empty predicted mask its box.
 
 The crops are read from their PNG files when used (`CropFiles`), never all at once: a catalogue of
 33,000 photos holds 0.8 GB of crops at 128x64 and 13 GB at 512x256, and each training epoch or
@@ -8,11 +11,20 @@ embedding pass needs them one batch at a time (a 128x64 PNG decodes in ~0.1 ms).
 
 from __future__ import annotations
 
+import logging
+
 import cv2
 import numpy as np
 import pandas as pd
 
 from flukeline.core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def _path(value) -> str:
+    """A table's path as text; "" where the table has none (NA, None)."""
+    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
 
 
 def _read(path, flag: int, what: str) -> np.ndarray:
@@ -27,18 +39,23 @@ class CropFiles:
     masks), `files[a:b]` or `files[boolean or index array]` another CropFiles of those rows, and
     `np.asarray(files)` their N x H x W[ x 3] array."""
 
-    def __init__(self, paths, masks: bool = False):
-        self.paths = np.asarray([str(p) for p in paths], dtype=object)
+    def __init__(self, paths, masks: bool = False, shape_from: CropFiles | None = None):
+        self.paths = np.asarray([_path(p) for p in paths], dtype=object)
         self.masks = masks
+        # Masks: the crops whose size a photo without a mask crop takes (its whole-crop mask).
+        self.shape_from = shape_from
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, key):
         if isinstance(key, (int, np.integer)):
+            if self.masks and not self.paths[key] and self.shape_from is not None:
+                return np.full(self.shape_from[key].shape[:2], 255, np.uint8)
             flag = cv2.IMREAD_GRAYSCALE if self.masks else cv2.IMREAD_COLOR
             return _read(self.paths[key], flag, "mask crop" if self.masks else "crop")
-        return CropFiles(self.paths[key], self.masks)
+        shape_from = None if self.shape_from is None else self.shape_from[key]
+        return CropFiles(self.paths[key], self.masks, shape_from)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         if not len(self):
@@ -64,8 +81,13 @@ class CropSet:
     def __init__(self, table: pd.DataFrame, box_crops: bool, masks: bool):
         self.aligned = CropFiles(table["crop_path"])
         self.box = CropFiles(table["box_crop_path"]) if box_crops else None
-        self.aligned_mask = CropFiles(table["mask_crop_path"], masks=True) if masks else None
-        self.box_mask = CropFiles(table["box_mask_crop_path"], masks=True) if masks and box_crops else None
+        self.aligned_mask = CropFiles(table["mask_crop_path"], True, self.aligned) if masks else None
+        self.box_mask = CropFiles(table["box_mask_crop_path"], True, self.box) if masks and box_crops else None
+        if masks:
+            without = int((self.aligned_mask.paths == "").sum())
+            if without:
+                note = "%d of %d crops have no mask crop (detect gave none): the whole crop is their mask"
+                log.info(note, without, len(self))
 
     def __len__(self) -> int:
         return len(self.aligned)

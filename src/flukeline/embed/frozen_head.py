@@ -84,7 +84,7 @@ def frozen_features(
         return compute(crops.aligned, crops.aligned_mask)
     masks = crops.aligned_mask
     keys = [
-        cache.key(_crop_sha1(crops.aligned.paths[i]), _crop_sha1(masks.paths[i]) if masks is not None else "", flip)
+        cache.key(_crop_sha1(crops.aligned.paths[i]), _mask_sha1(masks.paths[i]) if masks is not None else "", flip)
         for i in range(len(crops))
     ]
     found = [cache.get(key) for key in keys]
@@ -102,6 +102,11 @@ def frozen_features(
 # A training reads each crop's features up to four times (plain, mirrored, validation, gallery):
 # its file is hashed once per process (crops never change while a job runs).
 _crop_sha1 = functools.lru_cache(maxsize=None)(file_sha1)
+
+
+def _mask_sha1(path: str) -> str:
+    """A mask crop's key; "whole" for a crop without one (its mask is the whole crop, embed/crops.py)."""
+    return _crop_sha1(path) if path else "whole"
 
 
 def trunk_cache(cache_dir, settings) -> PhotoCache | None:

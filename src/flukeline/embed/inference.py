@@ -31,7 +31,9 @@ CHUNK = 1024
 def _crop_keys(align: pd.DataFrame, masks: bool, threads: int) -> list[str]:
     def one(i: int) -> str:
         crop = file_sha1(align["crop_path"].iat[i])
-        return crop + ("|" + file_sha1(align["mask_crop_path"].iat[i]) if masks else "")
+        mask = align["mask_crop_path"].iat[i]
+        # A crop without a mask crop has the whole crop as its mask (embed/crops.py).
+        return crop + ("|" + (file_sha1(mask) if isinstance(mask, str) and mask else "whole") if masks else "")
 
     return parallel_map(one, range(len(align)), threads)
 

@@ -121,9 +121,13 @@ def evaluate(
             "baselines": {},
         }
     if ensemble_summary_path is not None:
-        share = new_share_entry(json.loads(Path(ensemble_summary_path).read_text()), truth)
+        ensemble_summary = json.loads(Path(ensemble_summary_path).read_text())
+        share = new_share_entry(ensemble_summary, truth)
         if share is not None:
             metrics["new_share"] = share
+        scope = scope_entry(ensemble_summary)
+        if scope is not None:
+            metrics["scope"] = scope
     id_groups, train = _id_groups(id_groups_path, train_path) if truth is not None else (None, None)
     for group, entries in (("methods", methods), ("baselines", baselines)):
         for name, val_path, test_path in entries:
@@ -165,6 +169,19 @@ def new_share_entry(ensemble_summary: dict, truth: pd.DataFrame | None) -> dict 
     if truth is not None:
         entry["true"] = float((truth["Id"] == NEW_WHALE).mean())
         entry["error"] = entry["estimated"] - entry["true"]
+    return entry
+
+
+def scope_entry(ensemble_summary: dict) -> dict | None:
+    """The match.scope rules the final lists were scoped by, what they removed from the test
+    candidates, and the viewpoint estimate (its accuracy, whether scope used it); None when no rule
+    applied and nothing was estimated."""
+    scope = ensemble_summary.get("scope") or {}
+    if not scope.get("rules") and "viewpoint_estimate" not in scope:
+        return None
+    entry = {"rules": scope.get("rules", []), "test_removed": scope.get("test", {}).get("removed")}
+    if "viewpoint_estimate" in scope:
+        entry["viewpoint_estimate"] = scope["viewpoint_estimate"]
     return entry
 
 

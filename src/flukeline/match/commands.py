@@ -59,6 +59,30 @@ def register(subparsers) -> None:
         p, "--train", "train_path", default=None, help="train.parquet: the date, place and side match.scope reads"
     )
     add_option(p, "--test", "test_path", default=None, help="test.parquet: the test photos' date, place and side")
+    add_option(p, "--viewpoints", "viewpoints_path", default=None, help="the viewpoint estimate's viewpoints.parquet")
+    add_option(
+        p, "--viewpoint-summary", "viewpoint_summary_path", default=None, help="the viewpoint estimate's summary.json"
+    )
+
+    p = add_command(
+        subparsers,
+        "estimate-viewpoints",
+        "flukeline.match.viewpoint_estimate:run_estimate_viewpoints",
+        "viewpoints of the photos without one, from the labelled photos and the members' embeddings",
+    )
+    add_required(p, train_path="--train", test_path="--test")
+    add_option(
+        p,
+        "--embeddings",
+        "embedding_paths",
+        nargs="+",
+        required=True,
+        help="the round-0 members' embeddings tables, member by member, fold by fold",
+    )
+    p.add_argument("--members", type=int, required=True, help="how many members the tables are of")
+    add_params(p, help="match.scope as JSON")
+    p.add_argument("--out", required=True, help="viewpoints.parquet to write")
+    add_option(p, "--summary", "summary_out", required=True, help="summary.json to write")
 
     p = add_command(
         subparsers,
@@ -138,5 +162,13 @@ def register(subparsers) -> None:
     )
     p.add_argument("--folds", required=True, help="comma-separated folds, the order of each member's tables")
     add_params(p, help="the ensemble's match settings plus match.local, as JSON")
+    add_option(
+        p,
+        "--test",
+        "test_path",
+        default=None,
+        help="test.parquet: with --train, the date, place and side match.scope reads",
+    )
+    add_option(p, "--viewpoints", "viewpoints_path", default=None, help="the viewpoint estimate's viewpoints.parquet")
     p.add_argument("--out-dir", required=True)
     add_threads(p)

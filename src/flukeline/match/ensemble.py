@@ -340,27 +340,44 @@ class Scoping:
         return val_topk, test_topk
 
 
-def run_scoping(settings: EnsembleSettings, train_path, test_path) -> tuple[Scoping | None, dict]:
+def run_scoping(
+    settings: EnsembleSettings, train_path, test_path, viewpoints_path=None, viewpoint_summary_path=None
+) -> tuple[Scoping | None, dict]:
     """The scope of the run's image tables (None without metadata or with every rule off: the
-    ensemble is then exactly as without scope) and summary.json's scope entry."""
+    ensemble is then exactly as without scope) and summary.json's scope entry. viewpoints_path /
+    viewpoint_summary_path: the viewpoint estimate's table and summary (match.scope.estimate)."""
     from flukeline.match.scope import build_scope, scope_report
+    from flukeline.match.viewpoint_estimate import estimate_report, with_estimated_viewpoints
 
+    estimate = estimate_report(viewpoint_summary_path)
+    extra = {"viewpoint_estimate": estimate} if estimate is not None else {}
     if train_path is None or test_path is None:
-        return None, scope_report(None, {})
-    scope = build_scope(settings.scope, pd.read_parquet(train_path), pd.read_parquet(test_path))
-    return (Scoping(scope, {}) if scope is not None else None), scope_report(scope, {})
+        return None, {**scope_report(None, {}), **extra}
+    train, test = with_estimated_viewpoints(pd.read_parquet(train_path), pd.read_parquet(test_path), viewpoints_path)
+    scope = build_scope(settings.scope, train, test)
+    return (Scoping(scope, {}) if scope is not None else None), {**scope_report(scope, {}), **extra}
 
 
 def run_ensemble(
-    member_dirs, member_weights, params, round_, out_dir, pseudo_labels_path, train_path=None, test_path=None
+    member_dirs,
+    member_weights,
+    params,
+    round_,
+    out_dir,
+    pseudo_labels_path,
+    train_path=None,
+    test_path=None,
+    viewpoints_path=None,
+    viewpoint_summary_path=None,
 ) -> None:
     """results/match/round<r>/ensemble/: the members' weighted average (threshold calibrated on
     the validation folds) or weighted vote, the top-k tables it ranked by (val_topk.parquet,
     test_topk.parquet; summary.json "score" says whether they hold similarities or vote shares),
     and the pseudo-labels for round r + 1. params: EnsembleSettings' keys (the ensemble rule's JSON).
-    train_path / test_path: the image tables, whose date, place and side match.scope reads."""
+    train_path / test_path: the image tables, whose date, place and side match.scope reads;
+    viewpoints_path / viewpoint_summary_path: the viewpoint estimate (match/viewpoint_estimate.py)."""
     settings = EnsembleSettings.of(params)
-    scoping, scope_summary = run_scoping(settings, train_path, test_path)
+    scoping, scope_summary = run_scoping(settings, train_path, test_path, viewpoints_path, viewpoint_summary_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     method = settings.ensemble.method

@@ -99,6 +99,7 @@ class QueryVotes:
     photo_scores: np.ndarray
     descriptors: int
     normalisers: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    exclude_fold: int | None = None  # the validation query's own fold, never in its shortlist
 
     def top_identities(self, n: int) -> np.ndarray:
         """Positions of the n best-scored identities with a score above 0, best first."""
@@ -249,7 +250,9 @@ class DescriptorIndex:
         photos of `exclude_fold` (a validation query's own fold)."""
         n_photos, n_ids = len(self.photos), len(self.identities)
         if len(descriptors) == 0 or len(self) == 0:
-            return QueryVotes(np.zeros(n_ids), np.zeros(n_photos), 0, np.full(len(descriptors), np.float32(0)))
+            return QueryVotes(
+                np.zeros(n_ids), np.zeros(n_photos), 0, np.full(len(descriptors), np.float32(0)), exclude_fold
+            )
         parameters = self._search_parameters(exclude_fold)
         depth = self.normaliser_depth
         distances, rows = self.index.search(root_sift(descriptors), self.k + max(1, depth), params=parameters)
@@ -271,21 +274,31 @@ class DescriptorIndex:
             best_vote_per_label(photos[:, : self.k], votes, n_photos),
             len(descriptors),
             normalisers.astype(np.float32),
+            exclude_fold,
         )
 
     def shortlist(
-        self, votes: QueryVotes, identities: int, photos_per_identity: int, exclude_fold: int | None = None
+        self, votes: QueryVotes, identities: int, photos_per_identity: int, allowed=None
     ) -> list[tuple[str, str]]:
         """(gallery photo, its identity) of the `identities` best identities, each with its
-        `photos_per_identity` best-voted photos (all of them when <= 0): the pairs to verify. A
-        validation query's own fold (`exclude_fold`, as in `query`) is no gallery: its photos got
-        no vote, but an identity with fewer voted photos than asked would otherwise fill up with
-        them, the query itself among them."""
-        pairs = []
-        for identity in votes.top_identities(identities):
+        `photos_per_identity` best-voted photos (all of them when <= 0): the pairs to verify.
+        allowed: photo names -> a boolean each, the photos the query may be compared with
+        (match.scope); an identity without such a photo is passed over for the next. A validation
+        query's own fold (votes.exclude_fold) gives no photo: they got no vote, but an identity's
+        photos_per_identity would otherwise take them, the query itself among them."""
+        pairs, taken = [], 0
+        ranked = votes.top_identities(identities if allowed is None else len(self.identities))
+        for identity in ranked:
+            if taken == identities:
+                break
             own = self.photos_of_identity[identity]
-            if exclude_fold is not None:
-                own = own[self.folds[own] != int(exclude_fold)]
+            if votes.exclude_fold is not None:
+                own = own[self.folds[own] != votes.exclude_fold]
+            if allowed is not None:
+                own = own[allowed(self.photos[own])]
+                if len(own) == 0:
+                    continue
+            taken += 1
             own = own[np.argsort(-votes.photo_scores[own], kind="stable")]
             if photos_per_identity > 0:
                 own = own[:photos_per_identity]

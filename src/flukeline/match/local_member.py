@@ -7,7 +7,9 @@ the ensemble fuses it with its fitted weight.
   weights fitted on validation exactly as the ensemble fits them), and among the gallery images
   of its top `candidates` identities the B with the highest weighted-mean image cosine
   (B = `match.local.shortlist`); with photo features, joined by the LNBNN ranking's best
-  identities over every catalogue descriptor (match/local_index.py).
+  identities over every catalogue descriptor (match/local_index.py). With the photos' date,
+  place and side (train / test tables) and match.scope rules that apply, only pairs that pass
+  them, as the ensemble scopes its candidates (summary.json `scope`).
 - Pairs (match/pair_scoring.py): the method's matcher, then the inliers of a MAGSAC homography,
   streamed query by query and checkpointed beside the outputs, so a killed job resumes. Each
   inlier carries its LNBNN weight (SIFT: the query descriptor's normaliser over the catalogue).
@@ -38,6 +40,7 @@ from flukeline.match.ensemble import fitted_members
 from flukeline.match.local_features import LocalFeatures, load_features
 from flukeline.match.local_shortlist import (
     MemberViews,
+    PairScope,
     catalogue_index,
     catalogue_votes,
     global_ranking,
@@ -116,14 +119,23 @@ def query_features(features: dict[str, LocalFeatures], settings: LocalMatchSetti
 
 
 def catalogue_normalisers(
-    train, features, ranking, settings: LocalMatchSettings, threads: int, pairs, queries=None, index_of=catalogue_index
+    train,
+    features,
+    ranking,
+    settings: LocalMatchSettings,
+    threads: int,
+    pairs,
+    queries=None,
+    index_of=catalogue_index,
+    scope: PairScope | None = None,
 ):
     """The pairs with `lnbnn` (and the LNBNN pairs, photo features only: on the demo's aligned
     crops they lowered known-identity rank-1, bench/results/local.md) and each query's LNBNN
     normalisers, which weigh its inliers (score lnbnn), or the pairs with lnbnn 0 and None where
     neither is asked for or the method is no SIFT (its descriptors are no RootSIFT). queries: the
     tables the queries' features are read from (query_features; default the features). index_of:
-    how the catalogue index is had (catalogue_index's signature; a gallery keeps it built)."""
+    how the catalogue index is had (catalogue_index's signature; a gallery keeps it built). scope:
+    the LNBNN pairs only with compatible photos (match/local_shortlist.py)."""
     local = settings.local
     weigh = local.score == "lnbnn"
     add_pairs = int(local.lnbnn_identities) > 0 and features["train"].frames is not None
@@ -132,7 +144,7 @@ def catalogue_normalisers(
     index = index_of(train, features["train"], local, threads)
     votes = catalogue_votes(ranking, queries or features, index)
     identities = int(local.lnbnn_identities) if add_pairs else 0
-    pairs = with_lnbnn_pairs(pairs, ranking, votes, index, identities, int(local.photos_per_identity))
+    pairs = with_lnbnn_pairs(pairs, ranking, votes, index, identities, int(local.photos_per_identity), scope)
     return pairs, ({key: v.normalisers for key, v in votes.items()} if weigh else None)
 
 
@@ -179,6 +191,18 @@ def log_member(out: Path, cost: dict, threads: int, seconds: float, calibration,
     )
 
 
+def pair_scope(settings: LocalMatchSettings, train: pd.DataFrame, test_path, viewpoints_path=None) -> PairScope | None:
+    """match.scope for the pairs (None without the test table, or when no rule applies: the
+    pairs are then exactly as without scope); viewpoints_path: the viewpoint estimate's table."""
+    from flukeline.match.scope import build_scope
+    from flukeline.match.viewpoint_estimate import with_estimated_viewpoints
+
+    if test_path is None:
+        return None
+    scope = build_scope(settings.scope, *with_estimated_viewpoints(train, pd.read_parquet(test_path), viewpoints_path))
+    return PairScope(scope) if scope is not None else None
+
+
 def run_local_member(
     train_path,
     features_train,
@@ -190,10 +214,14 @@ def run_local_member(
     params,
     out_dir,
     threads=1,
+    test_path=None,
+    viewpoints_path=None,
 ) -> None:
     """results/match/round<r>/local_<method>/ (see the module docstring). member_dirs: the global
     members' match folders; embedding_paths: their embeddings, member by member, fold by fold.
-    params: LocalMatchSettings' keys (the local_match rule's JSON)."""
+    params: LocalMatchSettings' keys (the local_match rule's JSON). test_path: test.parquet, whose
+    date, place and side match.scope reads (with train.parquet's); viewpoints_path: the viewpoint
+    estimate's table (match.scope.estimate)."""
     settings = LocalMatchSettings.of(params)
     if len(member_dirs) != len(member_weights):
         raise InputError(f"{len(member_dirs)} member folders but {len(member_weights)} weights")
@@ -210,13 +238,14 @@ def run_local_member(
     # The global ensemble's weights, fitted as the ensemble rule fits them (without this member).
     members, _ = fitted_members(members, settings)
     weights = {n: w for n, (_, w) in members.items()}
-    ranking = {split: global_ranking(members, settings.candidates, split) for split in ("val", "test")}
+    scope = pair_scope(settings, train, test_path, viewpoints_path)
+    ranking = {split: global_ranking(members, settings.candidates, split, scope) for split in ("val", "test")}
     test_images = ranking["test"]["image"].drop_duplicates().to_numpy()
     views = member_views(members, folds, embedding_paths, train, test_images, bool(settings.flip_fusion))
 
-    pairs = shortlist_pairs(train, test_images, ranking, views, weights, int(settings.local.shortlist))
+    pairs = shortlist_pairs(train, test_images, ranking, views, weights, int(settings.local.shortlist), scope)
     queries = query_features(features, settings)
-    pairs, normalisers = catalogue_normalisers(train, features, ranking, settings, threads, pairs, queries)
+    pairs, normalisers = catalogue_normalisers(train, features, ranking, settings, threads, pairs, queries, scope=scope)
     method = features["train"].method
     partial = out / ".pairs.partial.parquet"
     pairs, seconds = score_pairs(
@@ -265,6 +294,9 @@ def run_local_member(
         "score": score,
         "evidence_calibration": calibration.to_dict(),
         "cost": cost,
+        # The rules applied to the pairs and what they took out: candidate identities, and photos
+        # left out of the embedding shortlists and of the LNBNN shortlists.
+        "scope": scope.report() if scope is not None else {"rules": []},
     }
     write_json_atomic(summary, out / "summary.json")
     partial.unlink(missing_ok=True)

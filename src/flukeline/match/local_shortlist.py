@@ -7,12 +7,21 @@ weighted-mean image cosine of the members' embeddings (`shortlist_pairs`, B =
 right individual.
 Validation queries of fold f see the other folds' images only, test queries every training image;
 new_whale images are no gallery. Computed query by query: a query touches only its candidates'
-images, never a query x gallery matrix."""
+images, never a query x gallery matrix.
+
+With match.scope rules that apply (`PairScope`, match/scope.py), the global ranking is scoped as the
+ensemble scopes its candidates (incompatible identities out, then the first `candidates`), and a
+query's shortlist and LNBNN pairs hold only catalogue photos compatible with it: the B slots go to
+pairs the ensemble can use, and the local member's calibration sees the candidates it will fuse.
+The LNBNN votes themselves stay over the whole catalogue: a descriptor's normaliser measures how
+common it is among all photos, whatever side they show."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +57,46 @@ def pair_cosines(view: MemberViews, split: str, fold: int, query: int, gallery: 
     return view.test_gallery[gallery] @ view.test_queries[query]
 
 
-def global_ranking(members: dict[str, tuple[Path, float]], candidates: int, split: str) -> pd.DataFrame:
+@dataclass
+class PairScope:
+    """match.scope on the local member's pairs (the module docstring): the run's Scope
+    (match/scope.py) and what it took out, for summary.json."""
+
+    scope: object  # scope.Scope
+    removed: dict = field(default_factory=lambda: {"identities": 0, "shortlist_photos": 0, "lnbnn_photos": 0})
+    seconds: float = 0.0  # spent on the rules (what scoping costs the member)
+
+    def ranking(self, table: pd.DataFrame, candidates: int) -> pd.DataFrame:
+        from flukeline.match.scope import scope_topk
+
+        started = time.perf_counter()
+        scoped, report = scope_topk(table, self.scope, int(candidates))
+        self.removed["identities"] += report["removed"]
+        self.seconds += time.perf_counter() - started
+        return scoped
+
+    def photos(self, query: str, names, counter: str) -> np.ndarray:
+        """Which of the catalogue photos `names` the query may be compared with (counted under counter)."""
+        started = time.perf_counter()
+        keep = self.scope.compatible_photos(query, names)
+        self.removed[counter] += int((~keep).sum())
+        self.seconds += time.perf_counter() - started
+        return keep
+
+    def report(self) -> dict:
+        return {"rules": list(self.scope.rules), "removed": dict(self.removed), "seconds": round(self.seconds, 3)}
+
+
+def global_ranking(
+    members: dict[str, tuple[Path, float]], candidates: int, split: str, scope: PairScope | None = None
+) -> pd.DataFrame:
     """The global ensemble's identity candidates of one split (ensemble_topk of the members' tables
     with these weights, the first `candidates` per query), as the ensemble would rank them without
-    the local member."""
-    return ensemble_topk(member_tables(members, f"{split}_topk.parquet"), int(candidates))
+    the local member; with a scope, the compatible ones (every fused candidate scoped, then cut)."""
+    tables = member_tables(members, f"{split}_topk.parquet")
+    if scope is None:
+        return ensemble_topk(tables, int(candidates))
+    return scope.ranking(ensemble_topk(tables, None), int(candidates))
 
 
 class TrainIndex:
@@ -93,10 +137,11 @@ def shortlist_pairs(
     views: dict[str, MemberViews],
     weights: dict[str, float],
     shortlist: int,
+    scope: PairScope | None = None,
 ) -> pd.DataFrame:
     """Each query's B gallery images (see the module docstring): split, query, fold, gallery,
     gallery_id, identity_rank (the identity's place in the global ranking) and global_similarity
-    (weighted-mean image cosine)."""
+    (weighted-mean image cosine). With a scope, among the photos compatible with the query."""
     total = sum(weights.values()) or 1.0
     index = TrainIndex(train, test_images)
     rows = []
@@ -106,6 +151,10 @@ def shortlist_pairs(
             if found is None:
                 continue
             fold, query, gallery, rank_of = found
+            if scope is not None:
+                gallery = gallery[scope.photos(image, index.names[gallery], "shortlist_photos")]
+                if len(gallery) == 0:
+                    continue
             score = np.zeros(len(gallery))
             for name, view in views.items():
                 score += weights[name] * pair_cosines(view, split, fold, query, gallery)
@@ -172,13 +221,15 @@ def with_lnbnn_pairs(
     index,
     identities: int,
     photos_per_identity: int,
+    scope: PairScope | None = None,
 ) -> pd.DataFrame:
     """The global shortlist's pairs joined by each query's LNBNN pairs (the photos_per_identity
     best-voted photos of its `identities` best identities, over the whole catalogue: `votes`,
     catalogue_votes'), one row per (split, query, gallery), each with `lnbnn`: the query's LNBNN
     score of the pair's identity (a tie-break of the identity table). identities 0 adds no pair,
     only the column. LNBNN-only pairs have no global similarity, and an identity_rank after the
-    global ranking's."""
+    global ranking's. With a scope, the best identities with a photo compatible with the query,
+    and only such photos."""
     identity_position = {name: i for i, name in enumerate(index.identities)}
     by_query = {key: group for key, group in pairs.groupby(["split", "query"], sort=False)}
     parts = []
@@ -187,8 +238,9 @@ def with_lnbnn_pairs(
             fold = int(candidates["fold"].iloc[0]) if split == "val" else -1
             own = by_query.get((split, image), pd.DataFrame(columns=PAIR_COLUMNS))
             query_votes = votes[(split, image)]
+            allowed = None if scope is None else functools.partial(scope.photos, image, counter="lnbnn_photos")
             chosen = (
-                index.shortlist(query_votes, int(identities), int(photos_per_identity), None if fold < 0 else fold)
+                index.shortlist(query_votes, int(identities), int(photos_per_identity), allowed)
                 if identities > 0
                 else []
             )

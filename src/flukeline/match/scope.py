@@ -20,10 +20,12 @@ validation photo, the gallery is the train photos outside its fold, as the membe
 pseudo-labelled photos of later rounds are not consulted). `scope_topk` applies this to the
 ensemble's fused candidate table, the one the submission, the decisions and the review page
 read: incompatible identities are dropped and the rest re-ranked, on validation and test alike
-so that the threshold and the decisions are calibrated on what the test photos get. The members'
-own tables and the local matcher's pairs are not scoped (the local matcher still verifies its
-shortlist over the whole catalogue). A query whose every candidate is incompatible keeps its best
-one (counted in the report): it has nothing else to be ranked with."""
+so that the threshold and the decisions are calibrated on what the test photos get. A query whose
+every candidate is incompatible keeps its best one (counted in the report): it has nothing else to
+be ranked with. The members' own tables are not scoped; the local matcher's are, photo by photo
+(`Scope.compatible_photos`, match/local_shortlist.py): a query is verified only against catalogue
+photos that pass every rule, so no time goes on a pair the ensemble would drop and the local
+member's calibration sees the candidates the ensemble keeps."""
 
 from __future__ import annotations
 
@@ -141,6 +143,18 @@ class Scope:
             ]
             self._cache[key] = not photos or any(self.photo_compatible(query, profile) for profile in photos)
         return self._cache[key]
+
+    def pair_compatible(self, query: str, photo: str) -> bool:
+        """Whether a query photo and one catalogue photo pass every rule (photos the tables do
+        not hold have no values: compatible)."""
+        key = ("pair", self.queries.get(query, Profile()), self.queries.get(photo, Profile()))
+        if key not in self._cache:
+            self._cache[key] = self.photo_compatible(key[1], key[2])
+        return self._cache[key]
+
+    def compatible_photos(self, query: str, photos) -> np.ndarray:
+        """A boolean per catalogue photo (names): whether the query may be compared with it."""
+        return np.fromiter((self.pair_compatible(query, p) for p in photos), dtype=bool, count=len(photos))
 
     @property
     def gallery_profiles(self) -> dict:

@@ -107,12 +107,26 @@ class ScopeSettings(StageSettings):
     within_km: float | None = None  # catalogue photos farther than this (latitude/longitude) are out
     # A photo cannot match an individual first seen after it (off: catalogues are not always dated in order).
     date_order: bool = False
+    # Viewpoints estimated for the photos without one, from the labelled share (a classifier on the
+    # members' embeddings, match/viewpoint_estimate.py). Off by default: on the demo with flanks (the
+    # sides marked differently, nothing else telling them apart) it stayed at chance, 0.54 on the
+    # hidden half of the labels, and used anyway it cost 0.03 of MAP@5 (bench/results/scope_estimate.md).
+    estimate: bool = False
+    # The cross-validated accuracy the estimate needs before scope uses it: a wrong side removes the
+    # true individual from a photo's candidates, a right one only candidates that could not be it.
+    # On the demo with every label replaced by sides right at this rate, photos with a wrong-side
+    # id in the top 5 fell 157 -> 36 for 0.006 of MAP@5; at 0.9, to 44 for 0.018 (same file).
+    estimate_min_accuracy: float = 0.95
 
     def __post_init__(self):
         if self.mirrored_sides not in ("auto", True, False):
             raise InputError(f"match.scope.mirrored_sides must be auto, true or false, got {self.mirrored_sides!r}")
         if self.within_km is not None and not float(self.within_km) > 0:
             raise InputError(f"match.scope.within_km must be a positive distance or null, got {self.within_km!r}")
+        if not 0 <= float(self.estimate_min_accuracy) <= 1:
+            raise InputError(
+                f"match.scope.estimate_min_accuracy must lie in [0, 1], got {self.estimate_min_accuracy!r}"
+            )
         for name in ("compatible", "incompatible"):
             for pair in getattr(self, name):
                 if not isinstance(pair, (list, tuple)) or len(pair) != 2:
@@ -201,6 +215,8 @@ class LocalMatchSettings(RankingSettings):
     ensemble: FusionSettings = nested_default(FusionSettings)
     flip_fusion: bool = SearchSettings.flip_fusion
     local: LocalPairSettings = nested_default(LocalPairSettings)
+    # The ensemble's scope, on the pairs (match/local_shortlist.py): none the ensemble would drop.
+    scope: ScopeSettings = nested_default(ScopeSettings)
 
 
 @dataclass(frozen=True, kw_only=True)
