@@ -14,6 +14,7 @@ import yaml
 from conftest import TINY, snakemake
 from helpers_review import _page_data
 
+from flukeline.core.photo_cache import file_sha1
 from flukeline.gallery.identify import identify
 from flukeline.gallery.manifest import read_manifest, write_manifest
 from flukeline.gallery.sightings import add_sightings
@@ -37,6 +38,10 @@ def test_aliked_lightglue_member_runs_in_the_dag_and_feeds_the_review_page(tiny_
     features = np.load(work / "results/match/local/aliked_lightglue_128x64/features_train.npz")
     assert features["descriptors"].dtype == np.float16 and features["descriptors"].shape[1] == 128
     assert 0 < np.diff(features["offsets"]).max() <= 64
+    # Each distinct crop's features kept once in the per-crop cache (a new season extracts only its own).
+    crops = pd.read_parquet(work / "results/align/128x64/align.parquet")["crop_path"]
+    cached = list((work / "results/cache/local_crop_features").rglob("*.npz"))
+    assert len(cached) == len({file_sha1(work / p) for p in crops})
     member = work / f"results/match/round{rounds}/local_aliked_lightglue"
     summary = json.loads((member / "summary.json").read_text())
     assert summary["method"] == "aliked_lightglue" and summary["size"] == "128x64"

@@ -100,6 +100,7 @@ def register(subparsers) -> None:
     p.add_argument("--method", required=True, help="match.local.method (sift, aliked_lightglue, disk_lightglue)")
     p.add_argument("--size", required=True, help="crop size name, WxH")
     add_params(p, help="match.local as JSON")
+    p.add_argument("--cache", dest="cache_dir", default=None, help="folder of the per-crop feature cache (optional)")
     p.add_argument("--out", required=True, help=".npz feature cache")
     add_threads(p)
 
