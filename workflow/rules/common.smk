@@ -87,7 +87,16 @@ def cpu_threads(wanted):
 # stale; `rm -r results/cache` is always safe (it costs the recomputation). Not Snakemake outputs.
 PHOTO_CACHE = {
     stage: f"results/cache/{stage}"
-    for stage in ("ingest", "detect", "align", "embed", "frozen_trunk", "local_features", "local_crop_features")
+    for stage in (
+        "ingest",
+        "detect",
+        "align",
+        "embed",
+        "frozen_trunk",
+        "local_features",
+        "local_crop_features",
+        "local_match",
+    )
 }
 MODEL_STORE = "results/cache/models"
 

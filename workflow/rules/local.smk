@@ -1,11 +1,11 @@
 # The local-feature ensemble member (match.local, off with method: none): local features of each
 # photo's detect box at match.local.long_side (source: photo; per photo cached by content in
 # results/cache/local_features) or of the aligned crops (source: crop; per crop cached by content
-# in results/cache/local_crop_features), one table per split, so
-# that editing the matching or its calibration never re-extracts; then per pseudo-label round the
-# pairs to verify (the LNBNN shortlist over every catalogue descriptor, and the global ensemble's)
-# matched, calibrated and written like a member's folder, which the ensemble rule fuses with its
-# fitted weight.
+# in results/cache/local_crop_features), one table per split, so that editing the matching or its
+# calibration never re-extracts; then per pseudo-label round the pairs to verify (the LNBNN
+# shortlist over every catalogue descriptor, and the global ensemble's) matched, calibrated and
+# written like a member's folder, which the ensemble rule fuses with its fitted weight (votes and
+# pair scores of earlier runs reused where exactly the same: results/cache/local_match).
 
 
 rule photo_features:
@@ -108,8 +108,10 @@ rule local_match:
         embeddings=global_member_embeddings,
         folds=FOLDS,
         out_dir=lambda w: f"results/match/round{w.round}/local_{w.method}",
+        # Votes and pair scores of earlier runs, reused where exactly the same (match/local_reuse.py).
+        cache=PHOTO_CACHE["local_match"],
     shell:
         "{FLUKELINE} local-match --train {input.train:q} --features-train {input.features_train:q}"
         " --features-test {input.features_test:q} --members {params.members} --weights {params.weights}"
         " --embeddings {params.embeddings} --folds {params.folds} --params {params.match:q}"
-        " --out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
+        " --out-dir {params.out_dir:q} --cache {params.cache:q} --threads {threads} > {log:q} 2>&1"

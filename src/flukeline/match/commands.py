@@ -140,4 +140,10 @@ def register(subparsers) -> None:
     p.add_argument("--folds", required=True, help="comma-separated folds, the order of each member's tables")
     add_params(p, help="the ensemble's match settings plus match.local, as JSON")
     p.add_argument("--out-dir", required=True)
+    p.add_argument(
+        "--cache",
+        dest="cache_dir",
+        default=None,
+        help="folder of the votes and pair scores kept across runs (optional)",
+    )
     add_threads(p)

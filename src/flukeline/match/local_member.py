@@ -36,11 +36,13 @@ from flukeline.core.io import write_json_atomic, write_parquet_atomic
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.match.ensemble import fitted_members
 from flukeline.match.local_features import LocalFeatures, load_features
+from flukeline.match.local_reuse import catalogue_key, vote_cache
 from flukeline.match.local_shortlist import (
     MemberViews,
     catalogue_index,
     catalogue_votes,
     global_ranking,
+    known_photos,
     shortlist_pairs,
     with_lnbnn_pairs,
 )
@@ -116,21 +118,34 @@ def query_features(features: dict[str, LocalFeatures], settings: LocalMatchSetti
 
 
 def catalogue_normalisers(
-    train, features, ranking, settings: LocalMatchSettings, threads: int, pairs, queries=None, index_of=catalogue_index
+    train,
+    features,
+    ranking,
+    settings: LocalMatchSettings,
+    threads: int,
+    pairs,
+    queries=None,
+    index_of=catalogue_index,
+    cache_dir=None,
 ):
     """The pairs with `lnbnn` (and the LNBNN pairs, photo features only: on the demo's aligned
     crops they lowered known-identity rank-1, bench/results/local.md) and each query's LNBNN
     normalisers, which weigh its inliers (score lnbnn), or the pairs with lnbnn 0 and None where
     neither is asked for or the method is no SIFT (its descriptors are no RootSIFT). queries: the
     tables the queries' features are read from (query_features; default the features). index_of:
-    how the catalogue index is had (catalogue_index's signature; a gallery keeps it built)."""
+    how the catalogue index is had (catalogue_index's signature; a gallery keeps it built).
+    cache_dir: the votes of earlier runs over the same catalogue are read from there
+    (match/local_reuse.py), None for none."""
     local = settings.local
     weigh = local.score == "lnbnn"
     add_pairs = int(local.lnbnn_identities) > 0 and features["train"].frames is not None
     if features["train"].method != "sift" or not (weigh or add_pairs):
         return pairs.assign(lnbnn=np.float32(0.0)), None
     index = index_of(train, features["train"], local, threads)
-    votes = catalogue_votes(ranking, queries or features, index)
+    cache = None
+    if cache_dir is not None:
+        cache = vote_cache(cache_dir, catalogue_key(known_photos(train, features["train"]), features["train"], local))
+    votes = catalogue_votes(ranking, queries or features, index, cache)
     identities = int(local.lnbnn_identities) if add_pairs else 0
     pairs = with_lnbnn_pairs(pairs, ranking, votes, index, identities, int(local.photos_per_identity))
     return pairs, ({key: v.normalisers for key, v in votes.items()} if weigh else None)
@@ -190,10 +205,13 @@ def run_local_member(
     params,
     out_dir,
     threads=1,
+    cache_dir=None,
 ) -> None:
     """results/match/round<r>/local_<method>/ (see the module docstring). member_dirs: the global
     members' match folders; embedding_paths: their embeddings, member by member, fold by fold.
-    params: LocalMatchSettings' keys (the local_match rule's JSON)."""
+    params: LocalMatchSettings' keys (the local_match rule's JSON). cache_dir: the votes and
+    pair scores of earlier runs (match/local_reuse.py: reused only where exactly the same), None
+    for none."""
     settings = LocalMatchSettings.of(params)
     if len(member_dirs) != len(member_weights):
         raise InputError(f"{len(member_dirs)} member folders but {len(member_weights)} weights")
@@ -216,7 +234,9 @@ def run_local_member(
 
     pairs = shortlist_pairs(train, test_images, ranking, views, weights, int(settings.local.shortlist))
     queries = query_features(features, settings)
-    pairs, normalisers = catalogue_normalisers(train, features, ranking, settings, threads, pairs, queries)
+    pairs, normalisers = catalogue_normalisers(
+        train, features, ranking, settings, threads, pairs, queries, cache_dir=cache_dir
+    )
     method = features["train"].method
     partial = out / ".pairs.partial.parquet"
     pairs, seconds = score_pairs(
@@ -228,6 +248,7 @@ def run_local_member(
         checkpoint=partial,
         normalisers=normalisers,
         queries=queries,
+        cache_dir=cache_dir,
     )
     scored_now = int(pairs.attrs.get("scored_now", len(pairs)))
     title = f"{method} ({features['train'].size})"
