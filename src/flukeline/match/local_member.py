@@ -154,7 +154,8 @@ def catalogue_normalisers(
 def scoring_cost(
     pairs: pd.DataFrame, seconds: float, scored_now: int, threads: int, features: dict[str, LocalFeatures]
 ) -> dict:
-    """summary.json `cost`: pairs per query, the seconds per pair this run scored, features' times."""
+    """summary.json `cost`: pairs per query, the seconds per pair this run scored (None where every
+    pair came from a checkpoint or the cache), features' times."""
     per_query = pairs.groupby(["split", "query"]).size()
     return {
         "pairs": len(pairs),
@@ -164,7 +165,8 @@ def scoring_cost(
         "seconds": round(seconds, 3),
         # Over the pairs this run scored (a resumed run took the others from its checkpoint).
         "pairs_scored_now": scored_now,
-        "seconds_per_pair": seconds / max(1, scored_now),
+        "pairs_from_cache": int(pairs.attrs.get("from_cache", 0)),
+        "seconds_per_pair": seconds / scored_now if scored_now else None,
         "threads": int(threads),
         # NaN (a cache written without timing) is no JSON: None.
         "seconds_per_image_features": {
@@ -175,15 +177,17 @@ def scoring_cost(
 
 def log_member(out: Path, cost: dict, threads: int, seconds: float, calibration, summary: dict) -> None:
     log.info(
-        "local member %s: %d pairs over %d queries (%.1f per query, at most %d), %.4f s per pair (%d threads, "
-        "%.0f s); features %s s per image; calibrated on %d same / %d other validation pairs; "
-        "threshold %.3f, CV MAP@5 %.4f",
+        "local member %s: %d pairs over %d queries (%.1f per query, at most %d; %d matched now, %d from the"
+        " cache), %s s per pair (%d threads, %.0f s); features %s s per image; calibrated on %d same / %d other"
+        " validation pairs; threshold %.3f, CV MAP@5 %.4f",
         out.name,
         cost["pairs"],
         cost["queries"],
         cost["pairs_per_query_mean"],
         cost["pairs_per_query_max"],
-        cost["seconds_per_pair"],
+        cost["pairs_scored_now"],
+        cost["pairs_from_cache"],
+        "-" if cost["seconds_per_pair"] is None else f"{cost['seconds_per_pair']:.4f}",
         threads,
         seconds,
         {s: (round(v, 4) if v is not None else None) for s, v in cost["seconds_per_image_features"].items()},
