@@ -5,11 +5,13 @@ to `--scale-photos` photos each), and a new season against the largest of them.
 Per size N: the catalogue is generated outside the workflow (`flukeline demo --preset kaggle
 --overrides {"photos": N}`, timed apart: it is not the pipeline's cost) and run as a user's data
 (`data.source: kaggle` with its annotations) with `snakemake --cores C` (the default target).
-Per stage (bench.suite.STAGES): summed wall and CPU seconds and the largest peak RSS of its jobs,
-from Snakemake's benchmark files; the growth exponent b of time = a * N^b fitted per stage
-(least squares on log time against log N; with two sizes, the slope between them) and flagged
-above 1.1. A fixed start-up (Python, torch import, model load) makes small runs look sublinear:
-the exponent is an upper bound only where the start-up is small.
+Per stage (SCALE_STAGES: bench.common.STAGES with the local member's features and matching
+apart): summed wall and CPU seconds and the largest peak RSS of its jobs, from Snakemake's
+benchmark files; the growth exponent b of time = a * N^b fitted per stage (least squares on log
+time against log N; with two sizes, the slope between them; with three or more, also the slope
+between the two largest) and flagged above 1.1. A fixed start-up (Python, torch import, model
+load) makes small runs look sublinear: the exponent is an upper bound only where the start-up is
+small. Sizes measured in separate invocations join with `python -m bench.bench_scale --merge`.
 
 The new season (`--season-photos` S, against the largest size): S more test photos are generated
 with the largest catalogue and held out of its run; `flukeline add-season` makes their data root,
@@ -33,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from bench.common import (
+    STAGES,
     environment,
     markdown_table,
     read_benchmarks,
@@ -42,7 +45,6 @@ from bench.common import (
     write_part,
     write_yaml,
 )
-from bench.suite import STAGES
 
 GROWTH_FLAG = 1.1  # exponents above this are flagged as faster than linear
 # The stages of the scale tables: the suite's, with the local member split into its features and
