@@ -96,6 +96,7 @@ PHOTO_CACHE = {
         "local_features",
         "local_crop_features",
         "local_match",
+        "pixel",
     )
 }
 MODEL_STORE = "results/cache/models"
