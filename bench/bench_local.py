@@ -80,7 +80,8 @@ def method_row(workdir: Path, method: str, final_round: int = 0) -> dict:
     row["cost"] = {
         "pairs": cost["pairs"],
         "pairs_per_query": round(cost["pairs_per_query_mean"], 1),
-        "seconds_per_pair": round(cost["seconds_per_pair"], 4),
+        # None: every pair came from the cache (results/cache/local_match) of an earlier run.
+        "seconds_per_pair": None if cost["seconds_per_pair"] is None else round(cost["seconds_per_pair"], 4),
         "seconds_per_image": cost["seconds_per_image_features"],
         "features_job_s": _bench_seconds(results, f"local_features_{method}_")
         + _bench_seconds(results, f"photo_features_{method}_"),

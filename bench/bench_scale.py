@@ -5,11 +5,13 @@ to `--scale-photos` photos each), and a new season against the largest of them.
 Per size N: the catalogue is generated outside the workflow (`flukeline demo --preset kaggle
 --overrides {"photos": N}`, timed apart: it is not the pipeline's cost) and run as a user's data
 (`data.source: kaggle` with its annotations) with `snakemake --cores C` (the default target).
-Per stage (bench.suite.STAGES): summed wall and CPU seconds and the largest peak RSS of its jobs,
-from Snakemake's benchmark files; the growth exponent b of time = a * N^b fitted per stage
-(least squares on log time against log N; with two sizes, the slope between them) and flagged
-above 1.1. A fixed start-up (Python, torch import, model load) makes small runs look sublinear:
-the exponent is an upper bound only where the start-up is small.
+Per stage (SCALE_STAGES: bench.common.STAGES with the local member's features and matching
+apart): summed wall and CPU seconds and the largest peak RSS of its jobs, from Snakemake's
+benchmark files; the growth exponent b of time = a * N^b fitted per stage (least squares on log
+time against log N; with two sizes, the slope between them; with three or more, also the slope
+between the two largest) and flagged above 1.1. A fixed start-up (Python, torch import, model
+load) makes small runs look sublinear: the exponent is an upper bound only where the start-up is
+small. Sizes measured in separate invocations join with `python -m bench.bench_scale --merge`.
 
 The new season (`--season-photos` S, against the largest size): S more test photos are generated
 with the largest catalogue and held out of its run; `flukeline add-season` makes their data root,
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -31,10 +34,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.common import environment, markdown_table, run_snakemake, seed_workdir, timed_command, write_yaml
-from bench.suite import _stage_times
+from bench.common import (
+    STAGES,
+    environment,
+    markdown_table,
+    read_benchmarks,
+    run_snakemake,
+    seed_workdir,
+    timed_command,
+    write_part,
+    write_yaml,
+)
 
 GROWTH_FLAG = 1.1  # exponents above this are flagged as faster than linear
+# The stages of the scale tables: the suite's, with the local member split into its features and
+# its matching (the LNBNN votes over the whole catalogue: the one stage that grows faster).
+SCALE_STAGES = [
+    ("local features", r"^(local_features|photo_features)"),
+    ("local match", r"^local_match"),
+    *[stage for stage in STAGES if stage[0] != "local features"],
+]
 KAGGLE_PHOTOS = 25361 + 7960
 ANNOTATIONS = {"masks": "annotations/masks", "keypoints": "annotations/keypoints.csv", "boxes": "annotations/boxes.csv"}
 
@@ -46,6 +65,20 @@ def growth_exponent(photos: list[int], seconds: list[float]) -> float | None:
         return None
     x, y = np.array(points).T
     return float(np.polyfit(x, y, 1)[0])
+
+
+def stage_times(jobs: list[dict]) -> dict:
+    """Per stage (SCALE_STAGES): jobs, summed wall s, CPU s and the largest peak RSS of its jobs
+    (read_benchmarks' rows, also kept in the result JSON, so older results regroup the same way)."""
+    stages: dict = {}
+    for job in jobs:
+        name = next((n for n, pattern in SCALE_STAGES if re.match(pattern, job["job"])), "other")
+        stage = stages.setdefault(name, {"jobs": 0, "wall_s_sum": 0.0, "max_rss_mb": 0.0, "cpu_s": 0.0})
+        stage["jobs"] += 1
+        stage["wall_s_sum"] = round(stage["wall_s_sum"] + (job["wall_s"] or 0), 2)
+        stage["cpu_s"] = round(stage["cpu_s"] + (job["cpu_s"] or 0), 2)
+        stage["max_rss_mb"] = max(stage["max_rss_mb"], job["max_rss_mb"] or 0)
+    return stages
 
 
 def _generate(folder: Path, photos: int, seed: int, workers: int) -> dict:
@@ -98,8 +131,10 @@ def _config(workdir: Path, name: str, root: Path, extra: dict | None = None) -> 
 def _run(reference, folder: Path, configs: list[Path], log: Path) -> dict:
     """The default target in `folder`; its summary with the stages' times."""
     run = run_snakemake(folder, [*reference.configfiles, *configs], log, cores=reference.cores)
-    stages, jobs = _stage_times(folder / "results")
-    return {"run": run, "stages": stages, "jobs": jobs}
+    jobs = read_benchmarks(folder / "results")
+    if not jobs:
+        raise RuntimeError(f"no Snakemake benchmark files in {folder / 'results' / 'benchmarks'}")
+    return {"run": run, "stages": stage_times(jobs), "jobs": jobs}
 
 
 def _season_score(folder: Path, truth: pd.DataFrame, held: list[str]) -> dict:
@@ -150,16 +185,54 @@ def scale(reference) -> tuple[dict, str]:
         result["sizes"][n] = {"generate": generated, **run}
         if season_here:
             result["season"] = _season(reference, base_dir, top, held)
-    photos = list(result["sizes"])
+    return with_growth(result), scale_markdown(result)
+
+
+def with_growth(result: dict) -> dict:
+    """The result with `growth` per stage (over every size, and between the two largest) and of
+    the whole run's wall time."""
+    photos = sorted(result["sizes"], key=int)
     growth = {}
     for stage in sorted({s for size in result["sizes"].values() for s in size["stages"]}):
         walls = [result["sizes"][n]["stages"].get(stage, {}).get("wall_s_sum") for n in photos]
         cpus = [result["sizes"][n]["stages"].get(stage, {}).get("cpu_s") for n in photos]
-        growth[stage] = {"wall": growth_exponent(photos, walls), "cpu": growth_exponent(photos, cpus)}
+        growth[stage] = {
+            "wall": growth_exponent(list(map(int, photos)), walls),
+            "cpu": growth_exponent(list(map(int, photos)), cpus),
+            # Fixed start-up weighs least between the two largest sizes.
+            "cpu_last_two": growth_exponent(list(map(int, photos[-2:])), cpus[-2:]) if len(photos) > 2 else None,
+        }
     result["growth"] = growth
     totals = [result["sizes"][n]["run"]["wall_s"] for n in photos]
-    result["growth_total_wall"] = growth_exponent(photos, totals)
-    return result, scale_markdown(result)
+    result["growth_total_wall"] = growth_exponent(list(map(int, photos)), totals)
+    return result
+
+
+def merge(paths: list[Path]) -> dict:
+    """One scale result from several runs' scale.json (sizes measured apart, e.g. the small sizes
+    first and 8,000 photos later): each size keeps when and how it was measured (`measured`), its
+    stages regrouped from its jobs (stage_times); the new season against the largest size is
+    `season`, those against smaller sizes `earlier_seasons`."""
+    merged: dict = {"sizes": {}, "season": None, "earlier_seasons": [], "sources": []}
+    seasons = []
+    for path in paths:
+        part = json.loads(Path(path).read_text())
+        measured = {"date": part.get("environment", {}).get("date"), "command": part.get("command")}
+        merged["sources"].append({"file": str(path), **measured, "environment": part.get("environment")})
+        merged["cores"] = part.get("cores", merged.get("cores"))
+        for n, size in part["sizes"].items():
+            merged["sizes"][int(n)] = {**size, "stages": stage_times(size["jobs"]), "measured": measured}
+        if part.get("season"):
+            season = part["season"]
+            for name in ("reuse", "retrain"):
+                season[name]["stages"] = stage_times(season[name]["jobs"])
+            seasons.append({**season, "against": max(map(int, part["sizes"])), "measured": measured})
+    merged["sizes"] = dict(sorted(merged["sizes"].items()))
+    seasons.sort(key=lambda s: s["against"])
+    if seasons:
+        merged["season"], merged["earlier_seasons"] = seasons[-1], seasons[:-1]
+        merged["season_photos"] = seasons[-1]["n_new"]
+    return with_growth(merged)
 
 
 def _season(reference, base_dir: Path, top: Path, held: list[str]) -> dict:
@@ -189,13 +262,60 @@ def _season(reference, base_dir: Path, top: Path, held: list[str]) -> dict:
     return out
 
 
+def _measured_lines(result: dict) -> list[str]:
+    """When and how each size was measured (merged results), or nothing (one run)."""
+    lines = []
+    for n, size in result["sizes"].items():
+        measured = size.get("measured")
+        if measured:
+            lines.append(f"{int(n):,} photos: measured {measured['date']} with `{measured['command']}`.")
+    return lines
+
+
+def _season_markdown(season: dict, against) -> str:
+    rows = []
+    for name in ("reuse", "retrain"):
+        s = season[name]
+        rows.append(
+            [
+                "default (when-train-changes)" if name == "reuse" else "retrain: always",
+                s["run"]["wall_s"],
+                s["run"]["cpu_s"],
+                max((v["max_rss_mb"] for v in s["stages"].values()), default=None),
+                sum(s["run"]["jobs"].values()),
+                s["score"]["map5"],
+                s["score"]["known_top1"],
+            ]
+        )
+    header = ["new season", "wall s", "CPU s", "peak RSS MB (largest job)", "jobs", "MAP@5 (new)", "known top-1"]
+    measured = season.get("measured")
+    when = f"; measured {measured['date']}" if measured else ""
+    table = (
+        f"\n{season['n_new']:,} new photos against the {int(against):,}-photo catalogue (`flukeline add-season`"
+        f" {season['add_season_s']} s, then a hard-linked copy of the finished run{when}):\n\n"
+        + markdown_table(header, rows)
+    )
+    stage_rows = []
+    for stage in sorted(set(season["reuse"]["stages"]) | set(season["retrain"]["stages"])):
+        row = [stage]
+        for name in ("reuse", "retrain"):
+            v = season[name]["stages"].get(stage, {})
+            row += [v.get("wall_s_sum"), v.get("cpu_s"), v.get("max_rss_mb")]
+        stage_rows.append(row)
+    header = ["stage"] + [f"{k} ({n})" for n in ("default", "retrain: always") for k in ("wall s", "CPU s", "RSS MB")]
+    return table + "\n" + markdown_table(header, stage_rows)
+
+
 def scale_markdown(result: dict) -> str:
     """The tables of a scale result (also from its JSON, whose size keys are strings)."""
-    photos = list(result["sizes"])
+    photos = sorted(result["sizes"], key=int)
     header = ["stage"]
     for n in photos:
-        header += [f"{n}: wall s", f"{n}: CPU s", f"{n}: peak RSS MB"]
-    header += ["growth b (wall)", "growth b (CPU)", f"naive CPU s at {KAGGLE_PHOTOS:,}"]
+        header += [f"{int(n):,}: wall s", f"{int(n):,}: CPU s", f"{int(n):,}: peak RSS MB"]
+    header += ["growth b (wall)", "growth b (CPU)"]
+    if len(photos) > 2:
+        header += [f"b (CPU) {int(photos[-2]):,} to {int(photos[-1]):,}"]
+    header += [f"naive CPU s at {KAGGLE_PHOTOS:,}"]
     rows = []
     for stage, growth in result["growth"].items():
         row = [stage]
@@ -203,57 +323,61 @@ def scale_markdown(result: dict) -> str:
             s = result["sizes"][n]["stages"].get(stage, {})
             row += [s.get("wall_s_sum"), s.get("cpu_s"), s.get("max_rss_mb")]
         # The CPU time: the wall times of a shared machine carry other jobs' load.
-        b = growth["cpu"]
+        b, last_two = growth["cpu"], growth.get("cpu_last_two")
+        slope = last_two if last_two is not None else b
         last = result["sizes"][photos[-1]]["stages"].get(stage, {}).get("cpu_s")
-        projected = last * (KAGGLE_PHOTOS / int(photos[-1])) ** max(b, 1.0) if b is not None and last else None
+        projected = last * (KAGGLE_PHOTOS / int(photos[-1])) ** max(slope, 1.0) if slope is not None and last else None
         flag = " (above linear)" if b is not None and b > GROWTH_FLAG else ""
         wall = growth["wall"]
-        row += [f"{wall:.2f}" if wall is not None else None, f"{b:.2f}{flag}" if b is not None else None, projected]
-        rows.append(row)
+        row += [f"{wall:.2f}" if wall is not None else None, f"{b:.2f}{flag}" if b is not None else None]
+        if len(photos) > 2:
+            flag = " (above linear)" if last_two is not None and last_two > GROWTH_FLAG else ""
+            row += [f"{last_two:.2f}{flag}" if last_two is not None else None]
+        rows.append(row + [projected])
     totals = ["whole run (wall of snakemake)"]
     for n in photos:
         run = result["sizes"][n]["run"]
         totals += [run["wall_s"], run["cpu_s"], run["peak_rss_mb"]]
-    totals += [result["growth_total_wall"], None, None]
+    totals += [result["growth_total_wall"], None] + ([None] if len(photos) > 2 else []) + [None]
     rows.append(totals)
     table = markdown_table(header, rows)
     notes = [
         f"`snakemake --cores {result['cores']}` (default target) on the kaggle preset cut to each size (data.source"
         " kaggle with its annotations; generation timed apart: "
-        + ", ".join(f"{n}: {result['sizes'][n]['generate']['wall_s']} s" for n in photos)
+        + ", ".join(f"{int(n):,}: {result['sizes'][n]['generate']['wall_s']} s" for n in photos)
         + ").",
         "Stage wall s = the sum of its jobs' wall time (jobs may overlap); peak RSS = its largest job's; the whole"
         " run's peak RSS is Snakemake's own process tree's largest single process (os.wait4).",
-        "growth b: slope of log time against log photos, flagged above 1.1 on CPU time (the wall times of a"
-        " shared machine carry other jobs' load); the naive projection scales the largest size's CPU s by"
-        " (33,321 / N)^max(b, 1) and ignores fixed start-up costs and search-structure changes (the local"
-        " member's index turns approximate above match.local.exact_below descriptors).",
+        "growth b: slope of log time against log photos (least squares over the sizes; with three sizes or more"
+        " also between the two largest, where fixed start-up weighs least), flagged above 1.1 on CPU time (the"
+        " wall times of a shared machine carry other jobs' load); the naive projection scales the largest size's"
+        " CPU s by (33,321 / N)^max(b, 1), b between the two largest sizes where there are three, and ignores"
+        " fixed start-up costs and search-structure changes (the local member's index turns approximate above"
+        " match.local.exact_below descriptors).",
     ]
-    season = result.get("season")
-    if season:
-        rows = []
-        for name in ("reuse", "retrain"):
-            s = season[name]
-            rows.append(
-                [
-                    "default (when-train-changes)" if name == "reuse" else "retrain: always",
-                    s["run"]["wall_s"],
-                    s["run"]["cpu_s"],
-                    max((v["max_rss_mb"] for v in s["stages"].values()), default=None),
-                    sum(s["run"]["jobs"].values()),
-                    s["score"]["map5"],
-                    s["score"]["known_top1"],
-                ]
-            )
-        header = ["new season", "wall s", "CPU s", "peak RSS MB (largest job)", "jobs", "MAP@5 (new)", "known top-1"]
-        table += (
-            f"\n{season['n_new']} new photos against the {photos[-1]}-photo catalogue (`flukeline add-season`"
-            f" {season['add_season_s']} s, then a hard-linked copy of the finished run):\n\n"
-            + markdown_table(header, rows)
-        )
-        stage_rows = [
-            [stage, season["reuse"]["stages"].get(stage, {}).get("wall_s_sum"), v.get("wall_s_sum")]
-            for stage, v in season["retrain"]["stages"].items()
-        ]
-        table += "\n" + markdown_table(["stage", "wall s (default)", "wall s (retrain: always)"], stage_rows)
-    return table + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    if result.get("season"):
+        table += _season_markdown(result["season"], result["season"].get("against", photos[-1]))
+    for season in result.get("earlier_seasons", []):
+        table += _season_markdown(season, season["against"])
+    measured = _measured_lines(result)
+    head = ("\n".join(measured) + "\n\n") if measured else ""
+    return head + table + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+def main(argv=None) -> int:
+    """`python -m bench.bench_scale --merge A.json B.json --out DIR`: one scale.json / scale.md of
+    several runs' results (merge)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--merge", nargs="+", type=Path, required=True, help="scale.json files, oldest first")
+    parser.add_argument("--out", type=Path, required=True, help="folder for scale.json and scale.md")
+    args = parser.parse_args(argv)
+    result = merge(args.merge)
+    write_part(args.out, "scale", result, scale_markdown(result))
+    print(scale_markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -210,6 +210,20 @@ def environment() -> dict:
     }
 
 
+# Stages of the workflow, by job name (a benchmark file's stem), for the per-stage tables.
+STAGES = [
+    ("baselines", r"^(baseline_|match_baseline)"),
+    ("data", r"^(demo_|omniglot_|ingest|data_)"),
+    ("detect", r"^detect"),
+    ("align", r"^align"),
+    ("train", r"^train_"),
+    ("embed", r"^embed_"),
+    ("local features", r"^local_"),
+    ("match", r"^(match_|ensemble|submission|evaluate|decide)"),
+    ("reports", r"^(gallery|review|metrics_table|report)"),
+]
+
+
 # ---------------------------------------------------------------------------------- output
 
 

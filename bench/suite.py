@@ -14,6 +14,7 @@ from bench import bench_detect, bench_search
 from bench.common import (
     CONFIG,
     REPO,
+    STAGES,
     environment,
     first_snakemake_wall,
     load_config,
@@ -353,18 +354,6 @@ def accuracy_markdown(result: dict) -> str:
 
 
 # -------------------------------------------------------------------------------------- speed
-
-STAGES = [
-    ("baselines", r"^(baseline_|match_baseline)"),
-    ("data", r"^(demo_|omniglot_|ingest|data_)"),
-    ("detect", r"^detect"),
-    ("align", r"^align"),
-    ("train", r"^train_"),
-    ("embed", r"^embed_"),
-    ("local features", r"^local_"),
-    ("match", r"^(match_|ensemble|submission|evaluate|decide)"),
-    ("reports", r"^(gallery|review|metrics_table|report)"),
-]
 
 
 def _stage(job: str) -> str:

@@ -295,6 +295,53 @@ def test_an_interrupted_feature_job_resumes_from_its_checkpoint(tmp_path, monkey
     assert calls == paths
 
 
+def test_crop_features_come_from_the_per_crop_cache_but_for_a_new_crop(tmp_path, monkeypatch):
+    import flukeline.match.local_features as lf
+
+    paths = []
+    for seed in range(5):
+        path = tmp_path / f"crop{seed}.png"
+        cv2.imwrite(str(path), textured(seed))
+        paths.append(str(path))
+    cv2.imwrite(str(tmp_path / "blank.png"), np.full((128, 256), 90, np.uint8))  # no keypoints
+    names = [f"i{k}.jpg" for k in range(4)] + ["blank.jpg"]
+    old = pd.DataFrame({"image": names, "split": "train", "crop_path": [*paths[:4], str(tmp_path / "blank.png")]})
+    old.to_parquet(tmp_path / "align.parquet")
+    real, calls = lf.image_keypoints, []
+    monkeypatch.setattr(lf, "image_keypoints", lambda p, m, q: (calls.append(p), real(p, m, q))[1])
+    params, cache = {"features": 200}, tmp_path / "cache"
+    run_local_features(tmp_path / "align.parquet", "train", "sift", "256x128", params, tmp_path / "a.npz", 2, cache)
+    assert len(calls) == 5
+
+    # A new season: the same crops again (renamed photo too: the key is the crop's content) and one new.
+    season = pd.concat(
+        [
+            old.assign(image=["r0.jpg", *names[1:]]),
+            pd.DataFrame({"image": ["i4.jpg"], "split": "train", "crop_path": [paths[4]]}),
+        ]
+    )
+    season.to_parquet(tmp_path / "align.parquet")
+    calls.clear()
+    run_local_features(tmp_path / "align.parquet", "train", "sift", "256x128", params, tmp_path / "b.npz", 2, cache)
+    assert calls == [paths[4]]
+    calls.clear()
+    run_local_features(tmp_path / "align.parquet", "train", "sift", "256x128", params, tmp_path / "c.npz", 2)
+    assert len(calls) == 6  # without the cache: every crop
+    cached, fresh = load_features(tmp_path / "b.npz"), load_features(tmp_path / "c.npz")
+    assert list(cached.images) == list(fresh.images)
+    for name in ("offsets", "xy", "descriptors"):
+        np.testing.assert_array_equal(getattr(cached, name), getattr(fresh, name))
+        assert getattr(cached, name).dtype == getattr(fresh, name).dtype
+    assert cached.get("blank.jpg")[1].shape == (0, 128)
+
+    # Other feature settings: other keys, nothing read from the first settings' entries.
+    calls.clear()
+    run_local_features(
+        tmp_path / "align.parquet", "train", "sift", "256x128", {"features": 100}, tmp_path / "d.npz", 2, cache
+    )
+    assert len(calls) == 6
+
+
 def test_a_lower_sift_contrast_threshold_keeps_the_keypoints_of_a_faint_photo(tmp_path):
     from flukeline.match.local_features import image_keypoints
 

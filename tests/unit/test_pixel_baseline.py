@@ -100,3 +100,32 @@ def test_pixel_baseline_cli_on_a_kaggle_root(tmp_path):
     # all-new_whale: new_whale, A, then B and C (ties by name): q0 (B) at rank 3, q1 at rank 1.
     assert scores["all_new_whale_test_map5"] == pytest.approx((1 / 3 + 1) / 2)
     assert pd.read_csv(tmp_path / "predictions.csv")["Image"].tolist() == ["q0.png", "q1.png"]
+
+
+def test_pixel_embeddings_of_old_photos_come_from_the_cache(tmp_path, monkeypatch):
+    import flukeline.evaluate.pixel_baseline as pixel
+
+    paths = []
+    for i in range(4):
+        path = tmp_path / f"p{i}.png"
+        cv2.imwrite(str(path), _noisy(_blob(i), 5 + i))
+        paths.append(str(path))
+    train = pd.DataFrame({"image": ["p0", "p1", "p2"], "split": "train", "path": paths[:3], "sha1": ["a", "b", "c"]})
+    test = pd.DataFrame({"image": ["p3"], "split": "test", "path": paths[3:], "sha1": ["d"]})
+    real, reads = pixel.read_image_rgb, []
+    monkeypatch.setattr(pixel, "read_image_rgb", lambda p: (reads.append(p), real(p))[1])
+    cache = tmp_path / "cache"
+    pixel.pixel_embeddings(train, test.iloc[:0], size=16, cache_dir=cache)
+    assert len(reads) == 3
+    reads.clear()
+    cached = pixel.pixel_embeddings(train, test, size=16, threads=2, cache_dir=cache)  # a new season: one photo
+    assert reads == [paths[3]]
+    reads.clear()
+    fresh = pixel.pixel_embeddings(train, test, size=16)
+    assert len(reads) == 4
+    assert cached["image"].tolist() == fresh["image"].tolist()
+    for column in ("embedding", "embedding_flip"):
+        np.testing.assert_array_equal(np.stack(cached[column]), np.stack(fresh[column]))
+    reads.clear()
+    pixel.pixel_embeddings(train, test, size=24, cache_dir=cache)  # another size: other keys
+    assert len(reads) == 4

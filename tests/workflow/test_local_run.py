@@ -14,6 +14,7 @@ import yaml
 from conftest import TINY, snakemake
 from helpers_review import _page_data
 
+from flukeline.core.photo_cache import file_sha1
 from flukeline.gallery.identify import identify
 from flukeline.gallery.manifest import read_manifest, write_manifest
 from flukeline.gallery.sightings import add_sightings
@@ -37,11 +38,27 @@ def test_aliked_lightglue_member_runs_in_the_dag_and_feeds_the_review_page(tiny_
     features = np.load(work / "results/match/local/aliked_lightglue_128x64/features_train.npz")
     assert features["descriptors"].dtype == np.float16 and features["descriptors"].shape[1] == 128
     assert 0 < np.diff(features["offsets"]).max() <= 64
+    # Each distinct crop's features kept once in the per-crop cache (a new season extracts only its own).
+    crops = pd.read_parquet(work / "results/align/128x64/align.parquet")["crop_path"]
+    cached = list((work / "results/cache/local_crop_features").rglob("*.npz"))
+    assert len(cached) == len({file_sha1(work / p) for p in crops})
     member = work / f"results/match/round{rounds}/local_aliked_lightglue"
     summary = json.loads((member / "summary.json").read_text())
     assert summary["method"] == "aliked_lightglue" and summary["size"] == "128x64"
     assert summary["cost"]["pairs"] > 0 and summary["cost"]["pairs_per_query_max"] <= 2
     assert not (member / ".pairs.partial.parquet").exists()  # the checkpoint goes once the job is done
+    # Pair scores kept per query (results/cache/local_match): round 0 matched all of its pairs, a
+    # later round only those round 0 did not have (same features, same settings: same scores).
+    first = json.loads((work / "results/match/round0/local_aliked_lightglue/summary.json").read_text())["cost"]
+    cost = summary["cost"]
+    assert first["pairs_scored_now"] == first["pairs"] and first["pairs_from_cache"] == 0
+    assert cost["pairs_scored_now"] + cost["pairs_from_cache"] == cost["pairs"]
+    if rounds > 0:
+        assert cost["pairs_from_cache"] > 0
+    kept = list((work / "results/cache/local_match").rglob("*.npz"))
+    assert 0 < len(kept) <= first["queries"]  # one entry per query (the same features share one)
+    matched = first["pairs"] + (cost["pairs_scored_now"] if rounds > 0 else 0)
+    assert 0 < sum(len(np.load(path)["gallery"]) for path in kept) <= matched
 
     metrics = json.loads((work / "results/metrics.json").read_text())
     assert f"local_aliked_lightglue@round{rounds}" in metrics["cv"]["methods"]

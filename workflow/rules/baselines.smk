@@ -21,9 +21,10 @@ rule baseline_pixel_embeddings:
         runtime=by_attempt(10),
     params:
         size=config["baselines"]["pixel_size"],
+        cache=PHOTO_CACHE["pixel"],
     shell:
         "{FLUKELINE} pixel-embeddings --train {input.train:q} --test {input.test:q} --size {params.size}"
-        " --out {output:q} --threads {threads} > {log:q} 2>&1"
+        " --cache {params.cache:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule baseline_zero_shot_model:

@@ -86,7 +86,20 @@ def cpu_threads(wanted):
 # Per-photo results and trained models kept across runs (flukeline.core.photo_cache, model_reuse):
 # a rerun after new photos arrive computes only theirs. Keyed by content and settings, so never
 # stale; `rm -r results/cache` is always safe (it costs the recomputation). Not Snakemake outputs.
-PHOTO_CACHE = {stage: f"results/cache/{stage}" for stage in ("ingest", "detect", "align", "embed", "frozen_trunk")}
+PHOTO_CACHE = {
+    stage: f"results/cache/{stage}"
+    for stage in (
+        "ingest",
+        "detect",
+        "align",
+        "embed",
+        "frozen_trunk",
+        "local_features",
+        "local_crop_features",
+        "local_match",
+        "pixel",
+    )
+}
 MODEL_STORE = "results/cache/models"
 
 

@@ -1,10 +1,11 @@
 # The local-feature ensemble member (match.local, off with method: none): local features of each
 # photo's detect box at match.local.long_side (source: photo; per photo cached by content in
-# results/cache/local_features) or of the aligned crops (source: crop), one table per split, so
-# that editing the matching or its calibration never re-extracts; then per pseudo-label round the
-# pairs to verify (the LNBNN shortlist over every catalogue descriptor, and the global ensemble's)
-# matched, calibrated and written like a member's folder, which the ensemble rule fuses with its
-# fitted weight.
+# results/cache/local_features) or of the aligned crops (source: crop; per crop cached by content
+# in results/cache/local_crop_features), one table per split, so that editing the matching or its
+# calibration never re-extracts; then per pseudo-label round the pairs to verify (the LNBNN
+# shortlist over every catalogue descriptor, and the global ensemble's) matched, calibrated and
+# written like a member's folder, which the ensemble rule fuses with its fitted weight (votes and
+# pair scores of earlier runs reused where exactly the same: results/cache/local_match).
 
 
 rule photo_features:
@@ -27,7 +28,7 @@ rule photo_features:
         runtime=by_attempt(60),
     params:
         local=params_json(LOCAL_FEATURE_SETTINGS),
-        cache="results/cache/local_features",
+        cache=PHOTO_CACHE["local_features"],
     shell:
         "{FLUKELINE} photo-features --photos {input.photos:q} --boxes {input.boxes:q} --split {wildcards.split}"
         " --method {wildcards.method} --params {params.local:q} --cache {params.cache:q} --out {output:q}"
@@ -53,9 +54,11 @@ rule local_features:
         runtime=by_attempt(30),
     params:
         local=params_json(LOCAL_FEATURE_SETTINGS),
+        cache=PHOTO_CACHE["local_crop_features"],
     shell:
         "{FLUKELINE} local-features --align {input.align:q} --split {wildcards.split} --method {wildcards.method}"
-        " --size {wildcards.size} --params {params.local:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
+        " --size {wildcards.size} --params {params.local:q} --cache {params.cache:q} --out {output:q}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 rule local_match:
@@ -109,8 +112,10 @@ rule local_match:
         folds=FOLDS,
         out_dir=lambda w: f"results/match/round{w.round}/local_{w.method}",
         viewpoints=LOCAL_VIEWPOINT_OPTION,
+        # Votes and pair scores of earlier runs, reused where exactly the same (match/local_reuse.py).
+        cache=PHOTO_CACHE["local_match"],
     shell:
         "{FLUKELINE} local-match --train {input.train:q} --test {input.test:q} --features-train {input.features_train:q}"
         " --features-test {input.features_test:q} --members {params.members} --weights {params.weights}"
         " --embeddings {params.embeddings} --folds {params.folds} --params {params.match:q}"
-        " --out-dir {params.out_dir:q} --threads {threads}{params.viewpoints} > {log:q} 2>&1"
+        " --out-dir {params.out_dir:q} --cache {params.cache:q} --threads {threads}{params.viewpoints} > {log:q} 2>&1"

@@ -117,6 +117,7 @@ def register(subparsers) -> None:
     add_train_test(p, "ingest's train.parquet", "ingest's test.parquet", dests=("train", "test"))
     p.add_argument("--size", type=int, default=32, help="images are resized to SIZE x SIZE grayscale")
     p.add_argument("--out", required=True, help="embeddings.parquet to write")
+    p.add_argument("--cache", dest="cache_dir", default=None, help="folder of the per-photo vectors (optional)")
     add_threads(p)
     p = add_command(
         subparsers,

@@ -14,6 +14,7 @@ training image, else new_whale (train images labelled new_whale are queries only
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ import pandas as pd
 from flukeline.core.errors import InputError
 from flukeline.core.images import read_image_rgb
 from flukeline.core.metrics import NEW_WHALE, average_precision_at_k, map_at_k
+
+log = logging.getLogger(__name__)
 
 # Enough neighbours to find k distinct identities in all but degenerate galleries.
 _MAX_NEIGHBOURS = 2048
@@ -193,21 +196,36 @@ def score(predictions: pd.DataFrame, truth: pd.DataFrame, k: int = 5) -> float:
     return map_at_k(merged["truth"].tolist(), merged["predicted"].tolist(), k)
 
 
-def pixel_embeddings(train: pd.DataFrame, test: pd.DataFrame, size: int = 32, threads: int = 1) -> pd.DataFrame:
+def pixel_embeddings(
+    train: pd.DataFrame, test: pd.DataFrame, size: int = 32, threads: int = 1, cache_dir=None
+) -> pd.DataFrame:
     """Raw pixels as an embeddings table (image, split, embedding, embedding_flip), the format of a
     member's embeddings: the workflow matches it with the match stage's own command, so the
-    raw-pixel 1-NN baseline is scored on exactly the members' validation folds and threshold grid."""
+    raw-pixel 1-NN baseline is scored on exactly the members' validation folds and threshold grid.
+    cache_dir: each photo's two vectors are kept there by its content (ingest's `sha1`) and size,
+    so that a new season decodes only its new photos (core.photo_cache); None for none."""
+    from flukeline.core.photo_cache import PhotoCache
     from flukeline.core.runtime import parallel_map
 
-    images = pd.concat([train[["image", "split", "path"]], test[["image", "split", "path"]]], ignore_index=True)
+    columns = ["image", "split", "path"] + (["sha1"] if "sha1" in train and "sha1" in test else [])
+    images = pd.concat([train[columns], test[columns]], ignore_index=True)
+    cache = PhotoCache(cache_dir if "sha1" in images else None, "pixel", {"size": int(size)})
 
-    def both_views(path) -> tuple[np.ndarray, np.ndarray]:
+    def both_views(i: int) -> tuple[np.ndarray, np.ndarray]:
+        key = cache.key(images["sha1"].iat[i]) if cache.enabled else None
+        found = cache.get(key) if key is not None else None
+        if found is not None:
+            return found["plain"], found["mirrored"]
         # One photo decoded at a time per worker: only the 32x32 vectors are kept (holding every
         # decoded photo took 2.2 GB at 8,000 photos of 512 px; a 1050-px catalogue would need ~50 GB).
-        photo = read_image_rgb(path)
-        return pixel_vectors([photo], size)[0], pixel_vectors([photo[:, ::-1]], size)[0]
+        photo = read_image_rgb(images["path"].iat[i])
+        views = pixel_vectors([photo], size)[0], pixel_vectors([photo[:, ::-1]], size)[0]
+        if key is not None:
+            cache.put(key, plain=views[0], mirrored=views[1])
+        return views
 
-    views = parallel_map(both_views, images["path"], threads)
+    views = parallel_map(both_views, range(len(images)), threads)
+    log.info(cache.summary(f"pixel vectors of {len(images)} photos"))
     plain = np.stack([v[0] for v in views]) if views else np.zeros((0, size * size), np.float32)
     mirrored = np.stack([v[1] for v in views]) if views else np.zeros((0, size * size), np.float32)
     return pd.DataFrame(

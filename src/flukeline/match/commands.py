@@ -124,6 +124,7 @@ def register(subparsers) -> None:
     p.add_argument("--method", required=True, help="match.local.method (sift, aliked_lightglue, disk_lightglue)")
     p.add_argument("--size", required=True, help="crop size name, WxH")
     add_params(p, help="match.local as JSON")
+    p.add_argument("--cache", dest="cache_dir", default=None, help="folder of the per-crop feature cache (optional)")
     p.add_argument("--out", required=True, help=".npz feature cache")
     add_threads(p)
 
@@ -171,4 +172,10 @@ def register(subparsers) -> None:
     )
     add_option(p, "--viewpoints", "viewpoints_path", default=None, help="the viewpoint estimate's viewpoints.parquet")
     p.add_argument("--out-dir", required=True)
+    p.add_argument(
+        "--cache",
+        dest="cache_dir",
+        default=None,
+        help="folder of the votes and pair scores kept across runs (optional)",
+    )
     add_threads(p)

@@ -16,7 +16,13 @@ time on CUDA, if present).
 
 The cache is one .npz: `images` (names, in the align table's order), `offsets` (image i owns rows
 offsets[i]:offsets[i + 1]), `xy` (keypoint positions in crop pixels, float32) and `descriptors`
-(uint8), plus `method`, `size`, the seconds per image and a key of what was extracted. Every
+(uint8), plus `method`, `size`, the seconds per image and a key of what was extracted.
+
+Per-crop cache (`--cache`, the rule's results/cache/local_crop_features): each crop's keypoints are
+kept under a key of the crop file's SHA-1, the method and the feature settings
+(core.photo_cache.PhotoCache), so that a new season's rerun, whose align table lists every old
+crop again, extracts only the new crops (the photo source's per-photo cache does the same in
+photo_features). With it, the cache is also what a killed job resumes from; without it, every
 2,000 images the job saves what it has beside the output (`.features_<split>.npz.partial`), and a
 rerun after a kill resumes from there."""
 
@@ -37,6 +43,7 @@ from tqdm import tqdm
 
 from flukeline.core.errors import InputError
 from flukeline.core.io import write_atomic
+from flukeline.core.photo_cache import PhotoCache, file_sha1
 from flukeline.core.runtime import parallel_map
 from flukeline.match.settings import LocalFeatureSettings
 
@@ -256,6 +263,25 @@ def image_keypoints(path: str, method: str, settings: LocalFeatureSettings | Map
     raise InputError(f"match.local.method: unknown {method!r} ({', '.join(METHODS)})")
 
 
+def crop_feature_cache(cache_dir, method: str, settings: LocalFeatureSettings) -> PhotoCache:
+    """The per-crop cache of `method` with these feature settings (off where cache_dir is None)."""
+    return PhotoCache(cache_dir, "local_crop_features", {"method": method, "settings": settings.to_dict()})
+
+
+def cached_keypoints(path: str, method: str, settings, cache: PhotoCache | None) -> tuple[np.ndarray, np.ndarray]:
+    """image_keypoints of one crop through `cache` (by the crop file's SHA-1): the same arrays
+    either way (xy float32, descriptors uint8 or float16, stored as they are)."""
+    if cache is None or not cache.enabled:
+        return image_keypoints(path, method, settings)
+    key = cache.key(file_sha1(path))
+    found = cache.get(key)
+    if found is not None:
+        return found["xy"], found["descriptors"]
+    xy, descriptors = image_keypoints(path, method, settings)
+    cache.put(key, xy=xy, descriptors=descriptors)
+    return xy, descriptors
+
+
 def extract_features(
     paths: list[str],
     method: str,
@@ -265,11 +291,14 @@ def extract_features(
     done: list | None = None,
     checkpoint=None,
     every: int | None = None,
+    cache: PhotoCache | None = None,
 ):
     """Keypoints of every crop, in order, with a progress bar; returns (list of (xy, descriptors),
     seconds spent here). Crops run on `threads` threads (OpenCV and torch release the GIL; a
     learned extractor as `torch_workers` says). `done`: the features of the first paths, from an
-    interrupted run; `checkpoint(features so far)` is called every `every` images."""
+    interrupted run; `checkpoint(features so far)` is called every `every` images. `cache`: a
+    PhotoCache of the method and settings (crop_feature_cache); a crop whose SHA-1 it holds is
+    read from it, any other is extracted and put in it."""
     import cv2
 
     # OpenCV's own pool on top of ours would oversubscribe the CPUs.
@@ -283,7 +312,7 @@ def extract_features(
     with tqdm(total=len(paths), initial=len(out), desc=f"{method} features", mininterval=5) as progress:
         for lo in range(len(out), len(paths), chunk):
             batch = paths[lo : lo + chunk]
-            out.extend(parallel_map(lambda p: image_keypoints(p, method, settings), batch, threads))
+            out.extend(parallel_map(lambda p: cached_keypoints(p, method, settings, cache), batch, threads))
             progress.update(len(batch))
             if checkpoint is not None and len(out) - saved >= every and len(out) < len(paths):
                 checkpoint(out)
@@ -352,10 +381,11 @@ def load_features(path) -> LocalFeatures:
         )
 
 
-def run_local_features(align_path, split, method, size, params, out, threads=1) -> None:
+def run_local_features(align_path, split, method, size, params, out, threads=1, cache_dir=None) -> None:
     """`local-features`: the keypoints of one split's aligned crops (align table's crop_path) into
     one cache file; the log gives the seconds per image and the keypoints per image. params:
-    LocalFeatureSettings' keys (the local_features rule's JSON)."""
+    LocalFeatureSettings' keys (the local_features rule's JSON); cache_dir: the per-crop cache
+    (module docstring), None for none."""
     settings = LocalFeatureSettings.from_dict(params)
     if method not in METHODS:
         raise InputError(f"match.local.method: unknown {method!r} ({', '.join(METHODS)})")
@@ -367,26 +397,34 @@ def run_local_features(align_path, split, method, size, params, out, threads=1) 
     key = hashlib.sha1(
         json.dumps([method, size, settings.to_dict(), list(map(str, images)), paths], sort_keys=True).encode()
     ).hexdigest()
-    # Resumable: an interrupted job left the features of its first images beside the output.
+    cache = crop_feature_cache(cache_dir, method, settings)
+    # Resumable: an interrupted job left the features of its first images beside the output (or,
+    # with the per-crop cache, in it: no checkpoint file then).
     partial = Path(out).with_name(f".{Path(out).name}.partial")
-    done = resumed_features(partial, key, images)
+    done = [] if cache.enabled else resumed_features(partial, key, images)
 
     def checkpoint(so_far):
         save_features(pack_features(method, size, images[: len(so_far)], so_far, key=key), partial)
 
-    features, seconds = extract_features(paths, method, settings, threads, done=done, checkpoint=checkpoint)
-    new = max(1, len(features) - len(done))
-    packed = pack_features(method, size, images, features, seconds / new, key=key)
+    features, seconds = extract_features(
+        paths, method, settings, threads, done=done, checkpoint=None if cache.enabled else checkpoint, cache=cache
+    )
+    extracted = cache.misses if cache.enabled else len(features) - len(done)
+    per_crop = seconds / max(1, extracted)
+    packed = pack_features(method, size, images, features, per_crop if extracted else float("nan"), key=key)
     save_features(packed, out)
     partial.unlink(missing_ok=True)
     per_image = np.diff(packed.offsets)
+    if cache.enabled:
+        log.info(cache.summary(f"{method} features of {len(table)} {split} crops"))
     log.info(
-        "%s features of %d %s crops (%s): %.4f s per image (%d threads), keypoints per image median %d, min %d",
+        "%s features of %d %s crops (%s): %.4f s per extracted crop (%d threads), keypoints per image median %d,"
+        " min %d",
         method,
         len(table),
         split,
         size,
-        seconds / new,
+        per_crop,
         threads,
         int(np.median(per_image)) if len(per_image) else 0,
         int(per_image.min()) if len(per_image) else 0,

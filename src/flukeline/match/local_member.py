@@ -38,12 +38,14 @@ from flukeline.core.io import write_json_atomic, write_parquet_atomic
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.match.ensemble import fitted_members
 from flukeline.match.local_features import LocalFeatures, load_features
+from flukeline.match.local_reuse import catalogue_key, vote_cache
 from flukeline.match.local_shortlist import (
     MemberViews,
     PairScope,
     catalogue_index,
     catalogue_votes,
     global_ranking,
+    known_photos,
     shortlist_pairs,
     with_lnbnn_pairs,
 )
@@ -128,6 +130,7 @@ def catalogue_normalisers(
     queries=None,
     index_of=catalogue_index,
     scope: PairScope | None = None,
+    cache_dir=None,
 ):
     """The pairs with `lnbnn` (and the LNBNN pairs, photo features only: on the demo's aligned
     crops they lowered known-identity rank-1, bench/results/local.md) and each query's LNBNN
@@ -135,14 +138,18 @@ def catalogue_normalisers(
     neither is asked for or the method is no SIFT (its descriptors are no RootSIFT). queries: the
     tables the queries' features are read from (query_features; default the features). index_of:
     how the catalogue index is had (catalogue_index's signature; a gallery keeps it built). scope:
-    the LNBNN pairs only with compatible photos (match/local_shortlist.py)."""
+    the LNBNN pairs only with compatible photos (match/local_shortlist.py). cache_dir: the votes of
+    earlier runs over the same catalogue are read from there (match/local_reuse.py), None for none."""
     local = settings.local
     weigh = local.score == "lnbnn"
     add_pairs = int(local.lnbnn_identities) > 0 and features["train"].frames is not None
     if features["train"].method != "sift" or not (weigh or add_pairs):
         return pairs.assign(lnbnn=np.float32(0.0)), None
     index = index_of(train, features["train"], local, threads)
-    votes = catalogue_votes(ranking, queries or features, index)
+    cache = None
+    if cache_dir is not None:
+        cache = vote_cache(cache_dir, catalogue_key(known_photos(train, features["train"]), features["train"], local))
+    votes = catalogue_votes(ranking, queries or features, index, cache)
     identities = int(local.lnbnn_identities) if add_pairs else 0
     pairs = with_lnbnn_pairs(pairs, ranking, votes, index, identities, int(local.photos_per_identity), scope)
     return pairs, ({key: v.normalisers for key, v in votes.items()} if weigh else None)
@@ -151,7 +158,8 @@ def catalogue_normalisers(
 def scoring_cost(
     pairs: pd.DataFrame, seconds: float, scored_now: int, threads: int, features: dict[str, LocalFeatures]
 ) -> dict:
-    """summary.json `cost`: pairs per query, the seconds per pair this run scored, features' times."""
+    """summary.json `cost`: pairs per query, the seconds per pair this run scored (None where every
+    pair came from a checkpoint or the cache), features' times."""
     per_query = pairs.groupby(["split", "query"]).size()
     return {
         "pairs": len(pairs),
@@ -161,7 +169,8 @@ def scoring_cost(
         "seconds": round(seconds, 3),
         # Over the pairs this run scored (a resumed run took the others from its checkpoint).
         "pairs_scored_now": scored_now,
-        "seconds_per_pair": seconds / max(1, scored_now),
+        "pairs_from_cache": int(pairs.attrs.get("from_cache", 0)),
+        "seconds_per_pair": seconds / scored_now if scored_now else None,
         "threads": int(threads),
         # NaN (a cache written without timing) is no JSON: None.
         "seconds_per_image_features": {
@@ -172,15 +181,17 @@ def scoring_cost(
 
 def log_member(out: Path, cost: dict, threads: int, seconds: float, calibration, summary: dict) -> None:
     log.info(
-        "local member %s: %d pairs over %d queries (%.1f per query, at most %d), %.4f s per pair (%d threads, "
-        "%.0f s); features %s s per image; calibrated on %d same / %d other validation pairs; "
-        "threshold %.3f, CV MAP@5 %.4f",
+        "local member %s: %d pairs over %d queries (%.1f per query, at most %d; %d matched now, %d from the"
+        " cache), %s s per pair (%d threads, %.0f s); features %s s per image; calibrated on %d same / %d other"
+        " validation pairs; threshold %.3f, CV MAP@5 %.4f",
         out.name,
         cost["pairs"],
         cost["queries"],
         cost["pairs_per_query_mean"],
         cost["pairs_per_query_max"],
-        cost["seconds_per_pair"],
+        cost["pairs_scored_now"],
+        cost["pairs_from_cache"],
+        "-" if cost["seconds_per_pair"] is None else f"{cost['seconds_per_pair']:.4f}",
         threads,
         seconds,
         {s: (round(v, 4) if v is not None else None) for s, v in cost["seconds_per_image_features"].items()},
@@ -216,12 +227,14 @@ def run_local_member(
     threads=1,
     test_path=None,
     viewpoints_path=None,
+    cache_dir=None,
 ) -> None:
     """results/match/round<r>/local_<method>/ (see the module docstring). member_dirs: the global
     members' match folders; embedding_paths: their embeddings, member by member, fold by fold.
     params: LocalMatchSettings' keys (the local_match rule's JSON). test_path: test.parquet, whose
     date, place and side match.scope reads (with train.parquet's); viewpoints_path: the viewpoint
-    estimate's table (match.scope.estimate)."""
+    estimate's table (match.scope.estimate). cache_dir: the votes and pair scores of earlier runs
+    (match/local_reuse.py: reused only where exactly the same), None for none."""
     settings = LocalMatchSettings.of(params)
     if len(member_dirs) != len(member_weights):
         raise InputError(f"{len(member_dirs)} member folders but {len(member_weights)} weights")
@@ -245,7 +258,9 @@ def run_local_member(
 
     pairs = shortlist_pairs(train, test_images, ranking, views, weights, int(settings.local.shortlist), scope)
     queries = query_features(features, settings)
-    pairs, normalisers = catalogue_normalisers(train, features, ranking, settings, threads, pairs, queries, scope=scope)
+    pairs, normalisers = catalogue_normalisers(
+        train, features, ranking, settings, threads, pairs, queries, scope=scope, cache_dir=cache_dir
+    )
     method = features["train"].method
     partial = out / ".pairs.partial.parquet"
     pairs, seconds = score_pairs(
@@ -257,6 +272,7 @@ def run_local_member(
         checkpoint=partial,
         normalisers=normalisers,
         queries=queries,
+        cache_dir=cache_dir,
     )
     scored_now = int(pairs.attrs.get("scored_now", len(pairs)))
     title = f"{method} ({features['train'].size})"

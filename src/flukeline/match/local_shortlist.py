@@ -176,12 +176,18 @@ def shortlist_pairs(
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=PAIR_COLUMNS)
 
 
+def known_photos(train: pd.DataFrame, features) -> pd.DataFrame:
+    """The catalogue's rows: training photos of a known individual (new_whale photos name none)
+    that have features, in the train table's order."""
+    return train[(train["id"] != NEW_WHALE) & train["image"].isin(set(map(str, features.images)))]
+
+
 def catalogue_index(train: pd.DataFrame, features, settings, threads: int = 1):
     """The LNBNN index (match/local_index.py) of every known training photo's descriptors: the
-    catalogue a query's features vote over (new_whale photos name no individual)."""
+    catalogue a query's features vote over."""
     from flukeline.match.local_index import DescriptorIndex
 
-    known = train[(train["id"] != NEW_WHALE) & train["image"].isin(set(map(str, features.images)))]
+    known = known_photos(train, features)
     return DescriptorIndex(
         known["image"],
         known["id"],
@@ -195,21 +201,25 @@ def catalogue_index(train: pd.DataFrame, features, settings, threads: int = 1):
     )
 
 
-def catalogue_votes(ranking: dict[str, pd.DataFrame], features, index) -> dict[tuple[str, str], object]:
+def catalogue_votes(ranking: dict[str, pd.DataFrame], features, index, cache=None) -> dict[tuple[str, str], object]:
     """Each query's LNBNN votes over the catalogue index (index.query), by (split, query): a
-    validation query never sees its own fold; a query without features votes for no one."""
+    validation query never sees its own fold; a query without features votes for no one. cache:
+    the votes over this catalogue kept from earlier runs (local_reuse.vote_cache), or None."""
+    from flukeline.match.local_reuse import cached_query
+
     votes, start = {}, time.perf_counter()
     for split, table in ranking.items():
         source = features["train" if split == "val" else "test"]
         for image, candidates in table.groupby("image", sort=False):
             fold = int(candidates["fold"].iloc[0]) if split == "val" else None
             descriptors = source.get(image)[1] if image in source else np.zeros((0, 128), np.uint8)
-            votes[(split, image)] = index.query(descriptors, exclude_fold=fold)
+            votes[(split, image)] = cached_query(index, cache, descriptors, fold)
     log.info(
-        "LNBNN votes: %d queries in %.1f s over %d catalogue descriptors",
+        "LNBNN votes: %d queries in %.1f s over %d catalogue descriptors%s",
         len(votes),
         time.perf_counter() - start,
         len(index),
+        f" ({cache.summary('votes')})" if cache is not None else "",
     )
     return votes
 

@@ -23,6 +23,7 @@ from flukeline.core.runtime import parallel_map
 from flukeline.match.local_features import LEARNED, LocalFeatures, torch_workers, unmirrored
 from flukeline.match.local_index import lnbnn_weights
 from flukeline.match.local_matchers import PairMatch, SiftMatcher, make_matcher
+from flukeline.match.local_reuse import PairStore, array_digest
 from flukeline.match.settings import LocalPairSettings
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,7 @@ def score_pairs(
     points_for: tuple[str, ...] = ("test",),
     normalisers: Mapping[tuple[str, str], np.ndarray] | None = None,
     queries: Mapping[str, LocalFeatures] | None = None,
+    cache_dir=None,
 ) -> tuple[pd.DataFrame, float]:
     """pairs + matches, inliers and (for the `points_for` splits) the inlier points, streamed:
     `chunk` queries at a time, a progress bar over the pairs; and the seconds it took. Queries run
@@ -188,7 +190,10 @@ def score_pairs(
     from them. `normalisers`: per (split, query) its descriptors' LNBNN normalisers (the catalogue
     index's), which weigh each inlier (pair_row). `queries`: the tables the queries' own features
     are read from ("train" for validation queries, "test") where they differ from the gallery's
-    (with_mirrors: each query's features and their mirrors)."""
+    (with_mirrors: each query's features and their mirrors). `cache_dir`: pairs scored by earlier
+    runs with the same features, normalisers and settings are read from there, the others put
+    there (match/local_reuse.PairStore); the returned table's attrs give `scored_now` (pairs
+    matched by this call) and `from_cache`."""
     import cv2
 
     cv2.setNumThreads(1)  # our threads, not OpenCV's pool on top of them
@@ -210,18 +215,38 @@ def score_pairs(
             return None
         return table.frames[table.position[image]]
 
+    store = PairStore(cache_dir, {"method": method, "settings": settings.to_dict(), "size": list(size)})
+    gallery_keys: dict[str, str] = {}
+
+    def gallery_key(image: str) -> str:
+        if image not in gallery_keys:  # a race only computes the same key twice
+            gallery_keys[image] = array_digest(*lookup("train", image), frame("train", image))
+        return gallery_keys[image]
+
     def one_query(group: pd.DataFrame) -> list[tuple]:
         split = group["split"].iloc[0]
         source, name = ("train" if split == "val" else "test"), group["query"].iloc[0]
-        query = matcher.prepare(*lookup(source, name, queries))
+        own_features = lookup(source, name, queries)
         keep = split in points_for
         own = None if normalisers is None else normalisers.get((split, name))
-        return [
-            pair_row(
-                matcher.match(query, lookup("train", g)), size, keep, (frame(source, name), frame("train", g)), own
-            )
-            for g in group["gallery"]
-        ]
+        key = store.query_key(own_features, frame(source, name), own, keep) if store.enabled else None
+        stored = store.lookup(key) if key is not None else {}
+        query, rows, new = None, [], 0
+        for g in group["gallery"]:
+            found = stored.get(gallery_key(g)) if key is not None else None
+            if found is None:
+                query = query if query is not None else matcher.prepare(*own_features)
+                found = pair_row(
+                    matcher.match(query, lookup("train", g)), size, keep, (frame(source, name), frame("train", g)), own
+                )
+                new += 1
+                if key is not None:
+                    stored[gallery_key(g)] = found
+            rows.append(found)
+        if key is not None and new:
+            store.store(key, stored)
+        store.count(len(rows) - new, new)
+        return rows
 
     groups = [g for _, g in pairs.groupby(["split", "query"], sort=False)]
     ordered = pd.concat(groups, ignore_index=True) if groups else pairs.iloc[:0].copy()
@@ -246,6 +271,10 @@ def score_pairs(
                 last_save = time.perf_counter()
     seconds = time.perf_counter() - start
     ordered = with_scores(ordered, results)
-    # Pairs scored by this run (the rest came from a checkpoint): the honest denominator of its time.
-    ordered.attrs["scored_now"] = len(results) - covered
+    # Pairs matched by this run (the rest came from a checkpoint or the cache): the honest
+    # denominator of its time.
+    ordered.attrs["scored_now"] = store.scored
+    ordered.attrs["from_cache"] = store.reused
+    if store.enabled:
+        log.info("local pairs: %d matched now, %d from the cache %s", store.scored, store.reused, cache_dir)
     return ordered, seconds
