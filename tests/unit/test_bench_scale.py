@@ -49,7 +49,9 @@ def test_sizes_measured_apart_merge_with_their_dates_and_the_local_match_grows_a
     old, new = tmp_path / "old.json", tmp_path / "new.json"
     old.write_text(json.dumps(part([500, 2000], "2026-12-07 11:54", 100)))
     new.write_text(json.dumps(part([8000], "2026-12-07 14:01", 1000)))
-    result = merge([old, new])
+    rerun = tmp_path / "rerun.json"
+    rerun.write_text(json.dumps(part([8000], "d", 1000)["season"]["reuse"] | {"environment": {"date": "later"}}))
+    result = merge([old, new], {"default, later code": rerun})
     assert list(result["sizes"]) == [500, 2000, 8000]
     assert result["sizes"][500]["measured"]["date"] == "2026-12-07 11:54"
     assert result["sizes"][8000]["measured"]["date"] == "2026-12-07 14:01"
@@ -66,6 +68,7 @@ def test_sizes_measured_apart_merge_with_their_dates_and_the_local_match_grows_a
     assert "| local match |" in text and "2.00 (above linear)" in text
     assert "1,000 new photos against the 8,000-photo catalogue" in text
     assert "100 new photos against the 2,000-photo catalogue" in text
+    assert "| default, later code |" in text and "default, later code: measured later" in text
 
 
 def test_growth_exponent_and_stage_grouping():
