@@ -222,19 +222,22 @@ def merge(paths: list[Path], season_reruns: dict[str, Path] | None = None) -> di
         measured = {"date": part.get("environment", {}).get("date"), "command": part.get("command")}
         merged["sources"].append({"file": str(path), **measured, "environment": part.get("environment")})
         merged["cores"] = part.get("cores", merged.get("cores"))
+        # A merged file keeps each size's and season's own `measured` and `against`.
         for n, size in part["sizes"].items():
-            merged["sizes"][int(n)] = {**size, "stages": stage_times(size["jobs"]), "measured": measured}
-        if part.get("season"):
-            season = part["season"]
+            own = size.get("measured") or measured
+            merged["sizes"][int(n)] = {**size, "stages": stage_times(size["jobs"]), "measured": own}
+        for season in [part["season"], *part.get("earlier_seasons", [])] if part.get("season") else []:
             for name in ("reuse", "retrain"):
                 season[name]["stages"] = stage_times(season[name]["jobs"])
-            seasons.append({**season, "against": max(map(int, part["sizes"])), "measured": measured})
+            against = season.get("against") or max(map(int, part["sizes"]))
+            seasons.append({**season, "against": int(against), "measured": season.get("measured") or measured})
     merged["sizes"] = dict(sorted(merged["sizes"].items()))
     seasons.sort(key=lambda s: s["against"])
     if seasons:
         merged["season"], merged["earlier_seasons"] = seasons[-1], seasons[:-1]
         merged["season_photos"] = seasons[-1]["n_new"]
-        reruns = {name: json.loads(Path(path).read_text()) for name, path in (season_reruns or {}).items()}
+        reruns = merged["season"].get("reruns", {})
+        reruns |= {name: json.loads(Path(path).read_text()) for name, path in (season_reruns or {}).items()}
         for rerun in reruns.values():
             rerun["stages"] = stage_times(rerun["jobs"])
         merged["season"]["reruns"] = reruns
