@@ -208,11 +208,13 @@ def with_growth(result: dict) -> dict:
     return result
 
 
-def merge(paths: list[Path]) -> dict:
+def merge(paths: list[Path], season_reruns: dict[str, Path] | None = None) -> dict:
     """One scale result from several runs' scale.json (sizes measured apart, e.g. the small sizes
     first and 8,000 photos later): each size keeps when and how it was measured (`measured`), its
     stages regrouped from its jobs (stage_times); the new season against the largest size is
-    `season`, those against smaller sizes `earlier_seasons`."""
+    `season`, those against smaller sizes `earlier_seasons`. season_reruns: name -> a JSON of one
+    more run of the largest size's season (a `_run` result with `score`, e.g. after a change to
+    the code), shown as one more row of its table."""
     merged: dict = {"sizes": {}, "season": None, "earlier_seasons": [], "sources": []}
     seasons = []
     for path in paths:
@@ -220,18 +222,25 @@ def merge(paths: list[Path]) -> dict:
         measured = {"date": part.get("environment", {}).get("date"), "command": part.get("command")}
         merged["sources"].append({"file": str(path), **measured, "environment": part.get("environment")})
         merged["cores"] = part.get("cores", merged.get("cores"))
+        # A merged file keeps each size's and season's own `measured` and `against`.
         for n, size in part["sizes"].items():
-            merged["sizes"][int(n)] = {**size, "stages": stage_times(size["jobs"]), "measured": measured}
-        if part.get("season"):
-            season = part["season"]
+            own = size.get("measured") or measured
+            merged["sizes"][int(n)] = {**size, "stages": stage_times(size["jobs"]), "measured": own}
+        for season in [part["season"], *part.get("earlier_seasons", [])] if part.get("season") else []:
             for name in ("reuse", "retrain"):
                 season[name]["stages"] = stage_times(season[name]["jobs"])
-            seasons.append({**season, "against": max(map(int, part["sizes"])), "measured": measured})
+            against = season.get("against") or max(map(int, part["sizes"]))
+            seasons.append({**season, "against": int(against), "measured": season.get("measured") or measured})
     merged["sizes"] = dict(sorted(merged["sizes"].items()))
     seasons.sort(key=lambda s: s["against"])
     if seasons:
         merged["season"], merged["earlier_seasons"] = seasons[-1], seasons[:-1]
         merged["season_photos"] = seasons[-1]["n_new"]
+        reruns = merged["season"].get("reruns", {})
+        reruns |= {name: json.loads(Path(path).read_text()) for name, path in (season_reruns or {}).items()}
+        for rerun in reruns.values():
+            rerun["stages"] = stage_times(rerun["jobs"])
+        merged["season"]["reruns"] = reruns
     return with_growth(merged)
 
 
@@ -274,11 +283,12 @@ def _measured_lines(result: dict) -> list[str]:
 
 def _season_markdown(season: dict, against) -> str:
     rows = []
-    for name in ("reuse", "retrain"):
-        s = season[name]
+    runs = {"default (when-train-changes)": season["reuse"], "retrain: always": season["retrain"]}
+    runs |= {name: rerun for name, rerun in season.get("reruns", {}).items()}
+    for label, s in runs.items():
         rows.append(
             [
-                "default (when-train-changes)" if name == "reuse" else "retrain: always",
+                label,
                 s["run"]["wall_s"],
                 s["run"]["cpu_s"],
                 max((v["max_rss_mb"] for v in s["stages"].values()), default=None),
@@ -296,14 +306,20 @@ def _season_markdown(season: dict, against) -> str:
         + markdown_table(header, rows)
     )
     stage_rows = []
-    for stage in sorted(set(season["reuse"]["stages"]) | set(season["retrain"]["stages"])):
+    columns = {"default": season["reuse"], "retrain: always": season["retrain"]}
+    columns |= {name.split(" (")[0]: rerun for name, rerun in season.get("reruns", {}).items()}
+    for stage in sorted(set().union(*(run["stages"] for run in columns.values()))):
         row = [stage]
-        for name in ("reuse", "retrain"):
-            v = season[name]["stages"].get(stage, {})
+        for run in columns.values():
+            v = run["stages"].get(stage, {})
             row += [v.get("wall_s_sum"), v.get("cpu_s"), v.get("max_rss_mb")]
         stage_rows.append(row)
-    header = ["stage"] + [f"{k} ({n})" for n in ("default", "retrain: always") for k in ("wall s", "CPU s", "RSS MB")]
-    return table + "\n" + markdown_table(header, stage_rows)
+    header = ["stage"] + [f"{k} ({n})" for n in columns for k in ("wall s", "CPU s", "RSS MB")]
+    notes = [
+        f"{name}: measured {r.get('environment', {}).get('date')} with `{r.get('command')}`."
+        for name, r in season.get("reruns", {}).items()
+    ]
+    return table + "\n" + markdown_table(header, stage_rows) + "".join(f"\n{n}\n" for n in notes)
 
 
 def scale_markdown(result: dict) -> str:
@@ -372,8 +388,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--merge", nargs="+", type=Path, required=True, help="scale.json files, oldest first")
     parser.add_argument("--out", type=Path, required=True, help="folder for scale.json and scale.md")
+    parser.add_argument(
+        "--season-rerun",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "JSON"),
+        help="one more run of the largest size's season (row NAME of its table)",
+    )
     args = parser.parse_args(argv)
-    result = merge(args.merge)
+    result = merge(args.merge, {name: Path(path) for name, path in args.season_rerun})
     write_part(args.out, "scale", result, scale_markdown(result))
     print(scale_markdown(result))
     return 0

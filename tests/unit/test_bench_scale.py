@@ -49,7 +49,9 @@ def test_sizes_measured_apart_merge_with_their_dates_and_the_local_match_grows_a
     old, new = tmp_path / "old.json", tmp_path / "new.json"
     old.write_text(json.dumps(part([500, 2000], "2026-12-07 11:54", 100)))
     new.write_text(json.dumps(part([8000], "2026-12-07 14:01", 1000)))
-    result = merge([old, new])
+    rerun = tmp_path / "rerun.json"
+    rerun.write_text(json.dumps(part([8000], "d", 1000)["season"]["reuse"] | {"environment": {"date": "later"}}))
+    result = merge([old, new], {"default, later code": rerun})
     assert list(result["sizes"]) == [500, 2000, 8000]
     assert result["sizes"][500]["measured"]["date"] == "2026-12-07 11:54"
     assert result["sizes"][8000]["measured"]["date"] == "2026-12-07 14:01"
@@ -62,10 +64,17 @@ def test_sizes_measured_apart_merge_with_their_dates_and_the_local_match_grows_a
     # The season against the largest size leads; the one against 2,000 photos is kept after it.
     assert result["season"]["n_new"] == 1000 and result["season"]["against"] == 8000
     assert [s["against"] for s in result["earlier_seasons"]] == [2000]
+    # A merged file merges again with its sizes' and seasons' own dates.
+    (tmp_path / "merged.json").write_text(json.dumps(result))
+    again = merge([tmp_path / "merged.json"])
+    assert again["sizes"][500]["measured"]["date"] == "2026-12-07 11:54"
+    assert [s["against"] for s in again["earlier_seasons"]] == [2000] and again["season"]["against"] == 8000
+    assert list(again["season"]["reruns"]) == ["default, later code"]
     text = scale_markdown(result)
     assert "| local match |" in text and "2.00 (above linear)" in text
     assert "1,000 new photos against the 8,000-photo catalogue" in text
     assert "100 new photos against the 2,000-photo catalogue" in text
+    assert "| default, later code |" in text and "default, later code: measured later" in text
 
 
 def test_growth_exponent_and_stage_grouping():
