@@ -209,8 +209,8 @@ WHAT_TO_TRY = (
 
 LOCAL_HINT = (
     "the trained members add nothing to the local matcher alone here (their ensemble weights are in the "
-    "ensemble's summary.json); "
-) + WHAT_TO_TRY.replace("try:", "to make training pay, try:")
+    "ensemble's summary.json); to make training pay, " + WHAT_TO_TRY
+)
 # The local matcher's member (match.local.method: local_sift, local_aliked...) trains nothing.
 LOCAL_MEMBER_PREFIX = "local_"
 

@@ -252,14 +252,13 @@ def catalogue_index_of(photos: pd.DataFrame, gallery: LocalFeatures, settings: L
     `index_dir` (one file, named by a key of the photos, their ids and folds, their features and
     the index settings; an older one is replaced): a 25k-photo catalogue's takes minutes to
     build (bench/results/catalogue_index.md), so identify must not rebuild it per call."""
-    from flukeline.match.local_index import DescriptorIndex
+    from flukeline.match.local_index import DescriptorIndex, index_settings
     from flukeline.match.local_shortlist import catalogue_index
 
     if index_dir is None:
         return catalogue_index(photos, gallery, settings.local, threads)
     pair = settings.local
-    index_settings = [int(pair.lnbnn_k), int(pair.exact_below), int(pair.nprobe), int(pair.lnbnn_normaliser_depth)]
-    digest = hashlib.sha1(json.dumps(index_settings).encode())
+    digest = hashlib.sha1(json.dumps(index_settings(pair), sort_keys=True).encode())
     for column in ("image", "id", "fold"):
         digest.update("\n".join(map(str, photos[column])).encode())
     digest.update(gallery.offsets.tobytes())

@@ -35,6 +35,19 @@ DIMENSIONS = 128
 MAX_LISTS, TRAIN_PER_LIST, ADD_PHOTOS = 4096, 32, 2000
 
 
+def index_settings(settings: LocalPairSettings) -> dict[str, int]:
+    """The settings a DescriptorIndex is built with, as its keyword arguments: with the catalogue,
+    all that the index and every vote over it depend on. One list, so that the run's index, the
+    gallery's kept index (gallery/local_matching.py) and the vote cache's key (local_reuse.py)
+    cannot disagree when a setting is added."""
+    return {
+        "k": int(settings.lnbnn_k),
+        "normaliser_depth": int(settings.lnbnn_normaliser_depth),
+        "exact_below": int(settings.exact_below),
+        "nprobe": int(settings.nprobe),
+    }
+
+
 def lnbnn_votes(distances: np.ndarray, k: int, normalisers: np.ndarray | None = None) -> np.ndarray:
     """n x k LNBNN votes of n query descriptors from their nearest (squared L2, ascending)
     distances: the normaliser (default the (k+1)-th distance) minus each of the first k, never

@@ -26,13 +26,14 @@ shortlist, another catalogue that left this query's normalisers as they were).
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 
 import numpy as np
 import pandas as pd
 
 from flukeline.core.photo_cache import PhotoCache
-from flukeline.match.local_index import QueryVotes
+from flukeline.match.local_index import QueryVotes, index_settings
 
 # The score columns of a pair (pair_scoring.SCORE_COLUMNS) that are arrays of varying length.
 RAGGED = ("query_xy", "gallery_xy", "evidence_features", "evidence_weights")
@@ -55,9 +56,8 @@ def array_digest(*arrays) -> str:
 def catalogue_key(known: pd.DataFrame, features, settings) -> str:
     """What the LNBNN index and every vote over it depend on: the catalogue's known photos in the
     index's input order (image, id, fold: local_shortlist.known_photos), each photo's descriptors,
-    and the index settings (K, the normaliser rule, exact_below, nprobe)."""
-    index_settings = (settings.lnbnn_k, settings.lnbnn_normaliser_depth, settings.exact_below, settings.nprobe)
-    digest = hashlib.sha1("|".join(str(int(v)) for v in index_settings).encode())
+    and the index settings (local_index.index_settings)."""
+    digest = hashlib.sha1(json.dumps(index_settings(settings), sort_keys=True).encode())
     for image, identity, fold in zip(known["image"], known["id"], known["fold"]):
         digest.update(f"\n{image}|{identity}|{int(fold)}|".encode())
         digest.update(array_digest(features.get(image)[1]).encode())

@@ -185,7 +185,7 @@ def known_photos(train: pd.DataFrame, features) -> pd.DataFrame:
 def catalogue_index(train: pd.DataFrame, features, settings, threads: int = 1):
     """The LNBNN index (match/local_index.py) of every known training photo's descriptors: the
     catalogue a query's features vote over."""
-    from flukeline.match.local_index import DescriptorIndex
+    from flukeline.match.local_index import DescriptorIndex, index_settings
 
     known = known_photos(train, features)
     return DescriptorIndex(
@@ -193,10 +193,7 @@ def catalogue_index(train: pd.DataFrame, features, settings, threads: int = 1):
         known["id"],
         known["fold"],
         [features.get(image)[1] for image in known["image"]],
-        k=int(settings.lnbnn_k),
-        normaliser_depth=int(settings.lnbnn_normaliser_depth),
-        exact_below=int(settings.exact_below),
-        nprobe=int(settings.nprobe),
+        **index_settings(settings),
         threads=threads,
     )
 
