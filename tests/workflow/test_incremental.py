@@ -13,7 +13,8 @@ MATCH = {"match_member", "ensemble", "submission", "evaluate", "metrics_table", 
 EMBED = {"train_member", "embed_member"} | MATCH
 # New crops change the zero-shot baseline's embeddings (the raw-pixel one reads the photos).
 ALIGN = {"align_transforms", "align_crops", "baseline_zero_shot_embeddings", "match_baseline"} | EMBED
-DETECT = {"detect_train", "detect_predict", "detect_evaluate"} | ALIGN
+# The zero-shot box reference reads the detect boxes themselves, not the crops.
+DETECT = {"detect_train", "detect_predict", "detect_evaluate", "baseline_zero_shot_box_embeddings"} | ALIGN
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +159,7 @@ def test_adding_a_member_trains_only_that_member(complete_run, tmp_path):
                 "baseline_pixel_embeddings",
                 "baseline_zero_shot_model",
                 "baseline_zero_shot_embeddings",
+                "baseline_zero_shot_box_embeddings",
                 "match_baseline",
             },
         ),

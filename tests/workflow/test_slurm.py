@@ -31,6 +31,7 @@ SUBMITTED_RULES = {
     "baseline_pixel_embeddings",
     "baseline_zero_shot_model",
     "baseline_zero_shot_embeddings",
+    "baseline_zero_shot_box_embeddings",
     "match_baseline",
     "detect_train",
     "detect_predict",
