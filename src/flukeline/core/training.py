@@ -40,6 +40,44 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch])
 
 
+class JointOptimizer:
+    """Several optimizers stepped as one (e.g. AdamW for the network and SparseAdam for a sampled
+    loss's class-weight table): param_groups lists all their groups (the very dicts, so setting a
+    group's lr sets it in its optimizer), and the loss scaler unscales and steps it like one
+    optimizer. The checkpoint keeps each one's state."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [group for optimizer in self.optimizers for group in optimizer.param_groups]
+
+    @property
+    def state(self) -> dict:
+        return {param: value for optimizer in self.optimizers for param, value in optimizer.state.items()}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure=None) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def state_dict(self) -> dict:
+        return {"optimizers": [optimizer.state_dict() for optimizer in self.optimizers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for optimizer, own in zip(self.optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(own)
+
+
+def joint(optimizer: torch.optim.Optimizer, extra: torch.optim.Optimizer | None):
+    """`optimizer` alone, or stepped jointly with `extra` where there is one."""
+    return optimizer if extra is None else JointOptimizer(optimizer, extra)
+
+
 @dataclass
 class TrainingLoop:
     """Run `epochs` epochs of `model` with `optimizer`; see train().

@@ -76,6 +76,12 @@ class MarginLossSettings(StageSettings):
     margin: float = 0.5  # radians for the ArcFace family (seed 004), a cosine margin for CosFace
     sub_centers: int = 3
     weight: float = 1.0
+    # Above this many classes each batch's softmax covers its own classes plus random others up to
+    # this many (Partial FC, flukeline.embed.losses): training then grows linearly with the
+    # identities instead of as their square. 1,024 leaves the demo and Omniglot presets (fewer
+    # classes) exactly as before and samples ~10% of the Kaggle set's 10,008; measured in
+    # bench/results/partial_fc.md. 0: every class in every batch.
+    classes_per_batch: int = 1024
 
 
 @dataclass(frozen=True, kw_only=True)

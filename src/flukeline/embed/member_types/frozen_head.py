@@ -20,7 +20,7 @@ from flukeline.core.errors import InputError
 from flukeline.core.pretrained import initialise
 from flukeline.core.runtime import configure_torch, select_device
 from flukeline.core.tensors import channels_last
-from flukeline.core.training import TrainingLoop
+from flukeline.core.training import TrainingLoop, joint
 from flukeline.embed.crops import CropSet
 from flukeline.embed.frozen_head import (
     FrozenHeadNet,
@@ -30,7 +30,7 @@ from flukeline.embed.frozen_head import (
     pca_initialise,
     trunk_cache,
 )
-from flukeline.embed.losses import MemberLoss
+from flukeline.embed.losses import MemberLoss, class_weight_optimizer
 from flukeline.embed.member_types._registry import register_member_type
 from flukeline.embed.member_types.base import MemberType, TrainJob, untrained_row
 from flukeline.embed.recipe import learning_rate, pk_batches, training_items
@@ -151,9 +151,10 @@ def train_head(
     """(history with the untrained head as epoch 0, best validation MAP@5); the head is left with
     the weights of its best validation epoch (PCA's own when no epoch beat it)."""
     base_lr = float(settings.lr)
-    optimizer = torch.optim.AdamW(
-        list(head.parameters()) + list(loss_fn.parameters()), lr=base_lr, weight_decay=float(settings.weight_decay)
+    dense = torch.optim.AdamW(
+        list(head.parameters()) + loss_fn.dense_parameters(), lr=base_lr, weight_decay=float(settings.weight_decay)
     )
+    optimizer = joint(dense, class_weight_optimizer(loss_fn, base_lr))
     epochs = int(settings.epochs)
     schedule = settings.schedule.replace(warmup_epochs=0)  # the head starts from PCA: no warm-up
     p, k = int(settings.sampler.identities), int(settings.sampler.images_per_identity)

@@ -16,9 +16,9 @@ from flukeline.core.checkpoint import checkpoint_path, settings_digest
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.core.runtime import configure_torch, select_device
 from flukeline.core.tensors import channels_last, to_tensor
-from flukeline.core.training import TrainingLoop, autocast
+from flukeline.core.training import TrainingLoop, autocast, joint
 from flukeline.embed.crops import CropSet
-from flukeline.embed.losses import MemberLoss
+from flukeline.embed.losses import MemberLoss, class_weight_optimizer
 from flukeline.embed.member_types._registry import register_member_type
 from flukeline.embed.member_types.base import MemberType, TrainJob, Validation
 from flukeline.embed.model import EmbeddingNet
@@ -131,15 +131,14 @@ def member_optimizer(model: EmbeddingNet, loss_fn: MemberLoss, settings: MemberS
     """AdamW over two groups whose `lr_factor` scales the scheduled rate: the new layers (embedding
     head, margin-loss class weights) learn faster than the backbone, since with pretrained features
     a shared rate either wrecks them or leaves the head crawling."""
-    new_layers = list(model.head.parameters()) + list(loss_fn.parameters())
-    return torch.optim.AdamW(
-        [
-            {"params": model.backbone.parameters(), "lr_factor": 1.0},
-            {"params": new_layers, "lr_factor": float(settings.head_lr_factor)},
-        ],
+    new_layers = list(model.head.parameters()) + loss_fn.dense_parameters()
+    factor = float(settings.head_lr_factor)
+    dense = torch.optim.AdamW(
+        [{"params": model.backbone.parameters(), "lr_factor": 1.0}, {"params": new_layers, "lr_factor": factor}],
         lr=float(settings.lr),
         weight_decay=float(settings.weight_decay),
     )
+    return joint(dense, class_weight_optimizer(loss_fn, float(settings.lr), lr_factor=factor))
 
 
 class FineTuning:
