@@ -234,7 +234,12 @@ def test_a_member_trains_with_every_recipe_option_and_embeds_plain_and_mirrored(
     assert not np.allclose(expected, plain[:3])  # the mask channel counts
 
 
-def test_a_killed_training_resumes_after_its_last_epoch_and_ends_with_the_same_weights(tmp_path, monkeypatch):
+# Sampled classes (Partial FC): 6 identities with mirrored twins, 4 classes per batch; the
+# checkpoint then also holds the SparseAdam state of the class-weight table.
+@pytest.mark.parametrize("classes_per_batch", [0, 4], ids=["every class", "sampled classes"])
+def test_a_killed_training_resumes_after_its_last_epoch_and_ends_with_the_same_weights(
+    tmp_path, monkeypatch, classes_per_batch
+):
 
     import flukeline.core.training as train_module
     from flukeline.core.model_file import read_weights
@@ -251,6 +256,7 @@ def test_a_killed_training_resumes_after_its_last_epoch_and_ends_with_the_same_w
             "box_crop_probability": 0.5,
             "embedding": {"dim": 8, "dropout": 0.2},
             "augmentation": [{"transform": "Affine", "p": 0.5, "rotate": [-5, 5]}],
+            "loss": {"margin": {"classes_per_batch": classes_per_batch}},
         },
     }
 

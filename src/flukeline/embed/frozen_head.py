@@ -22,7 +22,7 @@ from torch import nn
 from flukeline.core.errors import InputError
 from flukeline.core.photo_cache import PhotoCache, file_sha1
 from flukeline.embed.crops import CropSet
-from flukeline.embed.losses import MemberLoss
+from flukeline.embed.losses import MemberLoss, SampledMarginLoss
 from flukeline.embed.model import batched
 from flukeline.embed.recipe import NO_LABEL
 from flukeline.embed.validation import centre_map5
@@ -134,15 +134,26 @@ def pca_initialise(head: nn.Linear, features: torch.Tensor) -> None:
 
 
 def centre_class_weights(loss: MemberLoss, embeddings: torch.Tensor, labels: np.ndarray) -> None:
-    """Margin-loss class weights start at each class's mean embedding (ArcFace and CosFace keep an
-    embedding_dim x classes matrix W); a fresh random W would first drag the PCA head around."""
-    weights = getattr(loss.margin, "W", None)
-    if weights is None or weights.shape[1] != int(labels.max()) + 1:
-        return  # sub-center ArcFace has several columns per class: left as initialised
+    """Margin-loss class weights start at each class's mean embedding (ArcFace and CosFace keep one
+    weight vector per class: the library loss's W columns, or a sampled loss's table rows); a fresh
+    random W would first drag the PCA head around. Classes are grouped by one sort, so the cost is
+    linear in the items, not items x classes."""
+    margin = loss.margin
+    if isinstance(margin, SampledMarginLoss):
+        weights = margin.table if margin.columns == 1 else None
+    else:
+        weights = getattr(margin, "W", None)
+        weights = None if weights is None or weights.shape[1] != int(labels.max()) + 1 else weights.t()
+    if weights is None:
+        return  # sub-center ArcFace has several vectors per class: left as initialised
+    labelled = np.flatnonzero(labels != NO_LABEL)
+    if not len(labelled):
+        return
+    order = labelled[np.argsort(labels[labelled], kind="stable")]  # each class's items in their order
+    classes, starts = np.unique(labels[order], return_index=True)
     with torch.no_grad():
-        for label in np.unique(labels[labels != NO_LABEL]):
-            rows = torch.from_numpy(labels == label)
-            weights[:, label] = nn.functional.normalize(embeddings[rows].mean(dim=0), dim=0)
+        for label, rows in zip(classes, np.split(order, starts[1:]), strict=True):
+            weights[label] = nn.functional.normalize(embeddings[torch.from_numpy(rows)].mean(dim=0), dim=0)
 
 
 def head_map5(head: nn.Linear, queries: torch.Tensor, gallery: torch.Tensor, gallery_ids, truth, grid):
