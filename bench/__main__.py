@@ -30,6 +30,8 @@ collects every part's table found in <out>):
                sizes, per stage wall, CPU s and peak RSS and the fitted growth exponent; then
                --season-photos new photos against the largest (`flukeline add-season`) without and
                with retraining
+  margin       bench/bench_margin_loss.py: one frozen-head training step's time against the classes,
+               with every class in the softmax and with sampled classes (Partial FC), and the epoch
   real         real photos (bench/real_data.py): the omniglot preset for split seeds 0 and 1
                (references without training, every member, the ensemble; validation and test
                MAP@5 and known-identity top-1), and the manta photos through gallery-new/identify
@@ -46,10 +48,10 @@ import sys
 import time
 from pathlib import Path
 
-from bench import bench_local, bench_peers, bench_scale, real_data, suite
+from bench import bench_local, bench_margin_loss, bench_peers, bench_scale, real_data, suite
 from bench.common import REPO, environment, write_part
 
-PARTS = ["speed", "incremental", "accuracy", "detector", "search", "real", "local", "peers", "scale"]
+PARTS = ["speed", "incremental", "accuracy", "detector", "search", "margin", "real", "local", "peers", "scale"]
 # What `python -m bench` runs without --only: scale is asked for by name (its full size takes hours).
 DEFAULT_PARTS = [part for part in PARTS if part != "scale"]
 
@@ -57,7 +59,7 @@ DEFAULT_PARTS = [part for part in PARTS if part != "scale"]
 def summary(out: Path, command: str) -> str:
     """summary.md: every part's table found in `out`, with the machine and the command."""
     sections = []
-    for part in ["real", "peers", "local", "accuracy", "detector", "speed", "incremental", "search", "scale"]:
+    for part in ["real", "peers", "local", "accuracy", "detector", "speed", "incremental", "search", "margin", "scale"]:
         if (out / f"{part}.json").exists() and (out / f"{part}.md").exists():
             meta = json.loads((out / f"{part}.json").read_text())
             when = meta.get("environment", {}).get("date") or ""
@@ -164,6 +166,7 @@ def main(argv=None) -> int:
                 "local": bench_local.local,
                 "peers": bench_peers.peers,
                 "scale": bench_scale.scale,
+                "margin": bench_margin_loss.margin,
             }
             runner = runners.get(part) or getattr(suite, part)
             result, table = runner(reference)

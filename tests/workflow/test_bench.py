@@ -99,6 +99,16 @@ def test_quick_suite_writes_every_part_and_row(tiny_run, tmp_path):
     search = json.loads((out / "search.json").read_text())
     assert {r["method"] for r in search["rows"]} >= {"faiss_flat", "numpy", "faiss_hnsw", "faiss_ivf"}
 
+    margin = json.loads((out / "margin.json").read_text())
+    # --quick: the demo's 592 classes (under the default cap: every class) and 2,708 (sampled).
+    assert [(r["classes"], r["sampled"]) for r in margin["rows"]] == [
+        (592, False),
+        (592, False),
+        (2708, False),
+        (2708, True),
+    ]
+    assert all(r["step_ms"] > 0 for r in margin["rows"])
+
     real = json.loads((out / "real.json").read_text())
     # 4 individuals: rank 1 is the real check (chance 1 in 4); README reports 4 of 5.
     assert real["mantas"]["queries"] == 5 and real["mantas"]["rank1_hits"] >= 3
@@ -129,7 +139,7 @@ def test_quick_suite_writes_every_part_and_row(tiny_run, tmp_path):
     summary = (out / "summary.md").read_text()
     headings = (
         *("### Real", "### Peers", "### Local", "### Accuracy"),
-        *("### Detector", "### Speed", "### Incremental", "### Search"),
+        *("### Detector", "### Speed", "### Incremental", "### Search", "### Margin"),
     )
     for heading in headings:
         assert heading in summary
