@@ -79,3 +79,25 @@ def test_a_frozen_head_member_needs_pretrained_weights_and_a_known_block(tmp_pat
         train_member(train, align, 0, none, tmp_path / "m.safetensors", tmp_path / "h.csv", tmp_path / "c.png")
     with pytest.raises(InputError, match=r"frozen_head block 9: mobilenetv2_100 has blocks 0\.\.6"):
         FrozenHeadNet("mobilenetv2_100", 9, 2, 16)
+
+
+def test_a_frozen_head_member_trains_on_sampled_classes_the_same_way_twice(tmp_path, monkeypatch):
+    """Above classes_per_batch (here 4 of the crops' classes with mirrored twins) the head trains
+    with the sampled margin loss and SparseAdam beside AdamW; the draws come from the seeded
+    stream, so a second training gives the same weights."""
+    from flukeline.embed import losses
+
+    calls = []
+    forward = losses.SampledMarginLoss.forward
+    monkeypatch.setattr(losses.SampledMarginLoss, "forward", lambda self, e, y: calls.append(1) or forward(self, e, y))
+    train, align = _write_crops(tmp_path)
+    params = {**PARAMS, "training": {**PARAMS["training"], "epochs": 2}}
+    params["training"]["loss"] = {"margin": {"classes_per_batch": 4}, "triplet": {"weight": 1.0}}
+    paths = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        train_member(train, align, 0, params, out / "m.safetensors", out / "h.csv", out / "c.png")
+        paths.append(out / "m.safetensors")
+    assert calls
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert pd.read_csv(tmp_path / "a" / "h.csv")["val_map5"].dropna().between(0, 1).all()
