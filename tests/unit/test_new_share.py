@@ -8,14 +8,18 @@ import pandas as pd
 import pytest
 
 from flukeline.core.errors import InputError
-from flukeline.match.decision_calibration import choose_threshold
+from flukeline.core.metrics import NEW_WHALE
+from flukeline.match.decision_calibration import choose_threshold, fit_calibrator
 from flukeline.match.decisions import NEW, decide
 from flukeline.match.new_share import (
     adjust_decision_probabilities,
     adjust_to_prior,
+    bootstrap_share,
     class_weights,
     em_new_share,
     estimate_new_share,
+    fit_new_model,
+    share_evidence,
     target_share,
 )
 from flukeline.match.new_whale_threshold import calibrate_threshold
@@ -107,6 +111,84 @@ def test_estimate_with_one_validation_class_or_no_test_photo_keeps_the_validatio
     assert one.photos == 1 and 0 <= one.low <= one.estimate <= one.high <= 1
     with pytest.raises(InputError, match="truth"):
         estimate_new_share(val.drop(columns="truth"), test)
+
+
+def test_share_evidence_lift_is_the_top_score_over_its_cohort():
+    rows = [("a", "w1", 0.9), ("a", NEW_WHALE, 0.95), ("a", "w2", 0.5), ("a", "w3", 0.3), ("b", "w1", 0.4)]
+    # c lists the top identity and 11 others: only the next COHORT (9) of them are its cohort.
+    rows += [("c", "w0", 1.0)] + [("c", f"x{i}", 0.05 * (11 - i)) for i in range(11)]
+    table = pd.DataFrame(rows, columns=["image", "id", "similarity"]).assign(rank=0)
+    evidence = share_evidence(table).set_index("unit")
+    # new_whale rows are no identity: a's cohort is w2 and w3.
+    assert evidence.loc["a", "lift"] == pytest.approx(0.9 - 0.4)
+    assert evidence.loc["a", "margin"] == pytest.approx(0.4)
+    assert evidence.loc["b", "lift"] == 0.0  # one identity: no cohort
+    assert evidence.loc["c", "lift"] == pytest.approx(1.0 - np.mean([0.05 * (11 - i) for i in range(9)]))
+
+
+def _scored_tables(n, share, rng, prefix, shift=0.0):
+    """Long tables with ten identities per photo: a cohort of background scores N(0.3, 0.05) and the
+    top identity 0.5 above it for a known photo, 0.15 for a new one; `shift` raises every score of
+    the photo (a denser gallery raises every identity's best score, the cohort's with the top's)."""
+    new = rng.uniform(size=n) < share
+    rows = []
+    for i in range(n):
+        cohort = np.sort(rng.normal(0.3, 0.05, 9))[::-1]
+        top = cohort.mean() + rng.normal(0.15 if new[i] else 0.5, 0.1)
+        scores = np.r_[max(top, cohort[0]), cohort] + shift
+        truth = NEW_WHALE if new[i] else "w0"
+        rows += [(f"{prefix}{i:04d}", f"w{j}", s, truth) for j, s in enumerate(scores)]
+    table = pd.DataFrame(rows, columns=["image", "id", "similarity", "truth"]).assign(rank=0, fold=0)
+    return table, float(new.mean())
+
+
+def test_estimate_ignores_a_shift_of_every_score_that_the_raw_top_score_reads_as_fewer_new_photos():
+    rng = np.random.default_rng(6)
+    val, _ = _scored_tables(300, 0.3, rng, "v")
+    test, true_share = _scored_tables(400, 0.6, rng, "t", shift=0.2)
+    estimate = estimate_new_share(val, test.drop(columns=["truth", "fold"]), replicates=20)
+    assert estimate.estimate == pytest.approx(true_share, abs=0.06)
+    assert estimate.low <= true_share <= estimate.high
+    # The decisions' model of the raw top score takes the lifted new photos for known ones.
+    v, t = share_evidence(val), share_evidence(test)
+    is_new = (v["truth"] == NEW_WHALE).to_numpy()
+    raw = em_new_share(fit_calibrator(v, is_new.astype(float), increasing=False).predict(t), is_new.mean())
+    assert raw < true_share - 0.1
+
+
+def test_fit_new_model_is_a_calibrated_signed_logistic():
+    rng = np.random.default_rng(7)
+    n = 4000
+    lift = rng.uniform(0, 1, n)
+    margin = 0.5 * lift + rng.uniform(0, 0.2, n)
+    p_true = 1 / (1 + np.exp(-(3.0 - 8.0 * lift)))
+    is_new = rng.uniform(size=n) < p_true
+    evidence = pd.DataFrame({"lift": lift, "margin": margin})
+    model = fit_new_model(evidence, is_new)
+    assert model.weights[0] <= 0 and model.weights[1] <= 0 and model.slope > 0
+    p = model.predict(evidence)
+    assert np.abs(p - p_true).mean() < 0.03
+    # Monotone: more lift never makes a new individual more likely.
+    grid = pd.DataFrame({"lift": np.linspace(0, 1, 11), "margin": np.full(11, 0.3)})
+    assert np.all(np.diff(model.predict(grid)) <= 0)
+
+
+def test_bootstrap_share_uses_the_model_it_is_given():
+    class Constant:
+        def __init__(self, value):
+            self.value = value
+
+        def predict(self, evidence):
+            return np.full(len(evidence), self.value)
+
+    val = pd.DataFrame({"x": np.arange(10)})
+    is_new = np.arange(10) < 4  # validation share 0.4
+    test = pd.DataFrame({"x": np.arange(6)})
+    # Posteriors at the validation share: EM keeps it; posteriors of 0.7 move it up.
+    same = bootstrap_share(val, is_new, test, lambda v, y: Constant(float(np.mean(y))), "m", replicates=10)
+    assert same.estimate == pytest.approx(0.4) and same.method == "m" and same.photos == 6
+    higher = bootstrap_share(val, is_new, test, lambda v, y: Constant(0.7), "m", replicates=10)
+    assert higher.estimate > 0.9 and higher.low <= higher.estimate <= higher.high
 
 
 def test_target_share_reads_the_setting():
