@@ -77,3 +77,15 @@ def test_a_tie_with_a_member_alone_goes_to_that_member_not_to_a_mixture_near_the
     assert report["val_map5"] == 1.0 and report["val_map5_member_alone"]["local"] == 1.0
     # 0.5 / 0.5 also ranks validation right (it is nearer the configured weights); the corner wins.
     assert weights == {"cosine": 0.0, "local": 1.0}
+
+
+def test_a_member_alone_is_scored_on_its_own_list_not_on_the_others_order():
+    """At the simplex corner the candidates a member did not list tie at its fallback and keep the
+    other members' order; the reported member-alone score is the member's own list."""
+    narrow = _table([("q0", "w1", 0.9, "w0"), ("q1", "w0", 0.9, "w1")])  # lists only the wrong id
+    wide = _table([("q0", "w0", 0.8, "w0"), ("q0", "w1", 0.1, "w0"), ("q1", "w1", 0.8, "w1"), ("q1", "w0", 0.1, "w1")])
+    _, report = fit_weights({"wide": wide, "narrow": narrow}, {"wide": 1.0, "narrow": 1.0}, GRID, 0.1)
+    # On its own list the narrow member never names the truth; at its corner the wide member's
+    # candidates, tied at its fallback, would put the truth second (MAP@5 0.5).
+    assert report["val_map5_member_alone"]["narrow"] == 0.0
+    assert report["val_map5_member_alone"]["wide"] == 1.0

@@ -112,7 +112,10 @@ def fit_weights(
     best = scored.max()
     tied = sparsest_ties(points, np.flatnonzero(scored >= best - 1e-12))
     chosen = points[tied[np.argmin(np.abs(points[tied] - configured).sum(axis=1))]]
-    corners = {n: float(scored[np.flatnonzero(points[:, i] == 1.0)[0]]) for i, n in enumerate(names)}
+    # Each member alone on its own list: at the simplex corner the candidates it did not list tie at
+    # its fallback and take the other members' order, so the corner is not the member alone.
+    alone = {n: stacked_candidates([val_tables[n]], [fallbacks.get(n)]) for n in names}
+    corners = {n: float(score_weights(a[1], a[2], a[3], np.ones(1), grid, k)[0]) for n, a in alone.items()}
     report = {
         "method": "simplex grid on the validation folds",
         "step": step,
