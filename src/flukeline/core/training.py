@@ -53,10 +53,6 @@ class JointOptimizer:
     def param_groups(self) -> list[dict]:
         return [group for optimizer in self.optimizers for group in optimizer.param_groups]
 
-    @property
-    def state(self) -> dict:
-        return {param: value for optimizer in self.optimizers for param, value in optimizer.state.items()}
-
     def zero_grad(self, set_to_none: bool = True) -> None:
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=set_to_none)

@@ -4,11 +4,12 @@ the papers and seed 004) on the identified images, plus a batch-hard triplet los
 (each new_whale item is its own class, so it only ever serves as a negative), weights from config.
 
 Above `embed.loss.margin.classes_per_batch` classes, the margin loss's softmax covers a batch's own
-classes plus randomly drawn others, "Partial FC" (An et al., CVPR 2021 workshops / arXiv:2203.15565:
-ArcFace at millions of identities, accuracy kept at a 10% sample): with every class in every
-softmax, an epoch of P x K batches costs classes x batches = classes^2 (42 s per epoch at the Kaggle
-set's 10,008 classes with mirrored twins, README "The backlog at scale"). The class weights then
-sit in a table whose rows a batch gathers with sparse gradients, stepped by SparseAdam
+classes plus randomly drawn others, "Partial FC" (An et al., "Partial FC: Training 10 Million
+Identities on a Single Machine", ICCV 2021 workshops, arXiv:2010.05222; accuracy kept at a 10%
+sample): with every class in every softmax, an epoch of P x K batches costs classes x batches =
+classes^2 (42 s per epoch at the Kaggle set's 10,008 classes with mirrored twins, README "The
+backlog at scale"). The class weights then sit in a table whose rows a batch gathers with sparse
+gradients, stepped by SparseAdam
 (`class_weight_optimizer`), so that a step touches only the sampled rows."""
 
 from __future__ import annotations
