@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from flukeline.core.errors import InputError
+from flukeline.core.photo_cache import file_sha1
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,13 @@ log = logging.getLogger(__name__)
 def _path(value) -> str:
     """A table's path as text; "" where the table has none (NA, None)."""
     return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+def mask_crop_key(path, sha1=file_sha1) -> str:
+    """What a crop's mask crop adds to the crop's cache keys: the mask file's SHA-1 (`sha1`, e.g. a
+    memoised one), or "whole" for a crop without one, whose mask is the whole crop (module docstring)."""
+    path = _path(path)
+    return sha1(path) if path else "whole"
 
 
 def _read(path, flag: int, what: str) -> np.ndarray:

@@ -21,7 +21,7 @@ from torch import nn
 
 from flukeline.core.errors import InputError
 from flukeline.core.photo_cache import PhotoCache, file_sha1
-from flukeline.embed.crops import CropSet
+from flukeline.embed.crops import CropSet, mask_crop_key
 from flukeline.embed.losses import MemberLoss, SampledMarginLoss
 from flukeline.embed.model import batched
 from flukeline.embed.recipe import NO_LABEL
@@ -84,7 +84,11 @@ def frozen_features(
         return compute(crops.aligned, crops.aligned_mask)
     masks = crops.aligned_mask
     keys = [
-        cache.key(_crop_sha1(crops.aligned.paths[i]), _mask_sha1(masks.paths[i]) if masks is not None else "", flip)
+        cache.key(
+            _crop_sha1(crops.aligned.paths[i]),
+            mask_crop_key(masks.paths[i], _crop_sha1) if masks is not None else "",
+            flip,
+        )
         for i in range(len(crops))
     ]
     found = [cache.get(key) for key in keys]
@@ -102,11 +106,6 @@ def frozen_features(
 # A training reads each crop's features up to four times (plain, mirrored, validation, gallery):
 # its file is hashed once per process (crops never change while a job runs).
 _crop_sha1 = functools.lru_cache(maxsize=None)(file_sha1)
-
-
-def _mask_sha1(path: str) -> str:
-    """A mask crop's key; "whole" for a crop without one (its mask is the whole crop, embed/crops.py)."""
-    return _crop_sha1(path) if path else "whole"
 
 
 def trunk_cache(cache_dir, settings) -> PhotoCache | None:

@@ -18,7 +18,7 @@ import pandas as pd
 from flukeline.core.io import write_parquet_atomic
 from flukeline.core.photo_cache import PhotoCache, file_sha1
 from flukeline.core.runtime import configure_torch, parallel_map, select_device
-from flukeline.embed.crops import CropSet
+from flukeline.embed.crops import CropSet, mask_crop_key
 from flukeline.embed.member_types import load_member
 from flukeline.embed.model import embed_images
 
@@ -31,9 +31,7 @@ CHUNK = 1024
 def _crop_keys(align: pd.DataFrame, masks: bool, threads: int) -> list[str]:
     def one(i: int) -> str:
         crop = file_sha1(align["crop_path"].iat[i])
-        mask = align["mask_crop_path"].iat[i]
-        # A crop without a mask crop has the whole crop as its mask (embed/crops.py).
-        return crop + ("|" + (file_sha1(mask) if isinstance(mask, str) and mask else "whole") if masks else "")
+        return crop + ("|" + mask_crop_key(align["mask_crop_path"].iat[i]) if masks else "")
 
     return parallel_map(one, range(len(align)), threads)
 
