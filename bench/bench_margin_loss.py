@@ -30,10 +30,8 @@ def step_seconds(classes: int, classes_per_batch: int, steps: int, seed: int = 0
     from flukeline.embed.settings import LossSettings
 
     torch.manual_seed(seed)
-    settings = LossSettings.from_dict(
-        {"margin": {"type": "arcface", "scale": 30.0, "margin": 0.5, "classes_per_batch": classes_per_batch}}
-    )
-    loss = MemberLoss(settings.replace(triplet=settings.triplet.replace(weight=1.0)), classes, 256)
+    margin = {"type": "arcface", "scale": 30.0, "margin": 0.5, "classes_per_batch": classes_per_batch}
+    loss = MemberLoss(LossSettings.from_dict({"margin": margin, "triplet": {"weight": 1.0}}), classes, 256)
     head = torch.nn.Linear(1024, 256)
     optimizer = joint(
         torch.optim.AdamW(list(head.parameters()) + loss.dense_parameters(), lr=1e-3, weight_decay=2e-4),

@@ -246,14 +246,20 @@ def test_ensemble_with_a_local_member_reports_the_run_without_it(tmp_path):
     assert local["cv"]["map5"] >= plain["cv"]["map5"]
 
 
+def textured_crops(folder, count: int) -> list[str]:
+    """`count` textured crop files (crop0.png, ...): SIFT finds keypoints in each."""
+    paths = []
+    for seed in range(count):
+        path = folder / f"crop{seed}.png"
+        cv2.imwrite(str(path), textured(seed))
+        paths.append(str(path))
+    return paths
+
+
 def test_an_interrupted_feature_job_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     import flukeline.match.local_features as lf
 
-    paths = []
-    for seed in range(6):
-        path = tmp_path / f"crop{seed}.png"
-        cv2.imwrite(str(path), textured(seed))
-        paths.append(str(path))
+    paths = textured_crops(tmp_path, 6)
     pd.DataFrame({"image": [f"i{k}.jpg" for k in range(6)], "split": "train", "crop_path": paths}).to_parquet(
         tmp_path / "align.parquet"
     )
@@ -298,11 +304,7 @@ def test_an_interrupted_feature_job_resumes_from_its_checkpoint(tmp_path, monkey
 def test_crop_features_come_from_the_per_crop_cache_but_for_a_new_crop(tmp_path, monkeypatch):
     import flukeline.match.local_features as lf
 
-    paths = []
-    for seed in range(5):
-        path = tmp_path / f"crop{seed}.png"
-        cv2.imwrite(str(path), textured(seed))
-        paths.append(str(path))
+    paths = textured_crops(tmp_path, 5)
     cv2.imwrite(str(tmp_path / "blank.png"), np.full((128, 256), 90, np.uint8))  # no keypoints
     names = [f"i{k}.jpg" for k in range(4)] + ["blank.jpg"]
     old = pd.DataFrame({"image": names, "split": "train", "crop_path": [*paths[:4], str(tmp_path / "blank.png")]})
