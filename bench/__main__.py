@@ -112,6 +112,12 @@ def main(argv=None) -> int:
         "--season-photos", type=int, default=1000, help="scale: new photos against the largest size (0: none)"
     )
     parser.add_argument(
+        "--season-retrain",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="scale: also rerun the new season with retrain: always (at full size that run alone takes hours)",
+    )
+    parser.add_argument(
         "--readme-cores",
         type=int,
         default=8,
@@ -155,6 +161,7 @@ def main(argv=None) -> int:
     reference.local_features = args.local_features
     reference.scale_photos = [int(n) for n in args.scale_photos.split(",") if n.strip()]
     reference.season_photos = args.season_photos
+    reference.season_retrain = args.season_retrain
     for part in [p for p in PARTS if p in parts]:
         started = time.perf_counter()
         print(f"== {part}", flush=True)

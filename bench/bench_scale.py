@@ -228,6 +228,8 @@ def merge(paths: list[Path], season_reruns: dict[str, Path] | None = None) -> di
             merged["sizes"][int(n)] = {**size, "stages": stage_times(size["jobs"]), "measured": own}
         for season in [part["season"], *part.get("earlier_seasons", [])] if part.get("season") else []:
             for name in ("reuse", "retrain"):
+                if name not in season:  # measured without the retrain: always run
+                    continue
                 season[name]["stages"] = stage_times(season[name]["jobs"])
             against = season.get("against") or max(map(int, part["sizes"]))
             seasons.append({**season, "against": int(against), "measured": season.get("measured") or measured})
@@ -258,7 +260,8 @@ def _season(reference, base_dir: Path, top: Path, held: list[str]) -> dict:
     truth = pd.read_csv(top / "gen" / "test_truth.csv")
     out = {"n_new": len(held), "add_season_s": made["wall_s"]}
     always = {"detect": {"model": {"retrain": "always"}}, "embed": {"retrain": "always"}}
-    for name, extra in (("reuse", None), ("retrain", always)):
+    runs = [("reuse", None)] + ([("retrain", always)] if getattr(reference, "season_retrain", True) else [])
+    for name, extra in runs:
         folder = top / f"season-{name}"
         seed_workdir(top / "run", folder)
         shutil.rmtree(folder / "results" / "benchmarks")  # only this run's jobs count
@@ -283,7 +286,8 @@ def _measured_lines(result: dict) -> list[str]:
 
 def _season_markdown(season: dict, against) -> str:
     rows = []
-    runs = {"default (when-train-changes)": season["reuse"], "retrain: always": season["retrain"]}
+    runs = {"default (when-train-changes)": season["reuse"]}
+    runs |= {"retrain: always": season["retrain"]} if "retrain" in season else {}
     runs |= {name: rerun for name, rerun in season.get("reruns", {}).items()}
     for label, s in runs.items():
         rows.append(
@@ -306,7 +310,8 @@ def _season_markdown(season: dict, against) -> str:
         + markdown_table(header, rows)
     )
     stage_rows = []
-    columns = {"default": season["reuse"], "retrain: always": season["retrain"]}
+    columns = {"default": season["reuse"]}
+    columns |= {"retrain: always": season["retrain"]} if "retrain" in season else {}
     columns |= {name.split(" (")[0]: rerun for name, rerun in season.get("reruns", {}).items()}
     for stage in sorted(set().union(*(run["stages"] for run in columns.values()))):
         row = [stage]
