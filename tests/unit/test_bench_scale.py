@@ -81,3 +81,20 @@ def test_growth_exponent_and_stage_grouping():
     assert growth_exponent([1000, 4000], [10.0, 80.0]) == pytest.approx(1.5)
     assert growth_exponent([1000], [10.0]) is None
     assert set(stage_times(jobs(100, 1.0))) == {"data", "local features", "local match"}
+
+
+def test_a_season_measured_without_the_retrain_copy_merges_and_renders(tmp_path):
+    # --no-season-retrain (full size: the retrain: always copy alone takes hours) leaves no
+    # "retrain" run; the merge and the tables show the default policy's row alone.
+    big = part([32321], "2026-12-07 17:37", 1000)
+    del big["season"]["retrain"]
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps(part([8000], "2026-12-07 14:01", 1000)))
+    new.write_text(json.dumps(big))
+    result = merge([old, new])
+    assert result["season"]["against"] == 32321 and "retrain" not in result["season"]
+    assert [s["against"] for s in result["earlier_seasons"]] == [8000]
+    text = scale_markdown(result)
+    big_table = text.split("1,000 new photos against the 32,321-photo catalogue")[1].split("new photos against")[0]
+    assert "| default (when-train-changes) |" in big_table and "retrain: always" not in big_table
+    assert "| retrain: always |" in text.split("1,000 new photos against the 8,000-photo catalogue")[1]
