@@ -32,3 +32,36 @@ def test_a_photo_without_a_box_is_named():
         photo_boxes(train, test, boxes)
     both = pd.concat([boxes, boxes.assign(image="b.jpg", split="test")])
     assert list(photo_boxes(train, test, both)["image"]) == ["a.jpg", "b.jpg"]
+
+
+def test_box_embeddings_are_kept_per_photo_so_a_rerun_embeds_only_new_photos(tmp_path):
+    from flukeline.core.photo_cache import file_sha1
+    from flukeline.embed.model import save_model
+    from flukeline.embed.zero_shot import zero_shot_model
+    from flukeline.evaluate.box_zero_shot import box_embeddings
+
+    model, meta = zero_shot_model("mobilenetv2_100", "imagenet")
+    model_path = tmp_path / "model.safetensors"
+    save_model(model=model, path=model_path, meta={**meta, "size": [32, 32]})
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, split in enumerate(["train", "train", "test"]):
+        path = tmp_path / f"p{i}.png"
+        cv2.imwrite(str(path), rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+        rows.append({"image": path.name, "split": split, "path": str(path), "sha1": file_sha1(path)})
+    photos = pd.DataFrame(rows)
+    train, test = photos[photos["split"] == "train"], photos[photos["split"] == "test"]
+    boxes = photos[["image", "split"]].assign(x0=5, y0=5, x1=50, y1=35)
+    plain = box_embeddings(model_path, train, test, boxes, size=(32, 32))
+    cache = tmp_path / "cache"
+    filled = box_embeddings(model_path, train, test, boxes, size=(32, 32), cache_dir=cache)
+    assert len(list(cache.rglob("*.npz"))) == 3
+    np.testing.assert_allclose(np.stack(filled["embedding"]), np.stack(plain["embedding"]), atol=1e-5)
+    # The photos' files gone: every embedding comes back from the cache, bit for bit.
+    for path in photos["path"]:
+        (tmp_path / path).unlink()
+    again = box_embeddings(model_path, train, test, boxes, size=(32, 32), cache_dir=cache)
+    np.testing.assert_array_equal(np.stack(again["embedding"]), np.stack(filled["embedding"]))
+    # Another box is another entry: that photo is read again (and is gone, so it fails).
+    with pytest.raises((OSError, InputError)):
+        box_embeddings(model_path, train, test, boxes.assign(x1=51), size=(32, 32), cache_dir=cache)

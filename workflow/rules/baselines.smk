@@ -85,9 +85,11 @@ rule baseline_zero_shot_box_embeddings:
         runtime=by_attempt(30),
     params:
         size=" ".join(map(str, config["baselines"]["zero_shot"]["box_size"])),
+        cache=PHOTO_CACHE["zero_shot_box"],
     shell:
         "{FLUKELINE} box-embeddings --model {input.model:q} --train {input.train:q} --test {input.test:q}"
-        " --boxes {input.boxes:q} --size {params.size} --out {output:q} --threads {threads} > {log:q} 2>&1"
+        " --boxes {input.boxes:q} --size {params.size} --cache {params.cache:q} --out {output:q}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 rule match_baseline:

@@ -98,6 +98,7 @@ PHOTO_CACHE = {
         "local_crop_features",
         "local_match",
         "pixel",
+        "zero_shot_box",
     )
 }
 MODEL_STORE = "results/cache/models"

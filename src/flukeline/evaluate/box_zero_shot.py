@@ -9,7 +9,12 @@ reference the run warns against must be the strongest a user could run without t
 
 Photos are read, boxed and resized one at a time per worker and embedded CHUNK at a time, so no
 step holds every photo's pixels. No mirrors: the 1-NN baselines match without them (the match
-stage reads `embedding_flip` only where a table has it), and they would double the cost."""
+stage reads `embedding_flip` only where a table has it), and they would double the cost.
+
+Each photo's embedding is kept in the per-photo cache (core.photo_cache) by its content (ingest's
+`sha1`), its box, the input size and the model file's hash: at 26,000 photos of 1050 px this
+reference took ~1,300 CPU s, the run's largest job (bench/results/scale.md), so a new season's
+rerun must embed only its new photos."""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import pandas as pd
 
 from flukeline.core.errors import InputError
 from flukeline.core.images import read_image_rgb
+from flukeline.core.photo_cache import PhotoCache, file_sha1
 from flukeline.core.runtime import configure_torch, parallel_map, select_device
 from flukeline.embed.member_types import load_member
 from flukeline.embed.model import embed_images
@@ -43,9 +49,10 @@ def box_pixels(path, box: tuple[int, int, int, int], size: tuple[int, int]) -> n
 
 
 def photo_boxes(train: pd.DataFrame, test: pd.DataFrame, boxes: pd.DataFrame) -> pd.DataFrame:
-    """image, split, path, x0..y1 of every train and test photo; a photo without a box is refused
-    with its name (the detect stage writes one per photo)."""
-    photos = pd.concat([train[["image", "split", "path"]], test[["image", "split", "path"]]], ignore_index=True)
+    """image, split, path (and ingest's sha1 where both tables have it), x0..y1 of every train and
+    test photo; a photo without a box is refused with its name (the detect stage writes one per photo)."""
+    columns = ["image", "split", "path"] + (["sha1"] if "sha1" in train and "sha1" in test else [])
+    photos = pd.concat([train[columns], test[columns]], ignore_index=True)
     merged = photos.merge(boxes[["image", "split", "x0", "y0", "x1", "y1"]], on=["image", "split"], how="left")
     missing = merged[merged["x0"].isna()]
     if len(missing):
@@ -55,27 +62,46 @@ def photo_boxes(train: pd.DataFrame, test: pd.DataFrame, boxes: pd.DataFrame) ->
 
 
 def box_embeddings(
-    model_path, train: pd.DataFrame, test: pd.DataFrame, boxes: pd.DataFrame, size=(224, 224), threads: int = 1
+    model_path,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    boxes: pd.DataFrame,
+    size=(224, 224),
+    threads: int = 1,
+    cache_dir=None,
 ) -> pd.DataFrame:
-    """Embeddings table (image, split, embedding) of every photo's box at `size`."""
+    """Embeddings table (image, split, embedding) of every photo's box at `size`. cache_dir: each
+    photo's embedding kept there across runs (None, or tables without ingest's `sha1`: none)."""
     configure_torch(threads)
     device = select_device()
     model, _ = load_member(model_path, device)
     photos = photo_boxes(train, test, boxes)
     size = (int(size[0]), int(size[1]))
-    plain = []
-    for start in range(0, len(photos), CHUNK):
-        chunk = photos.iloc[start : start + CHUNK]
-        rows = list(zip(chunk["path"], chunk[["x0", "y0", "x1", "y1"]].to_numpy(dtype=np.int64)))
-        pixels = np.stack(parallel_map(lambda row: box_pixels(row[0], tuple(row[1]), size), rows, threads))
-        plain.append(embed_images(model, pixels, device=device))
+    use_cache = cache_dir is not None and "sha1" in photos
+    cache = PhotoCache(cache_dir if use_cache else None, "zero_shot_box", [file_sha1(model_path), list(size)])
+    corners = photos[["x0", "y0", "x1", "y1"]].to_numpy(dtype=np.int64)
+    keys = [cache.key(sha1, *box) for sha1, box in zip(photos["sha1"], corners)] if use_cache else None
+    plain = np.zeros((len(photos), model.embedding_dim), np.float32)
+    todo = []
+    for i in range(len(photos)):
+        found = cache.get(keys[i]) if use_cache else None
+        if found is None:
+            todo.append(i)
+        else:
+            plain[i] = found["embedding"]
+    for start in range(0, len(todo), CHUNK):
+        chunk = todo[start : start + CHUNK]
+        rows = [(photos["path"].iat[i], tuple(corners[i])) for i in chunk]
+        pixels = np.stack(parallel_map(lambda row: box_pixels(row[0], row[1], size), rows, threads))
+        plain[chunk] = embed_images(model, pixels, device=device)
+        for i in chunk if use_cache else ():
+            cache.put(keys[i], embedding=plain[i])
     log.info("zero-shot box embeddings: %d photos at %dx%d", len(photos), *size)
-    dim = model.embedding_dim
-    plain = np.concatenate(plain) if plain else np.zeros((0, dim), np.float32)
+    log.info(cache.summary(f"zero-shot box embeddings of {len(photos)} photos"))
     return pd.DataFrame(
         {
             "image": photos["image"].to_numpy(),
             "split": photos["split"].to_numpy(),
-            "embedding": list(plain.astype(np.float32)),
+            "embedding": list(plain),
         }
     )

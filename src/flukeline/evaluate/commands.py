@@ -130,6 +130,7 @@ def register(subparsers) -> None:
     p.add_argument("--model", dest="model_path", required=True, help="zero-shot-model's model file")
     p.add_argument("--boxes", required=True, help="detect's boxes.parquet")
     p.add_argument("--size", type=int, nargs=2, default=(224, 224), metavar=("W", "H"), help="input size")
+    p.add_argument("--cache", dest="cache_dir", default=None, help="folder of the per-photo embeddings (optional)")
     p.add_argument("--out", required=True, help="embeddings.parquet to write")
     add_threads(p)
 
