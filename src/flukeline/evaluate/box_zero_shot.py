@@ -99,9 +99,5 @@ def box_embeddings(
     log.info("zero-shot box embeddings: %d photos at %dx%d", len(photos), *size)
     log.info(cache.summary(f"zero-shot box embeddings of {len(photos)} photos"))
     return pd.DataFrame(
-        {
-            "image": photos["image"].to_numpy(),
-            "split": photos["split"].to_numpy(),
-            "embedding": list(plain),
-        }
+        {"image": photos["image"].to_numpy(), "split": photos["split"].to_numpy(), "embedding": list(plain)}
     )
