@@ -1,0 +1,32 @@
+"""One-off: the 1,000-photo season against the finished 32,321-photo run again, with main's code
+(the zero-shot box reference's per-photo cache, added after the bench run started): the base run's
+box cache filled first (fill_box_cache.py), then a fresh hard-linked copy reruns with the season
+config (default retrain policy)."""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, "/work/main")
+from bench import bench_scale as bs  # noqa: E402
+from bench.common import environment, seed_workdir  # noqa: E402
+from bench.suite import Reference  # noqa: E402
+
+ref = Reference(Path("/tmp/s33/bw/demo"), False, None, 2, Path("/work/main/config.yaml"))
+top = Path("/tmp/s33/bw/scale/kaggle-32321")
+configs = Path("/tmp/s33/bw/scale/configs")
+logs = Path("/tmp/s33/bw/scale/logs")
+env = environment()
+folder = top / "season-reuse2"
+shutil.rmtree(folder, ignore_errors=True)
+seed_workdir(top / "run", folder)
+shutil.rmtree(folder / "results" / "benchmarks")
+run = bs._run(ref, folder, [configs / "season.yaml"], logs / "season-reuse2.log")
+held = sorted(p.name for p in (top / "season_photos").iterdir())
+import pandas as pd  # noqa: E402
+
+truth = pd.read_csv(top / "gen" / "test_truth.csv")
+out = {**run, "score": bs._season_score(folder, truth, held), "logged": bs._reuse_lines(folder), "environment": env}
+out["command"] = "PYTHONPATH=src:. python bench/results/scale_33k/season2.py (main " + env.get("git_commit", "?") + ")"
+Path("/tmp/s33/out/season_reuse2.json").write_text(json.dumps(out, indent=2, default=str))
+print(json.dumps({"wall": run["run"]["wall_s"], "cpu": run["run"]["cpu_s"], "score": out["score"]}), flush=True)
