@@ -178,7 +178,7 @@ def test_the_run_kept_each_photo_and_model_for_the_next_season(complete_run):
 
     workdir, _ = complete_run
     photos = sum(len(pd.read_parquet(workdir / f"results/data/{split}.parquet")) for split in ("train", "test"))
-    for stage in ("ingest", "detect", "align", "pixel"):
+    for stage in ("ingest", "detect", "align", "pixel", "zero_shot_box"):
         assert len(list((workdir / "results/cache" / stage).rglob("*.npz"))) == photos, stage
     # The member's embeddings and the zero-shot baseline's, one entry per crop and model.
     assert len(list((workdir / "results/cache/embed").rglob("*.npz"))) == 2 * photos
