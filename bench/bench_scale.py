@@ -260,7 +260,7 @@ def _season(reference, base_dir: Path, top: Path, held: list[str]) -> dict:
     truth = pd.read_csv(top / "gen" / "test_truth.csv")
     out = {"n_new": len(held), "add_season_s": made["wall_s"]}
     always = {"detect": {"model": {"retrain": "always"}}, "embed": {"retrain": "always"}}
-    runs = [("reuse", None)] + ([("retrain", always)] if getattr(reference, "season_retrain", True) else [])
+    runs = [("reuse", None)] + ([("retrain", always)] if reference.season_retrain else [])
     for name, extra in runs:
         folder = top / f"season-{name}"
         seed_workdir(top / "run", folder)

@@ -99,6 +99,25 @@ class PhotoCache:
         self.path(key).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path(key), write)
 
+    def get_or_compute(self, keys: list[str] | None, n: int, compute, chunk: int) -> list[dict[str, np.ndarray]]:
+        """Named arrays of items 0..n-1: from the cache where keys[i] has an entry; the others
+        computed `chunk` at a time by compute(indices) -> one dict of arrays per index, and stored
+        under their keys. keys None (the cache off): every item computed, nothing stored."""
+        if keys is None:
+            found = [None] * n
+            with self._count_lock:
+                self.misses += n
+        else:
+            found = [self.get(key) for key in keys]
+        todo = [i for i, entry in enumerate(found) if entry is None]
+        for start in range(0, len(todo), chunk):
+            rows = todo[start : start + chunk]
+            for i, entry in zip(rows, compute(rows), strict=True):
+                found[i] = entry
+                if keys is not None:
+                    self.put(keys[i], **entry)
+        return found
+
     def summary(self, what: str) -> str:
         """'<what>: N from the cache <root>, M computed' for the log."""
         if self.root is None:

@@ -45,20 +45,15 @@ def embed_all(model_path, align: pd.DataFrame, threads: int = 1, cache_dir=None)
     masks = meta.get("in_chans", 3) == 4
     align = align.reset_index(drop=True)
     cache = PhotoCache(cache_dir, "embed", file_sha1(model_path) if cache_dir is not None else "")
-    keys = [cache.key(crop) for crop in _crop_keys(align, masks, threads)] if cache.enabled else [None] * len(align)
-    found = [cache.get(key) if key is not None else None for key in keys]
-    if not cache.enabled:
-        cache.misses = len(align)
-    todo = [i for i, entry in enumerate(found) if entry is None]
-    for start in range(0, len(todo), CHUNK):
-        rows = todo[start : start + CHUNK]
+    keys = [cache.key(crop) for crop in _crop_keys(align, masks, threads)] if cache.enabled else None
+
+    def embed_rows(rows: list[int]) -> list[dict]:
         crops = CropSet(align.iloc[rows], box_crops=False, masks=masks)
         plain = embed_images(model, crops.aligned, crops.aligned_mask, device=device)
         mirrored = embed_images(model, crops.aligned, crops.aligned_mask, device=device, flip=True)
-        for j, i in enumerate(rows):
-            found[i] = {"embedding": plain[j], "embedding_flip": mirrored[j]}
-            if keys[i] is not None:
-                cache.put(keys[i], **found[i])
+        return [{"embedding": p, "embedding_flip": m} for p, m in zip(plain, mirrored, strict=True)]
+
+    found = cache.get_or_compute(keys, len(align), embed_rows, CHUNK)
     log.info(cache.summary(f"embeddings of {len(align)} crops"))
     dim = model.embedding_dim
     plain = np.stack([f["embedding"] for f in found]) if found else np.zeros((0, dim), np.float32)

@@ -77,27 +77,21 @@ def box_embeddings(
     model, _ = load_member(model_path, device)
     photos = photo_boxes(train, test, boxes)
     size = (int(size[0]), int(size[1]))
-    use_cache = cache_dir is not None and "sha1" in photos
-    cache = PhotoCache(cache_dir if use_cache else None, "zero_shot_box", [file_sha1(model_path), list(size)])
+    cache = PhotoCache(cache_dir if "sha1" in photos else None, "zero_shot_box", [file_sha1(model_path), list(size)])
     corners = photos[["x0", "y0", "x1", "y1"]].to_numpy(dtype=np.int64)
-    keys = [cache.key(sha1, *box) for sha1, box in zip(photos["sha1"], corners)] if use_cache else None
-    plain = np.zeros((len(photos), model.embedding_dim), np.float32)
-    todo = []
-    for i in range(len(photos)):
-        found = cache.get(keys[i]) if use_cache else None
-        if found is None:
-            todo.append(i)
-        else:
-            plain[i] = found["embedding"]
-    for start in range(0, len(todo), CHUNK):
-        chunk = todo[start : start + CHUNK]
-        rows = [(photos["path"].iat[i], tuple(corners[i])) for i in chunk]
-        pixels = np.stack(parallel_map(lambda row: box_pixels(row[0], row[1], size), rows, threads))
-        plain[chunk] = embed_images(model, pixels, device=device)
-        for i in chunk if use_cache else ():
-            cache.put(keys[i], embedding=plain[i])
-    log.info("zero-shot box embeddings: %d photos at %dx%d", len(photos), *size)
-    log.info(cache.summary(f"zero-shot box embeddings of {len(photos)} photos"))
+    keys = [cache.key(sha1, *box) for sha1, box in zip(photos["sha1"], corners)] if cache.enabled else None
+
+    def embed_rows(rows: list[int]) -> list[dict]:
+        pixels = parallel_map(lambda i: box_pixels(photos["path"].iat[i], tuple(corners[i]), size), rows, threads)
+        return [{"embedding": e} for e in embed_images(model, np.stack(pixels), device=device)]
+
+    found = cache.get_or_compute(keys, len(photos), embed_rows, CHUNK)
+    log.info(cache.summary(f"zero-shot box embeddings of {len(photos)} photos at {size[0]}x{size[1]}"))
+    plain = np.stack([f["embedding"] for f in found]) if found else np.zeros((0, model.embedding_dim), np.float32)
     return pd.DataFrame(
-        {"image": photos["image"].to_numpy(), "split": photos["split"].to_numpy(), "embedding": list(plain)}
+        {
+            "image": photos["image"].to_numpy(),
+            "split": photos["split"].to_numpy(),
+            "embedding": list(plain.astype(np.float32)),
+        }
     )
