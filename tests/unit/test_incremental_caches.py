@@ -12,7 +12,7 @@ import pytest
 
 from flukeline.core.errors import InputError
 from flukeline.core.model_reuse import reuse_or_train, training_change
-from flukeline.core.photo_cache import PhotoCache, bytes_array, file_sha1
+from flukeline.core.photo_cache import PhotoCache, bytes_array, file_sha1, stored_keys
 
 
 def test_photo_cache_round_trip_and_keys(tmp_path):
@@ -38,6 +38,86 @@ def test_photo_cache_damaged_entry_is_recomputed_and_none_root_keeps_nothing(tmp
     off = PhotoCache(None, "embed", "model-sha")
     off.put(key, x=np.zeros(2))
     assert off.get(key) is None and not off.enabled
+
+
+def test_photo_cache_entries_live_in_packs_read_by_a_later_run(tmp_path, monkeypatch):
+    import flukeline.core.photo_cache as photo_cache
+
+    monkeypatch.setattr(photo_cache, "PACK_ENTRIES", 4)  # a pack every 4 entries
+    monkeypatch.setattr(photo_cache, "ROW_GROUP", 3)  # and row groups that split a pack
+    arrays = {
+        i: {"v": np.arange(i, dtype=np.float32), "s": np.array(f"m{i}"), "png": bytes_array(bytes(range(i)))}
+        for i in range(10)
+    }
+    with PhotoCache(tmp_path, "embed", "model") as cache:
+        keys = {i: cache.key(f"sha{i}") for i in arrays}
+        for i, entry in arrays.items():
+            cache.put(keys[i], **entry)
+        assert cache.get(keys[9])["s"] == "m9"  # pending (not yet in a pack) is found too
+        assert len(list((tmp_path / "packs").glob("*.parquet"))) == 2  # 8 entries written, 2 pending
+    assert len(list((tmp_path / "packs").glob("*.parquet"))) == 3 and not list(tmp_path.glob("??/*.npz"))
+    later = PhotoCache(tmp_path, "embed", "model")
+    for i in [0, 5, 9, 3, 4, 1]:  # any order, across packs and row groups
+        found = later.get(keys[i])
+        assert found["v"].tolist() == list(range(i)) and found["v"].dtype == np.float32
+        assert found["s"].shape == () and str(found["s"]) == f"m{i}" and found["png"].tobytes() == bytes(range(i))
+    assert later.get(later.key("sha-unknown")) is None and (later.hits, later.misses) == (6, 1)
+    assert stored_keys(tmp_path) == set(keys.values())
+
+
+def test_photo_cache_moves_old_files_into_a_pack_and_the_newest_entry_wins(tmp_path):
+    cache = PhotoCache(tmp_path, "local_pairs", {"method": "sift"})
+    key, other = cache.key("query"), cache.key("query2")
+    cache.path(key).parent.mkdir(parents=True)
+    np.savez(cache.path(key), gallery=np.array(["a"]), inliers=np.array([7]))  # the older layout
+    assert cache.get(key)["inliers"].tolist() == [7]
+    cache.put(other, gallery=np.array(["b"]), inliers=np.array([1]))
+    cache.close()
+    assert not cache.path(key).exists() and stored_keys(tmp_path) == {key, other}  # moved, not copied
+    again = PhotoCache(tmp_path, "local_pairs", {"method": "sift"})
+    assert again.get(key)["inliers"].tolist() == [7]
+    again.put(key, gallery=np.array(["a", "c"]), inliers=np.array([7, 9]))  # the query gained a pair
+    again.close()
+    assert PhotoCache(tmp_path, "local_pairs", {"method": "sift"}).get(key)["inliers"].tolist() == [7, 9]
+
+
+def test_photo_cache_damaged_pack_is_recomputed_and_concurrent_puts_are_kept(tmp_path, caplog):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = PhotoCache(tmp_path, "detect", {})
+    keys = [cache.key(f"photo{i}") for i in range(300)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: cache.put(keys[i], box=np.array([i, i + 1])), range(300)))
+    cache.close()
+    later = PhotoCache(tmp_path, "detect", {})
+    with ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(later.get, keys))
+    assert [f["box"].tolist() for f in found] == [[i, i + 1] for i in range(300)]
+    (pack,) = (tmp_path / "packs").glob("*.parquet")
+    pack.write_bytes(pack.read_bytes()[:100])  # cut short
+    assert PhotoCache(tmp_path, "detect", {}).get(keys[0]) is None
+    assert "unreadable pack" in caplog.text
+
+
+def test_photo_cache_entry_encoding_keeps_dtypes_and_shapes():
+    from flukeline.core.photo_cache import decode_entry, encode_entry
+
+    entry = {
+        "empty": np.zeros((0, 128), np.float16),
+        "scalar": np.array(3.5),
+        "text": np.array(["a", "bcd"]),
+        "transposed": np.arange(6, dtype=np.int64).reshape(2, 3).T,
+        "nothing": bytes_array(b""),
+    }
+    decoded = decode_entry(*encode_entry(entry))
+    for name, value in entry.items():
+        assert decoded[name].dtype == value.dtype and decoded[name].shape == value.shape, name
+        np.testing.assert_array_equal(decoded[name], value)
+    header, data = encode_entry(entry)
+    with pytest.raises(ValueError, match="truncated"):
+        decode_entry(header, data[:-1])
+    with pytest.raises(TypeError, match="object"):
+        encode_entry({"bad": np.array([{}], dtype=object)})
 
 
 def test_training_change_is_the_jaccard_distance():
@@ -138,7 +218,7 @@ def test_align_crops_from_the_cache_are_the_same_files(tmp_path):
     plain = crop_images(images, transforms, None, "32x16", 0.1, tmp_path / "c")
     for a, b, c in zip(first["crop_path"], again["crop_path"], plain["crop_path"]):
         assert open(a, "rb").read() == open(b, "rb").read() == open(c, "rb").read()
-    assert len(list(cache.rglob("*.npz"))) == 3
+    assert len(stored_keys(cache)) == 3
 
 
 def test_add_season_links_the_catalogue_and_keeps_only_its_annotation_rows(tmp_path):

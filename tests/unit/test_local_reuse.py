@@ -148,3 +148,33 @@ def test_pair_scores_of_old_pairs_come_from_the_cache_and_equal_a_fresh_scoring(
     calls.clear()
     lp.score_pairs(pair_table(new), features, settings.replace(ratio=0.7), normalisers=normalisers, cache_dir=cache)
     assert len(calls) == len(new)
+
+
+def test_the_catalogue_index_is_kept_per_catalogue_and_loads_with_the_same_votes(tmp_path):
+    from flukeline.match.local_reuse import kept_index
+
+    train, features_train = catalogue()
+    settings = LocalPairSettings()
+    builds = []
+
+    def build(table=train, features=features_train):
+        builds.append(1)
+        return catalogue_index(table, features, settings)
+
+    key = catalogue_key(known_photos(train, features_train), features_train, settings)
+    built = kept_index(tmp_path, key, build)
+    loaded = kept_index(tmp_path, key, build)
+    assert len(builds) == 1 and len(loaded) == len(built) > 0
+    query = sift_table(["q0.jpg"], seed0=10).get("q0.jpg")[1]
+    for fold in (None, 0):
+        want, got = built.query(query, exclude_fold=fold), loaded.query(query, exclude_fold=fold)
+        np.testing.assert_array_equal(got.identity_scores, want.identity_scores)
+        np.testing.assert_array_equal(got.normalisers, want.normalisers)
+    # Another catalogue (one photo fewer): built again, and only its index is kept.
+    fewer, features_fewer = catalogue(6)
+    other = catalogue_key(known_photos(fewer, features_fewer), features_fewer, settings)
+    assert kept_index(tmp_path, other, lambda: build(fewer, features_fewer)) is not None and len(builds) == 2
+    assert [p.name for p in (tmp_path / "index").glob("*.npz")] == [f"{other[:20]}.npz"]
+    (tmp_path / "index" / f"{other[:20]}.npz").write_bytes(b"damaged")
+    kept_index(tmp_path, other, lambda: build(fewer, features_fewer))
+    assert len(builds) == 3  # a damaged file is rebuilt, never fatal

@@ -8,6 +8,8 @@ import yaml
 from conftest import REPO, snakemake
 from small_run import ACTIVE_MEMBERS, merge, small_run
 
+from flukeline.core.photo_cache import stored_keys
+
 # decide: the decisions (results/decisions.csv, part of the default target) read the ensemble.
 MATCH = {"match_member", "ensemble", "submission", "evaluate", "metrics_table", "review", "gallery", "decide", "all"}
 EMBED = {"train_member", "embed_member"} | MATCH
@@ -179,8 +181,8 @@ def test_the_run_kept_each_photo_and_model_for_the_next_season(complete_run):
     workdir, _ = complete_run
     photos = sum(len(pd.read_parquet(workdir / f"results/data/{split}.parquet")) for split in ("train", "test"))
     for stage in ("ingest", "detect", "align", "pixel", "zero_shot_box"):
-        assert len(list((workdir / "results/cache" / stage).rglob("*.npz"))) == photos, stage
+        assert len(stored_keys(workdir / "results/cache" / stage)) == photos, stage
     # The member's embeddings and the zero-shot baseline's, one entry per crop and model.
-    assert len(list((workdir / "results/cache/embed").rglob("*.npz"))) == 2 * photos
+    assert len(stored_keys(workdir / "results/cache/embed")) == 2 * photos
     stores = sorted(p.parent.relative_to(workdir) for p in (workdir / "results/cache/models").rglob("manifest.json"))
     assert [str(p) for p in stores] == ["results/cache/models/detect", "results/cache/models/embed/round0/r18/fold0"]

@@ -14,7 +14,7 @@ import yaml
 from conftest import TINY, snakemake
 from helpers_review import _page_data
 
-from flukeline.core.photo_cache import file_sha1
+from flukeline.core.photo_cache import file_sha1, stored_keys
 from flukeline.gallery.identify import identify
 from flukeline.gallery.manifest import read_manifest, write_manifest
 from flukeline.gallery.sightings import add_sightings
@@ -40,7 +40,7 @@ def test_aliked_lightglue_member_runs_in_the_dag_and_feeds_the_review_page(tiny_
     assert 0 < np.diff(features["offsets"]).max() <= 64
     # Each distinct crop's features kept once in the per-crop cache (a new season extracts only its own).
     crops = pd.read_parquet(work / "results/align/128x64/align.parquet")["crop_path"]
-    cached = list((work / "results/cache/local_crop_features").rglob("*.npz"))
+    cached = stored_keys(work / "results/cache/local_crop_features")
     assert len(cached) == len({file_sha1(work / p) for p in crops})
     member = work / f"results/match/round{rounds}/local_aliked_lightglue"
     summary = json.loads((member / "summary.json").read_text())
@@ -55,7 +55,7 @@ def test_aliked_lightglue_member_runs_in_the_dag_and_feeds_the_review_page(tiny_
     assert cost["pairs_scored_now"] + cost["pairs_from_cache"] == cost["pairs"]
     if rounds > 0:
         assert cost["pairs_from_cache"] > 0
-    kept = list((work / "results/cache/local_match").rglob("*.npz"))
+    kept = stored_keys(work / "results/cache/local_match")
     assert 0 < len(kept) <= first["queries"]  # one entry per query (the same features share one)
     matched = first["pairs"] + (cost["pairs_scored_now"] if rounds > 0 else 0)
     assert 0 < sum(len(np.load(path)["gallery"]) for path in kept) <= matched

@@ -34,7 +34,7 @@ from flukeline.align.transforms import image_table
 from flukeline.align.warp import warp, warp_box_crop, write_png
 from flukeline.core.images import read_image_rgb
 from flukeline.core.io import write_parquet_atomic
-from flukeline.core.photo_cache import PhotoCache, bytes_array, file_sha1
+from flukeline.core.photo_cache import PACK_ENTRIES, PhotoCache, bytes_array, file_sha1
 from flukeline.core.runtime import parallel_map, worker_count
 
 log = logging.getLogger(__name__)
@@ -44,28 +44,51 @@ log = logging.getLogger(__name__)
 _CROP_VERSION = 1
 
 
-def _crop_one(task) -> bool:
-    """Read one photo (and mask), write its aligned and box crops (and warped masks); True when
-    they came from the cache."""
-    path, aligned, box, padding, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png, cached, rect = task
+def _crop_one(task) -> None:
+    """Read one photo (and mask), write its aligned and box crops (and warped masks): one worker
+    process's task."""
     cv2.setNumThreads(1)  # parallelism is over images
-    outputs = {"box": box_png, "aligned": crop_png, "box_mask": box_mask_png, "aligned_mask": mask_png}
-    cache = key = None
-    if cached is not None:
-        cache_root, photo_key = cached
-        cache = PhotoCache(cache_root, "align", {"version": _CROP_VERSION})
-        key = cache.key(photo_key, file_sha1(mask_path) if mask_path else ("box" if mask_png else ""))
+    _warp_one(*task)
+
+
+def _outputs(task) -> dict[str, str | None]:
+    """A task's crop files by cache entry name (aligned is box, and aligned_mask box_mask, for a
+    photo without a landmark fit)."""
+    crop_png, box_png, mask_png, box_mask_png = task[5], task[6], task[8], task[9]
+    return {"box": box_png, "aligned": crop_png, "box_mask": box_mask_png, "aligned_mask": mask_png}
+
+
+def _warp_all(tasks: list, photo_keys: list, cache: PhotoCache, threads: int) -> int:
+    """Every task's crops: copied from the cache where it has them (in this process, on threads:
+    the cache reads its packs once), warped by worker processes otherwise, then stored, a pack at
+    a time so that a killed run keeps what it warped. Returns how many came from the cache."""
+
+    def restore(i: int) -> str | None:
+        """The task's key, or None when its crops were restored from the cache."""
+        mask_path, mask_png = tasks[i][7], tasks[i][8]
+        key = cache.key(photo_keys[i], file_sha1(mask_path) if mask_path else ("box" if mask_png else ""))
         found = cache.get(key)
-        if found is not None:
-            for name, out in outputs.items():
-                if out is not None:
-                    Path(out).write_bytes(found[name].tobytes())
-            return True
-    _warp_one(path, aligned, box, padding, out_size, crop_png, box_png, mask_path, mask_png, box_mask_png, rect)
-    if cache is not None:
-        # aligned is box (and aligned_mask box_mask) for a photo without a landmark fit.
-        cache.put(key, **{name: bytes_array(Path(out).read_bytes()) for name, out in outputs.items() if out})
-    return False
+        if found is None:
+            return key
+        for name, out in _outputs(tasks[i]).items():
+            if out is not None:
+                Path(out).write_bytes(found[name].tobytes())
+        return None
+
+    keys = parallel_map(restore, range(len(tasks)), threads) if cache.enabled else [None] * len(tasks)
+    todo = [i for i, key in enumerate(keys) if key is not None] if cache.enabled else list(range(len(tasks)))
+    workers = worker_count(threads)
+    step = PACK_ENTRIES if cache.enabled else max(1, len(todo))
+    for lo in range(0, len(todo), step):
+        batch = todo[lo : lo + step]
+        chunksize = max(1, min(16, len(batch) // (4 * workers)))
+        parallel_map(_crop_one, [tasks[i] for i in batch], threads, processes=True, chunksize=chunksize)
+        if cache.enabled:
+            for i in batch:
+                files = {name: out for name, out in _outputs(tasks[i]).items() if out}
+                cache.put(keys[i], **{name: bytes_array(Path(out).read_bytes()) for name, out in files.items()})
+            cache.flush()
+    return len(tasks) - len(todo)
 
 
 def box_as_mask(height: int, width: int, rect) -> np.ndarray:
@@ -174,7 +197,7 @@ def crop_images(
     transforms = table[MATRIX_COLUMNS].to_numpy(np.float64).reshape(-1, 2, 3)
     aligned_matrices = crop_matrix(transforms, frame, margin, out_size)
     box_crops = _box_crops(table, margin, out_size)
-    tasks, rows = [], []
+    tasks, rows, photo_keys = [], [], []
     per_image = zip(table.itertuples(index=False), names, mask_paths, aligned_matrices, box_crops, rects)
     for row, name, mask_path, aligned, box, rect in per_image:
         aligned_fit = row.method == "landmarks"
@@ -184,12 +207,11 @@ def crop_images(
         if with_masks:
             box_mask_png = str(folders["box_mask"] / row.split / name)
             mask_png = str(folders["aligned_mask"] / row.split / name) if aligned_fit else box_mask_png
-        cached = None
         if use_cache:
             geometry = np.round(np.concatenate([aligned.ravel(), box.matrix.ravel(), box.content]), 6).tolist()
             # The box rectangle: a mask that stands in is drawn from it.
             extra = f"|{np.round(rect, 3).tolist()}" if with_masks and not mask_path else ""
-            cached = (str(cache_dir), f"{row.sha1}|{geometry}|{padding}|{out_size}|{bool(mask_path)}{extra}")
+            photo_keys.append(f"{row.sha1}|{geometry}|{padding}|{out_size}|{bool(mask_path)}{extra}")
         tasks.append(
             (
                 row.path,
@@ -202,25 +224,17 @@ def crop_images(
                 mask_path,
                 mask_png,
                 box_mask_png,
-                cached,
                 tuple(rect),
             )
         )
         rows.append(
             (row.image, row.split, row.method, row.n_landmarks, row.residual, crop_png, box_png, mask_png, box_mask_png)
         )
-    workers = worker_count(threads)
-    from_cache = parallel_map(
-        _crop_one, tasks, threads, processes=True, chunksize=max(1, min(16, len(tasks) // (4 * workers)))
-    )
+    cache = PhotoCache(cache_dir if use_cache else None, "align", {"version": _CROP_VERSION})
+    from_cache = _warp_all(tasks, photo_keys, cache, threads)
     if use_cache:
-        log.info(
-            "crops of %d photos: %d from the cache %s, %d warped",
-            len(tasks),
-            sum(from_cache),
-            cache_dir,
-            len(tasks) - sum(from_cache),
-        )
+        warped = len(tasks) - from_cache
+        log.info("crops of %d photos: %d from the cache %s, %d warped", len(tasks), from_cache, cache_dir, warped)
     out = pd.DataFrame(
         rows,
         columns=[

@@ -423,6 +423,7 @@ def _inspect_images(entries: list[_Entry], threads: int, cache_dir=None) -> None
     cache = PhotoCache(cache_dir, "ingest", _FACTS_VERSION) if cache_dir is not None else None
     results = parallel_map(lambda path: inspect_image(path, cache), paths, threads)
     if cache is not None:
+        cache.close()
         logger.info(cache.summary(f"checks and hashes of {len(paths)} photos"))
     for entry, result in zip(todo, results):
         if isinstance(result, ImageFacts):

@@ -141,7 +141,9 @@ def predict_all(
         box = fuse_box(mask, pred["mask_score"], pred["keypoints"], pred["confidence"], rgb, settings)
         if use_cache:
             ok, png = cv2.imencode(".png", mask.astype(np.uint8) * 255)
-            cache.put(cache.key(row.sha1), mask_png=bytes_array(png.tobytes()), **_detection_arrays(pred, box))
+            arrays = _detection_arrays(pred, box)
+            arrays.update(mask_png=bytes_array(png.tobytes()), area=np.array(int(mask.sum())))
+            cache.put(cache.key(row.sha1), **arrays)
         return row, str(mask_path), int(mask.sum()), pred, box
 
     def cached(row):
@@ -174,6 +176,7 @@ def predict_all(
     keypoints = pd.DataFrame(kp_rows, columns=["image", "split", "keypoint", "x", "y", "confidence"])
     boxes = pd.DataFrame(box_rows, columns=["image", "split", "x0", "y0", "x1", "y1", "method", "score"])
     log.info("detected %d images: %s", len(boxes), boxes["method"].value_counts().to_dict())
+    cache.close()
     if use_cache:
         log.info(cache.summary(f"detections of {len(images)} photos"))
     return masks, keypoints, boxes
@@ -192,11 +195,14 @@ def _detection_arrays(pred: dict, box: Box) -> dict[str, np.ndarray]:
 
 def _detection_from_arrays(found: dict) -> tuple[int, dict, Box]:
     """(mask area, prediction, box) of a cache entry, as `finish` returns them."""
-    mask = cv2.imdecode(found["mask_png"], cv2.IMREAD_GRAYSCALE)
+    if "area" in found:
+        area = int(found["area"])
+    else:  # entries written before the area was kept
+        area = int((cv2.imdecode(found["mask_png"], cv2.IMREAD_GRAYSCALE) > 0).sum())
     mask_score, box_score = (float(v) for v in found["scores"])
     pred = {"mask_score": mask_score, "keypoints": found["keypoints"], "confidence": found["confidence"]}
     x0, y0, x1, y1 = (int(v) for v in found["box"])
-    return int((mask > 0).sum()), pred, Box(x0, y0, x1, y1, str(found["method"]), box_score)
+    return area, pred, Box(x0, y0, x1, y1, str(found["method"]), box_score)
 
 
 def run_predict(

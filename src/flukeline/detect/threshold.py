@@ -27,7 +27,7 @@ import pandas as pd
 
 from flukeline.core.images import read_image_rgb
 from flukeline.core.io import write_parquet_atomic
-from flukeline.core.photo_cache import PhotoCache
+from flukeline.core.photo_cache import PACK_ENTRIES, PhotoCache
 from flukeline.core.runtime import parallel_map
 from flukeline.detect.boxes import Box
 from flukeline.detect.settings import ClassicalDetectSettings
@@ -81,14 +81,8 @@ def threshold_box(rgb: np.ndarray, min_area_fraction: float = ClassicalDetectSet
 
 
 def _detect_one(task):
-    """(Box, photo area in pixels) of one photo; from the per-photo cache when `cached` (its
-    folder and key) has it."""
-    path, method, min_area_fraction, cached = task
-    cache = PhotoCache(cached[0], "detect-classical") if cached else None
-    found = cache.get(cached[1]) if cache else None
-    if found is not None:
-        x0, y0, x1, y1, area = (int(v) for v in found["box_area"])
-        return Box(x0, y0, x1, y1, str(found["method"]), float(found["score"])), area
+    """(Box, photo area in pixels) of one photo: one worker process's task."""
+    path, method, min_area_fraction = task
     cv2.setNumThreads(1)
     rgb = read_image_rgb(path)
     area = rgb.shape[0] * rgb.shape[1]
@@ -97,9 +91,6 @@ def _detect_one(task):
         box = Box(0, 0, rgb.shape[1], rgb.shape[0], "whole_image", 0.0)
     else:
         box = threshold_box(rgb, min_area_fraction)
-    if cache:
-        box_area = np.array([box.x0, box.y0, box.x1, box.y1, area], np.int64)
-        cache.put(cached[1], box_area=box_area, method=np.array(box.method), score=np.array(box.score))
     return box, area
 
 
@@ -141,18 +132,39 @@ def detect_boxes(
     images = pd.concat([train[columns], test[columns]], ignore_index=True)
     method = settings.method
     min_area = float(settings.min_area_fraction)
-    keys = [None] * len(images)
-    if cache_dir is not None and "sha1" in images:
-        cache = PhotoCache(cache_dir, "detect-classical", [settings.to_dict(), THRESHOLD_VERSION])
-        keys = [(str(cache_dir), cache.key(sha1)) for sha1 in images["sha1"]]
-    tasks = [(p, method, min_area, key) for p, key in zip(images["path"], keys)]
-    found = parallel_map(_detect_one, tasks, threads, processes=True, chunksize=16)
+    use_cache = cache_dir is not None and "sha1" in images
+    cache = PhotoCache(cache_dir if use_cache else None, "detect-classical", [settings.to_dict(), THRESHOLD_VERSION])
+    keys = [cache.key(sha1) for sha1 in images["sha1"]] if use_cache else None
+    tasks = [(p, method, min_area) for p in images["path"]]
+    # The cache is read and written here (it reads its packs once); the photos it lacks are
+    # detected by worker processes.
+    found = cache.get_or_compute(keys, len(tasks), lambda rows: _detect_rows(tasks, rows, threads), PACK_ENTRIES)
+    found = [_box_of_entry(entry) for entry in found]
     table = pd.DataFrame([box.__dict__ for box, _ in found])
     table.insert(0, "split", images["split"].to_numpy())
     table.insert(0, "image", images["image"].to_numpy())
     log.info("detected %d images: %s", len(table), table["method"].value_counts().to_dict())
     _log_small_boxes(table, [area for _, area in found])
     return table
+
+
+def _detect_rows(tasks: list, rows: list[int], threads: int) -> list[dict[str, np.ndarray]]:
+    """The tasks' boxes as cache entries (box, photo area, method, score)."""
+    found = parallel_map(_detect_one, [tasks[i] for i in rows], threads, processes=True, chunksize=16)
+    return [
+        {
+            "box_area": np.array([box.x0, box.y0, box.x1, box.y1, area], np.int64),
+            "method": np.array(box.method),
+            "score": np.array(box.score),
+        }
+        for box, area in found
+    ]
+
+
+def _box_of_entry(entry: dict[str, np.ndarray]) -> tuple[Box, int]:
+    """(Box, photo area in pixels) of a cache entry."""
+    x0, y0, x1, y1, area = (int(v) for v in entry["box_area"])
+    return Box(x0, y0, x1, y1, str(entry["method"]), float(entry["score"])), area
 
 
 KEYPOINT_COLUMNS = ["image", "split", "keypoint", "x", "y", "confidence"]

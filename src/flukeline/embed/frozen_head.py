@@ -98,6 +98,7 @@ def frozen_features(
         for row, i in enumerate(todo):
             found[i] = {"features": fresh[row].numpy()}
             cache.put(keys[i], **found[i])
+        cache.flush()
     if not found:
         return torch.zeros((0, model.feature_dim))
     return torch.from_numpy(np.stack([entry["features"] for entry in found]))

@@ -224,7 +224,8 @@ def pixel_embeddings(
             cache.put(key, plain=views[0], mirrored=views[1])
         return views
 
-    views = parallel_map(both_views, range(len(images)), threads)
+    with cache:
+        views = parallel_map(both_views, range(len(images)), threads)
     log.info(cache.summary(f"pixel vectors of {len(images)} photos"))
     plain = np.stack([v[0] for v in views]) if views else np.zeros((0, size * size), np.float32)
     mirrored = np.stack([v[1] for v in views]) if views else np.zeros((0, size * size), np.float32)

@@ -317,6 +317,8 @@ def extract_features(
             if checkpoint is not None and len(out) - saved >= every and len(out) < len(paths):
                 checkpoint(out)
                 saved = len(out)
+    if cache is not None:
+        cache.flush()
     return out, time.perf_counter() - start
 
 

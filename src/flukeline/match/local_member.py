@@ -38,7 +38,7 @@ from flukeline.core.io import write_json_atomic, write_parquet_atomic
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.match.ensemble import fitted_members
 from flukeline.match.local_features import LocalFeatures, load_features
-from flukeline.match.local_reuse import catalogue_key, vote_cache
+from flukeline.match.local_reuse import catalogue_key, kept_index, vote_cache
 from flukeline.match.local_shortlist import (
     MemberViews,
     PairScope,
@@ -145,10 +145,14 @@ def catalogue_normalisers(
     add_pairs = int(local.lnbnn_identities) > 0 and features["train"].frames is not None
     if features["train"].method != "sift" or not (weigh or add_pairs):
         return pairs.assign(lnbnn=np.float32(0.0)), None
-    index = index_of(train, features["train"], local, threads)
     cache = None
     if cache_dir is not None:
-        cache = vote_cache(cache_dir, catalogue_key(known_photos(train, features["train"]), features["train"], local))
+        catalogue = catalogue_key(known_photos(train, features["train"]), features["train"], local)
+        cache = vote_cache(cache_dir, catalogue)
+    if cache is not None and index_of is catalogue_index:  # (a gallery keeps its own index)
+        index = kept_index(cache_dir, catalogue, lambda: index_of(train, features["train"], local, threads), threads)
+    else:
+        index = index_of(train, features["train"], local, threads)
     votes = catalogue_votes(ranking, queries or features, index, cache)
     identities = int(local.lnbnn_identities) if add_pairs else 0
     pairs = with_lnbnn_pairs(pairs, ranking, votes, index, identities, int(local.photos_per_identity), scope)

@@ -211,6 +211,8 @@ def catalogue_votes(ranking: dict[str, pd.DataFrame], features, index, cache=Non
             fold = int(candidates["fold"].iloc[0]) if split == "val" else None
             descriptors = source.get(image)[1] if image in source else np.zeros((0, 128), np.uint8)
             votes[(split, image)] = cached_query(index, cache, descriptors, fold)
+    if cache is not None:
+        cache.flush()
     log.info(
         "LNBNN votes: %d queries in %.1f s over %d catalogue descriptors%s",
         len(votes),

@@ -270,6 +270,7 @@ def score_pairs(
                 save()
                 last_save = time.perf_counter()
     seconds = time.perf_counter() - start
+    store.flush()
     ordered = with_scores(ordered, results)
     # Pairs matched by this run (the rest came from a checkpoint or the cache): the honest
     # denominator of its time.
