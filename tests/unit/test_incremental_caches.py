@@ -44,7 +44,6 @@ def test_photo_cache_entries_live_in_packs_read_by_a_later_run(tmp_path, monkeyp
     import flukeline.core.photo_cache as photo_cache
 
     monkeypatch.setattr(photo_cache, "PACK_ENTRIES", 4)  # a pack every 4 entries
-    monkeypatch.setattr(photo_cache, "ROW_GROUP", 3)  # and row groups that split a pack
     arrays = {
         i: {"v": np.arange(i, dtype=np.float32), "s": np.array(f"m{i}"), "png": bytes_array(bytes(range(i)))}
         for i in range(10)
@@ -54,10 +53,10 @@ def test_photo_cache_entries_live_in_packs_read_by_a_later_run(tmp_path, monkeyp
         for i, entry in arrays.items():
             cache.put(keys[i], **entry)
         assert cache.get(keys[9])["s"] == "m9"  # pending (not yet in a pack) is found too
-        assert len(list((tmp_path / "packs").glob("*.parquet"))) == 2  # 8 entries written, 2 pending
-    assert len(list((tmp_path / "packs").glob("*.parquet"))) == 3 and not list(tmp_path.glob("??/*.npz"))
+        assert len(list((tmp_path / "packs").glob("*.keys.parquet"))) == 2  # 8 entries written, 2 pending
+    assert len(list((tmp_path / "packs").glob("*.keys.parquet"))) == 3 and not list(tmp_path.glob("??/*.npz"))
     later = PhotoCache(tmp_path, "embed", "model")
-    for i in [0, 5, 9, 3, 4, 1]:  # any order, across packs and row groups
+    for i in [0, 5, 9, 3, 4, 1]:  # any order, across packs
         found = later.get(keys[i])
         assert found["v"].tolist() == list(range(i)) and found["v"].dtype == np.float32
         assert found["s"].shape == () and str(found["s"]) == f"m{i}" and found["png"].tobytes() == bytes(range(i))
@@ -93,9 +92,17 @@ def test_photo_cache_damaged_pack_is_recomputed_and_concurrent_puts_are_kept(tmp
     with ThreadPoolExecutor(4) as pool:
         found = list(pool.map(later.get, keys))
     assert [f["box"].tolist() for f in found] == [[i, i + 1] for i in range(300)]
-    (pack,) = (tmp_path / "packs").glob("*.parquet")
-    pack.write_bytes(pack.read_bytes()[:100])  # cut short
-    assert PhotoCache(tmp_path, "detect", {}).get(keys[0]) is None
+    (data,) = (tmp_path / "packs").glob("*.data")
+    damaged = bytearray(data.read_bytes())
+    damaged[3] ^= 0xFF  # a flipped bit in the first entry
+    data.write_bytes(bytes(damaged[:-5]))  # and the last entry cut short
+    damaged = PhotoCache(tmp_path, "detect", {})
+    assert damaged.get(keys[0]) is None and damaged.get(keys[-1]) is None
+    assert damaged.get(keys[1])["box"].tolist() == [1, 2]  # the others are still read
+    assert caplog.text.count("unreadable entry") == 2
+    (listing,) = (tmp_path / "packs").glob("*.keys.parquet")
+    listing.write_bytes(listing.read_bytes()[:100])
+    assert PhotoCache(tmp_path, "detect", {}).get(keys[1]) is None
     assert "unreadable pack" in caplog.text
 
 

@@ -6,13 +6,15 @@ box or transform). A changed setting or model makes new keys, so an old result i
 entries of older settings stay on disk until the folder is deleted (`rm -r results/cache` is
 always safe: it only costs the time to recompute).
 
-Entries live in packs: Parquet tables under `<root>/packs/`, one row per entry (its key, a small
-JSON header naming each array's dtype and shape, and the arrays' raw bytes), written atomically
-when 1,000 entries are pending and when the stage closes the cache. A season's rerun reads its
-25,000 old entries from a few packs (row group by row group) instead of opening 25,000 files: one
-.npz per entry cost 0.3-0.6 ms each, about 15 s of every cached stage at the 33k-photo catalogue
-(bench/results/scale.md). A pack is never rewritten, so concurrent jobs that share a root (two
-members' embeddings) each add their own. Entries of the older one-.npz-per-entry layout
+Entries live in packs under `<root>/packs/`: a data file of the entries' bytes one after the other,
+and a Parquet table of their keys, each entry's small JSON header (its arrays' names, dtypes and
+shapes), offset, size and CRC-32. A pack is written atomically when 1,000 entries are pending and
+when the stage closes the cache. A lookup is one positional read, in whatever order the photos
+come: one .npz per entry cost 0.3-0.6 ms each (opening the file and its zip directory), about
+15 s of every cached stage at the 33k-photo catalogue (bench/results/scale.md), and reading
+Parquet row groups cost a whole group per entry when a stage's photos came in another order than
+they were written. A pack is never rewritten, so concurrent jobs that share a root (two members'
+embeddings) each add their own. Entries of the older one-.npz-per-entry layout
 (`<root>/<key[:2]>/<key>.npz`) are still read, and moved into a pack when read.
 
 A damaged entry or pack is recomputed with a warning. `root=None` turns the cache off (get finds
@@ -26,10 +28,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 import uuid
-from collections import OrderedDict
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -43,11 +46,8 @@ log = logging.getLogger(__name__)
 # enough files for a fast lookup, little lost when a run is killed.
 PACK_ENTRIES = 1000
 PACK_BYTES = 256 << 20
-# Rows per row group: a lookup reads one group, and a stage reads entries in the order they were
-# written, so one group serves the next ROW_GROUP lookups.
-ROW_GROUP = 256
-# Row groups kept decoded per cache (a thread pool may look up a few groups at once).
-OPEN_GROUPS = 8
+# A pack's two files: the entries' bytes, and the table of their keys and where each one is.
+DATA_SUFFIX, KEYS_SUFFIX = ".data", ".keys.parquet"
 
 
 def file_sha1(path) -> str:
@@ -100,8 +100,8 @@ def stored_keys(root) -> set[str]:
 
     root = Path(root)
     keys = {path.stem for path in root.glob("??/*.npz")}
-    for pack in sorted((root / "packs").glob("*.parquet")):
-        keys.update(pq.read_table(pack, columns=["key"]).column("key").to_pylist())
+    for listing in sorted((root / "packs").glob(f"*{KEYS_SUFFIX}")):
+        keys.update(pq.read_table(listing, columns=["key"]).column("key").to_pylist())
     return keys
 
 
@@ -115,8 +115,8 @@ class PhotoCache:
         self.hits = 0
         self.misses = 0
         self._lock = threading.RLock()  # stages look photos up from worker threads
-        self._index: dict[str, tuple[Path, int, int]] | None = None  # key -> (pack, row group, row)
-        self._groups: OrderedDict = OrderedDict()  # (pack, row group) -> (keys, headers, data)
+        self._index: dict[str, tuple[Path, str, int, int, int]] | None = None  # key -> where its bytes are
+        self._files: dict[Path, object] = {}  # open data files, read with os.pread (thread-safe)
         self._pending: dict[str, tuple[str, bytes]] = {}
         self._pending_bytes = 0
         self._moved: list[Path] = []  # old-layout files whose entries wait in _pending
@@ -157,49 +157,43 @@ class PhotoCache:
         if pending is not None:
             return decode_entry(*pending)
         if where is not None:
-            found = self._from_pack(key, *where)
+            found = self._from_pack(*where)
             if found is not None:
                 return found
         return self._from_old_file(key)
 
-    def _load_index(self) -> dict[str, tuple[Path, int, int]]:
-        """key -> (pack, row group, row) over every pack under the root (the key columns only)."""
+    def _load_index(self) -> dict[str, tuple[Path, str, int, int, int]]:
+        """key -> (data file, header, offset, size, CRC-32) over every pack under the root, from
+        the packs' key tables (a pack's data file is only read entry by entry)."""
         if self._index is not None:
             return self._index
         import pyarrow.parquet as pq
 
         self._index = {}
-        for pack in sorted(self.pack_dir.glob("*.parquet")) if self.pack_dir.is_dir() else []:
+        for listing in sorted(self.pack_dir.glob(f"*{KEYS_SUFFIX}")) if self.pack_dir.is_dir() else []:
+            data = listing.with_name(listing.name[: -len(KEYS_SUFFIX)] + DATA_SUFFIX)
             try:
-                table = pq.ParquetFile(pack)
-                for group in range(table.num_row_groups):
-                    keys = table.read_row_group(group, columns=["key"]).column("key").to_pylist()
-                    for row, key in enumerate(keys):
-                        self._index[key] = (pack, group, row)
-            except (OSError, ValueError) as error:  # a damaged pack is only lost time
-                log.warning("cache: ignoring the unreadable pack %s (%s)", pack, error)
+                table = pq.read_table(listing).to_pydict()
+                for key, header, offset, size, crc in zip(
+                    table["key"], table["header"], table["offset"], table["size"], table["crc32"], strict=True
+                ):
+                    self._index[key] = (data, header, offset, size, crc)
+            except (OSError, ValueError, KeyError) as error:  # a damaged pack is only lost time
+                log.warning("cache: ignoring the unreadable pack %s (%s)", listing, error)
         return self._index
 
-    def _from_pack(self, key: str, pack: Path, group: int, row: int) -> dict[str, np.ndarray] | None:
+    def _from_pack(self, data: Path, header: str, offset: int, size: int, crc: int) -> dict[str, np.ndarray] | None:
         try:
             with self._lock:
-                columns = self._groups.get((pack, group))
-                if columns is None:
-                    import pyarrow.parquet as pq
-
-                    table = pq.ParquetFile(pack).read_row_group(group)
-                    columns = tuple(table.column(name).to_pylist() for name in ("key", "header", "data"))
-                    self._groups[(pack, group)] = columns
-                    while len(self._groups) > OPEN_GROUPS:
-                        self._groups.popitem(last=False)
-                else:
-                    self._groups.move_to_end((pack, group))
-            keys, headers, data = columns
-            if keys[row] != key:
-                raise ValueError(f"row {row} of row group {group} holds another key")
-            return decode_entry(headers[row], data[row])
-        except (OSError, ValueError, KeyError, TypeError) as error:  # a damaged pack is only lost time
-            log.warning("cache: recomputing over an unreadable entry of %s (%s)", pack, error)
+                handle = self._files.get(data)
+                if handle is None:
+                    handle = self._files[data] = open(data, "rb")  # noqa: SIM115 (kept open for the reads)
+            raw = os.pread(handle.fileno(), size, offset)
+            if len(raw) != size or zlib.crc32(raw) != crc:
+                raise ValueError(f"the entry at byte {offset} is damaged or cut short")
+            return decode_entry(header, raw)
+        except (OSError, ValueError, TypeError) as error:  # a damaged pack is only lost time
+            log.warning("cache: recomputing over an unreadable entry of %s (%s)", data, error)
             return None
 
     def _from_old_file(self, key: str) -> dict[str, np.ndarray] | None:
@@ -231,7 +225,10 @@ class PhotoCache:
                 self.flush()
 
     def flush(self) -> None:
-        """Write the pending entries as one pack (nothing when none are pending)."""
+        """Write the pending entries as one pack (nothing when none are pending): their bytes one
+        after the other in `<name>.data`, then `<name>.keys.parquet` (key, header, offset, size,
+        CRC-32), each written atomically. The key table makes the pack visible, so a run killed
+        between the two leaves a data file nobody reads."""
         if self.root is None:
             return
         with self._lock:
@@ -241,21 +238,27 @@ class PhotoCache:
             import pyarrow.parquet as pq
 
             keys = list(self._pending)
-            table = pa.table(
-                {
-                    "key": pa.array(keys, pa.string()),
-                    "header": pa.array([self._pending[k][0] for k in keys], pa.string()),
-                    "data": pa.array([self._pending[k][1] for k in keys], pa.binary()),
-                }
-            )
+            headers = [self._pending[k][0] for k in keys]
+            blobs = [self._pending[k][1] for k in keys]
+            sizes = np.array([len(b) for b in blobs], np.int64)
+            offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+            crcs = np.array([zlib.crc32(b) for b in blobs], np.int64)
             # Named by time, so that the index, read in name order, takes a key's newest entry (a
             # query's pairs are stored again when it gains pairs).
-            pack = self.pack_dir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet"
-            # Raw bytes: PNGs and float embeddings gain little from compression, and reading stays cheap.
-            write_atomic(pack, lambda tmp: pq.write_table(table, tmp, row_group_size=ROW_GROUP, compression="none"))
+            stem = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+            data, listing = self.pack_dir / f"{stem}{DATA_SUFFIX}", self.pack_dir / f"{stem}{KEYS_SUFFIX}"
+
+            def write_data(tmp: Path) -> None:
+                with open(tmp, "wb") as handle:
+                    for blob in blobs:
+                        handle.write(blob)
+
+            table = pa.table({"key": keys, "header": headers, "offset": offsets, "size": sizes, "crc32": crcs})
+            write_atomic(data, write_data)
+            write_atomic(listing, lambda tmp: pq.write_table(table, tmp))
             if self._index is not None:
-                for row, key in enumerate(keys):
-                    self._index[key] = (pack, row // ROW_GROUP, row % ROW_GROUP)
+                for key, header, offset, size, crc in zip(keys, headers, offsets, sizes, crcs):
+                    self._index[key] = (data, header, int(offset), int(size), int(crc))
             for path in self._moved:
                 path.unlink(missing_ok=True)
             self._pending, self._pending_bytes, self._moved = {}, 0, []
