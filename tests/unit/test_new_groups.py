@@ -6,10 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flukeline.match import new_groups
 from flukeline.match.new_groups import (
+    _pairs_of_ranks,
     calibrate_cut,
     candidates,
     cluster,
+    fold_pairs,
     group_new_photos,
     pairwise_scores,
     photo_similarity,
@@ -130,6 +133,128 @@ def test_similarity_averages_folds_and_views():
     assert np.diag(plain) == pytest.approx(1.0, abs=1e-6)
     pairs = validation_pairs(tables, train)
     assert len(pairs) == 90 * 89 // 2 and pairs["same"].sum() == 90
+
+
+def _fold(n_photos, rng, members=2, folds=(0,), noise=0.2, dim=16):
+    """A train table of validation photos (individuals of 1 to 8 photos, a tenth new_whale) and
+    each member's embeddings with both views, per fold."""
+    ids = []
+    while len(ids) < n_photos:
+        ids += ["new_whale"] if rng.random() < 0.1 else [f"w{len(ids)}"] * int(rng.integers(1, 9))
+    ids = ids[:n_photos]
+    train = pd.DataFrame({"image": [f"v{k}" for k in range(n_photos)], "id": ids, "fold": rng.choice(folds, n_photos)})
+    animals = np.where(train["id"] == "new_whale", train["image"], train["id"])  # new_whale: each its own
+    tables = {}
+    for member in range(members):
+        for fold in folds:
+            views = {c: _embeddings(animals, rng, noise, dim) for c in ("embedding", "embedding_flip")}
+            tables.setdefault(f"m{member}", []).append((fold, pd.DataFrame({"image": train["image"], **views})))
+    return train, tables
+
+
+def _every_pair(tables, train):
+    """What validation_pairs computed before it sampled: per fold the full photos x photos matrix
+    (views, then members averaged) and every pair of its upper triangle."""
+    out = []
+    for fold in sorted({f for folds in tables.values() for f, _ in folds}):
+        photos = train[train["fold"] == fold]
+        member_sims = []
+        for folds in tables.values():
+            for f, table in folds:
+                if f == fold:
+                    rows = table.set_index("image").loc[photos["image"]]
+                    views = [np.stack(rows[c].to_numpy()).astype(np.float64) for c in ("embedding", "embedding_flip")]
+                    views = [v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12) for v in views]
+                    member_sims.append(np.mean([v @ v.T for v in views], axis=0))
+        mean = np.mean(member_sims, axis=0)
+        upper = np.triu_indices(len(photos), k=1)
+        ids = np.where(photos["id"] == "new_whale", "new:" + photos["image"], photos["id"]).astype(str)
+        out.append(pd.DataFrame({"fold": fold, "similarity": mean[upper], "same": ids[upper[0]] == ids[upper[1]]}))
+    return pd.concat(out, ignore_index=True)
+
+
+def _above(pairs, cut):
+    """(weighted pairs at or above the cut, their weighted precision)."""
+    weight = pairs["weight"].to_numpy() if "weight" in pairs else np.ones(len(pairs))
+    taken = pairs["similarity"].to_numpy() >= cut
+    return weight[taken].sum(), (weight * pairs["same"].to_numpy())[taken].sum() / weight[taken].sum()
+
+
+def test_a_fold_under_the_cap_keeps_every_pair_exactly_as_the_full_matrix_did():
+    train, tables = _fold(300, np.random.default_rng(4), folds=(0, 1))
+    every = _every_pair(tables, train)
+    largest = int((~every["same"]).groupby(every["fold"]).sum().max())  # a fold's different pairs
+    for cap in (largest, 10**9):  # at the cap: still every pair
+        pairs = validation_pairs(tables, train, cap=cap)
+        pd.testing.assert_frame_equal(pairs[["fold", "similarity", "same"]], every)  # bit for bit, same order
+        assert (pairs["weight"] == 1.0).all()
+        for precision in (0.5, 0.9, 0.95):
+            assert calibrate_cut(pairs, precision, 10) == calibrate_cut(every, precision, 10)
+    assert len(validation_pairs(tables, train, cap=largest - 1)) < len(every)  # one pair more: sampled
+
+
+def test_a_fold_over_the_cap_keeps_every_same_pair_and_weights_a_sample_to_the_whole():
+    train, tables = _fold(600, np.random.default_rng(5), noise=0.12)
+    every = _every_pair(tables, train)
+    cap = 20_000  # of the fold's 178,345 different pairs: the 10,000 most similar and 10,000 sampled
+    pairs = validation_pairs(tables, train, cap=cap)
+    same = pairs[pairs["same"]]
+    assert len(same) == every["same"].sum() and (same["weight"] == 1.0).all()
+    assert np.sort(same["similarity"]) == pytest.approx(np.sort(every.loc[every["same"], "similarity"]), abs=1e-12)
+    assert (~pairs["same"]).sum() == cap
+    assert pairs["weight"].sum() == pytest.approx(len(every), rel=1e-12)
+    for target in (0.5, 0.9, 0.95):
+        full, sampled = calibrate_cut(every, target, 10), calibrate_cut(pairs, target, 10)
+        assert sampled["validation_pairs"] == len(every) and sampled["same_pairs"] == every["same"].sum()
+        # The cut takes far fewer than 10,000 different pairs: it lies among the exact ones.
+        assert np.isfinite(full["cut"]) and sampled["cut"] == pytest.approx(full["cut"], abs=1e-12)
+        assert sampled["pairs"] == full["pairs"] and sampled["precision"] == pytest.approx(full["precision"], abs=1e-12)
+    different = np.sort(every.loc[~every["same"], "similarity"].to_numpy())[::-1]
+    for taken in (5_000, 20_000, 50_000, 120_000):  # different pairs above the cut, most below the exact ones
+        count, precision = _above(every, different[taken - 1])
+        estimate, estimated = _above(pairs, different[taken - 1])
+        assert estimate == pytest.approx(count, rel=0.05) and estimated == pytest.approx(precision, rel=0.05)
+    # Unweighted, the sample would have counted ~10% of the pairs below the exact stratum.
+    assert _above(pairs.assign(weight=1.0), different[50_000 - 1])[0] < 0.5 * _above(every, different[50_000 - 1])[0]
+    # Seeded: the same pairs on every run, others with another seed, the same cut.
+    pd.testing.assert_frame_equal(validation_pairs(tables, train, cap=cap), pairs)
+    other = validation_pairs(tables, train, cap=cap, seed=1)
+    assert not np.array_equal(other["similarity"], pairs["similarity"])
+    assert calibrate_cut(other, 0.95, 10)["cut"] == sampled["cut"]
+
+
+def test_a_sampled_fold_is_computed_in_blocks_of_rows(monkeypatch):
+    train, tables = _fold(600, np.random.default_rng(6), members=1)
+    members = [[np.stack(t[c].to_numpy()) for c in ("embedding", "embedding_flip")] for _, t in tables["m0"]]
+    members = [[v / np.linalg.norm(v, axis=1, keepdims=True) for v in views] for views in members]
+    codes = pd.factorize(train["id"].where(train["id"] != "new_whale", train["image"]))[0]
+    shapes = []
+    original = new_groups.block_similarity
+
+    def recorded(views, rows):
+        out = original(views, rows)
+        shapes.append(out.shape)
+        return out
+
+    whole = fold_pairs(members, codes, cap=5_000, block=600, rng=np.random.default_rng(0))
+    monkeypatch.setattr(new_groups, "block_similarity", recorded)
+    blocks = fold_pairs(members, codes, cap=5_000, block=64, rng=np.random.default_rng(0))
+    assert shapes == [(64, 600)] * 9 + [(24, 600)]  # never 600 x 600
+    assert blocks["same"].tolist() == whole["same"].tolist() and blocks["same"].sum() > 100
+    assert blocks["weight"].tolist() == whole["weight"].tolist()
+    # The same pairs in one order; the exact and the sampled different pairs as sets.
+    for part in (whole["same"], ~whole["same"] & (whole["weight"] == 1), whole["weight"] > 1):
+        one, many = whole.loc[part, "similarity"].to_numpy(), blocks.loc[part, "similarity"].to_numpy()
+        if not part.iloc[0]:
+            one, many = np.sort(one), np.sort(many)
+        assert len(one) > 100 and many == pytest.approx(one, abs=1e-12)
+
+
+def test_the_different_pairs_are_numbered_one_to_one():
+    codes = np.array([3, 0, 3, 1, 0, 2, 3, 5])
+    first, second = _pairs_of_ranks(np.arange(24), codes)  # 28 pairs, 4 of one individual
+    expected = {(i, j) for i in range(8) for j in range(i + 1, 8) if codes[i] != codes[j]}
+    assert len(expected) == 24 and sorted(zip(first.tolist(), second.tolist())) == sorted(expected)
 
 
 def test_accept_takes_a_provisional_group_as_one_new_individual(tmp_path):
