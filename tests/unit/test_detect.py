@@ -186,3 +186,24 @@ def test_training_without_annotations_says_what_to_do(tmp_path):
     train["mask_path"] = None
     with pytest.raises(InputError, match="detect.method: threshold"):
         train_detector(train, keypoints.iloc[0:0], PARAMS, 0, tmp_path / "m.safetensors", tmp_path / "h.csv")
+
+
+def test_csv_by_image_is_the_text_of_each_images_rows_in_their_order():
+    from flukeline.detect.train import csv_by_image
+
+    rows = pd.DataFrame(
+        {
+            "image": ["b.jpg", "a.jpg", "b.jpg", "c.jpg", "a.jpg"],
+            "x0": [1.5, 2.0, 0.1 + 0.2, 7.0, 1e-9],
+            "keypoint": ["notch", "tip", "tip", "notch", "notch"],
+            "n": [1, 2, 3, 4, 5],
+        }
+    )
+    # What a per-image groupby and to_csv gives (the training items of stored detectors were
+    # written with it: another text would retrain them).
+    by_group = {
+        image: part.drop(columns="image").to_csv(index=False, header=False) for image, part in rows.groupby("image")
+    }
+    assert csv_by_image(rows) == by_group
+    assert csv_by_image(rows)["b.jpg"] == "1.5,notch,1\n0.30000000000000004,tip,3\n"
+    assert csv_by_image(rows.iloc[:0]) == {}

@@ -253,18 +253,28 @@ def detector_loss(
     return mask_loss + dice_loss + heatmap_weight * heat_loss
 
 
+def csv_by_image(rows: pd.DataFrame) -> dict[str, str]:
+    """Each image's rows (their other columns, in their order) as CSV lines: the text
+    `rows.groupby("image")` and to_csv per group gives, written in one to_csv call (per group it
+    took 15 s at 25,361 annotated photos, in every run, a model reused or not)."""
+    if rows.empty:
+        return {}
+    ordered = rows.sort_values("image", kind="stable")
+    lines = ordered.drop(columns="image").to_csv(index=False, header=False, lineterminator="\n").split("\n")[:-1]
+    images = ordered["image"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, images[1:] != images[:-1]])
+    ends = np.r_[starts[1:], len(images)]
+    return {images[lo]: "".join(line + "\n" for line in lines[lo:hi]) for lo, hi in zip(starts, ends)}
+
+
 def training_items(train: pd.DataFrame, keypoints: pd.DataFrame, names, boxes: pd.DataFrame | None) -> list[str]:
     """One string per annotated training photo: its SHA-1 and its annotations' (keypoint rows, box
     rows, mask file), what decides whether the detector's training data changed
     (flukeline.core.model_reuse)."""
     annotated = annotated_images(train, keypoints, list(names), boxes)
     kp = keypoints[keypoints["keypoint"].isin(list(names))].sort_values(["image", "keypoint"])
-    kp_text = kp.groupby("image").apply(lambda rows: rows.to_csv(index=False, header=False), include_groups=False)
-    box_text = {}
-    if boxes is not None and len(boxes):
-        box_text = boxes.groupby("image").apply(
-            lambda rows: rows.to_csv(index=False, header=False), include_groups=False
-        )
+    kp_text = csv_by_image(kp)
+    box_text = csv_by_image(boxes) if boxes is not None else {}
     items = []
     for row in annotated.itertuples(index=False):
         mask = file_sha1(row.mask_path) if isinstance(row.mask_path, str) and row.mask_path else ""
