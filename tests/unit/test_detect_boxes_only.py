@@ -134,3 +134,25 @@ def test_box_iou_uses_exclusive_ends_and_the_best_of_several_truth_boxes(tmp_pat
     kp = pd.DataFrame({"image": [], "keypoint": [], "x": [], "y": [], "confidence": []})
     metrics = evaluate_detection(train, NO_KEYPOINTS, truth, masks, kp, predicted, ["a"], NAMES, "box", [])
     assert metrics["box_iou"] == pytest.approx(1.0) and metrics["mask_iou"] is None
+
+
+def test_mask_iou_of_held_out_files_is_the_mean_over_photos_on_threads(tmp_path):
+    truth, pred = np.zeros((20, 20), np.uint8), np.zeros((20, 20), np.uint8)
+    truth[:10], pred[:5] = 255, 255  # IoU 0.5
+    rows = []
+    for image, predicted in (("a", pred), ("b", truth), ("c", pred)):  # 0.5, 1.0, 0.5
+        cv2.imwrite(str(tmp_path / f"t_{image}.png"), truth)
+        cv2.imwrite(str(tmp_path / f"p_{image}.png"), predicted)
+        rows.append(image)
+    train = pd.DataFrame(
+        {"image": rows, "path": "x.jpg", "split": "train", "mask_path": [str(tmp_path / f"t_{i}.png") for i in rows]}
+    )
+    masks = pd.DataFrame({"image": rows, "mask_path": [str(tmp_path / f"p_{i}.png") for i in rows]})
+    predicted = pd.DataFrame({"image": rows, "x0": 0, "y0": 0, "x1": 20, "y1": 10, "method": "mask"})
+    kp = pd.DataFrame({"image": [], "keypoint": [], "x": [], "y": [], "confidence": []})
+    no_boxes = pd.DataFrame({"image": [], "x0": [], "y0": [], "x1": [], "y1": []})
+    for threads in (1, 2):
+        metrics = evaluate_detection(
+            train, NO_KEYPOINTS, no_boxes, masks, kp, predicted, rows[:2], NAMES, threads=threads
+        )
+        assert metrics["n_mask_iou"] == 2 and metrics["mask_iou"] == pytest.approx(0.75)  # c is not held out

@@ -69,6 +69,7 @@ if LEARNED_DETECT:
             "results/logs/detect_evaluate.log",
         benchmark:
             "results/benchmarks/detect_evaluate.tsv"
+        threads: cpu_threads(2)
         resources:
             mem_mb=by_attempt(2000),  # 1.0 GB, 9 s
             runtime=by_attempt(10),
@@ -76,7 +77,7 @@ if LEARNED_DETECT:
             "{FLUKELINE} detect-evaluate --model {input.model:q} --train {input.train:q}"
             " --gt-keypoints {input.gt_keypoints:q} --gt-boxes {input.gt_boxes:q} --masks {input.masks:q}"
             " --keypoints {input.keypoints:q} --boxes {input.boxes:q} --metrics {output.metrics:q}"
-            " --overlays {output.overlays:q} > {log:q} 2>&1"
+            " --overlays {output.overlays:q} --threads {threads} > {log:q} 2>&1"
 
     # Stage target: `snakemake --cores 2 detect` (with threshold / none the rule below is `detect`).
     rule detect:

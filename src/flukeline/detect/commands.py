@@ -72,3 +72,4 @@ def register(subparsers) -> None:
         metrics_out="--metrics",
         overlays_out="--overlays",
     )
+    add_threads(p)
