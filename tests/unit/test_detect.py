@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 import flukeline.core.training as detect_train
 from flukeline.core.errors import InputError
-from flukeline.core.photo_cache import stored_keys
+from flukeline.core.photo_cache import PhotoCache, stored_keys
 from flukeline.detect.evaluate import box_iou, fluke_span, mask_iou, pck
 from flukeline.detect.heatmap import decode_peaks, gaussian_targets
 from flukeline.detect.letterbox import Letterbox
@@ -168,6 +168,19 @@ def test_training_resumes_from_its_checkpoint_and_predicts_every_image(tmp_path,
         pd.testing.assert_frame_equal(a, plain.drop(columns=["image", "mask_path"], errors="ignore"))
     for one, two in zip(first[0]["mask_path"], second[0]["mask_path"]):
         assert Path(one).read_bytes() == Path(two).read_bytes()
+    # Entries written before the mask's area was kept: read (the area from the mask) and stored
+    # again with it, so the next run does not decode every mask.
+    old = tmp_path / "old_cache"
+    cache = PhotoCache(tmp_path / "cache", "any")
+    with PhotoCache(old, "any") as rewrite:
+        for key in stored_keys(tmp_path / "cache"):
+            entry = cache.get(key)
+            del entry["area"]
+            rewrite.put(key, **entry)
+    third = predict_all(model_path, *with_sha1, {}, tmp_path / "m3", cache_dir=old)
+    pd.testing.assert_frame_equal(third[0].drop(columns="mask_path"), second[0].drop(columns="mask_path"))
+    upgraded = PhotoCache(old, "any")
+    assert all("area" in upgraded.get(key) for key in stored_keys(old))
 
 
 def test_encoder_weights_load_from_a_local_file_and_missing_files_are_named(tmp_path):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -82,7 +83,7 @@ def decode_entry(header: str, data: bytes) -> dict[str, np.ndarray]:
     found, offset = {}, 0
     for name, dtype, shape in json.loads(header):
         dtype = np.dtype(dtype)
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)
         size = count * dtype.itemsize
         if offset + size > len(data):
             raise ValueError(f"entry {name!r} is truncated")

@@ -149,9 +149,13 @@ def predict_all(
         return row, str(mask_path), int(mask.sum()), pred, box
 
     def cached(row):
-        found = cache.get(cache.key(row.sha1)) if use_cache else None
+        key = cache.key(row.sha1) if use_cache else None
+        found = cache.get(key) if use_cache else None
         if found is None:
             return None
+        if "area" not in found:  # an entry from before the area was kept: it is stored with it
+            found["area"] = np.array(int((cv2.imdecode(found["mask_png"], cv2.IMREAD_GRAYSCALE) > 0).sum()))
+            cache.put(key, **found)
         mask_path = masks_dir / row.split / (Path(row.image).stem + ".png")
         mask_path.parent.mkdir(parents=True, exist_ok=True)
         mask_path.write_bytes(found["mask_png"].tobytes())
@@ -197,10 +201,7 @@ def _detection_arrays(pred: dict, box: Box) -> dict[str, np.ndarray]:
 
 def _detection_from_arrays(found: dict) -> tuple[int, dict, Box]:
     """(mask area, prediction, box) of a cache entry, as `finish` returns them."""
-    if "area" in found:
-        area = int(found["area"])
-    else:  # entries written before the area was kept
-        area = int((cv2.imdecode(found["mask_png"], cv2.IMREAD_GRAYSCALE) > 0).sum())
+    area = int(found["area"])
     mask_score, box_score = (float(v) for v in found["scores"])
     pred = {"mask_score": mask_score, "keypoints": found["keypoints"], "confidence": found["confidence"]}
     x0, y0, x1, y1 = (int(v) for v in found["box"])
