@@ -62,3 +62,13 @@ def test_a_zero_shot_member_without_pretrained_weights_is_refused(tmp_path):
         InputError, match="a zero-shot member needs pretrained weights .* for mobilenetv2_100, not none"
     ):
         train_member(train, align, 0, params, tmp_path / "m.safetensors", tmp_path / "h.csv", tmp_path / "c.png")
+
+
+def test_inference_batches_hold_about_the_same_pixels_on_the_cpu():
+    from flukeline.embed.model import CUDA_BATCH, inference_batch
+
+    assert inference_batch(np.zeros((500, 128, 64, 3), np.uint8), "cpu") == 32
+    assert inference_batch(np.zeros((500, 224, 224, 3), np.uint8), "cpu") == 5
+    assert inference_batch(np.zeros((9, 1024, 1024, 3), np.uint8), "cpu") == 4  # never below 4
+    assert inference_batch(np.zeros((500, 16, 16, 3), np.uint8), "cpu") == CUDA_BATCH  # nor above 128
+    assert inference_batch(np.zeros((500, 224, 224, 3), np.uint8), "cuda") == CUDA_BATCH

@@ -23,7 +23,7 @@ from flukeline.core.errors import InputError
 from flukeline.core.photo_cache import PhotoCache, file_sha1
 from flukeline.embed.crops import CropSet, mask_crop_key
 from flukeline.embed.losses import MemberLoss, SampledMarginLoss
-from flukeline.embed.model import batched
+from flukeline.embed.model import batched, inference_batch
 from flukeline.embed.recipe import NO_LABEL
 from flukeline.embed.validation import centre_map5
 
@@ -69,7 +69,7 @@ class FrozenHeadNet(nn.Module):
 
 @torch.no_grad()
 def frozen_features(
-    model: FrozenHeadNet, crops: CropSet, device, flip: bool = False, batch_size: int = 128, cache=None
+    model: FrozenHeadNet, crops: CropSet, device, flip: bool = False, batch_size: int | None = None, cache=None
 ):
     """The trunk's pooled features (float32 tensor on the CPU) of every aligned crop, or of its
     mirror. cache: a PhotoCache whose settings name the trunk (trunk_cache): each crop's features
@@ -77,7 +77,8 @@ def frozen_features(
     model.eval()
 
     def compute(images, masks) -> torch.Tensor:
-        out = batched(lambda x: model.features(x).float().cpu(), images, masks, flip, batch_size, device)
+        size = batch_size or inference_batch(images, device)
+        out = batched(lambda x: model.features(x).float().cpu(), images, masks, flip, size, device)
         return torch.cat(out) if out else torch.zeros((0, model.feature_dim))
 
     if cache is None:
