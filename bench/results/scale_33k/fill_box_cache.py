@@ -3,6 +3,7 @@ on main) filled from the finished 32,321-photo run's own box embeddings (same mo
 224 x 224 input: the values the cached code computes, the code being unchanged otherwise), so that
 the new season's rerun with the new code measures a catalogue whose cache is filled, as a run made
 with that code would have left it."""
+
 import sys
 from pathlib import Path
 

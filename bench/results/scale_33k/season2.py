@@ -2,6 +2,7 @@
 (the zero-shot box reference's per-photo cache, added after the bench run started): the base run's
 box cache filled first (fill_box_cache.py), then a fresh hard-linked copy reruns with the season
 config (default retrain policy)."""
+
 import json
 import shutil
 import sys
