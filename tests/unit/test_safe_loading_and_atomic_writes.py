@@ -135,8 +135,7 @@ def test_every_writer_of_the_package_writes_atomically():
     into_directory_outputs = {
         ("data/demo/generate.py", ".write_bytes("),  # demo images and masks: the demo_dataset rule's directory
         ("align/warp.py", "cv2.imwrite("),  # crops (directory) and, via a temporary name, the contact sheet
-        ("detect/predict.py", "cv2.imwrite("),  # mask PNGs: the detect_predict rule's directory
-        ("detect/predict.py", ".write_bytes("),  # mask PNGs from the per-photo cache: the same directory
+        ("detect/predict.py", ".write_bytes("),  # mask PNGs (new or from the cache): detect_predict's directory
         ("align/crops.py", ".write_bytes("),  # crops from the per-photo cache: the align_crops rule's directory
     }
     direct = set()
