@@ -162,8 +162,8 @@ def test_the_catalogue_index_is_kept_per_catalogue_and_loads_with_the_same_votes
         return catalogue_index(table, features, settings)
 
     key = catalogue_key(known_photos(train, features_train), features_train, settings)
-    built = kept_index(tmp_path, key, build)
-    loaded = kept_index(tmp_path, key, build)
+    built = kept_index(tmp_path / "index", key, build)
+    loaded = kept_index(tmp_path / "index", key, build)
     assert len(builds) == 1 and len(loaded) == len(built) > 0
     query = sift_table(["q0.jpg"], seed0=10).get("q0.jpg")[1]
     for fold in (None, 0):
@@ -173,8 +173,8 @@ def test_the_catalogue_index_is_kept_per_catalogue_and_loads_with_the_same_votes
     # Another catalogue (one photo fewer): built again, and only its index is kept.
     fewer, features_fewer = catalogue(6)
     other = catalogue_key(known_photos(fewer, features_fewer), features_fewer, settings)
-    assert kept_index(tmp_path, other, lambda: build(fewer, features_fewer)) is not None and len(builds) == 2
+    assert kept_index(tmp_path / "index", other, lambda: build(fewer, features_fewer)) is not None and len(builds) == 2
     assert [p.name for p in (tmp_path / "index").glob("*.npz")] == [f"{other[:20]}.npz"]
     (tmp_path / "index" / f"{other[:20]}.npz").write_bytes(b"damaged")
-    kept_index(tmp_path, other, lambda: build(fewer, features_fewer))
+    kept_index(tmp_path / "index", other, lambda: build(fewer, features_fewer))
     assert len(builds) == 3  # a damaged file is rebuilt, never fatal

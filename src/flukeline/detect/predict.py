@@ -142,15 +142,18 @@ def predict_all(
             raise OSError(f"could not encode {mask_path}")
         mask_path.write_bytes(png.tobytes())
         box = fuse_box(mask, pred["mask_score"], pred["keypoints"], pred["confidence"], rgb, settings)
+        area = int(mask.sum())
         if use_cache:
             arrays = _detection_arrays(pred, box)
-            arrays.update(mask_png=bytes_array(png.tobytes()), area=np.array(int(mask.sum())))
+            arrays.update(mask_png=bytes_array(png.tobytes()), area=np.array(area))
             cache.put(cache.key(row.sha1), **arrays)
-        return row, str(mask_path), int(mask.sum()), pred, box
+        return row, str(mask_path), area, pred, box
 
     def cached(row):
-        key = cache.key(row.sha1) if use_cache else None
-        found = cache.get(key) if use_cache else None
+        if not use_cache:
+            return None
+        key = cache.key(row.sha1)
+        found = cache.get(key)
         if found is None:
             return None
         if "area" not in found:  # an entry from before the area was kept: it is stored with it

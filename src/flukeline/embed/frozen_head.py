@@ -92,14 +92,14 @@ def frozen_features(
         )
         for i in range(len(crops))
     ]
-    found = [cache.get(key) for key in keys]
-    todo = np.array([i for i, entry in enumerate(found) if entry is None], dtype=np.int64)
-    if len(todo):
+
+    def compute_rows(rows: list[int]) -> list[dict]:
+        todo = np.array(rows, dtype=np.int64)
         fresh = compute(crops.aligned[todo], None if masks is None else masks[todo])
-        for row, i in enumerate(todo):
-            found[i] = {"features": fresh[row].numpy()}
-            cache.put(keys[i], **found[i])
-        cache.flush()
+        return [{"features": features.numpy()} for features in fresh]
+
+    # Every missing crop in one call (one chunk), as the trunk batches them itself.
+    found = cache.get_or_compute(keys, len(keys), compute_rows, max(1, len(keys)))
     if not found:
         return torch.zeros((0, model.feature_dim))
     return torch.from_numpy(np.stack([entry["features"] for entry in found]))

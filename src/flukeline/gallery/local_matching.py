@@ -252,7 +252,8 @@ def catalogue_index_of(photos: pd.DataFrame, gallery: LocalFeatures, settings: L
     `index_dir` (one file, named by a key of the photos, their ids and folds, their features and
     the index settings; an older one is replaced): a 25k-photo catalogue's takes minutes to
     build (bench/results/catalogue_index.md), so identify must not rebuild it per call."""
-    from flukeline.match.local_index import DescriptorIndex, index_settings
+    from flukeline.match.local_index import index_settings
+    from flukeline.match.local_reuse import kept_index
     from flukeline.match.local_shortlist import catalogue_index
 
     if index_dir is None:
@@ -263,19 +264,7 @@ def catalogue_index_of(photos: pd.DataFrame, gallery: LocalFeatures, settings: L
         digest.update("\n".join(map(str, photos[column])).encode())
     digest.update(gallery.offsets.tobytes())
     digest.update(hashlib.sha1(gallery.descriptors.tobytes()).digest())
-    path = Path(index_dir) / f"{digest.hexdigest()[:20]}.npz"
-    if path.is_file():
-        try:
-            return DescriptorIndex.load(path, threads)
-        except (OSError, ValueError, KeyError) as error:  # a damaged file is only lost time
-            log.warning("catalogue index: rebuilding over the unreadable %s (%s)", path, error)
-    index = catalogue_index(photos, gallery, pair, threads)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for old in path.parent.glob("*.npz"):
-        old.unlink()
-    index.write(path)
-    log.info("catalogue index saved to %s", path)
-    return index
+    return kept_index(index_dir, digest.hexdigest(), lambda: catalogue_index(photos, gallery, pair, threads), threads)
 
 
 def embedding_shortlist(

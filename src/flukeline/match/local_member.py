@@ -150,7 +150,11 @@ def catalogue_normalisers(
         catalogue = catalogue_key(known_photos(train, features["train"]), features["train"], local)
         cache = vote_cache(cache_dir, catalogue)
     if cache is not None and index_of is catalogue_index:  # (a gallery keeps its own index)
-        index = kept_index(cache_dir, catalogue, lambda: index_of(train, features["train"], local, threads), threads)
+
+        def build():
+            return index_of(train, features["train"], local, threads)
+
+        index = kept_index(Path(cache_dir) / "index", catalogue, build, threads)
     else:
         index = index_of(train, features["train"], local, threads)
     votes = catalogue_votes(ranking, queries or features, index, cache)

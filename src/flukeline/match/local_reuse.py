@@ -72,11 +72,12 @@ def catalogue_key(known: pd.DataFrame, features, settings) -> str:
     return digest.hexdigest()
 
 
-def kept_index(cache_dir, catalogue: str, build, threads: int = 1) -> DescriptorIndex:
-    """The catalogue's LNBNN index: loaded from `cache_dir/index/<catalogue key>.npz` when an
-    earlier run built it over the same catalogue (catalogue_key), else build() and kept there
-    (older indexes removed). A damaged file is rebuilt with a warning."""
-    path = Path(cache_dir) / "index" / f"{catalogue[:20]}.npz"
+def kept_index(index_dir, catalogue: str, build, threads: int = 1) -> DescriptorIndex:
+    """The catalogue's LNBNN index: loaded from `index_dir/<catalogue key>.npz` when an earlier
+    run (or gallery call) built it over the same catalogue, else build() and kept there (older
+    indexes removed). A damaged file is rebuilt with a warning. catalogue: a key of everything
+    the index depends on (catalogue_key; a gallery's own)."""
+    path = Path(index_dir) / f"{catalogue[:20]}.npz"
     if path.is_file():
         try:
             index = DescriptorIndex.load(path, threads)
@@ -89,6 +90,7 @@ def kept_index(cache_dir, catalogue: str, build, threads: int = 1) -> Descriptor
     for old in path.parent.glob("*.npz"):
         old.unlink(missing_ok=True)
     index.write(path)
+    log.info("catalogue index saved to %s", path)
     return index
 
 
