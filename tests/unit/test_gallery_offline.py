@@ -68,7 +68,7 @@ def test_identify_text_says_new_individual_and_the_table_keeps_kaggles_id():
     text = format_results(results)
     assert NEW_WHALE not in text  # people read this, for any species
     lines = text.splitlines()
-    assert lines[0] == "zebra1.jpg: new individual (best similarity below the threshold 0.600)"
+    assert lines[0] == "zebra1.jpg: new individual (best candidate below the threshold 0.600)"
     assert lines[1].split() == ["1.", "new", "individual", "(below", "the", "threshold)"]
     assert lines[2].split() == ["2.", "Stripes", "0.410"]
     assert lines[4] == "zebra2.jpg: Stripes (similarity 0.830, threshold 0.600)"

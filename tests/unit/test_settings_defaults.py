@@ -123,7 +123,7 @@ def test_pick_gives_each_step_exactly_its_keys():
     match = CONFIG["match"]
     assert set(SearchSettings.pick(match)) == {
         "top_k", "candidates", "templates", "centres", "flip_fusion", "ann_above", "hnsw_m", "ef_search",
-        "new_whale_threshold", "threshold_grid",
+        "new_whale_threshold", "threshold_grid", "new_whale_score",
     }  # fmt: skip
     ensemble = EnsembleSettings.pick(match)
     assert "pseudo_label_weight" not in ensemble["ensemble"] and "rounds" not in ensemble["pseudo_labels"]

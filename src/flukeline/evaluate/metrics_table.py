@@ -139,7 +139,8 @@ def metrics_html(metrics: dict, summaries: dict[str, dict], sections: list[str] 
         f"CV: validation folds {', '.join(map(str, metrics['cv']['folds']))} of train; a member or ensemble is "
         f"scored on the folds it was validated on. Every photo called a new individual: CV MAP@5 "
         f"{baseline['map5']:.4f} on every fold ({baseline['n']} images). New-individual threshold: a photo whose "
-        "best similarity is below it is called a new individual (new_whale in submission.csv)."
+        "best candidate scores below it is called a new individual (new_whale in submission.csv); the score is the "
+        "similarity or (the default) its lift: the similarity minus the mean of the photo's next identities."
     ]
     if "test" in metrics:
         notes.append(

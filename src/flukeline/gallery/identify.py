@@ -46,13 +46,15 @@ def gallery_embeddings(manifest: dict, sightings: pd.DataFrame) -> tuple[dict[st
 
 
 def identify(gallery, photos, top: int = 5, threads: int = 1, local: bool = True) -> pd.DataFrame:
-    """Per photo, the `top` identities (new_whale inserted where the best similarity is below
-    the threshold): photo, rank (1 = best), id, similarity (NaN for new_whale), threshold. With a
+    """Per photo, the `top` identities (new_whale inserted where the best similarity, or its lift
+    over the photo's next identities for a run that calibrated on the lift, is below the
+    threshold): photo, rank (1 = best), id, similarity (NaN for new_whale), threshold. With a
     gallery whose run fused the local-feature member (its manifest's `local` section), the photos
     are matched by it too and the fused score is ranked, as the run ranked its test photos;
     `local` False ranks the embeddings alone, at their own threshold."""
     from flukeline.core.retrieval import rank_with_new_whale
     from flukeline.gallery.local_matching import LOCAL, GalleryLocal, as_table, catalogue, local_topk
+    from flukeline.match.cohort import threshold_offsets
     from flukeline.match.ensemble import ensemble_topk
     from flukeline.match.tables import to_long, to_wide
     from flukeline.match.templates import identity_topk
@@ -94,7 +96,10 @@ def identify(gallery, photos, top: int = 5, threads: int = 1, local: bool = True
     valid = [np.isfinite(row) for row in cand_sims]
     listed_ids = [row[ok] for row, ok in zip(cand_ids, valid)]
     listed_sims = [row[ok] for row, ok in zip(cand_sims, valid)]
-    ranked = rank_with_new_whale(listed_ids, listed_sims, threshold, top)
+    # The threshold is compared with what the run calibrated it on: the similarity or its lift over
+    # the photo's cohort (match/cohort.py).
+    offsets = threshold_offsets(topk, images_in_order, settings.new_whale_score)
+    ranked = rank_with_new_whale(listed_ids, [sims - o for sims, o in zip(listed_sims, offsets)], threshold, top)
     similarity = {(image, i): s for image, i, s in zip(topk["image"], topk["id"], topk["similarity"])}
     photo_of = dict(zip(images["image"], images["photo"]))
     rows = []
@@ -145,7 +150,7 @@ def format_results(results: pd.DataFrame) -> str:
         threshold = group["threshold"].iloc[0]
         first = group.iloc[0]
         verdict = (
-            f"{NEW_INDIVIDUAL} (best similarity below the threshold {threshold:.3f})"
+            f"{NEW_INDIVIDUAL} (best candidate below the threshold {threshold:.3f})"
             if first["id"] == NEW_WHALE
             else f"{first['id']} (similarity {first['similarity']:.3f}, threshold {threshold:.3f})"
         )

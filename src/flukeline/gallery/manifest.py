@@ -23,6 +23,7 @@ from pathlib import Path
 from flukeline.core.errors import InputError
 from flukeline.core.io import write_json_atomic
 from flukeline.detect.settings import ClassicalDetectSettings
+from flukeline.match.cohort import SIMILARITY
 from flukeline.match.settings import SearchSettings
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,10 @@ def read_manifest(folder) -> dict:
 
 
 def match_settings(manifest: dict) -> SearchSettings:
-    """How the gallery searches (its `match` section: SearchSettings' keys, as match_member's)."""
-    return SearchSettings.from_dict(manifest["match"])
+    """How the gallery searches (its `match` section: SearchSettings' keys, as match_member's). A
+    gallery written before match.new_whale_score existed compared its threshold with the raw
+    similarity, whatever today's default is."""
+    return SearchSettings.from_dict({"new_whale_score": SIMILARITY, **manifest["match"]})
 
 
 def manifest_from_run(
@@ -113,7 +116,8 @@ def manifest_from_run(
         "train": relative_path(train, out_dir),
         "detect": {**detect, "model": relative_path(detect_model, out_dir) if detect_model else None},
         "align": align,
-        "match": match,
+        # The score the run's thresholds are compared with (a run before it was recorded: similarity).
+        "match": {**match, "new_whale_score": full.get("new_whale_score", SIMILARITY)},
         "threshold": float(summary["threshold"]),
         "members": [
             {

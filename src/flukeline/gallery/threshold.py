@@ -65,8 +65,7 @@ def calibrate_gallery(gallery, threads: int = 1, max_queries: int = 2000) -> dic
     individual with two sightings (a known query) and one seen once or a new_whale sighting (a new
     one). Returns what it found; gallery.json keeps the threshold and how it was chosen."""
     from flukeline.core.retrieval import map5_by_threshold, threshold_grid
-    from flukeline.match.new_whale_threshold import calibrate_threshold
-    from flukeline.match.tables import to_wide
+    from flukeline.match.new_whale_threshold import calibrate_threshold, threshold_scores
 
     manifest = read_manifest(gallery)
     sightings = current_sightings(manifest, threads)
@@ -80,9 +79,11 @@ def calibrate_gallery(gallery, threads: int = 1, max_queries: int = 2000) -> dic
             f"and {new} new leave-one-out queries"
         )
     settings = match_settings(manifest)
-    threshold, curve = calibrate_threshold(topk, threshold_grid(settings.threshold_grid), int(settings.top_k))
+    score = settings.new_whale_score
+    grid = threshold_grid(settings.threshold_grid)
+    threshold, curve = calibrate_threshold(topk, grid, int(settings.top_k), score=score)
 
-    images, cand_ids, cand_sims = to_wide(topk, 5)
+    images, cand_ids, cand_sims = threshold_scores(topk, 5, score)
     truth_of = topk.drop_duplicates("image").set_index("image")["truth"].loc[images].to_numpy()
 
     def map5(at: float) -> float:

@@ -240,7 +240,7 @@ def average_members(members, settings: EnsembleSettings, round_, out: Path, scop
     share = new_share_report(val_topk, test_topk, settings.new_share)
     threshold, curve = decide_threshold(val_topk, settings, reweighting(share))
     write_calibration(curve, threshold, out, title=f"ensemble, round {round_}")
-    lists = [ranked_predictions(topk, threshold, k) for topk in (val_topk, test_topk)]
+    lists = [ranked_predictions(topk, threshold, k, settings.new_whale_score) for topk in (val_topk, test_topk)]
     return Combined(SIMILARITY, threshold, val_topk, test_topk, *lists, new_share=share)
 
 
@@ -297,10 +297,12 @@ def ensemble_pseudo_labels(
         # The vote calibrates no share (new_share None): the validation images as they are.
         share = reweighting(combined.new_share) if combined.new_share else None
         min_similarity, calibration = calibrated_pseudo_label_cut(
-            val_topk, combined.threshold, min_precision, min_margin, share
+            val_topk, combined.threshold, min_precision, min_margin, share, settings.new_whale_score
         )
     test_topk = similarity_topk(combined, members, "test", depth)
-    labels = select_pseudo_labels(test_topk, combined.threshold, float(min_similarity), min_margin, round_)
+    labels = select_pseudo_labels(
+        test_topk, combined.threshold, float(min_similarity), min_margin, round_, settings.new_whale_score
+    )
     return labels, float(min_similarity), calibration
 
 
@@ -321,7 +323,7 @@ def without_local(members, settings: EnsembleSettings, share: float | None) -> d
     return {
         "members": {n: w for n, (_, w) in own.items()},
         "threshold": threshold,
-        "cv": prediction_scores(ranked_predictions(val_topk, threshold, k)),
+        "cv": prediction_scores(ranked_predictions(val_topk, threshold, k, settings.new_whale_score)),
     }
 
 
@@ -401,6 +403,8 @@ def run_ensemble(
         "method": method,
         "score": combined.score,
         "threshold": combined.threshold,
+        # What the threshold is compared with (match/cohort.py): the review page and the gallery read it.
+        "new_whale_score": settings.new_whale_score,
         "members": {n: w for n, (_, w) in members.items()},
         "weights": "fitted" if weight_fit else "config",
         "weight_fit": weight_fit,

@@ -293,8 +293,8 @@ def run_local_member(
     # The member's own new_whale threshold is on probabilities: a fixed cosine setting means nothing here.
     threshold, curve = decide_threshold(val_topk, settings.replace(new_whale_threshold="calibrate"))
     k = int(settings.top_k)
-    val_predictions = ranked_predictions(val_topk, threshold, k)
-    test_predictions = ranked_predictions(test_topk, threshold, k)
+    val_predictions = ranked_predictions(val_topk, threshold, k, settings.new_whale_score)
+    test_predictions = ranked_predictions(test_topk, threshold, k, settings.new_whale_score)
     frame = "crop" if features["train"].frames is None else "photo"
     write_parquet_atomic(correspondences(pairs, identities, method, frame=frame), out / "correspondences.parquet")
     write_parquet_atomic(pairs_table(pairs, identities), out / "pairs.parquet")

@@ -34,6 +34,7 @@ import pandas as pd
 
 from flukeline.core.errors import InputError
 from flukeline.core.metrics import NEW_WHALE
+from flukeline.match.cohort import cohort_means
 from flukeline.match.decision_calibration import photo_evidence, signed_logistic_weights
 
 AUTO, VALIDATION = "auto", "validation"
@@ -42,8 +43,6 @@ AUTO, VALIDATION = "auto", "validation"
 POSTERIOR_CLIP = 1e-3
 BOOTSTRAP_REPLICATES = 200
 INTERVAL_LEVEL = 0.9
-# The cohort a photo's top identity is measured against: the next identities of its list.
-COHORT = 9
 SHARE_FEATURES = ("lift", "margin")
 
 
@@ -92,15 +91,11 @@ class NewShareEstimate:
 
 def share_evidence(topk: pd.DataFrame) -> pd.DataFrame:
     """photo_evidence per photo (no encounter grouping: the share is one of photos, as MAP@5 counts
-    them) with `lift`: the top identity's score minus the mean score of the next COHORT identities
-    of the photo's list (0 when it lists one identity or none: no cohort, the least evidence)."""
+    them) with `lift`: the top identity's score minus its cohort's mean (match/cohort.py; 0 when it
+    lists one identity or none: no cohort, the least evidence)."""
     evidence = photo_evidence(topk)
-    table = topk[topk["id"] != NEW_WHALE]
-    ranked = table.sort_values(["image", "similarity", "id"], ascending=[True, False, True], kind="stable")
-    place = ranked.groupby("image", sort=False).cumcount().to_numpy()
-    cohort = ranked[(place >= 1) & (place <= COHORT)].groupby("image")["similarity"].mean()
-    top = ranked[place == 0].set_index("image")["similarity"]
-    lift = (top - cohort.reindex(top.index)).reindex(evidence["unit"])
+    top = evidence.set_index("unit")["top_score"]
+    lift = top - cohort_means(topk).reindex(top.index)
     return evidence.assign(lift=lift.fillna(0.0).to_numpy(dtype=np.float64))
 
 

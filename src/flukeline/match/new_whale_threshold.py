@@ -16,20 +16,29 @@ from flukeline.core.figures import new_figure, save_figure
 from flukeline.core.io import write_csv_atomic
 from flukeline.core.metrics import NEW_WHALE, summarise
 from flukeline.core.retrieval import best_threshold, map5_by_threshold, rank_with_new_whale, threshold_grid
+from flukeline.match.cohort import SIMILARITY, threshold_offsets
 from flukeline.match.new_share import class_weights
 from flukeline.match.settings import RankingSettings
 from flukeline.match.tables import to_wide
 
 
+def threshold_scores(topk: pd.DataFrame, k: int, score: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images, ids, scores): the top-k table wide, each candidate's similarity less its photo's
+    offset for `score` (match/cohort.py): the values the new_whale threshold is compared with."""
+    images, ids, sims = to_wide(topk, k)
+    return images, ids, sims - threshold_offsets(topk, images, score)[:, None]
+
+
 def calibrate_threshold(
-    val_topk: pd.DataFrame, grid, k: int = 5, share: float | None = None
+    val_topk: pd.DataFrame, grid, k: int = 5, share: float | None = None, score: str = SIMILARITY
 ) -> tuple[float, pd.DataFrame]:
     """The threshold maximising validation MAP@k (ties: the lowest), and the whole curve with
     each threshold's share of validation images whose top-1 is new_whale. With `share` (of new
     individuals among the photos to match), the validation photos are importance-weighted to that
-    share and the threshold maximises that expected MAP@k (curve column map5_at_share)."""
+    share and the threshold maximises that expected MAP@k (curve column map5_at_share). `score`:
+    what the threshold is compared with (similarity: the plain rule; lift: match/cohort.py)."""
     truth = val_topk.drop_duplicates("image").set_index("image")["truth"]
-    images, ids, sims = to_wide(val_topk, k)
+    images, ids, sims = threshold_scores(val_topk, k, score)
     truth = truth.loc[images].to_numpy()
     grid = np.asarray(grid, dtype=np.float64)
     is_new = truth == NEW_WHALE
@@ -43,11 +52,13 @@ def calibrate_threshold(
     return threshold, curve
 
 
-def ranked_predictions(topk: pd.DataFrame, threshold: float, k: int = 5) -> pd.DataFrame:
-    """Kaggle lists: candidates with new_whale inserted at the threshold (image, predicted, best)."""
+def ranked_predictions(topk: pd.DataFrame, threshold: float, k: int = 5, score: str = SIMILARITY) -> pd.DataFrame:
+    """Kaggle lists: candidates with new_whale inserted at the threshold, compared with `score`
+    (image, predicted, best_similarity: the raw similarity)."""
     images, ids, sims = to_wide(topk, k)
+    scores = sims - threshold_offsets(topk, images, score)[:, None]
     ranked = rank_with_new_whale(
-        [[i for i in row if i] for row in ids], [row[np.isfinite(row)] for row in sims], threshold, k
+        [[i for i in row if i] for row in ids], [row[np.isfinite(row)] for row in scores], threshold, k
     )
     out = pd.DataFrame({"image": images, "predicted": [" ".join(r) for r in ranked], "best_similarity": sims[:, 0]})
     extra = [c for c in ("fold", "truth") if c in topk]
@@ -62,7 +73,7 @@ def decide_threshold(
     """Calibrated on the validation folds (max MAP@5, or expected MAP@5 at a new `share`), or the
     fixed config value."""
     grid = threshold_grid(settings.threshold_grid)
-    calibrated, curve = calibrate_threshold(val_topk, grid, int(settings.top_k), share)
+    calibrated, curve = calibrate_threshold(val_topk, grid, int(settings.top_k), share, settings.new_whale_score)
     setting = settings.new_whale_threshold
     return (calibrated if setting == "calibrate" else float(setting)), curve
 
@@ -92,7 +103,7 @@ def plot_calibration(curve: pd.DataFrame, threshold: float, path: Path, title: s
         ax.plot(curve["threshold"], curve["map5_at_share"], label="expected MAP@5 at the new share")
     ax.plot(curve["threshold"], curve["new_whale_top1"], label="new_whale top-1 share", linestyle="--")
     ax.axvline(threshold, color="grey", linewidth=1)
-    ax.set_xlabel("new_whale threshold (cosine similarity)")
+    ax.set_xlabel("new_whale threshold")
     ax.set_ylim(0, 1)
     ax.set_title(f"{title}: threshold {threshold:.2f}")
     ax.legend(loc="best")

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from flukeline.core.metrics import NEW_WHALE
+from flukeline.match.cohort import SIMILARITY, threshold_offsets
 from flukeline.match.new_share import class_weights
 from flukeline.match.tables import to_wide
 
@@ -25,14 +26,22 @@ log = logging.getLogger(__name__)
 
 
 def select_pseudo_labels(
-    test_topk: pd.DataFrame, threshold: float, min_similarity: float, min_margin: float, round_: int
+    test_topk: pd.DataFrame,
+    threshold: float,
+    min_similarity: float,
+    min_margin: float,
+    round_: int,
+    score: str = SIMILARITY,
 ) -> pd.DataFrame:
     """Test images whose best identity is confident enough to train the next round's members:
-    top-1 similarity >= max(min_similarity, the new_whale threshold) and ahead of the runner-up
-    by >= min_margin. The table says why each image was taken."""
-    images, top_ids, top_sims, margin, eligible = pseudo_label_candidates(test_topk, threshold, min_margin)
-    floor = max(float(min_similarity), float(threshold))
+    above the new_whale threshold (compared with `score`, match/cohort.py), top-1 similarity >=
+    min_similarity and ahead of the runner-up by >= min_margin. The table says why each image was taken."""
+    images, top_ids, top_sims, margin, eligible = pseudo_label_candidates(test_topk, threshold, min_margin, score)
+    # With the similarity itself compared with the threshold, the threshold is a similarity floor too.
+    floor = max(float(min_similarity), float(threshold)) if score == SIMILARITY else float(min_similarity)
     taken = eligible & (top_sims >= floor)
+    lifts = top_sims - threshold_offsets(test_topk, images, score)
+    lifted = np.array(["" if score == SIMILARITY else f", lift {v:.3f} >= {float(threshold):.3f}" for v in lifts])
     return pd.DataFrame(
         {
             "image": images[taken],
@@ -41,22 +50,23 @@ def select_pseudo_labels(
             "margin": margin[taken],
             "round": int(round_),
             "reason": [
-                f"top-1 similarity {s:.3f} >= {floor:.3f} and margin {m:.3f} >= {min_margin:.3f}"
-                for s, m in zip(top_sims[taken], margin[taken])
+                f"top-1 similarity {s:.3f} >= {floor:.3f}{above} and margin {m:.3f} >= {min_margin:.3f}"
+                for s, m, above in zip(top_sims[taken], margin[taken], lifted[taken])
             ],
         }
     )
 
 
-def pseudo_label_candidates(topk: pd.DataFrame, threshold: float, min_margin: float):
+def pseudo_label_candidates(topk: pd.DataFrame, threshold: float, min_margin: float, score: str = SIMILARITY):
     """Per query: image, top-1 id and similarity, margin over the runner-up, and whether it could
-    be a pseudo-label at all (an identity above the new_whale threshold, `min_margin` ahead). The
-    selection and its calibration share this rule, so the cut is calibrated on the same kind of
-    images it takes."""
+    be a pseudo-label at all (an identity above the new_whale threshold, compared with `score`,
+    `min_margin` ahead). The selection and its calibration share this rule, so the cut is
+    calibrated on the same kind of images it takes."""
     images, ids, sims = to_wide(topk, 2)
     second = np.where(np.isfinite(sims[:, 1]), sims[:, 1], -1.0)
     margin = sims[:, 0] - second
-    eligible = (sims[:, 0] >= float(threshold)) & (margin >= float(min_margin)) & (ids[:, 0] != "")
+    above = sims[:, 0] - threshold_offsets(topk, images, score) >= float(threshold)
+    eligible = above & (margin >= float(min_margin)) & (ids[:, 0] != "")
     return images, ids[:, 0], sims[:, 0], margin, eligible
 
 
@@ -71,6 +81,7 @@ def calibrate_pseudo_label_similarity(
     min_margin: float,
     min_support: int = PSEUDO_LABEL_MIN_SUPPORT,
     share: float | None = None,
+    score: str = SIMILARITY,
 ) -> tuple[float, pd.DataFrame]:
     """The lowest top-1 similarity at which the validation folds' would-be pseudo-labels (top-1
     identity above the new_whale threshold, `min_margin` ahead of the runner-up) are right at least
@@ -81,7 +92,7 @@ def calibrate_pseudo_label_similarity(
     rule can say why nothing was taken."""
     if "truth" not in val_topk:
         raise ValueError("pseudo-label calibration needs the validation truth ('truth' column of the top-k table)")
-    images, top_ids, top_sims, _, eligible = pseudo_label_candidates(val_topk, threshold, min_margin)
+    images, top_ids, top_sims, _, eligible = pseudo_label_candidates(val_topk, threshold, min_margin, score)
     truth = val_topk.drop_duplicates("image").set_index("image")["truth"].loc[images].to_numpy()
     is_new = truth == NEW_WHALE
     weight = np.ones(len(truth)) if share is None else class_weights(is_new, float(is_new.mean()), share)
@@ -100,12 +111,19 @@ def calibrate_pseudo_label_similarity(
 
 
 def calibrated_pseudo_label_cut(
-    val_topk: pd.DataFrame, threshold: float, min_precision: float, min_margin: float, share: float | None = None
+    val_topk: pd.DataFrame,
+    threshold: float,
+    min_precision: float,
+    min_margin: float,
+    share: float | None = None,
+    score: str = SIMILARITY,
 ) -> tuple[float, dict]:
     """match.pseudo_labels.min_similarity: auto -- the cut the validation folds support (at the
     new `share`, if given), and what it took there (inf and a logged reason when no cut reaches
     the precision)."""
-    similarity, curve = calibrate_pseudo_label_similarity(val_topk, threshold, min_precision, min_margin, share=share)
+    similarity, curve = calibrate_pseudo_label_similarity(
+        val_topk, threshold, min_precision, min_margin, share=share, score=score
+    )
     at = curve[curve["similarity"] >= similarity]
     found = bool(np.isfinite(similarity))
     report = {

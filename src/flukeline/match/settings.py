@@ -40,6 +40,12 @@ class RankingSettings(StageSettings):
     # calibrate: the best MAP@5 on the validation folds over threshold_grid; or a fixed similarity.
     new_whale_threshold: str | float = "calibrate"
     threshold_grid: tuple = (-0.2, 1.0, 0.01)  # low, high, step
+    # What the threshold is compared with: lift (a candidate's similarity minus the mean of the
+    # photo's next identities, match/cohort.py) or similarity (the raw score). lift, because the
+    # threshold is chosen on validation photos matched against the other folds and applied to test
+    # photos matched against the whole catalogue, whose scores all rise with it: the cohort cancels
+    # that shift (bench/results/new_share.md).
+    new_whale_score: str = "lift"
 
 
 @dataclass(frozen=True, kw_only=True)

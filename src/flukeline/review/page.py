@@ -35,6 +35,7 @@ from flukeline.core.io import write_bytes_atomic
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.core.runtime import parallel_map
 from flukeline.data.metadata import LATITUDE, LONGITUDE, metadata_columns
+from flukeline.match.cohort import SIMILARITY, threshold_offsets
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,14 @@ def assemble_review(
     min_margin: float = 0.01,
     score: str = "similarity",
     decisions: pd.DataFrame | None = None,
+    new_whale_score: str = SIMILARITY,
 ) -> dict:
     """The page's data without pictures: per test image (in test-table order) its predicted list
         with the ensemble's score of each candidate (`score`: "similarity" or "votes", the vote share),
         top score and margin, whether new_whale is the first guess, and whether it is a close call:
-        top similarity within `near_threshold` of the threshold (new or known could go either way) or
+        top similarity (or its lift over the next identities, `new_whale_score` lift: what the
+        threshold was calibrated on, match/cohort.py) within `near_threshold` of the threshold (new
+        or known could go either way) or
         margin to the runner-up below `min_margin` (which identity). Votes are on no threshold's scale:
         only their margin makes a close call. Pictures are referred to by image name. `decisions` (the
     decide rule's decisions.csv) adds per query its class (match / new / review), P(top identity is
@@ -100,6 +104,7 @@ def assemble_review(
     # the threshold); for votes new_whale is voted for like any identity and is in the table.
     top_sims = topk.sort_values(["image", "rank"], kind="stable").groupby("image")["similarity"].apply(list)
     reference = representative_images(train)
+    offset = dict(zip(test["image"], threshold_offsets(topk, test["image"], new_whale_score)))
     decided = None
     if decisions is not None:
         _require_columns(decisions, ["Image", "decision", "Id", "p_correct", "p_new"], "decisions")
@@ -125,7 +130,7 @@ def assemble_review(
                     "reference": None if identity == NEW_WHALE else reference.get(identity),
                 }
             )
-        near = score == "similarity" and top is not None and abs(top - threshold) < near_threshold
+        near = score == "similarity" and top is not None and abs(top - offset[image] - threshold) < near_threshold
         close = top is not None and (near or (margin is not None and margin < min_margin))
         query = {
             "image": image,
@@ -156,6 +161,7 @@ def assemble_review(
         "score": score,
         "decisions": decided is not None,
         "threshold": float(threshold),
+        "new_whale_score": new_whale_score,
         "near_threshold": float(near_threshold),
         "min_margin": float(min_margin),
         # The local matchers whose correspondences the candidates carry (attach_correspondences).
@@ -379,6 +385,8 @@ def run(
         min_margin,
         score=summary["score"],
         decisions=decisions,
+        # A run from before the key existed compared the threshold with the similarity.
+        new_whale_score=summary.get("new_whale_score", SIMILARITY),
     )
     matched = None
     if correspondences_path is not None:
