@@ -11,7 +11,8 @@ the test photos are subsampled (known or new photos dropped, seeded) to test new
 - MAP@5 at the validation-calibrated threshold (match.new_share: validation), at the estimated
   share's threshold (auto), at the true share's threshold (the best any share estimate can do) and
   at the best threshold in hindsight (chosen on the subsample's own truth), and the all-new_whale
-  baseline (every list only new_whale: MAP@5 = the new share);
+  baseline (every list only new_whale: MAP@5 = the new share); each with the threshold compared
+  with the raw similarity and with the lift over the photo's cohort (match.new_whale_score);
 - AUROC of new vs known on the calibrated P(new) and on the top score;
 - the automatic "new individual" decisions (match/decisions.py at its default 0.95 target, for the
   share used): the share of photos decided new, their precision, and the share of the truly new
@@ -36,6 +37,7 @@ from bench.bench_peers import truth_file
 from bench.common import environment, markdown_table, write_part
 from flukeline.core.metrics import NEW_WHALE
 from flukeline.core.retrieval import best_threshold, map5_by_threshold, threshold_grid
+from flukeline.match.cohort import LIFT, SIMILARITY, threshold_offsets
 from flukeline.match.decision_calibration import fit_calibrator, photo_evidence
 from flukeline.match.decisions import NEW, decide
 from flukeline.match.new_share import estimate_new_share
@@ -44,6 +46,7 @@ from flukeline.match.settings import DecisionSettings, EnsembleSettings
 from flukeline.match.tables import to_wide
 
 SHARES = (0.10, 0.25, 0.50, 0.70)
+SCORES = (SIMILARITY, LIFT)
 
 
 def subsample(is_new: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
@@ -69,13 +72,15 @@ class Run:
         self.train = pd.read_parquet(folder / "results" / "data" / "train.parquet")
         self.test = pd.read_parquet(folder / "results" / "data" / "test.parquet")
         truth = pd.read_csv(truth_file(folder), dtype=str, keep_default_na=False).set_index("Image")["Id"]
-        self.settings = EnsembleSettings()
-        self.k = int(self.settings.top_k)
+        self.settings = {score: EnsembleSettings(new_whale_score=score) for score in SCORES}
+        self.k = int(EnsembleSettings().top_k)
         self.images, self.ids, self.sims = to_wide(self.test_topk, self.k)
+        # What each score compares with the threshold.
+        self.scores = {s: self.sims - threshold_offsets(self.test_topk, self.images, s)[:, None] for s in SCORES}
         self.truth = truth.loc[self.images].to_numpy()
         self.is_new = self.truth == NEW_WHALE
-        self.grid = threshold_grid(self.settings.threshold_grid)
-        self.threshold_validation, _ = decide_threshold(self.val_topk, self.settings)
+        self.grid = threshold_grid(EnsembleSettings().threshold_grid)
+        self.threshold_validation = {s: decide_threshold(self.val_topk, self.settings[s])[0] for s in SCORES}
         val = photo_evidence(self.val_topk)
         val_new = (val["truth"].astype(str) == NEW_WHALE).to_numpy()
         self.validation_share = float(val_new.mean())
@@ -83,8 +88,9 @@ class Run:
         self.p_new = fit_calibrator(val, val_new.astype(float), increasing=False).predict(test)
         self.top_score = test["top_score"].to_numpy()
 
-    def map5(self, rows: np.ndarray, threshold: float) -> float:
-        return float(map5_by_threshold(self.truth[rows], self.ids[rows], self.sims[rows], [threshold], self.k)[0])
+    def map5(self, rows: np.ndarray, threshold: float, score: str) -> float:
+        sims = self.scores[score][rows]
+        return float(map5_by_threshold(self.truth[rows], self.ids[rows], sims, [threshold], self.k)[0])
 
     def measure(self, rows: np.ndarray, seed: int) -> dict:
         """Every figure of one subsample."""
@@ -92,9 +98,6 @@ class Run:
         test_topk = self.test_topk[self.test_topk["image"].isin(images)]
         estimate = estimate_new_share(self.val_topk, test_topk, seed=seed)
         true_share = float(self.is_new[rows].mean())
-        threshold_estimated, _ = decide_threshold(self.val_topk, self.settings, estimate.estimate)
-        threshold_true, _ = decide_threshold(self.val_topk, self.settings, true_share)
-        _, hindsight, _ = best_threshold(self.truth[rows], self.ids[rows], self.sims[rows], self.grid, self.k)
         is_new = self.is_new[rows]
         both = 0 < is_new.mean() < 1
         out = {
@@ -103,15 +106,25 @@ class Run:
             "estimated_share": estimate.estimate,
             "interval": [estimate.low, estimate.high],
             "interval_holds_truth": bool(estimate.low <= true_share <= estimate.high),
-            "map5_validation_threshold": self.map5(rows, self.threshold_validation),
-            "map5_estimated_share_threshold": self.map5(rows, threshold_estimated),
-            "map5_true_share_threshold": self.map5(rows, threshold_true),
-            "map5_hindsight": float(hindsight),
             "map5_all_new_whale": true_share,
-            "thresholds": {"validation": self.threshold_validation, "estimated": threshold_estimated},
+            "thresholds": {},
             "auroc_p_new": float(roc_auc_score(is_new, self.p_new[rows])) if both else None,
             "auroc_top_score": float(roc_auc_score(is_new, -self.top_score[rows])) if both else None,
         }
+        for score in SCORES:
+            settings = self.settings[score]
+            threshold_estimated, _ = decide_threshold(self.val_topk, settings, estimate.estimate)
+            threshold_true, _ = decide_threshold(self.val_topk, settings, true_share)
+            truth, ids, sims = self.truth[rows], self.ids[rows], self.scores[score][rows]
+            _, hindsight, _ = best_threshold(truth, ids, sims, self.grid, self.k)
+            out[f"map5_validation_threshold_{score}"] = self.map5(rows, self.threshold_validation[score], score)
+            out[f"map5_estimated_share_threshold_{score}"] = self.map5(rows, threshold_estimated, score)
+            out[f"map5_true_share_threshold_{score}"] = self.map5(rows, threshold_true, score)
+            out[f"map5_hindsight_{score}"] = float(hindsight)
+            out["thresholds"][score] = {
+                "validation": self.threshold_validation[score],
+                "estimated": threshold_estimated,
+            }
         test = self.test[self.test["image"].isin(images)]
         truth = pd.Series(self.truth, index=self.images)
         for name, share in (("validation", None), ("estimated", estimate.estimate)):
@@ -136,8 +149,12 @@ def summarise(rows: list[dict]) -> dict:
     keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     out = {k: mean_of([r[k] for r in rows]) for k in keys}
     out["interval_holds_truth"] = float(np.mean([r["interval_holds_truth"] for r in rows]))
-    out["worst_gap_estimated"] = max(r["map5_hindsight"] - r["map5_estimated_share_threshold"] for r in rows)
-    out["worst_gap_validation"] = max(r["map5_hindsight"] - r["map5_validation_threshold"] for r in rows)
+    for score in SCORES:
+        estimated = f"map5_estimated_share_threshold_{score}"
+        # The gap to the best threshold in hindsight on either score: what any threshold could have done.
+        out[f"worst_gap_estimated_{score}"] = max(
+            max(r[f"map5_hindsight_{s}"] for s in SCORES) - r[estimated] for r in rows
+        )
     out["worst_share_error"] = max(abs(r["estimated_share"] - r["true_share"]) for r in rows)
     for name in ("validation", "estimated"):
         out[f"auto_new_{name}"] = {
@@ -165,6 +182,11 @@ def bench_run(folder: Path, shares, seeds: int) -> dict:
     return result
 
 
+def pair(s: dict, key: str) -> str:
+    """'similarity / lift' of one measure."""
+    return " / ".join(f"{s[f'{key}_{score}']:.3f}" for score in SCORES)
+
+
 def tables(results: list[dict], command: str, env: dict) -> str:
     lines = [
         "# The new-individual decision at test new shares unlike validation's (issue 30)",
@@ -172,19 +194,24 @@ def tables(results: list[dict], command: str, env: dict) -> str:
         f"{env['date']}, commit {env['git_commit']}, {env['cpu']}; `{command}`",
         "",
         "Each run's final ensemble tables as they are; test photos subsampled (known or new dropped,"
-        " seeded) to each new share; means over the seeds. MAP@5 at the validation-calibrated"
-        " threshold (`match.new_share: validation`), at the estimated share's (`auto`), at the true"
-        " share's, and at the best threshold in hindsight; all-new_whale = every list only new_whale."
-        " Gap = hindsight minus auto, worst seed. Automatic new: decisions at the 0.95 target, share of"
-        " photos / precision / share of the truly new photos taken.",
+        " seeded) to each new share; means over the seeds. Each MAP@5 cell is `similarity / lift`: the"
+        " threshold compared with the raw similarity (the rule before) or with its lift over the"
+        " photo's cohort (`match.new_whale_score: lift`, the default now), chosen at the validation"
+        " share (`match.new_share: validation`), at the estimated share (`auto`), at the true share, or"
+        " the best threshold in hindsight (on the subsample's own truth). Worst gap: the better of the"
+        " two hindsight values minus auto, worst seed. all-new_whale = every list only new_whale."
+        " Automatic new: decisions at the 0.95 target, share of photos / precision / share of the"
+        " truly new photos taken.",
         "",
     ]
     for result in results:
+        thresholds = result["threshold_validation"]
         lines += [
             f"## {result['run']}",
             "",
             f"validation new share {result['validation_share']:.3f}; test {result['test_photos']} photos,"
-            f" new share {result['test_share']:.3f}; validation threshold {result['threshold_validation']:.2f}",
+            f" new share {result['test_share']:.3f}; validation threshold"
+            f" {' / '.join(f'{thresholds[score]:.2f}' for score in SCORES)}",
             "",
         ]
         header = [
@@ -197,7 +224,6 @@ def tables(results: list[dict], command: str, env: dict) -> str:
             "MAP@5 true-share thr",
             "MAP@5 hindsight",
             "worst gap auto",
-            "worst gap validation",
             "all-new_whale",
             "AUROC P(new) / top score",
             "auto-new validation",
@@ -211,12 +237,11 @@ def tables(results: list[dict], command: str, env: dict) -> str:
                     f"{s['photos']:.0f}",
                     f"{s['estimated_share']:.3f} ({s['interval_holds_truth']:.0%})",
                     s["worst_share_error"],
-                    s["map5_validation_threshold"],
-                    s["map5_estimated_share_threshold"],
-                    s["map5_true_share_threshold"],
-                    s["map5_hindsight"],
-                    s["worst_gap_estimated"],
-                    s["worst_gap_validation"],
+                    pair(s, "map5_validation_threshold"),
+                    pair(s, "map5_estimated_share_threshold"),
+                    pair(s, "map5_true_share_threshold"),
+                    pair(s, "map5_hindsight"),
+                    pair(s, "worst_gap_estimated"),
                     s["map5_all_new_whale"],
                     f"{s['auroc_p_new']:.3f} / {s['auroc_top_score']:.3f}",
                     auto_new(s["auto_new_validation"]),
