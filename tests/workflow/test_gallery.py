@@ -80,8 +80,11 @@ def test_added_sighting_joins_the_templates(tiny_run, tmp_path):
     added = add_sightings(folder, [photo], "zz_added")
     assert len(added) == len(manifest["members"])  # one embedding per member
     after = identify(folder, [photo], top=5)
-    assert after["id"].iloc[0] == "zz_added"
-    assert after["similarity"].iloc[0] == pytest.approx(1.0, abs=1e-3)  # the very photo
+    # The first identity (the tiny run's barely trained members score every identity alike, so the
+    # lift over the photo's next identities may still put new_whale before it).
+    first = after[after["id"] != NEW_WHALE].iloc[0]
+    assert first["id"] == "zz_added"
+    assert first["similarity"] == pytest.approx(1.0, abs=1e-3)  # the very photo
 
     # Adding it again is a no-op; under another id it is refused, naming the photo.
     assert add_sightings(folder, [photo], "zz_added").empty
