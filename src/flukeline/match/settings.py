@@ -37,7 +37,7 @@ class RankingSettings(StageSettings):
 
     top_k: int = 5  # Kaggle's MAP@5
     candidates: int = 20  # identities kept per query in the top-k tables
-    # calibrate: the best MAP@5 on the validation folds over threshold_grid; or a fixed similarity.
+    # calibrate: the best MAP@5 on the validation folds over threshold_grid; or a fixed value of new_whale_score.
     new_whale_threshold: str | float = "calibrate"
     threshold_grid: tuple = (-0.2, 1.0, 0.01)  # low, high, step
     # What the threshold is compared with: lift (a candidate's similarity minus the mean of the
