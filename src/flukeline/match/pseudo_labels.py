@@ -36,12 +36,12 @@ def select_pseudo_labels(
     """Test images whose best identity is confident enough to train the next round's members:
     above the new_whale threshold (compared with `score`, match/cohort.py), top-1 similarity >=
     min_similarity and ahead of the runner-up by >= min_margin. The table says why each image was taken."""
-    images, top_ids, top_sims, margin, eligible = pseudo_label_candidates(test_topk, threshold, min_margin, score)
+    images, top_ids, top_sims, top_scores, margin, eligible = pseudo_label_candidates(
+        test_topk, threshold, min_margin, score
+    )
     # With the similarity itself compared with the threshold, the threshold is a similarity floor too.
     floor = max(float(min_similarity), float(threshold)) if score == SIMILARITY else float(min_similarity)
     taken = eligible & (top_sims >= floor)
-    lifts = top_sims - threshold_offsets(test_topk, images, score)
-    lifted = np.array(["" if score == SIMILARITY else f", lift {v:.3f} >= {float(threshold):.3f}" for v in lifts])
     return pd.DataFrame(
         {
             "image": images[taken],
@@ -50,24 +50,27 @@ def select_pseudo_labels(
             "margin": margin[taken],
             "round": int(round_),
             "reason": [
-                f"top-1 similarity {s:.3f} >= {floor:.3f}{above} and margin {m:.3f} >= {min_margin:.3f}"
-                for s, m, above in zip(top_sims[taken], margin[taken], lifted[taken])
+                f"top-1 similarity {s:.3f} >= {floor:.3f}"
+                + ("" if score == SIMILARITY else f", lift {lift:.3f} >= {float(threshold):.3f}")
+                + f" and margin {m:.3f} >= {min_margin:.3f}"
+                for s, lift, m in zip(top_sims[taken], top_scores[taken], margin[taken])
             ],
         }
     )
 
 
 def pseudo_label_candidates(topk: pd.DataFrame, threshold: float, min_margin: float, score: str = SIMILARITY):
-    """Per query: image, top-1 id and similarity, margin over the runner-up, and whether it could
+    """Per query: image, top-1 id and similarity, the top-1's score compared with the threshold
+    (its similarity, or its lift for `score` lift), margin over the runner-up, and whether it could
     be a pseudo-label at all (an identity above the new_whale threshold, compared with `score`,
     `min_margin` ahead). The selection and its calibration share this rule, so the cut is
     calibrated on the same kind of images it takes."""
     images, ids, sims = to_wide(topk, 2)
     second = np.where(np.isfinite(sims[:, 1]), sims[:, 1], -1.0)
     margin = sims[:, 0] - second
-    above = sims[:, 0] - threshold_offsets(topk, images, score) >= float(threshold)
-    eligible = above & (margin >= float(min_margin)) & (ids[:, 0] != "")
-    return images, ids[:, 0], sims[:, 0], margin, eligible
+    top_scores = sims[:, 0] - threshold_offsets(topk, images, score)
+    eligible = (top_scores >= float(threshold)) & (margin >= float(min_margin)) & (ids[:, 0] != "")
+    return images, ids[:, 0], sims[:, 0], top_scores, margin, eligible
 
 
 # A precision measured on fewer validation images than this is noise, not a calibration.
@@ -92,7 +95,7 @@ def calibrate_pseudo_label_similarity(
     rule can say why nothing was taken."""
     if "truth" not in val_topk:
         raise ValueError("pseudo-label calibration needs the validation truth ('truth' column of the top-k table)")
-    images, top_ids, top_sims, _, eligible = pseudo_label_candidates(val_topk, threshold, min_margin, score)
+    images, top_ids, top_sims, _, _, eligible = pseudo_label_candidates(val_topk, threshold, min_margin, score)
     truth = val_topk.drop_duplicates("image").set_index("image")["truth"].loc[images].to_numpy()
     is_new = truth == NEW_WHALE
     weight = np.ones(len(truth)) if share is None else class_weights(is_new, float(is_new.mean()), share)
