@@ -6,6 +6,10 @@ from flukeline.core.metrics import NEW_WHALE
 from sklearn.metrics import roc_auc_score
 from sklearn.linear_model import LogisticRegression
 
+def prec_at(p, y, rec=0.2):
+    """Precision of the photos ranked most likely new (by p), down to `rec` of the truly new (y)."""
+    o=np.argsort(-p); yy=y[o]; k=int(np.ceil(rec*y.sum())); tp=np.cumsum(yy); idx=np.searchsorted(tp,k); return tp[idx]/(idx+1)
+
 def per_member(t, name, cohort=9):
     t=t[t["id"]!=NEW_WHALE].sort_values(["image","similarity"],ascending=[True,False],kind="stable")
     pl=t.groupby("image").cumcount()

@@ -4,8 +4,6 @@ from flukeline.match.member import embedding_lookup
 from flukeline.match.templates import fuse_views
 run=Path(sys.argv[1]); K=10
 train=pd.read_parquet(run/"results/data/train.parquet")
-def prec_at(p, y, rec=0.2):
-    o=np.argsort(-p); yy=y[o]; k=int(np.ceil(rec*y.sum())); tp=np.cumsum(yy); idx=np.searchsorted(tp,k); return tp[idx]/(idx+1)
 def norm(x): return x/np.linalg.norm(x,axis=1,keepdims=True)
 def scores(Q,G,gid):
     S=Q@G.T

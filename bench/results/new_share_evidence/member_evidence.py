@@ -1,8 +1,5 @@
 import sys; sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from features import *
-def prec_at(p, y, rec=0.2):
-    o=np.argsort(-p); yy=y[o]; k=int(np.ceil(rec*y.sum()))
-    tp=np.cumsum(yy); idx=np.searchsorted(tp,k); return tp[idx]/(idx+1)
 for run in sys.argv[1:]:
     v,mems=features(run,"val"); t,_=features(run,"test")
     print("==",run, "val",len(v),v.new.mean().round(3),"test",len(t),t.new.mean().round(3), mems)

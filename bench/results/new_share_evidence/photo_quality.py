@@ -2,8 +2,6 @@
 import sys; sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from features import *
 import cv2
-def prec_at(p, y, rec=0.2):
-    o=np.argsort(-p); yy=y[o]; k=int(np.ceil(rec*y.sum())); tp=np.cumsum(yy); idx=np.searchsorted(tp,k); return tp[idx]/(idx+1)
 run=Path(sys.argv[1])
 vf,mems=features(run,"val"); tf,_=features(run,"test")
 b=pd.read_parquet(run/"results/detect/boxes.parquet").set_index("image")

@@ -3,8 +3,6 @@ import sys; sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from features import *
 from flukeline.match.member import embedding_lookup
 from flukeline.match.templates import fuse_views
-def prec_at(p, y, rec=0.2):
-    o=np.argsort(-p); yy=y[o]; k=int(np.ceil(rec*y.sum())); tp=np.cumsum(yy); idx=np.searchsorted(tp,k); return tp[idx]/(idx+1)
 def norm(x): return x/np.linalg.norm(x,axis=1,keepdims=True)
 run=Path(sys.argv[1])
 train=pd.read_parquet(run/"results/data/train.parquet")
